@@ -1,0 +1,154 @@
+//! The client end: one QUIC connection, one bidirectional stream per call,
+//! a deadline on every call, and the server's push stream.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message;
+use quicprochat_proto::v1::{ErrorBody, PushEvent};
+use quicprochat_proto::{Frame, FrameKind, Method, Status};
+
+use crate::stream::{read_frame, write_frame};
+use crate::tls::{CertFingerprint, PinnedServer};
+use crate::transport::{client_config, client_endpoint, TransportLimits};
+use crate::{RpcError, CLOSE_CLIENT_DONE};
+
+/// A connected RPC client.
+#[derive(Debug, Clone)]
+pub struct RpcClient {
+    endpoint: quinn::Endpoint,
+    connection: quinn::Connection,
+    call_timeout: Duration,
+    fingerprint: CertFingerprint,
+}
+
+impl RpcClient {
+    /// Connects to `addr`, checking the server certificate against `pin`
+    /// (trust on first use when the pin is empty).
+    pub async fn connect(
+        addr: SocketAddr,
+        pin: PinnedServer,
+        limits: &TransportLimits,
+        call_timeout: Duration,
+    ) -> Result<RpcClient, RpcError> {
+        let endpoint = client_endpoint(addr)?;
+        let config = client_config(pin.clone(), limits)?;
+        let connecting = endpoint.connect_with(config, addr, "qpc-server")?;
+        let connection = match tokio::time::timeout(call_timeout, connecting).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(error)) => {
+                return Err(match (pin.expected, pin.seen()) {
+                    (Some(expected), Some(seen)) if expected != seen => RpcError::Tls(format!(
+                        "the server at {addr} presented certificate {seen}, but {expected} is pinned for it: \
+                         the server's key changed or someone is intercepting the connection"
+                    )),
+                    _ => RpcError::Connection(error),
+                });
+            }
+            Err(_) => {
+                return Err(RpcError::Timeout {
+                    method: Method::Challenge,
+                    timeout_ms: call_timeout.as_millis() as u64,
+                })
+            }
+        };
+        let fingerprint = pin
+            .seen()
+            .ok_or_else(|| RpcError::Tls("handshake finished without a server certificate".into()))?;
+        Ok(RpcClient { endpoint, connection, call_timeout, fingerprint })
+    }
+
+    /// The fingerprint of the certificate the server presented.
+    pub fn server_fingerprint(&self) -> CertFingerprint {
+        self.fingerprint
+    }
+
+    /// The underlying QUIC connection.
+    pub fn connection(&self) -> &quinn::Connection {
+        &self.connection
+    }
+
+    /// The underlying endpoint (for rebinding to a new socket).
+    pub fn endpoint(&self) -> &quinn::Endpoint {
+        &self.endpoint
+    }
+
+    /// Keying material binding a login proof to this connection.
+    pub fn auth_exporter(&self) -> Result<[u8; 32], RpcError> {
+        crate::auth_exporter(&self.connection)
+    }
+
+    /// Calls `method` with `request`, decoding the response as `Resp`.
+    pub async fn call<Req: Message, Resp: Message + Default>(
+        &self,
+        method: Method,
+        request: &Req,
+    ) -> Result<Resp, RpcError> {
+        let body = self.call_raw(method, Bytes::from(request.encode_to_vec())).await?;
+        Resp::decode(body).map_err(|source| RpcError::Decode { what: method.name(), source })
+    }
+
+    /// Calls `method` with an encoded body; returns the encoded OK response.
+    pub async fn call_raw(&self, method: Method, body: Bytes) -> Result<Bytes, RpcError> {
+        let exchange = async {
+            let (mut send, mut recv) = self.connection.open_bi().await?;
+            write_frame(&mut send, &Frame::request(method, body)).await?;
+            // The server reads exactly one frame; finishing is a courtesy.
+            let _ = send.finish();
+            read_frame(&mut recv).await?.ok_or(RpcError::Truncated)
+        };
+        let frame = tokio::time::timeout(self.call_timeout, exchange)
+            .await
+            .map_err(|_| RpcError::Timeout { method, timeout_ms: self.call_timeout.as_millis() as u64 })??;
+        if frame.kind != FrameKind::Response || frame.method != method {
+            return Err(RpcError::Unexpected(format!(
+                "asked {method}, got a {:?} frame for {}",
+                frame.kind, frame.method
+            )));
+        }
+        if frame.status == Status::Ok {
+            return Ok(frame.body);
+        }
+        let error = ErrorBody::decode(frame.body).unwrap_or_default();
+        Err(RpcError::Status {
+            method,
+            status: frame.status,
+            message: error.message,
+            retry_after_ms: error.retry_after_ms,
+            current_epoch: error.current_epoch,
+        })
+    }
+
+    /// Waits for the server to open the push stream (after `Subscribe`).
+    pub async fn accept_push(&self) -> Result<PushStream, RpcError> {
+        let recv = self.connection.accept_uni().await?;
+        Ok(PushStream { recv })
+    }
+
+    /// Closes the connection with the normal close code and waits briefly
+    /// for the close to reach the server.
+    pub async fn close(&self) {
+        self.connection.close(CLOSE_CLIENT_DONE.into(), b"client closed");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+}
+
+/// The server-opened stream of push events.
+#[derive(Debug)]
+pub struct PushStream {
+    recv: quinn::RecvStream,
+}
+
+impl PushStream {
+    /// The next push event; `Ok(None)` when the server ended the stream.
+    pub async fn next(&mut self) -> Result<Option<PushEvent>, RpcError> {
+        let Some(frame) = read_frame(&mut self.recv).await? else {
+            return Ok(None);
+        };
+        if frame.kind != FrameKind::Push {
+            return Err(RpcError::Unexpected(format!("a {:?} frame on the push stream", frame.kind)));
+        }
+        PushEvent::decode(frame.body).map(Some).map_err(|source| RpcError::Decode { what: "PushEvent", source })
+    }
+}
