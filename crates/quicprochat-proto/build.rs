@@ -2,8 +2,6 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/qpc.proto");
     let file_descriptors = protox::compile(["proto/qpc.proto"], ["proto"])?;
-    prost_build::Config::new()
-        .bytes(["."])
-        .compile_fds(file_descriptors)?;
+    prost_build::Config::new().bytes(["."]).compile_fds(file_descriptors)?;
     Ok(())
 }

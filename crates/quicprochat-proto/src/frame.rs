@@ -220,7 +220,8 @@ mod tests {
     #[test]
     fn oversized_length_is_rejected_from_the_header_alone() {
         for len in [u32::MAX, Method::Login.max_request_len() + 1] {
-            let mut header = FrameHeader { len: 0, method: Method::Login, kind: FrameKind::Request, status: Status::Ok }.to_bytes();
+            let mut header =
+                FrameHeader { len: 0, method: Method::Login, kind: FrameKind::Request, status: Status::Ok }.to_bytes();
             header[..4].copy_from_slice(&len.to_be_bytes());
             // Only the header is present: the limit is checked before any body is awaited.
             let mut buf = BytesMut::from(&header[..]);

@@ -39,10 +39,7 @@ impl Status {
 
     /// Whether a client may retry the same request later and expect success.
     pub fn is_retryable(self) -> bool {
-        matches!(
-            self,
-            Status::ResourceExhausted | Status::DeadlineExceeded | Status::Unavailable | Status::StaleEpoch
-        )
+        matches!(self, Status::ResourceExhausted | Status::DeadlineExceeded | Status::Unavailable | Status::StaleEpoch)
     }
 
     /// Stable upper-case name, as in the design document.

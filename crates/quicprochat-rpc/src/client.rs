@@ -53,9 +53,8 @@ impl RpcClient {
                 })
             }
         };
-        let fingerprint = pin
-            .seen()
-            .ok_or_else(|| RpcError::Tls("handshake finished without a server certificate".into()))?;
+        let fingerprint =
+            pin.seen().ok_or_else(|| RpcError::Tls("handshake finished without a server certificate".into()))?;
         Ok(RpcClient { endpoint, connection, call_timeout, fingerprint })
     }
 

@@ -27,12 +27,7 @@ pub async fn read_frame(recv: &mut RecvStream) -> Result<Option<Frame>, RpcError
         Err(ReadExactError::FinishedEarly(_)) => return Err(RpcError::Truncated),
         Err(ReadExactError::ReadError(error)) => return Err(RpcError::Read(error.to_string())),
     }
-    Ok(Some(Frame {
-        method: header.method,
-        kind: header.kind,
-        status: header.status,
-        body: Bytes::from(body),
-    }))
+    Ok(Some(Frame { method: header.method, kind: header.kind, status: header.status, body: Bytes::from(body) }))
 }
 
 /// Writes one frame (does not finish the stream).

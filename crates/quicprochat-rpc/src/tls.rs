@@ -79,10 +79,7 @@ pub fn load_or_generate_server_identity(dir: &Path, names: &[String]) -> Result<
     if cert_path.exists() && key_path.exists() {
         let cert = std::fs::read(&cert_path)?;
         let key = std::fs::read(&key_path)?;
-        return Ok(ServerIdentity {
-            cert: CertificateDer::from(cert),
-            key: PrivatePkcs8KeyDer::from(key),
-        });
+        return Ok(ServerIdentity { cert: CertificateDer::from(cert), key: PrivatePkcs8KeyDer::from(key) });
     }
     let generated = generate_server_identity(names)?;
     std::fs::create_dir_all(dir)?;

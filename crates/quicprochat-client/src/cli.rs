@@ -1,0 +1,107 @@
+//! Command-line syntax of `qpc` (the contract in DESIGN.md).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// quicprochat: end-to-end encrypted group chat over QUIC and MLS.
+#[derive(Parser, Debug)]
+#[command(name = "qpc", version, about)]
+pub(crate) struct Cli {
+    /// Profile directory (identity, groups, history). Default: $QPC_PROFILE, else the user's config dir.
+    #[arg(long, global = true)]
+    pub(crate) profile: Option<PathBuf>,
+    /// Print results as JSON, one object per line.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Create an account on a server and store it in the profile.
+    Register {
+        /// Username (lowercase letters, digits, `_`, `-`, `.`; starts with a letter).
+        name: String,
+        /// Server address, HOST:PORT.
+        #[arg(long)]
+        server: String,
+    },
+    /// Show the profile's account, server and identity key.
+    Whoami,
+    /// Manage groups.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Send a message to a group, or to `@user` for a direct conversation.
+    Send {
+        /// Group name, or @user.
+        target: String,
+        /// The message text.
+        #[arg(required = true, num_args = 1..)]
+        text: Vec<String>,
+    },
+    /// Print messages not shown before.
+    Recv {
+        /// Wait up to this many seconds for at least one message.
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+        /// Keep printing messages as they arrive until interrupted.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Show the last messages of a conversation.
+    History {
+        /// Group name, or @user.
+        target: String,
+        /// How many messages.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Show the safety number you share with a user, to compare out of band.
+    Verify {
+        /// The other user.
+        user: String,
+    },
+    /// Interactive shell.
+    Repl,
+    /// Run an in-process server and three clients holding an encrypted conversation.
+    Demo,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum GroupCommand {
+    /// Create a group with you as its only member.
+    Create {
+        /// Group name.
+        name: String,
+    },
+    /// Add users to a group.
+    Add {
+        /// Group name.
+        group: String,
+        /// Users to add.
+        #[arg(required = true, num_args = 1..)]
+        users: Vec<String>,
+    },
+    /// Remove users from a group.
+    Remove {
+        /// Group name.
+        group: String,
+        /// Users to remove.
+        #[arg(required = true, num_args = 1..)]
+        users: Vec<String>,
+    },
+    /// Leave a group.
+    Leave {
+        /// Group name.
+        group: String,
+    },
+    /// List your groups.
+    List,
+    /// List a group's members.
+    Members {
+        /// Group name, or @user.
+        group: String,
+    },
+}

@@ -1,0 +1,162 @@
+//! Runs one `qpc` command.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use quicprochat_sdk::{ClientOptions, QpcClient};
+use serde_json::json;
+
+use crate::cli::{Cli, Command, GroupCommand};
+use crate::output::{print_message, print_result};
+
+/// Runs the parsed command line.
+pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
+    let json = cli.json;
+    match cli.command {
+        Command::Demo => crate::demo::run(json).await,
+        Command::Register { name, server } => {
+            let profile = profile_dir(cli.profile)?;
+            let server = resolve(&server).await?;
+            let client = QpcClient::register(&profile, server, &name, ClientOptions::default())
+                .await
+                .with_context(|| format!("cannot register {name} at {server}"))?;
+            let fingerprint = client.server_fingerprint().await;
+            print_result(
+                json,
+                json!({ "username": client.username(), "server": server.to_string(), "server_fingerprint": fingerprint.to_string(), "profile": profile.display().to_string() }),
+                &format!(
+                    "registered {} at {server}\nserver certificate pinned: {fingerprint}\nprofile: {}",
+                    client.username(),
+                    profile.display()
+                ),
+            );
+            client.disconnect().await;
+            Ok(())
+        }
+        command => {
+            let profile = profile_dir(cli.profile)?;
+            let client = QpcClient::open(&profile, ClientOptions::default())
+                .await
+                .with_context(|| format!("cannot open profile {}", profile.display()))?;
+            let result = run_with_client(&client, command, json).await;
+            client.disconnect().await;
+            result
+        }
+    }
+}
+
+/// Runs a command that needs a logged-in client (also used by the REPL).
+pub(crate) async fn run_with_client(client: &QpcClient, command: Command, json: bool) -> anyhow::Result<()> {
+    match command {
+        Command::Whoami => {
+            let fingerprint = client.server_fingerprint().await;
+            print_result(
+                json,
+                json!({ "username": client.username(), "server": client.server().to_string(), "server_fingerprint": fingerprint.to_string() }),
+                &format!("{} at {} (server certificate {fingerprint})", client.username(), client.server()),
+            );
+        }
+        Command::Group(group) => run_group(client, group, json).await?,
+        Command::Send { target, text } => {
+            let message = client.send(&target, &text.join(" ")).await?;
+            if json {
+                println!("{}", crate::output::message_json(&message));
+            } else {
+                println!("sent to {} ({})", message.group, message.id);
+            }
+        }
+        Command::Recv { wait, follow } => {
+            let mut wait = Duration::from_secs(wait);
+            loop {
+                for message in client.receive_wait(wait).await? {
+                    print_message(&message, json);
+                }
+                if !follow {
+                    break;
+                }
+                wait = Duration::from_secs(3600);
+            }
+        }
+        Command::History { target, limit } => {
+            for message in client.history(&target, limit).await? {
+                print_message(&message, json);
+            }
+        }
+        Command::Verify { user } => {
+            let safety = client.safety_number(&user).await?;
+            print_result(
+                json,
+                json!({ "user": safety.user, "safety_number": safety.digits, "identity_key": safety.their_key }),
+                &format!(
+                    "safety number with {}:\n{}\nCompare it with {} in person or over a trusted channel.",
+                    safety.user, safety.digits, safety.user
+                ),
+            );
+        }
+        Command::Repl => Box::pin(crate::repl::run(client, json)).await?,
+        Command::Register { .. } => bail!("this profile already holds an account"),
+        Command::Demo => bail!("run `qpc demo` on its own"),
+    }
+    Ok(())
+}
+
+async fn run_group(client: &QpcClient, command: GroupCommand, json: bool) -> anyhow::Result<()> {
+    match command {
+        GroupCommand::Create { name } => {
+            client.create_group(&name).await?;
+            print_result(json, json!({ "group": name, "created": true }), &format!("created group {name}"));
+        }
+        GroupCommand::Add { group, users } => {
+            client.add_members(&group, &users).await?;
+            print_result(
+                json,
+                json!({ "group": group, "added": users }),
+                &format!("added {} to {group}", users.join(", ")),
+            );
+        }
+        GroupCommand::Remove { group, users } => {
+            client.remove_members(&group, &users).await?;
+            print_result(
+                json,
+                json!({ "group": group, "removed": users }),
+                &format!("removed {} from {group}", users.join(", ")),
+            );
+        }
+        GroupCommand::Leave { group } => {
+            client.leave_group(&group).await?;
+            print_result(json, json!({ "group": group, "left": true }), &format!("left {group}"));
+        }
+        GroupCommand::List => {
+            // Catch up first so groups we were added to are listed.
+            client.sync().await?;
+            for group in client.groups().await? {
+                print_result(
+                    json,
+                    json!({ "group": group.name, "members": group.members }),
+                    &format!("{} ({})", group.name, group.members.join(", ")),
+                );
+            }
+        }
+        GroupCommand::Members { group } => {
+            client.sync().await?;
+            let members = client.members(&group).await?;
+            print_result(json, json!({ "group": group, "members": members }), &members.join("\n"));
+        }
+    }
+    Ok(())
+}
+
+fn profile_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    flag.or_else(|| quicprochat_sdk::profile::default_profile_dir(dirs::config_dir()))
+        .ok_or_else(|| anyhow!("no profile directory: pass --profile DIR or set QPC_PROFILE"))
+}
+
+async fn resolve(server: &str) -> anyhow::Result<SocketAddr> {
+    tokio::net::lookup_host(server)
+        .await
+        .with_context(|| format!("cannot resolve server address {server:?} (expected HOST:PORT)"))?
+        .next()
+        .ok_or_else(|| anyhow!("server address {server:?} resolves to nothing"))
+}

@@ -1,0 +1,4 @@
+//! Drives the built `qpc` and `qpc-server` binaries as a user would.
+
+mod cli;
+mod process;

@@ -1,0 +1,176 @@
+//! Messages on the client: encrypting application messages, joining from a Welcome,
+//! and processing incoming handshake and application messages.
+//!
+//! Incoming commits are merged at once and proposals are stored as pending; our own
+//! messages echoed back by the DS and handshakes from past epochs are reported as
+//! [`Incoming::Ignored`].
+
+use openmls::prelude::tls_codec::DeserializeBytes as _;
+use openmls::prelude::{
+    CreateMessageError, MlsGroup, MlsMessageBodyIn, MlsMessageIn, OpenMlsProvider, ProcessMessageError,
+    ProcessedMessageContent, ProtocolMessage, RatchetTreeIn, Sender, StagedWelcome, ValidationError, WelcomeError,
+};
+
+use super::groups::{join_config, merge_error};
+use super::{Incoming, MlsClient, MlsError};
+use crate::identity::username_of;
+
+const UNKNOWN_SENDER: &str = "<invalid credential>";
+
+impl MlsClient {
+    /// Encrypts an application message (MlsMessage bytes carrying a PrivateMessage).
+    /// Fails with `InvalidState` while proposals are pending (commit them first).
+    pub fn encrypt(&self, group_id: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, MlsError> {
+        const OP: &str = "encrypt";
+        let mut group = self.load(OP, group_id)?;
+        let message = group.create_message(&self.provider, self.signer(), plaintext).map_err(|err| match err {
+            CreateMessageError::GroupStateError(err) => MlsError::state(OP, group.group_id(), &err),
+            CreateMessageError::LibraryError(err) => MlsError::library(OP, &err),
+        })?;
+        super::groups::serialize_message(OP, &message)
+    }
+
+    /// Joins from a Welcome (MlsMessage bytes) that carries the ratchet tree; returns the group id.
+    /// A stale, inactive copy of the same group (we were removed earlier) is replaced.
+    pub fn join_from_welcome(&self, welcome: &[u8]) -> Result<Vec<u8>, MlsError> {
+        self.join(welcome, None)
+    }
+
+    /// Like [`MlsClient::join_from_welcome`], with the ratchet tree supplied separately
+    /// (TLS-serialised, e.g. served by the DS for big groups).
+    pub fn join_from_welcome_with_tree(&self, welcome: &[u8], ratchet_tree: &[u8]) -> Result<Vec<u8>, MlsError> {
+        let tree = RatchetTreeIn::tls_deserialize_exact_bytes(ratchet_tree)
+            .map_err(|err| MlsError::Malformed { what: "ratchet tree", reason: err.to_string() })?;
+        self.join(welcome, Some(tree))
+    }
+
+    fn join(&self, welcome: &[u8], ratchet_tree: Option<RatchetTreeIn>) -> Result<Vec<u8>, MlsError> {
+        const OP: &str = "join_from_welcome";
+        let message = parse_message(welcome)?;
+        let MlsMessageBodyIn::Welcome(welcome) = message.extract() else {
+            return Err(MlsError::Malformed {
+                what: "Welcome",
+                reason: "MlsMessage does not carry a Welcome".to_owned(),
+            });
+        };
+        let mut builder = StagedWelcome::build_from_welcome(&self.provider, &join_config(), welcome)
+            .map_err(|err| welcome_error(OP, err))?;
+        let group_id = builder.processed_welcome().unverified_group_info().group_id().clone();
+        let existing = MlsGroup::load(self.provider.storage(), &group_id).map_err(|err| MlsError::storage(OP, err))?;
+        match existing {
+            Some(group) if group.is_active() => {
+                return Err(MlsError::GroupExists { group_id: hex::encode(group_id.as_slice()) })
+            }
+            Some(_) => builder = builder.replace_old_group(),
+            None => {}
+        }
+        if let Some(tree) = ratchet_tree {
+            builder = builder.with_ratchet_tree(tree);
+        }
+        let staged = builder.build().map_err(|err| welcome_error(OP, err))?;
+        let group = staged.into_group(&self.provider).map_err(|err| welcome_error(OP, err))?;
+        Ok(group.group_id().to_vec())
+    }
+
+    /// Processes one incoming handshake or application message (MlsMessage bytes) for a
+    /// group we hold. Commits are merged immediately; proposals are stored as pending.
+    pub fn process_incoming(&self, group_id: &[u8], message: &[u8]) -> Result<Incoming, MlsError> {
+        const OP: &str = "process_incoming";
+        let protocol = parse_message(message)?
+            .try_into_protocol_message()
+            .map_err(|err| MlsError::Malformed { what: "PublicMessage or PrivateMessage", reason: err.to_string() })?;
+        let mut group = self.load(OP, group_id)?;
+        if protocol.group_id() != group.group_id() {
+            return Err(MlsError::WrongGroup {
+                expected: hex::encode(group_id),
+                found: hex::encode(protocol.group_id().as_slice()),
+            });
+        }
+        if !group.is_active() {
+            return Err(MlsError::Inactive { group_id: hex::encode(group_id) });
+        }
+        if let Some(ignored) = check_epoch(&group, &protocol)? {
+            return Ok(ignored);
+        }
+        let processed = match group.process_message(&self.provider, protocol) {
+            Ok(processed) => processed,
+            Err(ProcessMessageError::ValidationError(ValidationError::NoPastEpochData)) => {
+                return Ok(Incoming::Ignored { reason: "message from an epoch whose secrets are gone".to_owned() })
+            }
+            Err(err) => return Err(process_error(OP, &group, err)),
+        };
+        let sender = username_of(processed.credential()).unwrap_or_else(|| UNKNOWN_SENDER.to_owned());
+        let from_self = *processed.sender() == Sender::Member(group.own_leaf_index());
+        let epoch = processed.epoch().as_u64();
+        match processed.into_content() {
+            ProcessedMessageContent::ApplicationMessage(app) => {
+                Ok(Incoming::Application { sender, plaintext: app.into_bytes(), epoch })
+            }
+            ProcessedMessageContent::StagedCommitMessage(staged) => {
+                let removed_self = staged.self_removed();
+                group.merge_staged_commit(&self.provider, *staged).map_err(|err| merge_error(OP, err))?;
+                Ok(Incoming::CommitMerged { sender, new_epoch: group.epoch().as_u64(), removed_self })
+            }
+            ProcessedMessageContent::ProposalMessage(_) if from_self => {
+                Ok(Incoming::Ignored { reason: "our own proposal echoed back".to_owned() })
+            }
+            ProcessedMessageContent::ProposalMessage(queued) => {
+                group
+                    .store_pending_proposal(self.provider.storage(), *queued)
+                    .map_err(|err| MlsError::storage(OP, err))?;
+                Ok(Incoming::ProposalStored { sender })
+            }
+            ProcessedMessageContent::ExternalJoinProposalMessage(_) => Err(MlsError::InvalidMessage {
+                operation: OP,
+                reason: "external join proposals are not accepted".to_owned(),
+            }),
+            ProcessedMessageContent::OwnPendingCommit => {
+                Ok(Incoming::Ignored { reason: "our own pending commit echoed back".to_owned() })
+            }
+            ProcessedMessageContent::OwnPrivateMessage => {
+                Ok(Incoming::Ignored { reason: "our own message echoed back".to_owned() })
+            }
+            #[allow(unreachable_patterns)]
+            _ => Err(MlsError::InvalidMessage { operation: OP, reason: "unsupported message content".to_owned() }),
+        }
+    }
+}
+
+/// Future epochs are an error (we missed commits); past-epoch handshakes are ignored.
+fn check_epoch(group: &MlsGroup, protocol: &ProtocolMessage) -> Result<Option<Incoming>, MlsError> {
+    let group_epoch = group.epoch().as_u64();
+    let message_epoch = protocol.epoch().as_u64();
+    if message_epoch > group_epoch {
+        return Err(MlsError::FutureEpoch { message_epoch, group_epoch });
+    }
+    if message_epoch < group_epoch && protocol.is_handshake_message() {
+        return Ok(Some(Incoming::Ignored { reason: format!("handshake message for past epoch {message_epoch}") }));
+    }
+    Ok(None)
+}
+
+fn parse_message(bytes: &[u8]) -> Result<MlsMessageIn, MlsError> {
+    MlsMessageIn::tls_deserialize_exact_bytes(bytes)
+        .map_err(|err| MlsError::Malformed { what: "MlsMessage", reason: err.to_string() })
+}
+
+fn process_error(operation: &'static str, group: &MlsGroup, err: ProcessMessageError<rusqlite::Error>) -> MlsError {
+    match err {
+        ProcessMessageError::LibraryError(err) => MlsError::library(operation, &err),
+        ProcessMessageError::StorageError(err) => MlsError::storage(operation, err),
+        ProcessMessageError::ValidationError(err) => MlsError::validation(operation, &err),
+        ProcessMessageError::GroupStateError(err) => MlsError::state(operation, group.group_id(), &err),
+        other => MlsError::invalid_message(operation, other),
+    }
+}
+
+fn welcome_error(operation: &'static str, err: WelcomeError<rusqlite::Error>) -> MlsError {
+    match err {
+        WelcomeError::StorageError(err) => MlsError::storage(operation, err),
+        WelcomeError::LibraryError(err) => MlsError::library(operation, &err),
+        WelcomeError::GroupAlreadyExists => {
+            MlsError::InvalidState { operation, reason: "group already exists".to_owned() }
+        }
+        other => MlsError::invalid_message(operation, other),
+    }
+}

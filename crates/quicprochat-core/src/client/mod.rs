@@ -1,0 +1,241 @@
+//! One user's MLS state: groups, key packages, commits, welcomes and messages.
+//!
+//! [`MlsClient`] owns an OpenMLS provider made of RustCrypto and a SQLite store
+//! (`openmls_sqlite_storage` with a JSON codec). Every mutating call writes through
+//! to the database, so the state survives a restart; there is no explicit save.
+//! Groups are loaded from storage on each call, so no in-memory copy can go stale.
+//!
+//! Call order for a commit: `add_members` / `remove_members` /
+//! `commit_pending_proposals` create a *pending* commit; the caller submits it to
+//! the Delivery Service, then calls `merge_pending_commit` (accepted) or
+//! `clear_pending_commit` (rejected, e.g. another commit won the epoch).
+//!
+//! This module does no networking and knows nothing of the wire protocol.
+
+mod error;
+mod groups;
+mod messages;
+mod provider;
+
+use std::path::Path;
+
+use openmls::prelude::tls_codec::Serialize as _;
+use openmls::prelude::{
+    BasicCredential, Ciphersuite, CredentialWithKey, GroupId, Member, MlsGroup, OpenMlsProvider, SignaturePublicKey,
+};
+use openmls_basic_credential::SignatureKeyPair;
+
+pub use error::MlsError;
+use provider::ClientProvider;
+
+use crate::ciphersuite::{is_allowed_ciphersuite, DEFAULT_CIPHERSUITE};
+use crate::identity::{credential_for, username_of, Identity};
+
+/// What a group creator hands to the Delivery Service so it can follow the group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupBootstrap {
+    /// MlsMessage(GroupInfo) bytes, signed by the creator.
+    pub group_info: Vec<u8>,
+    /// TLS-serialised ratchet tree (decodes as `RatchetTreeIn`).
+    pub ratchet_tree: Vec<u8>,
+}
+
+/// A commit created locally and not yet merged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingCommit {
+    /// The epoch the commit was created in (the DS accepts it only at this epoch).
+    pub epoch: u64,
+    /// MlsMessage bytes carrying the commit as a PublicMessage.
+    pub commit: Vec<u8>,
+    /// MlsMessage(Welcome) bytes when the commit adds members.
+    pub welcome: Option<Vec<u8>>,
+}
+
+/// The result of processing one incoming message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// A decrypted application message.
+    Application {
+        /// Username of the sender.
+        sender: String,
+        /// The decrypted bytes.
+        plaintext: Vec<u8>,
+        /// Epoch the message was sent in.
+        epoch: u64,
+    },
+    /// A commit by another member, now merged.
+    CommitMerged {
+        /// Username of the committer.
+        sender: String,
+        /// Our epoch after the merge.
+        new_epoch: u64,
+        /// Whether the commit removed us (the group is then inactive).
+        removed_self: bool,
+    },
+    /// A proposal, stored as pending until someone commits it.
+    ProposalStored {
+        /// Username of the proposer.
+        sender: String,
+    },
+    /// Our own message echoed back or a message for an epoch we can no longer process; nothing to show.
+    Ignored {
+        /// Why it was ignored.
+        reason: String,
+    },
+}
+
+/// One user's MLS state, persisted in SQLite.
+///
+/// The provider is `Send` but not `Sync`: share an `MlsClient` behind a mutex or keep it on one thread.
+pub struct MlsClient {
+    provider: ClientProvider,
+    identity: Identity,
+    username: String,
+    ciphersuite: Ciphersuite,
+}
+
+impl std::fmt::Debug for MlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MlsClient")
+            .field("username", &self.username)
+            .field("identity", &self.identity)
+            .field("ciphersuite", &self.ciphersuite)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MlsClient {
+    /// Opens (creating if needed, running migrations) the MLS state database at `db_path`.
+    /// The identity's signature key pair is stored in the provider storage too.
+    /// New groups and key packages use [`DEFAULT_CIPHERSUITE`].
+    pub fn open(db_path: &Path, identity: Identity, username: &str) -> Result<MlsClient, MlsError> {
+        MlsClient::open_with_ciphersuite(db_path, identity, username, DEFAULT_CIPHERSUITE)
+    }
+
+    /// Like [`MlsClient::open`], but new groups and key packages use `ciphersuite`
+    /// (which must be allowed by [`is_allowed_ciphersuite`]).
+    pub fn open_with_ciphersuite(
+        db_path: &Path,
+        identity: Identity,
+        username: &str,
+        ciphersuite: Ciphersuite,
+    ) -> Result<MlsClient, MlsError> {
+        const OP: &str = "open";
+        if !is_allowed_ciphersuite(ciphersuite) {
+            return Err(MlsError::InvalidArgument {
+                operation: OP,
+                reason: format!("ciphersuite {ciphersuite:?} is not allowed"),
+            });
+        }
+        if username.is_empty() {
+            return Err(MlsError::InvalidArgument { operation: OP, reason: "empty username".to_owned() });
+        }
+        let provider = ClientProvider::open(db_path)?;
+        identity.key_pair().store(provider.storage()).map_err(|err| MlsError::storage(OP, err))?;
+        Ok(MlsClient { provider, identity, username: username.to_owned(), ciphersuite })
+    }
+
+    /// The username in our credential.
+    pub fn username(&self) -> &str {
+        &self.username
+    }
+
+    /// Our identity key pair.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The ciphersuite used for new groups and key packages.
+    pub fn ciphersuite(&self) -> Ciphersuite {
+        self.ciphersuite
+    }
+
+    /// Whether local state exists for this group (active or not).
+    pub fn has_group(&self, group_id: &[u8]) -> Result<bool, MlsError> {
+        let loaded = MlsGroup::load(self.provider.storage(), &GroupId::from_slice(group_id))
+            .map_err(|err| MlsError::storage("has_group", err))?;
+        Ok(loaded.is_some())
+    }
+
+    /// Whether we are still a member (false after a commit removed us).
+    pub fn is_active(&self, group_id: &[u8]) -> Result<bool, MlsError> {
+        Ok(self.load("is_active", group_id)?.is_active())
+    }
+
+    /// The group's current epoch.
+    pub fn epoch(&self, group_id: &[u8]) -> Result<u64, MlsError> {
+        Ok(self.load("epoch", group_id)?.epoch().as_u64())
+    }
+
+    /// Usernames of the current members (from their credentials), sorted.
+    pub fn members(&self, group_id: &[u8]) -> Result<Vec<String>, MlsError> {
+        let group = self.load("members", group_id)?;
+        let mut names: Vec<String> = group.members().map(|m| member_name(&m)).collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Identity key (signature public key) of a member, for safety numbers.
+    pub fn member_identity_key(&self, group_id: &[u8], username: &str) -> Result<Option<Vec<u8>>, MlsError> {
+        let group = self.load("member_identity_key", group_id)?;
+        let key =
+            group.members().find(|m| username_of(&m.credential).as_deref() == Some(username)).map(|m| m.signature_key);
+        Ok(key)
+    }
+
+    /// Deletes all local state of a group. Deleting an unknown group is an error.
+    pub fn delete_group(&self, group_id: &[u8]) -> Result<(), MlsError> {
+        const OP: &str = "delete_group";
+        let mut group = self.load(OP, group_id)?;
+        group.delete(self.provider.storage()).map_err(|err| MlsError::storage(OP, err))
+    }
+
+    /// The current GroupInfo (signed by us) and ratchet tree, e.g. to let the DS rebuild its view.
+    pub fn export_group_bootstrap(&self, group_id: &[u8]) -> Result<GroupBootstrap, MlsError> {
+        let group = self.load("export_group_bootstrap", group_id)?;
+        self.bootstrap_of(&group)
+    }
+
+    pub(crate) fn bootstrap_of(&self, group: &MlsGroup) -> Result<GroupBootstrap, MlsError> {
+        const OP: &str = "export_group_info";
+        let group_info = group
+            .export_group_info(self.provider.crypto(), self.signer(), false)
+            .map_err(|err| MlsError::internal(OP, err))?
+            .tls_serialize_detached()
+            .map_err(|err| MlsError::internal(OP, err))?;
+        let ratchet_tree =
+            group.export_ratchet_tree().tls_serialize_detached().map_err(|err| MlsError::internal(OP, err))?;
+        Ok(GroupBootstrap { group_info, ratchet_tree })
+    }
+
+    /// Loads a group or fails with `UnknownGroup`.
+    pub(crate) fn load(&self, operation: &'static str, group_id: &[u8]) -> Result<MlsGroup, MlsError> {
+        MlsGroup::load(self.provider.storage(), &GroupId::from_slice(group_id))
+            .map_err(|err| MlsError::storage(operation, err))?
+            .ok_or_else(|| MlsError::UnknownGroup { group_id: hex::encode(group_id) })
+    }
+
+    pub(crate) fn signer(&self) -> &SignatureKeyPair {
+        self.identity.key_pair()
+    }
+
+    pub(crate) fn credential_with_key(&self) -> CredentialWithKey {
+        CredentialWithKey {
+            credential: credential_for(&self.username),
+            signature_key: SignaturePublicKey::from(self.identity.public_key().to_vec()),
+        }
+    }
+}
+
+/// A member's username, or a marker when its credential is not a UTF-8 BasicCredential.
+fn member_name(member: &Member) -> String {
+    username_of(&member.credential).unwrap_or_else(|| {
+        let raw = BasicCredential::try_from(member.credential.clone())
+            .map(|basic| hex::encode(basic.identity()))
+            .unwrap_or_default();
+        format!("<invalid credential {raw}>")
+    })
+}
+
+#[cfg(test)]
+mod tests;

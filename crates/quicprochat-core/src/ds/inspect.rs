@@ -1,0 +1,79 @@
+//! Stateless checks the Delivery Service runs on uploaded key packages and on
+//! application messages before storing or fanning them out. Nothing here decrypts.
+
+use openmls::prelude::tls_codec::DeserializeBytes as _;
+use openmls::prelude::{KeyPackageIn, MlsMessageIn, ProtocolVersion, WireFormat};
+use openmls_rust_crypto::RustCrypto;
+
+use super::DsError;
+use crate::ciphersuite::is_allowed_ciphersuite;
+use crate::identity::username_of;
+
+/// What the server learns from a valid KeyPackage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyPackageInfo {
+    /// Username from the BasicCredential.
+    pub username: String,
+    /// The leaf's signature key (the user's identity key).
+    pub identity_key: Vec<u8>,
+    /// Whether it carries the last-resort extension (may be served more than once).
+    pub last_resort: bool,
+}
+
+/// Routing facts of an application message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplicationInfo {
+    /// The group id in the PrivateMessage header.
+    pub group_id: Vec<u8>,
+    /// The epoch in the PrivateMessage header.
+    pub epoch: u64,
+}
+
+/// Parses and validates (signature, lifetime, allowed ciphersuite; `KeyPackageIn::validate`)
+/// a TLS-serialised KeyPackage.
+pub fn validate_key_package(bytes: &[u8]) -> Result<KeyPackageInfo, DsError> {
+    let key_package_in =
+        KeyPackageIn::tls_deserialize_exact_bytes(bytes).map_err(|err| DsError::malformed("KeyPackage", err))?;
+    let key_package = key_package_in
+        .validate(&RustCrypto::default(), ProtocolVersion::Mls10)
+        .map_err(|err| DsError::InvalidKeyPackage { reason: err.to_string() })?;
+    let ciphersuite = key_package.ciphersuite();
+    if !is_allowed_ciphersuite(ciphersuite) {
+        return Err(DsError::CiphersuiteNotAllowed { ciphersuite: ciphersuite.into() });
+    }
+    let leaf = key_package.leaf_node();
+    let username = username_of(leaf.credential()).ok_or_else(|| DsError::InvalidCredential {
+        reason: "not a BasicCredential with a UTF-8 username".to_owned(),
+    })?;
+    Ok(KeyPackageInfo {
+        username,
+        identity_key: leaf.signature_key().as_slice().to_vec(),
+        last_resort: key_package.last_resort(),
+    })
+}
+
+/// Checks that bytes are an MlsMessage carrying a PrivateMessage and returns its group id
+/// and epoch. (The content type of a PrivateMessage is encrypted, so an encrypted
+/// handshake message would pass too; our groups send handshakes as PublicMessages.)
+pub fn inspect_application(bytes: &[u8]) -> Result<ApplicationInfo, DsError> {
+    let message =
+        MlsMessageIn::tls_deserialize_exact_bytes(bytes).map_err(|err| DsError::malformed("MlsMessage", err))?;
+    let wire_format = message.wire_format();
+    if wire_format != WireFormat::PrivateMessage {
+        return Err(DsError::WrongWireFormat { expected: "PrivateMessage", found: format!("{wire_format:?}") });
+    }
+    let protocol = message.try_into_protocol_message().map_err(|err| DsError::malformed("PrivateMessage", err))?;
+    Ok(ApplicationInfo { group_id: protocol.group_id().to_vec(), epoch: protocol.epoch().as_u64() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_rejected() {
+        assert!(matches!(validate_key_package(b"garbage"), Err(DsError::Malformed { .. })));
+        assert!(matches!(validate_key_package(&[]), Err(DsError::Malformed { .. })));
+        assert!(matches!(inspect_application(&[0, 1, 0, 2, 0xff]), Err(DsError::Malformed { .. })));
+    }
+}

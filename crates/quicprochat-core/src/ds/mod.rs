@@ -1,0 +1,281 @@
+//! The Delivery Service's public view of a group: no secrets, only what OpenMLS's
+//! `PublicGroup` can check from PublicMessages.
+//!
+//! [`DsGroupView`] is built from the creator's GroupInfo and ratchet tree, then
+//! follows the group by validating and merging each accepted commit (exactly one
+//! per epoch: a commit for an older epoch is [`DsError::StaleEpoch`]). It also stores
+//! standalone proposals so a later commit that references them validates. The whole
+//! state serialises to one blob ([`DsGroupView::to_bytes`]) for the server's store.
+//! Also here: stateless checks of key packages and application messages.
+//! Nothing in this module decrypts, and it does no IO.
+
+mod codec;
+
+mod error;
+mod inspect;
+
+use openmls::prelude::tls_codec::DeserializeBytes as _;
+use openmls::prelude::{
+    ContentType, LeafNodeIndex, MlsMessageBodyIn, MlsMessageIn, ProcessedMessageContent, Proposal, ProposalStore,
+    ProtocolMessage, PublicGroup, PublicProcessMessageError, RatchetTreeIn, Sender, StagedCommit, WireFormat,
+};
+use openmls_memory_storage::MemoryStorage;
+use openmls_rust_crypto::RustCrypto;
+
+pub use codec::MAX_VIEW_BYTES;
+pub use error::DsError;
+pub use inspect::{inspect_application, validate_key_package, ApplicationInfo, KeyPackageInfo};
+
+use crate::ciphersuite::is_allowed_ciphersuite;
+use crate::identity::username_of;
+
+/// A group member as the DS sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// Username from the member's BasicCredential.
+    pub username: String,
+    /// The member's signature key (identity key).
+    pub identity_key: Vec<u8>,
+}
+
+/// What an accepted commit changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitOutcome {
+    /// Username of the committer.
+    pub sender: String,
+    /// The epoch after the commit.
+    pub new_epoch: u64,
+    /// Members added by the commit.
+    pub added: Vec<MemberInfo>,
+    /// Usernames removed by the commit.
+    pub removed: Vec<String>,
+    /// Roster after the commit, sorted by username.
+    pub members: Vec<MemberInfo>,
+}
+
+/// What an accepted standalone proposal is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProposalOutcome {
+    /// Username of the proposer.
+    pub sender: String,
+    /// True when it is a Remove of the sender's own leaf (a leave).
+    pub self_remove: bool,
+}
+
+/// The DS's secret-free view of one group.
+pub struct DsGroupView {
+    storage: MemoryStorage,
+    group: PublicGroup,
+    crypto: RustCrypto,
+}
+
+impl std::fmt::Debug for DsGroupView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DsGroupView")
+            .field("group_id", &hex::encode(self.group_id()))
+            .field("epoch", &self.epoch())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DsGroupView {
+    /// Builds the view from a creator-supplied GroupInfo (MlsMessage bytes) and ratchet
+    /// tree; verifies the GroupInfo signature, the tree, that the ciphersuite is allowed
+    /// and that every member has a UTF-8 BasicCredential.
+    pub fn from_group_info(group_info: &[u8], ratchet_tree: &[u8]) -> Result<DsGroupView, DsError> {
+        let message = MlsMessageIn::tls_deserialize_exact_bytes(group_info)
+            .map_err(|err| DsError::malformed("MlsMessage", err))?;
+        let MlsMessageBodyIn::GroupInfo(verifiable) = message.extract() else {
+            return Err(DsError::malformed("GroupInfo", "MlsMessage does not carry a GroupInfo"));
+        };
+        let ciphersuite = verifiable.ciphersuite();
+        if !is_allowed_ciphersuite(ciphersuite) {
+            return Err(DsError::CiphersuiteNotAllowed { ciphersuite: ciphersuite.into() });
+        }
+        let tree = RatchetTreeIn::tls_deserialize_exact_bytes(ratchet_tree)
+            .map_err(|err| DsError::malformed("ratchet tree", err))?;
+        let crypto = RustCrypto::default();
+        let storage = MemoryStorage::default();
+        let (group, _group_info) =
+            PublicGroup::from_external(&crypto, &storage, tree, verifiable, ProposalStore::new())
+                .map_err(|err| DsError::InvalidGroupInfo { reason: err.to_string() })?;
+        let view = DsGroupView { storage, group, crypto };
+        for member in view.group.members() {
+            if username_of(&member.credential).is_none() {
+                return Err(DsError::InvalidCredential {
+                    reason: format!("member at leaf {} has no UTF-8 BasicCredential", member.index),
+                });
+            }
+        }
+        Ok(view)
+    }
+
+    /// The group id.
+    pub fn group_id(&self) -> Vec<u8> {
+        self.group.group_id().to_vec()
+    }
+
+    /// The current epoch.
+    pub fn epoch(&self) -> u64 {
+        self.group.group_context().epoch().as_u64()
+    }
+
+    /// The group's ciphersuite.
+    pub fn ciphersuite(&self) -> openmls::prelude::Ciphersuite {
+        self.group.ciphersuite()
+    }
+
+    /// The current roster, sorted by username.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        let mut members: Vec<MemberInfo> = self
+            .group
+            .members()
+            .map(|member| MemberInfo {
+                username: username_of(&member.credential).unwrap_or_default(),
+                identity_key: member.signature_key,
+            })
+            .collect();
+        members.sort_by(|a, b| a.username.cmp(&b.username));
+        members
+    }
+
+    /// Whether `username` is currently a member (e.g. to authorise a post).
+    pub fn is_member(&self, username: &str) -> bool {
+        self.group.members().any(|member| username_of(&member.credential).as_deref() == Some(username))
+    }
+
+    /// Validates a commit (MlsMessage bytes carrying a PublicMessage) against the current
+    /// epoch with `PublicGroup::process_message`, merges it, and reports what changed.
+    /// Errors if it is not a commit, is for another group or epoch, does not verify, or
+    /// changes a member's credential or identity key; on error the view is unchanged.
+    pub fn process_commit(&mut self, commit: &[u8]) -> Result<CommitOutcome, DsError> {
+        let protocol = self.parse_handshake(commit, ContentType::Commit, "commit")?;
+        let processed = self.group.process_message(&self.crypto, protocol).map_err(process_error)?;
+        let sender = username_of(processed.credential()).unwrap_or_default();
+        let sender_index = match processed.sender() {
+            Sender::Member(index) => Some(*index),
+            _ => None,
+        };
+        let ProcessedMessageContent::StagedCommitMessage(staged) = processed.into_content() else {
+            return Err(DsError::WrongContentType { expected: "commit", found: "other content".to_owned() });
+        };
+        self.check_update_path(sender_index, &staged)?;
+        let added = added_members(&staged)?;
+        let removed = self.removed_usernames(&staged);
+        self.group.merge_commit(&self.storage, *staged).map_err(DsError::internal)?;
+        Ok(CommitOutcome { sender, new_epoch: self.epoch(), added, removed, members: self.members() })
+    }
+
+    /// Validates a proposal (PublicMessage) and stores it as pending so a later commit by
+    /// reference validates. External proposals are rejected.
+    pub fn process_proposal(&mut self, proposal: &[u8]) -> Result<ProposalOutcome, DsError> {
+        let protocol = self.parse_handshake(proposal, ContentType::Proposal, "proposal")?;
+        let processed = self.group.process_message(&self.crypto, protocol).map_err(process_error)?;
+        let sender = username_of(processed.credential()).unwrap_or_default();
+        let ProcessedMessageContent::ProposalMessage(queued) = processed.into_content() else {
+            return Err(DsError::InvalidMessage { reason: "only proposals from members are accepted".to_owned() });
+        };
+        let self_remove = match (queued.sender(), queued.proposal()) {
+            (Sender::Member(index), Proposal::Remove(remove)) => remove.removed() == *index,
+            (Sender::Member(_), Proposal::SelfRemove) => true,
+            _ => false,
+        };
+        self.group.add_proposal(&self.storage, *queued).map_err(DsError::internal)?;
+        Ok(ProposalOutcome { sender, self_remove })
+    }
+
+    /// Parses a PublicMessage of the expected content type for this group and epoch.
+    fn parse_handshake(
+        &self,
+        bytes: &[u8],
+        expected: ContentType,
+        expected_name: &'static str,
+    ) -> Result<ProtocolMessage, DsError> {
+        let message =
+            MlsMessageIn::tls_deserialize_exact_bytes(bytes).map_err(|err| DsError::malformed("MlsMessage", err))?;
+        let wire_format = message.wire_format();
+        if wire_format != WireFormat::PublicMessage {
+            return Err(DsError::WrongWireFormat { expected: "PublicMessage", found: format!("{wire_format:?}") });
+        }
+        let protocol = message.try_into_protocol_message().map_err(|err| DsError::malformed("PublicMessage", err))?;
+        if protocol.content_type() != expected {
+            return Err(DsError::WrongContentType {
+                expected: expected_name,
+                found: format!("{:?}", protocol.content_type()),
+            });
+        }
+        if protocol.group_id() != self.group.group_id() {
+            return Err(DsError::WrongGroup {
+                expected: hex::encode(self.group_id()),
+                found: hex::encode(protocol.group_id().as_slice()),
+            });
+        }
+        let message_epoch = protocol.epoch().as_u64();
+        let current_epoch = self.epoch();
+        if message_epoch < current_epoch {
+            return Err(DsError::StaleEpoch { message_epoch, current_epoch });
+        }
+        if message_epoch > current_epoch {
+            return Err(DsError::FutureEpoch { message_epoch, current_epoch });
+        }
+        Ok(protocol)
+    }
+
+    /// The AS binds a username to one identity key: a commit's update path may rotate
+    /// HPKE keys but not the committer's credential or signature key.
+    fn check_update_path(&self, sender_index: Option<LeafNodeIndex>, staged: &StagedCommit) -> Result<(), DsError> {
+        let (Some(index), Some(new_leaf)) = (sender_index, staged.update_path_leaf_node()) else {
+            return Ok(());
+        };
+        let Some(old_leaf) = self.group.leaf(index) else {
+            return Err(DsError::InvalidMessage { reason: format!("committer leaf {index} is blank") });
+        };
+        if old_leaf.credential() != new_leaf.credential() || old_leaf.signature_key() != new_leaf.signature_key() {
+            return Err(DsError::InvalidCredential {
+                reason: "a commit may not change the committer's credential or identity key".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Usernames of the leaves a staged commit removes (looked up before merging).
+    fn removed_usernames(&self, staged: &StagedCommit) -> Vec<String> {
+        let mut removed: Vec<String> = staged
+            .queued_proposals()
+            .filter_map(|queued| match (queued.proposal(), queued.sender()) {
+                (Proposal::Remove(remove), _) => Some(remove.removed()),
+                (Proposal::SelfRemove, Sender::Member(index)) => Some(*index),
+                _ => None,
+            })
+            .filter_map(|index| self.group.leaf(index))
+            .map(|leaf| username_of(leaf.credential()).unwrap_or_default())
+            .collect();
+        removed.sort();
+        removed.dedup();
+        removed
+    }
+}
+
+/// Members a staged commit adds; each must have a UTF-8 BasicCredential.
+fn added_members(staged: &StagedCommit) -> Result<Vec<MemberInfo>, DsError> {
+    staged
+        .add_proposals()
+        .map(|add| {
+            let leaf = add.add_proposal().key_package().leaf_node();
+            let username = username_of(leaf.credential()).ok_or_else(|| DsError::InvalidCredential {
+                reason: "added member has no UTF-8 BasicCredential".to_owned(),
+            })?;
+            Ok(MemberInfo { username, identity_key: leaf.signature_key().as_slice().to_vec() })
+        })
+        .collect()
+}
+
+fn process_error(err: PublicProcessMessageError) -> DsError {
+    match err {
+        PublicProcessMessageError::LibraryError(err) => DsError::internal(err),
+        other => DsError::InvalidMessage { reason: other.to_string() },
+    }
+}
+
+#[cfg(test)]
+mod tests;

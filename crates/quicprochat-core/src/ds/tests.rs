@@ -1,0 +1,97 @@
+//! Unit tests of the DS view that need only one client.
+
+use super::*;
+use crate::ciphersuite::CLASSICAL_CIPHERSUITE;
+use crate::client::MlsClient;
+use crate::identity::Identity;
+
+fn alice_with_group(dir: &tempfile::TempDir) -> (MlsClient, DsGroupView) {
+    let alice = MlsClient::open_with_ciphersuite(
+        &dir.path().join("alice.db"),
+        Identity::generate().unwrap(),
+        "alice",
+        CLASSICAL_CIPHERSUITE,
+    )
+    .unwrap();
+    let bootstrap = alice.create_group(&[9u8; 16]).unwrap();
+    let view = DsGroupView::from_group_info(&bootstrap.group_info, &bootstrap.ratchet_tree).unwrap();
+    (alice, view)
+}
+
+#[test]
+fn view_from_group_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, view) = alice_with_group(&dir);
+    assert_eq!(view.group_id(), vec![9u8; 16]);
+    assert_eq!(view.epoch(), 0);
+    assert_eq!(view.ciphersuite(), CLASSICAL_CIPHERSUITE);
+    assert_eq!(
+        view.members(),
+        vec![MemberInfo { username: "alice".to_owned(), identity_key: alice.identity().public_key().to_vec() }]
+    );
+    assert!(view.is_member("alice"));
+    assert!(!view.is_member("bob"));
+}
+
+#[test]
+fn tampered_group_info_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = MlsClient::open_with_ciphersuite(
+        &dir.path().join("alice.db"),
+        Identity::generate().unwrap(),
+        "alice",
+        CLASSICAL_CIPHERSUITE,
+    )
+    .unwrap();
+    let bootstrap = alice.create_group(&[5u8; 16]).unwrap();
+    let mut group_info = bootstrap.group_info.clone();
+    let last = group_info.len() - 1;
+    group_info[last] ^= 0x01;
+    assert!(DsGroupView::from_group_info(&group_info, &bootstrap.ratchet_tree).is_err());
+    assert!(matches!(DsGroupView::from_group_info(b"junk", &bootstrap.ratchet_tree), Err(DsError::Malformed { .. })));
+    assert!(matches!(DsGroupView::from_group_info(&bootstrap.group_info, b"junk"), Err(DsError::Malformed { .. })));
+}
+
+#[test]
+fn from_bytes_rejects_garbage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_alice, view) = alice_with_group(&dir);
+    let bytes = view.to_bytes();
+    let restored = DsGroupView::from_bytes(&bytes).unwrap();
+    assert_eq!(restored.to_bytes(), bytes);
+
+    assert!(DsGroupView::from_bytes(&[]).is_err());
+    assert!(DsGroupView::from_bytes(b"garbage garbage garbage garbage garbage").is_err());
+    for cut in [8, bytes.len() / 2, bytes.len() - 1] {
+        assert!(DsGroupView::from_bytes(&bytes[..cut]).is_err(), "cut at {cut}");
+    }
+    let mut flipped = bytes.clone();
+    flipped[20] ^= 0x40;
+    assert!(matches!(DsGroupView::from_bytes(&flipped), Err(DsError::CorruptState { .. })));
+    // A well-formed blob whose lengths point past the end must not panic or allocate wildly.
+    let mut body = b"QPCDSV1\0".to_vec();
+    body.extend_from_slice(&u32::MAX.to_be_bytes());
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(&body);
+    body.extend_from_slice(&digest);
+    assert!(matches!(DsGroupView::from_bytes(&body), Err(DsError::CorruptState { .. })));
+}
+
+#[test]
+fn wrong_message_kinds_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, mut view) = alice_with_group(&dir);
+    let before = view.to_bytes();
+    let application = alice.encrypt(&[9u8; 16], b"hi").unwrap();
+    assert!(matches!(view.process_commit(&application), Err(DsError::WrongWireFormat { .. })));
+    assert!(matches!(view.process_commit(b"junk"), Err(DsError::Malformed { .. })));
+    let info = inspect_application(&application).unwrap();
+    assert_eq!(info.group_id, vec![9u8; 16]);
+    assert_eq!(info.epoch, 0);
+    assert_eq!(view.to_bytes(), before);
+}
+
+#[test]
+fn view_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<DsGroupView>();
+}

@@ -1,0 +1,32 @@
+//! quicprochat-core: identity keys, the OpenMLS wrapper (client groups, key packages,
+//! commits, welcomes), the Delivery Service's public group view, and safety numbers.
+//!
+//! This is the only crate that holds MLS or identity secrets. It does no networking,
+//! runs no async runtime and reads no clock of its own (OpenMLS checks lifetimes).
+//!
+//! Module map:
+//! - [`ciphersuite`]: which MLS ciphersuites the project allows.
+//! - [`identity`]: the Ed25519 identity key and the login/register transcript.
+//! - [`safety`]: safety numbers users compare out of band.
+//! - [`client`]: one user's MLS state ([`MlsClient`]), persisted in SQLite.
+//! - [`ds`]: the server's secret-free view of a group ([`DsGroupView`]) and
+//!   key-package / application-message checks.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+// Tests may unwrap; the non-test build above still denies it.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod ciphersuite;
+pub mod client;
+pub mod ds;
+pub mod identity;
+pub mod safety;
+
+pub use ciphersuite::{is_allowed_ciphersuite, CLASSICAL_CIPHERSUITE, DEFAULT_CIPHERSUITE};
+pub use client::{GroupBootstrap, Incoming, MlsClient, MlsError, PendingCommit};
+pub use ds::{
+    inspect_application, validate_key_package, ApplicationInfo, CommitOutcome, DsError, DsGroupView, KeyPackageInfo,
+    MemberInfo, ProposalOutcome,
+};
+pub use identity::{auth_transcript, verify_signature, AuthPurpose, Identity, IdentityError};
+pub use openmls::prelude::Ciphersuite;
+pub use safety::safety_number;

@@ -1,0 +1,8 @@
+//! Integration tests of quicprochat-core: real MLS groups of several clients, each with
+//! its own SQLite state, followed by a Delivery Service view.
+#![allow(clippy::unwrap_used)]
+
+mod group_flow;
+mod harness;
+mod leave_and_races;
+mod persistence;

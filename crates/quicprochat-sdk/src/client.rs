@@ -1,0 +1,264 @@
+//! [`QpcClient`]: opening a profile, connecting and logging in, registering,
+//! key-package stock, and the small queries (groups, members, safety numbers).
+//!
+//! All operations of one client are serialised by an async mutex around the
+//! client's state: MLS state must change in one order, and the OpenMLS
+//! storage provider is not `Sync`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use quicprochat_core::{auth_transcript, safety_number, AuthPurpose, Identity, MlsClient};
+use quicprochat_proto::v1;
+use quicprochat_proto::Method;
+use quicprochat_rpc::transport::TransportLimits;
+use quicprochat_rpc::{PinnedServer, PushStream, RpcClient};
+use tokio::sync::Mutex;
+
+use crate::local_store::LocalStore;
+use crate::profile::Profile;
+use crate::SdkError;
+
+/// Tunables of a client.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Deadline of every RPC (and of connecting).
+    pub call_timeout: Duration,
+    /// How many key packages to upload when the server's stock runs low.
+    pub key_package_batch: usize,
+    /// QUIC limits.
+    pub transport: TransportLimits,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            call_timeout: Duration::from_secs(15),
+            key_package_batch: 20,
+            transport: TransportLimits::default(),
+        }
+    }
+}
+
+/// A conversation with its current members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSummary {
+    /// Display name (`@peer` for direct conversations).
+    pub name: String,
+    /// Members by username, sorted.
+    pub members: Vec<String>,
+}
+
+/// The safety number shared by us and another user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SafetyNumber {
+    /// The other user.
+    pub user: String,
+    /// 60 digits in groups of 5; both sides see the same digits.
+    pub digits: String,
+    /// The other user's identity key as the server reports it (hex).
+    pub their_key: String,
+}
+
+pub(crate) struct Inner {
+    pub(crate) username: String,
+    pub(crate) rpc: RpcClient,
+    pub(crate) mls: MlsClient,
+    pub(crate) store: LocalStore,
+    pub(crate) push: Option<PushStream>,
+    pub(crate) options: ClientOptions,
+}
+
+/// A logged-in quicprochat client bound to one profile.
+pub struct QpcClient {
+    pub(crate) inner: Mutex<Inner>,
+    username: String,
+    server: SocketAddr,
+    profile_dir: PathBuf,
+}
+
+impl QpcClient {
+    /// Creates an account `username` on the server at `server` and stores it
+    /// in `profile_dir` (which must not hold an account yet). The server's
+    /// certificate is pinned on this first contact.
+    pub async fn register(
+        profile_dir: &Path,
+        server: SocketAddr,
+        username: &str,
+        options: ClientOptions,
+    ) -> Result<QpcClient, SdkError> {
+        if Profile::exists(profile_dir) {
+            let existing = Profile::load(profile_dir)?;
+            return Err(SdkError::ProfileExists {
+                path: profile_dir.display().to_string(),
+                username: existing.username,
+            });
+        }
+        let identity = Identity::generate()?;
+        let rpc = RpcClient::connect(server, PinnedServer::new(None), &options.transport, options.call_timeout).await?;
+        let transcript = |nonce: &[u8], exporter: &[u8]| {
+            auth_transcript(AuthPurpose::Register, nonce, exporter, username, identity.public_key())
+        };
+        let (nonce, exporter) = challenge(&rpc).await?;
+        let request = v1::RegisterRequest {
+            username: username.to_owned(),
+            identity_key: identity.public_key().to_vec().into(),
+            signature: identity.sign(&transcript(&nonce, &exporter))?.into(),
+        };
+        let response: v1::RegisterResponse = rpc.call(Method::Register, &request).await?;
+        let profile = Profile {
+            dir: profile_dir.to_path_buf(),
+            username: response.username,
+            server,
+            server_fingerprint: rpc.server_fingerprint(),
+            identity,
+        };
+        profile.save()?;
+        let client = QpcClient::from_parts(profile, rpc, options)?;
+        client.inner.lock().await.refill_key_packages(0, false).await?;
+        Ok(client)
+    }
+
+    /// Opens the account in `profile_dir`, connects to its server (checking
+    /// the pinned certificate) and logs in.
+    pub async fn open(profile_dir: &Path, options: ClientOptions) -> Result<QpcClient, SdkError> {
+        let profile = Profile::load(profile_dir)?;
+        let pin = PinnedServer::new(Some(profile.server_fingerprint));
+        let rpc = RpcClient::connect(profile.server, pin, &options.transport, options.call_timeout).await?;
+        let (nonce, exporter) = challenge(&rpc).await?;
+        let transcript =
+            auth_transcript(AuthPurpose::Login, &nonce, &exporter, &profile.username, profile.identity.public_key());
+        let request = v1::LoginRequest {
+            username: profile.username.clone(),
+            signature: profile.identity.sign(&transcript)?.into(),
+        };
+        let response: v1::LoginResponse = rpc.call(Method::Login, &request).await?;
+        let client = QpcClient::from_parts(profile, rpc, options)?;
+        client.inner.lock().await.refill_key_packages(response.key_package_stock, response.has_last_resort).await?;
+        Ok(client)
+    }
+
+    fn from_parts(profile: Profile, rpc: RpcClient, options: ClientOptions) -> Result<QpcClient, SdkError> {
+        let identity = Identity::from_bytes(&profile.identity.to_bytes())?;
+        let mls = MlsClient::open(&profile.mls_db_path(), identity, &profile.username)?;
+        let store = LocalStore::open(&profile.client_db_path())?;
+        let inner = Inner { username: profile.username.clone(), rpc, mls, store, push: None, options };
+        Ok(QpcClient {
+            inner: Mutex::new(inner),
+            username: profile.username,
+            server: profile.server,
+            profile_dir: profile.dir,
+        })
+    }
+
+    /// Our username.
+    pub fn username(&self) -> &str {
+        &self.username
+    }
+
+    /// The server address.
+    pub fn server(&self) -> SocketAddr {
+        self.server
+    }
+
+    /// The profile directory.
+    pub fn profile_dir(&self) -> &Path {
+        &self.profile_dir
+    }
+
+    /// The pinned server certificate fingerprint.
+    pub async fn server_fingerprint(&self) -> quicprochat_rpc::CertFingerprint {
+        self.inner.lock().await.rpc.server_fingerprint()
+    }
+
+    /// Our conversations that are still active, with their members.
+    pub async fn groups(&self) -> Result<Vec<GroupSummary>, SdkError> {
+        let inner = self.inner.lock().await;
+        let mut summaries = Vec::new();
+        for conversation in inner.store.conversations()?.into_iter().filter(|c| c.active) {
+            let members = inner.mls.members(&conversation.group_id)?;
+            summaries.push(GroupSummary { name: conversation.display_name(), members });
+        }
+        Ok(summaries)
+    }
+
+    /// Current members of a conversation (`NAME` or `@user`).
+    pub async fn members(&self, target: &str) -> Result<Vec<String>, SdkError> {
+        let inner = self.inner.lock().await;
+        let conversation = inner.active_conversation(target)?;
+        Ok(inner.mls.members(&conversation.group_id)?)
+    }
+
+    /// The safety number between us and `user`, from the identity key the
+    /// server holds for them. Compare the digits out of band.
+    pub async fn safety_number(&self, user: &str) -> Result<SafetyNumber, SdkError> {
+        let inner = self.inner.lock().await;
+        let user = user.trim_start_matches('@');
+        let request = v1::ResolveUserRequest { username: user.to_owned() };
+        let response: v1::ResolveUserResponse = inner.rpc.call(Method::ResolveUser, &request).await?;
+        let ours = inner.mls.identity().public_key().to_vec();
+        // A key the server reports must match what the member signs with in shared groups.
+        for conversation in inner.store.conversations()?.into_iter().filter(|c| c.active) {
+            if let Some(seen) = inner.mls.member_identity_key(&conversation.group_id, user)? {
+                if seen != response.identity_key.as_ref() {
+                    return Err(SdkError::InvalidInput(format!(
+                        "the server reports a different identity key for {user} than the one they use in {}",
+                        conversation.display_name()
+                    )));
+                }
+            }
+        }
+        Ok(SafetyNumber {
+            user: user.to_owned(),
+            digits: safety_number(&inner.username, &ours, user, &response.identity_key),
+            their_key: hex::encode(&response.identity_key),
+        })
+    }
+
+    /// Closes the connection to the server.
+    pub async fn disconnect(&self) {
+        self.inner.lock().await.rpc.close().await;
+    }
+}
+
+async fn challenge(rpc: &RpcClient) -> Result<(Vec<u8>, [u8; 32]), SdkError> {
+    let response: v1::ChallengeResponse = rpc.call(Method::Challenge, &v1::ChallengeRequest {}).await?;
+    Ok((response.nonce.to_vec(), rpc.auth_exporter()?))
+}
+
+impl Inner {
+    /// Uploads a batch of key packages (and a last-resort one if missing)
+    /// when the server's stock is below its low-water mark.
+    pub(crate) async fn refill_key_packages(&mut self, stock: u32, has_last_resort: bool) -> Result<(), SdkError> {
+        const LOW_WATER: u32 = 10;
+        if stock >= LOW_WATER && has_last_resort {
+            return Ok(());
+        }
+        let key_packages = self.mls.generate_key_packages(self.options.key_package_batch)?;
+        let last_resort = if has_last_resort { Vec::new() } else { self.mls.generate_last_resort_key_package()? };
+        let request = v1::UploadKeyPackagesRequest {
+            key_packages: key_packages.into_iter().map(Into::into).collect(),
+            last_resort: last_resort.into(),
+        };
+        let response: v1::UploadKeyPackagesResponse = self.rpc.call(Method::UploadKeyPackages, &request).await?;
+        tracing::debug!(stock = response.stock, "uploaded key packages");
+        Ok(())
+    }
+
+    /// Asks the server for our stock and refills if low.
+    pub(crate) async fn check_key_package_stock(&mut self) -> Result<(), SdkError> {
+        let response: v1::KeyPackageStockResponse =
+            self.rpc.call(Method::KeyPackageStock, &v1::KeyPackageStockRequest {}).await?;
+        if response.stock < response.low_water || !response.has_last_resort {
+            self.refill_key_packages(response.stock, response.has_last_resort).await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn active_conversation(&self, target: &str) -> Result<crate::local_store::Conversation, SdkError> {
+        self.store
+            .find_active(target)?
+            .ok_or_else(|| SdkError::InvalidInput(format!("no conversation named {target:?} (see `qpc group list`)")))
+    }
+}

@@ -1,0 +1,70 @@
+//! Errors of the client library.
+
+use quicprochat_proto::Status;
+use quicprochat_rpc::RpcError;
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SdkError {
+    /// The profile directory has no account yet (run `register` first).
+    #[error("no account in profile {path}: register first")]
+    NoProfile {
+        /// The profile directory.
+        path: String,
+    },
+    /// The profile already holds an account.
+    #[error("profile {path} already holds account {username}")]
+    ProfileExists {
+        /// The profile directory.
+        path: String,
+        /// Its account.
+        username: String,
+    },
+    /// The profile files could not be read or are damaged.
+    #[error("profile {path}: {reason}")]
+    Profile {
+        /// The file concerned.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The caller asked for something invalid (unknown group, bad name, ...).
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The server refused or the connection failed.
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    /// MLS processing failed locally.
+    #[error("MLS: {0}")]
+    Mls(#[from] quicprochat_core::MlsError),
+    /// Identity key handling failed.
+    #[error("identity: {0}")]
+    Identity(#[from] quicprochat_core::IdentityError),
+    /// The local store failed.
+    #[error("local store: {0}")]
+    Store(#[from] rusqlite::Error),
+    /// A commit kept losing the race for its epoch.
+    #[error("gave up after {attempts} attempts: other members keep committing to group {group}")]
+    CommitContention {
+        /// The group concerned.
+        group: String,
+        /// How many attempts were made.
+        attempts: u32,
+    },
+}
+
+impl SdkError {
+    /// The server status, if the server answered with one.
+    pub fn status(&self) -> Option<Status> {
+        match self {
+            SdkError::Rpc(error) => error.status(),
+            _ => None,
+        }
+    }
+
+    /// Whether retrying later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, SdkError::Rpc(error) if error.is_retryable())
+    }
+}

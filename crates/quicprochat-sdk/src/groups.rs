@@ -1,0 +1,235 @@
+//! Group operations: create, add, remove, leave, and direct conversations.
+//!
+//! Every membership change is an MLS commit the Delivery Service must accept
+//! for the group's current epoch. When another member committed first the
+//! server answers `STALE_EPOCH`; the client then drops its pending commit,
+//! processes what it missed, and builds the commit again, transparently.
+
+use quicprochat_core::MlsClient;
+use quicprochat_core::PendingCommit;
+use quicprochat_proto::v1;
+use quicprochat_proto::{Method, Status};
+
+use crate::client::{GroupSummary, Inner, QpcClient};
+use crate::local_store::Conversation;
+use crate::{now_ms, random_id, SdkError};
+
+/// How often a commit is rebuilt after losing its epoch before giving up.
+const MAX_COMMIT_ATTEMPTS: u32 = 8;
+/// Longest group name.
+const MAX_GROUP_NAME_LEN: usize = 64;
+
+impl QpcClient {
+    /// Creates a group named `name` with us as its only member.
+    pub async fn create_group(&self, name: &str) -> Result<GroupSummary, SdkError> {
+        validate_group_name(name)?;
+        let mut inner = self.inner.lock().await;
+        if inner.store.find_active(name)?.is_some() {
+            return Err(SdkError::InvalidInput(format!("you already have a group named {name:?}")));
+        }
+        inner.create_group(name, v1::GroupKind::Named, None).await?;
+        Ok(GroupSummary { name: name.to_owned(), members: vec![inner.username.clone()] })
+    }
+
+    /// Adds users to a group: one commit, with a Welcome for each new member.
+    pub async fn add_members(&self, group: &str, users: &[String]) -> Result<(), SdkError> {
+        let mut inner = self.inner.lock().await;
+        let conversation = inner.active_conversation(group)?;
+        if conversation.peer.is_some() {
+            return Err(SdkError::InvalidInput("a direct conversation has exactly two members; create a group".into()));
+        }
+        let users = normalise_users(users)?;
+        let members = inner.mls.members(&conversation.group_id)?;
+        if let Some(already) = users.iter().find(|user| members.contains(user)) {
+            return Err(SdkError::InvalidInput(format!("{already} is already a member of {group}")));
+        }
+        inner.add_members(&conversation, &users).await
+    }
+
+    /// Removes users from a group; they cannot read anything sent afterwards.
+    pub async fn remove_members(&self, group: &str, users: &[String]) -> Result<(), SdkError> {
+        let mut inner = self.inner.lock().await;
+        let conversation = inner.active_conversation(group)?;
+        let users = normalise_users(users)?;
+        if users.contains(&inner.username) {
+            return Err(SdkError::InvalidInput("to remove yourself, use `group leave`".into()));
+        }
+        let members = inner.mls.members(&conversation.group_id)?;
+        if let Some(missing) = users.iter().find(|user| !members.contains(user)) {
+            return Err(SdkError::InvalidInput(format!("{missing} is not a member of {group}")));
+        }
+        let group_id = conversation.group_id.clone();
+        inner.submit_commit_with_retry(&conversation, |mls| mls.remove_members(&group_id, &users).map(Some)).await
+    }
+
+    /// Leaves a group: asks the other members to remove us (the next member
+    /// online commits it) and stops reading it here at once.
+    pub async fn leave_group(&self, group: &str) -> Result<(), SdkError> {
+        let mut inner = self.inner.lock().await;
+        let conversation = inner.active_conversation(group)?;
+        inner.sync().await?;
+        let proposal = inner.mls.leave_group(&conversation.group_id)?;
+        let request = v1::LeaveGroupRequest {
+            group_id: conversation.group_id.clone().into(),
+            proposal: proposal.into(),
+            message_id: random_id().into(),
+        };
+        let _: v1::LeaveGroupResponse = inner.rpc.call(Method::LeaveGroup, &request).await?;
+        inner.store.deactivate(&conversation.group_id)?;
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// Creates the MLS group and registers it with the server.
+    pub(crate) async fn create_group(
+        &mut self,
+        name: &str,
+        kind: v1::GroupKind,
+        peer: Option<&str>,
+    ) -> Result<Conversation, SdkError> {
+        let group_id = random_id();
+        let bootstrap = self.mls.create_group(&group_id)?;
+        let request = v1::CreateGroupRequest {
+            group_id: group_id.clone().into(),
+            name: name.to_owned(),
+            kind: kind as i32,
+            group_info: bootstrap.group_info.into(),
+            ratchet_tree: bootstrap.ratchet_tree.into(),
+        };
+        if let Err(error) = self.rpc.call::<_, v1::CreateGroupResponse>(Method::CreateGroup, &request).await {
+            self.mls.delete_group(&group_id)?;
+            return Err(error.into());
+        }
+        self.store.add_conversation(&group_id, name, peer, now_ms())?;
+        Ok(Conversation { group_id, name: name.to_owned(), peer: peer.map(str::to_owned), active: true })
+    }
+
+    /// Fetches one key package per user, then commits adding them all.
+    pub(crate) async fn add_members(&mut self, conversation: &Conversation, users: &[String]) -> Result<(), SdkError> {
+        let mut key_packages = Vec::with_capacity(users.len());
+        for user in users {
+            let request = v1::FetchKeyPackageRequest { username: user.clone() };
+            let response: v1::FetchKeyPackageResponse = self.rpc.call(Method::FetchKeyPackage, &request).await?;
+            key_packages.push(response.key_package.to_vec());
+        }
+        let group_id = conversation.group_id.clone();
+        self.submit_commit_with_retry(conversation, |mls| mls.add_members(&group_id, &key_packages).map(Some)).await
+    }
+
+    /// Finds or creates the direct conversation with `peer`.
+    pub(crate) async fn direct_conversation(&mut self, peer: &str) -> Result<Conversation, SdkError> {
+        if let Some(existing) = self.store.find_active(&format!("@{peer}"))? {
+            return Ok(existing);
+        }
+        if peer == self.username {
+            return Err(SdkError::InvalidInput("cannot open a direct conversation with yourself".into()));
+        }
+        // Resolve first so a typo does not leave an empty group behind.
+        let request = v1::ResolveUserRequest { username: peer.to_owned() };
+        let _: v1::ResolveUserResponse = self.rpc.call(Method::ResolveUser, &request).await?;
+        let (first, second) =
+            if self.username.as_str() < peer { (self.username.as_str(), peer) } else { (peer, self.username.as_str()) };
+        let name = format!("dm:{first}:{second}");
+        let conversation = self.create_group(&name, v1::GroupKind::Direct, Some(peer)).await?;
+        self.add_members(&conversation, &[peer.to_owned()]).await?;
+        Ok(conversation)
+    }
+
+    /// Builds a commit with `build`, submits it, and merges it once accepted.
+    /// On `STALE_EPOCH` it catches up and rebuilds; `build` returning `None`
+    /// means there is nothing (left) to commit.
+    pub(crate) async fn submit_commit_with_retry(
+        &mut self,
+        conversation: &Conversation,
+        mut build: impl FnMut(&MlsClient) -> Result<Option<PendingCommit>, quicprochat_core::MlsError>,
+    ) -> Result<(), SdkError> {
+        let group_id = &conversation.group_id;
+        for _attempt in 0..MAX_COMMIT_ATTEMPTS {
+            let Some(pending) = build(&self.mls)? else {
+                return Ok(());
+            };
+            let request = v1::SubmitCommitRequest {
+                group_id: group_id.clone().into(),
+                epoch: pending.epoch,
+                commit: pending.commit.into(),
+                welcome: pending.welcome.unwrap_or_default().into(),
+                message_id: random_id().into(),
+            };
+            match self.rpc.call::<_, v1::SubmitCommitResponse>(Method::SubmitCommit, &request).await {
+                Ok(_) => {
+                    self.mls.merge_pending_commit(group_id)?;
+                    return Ok(());
+                }
+                Err(error) if error.status() == Some(Status::StaleEpoch) => {
+                    tracing::debug!(group = %conversation.display_name(), "commit lost its epoch; catching up");
+                    self.mls.clear_pending_commit(group_id)?;
+                    self.sync().await?;
+                    if !self.mls.is_active(group_id)? {
+                        return Err(SdkError::InvalidInput(format!(
+                            "you were removed from {} meanwhile",
+                            conversation.display_name()
+                        )));
+                    }
+                }
+                Err(error) => {
+                    self.mls.clear_pending_commit(group_id)?;
+                    return Err(error.into());
+                }
+            }
+        }
+        Err(SdkError::CommitContention { group: conversation.display_name(), attempts: MAX_COMMIT_ATTEMPTS })
+    }
+}
+
+fn validate_group_name(name: &str) -> Result<(), SdkError> {
+    let problem = if name.is_empty() {
+        Some("is empty")
+    } else if name.chars().count() > MAX_GROUP_NAME_LEN {
+        Some("is longer than 64 characters")
+    } else if name.starts_with('@') || name.starts_with("dm:") {
+        Some("may not start with '@' or 'dm:' (those are direct conversations)")
+    } else if name.chars().any(char::is_control) {
+        Some("contains control characters")
+    } else if name.trim() != name {
+        Some("has leading or trailing spaces")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(SdkError::InvalidInput(format!("group name {name:?} {problem}"))),
+        None => Ok(()),
+    }
+}
+
+fn normalise_users(users: &[String]) -> Result<Vec<String>, SdkError> {
+    if users.is_empty() {
+        return Err(SdkError::InvalidInput("name at least one user".into()));
+    }
+    let mut normalised: Vec<String> = users.iter().map(|user| user.trim_start_matches('@').to_owned()).collect();
+    normalised.sort();
+    normalised.dedup();
+    Ok(normalised)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_names() {
+        for good in ["team", "Team Rocket", "ünïcode"] {
+            assert!(validate_group_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "@bob", "dm:a:b", " padded", "tab\there", &"x".repeat(65)] {
+            assert!(validate_group_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn users_are_normalised() {
+        let users = normalise_users(&["@bob".into(), "alice".into(), "bob".into()]).expect("valid");
+        assert_eq!(users, ["alice", "bob"]);
+        assert!(normalise_users(&[]).is_err());
+    }
+}

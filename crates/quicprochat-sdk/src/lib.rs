@@ -1,0 +1,41 @@
+//! `quicprochat-sdk`: the client library of quicprochat ([`QpcClient`]).
+//!
+//! Owns a profile (identity, pinned server, OpenMLS state, local history),
+//! the connection and login to the server, MLS groups (create, add, remove,
+//! leave, with transparent catch-up and retry when another member committed
+//! first), sending and receiving with deduplication, and safety numbers.
+//!
+//! It does no printing and has no UI; `qpc` and other apps build on it.
+//! Every outgoing message is written to the local store (pending) before it
+//! is sent, and incoming messages are stored before the server queue is
+//! acknowledged, so nothing acknowledged is lost.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+mod client;
+pub mod content;
+mod error;
+mod groups;
+pub mod local_store;
+mod messaging;
+pub mod profile;
+mod sync;
+
+pub use client::{ClientOptions, GroupSummary, QpcClient, SafetyNumber};
+pub use error::SdkError;
+pub use local_store::{MessageState, StoredMessage};
+pub use quicprochat_proto::Status;
+pub use quicprochat_rpc::{install_crypto_provider, CertFingerprint};
+
+/// Milliseconds since the Unix epoch by the local clock.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A fresh random message or group id.
+pub(crate) fn random_id() -> Vec<u8> {
+    rand::random::<[u8; 16]>().to_vec()
+}

@@ -1,0 +1,371 @@
+//! The client's local store (`client.db`): conversations, message history
+//! (incoming and outgoing, with delivery state) and the delivery cursor.
+//!
+//! Messages are keyed by (sender, message id), so a message delivered twice
+//! is stored, and shown, once.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// A conversation as the user sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversation {
+    /// MLS group id.
+    pub group_id: Vec<u8>,
+    /// Group name, shared by every member (for direct conversations `dm:a:b`).
+    pub name: String,
+    /// Direct conversation peer, if this is a two-member direct conversation.
+    pub peer: Option<String>,
+    /// False once we left or were removed.
+    pub active: bool,
+}
+
+impl Conversation {
+    /// How the conversation is shown: its name, or `@peer` for a direct one.
+    pub fn display_name(&self) -> String {
+        match &self.peer {
+            Some(peer) => format!("@{peer}"),
+            None => self.name.clone(),
+        }
+    }
+}
+
+/// Delivery state of a stored message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageState {
+    /// Outgoing, written locally, not yet acknowledged by the server.
+    Pending,
+    /// Outgoing, durably stored by the server.
+    Sent,
+    /// Outgoing, refused by the server (the reason is kept).
+    Failed,
+    /// Incoming.
+    Received,
+}
+
+impl MessageState {
+    fn as_str(self) -> &'static str {
+        match self {
+            MessageState::Pending => "pending",
+            MessageState::Sent => "sent",
+            MessageState::Failed => "failed",
+            MessageState::Received => "received",
+        }
+    }
+
+    fn parse(text: &str) -> MessageState {
+        match text {
+            "pending" => MessageState::Pending,
+            "sent" => MessageState::Sent,
+            "failed" => MessageState::Failed,
+            _ => MessageState::Received,
+        }
+    }
+}
+
+/// One message of the history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Client-generated message id (hex).
+    pub id: String,
+    /// Conversation display name.
+    pub group: String,
+    /// Sender username.
+    pub from: String,
+    /// Message text.
+    pub text: String,
+    /// Sender's clock when sent (ms since the Unix epoch).
+    pub sent_at_ms: u64,
+    /// When this device stored it (ms since the Unix epoch).
+    pub received_at_ms: u64,
+    /// Delivery state.
+    pub state: MessageState,
+}
+
+/// The local store.
+pub struct LocalStore {
+    connection: Connection,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS conversations (
+    group_id BLOB PRIMARY KEY,
+    name TEXT NOT NULL,
+    peer TEXT,
+    active INTEGER NOT NULL DEFAULT 1,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    sender TEXT NOT NULL,
+    message_id BLOB NOT NULL,
+    group_id BLOB NOT NULL,
+    text TEXT NOT NULL,
+    sent_at_ms INTEGER NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    shown INTEGER NOT NULL,
+    error TEXT,
+    PRIMARY KEY (sender, message_id)
+);
+CREATE INDEX IF NOT EXISTS messages_by_group ON messages (group_id, received_at_ms);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+";
+
+impl LocalStore {
+    /// Opens (creating if needed) the store at `path`.
+    pub fn open(path: &Path) -> rusqlite::Result<LocalStore> {
+        let connection = Connection::open(path)?;
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", "FULL")?;
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
+        connection.execute_batch(SCHEMA)?;
+        Ok(LocalStore { connection })
+    }
+
+    /// Records a conversation (idempotent on the group id).
+    pub fn add_conversation(
+        &self,
+        group_id: &[u8],
+        name: &str,
+        peer: Option<&str>,
+        now_ms: u64,
+    ) -> rusqlite::Result<()> {
+        self.connection.execute(
+            "INSERT INTO conversations (group_id, name, peer, active, created_at_ms) VALUES (?1, ?2, ?3, 1, ?4)
+             ON CONFLICT (group_id) DO UPDATE SET active = 1",
+            params![group_id, name, peer, now_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Marks a conversation as left (no more sending or receiving).
+    pub fn deactivate(&self, group_id: &[u8]) -> rusqlite::Result<()> {
+        self.connection.execute("UPDATE conversations SET active = 0 WHERE group_id = ?1", params![group_id])?;
+        Ok(())
+    }
+
+    /// Every conversation, by name.
+    pub fn conversations(&self) -> rusqlite::Result<Vec<Conversation>> {
+        let mut statement =
+            self.connection.prepare_cached("SELECT group_id, name, peer, active FROM conversations ORDER BY name")?;
+        let rows = statement.query_map([], |row| {
+            Ok(Conversation { group_id: row.get(0)?, name: row.get(1)?, peer: row.get(2)?, active: row.get(3)? })
+        })?;
+        rows.collect()
+    }
+
+    /// The conversation with this group id.
+    pub fn conversation(&self, group_id: &[u8]) -> rusqlite::Result<Option<Conversation>> {
+        self.connection
+            .query_row(
+                "SELECT group_id, name, peer, active FROM conversations WHERE group_id = ?1",
+                params![group_id],
+                |row| {
+                    Ok(Conversation {
+                        group_id: row.get(0)?,
+                        name: row.get(1)?,
+                        peer: row.get(2)?,
+                        active: row.get(3)?,
+                    })
+                },
+            )
+            .optional()
+    }
+
+    /// Finds an active conversation by target: `@user` (direct) or a group name.
+    pub fn find_active(&self, target: &str) -> rusqlite::Result<Option<Conversation>> {
+        let found = self.conversations()?.into_iter().filter(|c| c.active).find(|conversation| {
+            match target.strip_prefix('@') {
+                Some(peer) => conversation.peer.as_deref() == Some(peer),
+                None => conversation.peer.is_none() && conversation.name == target,
+            }
+        });
+        Ok(found)
+    }
+
+    /// Finds any conversation (active or not) by target, for history.
+    pub fn find_any(&self, target: &str) -> rusqlite::Result<Option<Conversation>> {
+        if let Some(active) = self.find_active(target)? {
+            return Ok(Some(active));
+        }
+        Ok(self.conversations()?.into_iter().find(|conversation| conversation.display_name() == target))
+    }
+
+    /// Stores an incoming message unless (sender, id) is already known.
+    /// Returns whether it was new.
+    pub fn insert_incoming(&self, message: &IncomingRecord<'_>) -> rusqlite::Result<bool> {
+        let inserted = self.connection.execute(
+            "INSERT OR IGNORE INTO messages
+                 (sender, message_id, group_id, text, sent_at_ms, received_at_ms, state, shown)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'received', 0)",
+            params![
+                message.sender,
+                message.message_id,
+                message.group_id,
+                message.text,
+                message.sent_at_ms as i64,
+                message.received_at_ms as i64
+            ],
+        )?;
+        Ok(inserted == 1)
+    }
+
+    /// Stores an outgoing message as pending.
+    pub fn insert_outgoing(&self, message: &IncomingRecord<'_>) -> rusqlite::Result<()> {
+        self.connection.execute(
+            "INSERT OR IGNORE INTO messages
+                 (sender, message_id, group_id, text, sent_at_ms, received_at_ms, state, shown)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 1)",
+            params![
+                message.sender,
+                message.message_id,
+                message.group_id,
+                message.text,
+                message.sent_at_ms as i64,
+                message.received_at_ms as i64
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Updates the delivery state of one of our messages.
+    pub fn set_state(
+        &self,
+        sender: &str,
+        message_id: &[u8],
+        state: MessageState,
+        error: Option<&str>,
+    ) -> rusqlite::Result<()> {
+        self.connection.execute(
+            "UPDATE messages SET state = ?3, error = ?4 WHERE sender = ?1 AND message_id = ?2",
+            params![sender, message_id, state.as_str(), error],
+        )?;
+        Ok(())
+    }
+
+    /// Returns incoming messages not shown yet, oldest first, and marks them shown.
+    pub fn take_unshown(&mut self) -> rusqlite::Result<Vec<StoredMessage>> {
+        let transaction = self.connection.transaction()?;
+        let messages = {
+            let mut statement = transaction
+                .prepare_cached(&format!("{SELECT_MESSAGES} WHERE m.shown = 0 ORDER BY m.received_at_ms, m.rowid"))?;
+            let rows = statement.query_map([], stored_message)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        transaction.execute("UPDATE messages SET shown = 1 WHERE shown = 0", [])?;
+        transaction.commit()?;
+        Ok(messages)
+    }
+
+    /// The last `limit` messages of a conversation, oldest first.
+    pub fn history(&self, group_id: &[u8], limit: u32) -> rusqlite::Result<Vec<StoredMessage>> {
+        let mut statement = self.connection.prepare_cached(&format!(
+            "SELECT * FROM ({SELECT_MESSAGES} WHERE m.group_id = ?1 ORDER BY m.received_at_ms DESC, m.rowid DESC LIMIT ?2)
+             ORDER BY received_at_ms, rowid"
+        ))?;
+        let rows = statement.query_map(params![group_id, limit], stored_message)?;
+        rows.collect()
+    }
+
+    /// Reads a counter (e.g. the delivery cursor); 0 when unset.
+    pub fn meta(&self, key: &str) -> rusqlite::Result<u64> {
+        let value: Option<i64> = self
+            .connection
+            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |row| row.get(0))
+            .optional()?;
+        Ok(value.unwrap_or(0) as u64)
+    }
+
+    /// Writes a counter durably.
+    pub fn set_meta(&self, key: &str, value: u64) -> rusqlite::Result<()> {
+        self.connection.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
+            params![key, value as i64],
+        )?;
+        Ok(())
+    }
+}
+
+const SELECT_MESSAGES: &str = "SELECT m.message_id, CASE WHEN c.peer IS NULL THEN c.name ELSE '@' || c.peer END,
+        m.sender, m.text, m.sent_at_ms, m.received_at_ms, m.state, m.rowid
+     FROM messages m JOIN conversations c ON c.group_id = m.group_id";
+
+fn stored_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
+    let id: Vec<u8> = row.get(0)?;
+    let state: String = row.get(6)?;
+    Ok(StoredMessage {
+        id: hex::encode(id),
+        group: row.get(1)?,
+        from: row.get(2)?,
+        text: row.get(3)?,
+        sent_at_ms: row.get::<_, i64>(4)? as u64,
+        received_at_ms: row.get::<_, i64>(5)? as u64,
+        state: MessageState::parse(&state),
+    })
+}
+
+/// A message about to be stored.
+pub struct IncomingRecord<'a> {
+    /// Sender username.
+    pub sender: &'a str,
+    /// Client-generated id.
+    pub message_id: &'a [u8],
+    /// Group id.
+    pub group_id: &'a [u8],
+    /// Text.
+    pub text: &'a str,
+    /// Sender's clock.
+    pub sent_at_ms: u64,
+    /// Our clock.
+    pub received_at_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record<'a>(sender: &'a str, id: &'a [u8], text: &'a str, at: u64) -> IncomingRecord<'a> {
+        IncomingRecord { sender, message_id: id, group_id: b"g1", text, sent_at_ms: at, received_at_ms: at }
+    }
+
+    #[test]
+    fn duplicates_are_stored_and_shown_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = LocalStore::open(&dir.path().join("client.db")).expect("open");
+        store.add_conversation(b"g1", "team", None, 1).expect("conversation");
+        assert!(store.insert_incoming(&record("bob", b"m1", "hi", 10)).expect("insert"));
+        assert!(!store.insert_incoming(&record("bob", b"m1", "hi", 10)).expect("insert again"));
+        assert!(store.insert_incoming(&record("carol", b"m1", "same id, other sender", 11)).expect("insert"));
+        let shown = store.take_unshown().expect("unshown");
+        assert_eq!(shown.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["hi", "same id, other sender"]);
+        assert_eq!(shown[0].group, "team");
+        assert!(store.take_unshown().expect("again").is_empty());
+    }
+
+    #[test]
+    fn history_keeps_order_limit_and_state() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::open(&dir.path().join("client.db")).expect("open");
+        store.add_conversation(b"g1", "dm:alice:bob", Some("bob"), 1).expect("conversation");
+        for (index, id) in [b"a", b"b", b"c"].iter().enumerate() {
+            store.insert_outgoing(&record("alice", *id, "x", index as u64)).expect("outgoing");
+        }
+        store.set_state("alice", b"c", MessageState::Sent, None).expect("state");
+        let history = store.history(b"g1", 2).expect("history");
+        assert_eq!(history.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), [hex::encode("b"), hex::encode("c")]);
+        assert_eq!(history[0].state, MessageState::Pending);
+        assert_eq!(history[1].state, MessageState::Sent);
+        assert_eq!(history[1].group, "@bob");
+        assert_eq!(store.find_active("@bob").expect("find").map(|c| c.name), Some("dm:alice:bob".to_owned()));
+        assert_eq!(store.find_active("bob").expect("find"), None);
+    }
+
+    #[test]
+    fn cursor_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("client.db");
+        LocalStore::open(&path).expect("open").set_meta("cursor", 42).expect("set");
+        assert_eq!(LocalStore::open(&path).expect("reopen").meta("cursor").expect("get"), 42);
+    }
+}

@@ -1,0 +1,216 @@
+//! Receiving: fetch the server queue from the stored cursor, process every
+//! entry (Welcomes, commits, proposals, application messages), store the
+//! results, advance the cursor durably, and only then acknowledge.
+//!
+//! A message delivered twice is shown once: the local store is keyed by
+//! (sender, message id). A broken entry is logged and skipped, never allowed
+//! to block the queue.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use quicprochat_core::Incoming;
+use quicprochat_proto::v1::{self, EntryKind, GroupKind};
+use quicprochat_proto::Method;
+
+use crate::client::{Inner, QpcClient};
+use crate::content::Content;
+use crate::local_store::{IncomingRecord, StoredMessage};
+use crate::{now_ms, SdkError};
+
+const CURSOR_KEY: &str = "delivery_cursor";
+const FETCH_LIMIT: u32 = 200;
+
+impl QpcClient {
+    /// Fetches and processes everything waiting on the server and returns
+    /// the messages not shown before (oldest first), marking them shown.
+    pub async fn receive(&self) -> Result<Vec<StoredMessage>, SdkError> {
+        let mut inner = self.inner.lock().await;
+        inner.sync_and_settle().await?;
+        Ok(inner.store.take_unshown()?)
+    }
+
+    /// Fetches and processes everything waiting on the server (joins,
+    /// membership changes, messages) without marking messages as shown.
+    pub async fn sync(&self) -> Result<(), SdkError> {
+        self.inner.lock().await.sync_and_settle().await
+    }
+
+    /// Like [`QpcClient::receive`], but if nothing is waiting, waits up to
+    /// `wait` for the server to push something.
+    pub async fn receive_wait(&self, wait: Duration) -> Result<Vec<StoredMessage>, SdkError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let messages = self.receive().await?;
+            if !messages.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(messages);
+            }
+            // Take the push stream out so other operations are not blocked while we wait.
+            let mut push = {
+                let mut inner = self.inner.lock().await;
+                match inner.push.take() {
+                    Some(push) => push,
+                    None => inner.subscribe().await?,
+                }
+            };
+            match tokio::time::timeout_at(deadline, push.next()).await {
+                Err(_elapsed) => {
+                    self.inner.lock().await.push = Some(push);
+                    return Ok(Vec::new());
+                }
+                Ok(Ok(Some(_event))) => self.inner.lock().await.push = Some(push),
+                // The server ended the push stream; subscribe again next round.
+                Ok(Ok(None)) => {}
+                Ok(Err(error)) => return Err(error.into()),
+            }
+        }
+    }
+}
+
+impl Inner {
+    async fn subscribe(&mut self) -> Result<quicprochat_rpc::PushStream, SdkError> {
+        let request = v1::SubscribeRequest { after_seq: self.store.meta(CURSOR_KEY)? };
+        let _: v1::SubscribeResponse = self.rpc.call(Method::Subscribe, &request).await?;
+        Ok(self.rpc.accept_push().await?)
+    }
+
+    /// Syncs, then commits pending proposals (members leaving) in groups
+    /// where we are the member designated to do it.
+    pub(crate) async fn sync_and_settle(&mut self) -> Result<(), SdkError> {
+        let leavers = self.sync().await?;
+        for (group_id, leaving) in leavers {
+            let Some(conversation) = self.store.conversation(&group_id)? else { continue };
+            if !conversation.active || !self.mls.is_active(&group_id)? {
+                continue;
+            }
+            // The first remaining member (by name) commits, so members do not race.
+            let members = self.mls.members(&group_id)?;
+            let committer = members.iter().find(|member| !leaving.contains(member));
+            if committer != Some(&self.username) {
+                continue;
+            }
+            let result =
+                self.submit_commit_with_retry(&conversation, |mls| mls.commit_pending_proposals(&group_id)).await;
+            if let Err(error) = result {
+                tracing::warn!(group = %conversation.display_name(), %error, "could not commit a member's leave");
+            }
+        }
+        Ok(())
+    }
+
+    /// Fetches and processes the queue until it is empty. Returns, per
+    /// group, the members whose leave proposals arrived.
+    pub(crate) async fn sync(&mut self) -> Result<BTreeMap<Vec<u8>, Vec<String>>, SdkError> {
+        let mut leavers: BTreeMap<Vec<u8>, Vec<String>> = BTreeMap::new();
+        let mut welcomed = false;
+        loop {
+            let cursor = self.store.meta(CURSOR_KEY)?;
+            let request = v1::FetchRequest { after_seq: cursor, limit: FETCH_LIMIT };
+            let response: v1::FetchResponse = self.rpc.call(Method::Fetch, &request).await?;
+            let count = response.entries.len();
+            let mut last_seq = cursor;
+            for entry in response.entries {
+                if entry.seq <= last_seq {
+                    continue;
+                }
+                last_seq = entry.seq;
+                match self.process_entry(&entry) {
+                    Ok(EntryEffect::Leaving(user)) => leavers.entry(entry.group_id.to_vec()).or_default().push(user),
+                    Ok(EntryEffect::Joined) => welcomed = true,
+                    Ok(EntryEffect::None) => {}
+                    Err(error) => tracing::warn!(seq = entry.seq, %error, "skipping an entry that cannot be processed"),
+                }
+            }
+            if last_seq > cursor {
+                // Durable locally first, then acknowledged: nothing acknowledged is lost.
+                self.store.set_meta(CURSOR_KEY, last_seq)?;
+                let _: v1::AckResponse = self.rpc.call(Method::Ack, &v1::AckRequest { up_to_seq: last_seq }).await?;
+            }
+            if count < FETCH_LIMIT as usize {
+                break;
+            }
+        }
+        if welcomed {
+            self.check_key_package_stock().await?;
+        }
+        Ok(leavers)
+    }
+
+    fn process_entry(&mut self, entry: &v1::QueueEntry) -> Result<EntryEffect, SdkError> {
+        let group_id = entry.group_id.as_ref();
+        let kind = EntryKind::try_from(entry.kind).unwrap_or(EntryKind::Application);
+        if kind == EntryKind::Welcome {
+            let joined = self.mls.join_from_welcome(&entry.payload)?;
+            let peer =
+                (entry.group_kind == GroupKind::Direct as i32).then(|| direct_peer(&entry.group_name, &self.username));
+            let name = self.unique_name(&entry.group_name, &joined)?;
+            self.store.add_conversation(&joined, &name, peer.flatten().as_deref(), now_ms())?;
+            return Ok(EntryEffect::Joined);
+        }
+        match self.store.conversation(group_id)? {
+            Some(conversation) if conversation.active && self.mls.has_group(group_id)? => {}
+            _ => return Ok(EntryEffect::None),
+        }
+        match self.mls.process_incoming(group_id, &entry.payload)? {
+            Incoming::Application { sender, plaintext, .. } => {
+                let content = Content::decode(&plaintext)
+                    .map_err(|error| SdkError::InvalidInput(format!("message from {sender}: {error}")))?;
+                self.store.insert_incoming(&IncomingRecord {
+                    sender: &sender,
+                    message_id: &content.id_bytes(),
+                    group_id,
+                    text: &content.text,
+                    sent_at_ms: content.sent_at,
+                    received_at_ms: now_ms(),
+                })?;
+                Ok(EntryEffect::None)
+            }
+            Incoming::CommitMerged { removed_self: true, .. } => {
+                self.store.deactivate(group_id)?;
+                Ok(EntryEffect::None)
+            }
+            Incoming::ProposalStored { sender } => Ok(EntryEffect::Leaving(sender)),
+            Incoming::CommitMerged { .. } => Ok(EntryEffect::None),
+            Incoming::Ignored { reason } => {
+                tracing::debug!(seq = entry.seq, %reason, "ignored a group message");
+                Ok(EntryEffect::None)
+            }
+        }
+    }
+
+    /// Keeps the shared group name, unless we already have an active group of
+    /// that name from someone else: then a short id suffix tells them apart.
+    fn unique_name(&self, name: &str, group_id: &[u8]) -> Result<String, SdkError> {
+        match self.store.find_active(name)? {
+            Some(existing) if existing.group_id != group_id && !name.starts_with("dm:") => {
+                Ok(format!("{name}#{}", &hex::encode(group_id)[..6]))
+            }
+            _ => Ok(name.to_owned()),
+        }
+    }
+}
+
+enum EntryEffect {
+    None,
+    Joined,
+    Leaving(String),
+}
+
+/// The other member of a direct conversation named `dm:a:b`.
+fn direct_peer(name: &str, me: &str) -> Option<String> {
+    let mut parts = name.strip_prefix("dm:")?.splitn(2, ':');
+    let (first, second) = (parts.next()?, parts.next()?);
+    Some(if first == me { second } else { first }.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::direct_peer;
+
+    #[test]
+    fn direct_peer_is_the_other_side() {
+        assert_eq!(direct_peer("dm:alice:bob", "alice").as_deref(), Some("bob"));
+        assert_eq!(direct_peer("dm:alice:bob", "bob").as_deref(), Some("alice"));
+        assert_eq!(direct_peer("team", "bob"), None);
+    }
+}

@@ -1,0 +1,84 @@
+//! Delivery guarantees: a message id is enqueued once however often it is
+//! submitted, and a client shows a message once however often it arrives.
+
+use quicprochat_core::{auth_transcript, AuthPurpose, Identity, MlsClient};
+use quicprochat_proto::v1;
+use quicprochat_proto::Method;
+use quicprochat_rpc::transport::TransportLimits;
+use quicprochat_rpc::{PinnedServer, RpcClient};
+use quicprochat_sdk::content::Content;
+use quicprochat_sdk::local_store::LocalStore;
+use quicprochat_sdk::profile::Profile;
+
+use crate::harness::{receive_n, team_of_three, texts, Harness, WAIT};
+
+/// alice's profile driven by hand: a raw logged-in RPC connection and her MLS state.
+struct RawAlice {
+    rpc: RpcClient,
+    mls: MlsClient,
+    group_id: Vec<u8>,
+}
+
+impl RawAlice {
+    async fn open(harness: &Harness) -> RawAlice {
+        let profile = Profile::load(&harness.profile("alice")).expect("profile");
+        let pin = PinnedServer::new(Some(profile.server_fingerprint));
+        let rpc = RpcClient::connect(harness.addr, pin, &TransportLimits::default(), WAIT).await.expect("connect");
+        let challenge: v1::ChallengeResponse =
+            rpc.call(Method::Challenge, &v1::ChallengeRequest {}).await.expect("challenge");
+        let exporter = rpc.auth_exporter().expect("exporter");
+        let transcript =
+            auth_transcript(AuthPurpose::Login, &challenge.nonce, &exporter, "alice", profile.identity.public_key());
+        let login = v1::LoginRequest {
+            username: "alice".into(),
+            signature: profile.identity.sign(&transcript).expect("sign").into(),
+        };
+        let _: v1::LoginResponse = rpc.call(Method::Login, &login).await.expect("login");
+        let identity = Identity::from_bytes(&profile.identity.to_bytes()).expect("identity");
+        let mls = MlsClient::open(&profile.mls_db_path(), identity, "alice").expect("mls state");
+        let store = LocalStore::open(&profile.client_db_path()).expect("local store");
+        let group_id = store.find_active("team").expect("query").expect("team exists").group_id;
+        RawAlice { rpc, mls, group_id }
+    }
+
+    async fn send(&self, wire_id: &[u8], content_id: &str, text: &str) {
+        let content = Content { v: 1, id: content_id.into(), text: text.into(), sent_at: 1 };
+        let ciphertext = self.mls.encrypt(&self.group_id, &content.encode()).expect("encrypt");
+        let request = v1::SendMessageRequest {
+            group_id: self.group_id.clone().into(),
+            message_id: wire_id.to_vec().into(),
+            ciphertext: ciphertext.into(),
+        };
+        let _: v1::SendMessageResponse = self.rpc.call(Method::SendMessage, &request).await.expect("send");
+    }
+}
+
+#[tokio::test]
+async fn duplicate_enqueue_is_delivered_once() {
+    let harness = Harness::start().await;
+    let (alice, bob, _carol) = team_of_three(&harness).await;
+    alice.disconnect().await;
+    drop(alice);
+    let raw = RawAlice::open(&harness).await;
+    // A retry of the same wire message id (even re-encrypted) is stored once.
+    raw.send(b"wire-1", "aa01", "first attempt").await;
+    raw.send(b"wire-1", "aa02", "retry of the same message").await;
+    raw.send(b"wire-2", "aa03", "next message").await;
+    assert_eq!(texts(&receive_n(&bob, 2).await), ["first attempt", "next message"]);
+    assert!(bob.receive().await.expect("receive").is_empty());
+}
+
+#[tokio::test]
+async fn client_shows_a_message_once_even_if_delivered_twice() {
+    let harness = Harness::start().await;
+    let (alice, bob, _carol) = team_of_three(&harness).await;
+    alice.disconnect().await;
+    drop(alice);
+    let raw = RawAlice::open(&harness).await;
+    // Same end-to-end message id under two wire ids: the server stores both,
+    // the recipient shows one.
+    raw.send(b"wire-a", "bb01", "only once please").await;
+    raw.send(b"wire-b", "bb01", "only once please").await;
+    raw.send(b"wire-c", "bb02", "sentinel").await;
+    assert_eq!(texts(&receive_n(&bob, 2).await), ["only once please", "sentinel"]);
+}

@@ -1,0 +1,85 @@
+//! A server on a temporary data dir plus registered clients.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use quicprochat_sdk::{ClientOptions, QpcClient, StoredMessage};
+use quicprochat_server::{RunningServer, ServerConfig};
+
+/// How long a test waits for an event before failing.
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
+
+pub(crate) struct Harness {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) server: Option<RunningServer>,
+    pub(crate) addr: SocketAddr,
+}
+
+impl Harness {
+    pub(crate) async fn start() -> Harness {
+        quicprochat_sdk::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = ServerConfig::new(dir.path().join("server"), SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+        let server = RunningServer::start(config).await.expect("server starts");
+        let addr = server.local_addr();
+        Harness { dir, server: Some(server), addr }
+    }
+
+    /// Stops the server and starts it again on the same address and data dir.
+    pub(crate) async fn restart_server(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+        let config = ServerConfig::new(self.dir.path().join("server"), self.addr);
+        self.server = Some(RunningServer::start(config).await.expect("server restarts on the same address"));
+    }
+
+    pub(crate) fn profile(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("profile-{name}"))
+    }
+
+    pub(crate) async fn register(&self, name: &str) -> QpcClient {
+        QpcClient::register(&self.profile(name), self.addr, name, ClientOptions::default())
+            .await
+            .unwrap_or_else(|error| panic!("register {name}: {error}"))
+    }
+
+    pub(crate) async fn open(&self, name: &str) -> QpcClient {
+        open_profile(&self.profile(name)).await
+    }
+}
+
+pub(crate) async fn open_profile(profile: &Path) -> QpcClient {
+    QpcClient::open(profile, ClientOptions::default()).await.expect("open profile")
+}
+
+/// Waits until `client` has received `count` new messages (or fails after [`WAIT`]).
+pub(crate) async fn receive_n(client: &QpcClient, count: usize) -> Vec<StoredMessage> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut received = Vec::new();
+    while received.len() < count {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        assert!(!remaining.is_zero(), "{} got {} of {count} messages: {received:?}", client.username(), received.len());
+        received.extend(client.receive_wait(remaining).await.expect("receive"));
+    }
+    assert_eq!(received.len(), count, "{} got more messages than expected: {received:?}", client.username());
+    received
+}
+
+/// Texts of messages, in order.
+pub(crate) fn texts(messages: &[StoredMessage]) -> Vec<&str> {
+    messages.iter().map(|message| message.text.as_str()).collect()
+}
+
+/// A group "team" of alice (creator), bob and carol, everyone synced.
+pub(crate) async fn team_of_three(harness: &Harness) -> (QpcClient, QpcClient, QpcClient) {
+    let alice = harness.register("alice").await;
+    let bob = harness.register("bob").await;
+    let carol = harness.register("carol").await;
+    alice.create_group("team").await.expect("create");
+    alice.add_members("team", &["bob".into(), "carol".into()]).await.expect("add");
+    bob.sync().await.expect("bob syncs");
+    carol.sync().await.expect("carol syncs");
+    (alice, bob, carol)
+}

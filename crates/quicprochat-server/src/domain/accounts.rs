@@ -1,0 +1,140 @@
+//! Accounts: username rules, registration and login (the MLS Authentication
+//! Service binding a username to an Ed25519 identity key).
+//!
+//! Username rules: 1 to 32 characters; lowercase ASCII letters, digits, `_`,
+//! `-` and `.`; the first character is a letter. Names reserved for the
+//! server and its operators ([`RESERVED_USERNAMES`], e.g. `admin`, `root`,
+//! `server`, `system`) are refused.
+//!
+//! Register and login prove possession of the identity key by a signature
+//! over [`auth_transcript`], which binds the purpose, the server's challenge
+//! nonce, the TLS exporter of the connection, the username and the key. This
+//! module does not issue nonces nor make them single-use, and does not track
+//! sessions or registration policy: the transport does.
+
+use quicprochat_core::identity::{auth_transcript, verify_signature, AuthPurpose};
+
+use super::DomainError;
+use crate::storage::{Account, AccountCreation, KeyPackageStock, Store};
+
+/// Longest username, in characters.
+pub const MAX_USERNAME_LEN: usize = 32;
+
+/// Length of an Ed25519 public key.
+pub const IDENTITY_KEY_LEN: usize = 32;
+
+/// Names nobody may register.
+pub const RESERVED_USERNAMES: &[&str] =
+    &["admin", "administrator", "root", "server", "system", "support", "postmaster", "operator", "qpc", "quicprochat"];
+
+/// Same message for an unknown user and a bad signature, so a login does not
+/// reveal which usernames exist.
+const LOGIN_FAILED: &str = "unknown username or invalid signature";
+
+/// Proof of possession of an identity key for one connection.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthProof<'a> {
+    /// The challenge the server issued on this connection.
+    pub nonce: &'a [u8],
+    /// The connection's TLS exporter value.
+    pub tls_exporter: &'a [u8],
+    /// Ed25519 signature over the auth transcript.
+    pub signature: &'a [u8],
+}
+
+/// What a successful login reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginOutcome {
+    pub key_package_stock: KeyPackageStock,
+}
+
+/// A user's public identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedUser {
+    pub username: String,
+    pub identity_key: Vec<u8>,
+}
+
+/// Checks `username` against the rules in the module doc.
+pub fn validate_username(username: &str) -> Result<(), DomainError> {
+    let length = username.chars().count();
+    if length == 0 || length > MAX_USERNAME_LEN {
+        return Err(DomainError::invalid(format!("username must be 1 to {MAX_USERNAME_LEN} characters, got {length}")));
+    }
+    if !username.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return Err(DomainError::invalid("username must start with a lowercase letter a-z"));
+    }
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-.".contains(c);
+    if let Some(bad) = username.chars().find(|c| !allowed(*c)) {
+        return Err(DomainError::invalid(format!(
+            "username may contain only a-z, 0-9, '_', '-' and '.', found {bad:?}"
+        )));
+    }
+    if RESERVED_USERNAMES.contains(&username) {
+        return Err(DomainError::invalid(format!("username {username:?} is reserved")));
+    }
+    Ok(())
+}
+
+/// Binds a free `username` to `identity_key`, proven by a signature over the
+/// `Register` transcript. Returns the new account.
+pub fn register(
+    store: &dyn Store,
+    username: &str,
+    identity_key: &[u8],
+    proof: &AuthProof<'_>,
+    now_ms: u64,
+) -> Result<Account, DomainError> {
+    validate_username(username)?;
+    if identity_key.len() != IDENTITY_KEY_LEN {
+        return Err(DomainError::invalid(format!(
+            "identity key must be {IDENTITY_KEY_LEN} bytes (Ed25519), got {}",
+            identity_key.len()
+        )));
+    }
+    let transcript = auth_transcript(AuthPurpose::Register, proof.nonce, proof.tls_exporter, username, identity_key);
+    verify_signature(identity_key, &transcript, proof.signature)
+        .map_err(|_| DomainError::Unauthenticated { message: "invalid registration signature".to_owned() })?;
+    match store.create_account(username, identity_key, now_ms)? {
+        AccountCreation::Created => {
+            Ok(Account { username: username.to_owned(), identity_key: identity_key.to_vec(), disabled: false })
+        }
+        AccountCreation::UsernameTaken => {
+            Err(DomainError::AlreadyExists { message: format!("username {username:?} is taken") })
+        }
+    }
+}
+
+/// Challenge–response login with the stored identity key. The signature is
+/// checked before the disabled flag, so only the key holder learns that an
+/// account is disabled.
+pub fn login(store: &dyn Store, username: &str, proof: &AuthProof<'_>) -> Result<LoginOutcome, DomainError> {
+    let unauthenticated = || DomainError::Unauthenticated { message: LOGIN_FAILED.to_owned() };
+    let account = store.get_account(username)?.ok_or_else(unauthenticated)?;
+    let transcript =
+        auth_transcript(AuthPurpose::Login, proof.nonce, proof.tls_exporter, username, &account.identity_key);
+    verify_signature(&account.identity_key, &transcript, proof.signature).map_err(|_| unauthenticated())?;
+    if account.disabled {
+        return Err(DomainError::denied(format!("account {username:?} is disabled")));
+    }
+    Ok(LoginOutcome { key_package_stock: store.key_package_stock(username)? })
+}
+
+/// The identity key of `username`.
+pub fn resolve_user(store: &dyn Store, username: &str) -> Result<ResolvedUser, DomainError> {
+    let account =
+        store.get_account(username)?.ok_or_else(|| DomainError::not_found(format!("no user named {username:?}")))?;
+    Ok(ResolvedUser { username: account.username, identity_key: account.identity_key })
+}
+
+/// The account of an authenticated session user; a session whose account
+/// vanished or was disabled is refused.
+pub(crate) fn session_account(store: &dyn Store, session_user: &str) -> Result<Account, DomainError> {
+    let account = store
+        .get_account(session_user)?
+        .ok_or_else(|| DomainError::Unauthenticated { message: "session account no longer exists".to_owned() })?;
+    if account.disabled {
+        return Err(DomainError::denied(format!("account {session_user:?} is disabled")));
+    }
+    Ok(account)
+}

@@ -1,0 +1,230 @@
+//! Commits and leave proposals: the DS's per-group sequencer.
+//!
+//! A commit is validated against the stored public view, checked against the
+//! account registry (every added member is a registered, enabled account
+//! whose identity key is the leaf's key) and applied with a compare-and-set
+//! on the epoch: the first commit of an epoch wins, any other gets
+//! `STALE_EPOCH`. The commit goes to the old and new roster except its
+//! sender, the Welcome to the added members, in the same transaction.
+//!
+//! A leave is a self-Remove proposal: it is stored in the view (so a later
+//! commit may reference it), fanned out to the other members, and the sender
+//! is marked leaving so it can no longer post. The MLS roster stays the truth
+//! until a commit removes the leaf.
+
+use std::collections::BTreeSet;
+
+use quicprochat_core::ds::{CommitOutcome, MemberInfo};
+
+use super::accounts::session_account;
+use super::groups::{is_member, load_group, others, require_active_member, restore_view, DIRECT_GROUP_MAX_MEMBERS};
+use super::{check_message_id, DomainError};
+use crate::storage::{
+    CommitResult, CommitWrite, EntryKind, Fanout, GroupKind, GroupRecord, MessageRecord, NewMessage, ProposalResult,
+    ProposalWrite, Store, StoreError,
+};
+
+/// How often a leave is re-processed when the group state changed under it.
+const LEAVE_ATTEMPTS: usize = 3;
+
+/// A commit submission.
+#[derive(Debug, Clone, Copy)]
+pub struct SubmitCommit<'a> {
+    pub group_id: &'a [u8],
+    /// The epoch the commit was created in.
+    pub epoch: u64,
+    /// MlsMessage carrying a PublicMessage commit.
+    pub commit: &'a [u8],
+    /// MlsMessage(Welcome); required iff the commit adds members.
+    pub welcome: Option<&'a [u8]>,
+    pub message_id: &'a [u8],
+}
+
+/// A leave request.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaveGroup<'a> {
+    pub group_id: &'a [u8],
+    /// MlsMessage carrying a PublicMessage self-Remove proposal.
+    pub proposal: &'a [u8],
+    pub message_id: &'a [u8],
+}
+
+/// Checks an earlier use of `(sender, message_id)`: `Ok(Some)` when it was the
+/// same kind of request for the same group (a retry), an error when the id
+/// was used for something else.
+fn earlier_use(
+    store: &dyn Store,
+    sender: &str,
+    message_id: &[u8],
+    group_id: &[u8],
+    kind: EntryKind,
+) -> Result<Option<MessageRecord>, DomainError> {
+    match store.lookup_message(sender, message_id)? {
+        Some(record) if record.kind == kind && record.group_id == group_id => Ok(Some(record)),
+        Some(_) => Err(DomainError::invalid("message_id was already used for another message")),
+        None => Ok(None),
+    }
+}
+
+/// Checks that every added member is a registered, enabled account whose
+/// identity key is the one in its leaf.
+fn check_added_members(store: &dyn Store, added: &[MemberInfo]) -> Result<(), DomainError> {
+    for member in added {
+        let account = store
+            .get_account(&member.username)?
+            .ok_or_else(|| DomainError::invalid(format!("added member {:?} is not registered", member.username)))?;
+        if account.disabled {
+            return Err(DomainError::denied(format!("added member {:?} is disabled", member.username)));
+        }
+        if account.identity_key != member.identity_key {
+            return Err(DomainError::invalid(format!(
+                "added member {:?} has another identity key than their account",
+                member.username
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Validates the commit against the group's view and the registry; returns
+/// the outcome and the merged view's bytes.
+fn process_commit(
+    store: &dyn Store,
+    session_user: &str,
+    group: &GroupRecord,
+    request: &SubmitCommit<'_>,
+) -> Result<(CommitOutcome, Vec<u8>), DomainError> {
+    let mut view = restore_view(group)?;
+    let outcome = view.process_commit(request.commit).map_err(|error| DomainError::from_ds("commit", error))?;
+    if outcome.sender != session_user {
+        return Err(DomainError::denied(format!("the commit is signed by {:?}, not by you", outcome.sender)));
+    }
+    check_added_members(store, &outcome.added)?;
+    if group.kind == GroupKind::Direct && outcome.members.len() > DIRECT_GROUP_MAX_MEMBERS {
+        return Err(DomainError::invalid(format!(
+            "a direct conversation has at most {DIRECT_GROUP_MAX_MEMBERS} members"
+        )));
+    }
+    match (outcome.added.is_empty(), request.welcome.is_some()) {
+        (false, false) => Err(DomainError::invalid("the commit adds members but no welcome was given")),
+        (true, true) => Err(DomainError::invalid("a welcome was given but the commit adds nobody")),
+        _ => Ok((outcome, view.to_bytes())),
+    }
+}
+
+/// Accepts one commit for `request.epoch` and fans it out. Returns the new
+/// epoch. A retry of an accepted commit (same message id) returns the same
+/// result without writing anything.
+pub fn submit_commit(
+    store: &dyn Store,
+    session_user: &str,
+    request: &SubmitCommit<'_>,
+    now_ms: u64,
+) -> Result<u64, DomainError> {
+    check_message_id(request.message_id)?;
+    let group = load_group(store, request.group_id)?;
+    if let Some(first) = earlier_use(store, session_user, request.message_id, request.group_id, EntryKind::Commit)? {
+        return Ok(first.epoch + 1);
+    }
+    session_account(store, session_user)?;
+    require_active_member(&group, session_user)?;
+    if request.epoch != group.epoch {
+        return Err(DomainError::StaleEpoch { current_epoch: group.epoch });
+    }
+    let (outcome, new_state) = process_commit(store, session_user, &group, request)?;
+
+    let new_members: Vec<String> = outcome.members.iter().map(|m| m.username.clone()).collect();
+    let commit_recipients: Vec<String> = group
+        .members
+        .iter()
+        .chain(&new_members)
+        .filter(|name| name.as_str() != session_user)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .cloned()
+        .collect();
+    let message = |kind, payload: &[u8], epoch| NewMessage {
+        message_id: request.message_id.to_vec(),
+        group_id: request.group_id.to_vec(),
+        sender: session_user.to_owned(),
+        kind,
+        payload: payload.to_vec(),
+        epoch,
+        stored_at_ms: now_ms,
+    };
+    let welcome = request.welcome.map(|welcome| Fanout {
+        message: message(EntryKind::Welcome, welcome, outcome.new_epoch),
+        recipients: outcome.added.iter().map(|m| m.username.clone()).collect(),
+    });
+    let write = CommitWrite {
+        group_id: request.group_id.to_vec(),
+        expected_epoch: group.epoch,
+        new_epoch: outcome.new_epoch,
+        new_state,
+        new_members,
+        commit: Fanout {
+            message: message(EntryKind::Commit, request.commit, group.epoch),
+            recipients: commit_recipients,
+        },
+        welcome,
+    };
+    match store.apply_commit(&write) {
+        Ok(CommitResult::Applied(_)) => Ok(outcome.new_epoch),
+        Ok(CommitResult::EpochMismatch { current_epoch }) => Err(DomainError::StaleEpoch { current_epoch }),
+        Err(StoreError::Conflict { .. }) => {
+            Err(DomainError::invalid("message_id was already used for another message"))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Stores and fans out a self-Remove proposal of `session_user` and stops
+/// them from posting. A retry (same message id) succeeds without writing.
+pub fn leave_group(
+    store: &dyn Store,
+    session_user: &str,
+    request: &LeaveGroup<'_>,
+    now_ms: u64,
+) -> Result<(), DomainError> {
+    check_message_id(request.message_id)?;
+    load_group(store, request.group_id)?;
+    if earlier_use(store, session_user, request.message_id, request.group_id, EntryKind::Proposal)?.is_some() {
+        return Ok(());
+    }
+    session_account(store, session_user)?;
+    for _ in 0..LEAVE_ATTEMPTS {
+        let group = load_group(store, request.group_id)?;
+        if !is_member(&group, session_user) {
+            return Err(DomainError::denied(format!("{session_user:?} is not a member of this group")));
+        }
+        let mut view = restore_view(&group)?;
+        let outcome =
+            view.process_proposal(request.proposal).map_err(|error| DomainError::from_ds("leave proposal", error))?;
+        if outcome.sender != session_user || !outcome.self_remove {
+            return Err(DomainError::invalid("a leave must be a proposal removing its own sender"));
+        }
+        let write = ProposalWrite {
+            group_id: group.group_id.clone(),
+            expected_state_version: group.state_version,
+            new_state: view.to_bytes(),
+            leaving: vec![session_user.to_owned()],
+            proposal: Fanout {
+                message: NewMessage {
+                    message_id: request.message_id.to_vec(),
+                    group_id: group.group_id.clone(),
+                    sender: session_user.to_owned(),
+                    kind: EntryKind::Proposal,
+                    payload: request.proposal.to_vec(),
+                    epoch: group.epoch,
+                    stored_at_ms: now_ms,
+                },
+                recipients: others(&group.members, session_user),
+            },
+        };
+        match store.apply_proposal(&write)? {
+            ProposalResult::Applied(_) => return Ok(()),
+            ProposalResult::StateChanged { .. } => continue,
+        }
+    }
+    Err(DomainError::Unavailable { message: "the group changed concurrently, retry".to_owned(), retry_after_ms: 50 })
+}

@@ -1,0 +1,172 @@
+//! Groups: registration of a new group from its creator's GroupInfo and
+//! ratchet tree, roster queries, and the helpers the commit and message
+//! services share (loading a group, restoring the DS view).
+//!
+//! The roster stored with the group is the MLS roster of the DS view; members
+//! that sent a leave proposal stay in it (marked leaving) until a commit
+//! removes them, but may no longer post.
+
+use quicprochat_core::ds::DsGroupView;
+
+use super::accounts::session_account;
+use super::DomainError;
+use crate::storage::{GroupCreation, GroupKind, GroupRecord, GroupSummary, NewGroup, Store};
+
+/// Length of a group id, in bytes.
+pub const GROUP_ID_LEN: usize = 16;
+
+/// Longest group name, in characters.
+pub const MAX_GROUP_NAME_LEN: usize = 64;
+
+/// Most members of a [`GroupKind::Direct`] group.
+pub const DIRECT_GROUP_MAX_MEMBERS: usize = 2;
+
+/// A group registration request.
+#[derive(Debug, Clone, Copy)]
+pub struct CreateGroup<'a> {
+    pub group_id: &'a [u8],
+    pub name: &'a str,
+    pub kind: GroupKind,
+    /// TLS-serialized MlsMessage(GroupInfo).
+    pub group_info: &'a [u8],
+    /// TLS-serialized ratchet tree.
+    pub ratchet_tree: &'a [u8],
+}
+
+/// Roster of a group as shown to a member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMembers {
+    pub name: String,
+    pub epoch: u64,
+    /// Sorted usernames, leaving members included.
+    pub members: Vec<String>,
+}
+
+pub(crate) fn check_group_id(group_id: &[u8]) -> Result<(), DomainError> {
+    if group_id.len() != GROUP_ID_LEN {
+        return Err(DomainError::invalid(format!("group id must be {GROUP_ID_LEN} bytes, got {}", group_id.len())));
+    }
+    Ok(())
+}
+
+fn check_group_name(name: &str) -> Result<(), DomainError> {
+    let length = name.chars().count();
+    if length == 0 || length > MAX_GROUP_NAME_LEN {
+        return Err(DomainError::invalid(format!(
+            "group name must be 1 to {MAX_GROUP_NAME_LEN} characters, got {length}"
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(DomainError::invalid("group name must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// Loads a group by id (checked for length first).
+pub(crate) fn load_group(store: &dyn Store, group_id: &[u8]) -> Result<GroupRecord, DomainError> {
+    check_group_id(group_id)?;
+    store.get_group(group_id)?.ok_or_else(|| DomainError::not_found(format!("no group {}", hex::encode(group_id))))
+}
+
+/// Restores the DS view stored with `group`. A failure is server-side.
+pub(crate) fn restore_view(group: &GroupRecord) -> Result<DsGroupView, DomainError> {
+    DsGroupView::from_bytes(&group.state).map_err(|error| {
+        DomainError::internal(format!("cannot restore view of group {}: {error}", hex::encode(&group.group_id)))
+    })
+}
+
+pub(crate) fn is_member(group: &GroupRecord, username: &str) -> bool {
+    group.members.iter().any(|member| member == username)
+}
+
+pub(crate) fn is_leaving(group: &GroupRecord, username: &str) -> bool {
+    group.leaving.iter().any(|member| member == username)
+}
+
+/// Fails unless `username` is in the roster and has not asked to leave.
+pub(crate) fn require_active_member(group: &GroupRecord, username: &str) -> Result<(), DomainError> {
+    if !is_member(group, username) {
+        return Err(DomainError::denied(format!("{username:?} is not a member of this group")));
+    }
+    if is_leaving(group, username) {
+        return Err(DomainError::denied(format!("{username:?} is leaving this group")));
+    }
+    Ok(())
+}
+
+/// Roster minus `sender`, in roster order.
+pub(crate) fn others(members: &[String], sender: &str) -> Vec<String> {
+    members.iter().filter(|member| member.as_str() != sender).cloned().collect()
+}
+
+/// Registers a new group at epoch 0 whose only member is `session_user`.
+/// Returns the epoch (0). A retry by the creator of an identical
+/// registration succeeds again.
+pub fn create_group(
+    store: &dyn Store,
+    session_user: &str,
+    request: &CreateGroup<'_>,
+    now_ms: u64,
+) -> Result<u64, DomainError> {
+    check_group_id(request.group_id)?;
+    check_group_name(request.name)?;
+    let account = session_account(store, session_user)?;
+    let view = DsGroupView::from_group_info(request.group_info, request.ratchet_tree)
+        .map_err(|error| DomainError::from_ds("group info", error))?;
+    if view.group_id() != request.group_id {
+        return Err(DomainError::invalid("group info is for another group id than the request's"));
+    }
+    if view.epoch() != 0 {
+        return Err(DomainError::invalid(format!(
+            "a new group must be at epoch 0, group info is at epoch {}",
+            view.epoch()
+        )));
+    }
+    let members = view.members();
+    let sole_member_is_creator =
+        members.len() == 1 && members[0].username == session_user && members[0].identity_key == account.identity_key;
+    if !sole_member_is_creator {
+        return Err(DomainError::invalid("a new group must have exactly one member: you, with your identity key"));
+    }
+    let group = NewGroup {
+        group_id: request.group_id.to_vec(),
+        name: request.name.to_owned(),
+        kind: request.kind,
+        creator: session_user.to_owned(),
+        epoch: 0,
+        state: view.to_bytes(),
+        members: vec![session_user.to_owned()],
+        created_at_ms: now_ms,
+    };
+    match store.create_group(&group)? {
+        GroupCreation::Created => Ok(0),
+        GroupCreation::IdTaken => {
+            let existing = load_group(store, request.group_id)?;
+            let same_registration = existing.creator == session_user
+                && existing.name == request.name
+                && existing.kind == request.kind
+                && existing.epoch == 0;
+            if same_registration {
+                Ok(0)
+            } else {
+                Err(DomainError::AlreadyExists {
+                    message: format!("group {} already exists", hex::encode(request.group_id)),
+                })
+            }
+        }
+    }
+}
+
+/// The roster of a group; only its members may ask.
+pub fn members(store: &dyn Store, session_user: &str, group_id: &[u8]) -> Result<GroupMembers, DomainError> {
+    let group = load_group(store, group_id)?;
+    if !is_member(&group, session_user) {
+        return Err(DomainError::denied("only members may list a group's members"));
+    }
+    Ok(GroupMembers { name: group.name, epoch: group.epoch, members: group.members })
+}
+
+/// The groups `session_user` is a member of.
+pub fn list_groups(store: &dyn Store, session_user: &str) -> Result<Vec<GroupSummary>, DomainError> {
+    Ok(store.groups_of(session_user)?)
+}

@@ -1,0 +1,115 @@
+//! Key packages: uploads (validated, owned by the uploader), single-use
+//! fetches with a kept last-resort package, and stock reports.
+//!
+//! Rate limiting of fetches (per requester and per target) is stateful and
+//! time-based, so it lives in the transport, not here.
+
+use quicprochat_core::ds::validate_key_package;
+
+use super::accounts::session_account;
+use super::DomainError;
+use crate::storage::{Account, KeyPackageStock, Store};
+
+/// Clients refill their stock when it falls below this.
+pub const LOW_WATER: u32 = 10;
+
+/// Most ordinary key packages accepted in one upload.
+pub const MAX_UPLOAD: usize = 100;
+
+/// Most ordinary key packages the server keeps per account.
+pub const MAX_STOCK: u64 = 1000;
+
+/// Stock as reported to a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StockReport {
+    /// Ordinary packages left (last resort excluded).
+    pub stock: u32,
+    pub low_water: u32,
+    pub has_last_resort: bool,
+}
+
+impl From<KeyPackageStock> for StockReport {
+    fn from(stock: KeyPackageStock) -> Self {
+        StockReport {
+            stock: u32::try_from(stock.count).unwrap_or(u32::MAX),
+            low_water: LOW_WATER,
+            has_last_resort: stock.has_last_resort,
+        }
+    }
+}
+
+/// A key package served to a requester.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedKeyPackage {
+    pub key_package: Vec<u8>,
+    pub last_resort: bool,
+}
+
+/// Checks one uploaded package: valid, owned by `account`, in the right slot.
+fn check_package(account: &Account, bytes: &[u8], slot: &str, expect_last_resort: bool) -> Result<(), DomainError> {
+    let info = validate_key_package(bytes).map_err(|error| DomainError::from_ds(slot, error))?;
+    if info.username != account.username {
+        return Err(DomainError::denied(format!("{slot} has credential {:?}, not yours", info.username)));
+    }
+    if info.identity_key != account.identity_key {
+        return Err(DomainError::denied(format!("{slot} is signed by another identity key than your account's")));
+    }
+    if info.last_resort != expect_last_resort {
+        let message = if expect_last_resort {
+            format!("{slot} lacks the last-resort extension")
+        } else {
+            format!("{slot} is a last-resort package; upload it in the last_resort slot")
+        };
+        return Err(DomainError::invalid(message));
+    }
+    Ok(())
+}
+
+/// Adds validated key packages of `session_user` and, when given, replaces
+/// its last-resort package. All-or-nothing: one bad package rejects the call.
+pub fn upload(
+    store: &dyn Store,
+    session_user: &str,
+    key_packages: &[Vec<u8>],
+    last_resort: Option<&[u8]>,
+) -> Result<StockReport, DomainError> {
+    if key_packages.len() > MAX_UPLOAD {
+        return Err(DomainError::invalid(format!(
+            "at most {MAX_UPLOAD} key packages per upload, got {}",
+            key_packages.len()
+        )));
+    }
+    let account = session_account(store, session_user)?;
+    let current = store.key_package_stock(session_user)?;
+    if current.count + key_packages.len() as u64 > MAX_STOCK {
+        return Err(DomainError::ResourceExhausted {
+            message: format!("at most {MAX_STOCK} key packages are kept per account, you have {}", current.count),
+            retry_after_ms: 0,
+        });
+    }
+    for (index, bytes) in key_packages.iter().enumerate() {
+        check_package(&account, bytes, &format!("key package {index}"), false)?;
+    }
+    if let Some(bytes) = last_resort {
+        check_package(&account, bytes, "last-resort key package", true)?;
+    }
+    Ok(store.add_key_packages(session_user, key_packages, last_resort)?.into())
+}
+
+/// Consumes one key package of `target` for `requester`.
+pub fn fetch(store: &dyn Store, requester: &str, target: &str) -> Result<FetchedKeyPackage, DomainError> {
+    session_account(store, requester)?;
+    let target_account = store
+        .get_account(target)?
+        .filter(|account| !account.disabled)
+        .ok_or_else(|| DomainError::not_found(format!("no user named {target:?}")))?;
+    let taken = store
+        .take_key_package(&target_account.username)?
+        .ok_or_else(|| DomainError::not_found(format!("{target:?} has no key package left")))?;
+    Ok(FetchedKeyPackage { key_package: taken.key_package, last_resort: taken.last_resort })
+}
+
+/// The stock of `session_user`.
+pub fn stock(store: &dyn Store, session_user: &str) -> Result<StockReport, DomainError> {
+    Ok(store.key_package_stock(session_user)?.into())
+}

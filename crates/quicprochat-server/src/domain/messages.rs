@@ -1,0 +1,78 @@
+//! Application messages: checks that a ciphertext is a PrivateMessage for
+//! the named group, that its sender may post (an active roster member), and
+//! fans it out to the rest of the roster, idempotently on the message id.
+//! Nothing here decrypts: the server cannot read application messages.
+
+use quicprochat_core::ds::inspect_application;
+
+use super::accounts::session_account;
+use super::groups::{check_group_id, load_group, others, require_active_member};
+use super::{check_message_id, DomainError};
+use crate::storage::{EntryKind, NewMessage, Store};
+
+/// An application message to post.
+#[derive(Debug, Clone, Copy)]
+pub struct SendMessage<'a> {
+    pub group_id: &'a [u8],
+    pub message_id: &'a [u8],
+    /// MlsMessage carrying a PrivateMessage.
+    pub ciphertext: &'a [u8],
+}
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentMessage {
+    /// When the message was first made durable.
+    pub stored_at_ms: u64,
+    /// True when this was a retry of an already stored message.
+    pub duplicate: bool,
+    /// `(recipient, seq)` of each queue entry written (empty for a retry),
+    /// for push notification.
+    pub deliveries: Vec<(String, u64)>,
+}
+
+/// Stores an application message once and queues it for every other member.
+pub fn send_message(
+    store: &dyn Store,
+    session_user: &str,
+    request: &SendMessage<'_>,
+    now_ms: u64,
+) -> Result<SentMessage, DomainError> {
+    check_message_id(request.message_id)?;
+    check_group_id(request.group_id)?;
+    if let Some(first) = store.lookup_message(session_user, request.message_id)? {
+        if first.kind != EntryKind::Application || first.group_id != request.group_id {
+            return Err(DomainError::invalid("message_id was already used for another message"));
+        }
+        return Ok(SentMessage { stored_at_ms: first.stored_at_ms, duplicate: true, deliveries: Vec::new() });
+    }
+    let info =
+        inspect_application(request.ciphertext).map_err(|error| DomainError::from_ds("application message", error))?;
+    if info.group_id != request.group_id {
+        return Err(DomainError::invalid("the ciphertext is for another group than the request's"));
+    }
+    let group = load_group(store, request.group_id)?;
+    session_account(store, session_user)?;
+    require_active_member(&group, session_user)?;
+    if info.epoch > group.epoch {
+        return Err(DomainError::invalid(format!(
+            "the ciphertext is for epoch {}, the group is at epoch {}",
+            info.epoch, group.epoch
+        )));
+    }
+    let message = NewMessage {
+        message_id: request.message_id.to_vec(),
+        group_id: request.group_id.to_vec(),
+        sender: session_user.to_owned(),
+        kind: EntryKind::Application,
+        payload: request.ciphertext.to_vec(),
+        epoch: info.epoch,
+        stored_at_ms: now_ms,
+    };
+    let outcome = store.enqueue(&message, &others(&group.members, session_user))?;
+    Ok(SentMessage {
+        stored_at_ms: outcome.stored_at_ms,
+        duplicate: outcome.duplicate,
+        deliveries: outcome.deliveries.into_iter().map(|delivery| (delivery.username, delivery.seq)).collect(),
+    })
+}

@@ -1,0 +1,200 @@
+use super::{add, assert_status, drain, finish, gid, inbox, kinds, new_group, store, user, NOW};
+use crate::domain::commits::{leave_group, submit_commit, LeaveGroup, SubmitCommit};
+use crate::domain::groups::{create_group, members, CreateGroup};
+use crate::domain::messages::{send_message, SendMessage};
+use crate::storage::{EntryKind, GroupKind, Store};
+
+#[test]
+fn create_group_checks_id_name_and_creator() {
+    let store = store();
+    let alice = user(&store, "alice");
+    let bob = user(&store, "bob");
+    let group_id = gid(1);
+    let bootstrap = alice.client.create_group(&group_id).unwrap();
+    let request = |group_id: &'static [u8], name: &'static str| CreateGroup {
+        group_id,
+        name,
+        kind: GroupKind::Named,
+        group_info: &[],
+        ratchet_tree: &[],
+    };
+    let mut good = request(&[1; 16], "friends");
+    good.group_info = &bootstrap.group_info;
+    good.ratchet_tree = &bootstrap.ratchet_tree;
+
+    assert_status(create_group(&store, "alice", &request(&[1; 15], "x"), NOW), "INVALID_ARGUMENT", "16 bytes");
+    assert_status(create_group(&store, "alice", &CreateGroup { name: "", ..good }, NOW), "INVALID_ARGUMENT", "1 to 64");
+    let long = "n".repeat(65);
+    assert_status(
+        create_group(&store, "alice", &CreateGroup { name: &long, ..good }, NOW),
+        "INVALID_ARGUMENT",
+        "1 to 64",
+    );
+    assert_status(
+        create_group(&store, "alice", &CreateGroup { name: "a\nb", ..good }, NOW),
+        "INVALID_ARGUMENT",
+        "control",
+    );
+    assert_status(
+        create_group(&store, "alice", &CreateGroup { group_id: &[2; 16], ..good }, NOW),
+        "INVALID_ARGUMENT",
+        "another group id",
+    );
+    assert_status(
+        create_group(&store, "alice", &CreateGroup { group_info: b"junk", ..good }, NOW),
+        "INVALID_ARGUMENT",
+        "group info",
+    );
+    assert_status(create_group(&store, "bob", &good, NOW), "INVALID_ARGUMENT", "exactly one member");
+
+    assert_eq!(create_group(&store, "alice", &good, NOW).unwrap(), 0);
+    assert_eq!(create_group(&store, "alice", &good, NOW).unwrap(), 0, "creator retry");
+    let bob_bootstrap = bob.client.create_group(&group_id).unwrap();
+    let taken =
+        CreateGroup { group_info: &bob_bootstrap.group_info, ratchet_tree: &bob_bootstrap.ratchet_tree, ..good };
+    assert_status(create_group(&store, "bob", &taken, NOW), "ALREADY_EXISTS", "already exists");
+
+    let roster = members(&store, "alice", &group_id).unwrap();
+    assert_eq!((roster.name.as_str(), roster.epoch, roster.members), ("friends", 0, vec!["alice".to_owned()]));
+    assert_status(members(&store, "bob", &group_id), "PERMISSION_DENIED", "only members");
+    assert_status(members(&store, "bob", &gid(9)), "NOT_FOUND", "no group");
+}
+
+#[test]
+fn add_delivers_welcome_only_to_the_invitee() {
+    let store = store();
+    let alice = user(&store, "alice");
+    let bob = user(&store, "bob");
+    let carol = user(&store, "carol");
+    let group_id = gid(1);
+    new_group(&store, &alice, &group_id);
+
+    assert_eq!(add(&store, &alice, &group_id, &[&bob], b"add-bob").unwrap(), 1);
+    assert_eq!(kinds(&inbox(&store, &bob)), [EntryKind::Welcome, EntryKind::Commit]);
+    assert!(inbox(&store, &alice).is_empty(), "the sender gets nothing");
+    assert!(inbox(&store, &carol).is_empty(), "outsiders get nothing");
+    drain(&store, &bob);
+    assert_eq!(bob.client.epoch(&group_id).unwrap(), 1);
+    assert_eq!(members(&store, "bob", &group_id).unwrap().members, ["alice", "bob"]);
+
+    // Retrying the accepted commit is answered from the idempotency record.
+    let retry =
+        SubmitCommit { group_id: &group_id, epoch: 0, commit: b"ignored", welcome: None, message_id: b"add-bob" };
+    assert_eq!(submit_commit(&store, "alice", &retry, NOW).unwrap(), 1);
+    assert!(inbox(&store, &bob).is_empty());
+}
+
+#[test]
+fn commit_rules_welcome_sender_and_epoch() {
+    let store = store();
+    let alice = user(&store, "alice");
+    let bob = user(&store, "bob");
+    let carol = user(&store, "carol");
+    let group_id = gid(1);
+    new_group(&store, &alice, &group_id);
+
+    let package = crate::domain::key_packages::fetch(&store, "alice", "bob").unwrap().key_package;
+    let pending = alice.client.add_members(&group_id, &[package]).unwrap();
+    let mut request =
+        SubmitCommit { group_id: &group_id, epoch: 0, commit: &pending.commit, welcome: None, message_id: b"c1" };
+    assert_status(submit_commit(&store, "alice", &request, NOW), "INVALID_ARGUMENT", "no welcome");
+    request.welcome = pending.welcome.as_deref();
+    assert_status(submit_commit(&store, "carol", &request, NOW), "PERMISSION_DENIED", "not a member");
+    assert_status(submit_commit(&store, "alice", &SubmitCommit { epoch: 3, ..request }, NOW), "STALE_EPOCH", "epoch 0");
+    assert_status(
+        submit_commit(&store, "alice", &SubmitCommit { commit: b"junk", ..request }, NOW),
+        "INVALID_ARGUMENT",
+        "commit",
+    );
+    assert_status(
+        submit_commit(&store, "alice", &SubmitCommit { message_id: b"", ..request }, NOW),
+        "INVALID_ARGUMENT",
+        "message_id",
+    );
+    assert!(inbox(&store, &bob).is_empty(), "nothing written by rejected commits");
+    assert_eq!(finish(&alice, &group_id, submit_commit(&store, "alice", &request, NOW)).unwrap(), 1);
+    let _ = carol;
+}
+
+#[test]
+fn second_commit_of_an_epoch_is_stale() {
+    let store = store();
+    let alice = user(&store, "alice");
+    let bob = user(&store, "bob");
+    let carol = user(&store, "carol");
+    let dave = user(&store, "dave");
+    let group_id = gid(1);
+    new_group(&store, &alice, &group_id);
+    add(&store, &alice, &group_id, &[&bob], b"add-bob").unwrap();
+    drain(&store, &bob);
+
+    // Both commit at epoch 1; alice's arrives first.
+    let package = crate::domain::key_packages::fetch(&store, "bob", "dave").unwrap().key_package;
+    let bob_pending = bob.client.add_members(&group_id, &[package]).unwrap();
+    assert_eq!(add(&store, &alice, &group_id, &[&carol], b"add-carol").unwrap(), 2);
+    let request = SubmitCommit {
+        group_id: &group_id,
+        epoch: bob_pending.epoch,
+        commit: &bob_pending.commit,
+        welcome: bob_pending.welcome.as_deref(),
+        message_id: b"add-dave",
+    };
+    let result = finish(&bob, &group_id, submit_commit(&store, "bob", &request, NOW));
+    assert_eq!(result.unwrap_err().current_epoch(), 2);
+    assert!(inbox(&store, &dave).is_empty(), "the losing welcome is not delivered");
+    assert_eq!(members(&store, "bob", &group_id).unwrap().members, ["alice", "bob", "carol"]);
+
+    // Bob catches up and retries successfully.
+    drain(&store, &bob);
+    assert_eq!(bob.client.epoch(&group_id).unwrap(), 2);
+    assert_eq!(add(&store, &bob, &group_id, &[&dave], b"add-dave-2").unwrap(), 3);
+}
+
+#[test]
+fn leave_flow() {
+    let store = store();
+    let alice = user(&store, "alice");
+    let bob = user(&store, "bob");
+    let carol = user(&store, "carol");
+    let group_id = gid(1);
+    new_group(&store, &alice, &group_id);
+    add(&store, &alice, &group_id, &[&bob, &carol], b"add").unwrap();
+    drain(&store, &bob);
+    drain(&store, &carol);
+
+    let late_ciphertext = bob.client.encrypt(&group_id, b"still here?").unwrap();
+    let proposal = bob.client.leave_group(&group_id).unwrap();
+    let request = LeaveGroup { group_id: &group_id, proposal: &proposal, message_id: b"bye" };
+    assert_status(leave_group(&store, "carol", &request, NOW), "INVALID_ARGUMENT", "own sender");
+    leave_group(&store, "bob", &request, NOW).unwrap();
+    leave_group(&store, "bob", &request, NOW).unwrap();
+    assert_eq!(kinds(&inbox(&store, &alice)), [EntryKind::Proposal], "fanned out once");
+    assert_eq!(kinds(&inbox(&store, &carol)), [EntryKind::Proposal]);
+    assert!(inbox(&store, &bob).is_empty());
+    let group = store.get_group(&group_id).unwrap().unwrap();
+    assert_eq!(group.leaving, ["bob"]);
+
+    // Bob can no longer post, even with a message encrypted before leaving.
+    let late = SendMessage { group_id: &group_id, message_id: b"late", ciphertext: &late_ciphertext };
+    assert_status(send_message(&store, "bob", &late, NOW), "PERMISSION_DENIED", "leaving");
+
+    // Alice commits the pending removal; the DS validates it by reference.
+    drain(&store, &alice);
+    let pending = alice.client.commit_pending_proposals(&group_id).unwrap().unwrap();
+    let commit = SubmitCommit {
+        group_id: &group_id,
+        epoch: pending.epoch,
+        commit: &pending.commit,
+        welcome: None,
+        message_id: b"remove-bob",
+    };
+    assert_eq!(finish(&alice, &group_id, submit_commit(&store, "alice", &commit, NOW)).unwrap(), 2);
+    assert_eq!(members(&store, "alice", &group_id).unwrap().members, ["alice", "carol"]);
+    assert!(store.get_group(&group_id).unwrap().unwrap().leaving.is_empty());
+    assert_eq!(kinds(&inbox(&store, &bob)), [EntryKind::Commit], "the removed member learns it");
+    drain(&store, &bob);
+    assert!(!bob.client.is_active(&group_id).unwrap());
+    drain(&store, &carol);
+    assert_eq!(carol.client.epoch(&group_id).unwrap(), 2);
+    assert_status(members(&store, "bob", &group_id), "PERMISSION_DENIED", "only members");
+}

@@ -1,0 +1,145 @@
+//! Domain tests over a [`MemoryStore`] with real MLS clients from
+//! `quicprochat_core` (one SQLite state file per client in a temp dir).
+
+mod accounts;
+mod groups;
+mod key_packages;
+mod messages;
+
+use quicprochat_core::client::MlsClient;
+use quicprochat_core::identity::{auth_transcript, AuthPurpose, Identity};
+use quicprochat_core::Incoming;
+
+use super::accounts::{register, AuthProof};
+use super::commits::{submit_commit, SubmitCommit};
+use super::groups::{create_group, CreateGroup};
+use super::{delivery, DomainError};
+use crate::domain::key_packages as kp;
+use crate::storage::{EntryKind, GroupKind, MemoryStore, QueueItem, Store};
+
+pub(super) const NOW: u64 = 1_700_000_000_000;
+pub(super) const NONCE: &[u8] = b"nonce-0123456789abcdef";
+pub(super) const EXPORTER: &[u8] = b"exporter-0123456789abcdef0123456";
+
+/// A registered user with its MLS client.
+pub(super) struct User {
+    pub name: String,
+    pub client: MlsClient,
+    _dir: tempfile::TempDir,
+}
+
+pub(super) fn sign(identity: &Identity, purpose: AuthPurpose, name: &str, exporter: &[u8]) -> Vec<u8> {
+    let transcript = auth_transcript(purpose, NONCE, exporter, name, identity.public_key());
+    identity.sign(&transcript).unwrap()
+}
+
+/// An MLS client for `name` with a fresh identity, not registered.
+pub(super) fn client(name: &str) -> (MlsClient, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = Identity::generate().unwrap();
+    let client = MlsClient::open(&dir.path().join("mls.db"), identity, name).unwrap();
+    (client, dir)
+}
+
+/// Registers `name` and uploads 3 key packages plus a last-resort one.
+pub(super) fn user(store: &dyn Store, name: &str) -> User {
+    let (client, dir) = client(name);
+    let identity = client.identity();
+    let signature = sign(identity, AuthPurpose::Register, name, EXPORTER);
+    let proof = AuthProof { nonce: NONCE, tls_exporter: EXPORTER, signature: &signature };
+    register(store, name, identity.public_key(), &proof, NOW).unwrap();
+    let packages = client.generate_key_packages(3).unwrap();
+    let last_resort = client.generate_last_resort_key_package().unwrap();
+    kp::upload(store, name, &packages, Some(&last_resort)).unwrap();
+    User { name: name.to_owned(), client, _dir: dir }
+}
+
+pub(super) fn store() -> MemoryStore {
+    MemoryStore::new()
+}
+
+pub(super) fn gid(n: u8) -> Vec<u8> {
+    vec![n; 16]
+}
+
+/// `creator` creates and registers the group `group_id`.
+pub(super) fn new_group(store: &dyn Store, creator: &User, group_id: &[u8]) {
+    let bootstrap = creator.client.create_group(group_id).unwrap();
+    let request = CreateGroup {
+        group_id,
+        name: "friends",
+        kind: GroupKind::Named,
+        group_info: &bootstrap.group_info,
+        ratchet_tree: &bootstrap.ratchet_tree,
+    };
+    assert_eq!(create_group(store, &creator.name, &request, NOW).unwrap(), 0);
+}
+
+/// `committer` adds `invitees` (fetching their key packages) and submits the
+/// commit with `message_id`; merges on success, clears on failure.
+pub(super) fn add(
+    store: &dyn Store,
+    committer: &User,
+    group_id: &[u8],
+    invitees: &[&User],
+    message_id: &[u8],
+) -> Result<u64, DomainError> {
+    let packages: Vec<Vec<u8>> =
+        invitees.iter().map(|invitee| kp::fetch(store, &committer.name, &invitee.name).unwrap().key_package).collect();
+    let pending = committer.client.add_members(group_id, &packages).unwrap();
+    let request = SubmitCommit {
+        group_id,
+        epoch: pending.epoch,
+        commit: &pending.commit,
+        welcome: pending.welcome.as_deref(),
+        message_id,
+    };
+    finish(committer, group_id, submit_commit(store, &committer.name, &request, NOW))
+}
+
+/// Merges or clears `committer`'s pending commit according to `result`.
+pub(super) fn finish(committer: &User, group_id: &[u8], result: Result<u64, DomainError>) -> Result<u64, DomainError> {
+    match &result {
+        Ok(_) => committer.client.merge_pending_commit(group_id).unwrap(),
+        Err(_) => committer.client.clear_pending_commit(group_id).unwrap(),
+    }
+    result
+}
+
+/// Every entry in `user`'s queue, without acking.
+pub(super) fn inbox(store: &dyn Store, user: &User) -> Vec<QueueItem> {
+    delivery::fetch(store, &user.name, 0, 500).unwrap().items
+}
+
+pub(super) fn kinds(items: &[QueueItem]) -> Vec<EntryKind> {
+    items.iter().map(|item| item.kind).collect()
+}
+
+/// Processes and acks `user`'s queue: joins from Welcomes, processes the
+/// rest. Returns the decrypted application plaintexts.
+pub(super) fn drain(store: &dyn Store, user: &User) -> Vec<Vec<u8>> {
+    let items = inbox(store, user);
+    let mut plaintexts = Vec::new();
+    for item in &items {
+        if item.kind == EntryKind::Welcome {
+            user.client.join_from_welcome(&item.payload).unwrap();
+            continue;
+        }
+        let incoming = user.client.process_incoming(&item.group_id, &item.payload);
+        if let Incoming::Application { plaintext, .. } = incoming.unwrap() {
+            plaintexts.push(plaintext);
+        }
+    }
+    if let Some(last) = items.last() {
+        delivery::ack(store, &user.name, last.seq).unwrap();
+    }
+    plaintexts
+}
+
+/// Asserts `result` failed with the status `status` and a message containing `fragment`.
+#[track_caller]
+pub(super) fn assert_status<T: std::fmt::Debug>(result: Result<T, DomainError>, status: &str, fragment: &str) {
+    let error = result.unwrap_err();
+    assert_eq!(error.status_name(), status, "{error}");
+    assert!(error.to_string().contains(fragment), "{error:?} does not mention {fragment:?}");
+}

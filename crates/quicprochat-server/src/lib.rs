@@ -1,0 +1,20 @@
+//! `qpc-server`: the quicprochat MLS Authentication Service and Delivery
+//! Service (RFC 9750) over QUIC.
+//!
+//! - [`domain`]: the rules (accounts, key packages, groups and commit
+//!   ordering, delivery) over the [`storage::Store`] trait and plain types;
+//!   it never sees quinn, SQL or frames.
+//! - [`storage`]: the `Store` trait, SQLite (default) and in-memory stores.
+//! - `transport`: QUIC connections, sessions, RPC dispatch and push.
+//! - [`server`]: start-up, the accept loop and shutdown.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod config;
+pub mod domain;
+pub mod server;
+pub mod storage;
+mod transport;
+
+pub use config::ServerConfig;
+pub use server::{RunningServer, ServerError};

@@ -1,0 +1,134 @@
+//! Start-up, the accept loop and shutdown.
+//!
+//! Shutdown (on [`RunningServer::shutdown`] or a signal in `main`): stop
+//! accepting connections and streams, let in-flight RPCs finish (they are
+//! counted by a task tracker, not slept on) up to the grace period, then close
+//! every connection with the application close code "server shutting down".
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use quicprochat_rpc::tls::load_or_generate_server_identity;
+use quicprochat_rpc::transport::server_endpoint;
+use quicprochat_rpc::{CertFingerprint, RpcError, CLOSE_SERVER_SHUTDOWN};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::storage::{SqliteStore, Store, StoreError};
+use crate::transport::{handle_connection, Notifier, ServerState};
+use crate::ServerConfig;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The data directory cannot be created or used.
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// The database could not be opened.
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    /// TLS or the QUIC endpoint could not be set up (e.g. the address is taken).
+    #[error("listener: {0}")]
+    Listen(#[from] RpcError),
+}
+
+/// A server running on the current tokio runtime.
+pub struct RunningServer {
+    local_addr: SocketAddr,
+    fingerprint: CertFingerprint,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Opens the data dir, the database and the listener, and starts serving.
+    pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+        let data_dir_error = |source| ServerError::DataDir { path: config.data_dir.display().to_string(), source };
+        std::fs::create_dir_all(&config.data_dir).map_err(data_dir_error)?;
+        let db_path = config.data_dir.join("qpc-server.db");
+        let store: Arc<dyn Store> =
+            Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(db_path)).await.map_err(|join| {
+                ServerError::DataDir { path: "database open task".into(), source: std::io::Error::other(join) }
+            })??);
+        let names = vec![config.domain.clone(), "localhost".to_owned(), "qpc-server".to_owned()];
+        let identity = load_or_generate_server_identity(&config.data_dir, &names)?;
+        let endpoint = server_endpoint(config.listen, &identity, &config.transport)?;
+        let local_addr = endpoint.local_addr().map_err(RpcError::Io)?;
+        let shutdown = CancellationToken::new();
+        let state = Arc::new(ServerState {
+            store,
+            notifier: Notifier::default(),
+            config: config.clone(),
+            shutdown: shutdown.clone(),
+            rpcs: TaskTracker::new(),
+        });
+        tracing::info!(
+            %local_addr,
+            fingerprint = %identity.fingerprint(),
+            key_exchange = quicprochat_rpc::tls::KEY_EXCHANGE_GROUP,
+            data_dir = %config.data_dir.display(),
+            "qpc-server listening"
+        );
+        let task = tokio::spawn(serve(endpoint, state));
+        Ok(RunningServer { local_addr, fingerprint: identity.fingerprint(), shutdown, task })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The certificate fingerprint clients pin.
+    pub fn fingerprint(&self) -> CertFingerprint {
+        self.fingerprint
+    }
+
+    /// A token that, when cancelled, shuts the server down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Shuts down gracefully and waits until the server has stopped.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Waits until the server stops (after its shutdown token is cancelled).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+async fn serve(endpoint: quinn::Endpoint, state: Arc<ServerState>) {
+    let connections = TaskTracker::new();
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => break,
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => {
+                    connections.spawn(handle_connection(incoming, state.clone()));
+                }
+                None => break,
+            },
+        }
+    }
+    tracing::info!(in_flight = state.rpcs.len(), "shutting down: no new connections or RPCs");
+    endpoint.set_server_config(None);
+    state.rpcs.close();
+    if tokio::time::timeout(state.config.shutdown_grace, state.rpcs.wait()).await.is_err() {
+        tracing::warn!(abandoned = state.rpcs.len(), "grace period over with RPCs still running");
+    }
+    endpoint.close(CLOSE_SERVER_SHUTDOWN.into(), b"server shutting down");
+    connections.close();
+    let _ = tokio::time::timeout(state.config.shutdown_grace, connections.wait()).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), endpoint.wait_idle()).await;
+    tracing::info!("qpc-server stopped");
+}

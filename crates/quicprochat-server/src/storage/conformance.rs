@@ -1,0 +1,427 @@
+//! The [`Store`] conformance suite: every check runs against a fresh
+//! [`MemoryStore`] and a fresh [`SqliteStore`], so both keep the same
+//! semantics. Backend-specific tests (SQLite reopen) are at the end.
+
+use super::{
+    AccountCreation, CommitResult, CommitWrite, EntryKind, Fanout, GroupCreation, GroupKind, KeyPackageStock,
+    MemoryStore, NewGroup, NewMessage, ProposalResult, ProposalWrite, SqliteStore, Store, StoreError,
+};
+
+type Check = fn(&dyn Store);
+
+const CHECKS: &[(&str, Check)] = &[
+    ("account_uniqueness", account_uniqueness),
+    ("key_packages_single_use", key_packages_single_use),
+    ("fetch_by_cursor_and_limit", fetch_by_cursor_and_limit),
+    ("ack_deletes_and_frees", ack_deletes_and_frees),
+    ("seq_monotonic_after_ack", seq_monotonic_after_ack),
+    ("idempotent_enqueue", idempotent_enqueue),
+    ("unknown_recipient_writes_nothing", unknown_recipient_writes_nothing),
+    ("commit_epoch_compare_and_set", commit_epoch_compare_and_set),
+    ("welcome_only_to_its_recipients", welcome_only_to_its_recipients),
+    ("proposal_marks_leaving", proposal_marks_leaving),
+    ("groups_listing_and_id_taken", groups_listing_and_id_taken),
+];
+
+fn run_all(make_store: impl Fn() -> (Box<dyn Store>, Option<tempfile::TempDir>)) {
+    for (name, check) in CHECKS {
+        let (store, _dir) = make_store();
+        eprintln!("conformance check: {name}");
+        check(store.as_ref());
+    }
+}
+
+#[test]
+fn memory_store_conforms() {
+    run_all(|| (Box::new(MemoryStore::new()), None));
+}
+
+#[test]
+fn sqlite_store_conforms() {
+    run_all(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("qpc.db")).unwrap();
+        (Box::new(store), Some(dir))
+    });
+}
+
+// --- fixtures ---
+
+const GROUP: &[u8] = b"group-0000000001";
+
+fn users(store: &dyn Store, names: &[&str]) {
+    for name in names {
+        let created = store.create_account(name, &[7; 32], 1).unwrap();
+        assert_eq!(created, AccountCreation::Created);
+    }
+}
+
+fn group(store: &dyn Store, members: &[&str]) {
+    let created = store
+        .create_group(&NewGroup {
+            group_id: GROUP.to_vec(),
+            name: "friends".into(),
+            kind: GroupKind::Named,
+            creator: members[0].into(),
+            epoch: 0,
+            state: b"state-0".to_vec(),
+            members: names(members),
+            created_at_ms: 5,
+        })
+        .unwrap();
+    assert_eq!(created, GroupCreation::Created);
+}
+
+fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn message(sender: &str, id: &[u8], kind: EntryKind, at: u64) -> NewMessage {
+    NewMessage {
+        message_id: id.to_vec(),
+        group_id: GROUP.to_vec(),
+        sender: sender.into(),
+        kind,
+        payload: [b"payload-".as_slice(), id].concat(),
+        epoch: 0,
+        stored_at_ms: at,
+    }
+}
+
+fn send(store: &dyn Store, sender: &str, id: &[u8], to: &[&str]) -> u64 {
+    let m = message(sender, id, EntryKind::Application, 100);
+    store.enqueue(&m, &names(to)).unwrap().message_row
+}
+
+fn commit_write(expected: u64, id: &[u8], members: &[&str], to: &[&str]) -> CommitWrite {
+    let mut m = message("alice", id, EntryKind::Commit, 200);
+    m.epoch = expected;
+    CommitWrite {
+        group_id: GROUP.to_vec(),
+        expected_epoch: expected,
+        new_epoch: expected + 1,
+        new_state: [b"state-".as_slice(), id].concat(),
+        new_members: names(members),
+        commit: Fanout { message: m, recipients: names(to) },
+        welcome: None,
+    }
+}
+
+fn seqs(store: &dyn Store, user: &str) -> Vec<u64> {
+    let fetched = store.fetch(user, 0, 1000).unwrap();
+    fetched.items.iter().map(|item| item.seq).collect()
+}
+
+// --- checks ---
+
+fn account_uniqueness(store: &dyn Store) {
+    users(store, &["alice"]);
+    let again = store.create_account("alice", &[9; 32], 2).unwrap();
+    assert_eq!(again, AccountCreation::UsernameTaken);
+    let alice = store.get_account("alice").unwrap().unwrap();
+    assert_eq!(alice.identity_key, vec![7; 32], "first binding kept");
+    assert!(!alice.disabled);
+    assert_eq!(store.get_account("bob").unwrap(), None);
+
+    store.set_account_disabled("alice", true).unwrap();
+    assert!(store.get_account("alice").unwrap().unwrap().disabled);
+    let unknown = store.set_account_disabled("bob", true).unwrap_err();
+    assert!(matches!(unknown, StoreError::UnknownAccount { .. }));
+}
+
+fn key_packages_single_use(store: &dyn Store) {
+    users(store, &["alice"]);
+    let stock = store.add_key_packages("alice", &[b"kp1".to_vec(), b"kp2".to_vec()], Some(b"lr1")).unwrap();
+    assert_eq!(stock, KeyPackageStock { count: 2, has_last_resort: true });
+
+    let take = |expected: &[u8], last_resort: bool| {
+        let taken = store.take_key_package("alice").unwrap().unwrap();
+        assert_eq!((taken.key_package.as_slice(), taken.last_resort), (expected, last_resort));
+    };
+    take(b"kp1", false);
+    take(b"kp2", false);
+    take(b"lr1", true);
+    take(b"lr1", true);
+    let stock = store.key_package_stock("alice").unwrap();
+    assert_eq!(stock, KeyPackageStock { count: 0, has_last_resort: true });
+
+    store.add_key_packages("alice", &[b"kp3".to_vec()], Some(b"lr2")).unwrap();
+    let stock = store.add_key_packages("alice", &[], None).unwrap();
+    assert_eq!(stock, KeyPackageStock { count: 1, has_last_resort: true });
+    take(b"kp3", false);
+    take(b"lr2", true);
+
+    assert_eq!(store.take_key_package("nobody").unwrap(), None);
+    assert_eq!(store.key_package_stock("nobody").unwrap(), KeyPackageStock::default());
+    let unknown = store.add_key_packages("nobody", &[b"x".to_vec()], None);
+    assert!(matches!(unknown, Err(StoreError::UnknownAccount { .. })));
+}
+
+fn fetch_by_cursor_and_limit(store: &dyn Store) {
+    users(store, &["alice", "bob"]);
+    group(store, &["alice", "bob"]);
+    for id in [b"m1", b"m2", b"m3", b"m4", b"m5"] {
+        send(store, "alice", id, &["bob"]);
+    }
+    let first = store.fetch("bob", 0, 2).unwrap();
+    assert_eq!(first.head_seq, 5);
+    assert_eq!(first.items.iter().map(|i| i.seq).collect::<Vec<_>>(), [1, 2]);
+    let item = &first.items[0];
+    assert_eq!(item.message_id, b"m1");
+    assert_eq!(item.group_id, GROUP);
+    assert_eq!(item.group_name, "friends");
+    assert_eq!(item.group_kind, GroupKind::Named);
+    assert_eq!(item.sender, "alice");
+    assert_eq!(item.kind, EntryKind::Application);
+    assert_eq!(item.payload, b"payload-m1");
+    assert_eq!(item.stored_at_ms, 100);
+
+    let rest = store.fetch("bob", 2, 10).unwrap();
+    assert_eq!(rest.items.iter().map(|i| i.seq).collect::<Vec<_>>(), [3, 4, 5]);
+    assert!(store.fetch("bob", 5, 10).unwrap().items.is_empty());
+    assert!(store.fetch("bob", u64::MAX, 10).unwrap().items.is_empty());
+    assert_eq!(store.fetch("alice", 0, 10).unwrap().head_seq, 0);
+    assert_eq!(store.fetch("nobody", 0, 10).unwrap().head_seq, 0);
+}
+
+fn ack_deletes_and_frees(store: &dyn Store) {
+    users(store, &["alice", "bob", "carol"]);
+    group(store, &["alice", "bob", "carol"]);
+    send(store, "alice", b"m1", &["bob", "carol"]);
+    send(store, "alice", b"m2", &["bob", "carol"]);
+    assert_eq!(store.stored_message_count().unwrap(), 2, "stored once each");
+    assert_eq!(store.queue_depth("bob").unwrap(), 2);
+
+    assert_eq!(store.ack("bob", 1).unwrap(), 1);
+    assert_eq!(seqs(store, "bob"), [2]);
+    assert_eq!(store.stored_message_count().unwrap(), 2, "carol still holds m1");
+    assert_eq!(store.ack("carol", 1).unwrap(), 1);
+    assert_eq!(store.stored_message_count().unwrap(), 1, "m1 freed");
+    assert_eq!(store.ack("carol", 1).unwrap(), 0, "ack is idempotent");
+    assert_eq!(store.ack("bob", u64::MAX).unwrap(), 1);
+    assert_eq!(store.ack("carol", 2).unwrap(), 1);
+    assert_eq!(store.stored_message_count().unwrap(), 0);
+    assert_eq!(store.queue_depth("bob").unwrap(), 0);
+    assert_eq!(store.ack("nobody", 10).unwrap(), 0);
+}
+
+fn seq_monotonic_after_ack(store: &dyn Store) {
+    users(store, &["alice", "bob"]);
+    group(store, &["alice", "bob"]);
+    for id in [b"m1", b"m2", b"m3"] {
+        send(store, "alice", id, &["bob"]);
+    }
+    store.ack("bob", 3).unwrap();
+    send(store, "alice", b"m4", &["bob"]);
+    assert_eq!(seqs(store, "bob"), [4], "seq never reused");
+    assert_eq!(store.fetch("bob", 0, 10).unwrap().head_seq, 4);
+}
+
+fn idempotent_enqueue(store: &dyn Store) {
+    users(store, &["alice", "bob"]);
+    group(store, &["alice", "bob"]);
+    let first = store.enqueue(&message("alice", b"m1", EntryKind::Application, 100), &names(&["bob"])).unwrap();
+    assert!(!first.duplicate);
+    assert_eq!(first.deliveries.len(), 1);
+    assert_eq!((first.deliveries[0].username.as_str(), first.deliveries[0].seq), ("bob", 1));
+
+    let retry = store.enqueue(&message("alice", b"m1", EntryKind::Application, 999), &names(&["bob"])).unwrap();
+    assert!(retry.duplicate);
+    assert!(retry.deliveries.is_empty());
+    assert_eq!((retry.message_row, retry.stored_at_ms), (first.message_row, 100));
+    assert_eq!(store.queue_depth("bob").unwrap(), 1);
+
+    let record = store.lookup_message("alice", b"m1").unwrap().unwrap();
+    assert_eq!((record.kind, record.stored_at_ms), (EntryKind::Application, 100));
+    assert_eq!(store.lookup_message("bob", b"m1").unwrap(), None);
+
+    // The same id from another sender is another message.
+    let other = store.enqueue(&message("bob", b"m1", EntryKind::Application, 100), &names(&["alice"])).unwrap();
+    assert!(!other.duplicate);
+
+    // Still recognised after every recipient acked and the body was freed.
+    store.ack("bob", 10).unwrap();
+    let late = store.enqueue(&message("alice", b"m1", EntryKind::Application, 999), &names(&["bob"])).unwrap();
+    assert!(late.duplicate);
+    assert_eq!(store.queue_depth("bob").unwrap(), 0);
+
+    // No recipients: recorded for idempotency, no body kept.
+    let alone = store.enqueue(&message("alice", b"solo", EntryKind::Application, 100), &[]).unwrap();
+    assert!(alone.deliveries.is_empty() && !alone.duplicate);
+    assert_eq!(store.stored_message_count().unwrap(), 1, "only bob's m1 to alice");
+}
+
+fn unknown_recipient_writes_nothing(store: &dyn Store) {
+    users(store, &["alice", "bob"]);
+    group(store, &["alice", "bob"]);
+    let result = store.enqueue(&message("alice", b"m1", EntryKind::Application, 100), &names(&["bob", "nobody"]));
+    assert!(matches!(result, Err(StoreError::UnknownAccount { .. })));
+    assert_eq!(store.queue_depth("bob").unwrap(), 0);
+    assert_eq!(store.stored_message_count().unwrap(), 0);
+    assert_eq!(store.lookup_message("alice", b"m1").unwrap(), None);
+
+    let write = commit_write(0, b"c1", &["alice", "bob"], &["bob", "nobody"]);
+    assert!(store.apply_commit(&write).is_err());
+    let group = store.get_group(GROUP).unwrap().unwrap();
+    assert_eq!((group.epoch, group.state.as_slice()), (0, b"state-0".as_slice()));
+    assert_eq!(store.queue_depth("bob").unwrap(), 0);
+}
+
+fn commit_epoch_compare_and_set(store: &dyn Store) {
+    users(store, &["alice", "bob", "carol"]);
+    group(store, &["alice", "bob"]);
+    let write = commit_write(0, b"c1", &["alice", "bob", "carol"], &["bob", "carol"]);
+    let CommitResult::Applied(applied) = store.apply_commit(&write).unwrap() else {
+        panic!("first commit of epoch 0 must win");
+    };
+    assert_eq!(applied.commit.deliveries.len(), 2);
+    assert!(applied.welcome.is_none());
+    let group = store.get_group(GROUP).unwrap().unwrap();
+    assert_eq!(group.epoch, 1);
+    assert_eq!(group.state, b"state-c1");
+    assert_eq!(group.members, ["alice", "bob", "carol"]);
+
+    let loser = commit_write(0, b"c2", &["alice"], &["bob"]);
+    let result = store.apply_commit(&loser).unwrap();
+    assert_eq!(result, CommitResult::EpochMismatch { current_epoch: 1 });
+    let after = store.get_group(GROUP).unwrap().unwrap();
+    assert_eq!(after, group, "nothing written by the losing commit");
+    assert_eq!(store.queue_depth("bob").unwrap(), 1);
+    assert_eq!(store.lookup_message("alice", b"c2").unwrap(), None);
+
+    // Reusing a message id for another commit is a caller bug.
+    let reused = commit_write(1, b"c1", &["alice"], &["bob"]);
+    assert!(matches!(store.apply_commit(&reused), Err(StoreError::Conflict { .. })));
+    assert_eq!(store.get_group(GROUP).unwrap().unwrap().epoch, 1);
+
+    let missing = CommitWrite { group_id: b"no-such-group-00".to_vec(), ..commit_write(0, b"c3", &["alice"], &[]) };
+    assert!(matches!(store.apply_commit(&missing), Err(StoreError::UnknownGroup { .. })));
+}
+
+fn welcome_only_to_its_recipients(store: &dyn Store) {
+    users(store, &["alice", "bob", "dave"]);
+    group(store, &["alice", "bob"]);
+    let mut write = commit_write(0, b"c1", &["alice", "bob", "dave"], &["bob", "dave"]);
+    write.welcome =
+        Some(Fanout { message: message("alice", b"c1", EntryKind::Welcome, 200), recipients: names(&["dave"]) });
+    let CommitResult::Applied(applied) = store.apply_commit(&write).unwrap() else {
+        panic!("commit must apply");
+    };
+    assert_eq!(applied.welcome.unwrap().deliveries.len(), 1);
+
+    let bob: Vec<EntryKind> = store.fetch("bob", 0, 10).unwrap().items.iter().map(|i| i.kind).collect();
+    assert_eq!(bob, [EntryKind::Commit]);
+    let dave = store.fetch("dave", 0, 10).unwrap();
+    let dave_kinds: Vec<EntryKind> = dave.items.iter().map(|i| i.kind).collect();
+    assert_eq!(dave_kinds, [EntryKind::Welcome, EntryKind::Commit], "welcome first");
+    assert_eq!(dave.items[1].epoch, 0, "commit entry carries the epoch it leaves");
+    assert!(store.fetch("alice", 0, 10).unwrap().items.is_empty());
+}
+
+fn proposal_marks_leaving(store: &dyn Store) {
+    users(store, &["alice", "bob", "carol"]);
+    group(store, &["alice", "bob", "carol"]);
+    let version = store.get_group(GROUP).unwrap().unwrap().state_version;
+    let write = ProposalWrite {
+        group_id: GROUP.to_vec(),
+        expected_state_version: version,
+        new_state: b"state-p1".to_vec(),
+        leaving: names(&["bob"]),
+        proposal: Fanout {
+            message: message("bob", b"p1", EntryKind::Proposal, 300),
+            recipients: names(&["alice", "carol"]),
+        },
+    };
+    let ProposalResult::Applied(outcome) = store.apply_proposal(&write).unwrap() else {
+        panic!("proposal must apply");
+    };
+    assert_eq!(outcome.deliveries.len(), 2);
+    let group = store.get_group(GROUP).unwrap().unwrap();
+    assert_eq!((group.epoch, group.state.as_slice()), (0, b"state-p1".as_slice()));
+    assert_eq!(group.leaving, ["bob"]);
+    assert_eq!(group.members, ["alice", "bob", "carol"]);
+    assert!(group.state_version > version);
+
+    // A retry is a duplicate; a stale version writes nothing.
+    let retry = store.apply_proposal(&write).unwrap();
+    assert!(matches!(retry, ProposalResult::Applied(o) if o.duplicate));
+    let mut stale = write.clone();
+    stale.proposal.message.message_id = b"p2".to_vec();
+    let result = store.apply_proposal(&stale).unwrap();
+    assert!(matches!(result, ProposalResult::StateChanged { current_epoch: 0, .. }));
+    assert_eq!(store.queue_depth("alice").unwrap(), 1);
+
+    // A commit that keeps bob keeps him leaving; one that removes him clears it.
+    let keep = commit_write(0, b"c1", &["alice", "bob", "carol"], &["bob", "carol"]);
+    store.apply_commit(&keep).unwrap();
+    assert_eq!(store.get_group(GROUP).unwrap().unwrap().leaving, ["bob"]);
+    let remove = commit_write(1, b"c2", &["alice", "carol"], &["bob", "carol"]);
+    store.apply_commit(&remove).unwrap();
+    let group = store.get_group(GROUP).unwrap().unwrap();
+    assert!(group.leaving.is_empty());
+    assert_eq!(group.members, ["alice", "carol"]);
+}
+
+fn groups_listing_and_id_taken(store: &dyn Store) {
+    users(store, &["alice", "bob"]);
+    group(store, &["alice", "bob"]);
+    let again = store
+        .create_group(&NewGroup {
+            group_id: GROUP.to_vec(),
+            name: "other".into(),
+            kind: GroupKind::Direct,
+            creator: "bob".into(),
+            epoch: 0,
+            state: vec![],
+            members: names(&["bob"]),
+            created_at_ms: 6,
+        })
+        .unwrap();
+    assert_eq!(again, GroupCreation::IdTaken);
+    let group = store.get_group(GROUP).unwrap().unwrap();
+    assert_eq!((group.name.as_str(), group.creator.as_str()), ("friends", "alice"));
+    assert_eq!(group.created_at_ms, 5);
+    assert_eq!(store.get_group(b"missing").unwrap(), None);
+
+    let listed = store.groups_of("bob").unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].name.as_str(), listed[0].kind, listed[0].epoch), ("friends", GroupKind::Named, 0));
+    assert!(store.groups_of("carol").unwrap().is_empty());
+}
+
+// --- SQLite only ---
+
+#[test]
+fn sqlite_reopen_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("qpc.db");
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        users(&store, &["alice", "bob"]);
+        group(&store, &["alice", "bob"]);
+        store.add_key_packages("bob", &[b"kp1".to_vec()], Some(b"lr")).unwrap();
+        send(&store, "alice", b"m1", &["bob"]);
+        send(&store, "alice", b"m2", &["bob"]);
+        store.ack("bob", 1).unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    assert!(store.get_account("alice").unwrap().is_some());
+    assert_eq!(store.get_group(GROUP).unwrap().unwrap().members, ["alice", "bob"]);
+    assert_eq!(store.key_package_stock("bob").unwrap(), KeyPackageStock { count: 1, has_last_resort: true });
+    assert_eq!(seqs(&store, "bob"), [2]);
+    assert!(store.lookup_message("alice", b"m1").unwrap().is_some());
+    send(&store, "alice", b"m3", &["bob"]);
+    assert_eq!(seqs(&store, "bob"), [2, 3]);
+}
+
+#[test]
+fn sqlite_refuses_newer_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("qpc.db");
+    drop(SqliteStore::open(&path).unwrap());
+    let connection = rusqlite::Connection::open(&path).unwrap();
+    connection.pragma_update(None, "user_version", 999).unwrap();
+    drop(connection);
+    let error = SqliteStore::open(&path).unwrap_err();
+    assert!(matches!(error, StoreError::Corrupt { .. }), "{error}");
+}

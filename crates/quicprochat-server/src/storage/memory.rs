@@ -1,0 +1,358 @@
+//! [`MemoryStore`]: the [`Store`] semantics in process memory, for domain
+//! tests and fuzzing. Nothing survives the process; one mutex makes every
+//! operation atomic. Each write validates everything before mutating, so a
+//! failed call leaves no partial state (the SQLite store gets the same from
+//! transactions).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+
+use super::{
+    Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, EnqueueOutcome, FetchedQueue,
+    GroupCreation, GroupRecord, GroupSummary, KeyPackageStock, MessageRecord, NewGroup, NewMessage, ProposalResult,
+    ProposalWrite, QueueItem, Store, StoreError, TakenKeyPackage,
+};
+
+/// In-memory [`Store`].
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    accounts: HashMap<String, AccountRow>,
+    key_packages: HashMap<String, KeyPackageRow>,
+    groups: BTreeMap<Vec<u8>, GroupRecord>,
+    messages: HashMap<u64, StoredMessage>,
+    message_ids: HashMap<(String, Vec<u8>), MessageRecord>,
+    queues: HashMap<String, BTreeMap<u64, u64>>,
+    last_message_row: u64,
+}
+
+#[derive(Debug)]
+struct AccountRow {
+    account: Account,
+    last_seq: u64,
+}
+
+#[derive(Debug, Default)]
+struct KeyPackageRow {
+    ordinary: VecDeque<Vec<u8>>,
+    last_resort: Option<Vec<u8>>,
+}
+
+#[derive(Debug)]
+struct StoredMessage {
+    message: NewMessage,
+    references: u64,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
+        self.inner.lock().map_err(|_| StoreError::Poisoned)
+    }
+}
+
+impl Inner {
+    fn stock(&self, username: &str) -> KeyPackageStock {
+        self.key_packages
+            .get(username)
+            .map(|row| KeyPackageStock { count: row.ordinary.len() as u64, has_last_resort: row.last_resort.is_some() })
+            .unwrap_or_default()
+    }
+
+    fn duplicate_of(&self, message: &NewMessage) -> Option<EnqueueOutcome> {
+        let key = (message.sender.clone(), message.message_id.clone());
+        self.message_ids.get(&key).map(|record| EnqueueOutcome {
+            message_row: record.message_row,
+            stored_at_ms: record.stored_at_ms,
+            duplicate: true,
+            deliveries: Vec::new(),
+        })
+    }
+
+    fn check_recipients(&self, recipients: &[String]) -> Result<(), StoreError> {
+        match recipients.iter().find(|r| !self.accounts.contains_key(*r)) {
+            Some(unknown) => Err(StoreError::UnknownAccount { username: unknown.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    /// Stores `message` and queues it; recipients must have been checked.
+    /// `record_id` registers `(sender, message_id)` for idempotency.
+    fn insert_fanout(&mut self, message: &NewMessage, recipients: &[String], record_id: bool) -> EnqueueOutcome {
+        self.last_message_row += 1;
+        let row = self.last_message_row;
+        let unique: BTreeSet<&String> = recipients.iter().collect();
+        let mut deliveries = Vec::with_capacity(unique.len());
+        for username in unique {
+            if let Some(account) = self.accounts.get_mut(username) {
+                account.last_seq += 1;
+                let seq = account.last_seq;
+                self.queues.entry(username.clone()).or_default().insert(seq, row);
+                deliveries.push(Delivery { username: username.clone(), seq });
+            }
+        }
+        if !deliveries.is_empty() {
+            self.messages.insert(row, StoredMessage { message: message.clone(), references: deliveries.len() as u64 });
+        }
+        if record_id {
+            self.message_ids.insert(
+                (message.sender.clone(), message.message_id.clone()),
+                MessageRecord {
+                    message_row: row,
+                    group_id: message.group_id.clone(),
+                    kind: message.kind,
+                    epoch: message.epoch,
+                    stored_at_ms: message.stored_at_ms,
+                },
+            );
+        }
+        EnqueueOutcome { message_row: row, stored_at_ms: message.stored_at_ms, duplicate: false, deliveries }
+    }
+
+    fn queue_item(&self, seq: u64, row: u64) -> Result<QueueItem, StoreError> {
+        let corrupt = |detail: String| StoreError::Corrupt { operation: "fetch", detail };
+        let stored = self
+            .messages
+            .get(&row)
+            .ok_or_else(|| corrupt(format!("queue entry {seq} references missing message {row}")))?;
+        let message = &stored.message;
+        let group = self
+            .groups
+            .get(&message.group_id)
+            .ok_or_else(|| corrupt(format!("message {row} references a missing group")))?;
+        Ok(QueueItem {
+            seq,
+            message_id: message.message_id.clone(),
+            group_id: message.group_id.clone(),
+            group_name: group.name.clone(),
+            group_kind: group.kind,
+            sender: message.sender.clone(),
+            kind: message.kind,
+            payload: message.payload.clone(),
+            stored_at_ms: message.stored_at_ms,
+            epoch: message.epoch,
+        })
+    }
+}
+
+impl Store for MemoryStore {
+    fn create_account(
+        &self,
+        username: &str,
+        identity_key: &[u8],
+        _created_at_ms: u64,
+    ) -> Result<AccountCreation, StoreError> {
+        let mut inner = self.lock()?;
+        if inner.accounts.contains_key(username) {
+            return Ok(AccountCreation::UsernameTaken);
+        }
+        let account = Account { username: username.to_owned(), identity_key: identity_key.to_vec(), disabled: false };
+        inner.accounts.insert(username.to_owned(), AccountRow { account, last_seq: 0 });
+        Ok(AccountCreation::Created)
+    }
+
+    fn get_account(&self, username: &str) -> Result<Option<Account>, StoreError> {
+        Ok(self.lock()?.accounts.get(username).map(|row| row.account.clone()))
+    }
+
+    fn set_account_disabled(&self, username: &str, disabled: bool) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        let row = inner
+            .accounts
+            .get_mut(username)
+            .ok_or_else(|| StoreError::UnknownAccount { username: username.to_owned() })?;
+        row.account.disabled = disabled;
+        Ok(())
+    }
+
+    fn add_key_packages(
+        &self,
+        username: &str,
+        key_packages: &[Vec<u8>],
+        last_resort: Option<&[u8]>,
+    ) -> Result<KeyPackageStock, StoreError> {
+        let mut inner = self.lock()?;
+        inner.check_recipients(&[username.to_owned()])?;
+        let row = inner.key_packages.entry(username.to_owned()).or_default();
+        row.ordinary.extend(key_packages.iter().cloned());
+        if let Some(last_resort) = last_resort {
+            row.last_resort = Some(last_resort.to_vec());
+        }
+        Ok(inner.stock(username))
+    }
+
+    fn take_key_package(&self, username: &str) -> Result<Option<TakenKeyPackage>, StoreError> {
+        let mut inner = self.lock()?;
+        let Some(row) = inner.key_packages.get_mut(username) else {
+            return Ok(None);
+        };
+        if let Some(key_package) = row.ordinary.pop_front() {
+            return Ok(Some(TakenKeyPackage { key_package, last_resort: false }));
+        }
+        Ok(row.last_resort.clone().map(|key_package| TakenKeyPackage { key_package, last_resort: true }))
+    }
+
+    fn key_package_stock(&self, username: &str) -> Result<KeyPackageStock, StoreError> {
+        Ok(self.lock()?.stock(username))
+    }
+
+    fn create_group(&self, group: &NewGroup) -> Result<GroupCreation, StoreError> {
+        let mut inner = self.lock()?;
+        if inner.groups.contains_key(&group.group_id) {
+            return Ok(GroupCreation::IdTaken);
+        }
+        inner.check_recipients(std::slice::from_ref(&group.creator))?;
+        let members: BTreeSet<String> = group.members.iter().cloned().collect();
+        let record = GroupRecord {
+            group_id: group.group_id.clone(),
+            name: group.name.clone(),
+            kind: group.kind,
+            creator: group.creator.clone(),
+            epoch: group.epoch,
+            state_version: 0,
+            state: group.state.clone(),
+            members: members.into_iter().collect(),
+            leaving: Vec::new(),
+            created_at_ms: group.created_at_ms,
+        };
+        inner.groups.insert(group.group_id.clone(), record);
+        Ok(GroupCreation::Created)
+    }
+
+    fn get_group(&self, group_id: &[u8]) -> Result<Option<GroupRecord>, StoreError> {
+        Ok(self.lock()?.groups.get(group_id).cloned())
+    }
+
+    fn groups_of(&self, username: &str) -> Result<Vec<GroupSummary>, StoreError> {
+        let inner = self.lock()?;
+        Ok(inner
+            .groups
+            .values()
+            .filter(|group| group.members.iter().any(|m| m == username))
+            .map(|group| GroupSummary {
+                group_id: group.group_id.clone(),
+                name: group.name.clone(),
+                kind: group.kind,
+                epoch: group.epoch,
+            })
+            .collect())
+    }
+
+    fn apply_commit(&self, write: &CommitWrite) -> Result<CommitResult, StoreError> {
+        let mut inner = self.lock()?;
+        let group = inner.groups.get(&write.group_id).ok_or_else(|| StoreError::unknown_group(&write.group_id))?;
+        if group.epoch != write.expected_epoch {
+            return Ok(CommitResult::EpochMismatch { current_epoch: group.epoch });
+        }
+        if inner.duplicate_of(&write.commit.message).is_some() {
+            return Err(StoreError::Conflict {
+                operation: "apply_commit",
+                detail: "message id already used by this sender".to_owned(),
+            });
+        }
+        inner.check_recipients(&write.commit.recipients)?;
+        if let Some(welcome) = &write.welcome {
+            inner.check_recipients(&welcome.recipients)?;
+        }
+        let members: BTreeSet<String> = write.new_members.iter().cloned().collect();
+        if let Some(group) = inner.groups.get_mut(&write.group_id) {
+            group.epoch = write.new_epoch;
+            group.state_version += 1;
+            group.state = write.new_state.clone();
+            group.leaving.retain(|name| members.contains(name));
+            group.members = members.into_iter().collect();
+        }
+        let welcome = write.welcome.as_ref().map(|w| inner.insert_fanout(&w.message, &w.recipients, false));
+        let commit = inner.insert_fanout(&write.commit.message, &write.commit.recipients, true);
+        Ok(CommitResult::Applied(CommitApplied { commit, welcome }))
+    }
+
+    fn apply_proposal(&self, write: &ProposalWrite) -> Result<ProposalResult, StoreError> {
+        let mut inner = self.lock()?;
+        if let Some(first) = inner.duplicate_of(&write.proposal.message) {
+            return Ok(ProposalResult::Applied(first));
+        }
+        let group = inner.groups.get(&write.group_id).ok_or_else(|| StoreError::unknown_group(&write.group_id))?;
+        if group.state_version != write.expected_state_version {
+            return Ok(ProposalResult::StateChanged {
+                current_epoch: group.epoch,
+                current_state_version: group.state_version,
+            });
+        }
+        inner.check_recipients(&write.proposal.recipients)?;
+        if let Some(group) = inner.groups.get_mut(&write.group_id) {
+            group.state_version += 1;
+            group.state = write.new_state.clone();
+            let mut leaving: BTreeSet<String> = group.leaving.iter().cloned().collect();
+            leaving.extend(write.leaving.iter().filter(|name| group.members.contains(name)).cloned());
+            group.leaving = leaving.into_iter().collect();
+        }
+        let outcome = inner.insert_fanout(&write.proposal.message, &write.proposal.recipients, true);
+        Ok(ProposalResult::Applied(outcome))
+    }
+
+    fn enqueue(&self, message: &NewMessage, recipients: &[String]) -> Result<EnqueueOutcome, StoreError> {
+        let mut inner = self.lock()?;
+        if let Some(first) = inner.duplicate_of(message) {
+            return Ok(first);
+        }
+        inner.check_recipients(recipients)?;
+        Ok(inner.insert_fanout(message, recipients, true))
+    }
+
+    fn lookup_message(&self, sender: &str, message_id: &[u8]) -> Result<Option<MessageRecord>, StoreError> {
+        let key = (sender.to_owned(), message_id.to_vec());
+        Ok(self.lock()?.message_ids.get(&key).cloned())
+    }
+
+    fn fetch(&self, username: &str, after_seq: u64, limit: u32) -> Result<FetchedQueue, StoreError> {
+        let inner = self.lock()?;
+        let head_seq = inner.accounts.get(username).map_or(0, |row| row.last_seq);
+        let Some(queue) = inner.queues.get(username) else {
+            return Ok(FetchedQueue { items: Vec::new(), head_seq });
+        };
+        let items = queue
+            .range(after_seq.saturating_add(1)..)
+            .take(limit as usize)
+            .map(|(seq, row)| inner.queue_item(*seq, *row))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(FetchedQueue { items, head_seq })
+    }
+
+    fn ack(&self, username: &str, up_to_seq: u64) -> Result<u64, StoreError> {
+        let mut inner = self.lock()?;
+        let Some(queue) = inner.queues.get_mut(username) else {
+            return Ok(0);
+        };
+        let kept = queue.split_off(&up_to_seq.saturating_add(1));
+        let acked = std::mem::replace(queue, kept);
+        for row in acked.values() {
+            let unreferenced = match inner.messages.get_mut(row) {
+                Some(stored) => {
+                    stored.references = stored.references.saturating_sub(1);
+                    stored.references == 0
+                }
+                None => false,
+            };
+            if unreferenced {
+                inner.messages.remove(row);
+            }
+        }
+        Ok(acked.len() as u64)
+    }
+
+    fn queue_depth(&self, username: &str) -> Result<u64, StoreError> {
+        Ok(self.lock()?.queues.get(username).map_or(0, |queue| queue.len() as u64))
+    }
+
+    fn stored_message_count(&self) -> Result<u64, StoreError> {
+        Ok(self.lock()?.messages.len() as u64)
+    }
+}

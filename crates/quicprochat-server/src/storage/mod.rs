@@ -1,0 +1,125 @@
+//! Durable state of the server: accounts, key packages, groups (the DS's
+//! public MLS view and roster) and the per-account delivery queues.
+//!
+//! This module owns the [`Store`] trait, the plain record types that cross it
+//! and [`StoreError`]. Two implementations live here: [`SqliteStore`] (the
+//! default, durable) and [`MemoryStore`] (tests and fuzzing); both pass the
+//! same conformance suite.
+//!
+//! It deliberately knows nothing about MLS, Protobuf, QUIC or authorization:
+//! the `domain` module decides *whether* something may be written; the store
+//! only makes each write atomic and durable. Every method is synchronous and
+//! may block on disk; async callers run it on `spawn_blocking`.
+//!
+//! Invariants every implementation keeps:
+//! - a message is stored once and referenced from each recipient's queue;
+//! - queue sequence numbers are strictly increasing per account and never
+//!   reused, not even after an ack;
+//! - enqueue is idempotent on `(sender, message_id)`;
+//! - a commit is applied only if the group is still at the expected epoch,
+//!   and its state change, roster change and fan-out (commit and welcome)
+//!   happen in one transaction.
+
+mod error;
+pub mod memory;
+pub mod sqlite;
+mod types;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod conformance;
+
+pub use error::StoreError;
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+pub use types::{
+    Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, EnqueueOutcome, EntryKind, Fanout,
+    FetchedQueue, GroupCreation, GroupKind, GroupRecord, GroupSummary, KeyPackageStock, MessageRecord, NewGroup,
+    NewMessage, ProposalResult, ProposalWrite, QueueItem, TakenKeyPackage,
+};
+
+/// The storage operations the domain needs. Implementations are `Send + Sync`
+/// and internally synchronised; every method is one atomic unit.
+pub trait Store: Send + Sync {
+    // --- accounts ---
+
+    /// Binds `username` to `identity_key`, unless the name is taken.
+    fn create_account(
+        &self,
+        username: &str,
+        identity_key: &[u8],
+        created_at_ms: u64,
+    ) -> Result<AccountCreation, StoreError>;
+
+    fn get_account(&self, username: &str) -> Result<Option<Account>, StoreError>;
+
+    /// Fails with [`StoreError::UnknownAccount`] if there is no such account.
+    fn set_account_disabled(&self, username: &str, disabled: bool) -> Result<(), StoreError>;
+
+    // --- key packages ---
+
+    /// Appends `key_packages` to the account's stock and, when `last_resort`
+    /// is set, replaces its last-resort package. Returns the new stock.
+    fn add_key_packages(
+        &self,
+        username: &str,
+        key_packages: &[Vec<u8>],
+        last_resort: Option<&[u8]>,
+    ) -> Result<KeyPackageStock, StoreError>;
+
+    /// Atomically removes and returns the oldest ordinary key package of
+    /// `username`; when none is left, returns the last-resort one without
+    /// removing it. `None` if there is neither.
+    fn take_key_package(&self, username: &str) -> Result<Option<TakenKeyPackage>, StoreError>;
+
+    /// Stock of an account (zero for an unknown account).
+    fn key_package_stock(&self, username: &str) -> Result<KeyPackageStock, StoreError>;
+
+    // --- groups ---
+
+    /// Registers a new group, unless its id is taken.
+    fn create_group(&self, group: &NewGroup) -> Result<GroupCreation, StoreError>;
+
+    fn get_group(&self, group_id: &[u8]) -> Result<Option<GroupRecord>, StoreError>;
+
+    /// Groups whose roster contains `username` (leaving members included),
+    /// ordered by group id.
+    fn groups_of(&self, username: &str) -> Result<Vec<GroupSummary>, StoreError>;
+
+    /// Applies an accepted commit in one transaction: compare-and-set on the
+    /// epoch, new state and roster, welcome fan-out, then commit fan-out.
+    /// On an epoch mismatch nothing is written.
+    fn apply_commit(&self, write: &CommitWrite) -> Result<CommitResult, StoreError>;
+
+    /// Stores a proposal's effect on the group state (compare-and-set on the
+    /// state version), marks `write.leaving` as leaving and fans the proposal
+    /// out, in one transaction. A duplicate `(sender, message_id)` writes
+    /// nothing and returns the first outcome.
+    fn apply_proposal(&self, write: &ProposalWrite) -> Result<ProposalResult, StoreError>;
+
+    // --- delivery ---
+
+    /// Stores `message` once and appends it to each recipient's queue.
+    /// Idempotent on `(message.sender, message.message_id)`: a repeat writes
+    /// nothing and returns the first outcome with `duplicate: true` and no
+    /// deliveries. Every recipient must be an account.
+    fn enqueue(&self, message: &NewMessage, recipients: &[String]) -> Result<EnqueueOutcome, StoreError>;
+
+    /// The idempotency record of `(sender, message_id)`, if that pair was used.
+    fn lookup_message(&self, sender: &str, message_id: &[u8]) -> Result<Option<MessageRecord>, StoreError>;
+
+    /// Up to `limit` entries of `username`'s queue with `seq > after_seq`, in
+    /// order, and the highest seq ever assigned in that queue.
+    fn fetch(&self, username: &str, after_seq: u64, limit: u32) -> Result<FetchedQueue, StoreError>;
+
+    /// Deletes the entries with `seq <= up_to_seq` from `username`'s queue and
+    /// every message no queue references any more. Returns how many entries
+    /// were deleted.
+    fn ack(&self, username: &str, up_to_seq: u64) -> Result<u64, StoreError>;
+
+    /// Number of unacked entries in `username`'s queue.
+    fn queue_depth(&self, username: &str) -> Result<u64, StoreError>;
+
+    /// Number of message bodies currently stored (for metrics and tests).
+    fn stored_message_count(&self) -> Result<u64, StoreError>;
+}

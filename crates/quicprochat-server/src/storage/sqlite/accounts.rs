@@ -1,0 +1,130 @@
+//! Account and key package queries. Callers provide the transaction; these
+//! functions only run statements.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::SqlResultExt;
+use crate::storage::{Account, AccountCreation, KeyPackageStock, StoreError, TakenKeyPackage};
+
+pub(super) fn create_account(
+    connection: &Connection,
+    username: &str,
+    identity_key: &[u8],
+    created_at_ms: u64,
+) -> Result<AccountCreation, StoreError> {
+    let inserted = connection
+        .prepare_cached(
+            "INSERT INTO accounts (username, identity_key, created_at_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (username) DO NOTHING",
+        )
+        .and_then(|mut statement| statement.execute(params![username, identity_key, created_at_ms]))
+        .during("create_account")?;
+    Ok(if inserted == 1 { AccountCreation::Created } else { AccountCreation::UsernameTaken })
+}
+
+pub(super) fn get_account(connection: &Connection, username: &str) -> Result<Option<Account>, StoreError> {
+    connection
+        .prepare_cached("SELECT identity_key, disabled FROM accounts WHERE username = ?1")
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![username], |row| {
+                    Ok(Account { username: username.to_owned(), identity_key: row.get(0)?, disabled: row.get(1)? })
+                })
+                .optional()
+        })
+        .during("get_account")
+}
+
+/// Fails with `UnknownAccount` when `username` has no account.
+pub(super) fn require_account(
+    connection: &Connection,
+    username: &str,
+    operation: &'static str,
+) -> Result<(), StoreError> {
+    let exists = connection
+        .prepare_cached("SELECT 1 FROM accounts WHERE username = ?1")
+        .and_then(|mut statement| statement.exists(params![username]))
+        .during(operation)?;
+    if exists {
+        Ok(())
+    } else {
+        Err(StoreError::UnknownAccount { username: username.to_owned() })
+    }
+}
+
+pub(super) fn set_disabled(connection: &Connection, username: &str, disabled: bool) -> Result<(), StoreError> {
+    let updated = connection
+        .prepare_cached("UPDATE accounts SET disabled = ?2 WHERE username = ?1")
+        .and_then(|mut statement| statement.execute(params![username, disabled]))
+        .during("set_account_disabled")?;
+    if updated == 0 {
+        return Err(StoreError::UnknownAccount { username: username.to_owned() });
+    }
+    Ok(())
+}
+
+pub(super) fn add_key_packages(
+    connection: &Connection,
+    username: &str,
+    key_packages: &[Vec<u8>],
+    last_resort: Option<&[u8]>,
+) -> Result<KeyPackageStock, StoreError> {
+    const OPERATION: &str = "add_key_packages";
+    require_account(connection, username, OPERATION)?;
+    let mut insert = connection
+        .prepare_cached("INSERT INTO key_packages (username, data, last_resort) VALUES (?1, ?2, ?3)")
+        .during(OPERATION)?;
+    for key_package in key_packages {
+        insert.execute(params![username, key_package, false]).during(OPERATION)?;
+    }
+    if let Some(last_resort) = last_resort {
+        connection
+            .prepare_cached("DELETE FROM key_packages WHERE username = ?1 AND last_resort = 1")
+            .and_then(|mut statement| statement.execute(params![username]))
+            .during(OPERATION)?;
+        insert.execute(params![username, last_resort, true]).during(OPERATION)?;
+    }
+    key_package_stock(connection, username, OPERATION)
+}
+
+pub(super) fn take_key_package(connection: &Connection, username: &str) -> Result<Option<TakenKeyPackage>, StoreError> {
+    const OPERATION: &str = "take_key_package";
+    // Ordinary packages (last_resort = 0) sort first, oldest first.
+    let oldest: Option<(i64, Vec<u8>, bool)> = connection
+        .prepare_cached(
+            "SELECT id, data, last_resort FROM key_packages WHERE username = ?1
+             ORDER BY last_resort, id LIMIT 1",
+        )
+        .and_then(|mut statement| {
+            statement.query_row(params![username], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))).optional()
+        })
+        .during(OPERATION)?;
+    let Some((id, key_package, last_resort)) = oldest else {
+        return Ok(None);
+    };
+    if !last_resort {
+        connection
+            .prepare_cached("DELETE FROM key_packages WHERE id = ?1")
+            .and_then(|mut statement| statement.execute(params![id]))
+            .during(OPERATION)?;
+    }
+    Ok(Some(TakenKeyPackage { key_package, last_resort }))
+}
+
+pub(super) fn key_package_stock(
+    connection: &Connection,
+    username: &str,
+    operation: &'static str,
+) -> Result<KeyPackageStock, StoreError> {
+    connection
+        .prepare_cached(
+            "SELECT COALESCE(SUM(last_resort = 0), 0), COALESCE(MAX(last_resort), 0)
+             FROM key_packages WHERE username = ?1",
+        )
+        .and_then(|mut statement| {
+            statement.query_row(params![username], |row| {
+                Ok(KeyPackageStock { count: row.get(0)?, has_last_resort: row.get(1)? })
+            })
+        })
+        .during(operation)
+}

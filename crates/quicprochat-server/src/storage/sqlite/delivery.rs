@@ -1,0 +1,271 @@
+//! Message fan-out and queue queries. A body goes into `messages` once, each
+//! recipient gets a `queue` row pointing at it with the next seq of its
+//! account, and `message_ids` remembers `(sender, message_id)` for
+//! idempotency. Callers provide the transaction.
+
+use std::collections::BTreeSet;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::groups::decode_group_kind;
+use super::SqlResultExt;
+use crate::storage::{
+    Delivery, EnqueueOutcome, EntryKind, FetchedQueue, MessageRecord, NewMessage, QueueItem, StoreError,
+};
+
+pub(super) fn encode_entry_kind(kind: EntryKind) -> i64 {
+    match kind {
+        EntryKind::Application => 0,
+        EntryKind::Commit => 1,
+        EntryKind::Welcome => 2,
+        EntryKind::Proposal => 3,
+    }
+}
+
+fn decode_entry_kind(value: i64, operation: &'static str) -> Result<EntryKind, StoreError> {
+    match value {
+        0 => Ok(EntryKind::Application),
+        1 => Ok(EntryKind::Commit),
+        2 => Ok(EntryKind::Welcome),
+        3 => Ok(EntryKind::Proposal),
+        other => Err(StoreError::Corrupt { operation, detail: format!("unknown entry kind {other}") }),
+    }
+}
+
+pub(super) fn lookup_message(
+    connection: &Connection,
+    sender: &str,
+    message_id: &[u8],
+    operation: &'static str,
+) -> Result<Option<MessageRecord>, StoreError> {
+    let raw: Option<(u64, Vec<u8>, i64, u64, u64)> = connection
+        .prepare_cached(
+            "SELECT message_row, group_id, kind, epoch, stored_at_ms FROM message_ids
+             WHERE sender = ?1 AND message_id = ?2",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![sender, message_id], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+                })
+                .optional()
+        })
+        .during(operation)?;
+    raw.map(|(message_row, group_id, kind, epoch, stored_at_ms)| {
+        Ok(MessageRecord { message_row, group_id, kind: decode_entry_kind(kind, operation)?, epoch, stored_at_ms })
+    })
+    .transpose()
+}
+
+/// The first outcome of `(message.sender, message.message_id)`, if used before.
+pub(super) fn duplicate_of(
+    connection: &Connection,
+    message: &NewMessage,
+    operation: &'static str,
+) -> Result<Option<EnqueueOutcome>, StoreError> {
+    let record = lookup_message(connection, &message.sender, &message.message_id, operation)?;
+    Ok(record.map(|record| EnqueueOutcome {
+        message_row: record.message_row,
+        stored_at_ms: record.stored_at_ms,
+        duplicate: true,
+        deliveries: Vec::new(),
+    }))
+}
+
+/// Stores `message` and appends it to each (deduplicated) recipient's queue.
+/// An unknown recipient fails the call; the caller's transaction then rolls
+/// back. `record_id` registers `(sender, message_id)` for idempotency.
+pub(super) fn insert_fanout(
+    connection: &Connection,
+    message: &NewMessage,
+    recipients: &[String],
+    record_id: bool,
+    operation: &'static str,
+) -> Result<EnqueueOutcome, StoreError> {
+    let kind = encode_entry_kind(message.kind);
+    let message_row: u64 = connection
+        .prepare_cached(
+            "INSERT INTO messages (message_id, group_id, sender, kind, epoch, stored_at_ms, payload)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+        )
+        .and_then(|mut statement| {
+            statement.query_row(
+                params![
+                    message.message_id,
+                    message.group_id,
+                    message.sender,
+                    kind,
+                    message.epoch,
+                    message.stored_at_ms,
+                    message.payload
+                ],
+                |row| row.get(0),
+            )
+        })
+        .during(operation)?;
+
+    let unique: BTreeSet<&String> = recipients.iter().collect();
+    let mut deliveries = Vec::with_capacity(unique.len());
+    let mut next_seq = connection
+        .prepare_cached("UPDATE accounts SET last_seq = last_seq + 1 WHERE username = ?1 RETURNING last_seq")
+        .during(operation)?;
+    let mut insert_entry = connection
+        .prepare_cached("INSERT INTO queue (username, seq, message_row) VALUES (?1, ?2, ?3)")
+        .during(operation)?;
+    for username in unique {
+        let seq: Option<u64> = next_seq.query_row(params![username], |row| row.get(0)).optional().during(operation)?;
+        let seq = seq.ok_or_else(|| StoreError::UnknownAccount { username: username.clone() })?;
+        insert_entry.execute(params![username, seq, message_row]).during(operation)?;
+        deliveries.push(Delivery { username: username.clone(), seq });
+    }
+    if deliveries.is_empty() {
+        // Nobody to deliver to: keep the row id (never reused) but not the body.
+        connection
+            .prepare_cached("DELETE FROM messages WHERE id = ?1")
+            .and_then(|mut statement| statement.execute(params![message_row]))
+            .during(operation)?;
+    }
+    if record_id {
+        connection
+            .prepare_cached(
+                "INSERT INTO message_ids
+                 (sender, message_id, message_row, group_id, kind, epoch, stored_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    message.sender,
+                    message.message_id,
+                    message_row,
+                    message.group_id,
+                    kind,
+                    message.epoch,
+                    message.stored_at_ms
+                ])
+            })
+            .during(operation)?;
+    }
+    Ok(EnqueueOutcome { message_row, stored_at_ms: message.stored_at_ms, duplicate: false, deliveries })
+}
+
+/// A fetched row before its enums are decoded.
+struct RawItem {
+    seq: u64,
+    message_id: Vec<u8>,
+    group_id: Vec<u8>,
+    group_name: Option<String>,
+    group_kind: Option<i64>,
+    sender: String,
+    kind: i64,
+    payload: Vec<u8>,
+    stored_at_ms: u64,
+    epoch: u64,
+}
+
+impl RawItem {
+    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            seq: row.get(0)?,
+            message_id: row.get(1)?,
+            group_id: row.get(2)?,
+            group_name: row.get(3)?,
+            group_kind: row.get(4)?,
+            sender: row.get(5)?,
+            kind: row.get(6)?,
+            payload: row.get(7)?,
+            stored_at_ms: row.get(8)?,
+            epoch: row.get(9)?,
+        })
+    }
+
+    fn decode(self) -> Result<QueueItem, StoreError> {
+        const OPERATION: &str = "fetch";
+        let (Some(group_name), Some(group_kind)) = (self.group_name, self.group_kind) else {
+            return Err(StoreError::Corrupt {
+                operation: OPERATION,
+                detail: format!("queue entry {} references a missing group", self.seq),
+            });
+        };
+        Ok(QueueItem {
+            seq: self.seq,
+            message_id: self.message_id,
+            group_id: self.group_id,
+            group_name,
+            group_kind: decode_group_kind(group_kind, OPERATION)?,
+            sender: self.sender,
+            kind: decode_entry_kind(self.kind, OPERATION)?,
+            payload: self.payload,
+            stored_at_ms: self.stored_at_ms,
+            epoch: self.epoch,
+        })
+    }
+}
+
+pub(super) fn fetch(
+    connection: &Connection,
+    username: &str,
+    after_seq: u64,
+    limit: u32,
+) -> Result<FetchedQueue, StoreError> {
+    const OPERATION: &str = "fetch";
+    // Cursors beyond SQLite's integer range cannot match anything.
+    let after_seq = after_seq.min(i64::MAX as u64);
+    let raw_items = connection
+        .prepare_cached(
+            "SELECT q.seq, m.message_id, m.group_id, g.name, g.kind, m.sender, m.kind,
+                    m.payload, m.stored_at_ms, m.epoch
+             FROM queue q
+             JOIN messages m ON m.id = q.message_row
+             LEFT JOIN groups g ON g.group_id = m.group_id
+             WHERE q.username = ?1 AND q.seq > ?2
+             ORDER BY q.seq LIMIT ?3",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map(params![username, after_seq, limit], RawItem::from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .during(OPERATION)?;
+    let items = raw_items.into_iter().map(RawItem::decode).collect::<Result<Vec<_>, _>>()?;
+    let head_seq: Option<u64> = connection
+        .prepare_cached("SELECT last_seq FROM accounts WHERE username = ?1")
+        .and_then(|mut statement| statement.query_row(params![username], |row| row.get(0)).optional())
+        .during(OPERATION)?;
+    Ok(FetchedQueue { items, head_seq: head_seq.unwrap_or(0) })
+}
+
+pub(super) fn ack(connection: &Connection, username: &str, up_to_seq: u64) -> Result<u64, StoreError> {
+    const OPERATION: &str = "ack";
+    let up_to_seq = up_to_seq.min(i64::MAX as u64);
+    let acked_rows: Vec<u64> = connection
+        .prepare_cached("DELETE FROM queue WHERE username = ?1 AND seq <= ?2 RETURNING message_row")
+        .and_then(|mut statement| {
+            statement.query_map(params![username, up_to_seq], |row| row.get(0))?.collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .during(OPERATION)?;
+    let distinct: BTreeSet<u64> = acked_rows.iter().copied().collect();
+    let mut free = connection
+        .prepare_cached(
+            "DELETE FROM messages WHERE id = ?1
+             AND NOT EXISTS (SELECT 1 FROM queue WHERE message_row = ?1)",
+        )
+        .during(OPERATION)?;
+    for message_row in distinct {
+        free.execute(params![message_row]).during(OPERATION)?;
+    }
+    Ok(acked_rows.len() as u64)
+}
+
+pub(super) fn queue_depth(connection: &Connection, username: &str) -> Result<u64, StoreError> {
+    connection
+        .prepare_cached("SELECT COUNT(*) FROM queue WHERE username = ?1")
+        .and_then(|mut statement| statement.query_row(params![username], |row| row.get(0)))
+        .during("queue_depth")
+}
+
+pub(super) fn stored_message_count(connection: &Connection) -> Result<u64, StoreError> {
+    connection
+        .prepare_cached("SELECT COUNT(*) FROM messages")
+        .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
+        .during("stored_message_count")
+}

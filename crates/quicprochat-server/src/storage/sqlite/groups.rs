@@ -1,0 +1,228 @@
+//! Group queries: creation, lookup, roster, and the atomic commit and
+//! proposal writes (compare-and-set, state, roster, fan-out). Callers
+//! provide the transaction.
+
+use std::collections::BTreeSet;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::accounts::require_account;
+use super::delivery::{duplicate_of, insert_fanout};
+use super::SqlResultExt;
+use crate::storage::{
+    CommitApplied, CommitResult, CommitWrite, GroupCreation, GroupKind, GroupRecord, GroupSummary, NewGroup,
+    ProposalResult, ProposalWrite, StoreError,
+};
+
+fn encode_group_kind(kind: GroupKind) -> i64 {
+    match kind {
+        GroupKind::Named => 0,
+        GroupKind::Direct => 1,
+    }
+}
+
+pub(super) fn decode_group_kind(value: i64, operation: &'static str) -> Result<GroupKind, StoreError> {
+    match value {
+        0 => Ok(GroupKind::Named),
+        1 => Ok(GroupKind::Direct),
+        other => Err(StoreError::Corrupt { operation, detail: format!("unknown group kind {other}") }),
+    }
+}
+
+pub(super) fn create_group(connection: &Connection, group: &NewGroup) -> Result<GroupCreation, StoreError> {
+    const OPERATION: &str = "create_group";
+    require_account(connection, &group.creator, OPERATION)?;
+    let inserted = connection
+        .prepare_cached(
+            "INSERT INTO groups
+             (group_id, name, kind, creator, epoch, state_version, state, created_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7)
+             ON CONFLICT (group_id) DO NOTHING",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                group.group_id,
+                group.name,
+                encode_group_kind(group.kind),
+                group.creator,
+                group.epoch,
+                group.state,
+                group.created_at_ms
+            ])
+        })
+        .during(OPERATION)?;
+    if inserted == 0 {
+        return Ok(GroupCreation::IdTaken);
+    }
+    replace_roster(connection, &group.group_id, &group.members, &BTreeSet::new(), OPERATION)?;
+    Ok(GroupCreation::Created)
+}
+
+/// Replaces the roster of `group_id` with `members`, flagging those in `leaving`.
+fn replace_roster(
+    connection: &Connection,
+    group_id: &[u8],
+    members: &[String],
+    leaving: &BTreeSet<String>,
+    operation: &'static str,
+) -> Result<(), StoreError> {
+    connection
+        .prepare_cached("DELETE FROM group_members WHERE group_id = ?1")
+        .and_then(|mut statement| statement.execute(params![group_id]))
+        .during(operation)?;
+    let mut insert = connection
+        .prepare_cached(
+            "INSERT INTO group_members (group_id, username, leaving) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO NOTHING",
+        )
+        .during(operation)?;
+    for member in members {
+        insert.execute(params![group_id, member, leaving.contains(member)]).during(operation)?;
+    }
+    Ok(())
+}
+
+/// `(members, leaving)` of a group, each sorted.
+fn roster(
+    connection: &Connection,
+    group_id: &[u8],
+    operation: &'static str,
+) -> Result<(Vec<String>, Vec<String>), StoreError> {
+    let rows: Vec<(String, bool)> = connection
+        .prepare_cached("SELECT username, leaving FROM group_members WHERE group_id = ?1 ORDER BY username")
+        .and_then(|mut statement| {
+            statement.query_map(params![group_id], |row| Ok((row.get(0)?, row.get(1)?)))?.collect()
+        })
+        .during(operation)?;
+    let leaving = rows.iter().filter(|(_, leaving)| *leaving).map(|(name, _)| name.clone()).collect();
+    Ok((rows.into_iter().map(|(name, _)| name).collect(), leaving))
+}
+
+pub(super) fn get_group(connection: &Connection, group_id: &[u8]) -> Result<Option<GroupRecord>, StoreError> {
+    const OPERATION: &str = "get_group";
+    type Raw = (String, i64, String, u64, u64, Vec<u8>, u64);
+    let raw: Option<Raw> = connection
+        .prepare_cached(
+            "SELECT name, kind, creator, epoch, state_version, state, created_at_ms
+             FROM groups WHERE group_id = ?1",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![group_id], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?))
+                })
+                .optional()
+        })
+        .during(OPERATION)?;
+    let Some((name, kind, creator, epoch, state_version, state, created_at_ms)) = raw else {
+        return Ok(None);
+    };
+    let (members, leaving) = roster(connection, group_id, OPERATION)?;
+    Ok(Some(GroupRecord {
+        group_id: group_id.to_vec(),
+        name,
+        kind: decode_group_kind(kind, OPERATION)?,
+        creator,
+        epoch,
+        state_version,
+        state,
+        members,
+        leaving,
+        created_at_ms,
+    }))
+}
+
+pub(super) fn groups_of(connection: &Connection, username: &str) -> Result<Vec<GroupSummary>, StoreError> {
+    const OPERATION: &str = "groups_of";
+    let raw: Vec<(Vec<u8>, String, i64, u64)> = connection
+        .prepare_cached(
+            "SELECT g.group_id, g.name, g.kind, g.epoch
+             FROM group_members gm JOIN groups g ON g.group_id = gm.group_id
+             WHERE gm.username = ?1 ORDER BY g.group_id",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map(params![username], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?
+                .collect()
+        })
+        .during(OPERATION)?;
+    raw.into_iter()
+        .map(|(group_id, name, kind, epoch)| {
+            Ok(GroupSummary { group_id, name, kind: decode_group_kind(kind, OPERATION)?, epoch })
+        })
+        .collect()
+}
+
+/// `(epoch, state_version)` of a group; `UnknownGroup` if there is none.
+fn group_version(connection: &Connection, group_id: &[u8], operation: &'static str) -> Result<(u64, u64), StoreError> {
+    connection
+        .prepare_cached("SELECT epoch, state_version FROM groups WHERE group_id = ?1")
+        .and_then(|mut statement| {
+            statement.query_row(params![group_id], |row| Ok((row.get(0)?, row.get(1)?))).optional()
+        })
+        .during(operation)?
+        .ok_or_else(|| StoreError::unknown_group(group_id))
+}
+
+fn write_state(
+    connection: &Connection,
+    group_id: &[u8],
+    epoch: u64,
+    state: &[u8],
+    operation: &'static str,
+) -> Result<(), StoreError> {
+    connection
+        .prepare_cached(
+            "UPDATE groups SET epoch = ?2, state = ?3, state_version = state_version + 1
+             WHERE group_id = ?1",
+        )
+        .and_then(|mut statement| statement.execute(params![group_id, epoch, state]))
+        .during(operation)?;
+    Ok(())
+}
+
+pub(super) fn apply_commit(connection: &Connection, write: &CommitWrite) -> Result<CommitResult, StoreError> {
+    const OPERATION: &str = "apply_commit";
+    let (current_epoch, _) = group_version(connection, &write.group_id, OPERATION)?;
+    if current_epoch != write.expected_epoch {
+        return Ok(CommitResult::EpochMismatch { current_epoch });
+    }
+    if duplicate_of(connection, &write.commit.message, OPERATION)?.is_some() {
+        return Err(StoreError::Conflict {
+            operation: OPERATION,
+            detail: "message id already used by this sender".to_owned(),
+        });
+    }
+    let (_, old_leaving) = roster(connection, &write.group_id, OPERATION)?;
+    let still_leaving: BTreeSet<String> =
+        old_leaving.into_iter().filter(|name| write.new_members.contains(name)).collect();
+    write_state(connection, &write.group_id, write.new_epoch, &write.new_state, OPERATION)?;
+    replace_roster(connection, &write.group_id, &write.new_members, &still_leaving, OPERATION)?;
+    let welcome = write
+        .welcome
+        .as_ref()
+        .map(|w| insert_fanout(connection, &w.message, &w.recipients, false, OPERATION))
+        .transpose()?;
+    let commit = insert_fanout(connection, &write.commit.message, &write.commit.recipients, true, OPERATION)?;
+    Ok(CommitResult::Applied(CommitApplied { commit, welcome }))
+}
+
+pub(super) fn apply_proposal(connection: &Connection, write: &ProposalWrite) -> Result<ProposalResult, StoreError> {
+    const OPERATION: &str = "apply_proposal";
+    if let Some(first) = duplicate_of(connection, &write.proposal.message, OPERATION)? {
+        return Ok(ProposalResult::Applied(first));
+    }
+    let (current_epoch, current_state_version) = group_version(connection, &write.group_id, OPERATION)?;
+    if current_state_version != write.expected_state_version {
+        return Ok(ProposalResult::StateChanged { current_epoch, current_state_version });
+    }
+    write_state(connection, &write.group_id, current_epoch, &write.new_state, OPERATION)?;
+    let mut mark_leaving = connection
+        .prepare_cached("UPDATE group_members SET leaving = 1 WHERE group_id = ?1 AND username = ?2")
+        .during(OPERATION)?;
+    for username in &write.leaving {
+        mark_leaving.execute(params![write.group_id, username]).during(OPERATION)?;
+    }
+    let outcome = insert_fanout(connection, &write.proposal.message, &write.proposal.recipients, true, OPERATION)?;
+    Ok(ProposalResult::Applied(outcome))
+}

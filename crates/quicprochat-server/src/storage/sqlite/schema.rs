@@ -1,0 +1,115 @@
+//! Connection pragmas and schema migrations, versioned by `PRAGMA
+//! user_version`. A migration is appended, never edited: version N of the
+//! schema is `MIGRATIONS[..N]` applied in order. A database newer than this
+//! binary is refused rather than guessed at.
+
+use rusqlite::Connection;
+
+use super::SqlResultExt;
+use crate::storage::StoreError;
+
+/// Every schema version, oldest first; `MIGRATIONS[i]` moves `user_version`
+/// from `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE accounts (
+    username      TEXT PRIMARY KEY,
+    identity_key  BLOB NOT NULL,
+    disabled      INTEGER NOT NULL DEFAULT 0,
+    created_at_ms INTEGER NOT NULL,
+    -- Highest queue seq ever assigned to this account; never decreases.
+    last_seq      INTEGER NOT NULL DEFAULT 0
+) STRICT;
+
+CREATE TABLE key_packages (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    username    TEXT NOT NULL REFERENCES accounts(username),
+    data        BLOB NOT NULL,
+    last_resort INTEGER NOT NULL
+) STRICT;
+CREATE INDEX key_packages_by_owner ON key_packages(username, last_resort, id);
+CREATE UNIQUE INDEX key_packages_one_last_resort
+    ON key_packages(username) WHERE last_resort = 1;
+
+CREATE TABLE groups (
+    group_id      BLOB PRIMARY KEY,
+    name          TEXT NOT NULL,
+    kind          INTEGER NOT NULL,
+    creator       TEXT NOT NULL REFERENCES accounts(username),
+    epoch         INTEGER NOT NULL,
+    state_version INTEGER NOT NULL,
+    state         BLOB NOT NULL,
+    created_at_ms INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE group_members (
+    group_id BLOB NOT NULL REFERENCES groups(group_id),
+    username TEXT NOT NULL,
+    leaving  INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (group_id, username)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX group_members_by_user ON group_members(username, group_id);
+
+-- Message bodies, each stored once; deleted when no queue references them.
+CREATE TABLE messages (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id   BLOB NOT NULL,
+    group_id     BLOB NOT NULL,
+    sender       TEXT NOT NULL,
+    kind         INTEGER NOT NULL,
+    epoch        INTEGER NOT NULL,
+    stored_at_ms INTEGER NOT NULL,
+    payload      BLOB NOT NULL
+) STRICT;
+
+-- Idempotency records; they outlive the bodies so a late retry is still
+-- recognised.
+CREATE TABLE message_ids (
+    sender       TEXT NOT NULL,
+    message_id   BLOB NOT NULL,
+    message_row  INTEGER NOT NULL,
+    group_id     BLOB NOT NULL,
+    kind         INTEGER NOT NULL,
+    epoch        INTEGER NOT NULL,
+    stored_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (sender, message_id)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE queue (
+    username    TEXT NOT NULL REFERENCES accounts(username),
+    seq         INTEGER NOT NULL,
+    message_row INTEGER NOT NULL REFERENCES messages(id),
+    PRIMARY KEY (username, seq)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX queue_by_message ON queue(message_row);
+"#];
+
+/// Sets the per-connection pragmas: WAL, fsync on every commit, foreign keys.
+pub(super) fn configure(connection: &Connection) -> Result<(), StoreError> {
+    let mode: String = connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0)).during("open")?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Io {
+            operation: "open",
+            detail: format!("could not enable WAL journal mode (got {mode})"),
+        });
+    }
+    connection.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;").during("open")
+}
+
+/// Applies every migration newer than the database's `user_version`, each in
+/// its own transaction together with the version bump.
+pub(super) fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
+    let current: usize = connection.query_row("PRAGMA user_version", [], |row| row.get(0)).during("migrate")?;
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt {
+            operation: "migrate",
+            detail: format!("database schema version {current} is newer than this server's {}", MIGRATIONS.len()),
+        });
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(current) {
+        let transaction = connection.transaction().during("migrate")?;
+        transaction.execute_batch(migration).during("migrate")?;
+        transaction.pragma_update(None, "user_version", index + 1).during("migrate")?;
+        transaction.commit().during("migrate")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! Plain records crossing the [`super::Store`] trait. No Protobuf, SQL or MLS
+//! types: bytes, strings and integers only.
+
+/// A registered account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub username: String,
+    /// Ed25519 public key (32 bytes) bound at registration.
+    pub identity_key: Vec<u8>,
+    pub disabled: bool,
+}
+
+/// Result of [`super::Store::create_account`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountCreation {
+    Created,
+    UsernameTaken,
+}
+
+/// Key package stock of an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeyPackageStock {
+    /// Ordinary (single-use) packages left; the last-resort one is not counted.
+    pub count: u64,
+    pub has_last_resort: bool,
+}
+
+/// A key package served by [`super::Store::take_key_package`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenKeyPackage {
+    pub key_package: Vec<u8>,
+    /// True when the stock was empty and the (kept) last-resort package was served.
+    pub last_resort: bool,
+}
+
+/// Whether a group is a named group or a 1:1 conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupKind {
+    Named,
+    Direct,
+}
+
+/// A group to register at creation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewGroup {
+    pub group_id: Vec<u8>,
+    pub name: String,
+    pub kind: GroupKind,
+    pub creator: String,
+    pub epoch: u64,
+    /// Serialized DS public group view.
+    pub state: Vec<u8>,
+    pub members: Vec<String>,
+    pub created_at_ms: u64,
+}
+
+/// Result of [`super::Store::create_group`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupCreation {
+    Created,
+    IdTaken,
+}
+
+/// A stored group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRecord {
+    pub group_id: Vec<u8>,
+    pub name: String,
+    pub kind: GroupKind,
+    pub creator: String,
+    pub epoch: u64,
+    /// Bumped on every write of `state` (commits and proposals); the
+    /// compare-and-set token of [`super::Store::apply_proposal`].
+    pub state_version: u64,
+    /// Serialized DS public group view.
+    pub state: Vec<u8>,
+    /// The MLS roster, sorted.
+    pub members: Vec<String>,
+    /// Members that asked to leave and may no longer post, sorted. Always a
+    /// subset of `members`.
+    pub leaving: Vec<String>,
+    pub created_at_ms: u64,
+}
+
+/// A group in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSummary {
+    pub group_id: Vec<u8>,
+    pub name: String,
+    pub kind: GroupKind,
+    pub epoch: u64,
+}
+
+/// What a queue entry carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    Application,
+    Commit,
+    Welcome,
+    Proposal,
+}
+
+/// A message to store and fan out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// Client-generated id; with `sender`, the idempotency key.
+    pub message_id: Vec<u8>,
+    pub group_id: Vec<u8>,
+    pub sender: String,
+    pub kind: EntryKind,
+    pub payload: Vec<u8>,
+    /// For commits: the epoch the commit moves the group out of; otherwise
+    /// the epoch the message was sent in.
+    pub epoch: u64,
+    pub stored_at_ms: u64,
+}
+
+/// A message and the accounts whose queues receive it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fanout {
+    pub message: NewMessage,
+    /// Duplicates are ignored.
+    pub recipients: Vec<String>,
+}
+
+/// One queue entry written by an enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub username: String,
+    pub seq: u64,
+}
+
+/// Result of an enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnqueueOutcome {
+    /// Storage id of the message body (unique, never reused).
+    pub message_row: u64,
+    /// When the first enqueue of this message was made durable.
+    pub stored_at_ms: u64,
+    /// True when `(sender, message_id)` was already used: nothing was written.
+    pub duplicate: bool,
+    /// The queue entries written (empty for a duplicate).
+    pub deliveries: Vec<Delivery>,
+}
+
+/// Idempotency record of a `(sender, message_id)` pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRecord {
+    pub message_row: u64,
+    pub group_id: Vec<u8>,
+    pub kind: EntryKind,
+    pub epoch: u64,
+    pub stored_at_ms: u64,
+}
+
+/// An accepted commit to apply atomically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitWrite {
+    pub group_id: Vec<u8>,
+    /// The epoch the commit was created in; the write happens only if the
+    /// group is still there.
+    pub expected_epoch: u64,
+    pub new_epoch: u64,
+    pub new_state: Vec<u8>,
+    /// The roster after the commit. Leaving flags of members that stay are kept.
+    pub new_members: Vec<String>,
+    pub commit: Fanout,
+    /// Enqueued before the commit, so an invitee sees its Welcome first.
+    pub welcome: Option<Fanout>,
+}
+
+/// Result of [`super::Store::apply_commit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitResult {
+    Applied(CommitApplied),
+    /// Another commit moved the group on first; nothing was written.
+    EpochMismatch {
+        current_epoch: u64,
+    },
+}
+
+/// The queue writes of an applied commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitApplied {
+    pub commit: EnqueueOutcome,
+    pub welcome: Option<EnqueueOutcome>,
+}
+
+/// A processed proposal to store and fan out atomically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProposalWrite {
+    pub group_id: Vec<u8>,
+    /// The `state_version` the proposal was processed against.
+    pub expected_state_version: u64,
+    pub new_state: Vec<u8>,
+    /// Members to mark as leaving (must be in the roster; others are ignored).
+    pub leaving: Vec<String>,
+    pub proposal: Fanout,
+}
+
+/// Result of [`super::Store::apply_proposal`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProposalResult {
+    Applied(EnqueueOutcome),
+    /// The group state changed since it was read; nothing was written.
+    StateChanged {
+        current_epoch: u64,
+        current_state_version: u64,
+    },
+}
+
+/// One entry of a fetched queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueItem {
+    pub seq: u64,
+    pub message_id: Vec<u8>,
+    pub group_id: Vec<u8>,
+    pub group_name: String,
+    pub group_kind: GroupKind,
+    pub sender: String,
+    pub kind: EntryKind,
+    pub payload: Vec<u8>,
+    pub stored_at_ms: u64,
+    pub epoch: u64,
+}
+
+/// Result of [`super::Store::fetch`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FetchedQueue {
+    pub items: Vec<QueueItem>,
+    /// Highest seq ever assigned in the queue (0 when none).
+    pub head_seq: u64,
+}

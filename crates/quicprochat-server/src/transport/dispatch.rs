@@ -1,0 +1,311 @@
+//! Decodes each method's request, runs the domain on a blocking thread
+//! (the store is synchronous), and encodes the reply.
+//!
+//! Every method except `Challenge`, `Register` and `Login` needs a
+//! logged-in session. Domain errors map 1:1 onto status codes.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use prost::Message;
+use quicprochat_proto::v1;
+use quicprochat_proto::{Method, Status};
+
+use super::session::Session;
+use super::ServerState;
+use crate::domain::accounts::AuthProof;
+use crate::domain::commits::{LeaveGroup, SubmitCommit};
+use crate::domain::groups::CreateGroup;
+use crate::domain::messages::SendMessage;
+use crate::domain::{accounts, commits, delivery, groups, key_packages, messages, DomainError};
+use crate::storage::{EntryKind, GroupKind, QueueItem, Store};
+
+/// The answer to one RPC.
+pub(crate) struct Reply {
+    pub(crate) status: Status,
+    pub(crate) body: Bytes,
+    /// Set by a successful `Subscribe`: start pushing after this seq.
+    pub(crate) subscribe_from: Option<u64>,
+}
+
+impl Reply {
+    fn ok(message: &impl Message) -> Reply {
+        Reply { status: Status::Ok, body: Bytes::from(message.encode_to_vec()), subscribe_from: None }
+    }
+
+    /// An error reply with a human message.
+    pub(crate) fn error(status: Status, message: &str) -> Reply {
+        Reply { status, body: super::connection::error_body(message), subscribe_from: None }
+    }
+
+    fn from_domain(error: &DomainError) -> Reply {
+        if let DomainError::Internal { detail } = error {
+            tracing::error!(%detail, "internal error");
+        }
+        let status = match error {
+            DomainError::InvalidArgument { .. } => Status::InvalidArgument,
+            DomainError::Unauthenticated { .. } => Status::Unauthenticated,
+            DomainError::PermissionDenied { .. } => Status::PermissionDenied,
+            DomainError::NotFound { .. } => Status::NotFound,
+            DomainError::AlreadyExists { .. } => Status::AlreadyExists,
+            DomainError::ResourceExhausted { .. } => Status::ResourceExhausted,
+            DomainError::StaleEpoch { .. } => Status::StaleEpoch,
+            DomainError::Unavailable { .. } => Status::Unavailable,
+            _ => Status::Internal,
+        };
+        let body = v1::ErrorBody {
+            message: error.client_message(),
+            retry_after_ms: error.retry_after_ms(),
+            current_epoch: error.current_epoch(),
+        };
+        Reply { status, body: Bytes::from(body.encode_to_vec()), subscribe_from: None }
+    }
+}
+
+/// Runs `work` against the store on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    state: &ServerState,
+    work: impl FnOnce(&dyn Store) -> Result<T, DomainError> + Send + 'static,
+) -> Result<T, DomainError> {
+    let store = Arc::clone(&state.store);
+    tokio::task::spawn_blocking(move || work(&*store))
+        .await
+        .unwrap_or_else(|join| Err(DomainError::Internal { detail: format!("storage task failed: {join}") }))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Handles one request body for `method`.
+pub(crate) async fn dispatch(state: &ServerState, session: &Session, method: Method, body: Bytes) -> Reply {
+    if state.shutdown.is_cancelled() {
+        return Reply::error(Status::Unavailable, "server shutting down");
+    }
+    let result = match method {
+        Method::Challenge => Ok(Reply::ok(&v1::ChallengeResponse { nonce: session.new_challenge().into() })),
+        Method::Register => register(state, session, body).await,
+        Method::Login => login(state, session, body).await,
+        _ => match session.user() {
+            None => Err(DomainError::Unauthenticated { message: "log in first".into() }),
+            Some(user) => authenticated(state, user, method, body).await,
+        },
+    };
+    result.unwrap_or_else(|error| Reply::from_domain(&error))
+}
+
+fn decode<M: Message + Default>(body: &Bytes) -> Result<M, DomainError> {
+    M::decode(body.clone())
+        .map_err(|error| DomainError::InvalidArgument { message: format!("malformed request: {error}") })
+}
+
+fn take_challenge(session: &Session) -> Result<Vec<u8>, DomainError> {
+    session
+        .take_challenge()
+        .ok_or_else(|| DomainError::Unauthenticated { message: "ask for a challenge first (it is single-use)".into() })
+}
+
+async fn register(state: &ServerState, session: &Session, body: Bytes) -> Result<Reply, DomainError> {
+    let request: v1::RegisterRequest = decode(&body)?;
+    let nonce = take_challenge(session)?;
+    let exporter = session.exporter;
+    let now = now_ms();
+    let account = blocking(state, move |store| {
+        let proof = AuthProof { nonce: &nonce, tls_exporter: &exporter, signature: &request.signature };
+        accounts::register(store, &request.username, &request.identity_key, &proof, now)
+    })
+    .await?;
+    tracing::info!(user = %account.username, "registered");
+    session.log_in(account.username.clone());
+    Ok(Reply::ok(&v1::RegisterResponse { username: account.username }))
+}
+
+async fn login(state: &ServerState, session: &Session, body: Bytes) -> Result<Reply, DomainError> {
+    let request: v1::LoginRequest = decode(&body)?;
+    let nonce = take_challenge(session)?;
+    let exporter = session.exporter;
+    let username = request.username.clone();
+    let outcome = blocking(state, move |store| {
+        let proof = AuthProof { nonce: &nonce, tls_exporter: &exporter, signature: &request.signature };
+        accounts::login(store, &request.username, &proof)
+    })
+    .await?;
+    session.log_in(username);
+    Ok(Reply::ok(&v1::LoginResponse {
+        key_package_stock: u32::try_from(outcome.key_package_stock.count).unwrap_or(u32::MAX),
+        has_last_resort: outcome.key_package_stock.has_last_resort,
+    }))
+}
+
+async fn authenticated(state: &ServerState, user: String, method: Method, body: Bytes) -> Result<Reply, DomainError> {
+    match method {
+        Method::ResolveUser => {
+            let request: v1::ResolveUserRequest = decode(&body)?;
+            let resolved = blocking(state, move |store| accounts::resolve_user(store, &request.username)).await?;
+            Ok(Reply::ok(&v1::ResolveUserResponse {
+                username: resolved.username,
+                identity_key: resolved.identity_key.into(),
+            }))
+        }
+        Method::UploadKeyPackages => {
+            let request: v1::UploadKeyPackagesRequest = decode(&body)?;
+            let report = blocking(state, move |store| {
+                let packages: Vec<Vec<u8>> = request.key_packages.iter().map(|package| package.to_vec()).collect();
+                let last_resort = (!request.last_resort.is_empty()).then_some(request.last_resort.as_ref());
+                key_packages::upload(store, &user, &packages, last_resort)
+            })
+            .await?;
+            Ok(Reply::ok(&v1::UploadKeyPackagesResponse { stock: report.stock, low_water: report.low_water }))
+        }
+        Method::FetchKeyPackage => {
+            let request: v1::FetchKeyPackageRequest = decode(&body)?;
+            let fetched = blocking(state, move |store| key_packages::fetch(store, &user, &request.username)).await?;
+            Ok(Reply::ok(&v1::FetchKeyPackageResponse {
+                key_package: fetched.key_package.into(),
+                last_resort: fetched.last_resort,
+            }))
+        }
+        Method::KeyPackageStock => {
+            let report = blocking(state, move |store| key_packages::stock(store, &user)).await?;
+            Ok(Reply::ok(&v1::KeyPackageStockResponse {
+                stock: report.stock,
+                low_water: report.low_water,
+                has_last_resort: report.has_last_resort,
+            }))
+        }
+        Method::CreateGroup => {
+            let request: v1::CreateGroupRequest = decode(&body)?;
+            let kind = match v1::GroupKind::try_from(request.kind) {
+                Ok(v1::GroupKind::Named) => GroupKind::Named,
+                Ok(v1::GroupKind::Direct) => GroupKind::Direct,
+                Err(_) => return Err(DomainError::InvalidArgument { message: "unknown group kind".into() }),
+            };
+            let now = now_ms();
+            let epoch = blocking(state, move |store| {
+                let create = CreateGroup {
+                    group_id: &request.group_id,
+                    name: &request.name,
+                    kind,
+                    group_info: &request.group_info,
+                    ratchet_tree: &request.ratchet_tree,
+                };
+                groups::create_group(store, &user, &create, now)
+            })
+            .await?;
+            Ok(Reply::ok(&v1::CreateGroupResponse { epoch }))
+        }
+        Method::SubmitCommit => submit_commit(state, user, body).await,
+        Method::LeaveGroup => leave_group(state, user, body).await,
+        Method::SendMessage => {
+            let request: v1::SendMessageRequest = decode(&body)?;
+            let now = now_ms();
+            let sent = blocking(state, move |store| {
+                let send = SendMessage {
+                    group_id: &request.group_id,
+                    message_id: &request.message_id,
+                    ciphertext: &request.ciphertext,
+                };
+                messages::send_message(store, &user, &send, now)
+            })
+            .await?;
+            state.notifier.notify(sent.deliveries.iter().map(|(recipient, _)| recipient.as_str()));
+            Ok(Reply::ok(&v1::SendMessageResponse { stored_at_ms: sent.stored_at_ms }))
+        }
+        Method::GroupMembers => {
+            let request: v1::GroupMembersRequest = decode(&body)?;
+            let roster = blocking(state, move |store| groups::members(store, &user, &request.group_id)).await?;
+            Ok(Reply::ok(&v1::GroupMembersResponse { name: roster.name, epoch: roster.epoch, members: roster.members }))
+        }
+        Method::Fetch => {
+            let request: v1::FetchRequest = decode(&body)?;
+            let queue =
+                blocking(state, move |store| delivery::fetch(store, &user, request.after_seq, request.limit)).await?;
+            Ok(Reply::ok(&v1::FetchResponse {
+                entries: queue.items.into_iter().map(queue_entry).collect(),
+                head_seq: queue.head_seq,
+            }))
+        }
+        Method::Ack => {
+            let request: v1::AckRequest = decode(&body)?;
+            let deleted = blocking(state, move |store| delivery::ack(store, &user, request.up_to_seq)).await?;
+            Ok(Reply::ok(&v1::AckResponse { deleted: u32::try_from(deleted).unwrap_or(u32::MAX) }))
+        }
+        Method::Subscribe => {
+            let request: v1::SubscribeRequest = decode(&body)?;
+            let mut reply = Reply::ok(&v1::SubscribeResponse {});
+            reply.subscribe_from = Some(request.after_seq);
+            Ok(reply)
+        }
+        Method::Challenge | Method::Register | Method::Login | Method::Push => {
+            Err(DomainError::InvalidArgument { message: format!("{method} is not callable here") })
+        }
+    }
+}
+
+async fn submit_commit(state: &ServerState, user: String, body: Bytes) -> Result<Reply, DomainError> {
+    let request: v1::SubmitCommitRequest = decode(&body)?;
+    let now = now_ms();
+    let (epoch, recipients) = blocking(state, move |store| {
+        let before = roster(store, &request.group_id);
+        let submit = SubmitCommit {
+            group_id: &request.group_id,
+            epoch: request.epoch,
+            commit: &request.commit,
+            welcome: (!request.welcome.is_empty()).then_some(request.welcome.as_ref()),
+            message_id: &request.message_id,
+        };
+        let epoch = commits::submit_commit(store, &user, &submit, now)?;
+        let mut recipients = before;
+        recipients.extend(roster(store, &request.group_id));
+        Ok((epoch, recipients))
+    })
+    .await?;
+    state.notifier.notify(recipients.iter().map(String::as_str));
+    Ok(Reply::ok(&v1::SubmitCommitResponse { epoch }))
+}
+
+async fn leave_group(state: &ServerState, user: String, body: Bytes) -> Result<Reply, DomainError> {
+    let request: v1::LeaveGroupRequest = decode(&body)?;
+    let now = now_ms();
+    let recipients = blocking(state, move |store| {
+        let leave =
+            LeaveGroup { group_id: &request.group_id, proposal: &request.proposal, message_id: &request.message_id };
+        commits::leave_group(store, &user, &leave, now)?;
+        Ok(roster(store, &request.group_id))
+    })
+    .await?;
+    state.notifier.notify(recipients.iter().map(String::as_str));
+    Ok(Reply::ok(&v1::LeaveGroupResponse {}))
+}
+
+/// Current roster of a group, for push wake-ups (empty if unknown).
+fn roster(store: &dyn Store, group_id: &[u8]) -> Vec<String> {
+    store.get_group(group_id).ok().flatten().map(|group| group.members).unwrap_or_default()
+}
+
+/// Wire form of a queue entry.
+pub(crate) fn queue_entry(item: QueueItem) -> v1::QueueEntry {
+    v1::QueueEntry {
+        seq: item.seq,
+        message_id: item.message_id.into(),
+        group_id: item.group_id.into(),
+        group_name: item.group_name,
+        group_kind: match item.group_kind {
+            GroupKind::Named => v1::GroupKind::Named,
+            GroupKind::Direct => v1::GroupKind::Direct,
+        } as i32,
+        sender: item.sender,
+        kind: match item.kind {
+            EntryKind::Application => v1::EntryKind::Application,
+            EntryKind::Commit => v1::EntryKind::Commit,
+            EntryKind::Welcome => v1::EntryKind::Welcome,
+            EntryKind::Proposal => v1::EntryKind::Proposal,
+        } as i32,
+        payload: item.payload.into(),
+        stored_at_ms: item.stored_at_ms,
+        epoch: item.epoch,
+    }
+}

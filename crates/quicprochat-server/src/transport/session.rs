@@ -1,0 +1,70 @@
+//! Per-connection login state.
+//!
+//! A challenge nonce is single-use and bound to this connection; the login
+//! proof signs it together with the connection's TLS exporter, so a proof
+//! cannot be replayed on another connection or twice on this one.
+
+use std::sync::Mutex;
+
+/// Login state of one connection.
+pub(crate) struct Session {
+    /// The connection's TLS exporter (see `quicprochat_rpc::auth_exporter`).
+    pub(crate) exporter: [u8; 32],
+    state: Mutex<SessionState>,
+}
+
+#[derive(Default)]
+struct SessionState {
+    challenge: Option<Vec<u8>>,
+    user: Option<String>,
+}
+
+impl Session {
+    pub(crate) fn new(exporter: [u8; 32]) -> Session {
+        Session { exporter, state: Mutex::default() }
+    }
+
+    /// Issues a fresh challenge, replacing any earlier one.
+    pub(crate) fn new_challenge(&self) -> Vec<u8> {
+        let nonce = rand::random::<[u8; 32]>().to_vec();
+        if let Ok(mut state) = self.state.lock() {
+            state.challenge = Some(nonce.clone());
+        }
+        nonce
+    }
+
+    /// Takes the current challenge (single use).
+    pub(crate) fn take_challenge(&self) -> Option<Vec<u8>> {
+        self.state.lock().ok().and_then(|mut state| state.challenge.take())
+    }
+
+    /// Marks the connection as logged in as `username`.
+    pub(crate) fn log_in(&self, username: String) {
+        if let Ok(mut state) = self.state.lock() {
+            state.user = Some(username);
+        }
+    }
+
+    /// The logged-in user, if any.
+    pub(crate) fn user(&self) -> Option<String> {
+        self.state.lock().ok().and_then(|state| state.user.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenge_is_single_use() {
+        let session = Session::new([0; 32]);
+        assert_eq!(session.take_challenge(), None);
+        let nonce = session.new_challenge();
+        assert_eq!(nonce.len(), 32);
+        assert_eq!(session.take_challenge(), Some(nonce));
+        assert_eq!(session.take_challenge(), None);
+        assert_eq!(session.user(), None);
+        session.log_in("alice".into());
+        assert_eq!(session.user().as_deref(), Some("alice"));
+    }
+}
