@@ -12,6 +12,9 @@ use serde_json::json;
 
 use crate::output::{message_json, message_line};
 
+/// One line of the demo conversation: sender, text, who waits for it.
+type ScriptLine<'a> = (&'a Arc<QpcClient>, &'a str, Vec<&'a Arc<QpcClient>>);
+
 const WAIT: Duration = Duration::from_secs(10);
 
 /// Runs the demo; prints what happens (JSON lines with `--json`).
@@ -58,7 +61,7 @@ pub(crate) async fn run(json: bool) -> anyhow::Result<()> {
     );
 
     let mut latencies = Vec::new();
-    let script: [(&Arc<QpcClient>, &str, Vec<&Arc<QpcClient>>); 3] = [
+    let script: [ScriptLine<'_>; 3] = [
         (&alice, "Hello bob and carol! This is end-to-end encrypted with ML-KEM-768 + X25519.", vec![&bob, &carol]),
         (&bob, "Hi alice, loud and clear.", vec![&alice, &carol]),
         (&carol, "Hello both. The server only ever sees ciphertext.", vec![&alice, &bob]),

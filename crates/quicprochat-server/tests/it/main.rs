@@ -1,0 +1,7 @@
+//! Integration tests of `qpc-server` over real QUIC on `127.0.0.1:0`:
+//! sessions and login binding, hostile frames, shutdown.
+
+mod auth;
+mod harness;
+mod hostile;
+mod shutdown;
