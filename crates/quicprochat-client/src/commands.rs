@@ -54,8 +54,20 @@ pub(crate) async fn run_with_client(client: &QpcClient, command: Command, json: 
             let fingerprint = client.server_fingerprint().await;
             print_result(
                 json,
-                json!({ "username": client.username(), "server": client.server().to_string(), "server_fingerprint": fingerprint.to_string() }),
-                &format!("{} at {} (server certificate {fingerprint})", client.username(), client.server()),
+                json!({
+                    "username": client.username(),
+                    "server": client.server().to_string(),
+                    "server_fingerprint": fingerprint.to_string(),
+                    "tls_key_exchange": quicprochat_sdk::TLS_KEY_EXCHANGE,
+                    "mls_ciphersuite": quicprochat_sdk::MLS_CIPHERSUITE,
+                }),
+                &format!(
+                    "{} at {}\nserver certificate {fingerprint}\nTLS 1.3 key exchange {}; MLS ciphersuite {}",
+                    client.username(),
+                    client.server(),
+                    quicprochat_sdk::TLS_KEY_EXCHANGE,
+                    quicprochat_sdk::MLS_CIPHERSUITE
+                ),
             );
         }
         Command::Group(group) => run_group(client, group, json).await?,

@@ -4,6 +4,8 @@
 //! an interactive REPL, and `qpc demo`. All work goes through
 //! `quicprochat-sdk`; this crate only parses arguments and prints.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 mod cli;
 mod commands;
 mod demo;

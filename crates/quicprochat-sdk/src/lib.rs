@@ -27,6 +27,11 @@ pub use local_store::{MessageState, StoredMessage};
 pub use quicprochat_proto::Status;
 pub use quicprochat_rpc::{install_crypto_provider, CertFingerprint};
 
+/// The TLS key exchange every connection negotiates (the only one offered).
+pub const TLS_KEY_EXCHANGE: &str = quicprochat_rpc::tls::KEY_EXCHANGE_GROUP;
+/// The MLS ciphersuite new groups use (code point 0x004F, provisional).
+pub const MLS_CIPHERSUITE: &str = "MLS_128_MLKEM768X25519_AES128GCM_SHA256_Ed25519";
+
 /// Milliseconds since the Unix epoch by the local clock.
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -38,4 +43,12 @@ pub(crate) fn now_ms() -> u64 {
 /// A fresh random message or group id.
 pub(crate) fn random_id() -> Vec<u8> {
     rand::random::<[u8; 16]>().to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn advertised_ciphersuite_is_the_one_core_uses() {
+        assert_eq!(format!("{:?}", quicprochat_core::DEFAULT_CIPHERSUITE), super::MLS_CIPHERSUITE);
+    }
 }

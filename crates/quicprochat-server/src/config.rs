@@ -1,4 +1,7 @@
-//! The server's effective configuration, validated once at start-up.
+//! The server's effective configuration: typed, validated once at start-up.
+//!
+//! How it is loaded (TOML file, `QPC_*` environment, flags) lives in the
+//! loader; this module only defines what the running server consumes.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,24 +18,119 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// This server's domain (`name@domain`); also the certificate name.
     pub domain: String,
-    /// Per-RPC deadline.
+    /// Where to serve `/metrics` and `/healthz` over HTTP; `None` disables it.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log level filter and format.
+    pub log: LogConfig,
+    /// Per-RPC deadline: the handler is cancelled and the client gets `DEADLINE_EXCEEDED`.
     pub rpc_timeout: Duration,
+    /// Deadline of every storage call.
+    pub storage_timeout: Duration,
     /// How long in-flight RPCs may take to finish at shutdown.
     pub shutdown_grace: Duration,
+    /// Who may register.
+    pub registration: RegistrationPolicy,
     /// QUIC limits per connection.
     pub transport: TransportLimits,
+    /// Limits on connections and streams across the endpoint.
+    pub connections: ConnectionLimits,
+    /// Rate limits.
+    pub rate_limits: RateLimits,
+}
+
+/// Log settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A `tracing` filter (`info`, `qpc_server=debug,warn`, ...); `RUST_LOG` overrides it.
+    pub level: String,
+    /// Output format.
+    pub format: LogFormat,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Who may create an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistrationPolicy {
+    /// Anyone.
+    Open,
+    /// Only holders of an invite token (`qpc-server invite create`).
+    Invite,
+    /// Nobody.
+    Closed,
+}
+
+/// Endpoint-wide connection limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Handshakes in progress at once; more are refused.
+    pub max_pending_handshakes: u32,
+    /// Bytes buffered for connections not yet accepted.
+    pub incoming_buffer_bytes: u64,
+    /// Above this many pending handshakes, unvalidated addresses must answer a Retry first.
+    pub retry_above_pending: u32,
+    /// Open connections per source IP address.
+    pub per_address: u32,
+    /// Longest time a request stream may take to deliver its request frame.
+    pub stream_read_timeout: Duration,
+}
+
+/// One token-bucket limit: `burst` events at once, refilled at `burst` per `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Bucket size.
+    pub burst: u32,
+    /// Time to refill the whole bucket.
+    pub period: Duration,
+}
+
+/// The server's rate limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Registrations per source IP address.
+    pub register_per_address: RateLimit,
+    /// Key package fetches per requesting account.
+    pub key_package_fetch_per_requester: RateLimit,
+    /// Key package fetches per target account (protects the victim's stock).
+    pub key_package_fetch_per_target: RateLimit,
+    /// Messages sent per account.
+    pub send_per_account: RateLimit,
 }
 
 impl ServerConfig {
-    /// Defaults for a data dir and listen address.
+    /// Defaults for a data dir and listen address (what `gen-config` prints).
     pub fn new(data_dir: PathBuf, listen: SocketAddr) -> ServerConfig {
         ServerConfig {
             data_dir,
             listen,
             domain: "localhost".to_owned(),
+            metrics_listen: None,
+            log: LogConfig { level: "info".to_owned(), format: LogFormat::Pretty },
             rpc_timeout: Duration::from_secs(10),
-            shutdown_grace: Duration::from_secs(5),
+            storage_timeout: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(10),
+            registration: RegistrationPolicy::Open,
             transport: TransportLimits::default(),
+            connections: ConnectionLimits {
+                max_pending_handshakes: 1024,
+                incoming_buffer_bytes: 8 * 1024 * 1024,
+                retry_above_pending: 256,
+                per_address: 64,
+                stream_read_timeout: Duration::from_secs(10),
+            },
+            rate_limits: RateLimits {
+                register_per_address: RateLimit { burst: 10, period: Duration::from_secs(3600) },
+                key_package_fetch_per_requester: RateLimit { burst: 200, period: Duration::from_secs(60) },
+                key_package_fetch_per_target: RateLimit { burst: 50, period: Duration::from_secs(60) },
+                send_per_account: RateLimit { burst: 1000, period: Duration::from_secs(10) },
+            },
         }
     }
 }

@@ -1,5 +1,7 @@
 //! `qpc-server`: command-line entry point.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

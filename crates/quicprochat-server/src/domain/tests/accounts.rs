@@ -1,3 +1,5 @@
+//! Domain tests: registration, login and username rules.
+
 use quicprochat_core::identity::{AuthPurpose, Identity};
 
 use super::{assert_status, sign, store, EXPORTER, NONCE, NOW};

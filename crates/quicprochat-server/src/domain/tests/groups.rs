@@ -1,3 +1,5 @@
+//! Domain tests: group creation, commits (ordering, fan-out, welcomes) and leaving.
+
 use super::{add, assert_status, drain, finish, gid, inbox, kinds, new_group, store, user, NOW};
 use crate::domain::commits::{leave_group, submit_commit, LeaveGroup, SubmitCommit};
 use crate::domain::groups::{create_group, members, CreateGroup};

@@ -1,3 +1,5 @@
+//! Domain tests: key package upload, single-use fetch, last resort and stock.
+
 use super::{assert_status, client, store, user};
 use crate::domain::key_packages::{fetch, stock, upload, LOW_WATER, MAX_UPLOAD};
 

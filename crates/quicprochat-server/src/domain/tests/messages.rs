@@ -1,3 +1,5 @@
+//! Domain tests: application messages (membership, idempotency).
+
 use super::{add, assert_status, drain, finish, gid, inbox, kinds, new_group, store, user, NOW};
 use crate::domain::commits::{submit_commit, SubmitCommit};
 use crate::domain::delivery::{self, effective_limit, DEFAULT_FETCH_LIMIT, MAX_FETCH_LIMIT};
