@@ -27,6 +27,10 @@ pub(crate) enum Command {
         /// Server address, HOST:PORT.
         #[arg(long)]
         server: String,
+        /// Invite token from the server's operator (`qpc-server invite create`),
+        /// needed when the server only admits invited users.
+        #[arg(long, value_name = "TOKEN")]
+        invite: Option<String>,
     },
     /// Show the profile's account, server and identity key.
     Whoami,

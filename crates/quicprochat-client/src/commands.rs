@@ -16,10 +16,10 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     let json = cli.json;
     match cli.command {
         Command::Demo => crate::demo::run(json).await,
-        Command::Register { name, server } => {
+        Command::Register { name, server, invite } => {
             let profile = profile_dir(cli.profile)?;
             let server = resolve(&server).await?;
-            let client = QpcClient::register(&profile, server, &name, ClientOptions::default())
+            let client = QpcClient::register(&profile, server, &name, invite.as_deref(), ClientOptions::default())
                 .await
                 .with_context(|| format!("cannot register {name} at {server}"))?;
             let fingerprint = client.server_fingerprint().await;

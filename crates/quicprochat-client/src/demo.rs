@@ -35,7 +35,7 @@ pub(crate) async fn run(json: bool) -> anyhow::Result<()> {
     );
     let mut clients = Vec::new();
     for name in ["alice", "bob", "carol"] {
-        let client = QpcClient::register(&dir.path().join(name), addr, name, ClientOptions::default())
+        let client = QpcClient::register(&dir.path().join(name), addr, name, None, ClientOptions::default())
             .await
             .with_context(|| format!("cannot register {name}"))?;
         clients.push(Arc::new(client));

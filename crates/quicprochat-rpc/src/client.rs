@@ -20,6 +20,7 @@ pub struct RpcClient {
     endpoint: quinn::Endpoint,
     connection: quinn::Connection,
     call_timeout: Duration,
+    retry_budget: Duration,
     fingerprint: CertFingerprint,
 }
 
@@ -55,7 +56,15 @@ impl RpcClient {
         };
         let fingerprint =
             pin.seen().ok_or_else(|| RpcError::Tls("handshake finished without a server certificate".into()))?;
-        Ok(RpcClient { endpoint, connection, call_timeout, fingerprint })
+        Ok(RpcClient { endpoint, connection, call_timeout, retry_budget: Duration::ZERO, fingerprint })
+    }
+
+    /// Lets calls wait out the server's retry-after hints (on
+    /// `RESOURCE_EXHAUSTED` and `UNAVAILABLE`) for up to `budget` in total
+    /// before giving up with the error. Zero (the default) never waits.
+    pub fn with_retry_budget(mut self, budget: Duration) -> RpcClient {
+        self.retry_budget = budget;
+        self
     }
 
     /// The fingerprint of the certificate the server presented.
@@ -84,8 +93,26 @@ impl RpcClient {
         method: Method,
         request: &Req,
     ) -> Result<Resp, RpcError> {
-        let body = self.call_raw(method, Bytes::from(request.encode_to_vec())).await?;
-        Resp::decode(body).map_err(|source| RpcError::Decode { what: method.name(), source })
+        let request = Bytes::from(request.encode_to_vec());
+        let mut waited = Duration::ZERO;
+        loop {
+            match self.call_raw(method, request.clone()).await {
+                Ok(body) => {
+                    return Resp::decode(body).map_err(|source| RpcError::Decode { what: method.name(), source })
+                }
+                Err(RpcError::Status { status, retry_after_ms, .. })
+                    if matches!(status, Status::ResourceExhausted | Status::Unavailable)
+                        && retry_after_ms > 0
+                        && waited + Duration::from_millis(retry_after_ms) <= self.retry_budget =>
+                {
+                    let pause = Duration::from_millis(retry_after_ms);
+                    tracing::debug!(%method, %status, ?pause, "server asked to retry later");
+                    tokio::time::sleep(pause).await;
+                    waited += pause;
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// Calls `method` with an encoded body; returns the encoded OK response.

@@ -57,15 +57,29 @@ impl TransportLimits {
     }
 }
 
+/// Endpoint-wide limits on connections not yet accepted.
+#[derive(Debug, Clone, Copy)]
+pub struct IncomingLimits {
+    /// Connection attempts (handshakes) held at once; more are refused.
+    pub max_pending_handshakes: u32,
+    /// Bytes buffered for all connection attempts together.
+    pub incoming_buffer_bytes: u64,
+}
+
 /// Binds a server endpoint on `addr` with the given certificate and limits.
 pub fn server_endpoint(
     addr: SocketAddr,
     identity: &ServerIdentity,
     limits: &TransportLimits,
+    incoming: IncomingLimits,
 ) -> Result<quinn::Endpoint, RpcError> {
     let tls = server_tls_config(identity)?;
     let quic_tls = QuicServerConfig::try_from(tls).map_err(|error| RpcError::Tls(error.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic_tls));
+    config
+        .max_incoming(incoming.max_pending_handshakes as usize)
+        .incoming_buffer_size(incoming.incoming_buffer_bytes.min(1024 * 1024))
+        .incoming_buffer_size_total(incoming.incoming_buffer_bytes);
     // Clients never open unidirectional streams; the server opens the push stream.
     config.transport_config(Arc::new(limits.transport_config(0)?));
     Ok(quinn::Endpoint::server(config, addr)?)

@@ -29,6 +29,9 @@ pub struct ClientOptions {
     pub key_package_batch: usize,
     /// QUIC limits.
     pub transport: TransportLimits,
+    /// How long one call may wait in total for the server's retry-after
+    /// hints (rate limits, a draining server) before failing.
+    pub retry_budget: Duration,
 }
 
 impl Default for ClientOptions {
@@ -37,6 +40,7 @@ impl Default for ClientOptions {
             call_timeout: Duration::from_secs(15),
             key_package_batch: 20,
             transport: TransportLimits::default(),
+            retry_budget: Duration::from_secs(10),
         }
     }
 }
@@ -81,11 +85,13 @@ pub struct QpcClient {
 impl QpcClient {
     /// Creates an account `username` on the server at `server` and stores it
     /// in `profile_dir` (which must not hold an account yet). The server's
-    /// certificate is pinned on this first contact.
+    /// certificate is pinned on this first contact. `invite` is the token a
+    /// server with the `invite` registration policy requires.
     pub async fn register(
         profile_dir: &Path,
         server: SocketAddr,
         username: &str,
+        invite: Option<&str>,
         options: ClientOptions,
     ) -> Result<QpcClient, SdkError> {
         if Profile::exists(profile_dir) {
@@ -96,7 +102,9 @@ impl QpcClient {
             });
         }
         let identity = Identity::generate()?;
-        let rpc = RpcClient::connect(server, PinnedServer::new(None), &options.transport, options.call_timeout).await?;
+        let rpc = RpcClient::connect(server, PinnedServer::new(None), &options.transport, options.call_timeout)
+            .await?
+            .with_retry_budget(options.retry_budget);
         let transcript = |nonce: &[u8], exporter: &[u8]| {
             auth_transcript(AuthPurpose::Register, nonce, exporter, username, identity.public_key())
         };
@@ -105,6 +113,7 @@ impl QpcClient {
             username: username.to_owned(),
             identity_key: identity.public_key().to_vec().into(),
             signature: identity.sign(&transcript(&nonce, &exporter))?.into(),
+            invite_token: invite.unwrap_or_default().to_owned(),
         };
         let response: v1::RegisterResponse = rpc.call(Method::Register, &request).await?;
         let profile = Profile {
@@ -125,7 +134,9 @@ impl QpcClient {
     pub async fn open(profile_dir: &Path, options: ClientOptions) -> Result<QpcClient, SdkError> {
         let profile = Profile::load(profile_dir)?;
         let pin = PinnedServer::new(Some(profile.server_fingerprint));
-        let rpc = RpcClient::connect(profile.server, pin, &options.transport, options.call_timeout).await?;
+        let rpc = RpcClient::connect(profile.server, pin, &options.transport, options.call_timeout)
+            .await?
+            .with_retry_budget(options.retry_budget);
         let (nonce, exporter) = challenge(&rpc).await?;
         let transcript =
             auth_transcript(AuthPurpose::Login, &nonce, &exporter, &profile.username, profile.identity.public_key());

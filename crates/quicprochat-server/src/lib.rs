@@ -12,6 +12,9 @@
 
 pub mod config;
 pub mod domain;
+pub mod http;
+pub mod metrics;
+pub mod rate_limit;
 pub mod server;
 pub mod storage;
 mod transport;

@@ -9,14 +9,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use quicprochat_rpc::tls::load_or_generate_server_identity;
-use quicprochat_rpc::transport::server_endpoint;
+use quicprochat_rpc::transport::{server_endpoint, IncomingLimits};
 use quicprochat_rpc::{CertFingerprint, RpcError, CLOSE_SERVER_SHUTDOWN};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::storage::{SqliteStore, Store, StoreError};
-use crate::transport::{handle_connection, Notifier, ServerState};
+use crate::transport::{handle_connection, Admission, Admissions, Notifier, ServerState};
 use crate::ServerConfig;
 
 /// Why the server could not start.
@@ -59,7 +59,11 @@ impl RunningServer {
             })??);
         let names = vec![config.domain.clone(), "localhost".to_owned(), "qpc-server".to_owned()];
         let identity = load_or_generate_server_identity(&config.data_dir, &names)?;
-        let endpoint = server_endpoint(config.listen, &identity, &config.transport)?;
+        let incoming = IncomingLimits {
+            max_pending_handshakes: config.connections.max_pending_handshakes,
+            incoming_buffer_bytes: config.connections.incoming_buffer_bytes,
+        };
+        let endpoint = server_endpoint(config.listen, &identity, &config.transport, incoming)?;
         let local_addr = endpoint.local_addr().map_err(RpcError::Io)?;
         let shutdown = CancellationToken::new();
         let state = Arc::new(ServerState {
@@ -68,6 +72,7 @@ impl RunningServer {
             config: config.clone(),
             shutdown: shutdown.clone(),
             rpcs: TaskTracker::new(),
+            admissions: Arc::new(Admissions::default()),
         });
         tracing::info!(
             %local_addr,
@@ -107,15 +112,39 @@ impl RunningServer {
     }
 }
 
+/// Applies the admission policy to one connection attempt.
+fn admit(incoming: quinn::Incoming, state: &Arc<ServerState>, connections: &TaskTracker) {
+    let ip = incoming.remote_address().ip();
+    let decision = state.admissions.decide(
+        &state.config.connections,
+        ip,
+        incoming.remote_address_validated(),
+        incoming.may_retry(),
+    );
+    match decision {
+        Admission::Accept => {
+            let guard = state.admissions.admit(ip);
+            connections.spawn(handle_connection(incoming, state.clone(), guard));
+        }
+        Admission::Retry => {
+            if incoming.retry().is_err() {
+                tracing::debug!(%ip, "retry impossible; connection attempt dropped");
+            }
+        }
+        Admission::Refuse => {
+            tracing::debug!(%ip, "refused: too many connections from this address");
+            incoming.refuse();
+        }
+    }
+}
+
 async fn serve(endpoint: quinn::Endpoint, state: Arc<ServerState>) {
     let connections = TaskTracker::new();
     loop {
         tokio::select! {
             _ = state.shutdown.cancelled() => break,
             incoming = endpoint.accept() => match incoming {
-                Some(incoming) => {
-                    connections.spawn(handle_connection(incoming, state.clone()));
-                }
+                Some(incoming) => admit(incoming, &state, &connections),
                 None => break,
             },
         }

@@ -40,7 +40,7 @@ impl Harness {
     }
 
     pub(crate) async fn register(&self, name: &str) -> QpcClient {
-        QpcClient::register(&self.profile(name), self.addr, name, ClientOptions::default())
+        QpcClient::register(&self.profile(name), self.addr, name, None, ClientOptions::default())
             .await
             .unwrap_or_else(|error| panic!("register {name}: {error}"))
     }

@@ -10,12 +10,19 @@
 //! over [`auth_transcript`], which binds the purpose, the server's challenge
 //! nonce, the TLS exporter of the connection, the username and the key. This
 //! module does not issue nonces nor make them single-use, and does not track
-//! sessions or registration policy: the transport does.
+//! sessions: the transport does.
+//!
+//! Registration policy (the server's config, passed in): `Open` lets anyone
+//! register (an invite token sent anyway is ignored, not consumed);
+//! `Closed` refuses everyone; `Invite` requires a token, and one use of it
+//! is taken in the same store transaction that creates the account, so a
+//! refused registration (bad signature, name taken) never spends a use.
 
 use quicprochat_core::identity::{auth_transcript, verify_signature, AuthPurpose};
 
-use super::DomainError;
-use crate::storage::{Account, AccountCreation, KeyPackageStock, Store};
+use super::{invites, DomainError};
+use crate::config::RegistrationPolicy;
+use crate::storage::{Account, AccountCreation, InviteUse, InvitedAccountCreation, KeyPackageStock, Store};
 
 /// Longest username, in characters.
 pub const MAX_USERNAME_LEN: usize = 32;
@@ -76,15 +83,40 @@ pub fn validate_username(username: &str) -> Result<(), DomainError> {
     Ok(())
 }
 
-/// Binds a free `username` to `identity_key`, proven by a signature over the
-/// `Register` transcript. Returns the new account.
+/// A client's registration request.
+#[derive(Debug, Clone, Copy)]
+pub struct Registration<'a> {
+    pub username: &'a str,
+    /// Ed25519 public key to bind to the name.
+    pub identity_key: &'a [u8],
+    /// Signature over the `Register` transcript with `identity_key`.
+    pub proof: AuthProof<'a>,
+    /// Invite token; `None` or empty when the client sent none.
+    pub invite_token: Option<&'a str>,
+}
+
+/// Message of a registration refused by the `Closed` policy.
+pub const REGISTRATION_CLOSED: &str = "registration is closed on this server";
+
+/// Message of a registration without a token under the `Invite` policy.
+pub const INVITE_REQUIRED: &str = "registration on this server needs an invite token (qpc register --invite TOKEN)";
+
+/// Binds a free `username` to `identity_key` if `policy` admits the
+/// request (see the module doc), proven by a signature over the `Register`
+/// transcript. Returns the new account.
 pub fn register(
     store: &dyn Store,
-    username: &str,
-    identity_key: &[u8],
-    proof: &AuthProof<'_>,
+    policy: RegistrationPolicy,
+    request: &Registration<'_>,
     now_ms: u64,
 ) -> Result<Account, DomainError> {
+    let invite_token = request.invite_token.filter(|token| !token.is_empty());
+    let invite_token = match policy {
+        RegistrationPolicy::Closed => return Err(DomainError::denied(REGISTRATION_CLOSED)),
+        RegistrationPolicy::Open => None,
+        RegistrationPolicy::Invite => Some(invite_token.ok_or_else(|| DomainError::denied(INVITE_REQUIRED))?),
+    };
+    let Registration { username, identity_key, proof, .. } = *request;
     validate_username(username)?;
     if identity_key.len() != IDENTITY_KEY_LEN {
         return Err(DomainError::invalid(format!(
@@ -92,17 +124,26 @@ pub fn register(
             identity_key.len()
         )));
     }
+    if let Some(token) = invite_token {
+        invites::check_token_shape(token)?;
+    }
     let transcript = auth_transcript(AuthPurpose::Register, proof.nonce, proof.tls_exporter, username, identity_key);
     verify_signature(identity_key, &transcript, proof.signature)
         .map_err(|_| DomainError::Unauthenticated { message: "invalid registration signature".to_owned() })?;
-    match store.create_account(username, identity_key, now_ms)? {
-        AccountCreation::Created => {
-            Ok(Account { username: username.to_owned(), identity_key: identity_key.to_vec(), disabled: false })
-        }
-        AccountCreation::UsernameTaken => {
-            Err(DomainError::AlreadyExists { message: format!("username {username:?} is taken") })
-        }
+    let created = match invite_token {
+        None => store.create_account(username, identity_key, now_ms)? == AccountCreation::Created,
+        Some(token) => match store.create_account_with_invite(username, identity_key, now_ms, token)? {
+            InvitedAccountCreation::Created { .. } => true,
+            InvitedAccountCreation::UsernameTaken => false,
+            InvitedAccountCreation::InviteUnknown => return Err(invites::refusal(InviteUse::Unknown)),
+            InvitedAccountCreation::InviteExpired => return Err(invites::refusal(InviteUse::Expired)),
+            InvitedAccountCreation::InviteExhausted => return Err(invites::refusal(InviteUse::Exhausted)),
+        },
+    };
+    if !created {
+        return Err(DomainError::AlreadyExists { message: format!("username {username:?} is taken") });
     }
+    Ok(Account { username: username.to_owned(), identity_key: identity_key.to_vec(), disabled: false })
 }
 
 /// Challenge–response login with the stored identity key. The signature is

@@ -8,7 +8,8 @@
 //! MLS validation is delegated to `quicprochat_core::ds` (verification only:
 //! the server holds no group secrets).
 //!
-//! Modules: [`accounts`] (usernames, register, login), [`key_packages`],
+//! Modules: [`accounts`] (usernames, register, login), [`invites`],
+//! [`key_packages`],
 //! [`groups`] (create, members), [`commits`] (submit commit, leave),
 //! [`messages`] (application messages), [`delivery`] (fetch, ack).
 //! Errors map 1:1 onto wire status codes through [`DomainError`].
@@ -18,6 +19,7 @@ pub mod commits;
 pub mod delivery;
 mod error;
 pub mod groups;
+pub mod invites;
 pub mod key_packages;
 pub mod messages;
 

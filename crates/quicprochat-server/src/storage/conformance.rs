@@ -7,6 +7,8 @@ use super::{
     MemoryStore, NewGroup, NewMessage, ProposalResult, ProposalWrite, SqliteStore, Store, StoreError,
 };
 
+mod invites;
+
 type Check = fn(&dyn Store);
 
 const CHECKS: &[(&str, Check)] = &[
@@ -21,6 +23,10 @@ const CHECKS: &[(&str, Check)] = &[
     ("welcome_only_to_its_recipients", welcome_only_to_its_recipients),
     ("proposal_marks_leaving", proposal_marks_leaving),
     ("groups_listing_and_id_taken", groups_listing_and_id_taken),
+    ("list_accounts_sorted", invites::list_accounts_sorted),
+    ("invite_uses_and_expiry", invites::invite_uses_and_expiry),
+    ("account_with_invite_is_atomic", invites::account_with_invite_is_atomic),
+    ("last_resort_read_keeps_stock", invites::last_resort_read_keeps_stock),
 ];
 
 fn run_all(make_store: impl Fn() -> (Box<dyn Store>, Option<tempfile::TempDir>)) {

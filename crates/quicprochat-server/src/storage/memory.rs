@@ -9,8 +9,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::{
     Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, EnqueueOutcome, FetchedQueue,
-    GroupCreation, GroupRecord, GroupSummary, KeyPackageStock, MessageRecord, NewGroup, NewMessage, ProposalResult,
-    ProposalWrite, QueueItem, Store, StoreError, TakenKeyPackage,
+    GroupCreation, GroupRecord, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageStock, MessageRecord,
+    NewGroup, NewMessage, ProposalResult, ProposalWrite, QueueItem, Store, StoreError, TakenKeyPackage,
 };
 
 /// In-memory [`Store`].
@@ -21,7 +21,8 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    accounts: HashMap<String, AccountRow>,
+    accounts: BTreeMap<String, AccountRow>,
+    invites: HashMap<String, InviteRow>,
     key_packages: HashMap<String, KeyPackageRow>,
     groups: BTreeMap<Vec<u8>, GroupRecord>,
     messages: HashMap<u64, StoredMessage>,
@@ -34,6 +35,12 @@ struct Inner {
 struct AccountRow {
     account: Account,
     last_seq: u64,
+}
+
+#[derive(Debug)]
+struct InviteRow {
+    uses_left: u32,
+    expires_at_ms: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -64,6 +71,33 @@ impl Inner {
             .get(username)
             .map(|row| KeyPackageStock { count: row.ordinary.len() as u64, has_last_resort: row.last_resort.is_some() })
             .unwrap_or_default()
+    }
+
+    /// The outcome of using `token` at `now_ms`, without using it.
+    fn check_invite(&self, token: &str, now_ms: u64) -> InviteUse {
+        match self.invites.get(token) {
+            None => InviteUse::Unknown,
+            Some(row) if row.uses_left == 0 => InviteUse::Exhausted,
+            Some(InviteRow { expires_at_ms: Some(expires_at_ms), .. }) if now_ms >= *expires_at_ms => {
+                InviteUse::Expired
+            }
+            Some(row) => InviteUse::Consumed { remaining: row.uses_left - 1 },
+        }
+    }
+
+    fn take_invite_use(&mut self, token: &str) {
+        if let Some(row) = self.invites.get_mut(token) {
+            row.uses_left = row.uses_left.saturating_sub(1);
+        }
+    }
+
+    fn insert_account(&mut self, username: &str, identity_key: &[u8]) -> AccountCreation {
+        if self.accounts.contains_key(username) {
+            return AccountCreation::UsernameTaken;
+        }
+        let account = Account { username: username.to_owned(), identity_key: identity_key.to_vec(), disabled: false };
+        self.accounts.insert(username.to_owned(), AccountRow { account, last_seq: 0 });
+        AccountCreation::Created
     }
 
     fn duplicate_of(&self, message: &NewMessage) -> Option<EnqueueOutcome> {
@@ -149,13 +183,7 @@ impl Store for MemoryStore {
         identity_key: &[u8],
         _created_at_ms: u64,
     ) -> Result<AccountCreation, StoreError> {
-        let mut inner = self.lock()?;
-        if inner.accounts.contains_key(username) {
-            return Ok(AccountCreation::UsernameTaken);
-        }
-        let account = Account { username: username.to_owned(), identity_key: identity_key.to_vec(), disabled: false };
-        inner.accounts.insert(username.to_owned(), AccountRow { account, last_seq: 0 });
-        Ok(AccountCreation::Created)
+        Ok(self.lock()?.insert_account(username, identity_key))
     }
 
     fn get_account(&self, username: &str) -> Result<Option<Account>, StoreError> {
@@ -170,6 +198,58 @@ impl Store for MemoryStore {
             .ok_or_else(|| StoreError::UnknownAccount { username: username.to_owned() })?;
         row.account.disabled = disabled;
         Ok(())
+    }
+
+    fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
+        Ok(self.lock()?.accounts.values().map(|row| row.account.clone()).collect())
+    }
+
+    fn create_invite(
+        &self,
+        token: &str,
+        uses: u32,
+        expires_at_ms: Option<u64>,
+        _created_at_ms: u64,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        if inner.invites.contains_key(token) {
+            return Err(StoreError::Conflict {
+                operation: "create_invite",
+                detail: "invite token already exists".to_owned(),
+            });
+        }
+        inner.invites.insert(token.to_owned(), InviteRow { uses_left: uses, expires_at_ms });
+        Ok(())
+    }
+
+    fn consume_invite(&self, token: &str, now_ms: u64) -> Result<InviteUse, StoreError> {
+        let mut inner = self.lock()?;
+        let outcome = inner.check_invite(token, now_ms);
+        if matches!(outcome, InviteUse::Consumed { .. }) {
+            inner.take_invite_use(token);
+        }
+        Ok(outcome)
+    }
+
+    fn create_account_with_invite(
+        &self,
+        username: &str,
+        identity_key: &[u8],
+        created_at_ms: u64,
+        invite_token: &str,
+    ) -> Result<InvitedAccountCreation, StoreError> {
+        let mut inner = self.lock()?;
+        let remaining_uses = match inner.check_invite(invite_token, created_at_ms) {
+            InviteUse::Consumed { remaining } => remaining,
+            InviteUse::Unknown => return Ok(InvitedAccountCreation::InviteUnknown),
+            InviteUse::Expired => return Ok(InvitedAccountCreation::InviteExpired),
+            InviteUse::Exhausted => return Ok(InvitedAccountCreation::InviteExhausted),
+        };
+        if inner.insert_account(username, identity_key) == AccountCreation::UsernameTaken {
+            return Ok(InvitedAccountCreation::UsernameTaken);
+        }
+        inner.take_invite_use(invite_token);
+        Ok(InvitedAccountCreation::Created { remaining_uses })
     }
 
     fn add_key_packages(
@@ -197,6 +277,10 @@ impl Store for MemoryStore {
             return Ok(Some(TakenKeyPackage { key_package, last_resort: false }));
         }
         Ok(row.last_resort.clone().map(|key_package| TakenKeyPackage { key_package, last_resort: true }))
+    }
+
+    fn last_resort_key_package(&self, username: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock()?.key_packages.get(username).and_then(|row| row.last_resort.clone()))
     }
 
     fn key_package_stock(&self, username: &str) -> Result<KeyPackageStock, StoreError> {

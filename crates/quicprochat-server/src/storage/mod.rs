@@ -1,10 +1,11 @@
-//! Durable state of the server: accounts, key packages, groups (the DS's
+//! Durable state of the server: accounts, invites, key packages, groups (the DS's
 //! public MLS view and roster) and the per-account delivery queues.
 //!
 //! This module owns the [`Store`] trait, the plain record types that cross it
 //! and [`StoreError`]. Two implementations live here: [`SqliteStore`] (the
 //! default, durable) and [`MemoryStore`] (tests and fuzzing); both pass the
-//! same conformance suite.
+//! same conformance suite. [`TimedStore`] decorates any store with latency
+//! metrics.
 //!
 //! It deliberately knows nothing about MLS, Protobuf, QUIC or authorization:
 //! the `domain` module decides *whether* something may be written; the store
@@ -23,6 +24,7 @@
 mod error;
 pub mod memory;
 pub mod sqlite;
+mod timed;
 mod types;
 
 #[cfg(test)]
@@ -32,10 +34,11 @@ mod conformance;
 pub use error::StoreError;
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
+pub use timed::TimedStore;
 pub use types::{
     Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, EnqueueOutcome, EntryKind, Fanout,
-    FetchedQueue, GroupCreation, GroupKind, GroupRecord, GroupSummary, KeyPackageStock, MessageRecord, NewGroup,
-    NewMessage, ProposalResult, ProposalWrite, QueueItem, TakenKeyPackage,
+    FetchedQueue, GroupCreation, GroupKind, GroupRecord, GroupSummary, InviteUse, InvitedAccountCreation,
+    KeyPackageStock, MessageRecord, NewGroup, NewMessage, ProposalResult, ProposalWrite, QueueItem, TakenKeyPackage,
 };
 
 /// The storage operations the domain needs. Implementations are `Send + Sync`
@@ -56,6 +59,39 @@ pub trait Store: Send + Sync {
     /// Fails with [`StoreError::UnknownAccount`] if there is no such account.
     fn set_account_disabled(&self, username: &str, disabled: bool) -> Result<(), StoreError>;
 
+    /// Every account, ordered by username.
+    fn list_accounts(&self) -> Result<Vec<Account>, StoreError>;
+
+    // --- invites ---
+
+    /// Stores an invite `token` good for `uses` registrations until
+    /// `expires_at_ms` (exclusive; `None`: no expiry). Fails with
+    /// [`StoreError::Conflict`] if the token exists.
+    fn create_invite(
+        &self,
+        token: &str,
+        uses: u32,
+        expires_at_ms: Option<u64>,
+        created_at_ms: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Atomically takes one use of `token` at time `now_ms`. An invite is
+    /// exhausted (checked first) at zero uses left and expired once
+    /// `now_ms >= expires_at_ms`; refusals write nothing.
+    fn consume_invite(&self, token: &str, now_ms: u64) -> Result<InviteUse, StoreError>;
+
+    /// [`Store::create_account`] gated by an invite, in one transaction: the
+    /// invite is checked as in [`Store::consume_invite`] at `created_at_ms`,
+    /// then the account is created and one use taken. Any refusal (invite or
+    /// username) writes nothing.
+    fn create_account_with_invite(
+        &self,
+        username: &str,
+        identity_key: &[u8],
+        created_at_ms: u64,
+        invite_token: &str,
+    ) -> Result<InvitedAccountCreation, StoreError>;
+
     // --- key packages ---
 
     /// Appends `key_packages` to the account's stock and, when `last_resort`
@@ -71,6 +107,10 @@ pub trait Store: Send + Sync {
     /// `username`; when none is left, returns the last-resort one without
     /// removing it. `None` if there is neither.
     fn take_key_package(&self, username: &str) -> Result<Option<TakenKeyPackage>, StoreError>;
+
+    /// The account's last-resort package, without touching its ordinary
+    /// stock (served when a per-target fetch limit is exhausted).
+    fn last_resort_key_package(&self, username: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Stock of an account (zero for an unknown account).
     fn key_package_stock(&self, username: &str) -> Result<KeyPackageStock, StoreError>;

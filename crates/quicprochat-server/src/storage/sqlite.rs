@@ -6,12 +6,13 @@
 //! on disk: an acknowledged enqueue survives a crash or `kill -9`.
 //!
 //! Submodules: `schema` (pragmas and migrations), `accounts` (accounts and
-//! key packages), `groups` (groups, commits, proposals), `delivery` (message
+//! key packages), `invites`, `groups` (groups, commits, proposals), `delivery` (message
 //! fan-out and queues). This file owns the connection and error mapping only.
 
 mod accounts;
 mod delivery;
 mod groups;
+mod invites;
 mod schema;
 
 use std::path::Path;
@@ -21,8 +22,8 @@ use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 
 use super::{
     Account, AccountCreation, CommitResult, CommitWrite, EnqueueOutcome, FetchedQueue, GroupCreation, GroupRecord,
-    GroupSummary, KeyPackageStock, MessageRecord, NewGroup, NewMessage, ProposalResult, ProposalWrite, Store,
-    StoreError, TakenKeyPackage,
+    GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageStock, MessageRecord, NewGroup, NewMessage,
+    ProposalResult, ProposalWrite, Store, StoreError, TakenKeyPackage,
 };
 
 /// How long a statement waits for a lock held by another connection (for
@@ -141,6 +142,47 @@ impl Store for SqliteStore {
         self.write("set_account_disabled", |tx| accounts::set_disabled(tx, username, disabled))
     }
 
+    fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
+        accounts::list_accounts(&*self.lock()?)
+    }
+
+    fn create_invite(
+        &self,
+        token: &str,
+        uses: u32,
+        expires_at_ms: Option<u64>,
+        created_at_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.write("create_invite", |tx| invites::create_invite(tx, token, uses, expires_at_ms, created_at_ms))
+    }
+
+    fn consume_invite(&self, token: &str, now_ms: u64) -> Result<InviteUse, StoreError> {
+        self.write("consume_invite", |tx| invites::consume_invite(tx, token, now_ms))
+    }
+
+    fn create_account_with_invite(
+        &self,
+        username: &str,
+        identity_key: &[u8],
+        created_at_ms: u64,
+        invite_token: &str,
+    ) -> Result<InvitedAccountCreation, StoreError> {
+        const OPERATION: &str = "create_account_with_invite";
+        self.write(OPERATION, |tx| {
+            let remaining_uses = match invites::check_invite(tx, invite_token, created_at_ms, OPERATION)? {
+                InviteUse::Consumed { remaining } => remaining,
+                InviteUse::Unknown => return Ok(InvitedAccountCreation::InviteUnknown),
+                InviteUse::Expired => return Ok(InvitedAccountCreation::InviteExpired),
+                InviteUse::Exhausted => return Ok(InvitedAccountCreation::InviteExhausted),
+            };
+            if accounts::create_account(tx, username, identity_key, created_at_ms)? == AccountCreation::UsernameTaken {
+                return Ok(InvitedAccountCreation::UsernameTaken);
+            }
+            invites::take_use(tx, invite_token, OPERATION)?;
+            Ok(InvitedAccountCreation::Created { remaining_uses })
+        })
+    }
+
     fn add_key_packages(
         &self,
         username: &str,
@@ -152,6 +194,10 @@ impl Store for SqliteStore {
 
     fn take_key_package(&self, username: &str) -> Result<Option<TakenKeyPackage>, StoreError> {
         self.write("take_key_package", |tx| accounts::take_key_package(tx, username))
+    }
+
+    fn last_resort_key_package(&self, username: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        accounts::last_resort_key_package(&*self.lock()?, username)
     }
 
     fn key_package_stock(&self, username: &str) -> Result<KeyPackageStock, StoreError> {

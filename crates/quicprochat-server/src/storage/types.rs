@@ -231,3 +231,32 @@ pub struct FetchedQueue {
     /// Highest seq ever assigned in the queue (0 when none).
     pub head_seq: u64,
 }
+
+/// Result of [`super::Store::consume_invite`]. Refusals write nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InviteUse {
+    /// One use was taken; `remaining` uses are left.
+    Consumed { remaining: u32 },
+    /// No invite has this token.
+    Unknown,
+    /// The invite's expiry time has passed (it still has uses left).
+    Expired,
+    /// Every use of the invite was taken (checked before expiry).
+    Exhausted,
+}
+
+/// Result of [`super::Store::create_account_with_invite`]. Every outcome
+/// but `Created` writes nothing: the invite keeps its uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvitedAccountCreation {
+    /// The account exists and one use of the invite was taken.
+    Created { remaining_uses: u32 },
+    /// The invite is valid but the username is taken.
+    UsernameTaken,
+    /// No invite has this token.
+    InviteUnknown,
+    /// The invite expired.
+    InviteExpired,
+    /// The invite has no uses left.
+    InviteExhausted,
+}

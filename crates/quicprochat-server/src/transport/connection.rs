@@ -1,4 +1,11 @@
 //! One task per connection and one per RPC stream.
+//!
+//! Per stream: the request must arrive within `stream_read_timeout`; before
+//! login only small requests are read at all; large bodies draw on a
+//! per-connection byte budget so one connection cannot make the server hold
+//! more than [`BODY_BUDGET_BYTES`] of request bodies; the handler runs under
+//! `rpc_timeout`. During shutdown streams are still accepted and answered
+//! `UNAVAILABLE` until the endpoint closes the connection.
 
 use std::sync::Arc;
 
@@ -6,19 +13,30 @@ use bytes::Bytes;
 use prost::Message;
 use quicprochat_proto::v1::ErrorBody;
 use quicprochat_proto::{Frame, FrameError, FrameKind, Method, Status};
-use quicprochat_rpc::stream::{read_frame, write_frame};
+use quicprochat_rpc::stream::{read_body, read_header, write_frame};
 use quicprochat_rpc::{RpcError, CLOSE_PROTOCOL_VIOLATION};
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use super::admission::AdmissionGuard;
 use super::dispatch::{dispatch, Reply};
 use super::push::push_loop;
 use super::session::Session;
 use super::ServerState;
 
-/// Serves one incoming connection until it closes or the server shuts down.
-pub(crate) async fn handle_connection(incoming: quinn::Incoming, state: Arc<ServerState>) {
+/// Largest request read before the connection has logged in.
+pub(crate) const PRE_AUTH_MAX_LEN: u32 = 4 * 1024;
+/// Request body bytes one connection may have the server hold at once.
+pub(crate) const BODY_BUDGET_BYTES: u32 = 32 * 1024 * 1024;
+/// Stream error code sent when a request stream is abandoned.
+const STREAM_ABANDONED: u32 = 1;
+
+/// Serves one incoming connection until it closes.
+pub(crate) async fn handle_connection(incoming: quinn::Incoming, state: Arc<ServerState>, mut guard: AdmissionGuard) {
     let remote = incoming.remote_address();
-    let connection = match incoming.await {
+    let handshake = incoming.await;
+    guard.handshake_done();
+    let connection = match handshake {
         Ok(connection) => connection,
         Err(error) => {
             tracing::debug!(%remote, %error, "handshake failed");
@@ -36,77 +54,116 @@ pub(crate) async fn handle_connection(incoming: quinn::Incoming, state: Arc<Serv
         };
         tracing::debug!("connected");
         let session = Arc::new(Session::new(exporter));
+        let budget = Arc::new(Semaphore::new(BODY_BUDGET_BYTES as usize));
         loop {
-            let (send, recv) = tokio::select! {
-                _ = state.shutdown.cancelled() => break,
-                stream = connection.accept_bi() => match stream {
-                    Ok(stream) => stream,
-                    Err(error) => {
-                        tracing::debug!(%error, "connection closed");
-                        return;
-                    }
-                },
+            let (send, recv) = match connection.accept_bi().await {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::debug!(%error, "connection closed");
+                    break;
+                }
             };
-            if state.rpcs.is_closed() {
-                break;
-            }
-            let (state, session, connection) = (state.clone(), session.clone(), connection.clone());
-            state.rpcs.clone().spawn(async move { handle_stream(send, recv, state, session, connection).await });
+            let stream = StreamContext {
+                state: state.clone(),
+                session: session.clone(),
+                connection: connection.clone(),
+                budget: budget.clone(),
+            };
+            state.rpcs.spawn(handle_stream(send, recv, stream));
         }
-        // Shutting down: keep the connection until the endpoint closes it
-        // with the shutdown code, so in-flight RPCs can still answer.
-        connection.closed().await;
+        drop(guard);
     }
     .instrument(span)
     .await;
 }
 
-async fn handle_stream(
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
+struct StreamContext {
     state: Arc<ServerState>,
     session: Arc<Session>,
     connection: quinn::Connection,
-) {
-    let request = match read_frame(&mut recv).await {
-        Ok(Some(frame)) if frame.kind == FrameKind::Request && frame.method != Method::Push => frame,
-        Ok(Some(frame)) => {
-            tracing::debug!(kind = ?frame.kind, "closing: a non-request frame on a request stream");
-            connection.close(CLOSE_PROTOCOL_VIOLATION.into(), b"expected a request frame");
-            return;
-        }
-        Ok(None) => return,
-        Err(RpcError::Frame(FrameError::TooLarge { len, max, method })) => {
-            let message = format!("request of {len} bytes exceeds the {max}-byte limit of {method}");
-            let _ = respond(&mut send, method, Status::InvalidArgument, error_body(&message)).await;
-            return;
-        }
-        Err(RpcError::Frame(error)) => {
-            tracing::debug!(%error, "closing: malformed frame");
-            connection.close(CLOSE_PROTOCOL_VIOLATION.into(), error.to_string().as_bytes());
-            return;
-        }
-        Err(error) => {
+    budget: Arc<Semaphore>,
+}
+
+async fn handle_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, context: StreamContext) {
+    let StreamContext { state, session, connection, budget } = context;
+    let deadline = tokio::time::Instant::now() + state.config.connections.stream_read_timeout;
+    let header = match tokio::time::timeout_at(deadline, read_header(&mut recv)).await {
+        Ok(Ok(Some(header))) => header,
+        Ok(Ok(None)) => return,
+        Ok(Err(error)) => return reject_frame(error, &mut send, &connection).await,
+        Err(_) => return abandon(&mut send, &mut recv, "request header not received in time"),
+    };
+    if header.kind != FrameKind::Request || header.method == Method::Push {
+        tracing::debug!(kind = ?header.kind, "closing: a non-request frame on a request stream");
+        connection.close(CLOSE_PROTOCOL_VIOLATION.into(), b"expected a request frame");
+        return;
+    }
+    if header.len > PRE_AUTH_MAX_LEN && session.user().is_none() {
+        let message = format!("log in before sending a {}-byte {} request", header.len, header.method);
+        let _ = respond(&mut send, header.method, Status::Unauthenticated, error_body(&message)).await;
+        return;
+    }
+    let Ok(_body_permit) = budget.try_acquire_many(header.len) else {
+        let message = "too many large requests in flight on this connection";
+        let _ = respond(&mut send, header.method, Status::ResourceExhausted, error_body(message)).await;
+        return;
+    };
+    let request = match tokio::time::timeout_at(deadline, read_body(&mut recv, &header)).await {
+        Ok(Ok(frame)) => frame,
+        Ok(Err(error)) => {
             tracing::debug!(%error, "request stream failed");
             return;
         }
+        Err(_) => return abandon(&mut send, &mut recv, "request body not received in time"),
     };
+    serve_request(&state, &session, &connection, &mut send, request).await;
+}
+
+async fn serve_request(
+    state: &Arc<ServerState>,
+    session: &Session,
+    connection: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    request: Frame,
+) {
     let method = request.method;
     let started = std::time::Instant::now();
-    let span = tracing::debug_span!("rpc", %method, user = session.user().as_deref().unwrap_or("-"));
-    let reply = tokio::time::timeout(state.config.rpc_timeout, dispatch(&state, &session, method, request.body))
+    let span = tracing::info_span!("rpc", %method, user = session.user().as_deref().unwrap_or("-"));
+    let reply = tokio::time::timeout(state.config.rpc_timeout, dispatch(state, session, method, request.body))
         .instrument(span.clone())
         .await
         .unwrap_or_else(|_| Reply::error(Status::DeadlineExceeded, "the server's deadline for this request passed"));
     let status = reply.status;
     let subscribe_from = reply.subscribe_from;
-    if respond(&mut send, method, reply.status, reply.body).await.is_err() {
+    if respond(send, method, reply.status, reply.body).await.is_err() {
         return;
     }
     span.in_scope(|| tracing::debug!(%status, elapsed_us = started.elapsed().as_micros() as u64, "rpc done"));
     if let (Some(after_seq), Some(user)) = (subscribe_from, session.user()) {
-        tokio::spawn(push_loop(connection, state, user, after_seq));
+        tokio::spawn(push_loop(connection.clone(), state.clone(), user, after_seq));
     }
+}
+
+/// Answers a frame that could not be parsed: too large → `INVALID_ARGUMENT`
+/// on the stream; anything else breaks the protocol → close the connection.
+async fn reject_frame(error: RpcError, send: &mut quinn::SendStream, connection: &quinn::Connection) {
+    match error {
+        RpcError::Frame(FrameError::TooLarge { len, max, method }) => {
+            let message = format!("request of {len} bytes exceeds the {max}-byte limit of {method}");
+            let _ = respond(send, method, Status::InvalidArgument, error_body(&message)).await;
+        }
+        RpcError::Frame(error) => {
+            tracing::debug!(%error, "closing: malformed frame");
+            connection.close(CLOSE_PROTOCOL_VIOLATION.into(), error.to_string().as_bytes());
+        }
+        error => tracing::debug!(%error, "request stream failed"),
+    }
+}
+
+fn abandon(send: &mut quinn::SendStream, recv: &mut quinn::RecvStream, why: &str) {
+    tracing::debug!(why, "abandoning a slow request stream");
+    let _ = recv.stop(STREAM_ABANDONED.into());
+    let _ = send.reset(STREAM_ABANDONED.into());
 }
 
 async fn respond(send: &mut quinn::SendStream, method: Method, status: Status, body: Bytes) -> Result<(), RpcError> {

@@ -68,9 +68,17 @@ async fn blocking<T: Send + 'static>(
     work: impl FnOnce(&dyn Store) -> Result<T, DomainError> + Send + 'static,
 ) -> Result<T, DomainError> {
     let store = Arc::clone(&state.store);
-    tokio::task::spawn_blocking(move || work(&*store))
-        .await
-        .unwrap_or_else(|join| Err(DomainError::Internal { detail: format!("storage task failed: {join}") }))
+    let timeout = state.config.storage_timeout;
+    match tokio::time::timeout(timeout, tokio::task::spawn_blocking(move || work(&*store))).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(join)) => Err(DomainError::Internal { detail: format!("storage task failed: {join}") }),
+        // The write may still complete; every mutating request is idempotent
+        // on its message id, so the client's retry is safe.
+        Err(_) => Err(DomainError::Unavailable {
+            message: format!("storage did not answer within {timeout:?}"),
+            retry_after_ms: 100,
+        }),
+    }
 }
 
 fn now_ms() -> u64 {
@@ -83,7 +91,8 @@ fn now_ms() -> u64 {
 /// Handles one request body for `method`.
 pub(crate) async fn dispatch(state: &ServerState, session: &Session, method: Method, body: Bytes) -> Reply {
     if state.shutdown.is_cancelled() {
-        return Reply::error(Status::Unavailable, "server shutting down");
+        let draining = DomainError::Unavailable { message: "server shutting down".into(), retry_after_ms: 1000 };
+        return Reply::from_domain(&draining);
     }
     let result = match method {
         Method::Challenge => Ok(Reply::ok(&v1::ChallengeResponse { nonce: session.new_challenge().into() })),
@@ -115,7 +124,13 @@ async fn register(state: &ServerState, session: &Session, body: Bytes) -> Result
     let now = now_ms();
     let account = blocking(state, move |store| {
         let proof = AuthProof { nonce: &nonce, tls_exporter: &exporter, signature: &request.signature };
-        accounts::register(store, &request.username, &request.identity_key, &proof, now)
+        let registration = accounts::Registration {
+            username: &request.username,
+            identity_key: &request.identity_key,
+            proof,
+            invite_token: Some(&request.invite_token),
+        };
+        accounts::register(store, crate::config::RegistrationPolicy::Open, &registration, now)
     })
     .await?;
     tracing::info!(user = %account.username, "registered");

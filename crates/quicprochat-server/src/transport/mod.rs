@@ -9,6 +9,7 @@
 //! - `push`: the server-opened stream that pushes queue entries to a
 //!   subscribed connection.
 
+mod admission;
 mod connection;
 mod dispatch;
 mod push;
@@ -24,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::storage::Store;
 use crate::ServerConfig;
 
+pub(crate) use admission::{Admission, Admissions};
 pub(crate) use connection::handle_connection;
 
 /// What every connection task shares.
@@ -35,6 +37,8 @@ pub(crate) struct ServerState {
     pub(crate) shutdown: CancellationToken,
     /// Counts in-flight RPCs so shutdown can drain them.
     pub(crate) rpcs: TaskTracker,
+    /// Pending handshakes and connections per source address.
+    pub(crate) admissions: Arc<Admissions>,
 }
 
 /// Wakes push tasks when a user's queue grows.

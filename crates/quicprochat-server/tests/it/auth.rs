@@ -66,6 +66,7 @@ async fn taken_and_invalid_usernames_are_refused() {
             username: name.into(),
             identity_key: identity.public_key().to_vec().into(),
             signature: identity.sign(&transcript).expect("sign").into(),
+            invite_token: String::new(),
         };
         let result = rpc.call::<_, v1::RegisterResponse>(Method::Register, &request).await;
         assert_eq!(status_of(result), expected, "{name:?}");

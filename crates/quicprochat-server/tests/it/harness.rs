@@ -13,17 +13,39 @@ use quicprochat_server::{RunningServer, ServerConfig};
 pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
 pub(crate) struct Harness {
-    pub(crate) _dir: tempfile::TempDir,
+    pub(crate) dir: tempfile::TempDir,
     pub(crate) server: RunningServer,
 }
 
 impl Harness {
     pub(crate) async fn start() -> Harness {
+        Harness::start_with(|_| {}).await
+    }
+
+    /// Starts a server whose default config `adjust` changes first.
+    pub(crate) async fn start_with(adjust: impl FnOnce(&mut ServerConfig)) -> Harness {
         quicprochat_rpc::install_crypto_provider();
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = ServerConfig::new(dir.path().join("data"), SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+        let mut config = ServerConfig::new(dir.path().join("data"), SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+        adjust(&mut config);
         let server = RunningServer::start(config).await.expect("server starts");
-        Harness { _dir: dir, server }
+        Harness { dir, server }
+    }
+
+    /// Starts a new server on the same data dir (after the old one stopped).
+    pub(crate) async fn restart(dir: tempfile::TempDir) -> Harness {
+        let config = ServerConfig::new(dir.path().join("data"), SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+        let server = RunningServer::start(config).await.expect("server restarts");
+        Harness { dir, server }
+    }
+
+    /// A new connection logged in as `name`.
+    pub(crate) async fn login(&self, name: &str, identity: &Identity) -> RpcClient {
+        let rpc = self.connect().await;
+        let nonce = challenge(&rpc).await;
+        let request = login_request(identity, name, &nonce, &rpc.auth_exporter().expect("exporter"));
+        let _: v1::LoginResponse = rpc.call(Method::Login, &request).await.expect("login");
+        rpc
     }
 
     pub(crate) async fn connect(&self) -> RpcClient {
@@ -42,6 +64,7 @@ impl Harness {
             username: name.into(),
             identity_key: identity.public_key().to_vec().into(),
             signature: identity.sign(&transcript).expect("sign").into(),
+            invite_token: String::new(),
         };
         let _: v1::RegisterResponse = rpc.call(Method::Register, &request).await.expect("register");
         (rpc, identity)

@@ -2,6 +2,9 @@
 //! sessions and login binding, hostile frames, shutdown.
 
 mod auth;
+mod config_cli;
+mod drain;
 mod harness;
 mod hostile;
+mod limits;
 mod shutdown;

@@ -2,8 +2,8 @@
 
 use quicprochat_core::identity::{AuthPurpose, Identity};
 
-use super::{assert_status, sign, store, EXPORTER, NONCE, NOW};
-use crate::domain::accounts::{login, register, resolve_user, validate_username, AuthProof};
+use super::{assert_status, register_open, sign, store, EXPORTER, NONCE, NOW};
+use crate::domain::accounts::{login, resolve_user, validate_username, AuthProof};
 use crate::storage::Store;
 
 /// `expected`: `Ok(())`, or `Err(fragment)` of the error message.
@@ -55,7 +55,7 @@ impl Person {
     fn register(&self, store: &dyn Store, name: &str) -> Result<(), crate::domain::DomainError> {
         let signature = sign(&self.identity, AuthPurpose::Register, name, EXPORTER);
         let proof = AuthProof { nonce: NONCE, tls_exporter: EXPORTER, signature: &signature };
-        register(store, name, self.identity.public_key(), &proof, NOW).map(|_| ())
+        register_open(store, name, self.identity.public_key(), &proof, NOW).map(|_| ())
     }
 
     fn login_signature(&self, name: &str, purpose: AuthPurpose, exporter: &[u8]) -> Vec<u8> {
@@ -139,17 +139,21 @@ fn register_checks_name_key_signature_and_uniqueness() {
     // A signature for another name or by another key does not register.
     let signature = sign(&alice.identity, AuthPurpose::Register, "alice", EXPORTER);
     let proof = AuthProof { nonce: NONCE, tls_exporter: EXPORTER, signature: &signature };
-    assert_status(register(&store, "alicia", alice.identity.public_key(), &proof, NOW), "UNAUTHENTICATED", "signature");
-    let other = Identity::generate().unwrap();
-    assert_status(register(&store, "alice", other.public_key(), &proof, NOW), "UNAUTHENTICATED", "signature");
-    let login_signature = sign(&alice.identity, AuthPurpose::Login, "alice", EXPORTER);
-    let login_proof = AuthProof { nonce: NONCE, tls_exporter: EXPORTER, signature: &login_signature };
     assert_status(
-        register(&store, "alice", alice.identity.public_key(), &login_proof, NOW),
+        register_open(&store, "alicia", alice.identity.public_key(), &proof, NOW),
         "UNAUTHENTICATED",
         "signature",
     );
-    assert_status(register(&store, "alice", &[1; 31], &proof, NOW), "INVALID_ARGUMENT", "32 bytes");
+    let other = Identity::generate().unwrap();
+    assert_status(register_open(&store, "alice", other.public_key(), &proof, NOW), "UNAUTHENTICATED", "signature");
+    let login_signature = sign(&alice.identity, AuthPurpose::Login, "alice", EXPORTER);
+    let login_proof = AuthProof { nonce: NONCE, tls_exporter: EXPORTER, signature: &login_signature };
+    assert_status(
+        register_open(&store, "alice", alice.identity.public_key(), &login_proof, NOW),
+        "UNAUTHENTICATED",
+        "signature",
+    );
+    assert_status(register_open(&store, "alice", &[1; 31], &proof, NOW), "INVALID_ARGUMENT", "32 bytes");
     assert!(store.get_account("alice").unwrap().is_none());
 
     alice.register(&store, "alice").unwrap();

@@ -50,7 +50,7 @@ fn fetch_without_stock_is_not_found() {
         tls_exporter: super::EXPORTER,
         signature: &signature,
     };
-    crate::domain::accounts::register(&store, "carol", carol_client.identity().public_key(), &proof, 0).unwrap();
+    super::register_open(&store, "carol", carol_client.identity().public_key(), &proof, 0).unwrap();
     assert_status(fetch(&store, &bob.name, "carol"), "NOT_FOUND", "no key package");
 }
 

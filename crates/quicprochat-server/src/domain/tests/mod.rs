@@ -5,17 +5,19 @@ mod accounts;
 mod groups;
 mod key_packages;
 mod messages;
+mod registration;
 
 use quicprochat_core::client::MlsClient;
 use quicprochat_core::identity::{auth_transcript, AuthPurpose, Identity};
 use quicprochat_core::Incoming;
 
-use super::accounts::{register, AuthProof};
+use super::accounts::{register, AuthProof, Registration};
 use super::commits::{submit_commit, SubmitCommit};
 use super::groups::{create_group, CreateGroup};
 use super::{delivery, DomainError};
+use crate::config::RegistrationPolicy;
 use crate::domain::key_packages as kp;
-use crate::storage::{EntryKind, GroupKind, MemoryStore, QueueItem, Store};
+use crate::storage::{Account, EntryKind, GroupKind, MemoryStore, QueueItem, Store};
 
 pub(super) const NOW: u64 = 1_700_000_000_000;
 pub(super) const NONCE: &[u8] = b"nonce-0123456789abcdef";
@@ -33,6 +35,18 @@ pub(super) fn sign(identity: &Identity, purpose: AuthPurpose, name: &str, export
     identity.sign(&transcript).unwrap()
 }
 
+/// Registers under the `Open` policy, without an invite.
+pub(super) fn register_open(
+    store: &dyn Store,
+    username: &str,
+    identity_key: &[u8],
+    proof: &AuthProof<'_>,
+    now_ms: u64,
+) -> Result<Account, DomainError> {
+    let request = Registration { username, identity_key, proof: *proof, invite_token: None };
+    register(store, RegistrationPolicy::Open, &request, now_ms)
+}
+
 /// An MLS client for `name` with a fresh identity, not registered.
 pub(super) fn client(name: &str) -> (MlsClient, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -47,7 +61,7 @@ pub(super) fn user(store: &dyn Store, name: &str) -> User {
     let identity = client.identity();
     let signature = sign(identity, AuthPurpose::Register, name, EXPORTER);
     let proof = AuthProof { nonce: NONCE, tls_exporter: EXPORTER, signature: &signature };
-    register(store, name, identity.public_key(), &proof, NOW).unwrap();
+    register_open(store, name, identity.public_key(), &proof, NOW).unwrap();
     let packages = client.generate_key_packages(3).unwrap();
     let last_resort = client.generate_last_resort_key_package().unwrap();
     kp::upload(store, name, &packages, Some(&last_resort)).unwrap();

@@ -35,6 +35,17 @@ pub(super) fn get_account(connection: &Connection, username: &str) -> Result<Opt
         .during("get_account")
 }
 
+pub(super) fn list_accounts(connection: &Connection) -> Result<Vec<Account>, StoreError> {
+    const OPERATION: &str = "list_accounts";
+    let mut statement = connection
+        .prepare_cached("SELECT username, identity_key, disabled FROM accounts ORDER BY username")
+        .during(OPERATION)?;
+    let rows = statement
+        .query_map([], |row| Ok(Account { username: row.get(0)?, identity_key: row.get(1)?, disabled: row.get(2)? }))
+        .during(OPERATION)?;
+    rows.collect::<Result<Vec<_>, _>>().during(OPERATION)
+}
+
 /// Fails with `UnknownAccount` when `username` has no account.
 pub(super) fn require_account(
     connection: &Connection,
@@ -109,6 +120,13 @@ pub(super) fn take_key_package(connection: &Connection, username: &str) -> Resul
             .during(OPERATION)?;
     }
     Ok(Some(TakenKeyPackage { key_package, last_resort }))
+}
+
+pub(super) fn last_resort_key_package(connection: &Connection, username: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    connection
+        .prepare_cached("SELECT data FROM key_packages WHERE username = ?1 AND last_resort = 1")
+        .and_then(|mut statement| statement.query_row(params![username], |row| row.get(0)).optional())
+        .during("last_resort_key_package")
 }
 
 pub(super) fn key_package_stock(

@@ -10,7 +10,8 @@ use crate::storage::StoreError;
 
 /// Every schema version, oldest first; `MIGRATIONS[i]` moves `user_version`
 /// from `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE accounts (
     username      TEXT PRIMARY KEY,
     identity_key  BLOB NOT NULL,
@@ -81,7 +82,19 @@ CREATE TABLE queue (
     PRIMARY KEY (username, seq)
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX queue_by_message ON queue(message_row);
-"#];
+"#,
+    r#"
+-- Version 2: registration invites (`qpc-server invite create`).
+CREATE TABLE invites (
+    token         TEXT PRIMARY KEY,
+    uses_total    INTEGER NOT NULL,
+    uses_left     INTEGER NOT NULL,
+    -- Exclusive; NULL: never expires.
+    expires_at_ms INTEGER,
+    created_at_ms INTEGER NOT NULL
+) STRICT;
+"#,
+];
 
 /// Sets the per-connection pragmas: WAL, fsync on every commit, foreign keys.
 pub(super) fn configure(connection: &Connection) -> Result<(), StoreError> {
@@ -112,4 +125,36 @@ pub(super) fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
         transaction.commit().during("migrate")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::storage::{InviteUse, SqliteStore, Store};
+
+    /// A database written by a version-1 server (before invites) opens,
+    /// keeps its accounts and gains the invites table.
+    #[test]
+    fn version_1_database_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qpc.db");
+        {
+            let connection = Connection::open(&path).unwrap();
+            connection.execute_batch(MIGRATIONS[0]).unwrap();
+            connection.pragma_update(None, "user_version", 1).unwrap();
+            connection
+                .execute("INSERT INTO accounts (username, identity_key, created_at_ms) VALUES ('alice', x'07', 5)", [])
+                .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.get_account("alice").unwrap().unwrap().identity_key, [7]);
+        store.create_invite("token", 1, None, 0).unwrap();
+        assert_eq!(store.consume_invite("token", 0).unwrap(), InviteUse::Consumed { remaining: 0 });
+        drop(store);
+        let connection = Connection::open(&path).unwrap();
+        let version: usize = connection.query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
+        assert_eq!(version, MIGRATIONS.len());
+        assert_eq!(version, 2);
+    }
 }

@@ -1,7 +1,31 @@
 //! The server's effective configuration: typed, validated once at start-up.
 //!
-//! How it is loaded (TOML file, `QPC_*` environment, flags) lives in the
-//! loader; this module only defines what the running server consumes.
+//! This module defines what the running server consumes ([`ServerConfig`]).
+//! Submodules:
+//! - `keys`: the one table of every config key (TOML name, `QPC_*`
+//!   environment variable, flag, documentation, how to read and render it);
+//!   the loader, `gen-config` and the docs reference are all derived from it;
+//! - `values`: parsing and range-checking one raw value, with the message
+//!   saying what is allowed;
+//! - `load`: [`load`], a pure function from (file text, environment map,
+//!   flags) to a validated [`ServerConfig`] or a [`ConfigError`] naming the
+//!   key, the value and what is allowed;
+//! - `render`: the commented default config printed by `qpc-server
+//!   gen-config` and the Markdown reference in `docs/operations.md`.
+//!
+//! It deliberately does no IO: reading the file and the process environment
+//! is the binary's job.
+
+mod keys;
+mod load;
+mod render;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
+mod values;
+
+pub use load::{defaults, load, ConfigError, ConfigFile, Flags, Origin, Sources, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
+pub use render::{default_config_toml, reference_markdown};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

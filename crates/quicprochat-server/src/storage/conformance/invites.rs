@@ -1,0 +1,69 @@
+//! Conformance checks for account listing, invites and the last-resort
+//! key package read.
+
+use crate::storage::{AccountCreation, InviteUse, InvitedAccountCreation, Store, StoreError};
+
+const KEY: [u8; 32] = [7; 32];
+
+pub(super) fn list_accounts_sorted(store: &dyn Store) {
+    assert!(store.list_accounts().unwrap().is_empty());
+    for name in ["carol", "alice", "bob"] {
+        assert_eq!(store.create_account(name, &KEY, 1).unwrap(), AccountCreation::Created);
+    }
+    store.set_account_disabled("bob", true).unwrap();
+    let accounts = store.list_accounts().unwrap();
+    let names: Vec<&str> = accounts.iter().map(|account| account.username.as_str()).collect();
+    assert_eq!(names, ["alice", "bob", "carol"]);
+    assert_eq!(accounts.iter().map(|account| account.disabled).collect::<Vec<_>>(), [false, true, false]);
+    assert_eq!(accounts[0].identity_key, KEY);
+}
+
+pub(super) fn invite_uses_and_expiry(store: &dyn Store) {
+    assert_eq!(store.consume_invite("nope", 0).unwrap(), InviteUse::Unknown);
+
+    store.create_invite("once", 1, None, 0).unwrap();
+    assert_eq!(store.consume_invite("once", u64::MAX).unwrap(), InviteUse::Consumed { remaining: 0 });
+    assert_eq!(store.consume_invite("once", 0).unwrap(), InviteUse::Exhausted);
+
+    store.create_invite("three", 3, Some(1_000), 0).unwrap();
+    assert_eq!(store.consume_invite("three", 10).unwrap(), InviteUse::Consumed { remaining: 2 });
+    assert_eq!(store.consume_invite("three", 999).unwrap(), InviteUse::Consumed { remaining: 1 });
+    // Expiry is exclusive, and an expired use takes nothing.
+    assert_eq!(store.consume_invite("three", 1_000).unwrap(), InviteUse::Expired);
+    assert_eq!(store.consume_invite("three", 999).unwrap(), InviteUse::Consumed { remaining: 0 });
+    assert_eq!(store.consume_invite("three", 2_000).unwrap(), InviteUse::Exhausted, "exhausted is checked first");
+
+    let error = store.create_invite("once", 5, None, 0).unwrap_err();
+    assert!(matches!(error, StoreError::Conflict { operation: "create_invite", .. }), "{error:?}");
+    assert_eq!(store.consume_invite("once", 0).unwrap(), InviteUse::Exhausted, "the conflict changed nothing");
+}
+
+pub(super) fn account_with_invite_is_atomic(store: &dyn Store) {
+    let create = |name: &str, token: &str, at: u64| store.create_account_with_invite(name, &KEY, at, token).unwrap();
+    assert_eq!(create("alice", "missing", 0), InvitedAccountCreation::InviteUnknown);
+    assert_eq!(store.get_account("alice").unwrap(), None, "a refused invite creates no account");
+
+    store.create_invite("pair", 2, Some(100), 0).unwrap();
+    assert_eq!(create("alice", "pair", 10), InvitedAccountCreation::Created { remaining_uses: 1 });
+    assert!(store.get_account("alice").unwrap().is_some());
+    // A taken username does not spend a use.
+    assert_eq!(create("alice", "pair", 10), InvitedAccountCreation::UsernameTaken);
+    assert_eq!(create("bob", "pair", 100), InvitedAccountCreation::InviteExpired);
+    assert_eq!(store.get_account("bob").unwrap(), None);
+    assert_eq!(create("bob", "pair", 99), InvitedAccountCreation::Created { remaining_uses: 0 });
+    assert_eq!(create("carol", "pair", 99), InvitedAccountCreation::InviteExhausted);
+    assert_eq!(store.get_account("carol").unwrap(), None);
+    let names: Vec<String> = store.list_accounts().unwrap().into_iter().map(|account| account.username).collect();
+    assert_eq!(names, ["alice", "bob"]);
+}
+
+pub(super) fn last_resort_read_keeps_stock(store: &dyn Store) {
+    assert_eq!(store.create_account("alice", &KEY, 1).unwrap(), AccountCreation::Created);
+    assert_eq!(store.last_resort_key_package("alice").unwrap(), None);
+    assert_eq!(store.last_resort_key_package("nobody").unwrap(), None);
+    store.add_key_packages("alice", &[b"kp-1".to_vec()], Some(b"last")).unwrap();
+    assert_eq!(store.last_resort_key_package("alice").unwrap().as_deref(), Some(&b"last"[..]));
+    assert_eq!(store.last_resort_key_package("alice").unwrap().as_deref(), Some(&b"last"[..]));
+    let stock = store.key_package_stock("alice").unwrap();
+    assert_eq!((stock.count, stock.has_last_resort), (1, true), "reading the last resort consumed nothing");
+}

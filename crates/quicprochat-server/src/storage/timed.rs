@@ -1,0 +1,203 @@
+//! [`TimedStore`]: a [`Store`] decorator that records how long each call to
+//! the wrapped store takes, as `Metrics::storage_op(method_name, elapsed)`.
+//!
+//! It changes no semantics: every call is forwarded unchanged and its result
+//! returned as is (failed calls are timed too). It does not enforce the
+//! storage deadline; the caller wraps the blocking call for that.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{
+    Account, AccountCreation, CommitResult, CommitWrite, EnqueueOutcome, FetchedQueue, GroupCreation, GroupRecord,
+    GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageStock, MessageRecord, NewGroup, NewMessage,
+    ProposalResult, ProposalWrite, Store, StoreError, TakenKeyPackage,
+};
+use crate::metrics::Metrics;
+
+/// Times every call to `inner` into `metrics`.
+pub struct TimedStore<S: ?Sized = dyn Store> {
+    metrics: Metrics,
+    inner: Arc<S>,
+}
+
+impl<S: Store + ?Sized> TimedStore<S> {
+    /// Wraps `inner` (a concrete store or an `Arc<dyn Store>`).
+    pub fn new(inner: Arc<S>, metrics: Metrics) -> Self {
+        TimedStore { metrics, inner }
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &Arc<S> {
+        &self.inner
+    }
+
+    fn timed<T>(&self, operation: &'static str, call: impl FnOnce(&S) -> T) -> T {
+        let started = Instant::now();
+        let result = call(&self.inner);
+        self.metrics.storage_op(operation, started.elapsed());
+        result
+    }
+}
+
+impl<S: ?Sized> std::fmt::Debug for TimedStore<S> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("TimedStore").finish_non_exhaustive()
+    }
+}
+
+impl<S: Store + ?Sized> Store for TimedStore<S> {
+    fn create_account(
+        &self,
+        username: &str,
+        identity_key: &[u8],
+        created_at_ms: u64,
+    ) -> Result<AccountCreation, StoreError> {
+        self.timed("create_account", |s| s.create_account(username, identity_key, created_at_ms))
+    }
+
+    fn get_account(&self, username: &str) -> Result<Option<Account>, StoreError> {
+        self.timed("get_account", |s| s.get_account(username))
+    }
+
+    fn set_account_disabled(&self, username: &str, disabled: bool) -> Result<(), StoreError> {
+        self.timed("set_account_disabled", |s| s.set_account_disabled(username, disabled))
+    }
+
+    fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
+        self.timed("list_accounts", |s| s.list_accounts())
+    }
+
+    fn create_invite(
+        &self,
+        token: &str,
+        uses: u32,
+        expires_at_ms: Option<u64>,
+        created_at_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.timed("create_invite", |s| s.create_invite(token, uses, expires_at_ms, created_at_ms))
+    }
+
+    fn consume_invite(&self, token: &str, now_ms: u64) -> Result<InviteUse, StoreError> {
+        self.timed("consume_invite", |s| s.consume_invite(token, now_ms))
+    }
+
+    fn create_account_with_invite(
+        &self,
+        username: &str,
+        identity_key: &[u8],
+        created_at_ms: u64,
+        invite_token: &str,
+    ) -> Result<InvitedAccountCreation, StoreError> {
+        self.timed("create_account_with_invite", |s| {
+            s.create_account_with_invite(username, identity_key, created_at_ms, invite_token)
+        })
+    }
+
+    fn add_key_packages(
+        &self,
+        username: &str,
+        key_packages: &[Vec<u8>],
+        last_resort: Option<&[u8]>,
+    ) -> Result<KeyPackageStock, StoreError> {
+        self.timed("add_key_packages", |s| s.add_key_packages(username, key_packages, last_resort))
+    }
+
+    fn take_key_package(&self, username: &str) -> Result<Option<TakenKeyPackage>, StoreError> {
+        self.timed("take_key_package", |s| s.take_key_package(username))
+    }
+
+    fn last_resort_key_package(&self, username: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.timed("last_resort_key_package", |s| s.last_resort_key_package(username))
+    }
+
+    fn key_package_stock(&self, username: &str) -> Result<KeyPackageStock, StoreError> {
+        self.timed("key_package_stock", |s| s.key_package_stock(username))
+    }
+
+    fn create_group(&self, group: &NewGroup) -> Result<GroupCreation, StoreError> {
+        self.timed("create_group", |s| s.create_group(group))
+    }
+
+    fn get_group(&self, group_id: &[u8]) -> Result<Option<GroupRecord>, StoreError> {
+        self.timed("get_group", |s| s.get_group(group_id))
+    }
+
+    fn groups_of(&self, username: &str) -> Result<Vec<GroupSummary>, StoreError> {
+        self.timed("groups_of", |s| s.groups_of(username))
+    }
+
+    fn apply_commit(&self, write: &CommitWrite) -> Result<CommitResult, StoreError> {
+        self.timed("apply_commit", |s| s.apply_commit(write))
+    }
+
+    fn apply_proposal(&self, write: &ProposalWrite) -> Result<ProposalResult, StoreError> {
+        self.timed("apply_proposal", |s| s.apply_proposal(write))
+    }
+
+    fn enqueue(&self, message: &NewMessage, recipients: &[String]) -> Result<EnqueueOutcome, StoreError> {
+        self.timed("enqueue", |s| s.enqueue(message, recipients))
+    }
+
+    fn lookup_message(&self, sender: &str, message_id: &[u8]) -> Result<Option<MessageRecord>, StoreError> {
+        self.timed("lookup_message", |s| s.lookup_message(sender, message_id))
+    }
+
+    fn fetch(&self, username: &str, after_seq: u64, limit: u32) -> Result<FetchedQueue, StoreError> {
+        self.timed("fetch", |s| s.fetch(username, after_seq, limit))
+    }
+
+    fn ack(&self, username: &str, up_to_seq: u64) -> Result<u64, StoreError> {
+        self.timed("ack", |s| s.ack(username, up_to_seq))
+    }
+
+    fn queue_depth(&self, username: &str) -> Result<u64, StoreError> {
+        self.timed("queue_depth", |s| s.queue_depth(username))
+    }
+
+    fn stored_message_count(&self) -> Result<u64, StoreError> {
+        self.timed("stored_message_count", |s| s.stored_message_count())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryStore;
+
+    fn count(metrics: &Metrics, operation: &str) -> Option<u64> {
+        let series = format!("qpc_storage_operation_duration_seconds_count{{operation=\"{operation}\"}} ");
+        metrics.encode().lines().find_map(|line| line.strip_prefix(&series)?.parse().ok())
+    }
+
+    #[test]
+    fn records_each_call_and_forwards_results() {
+        let metrics = Metrics::new();
+        let store = TimedStore::new(Arc::new(MemoryStore::new()), metrics.clone());
+        assert_eq!(count(&metrics, "create_account"), None);
+
+        assert_eq!(store.create_account("alice", &[1; 32], 1).unwrap(), AccountCreation::Created);
+        assert_eq!(store.create_account("alice", &[1; 32], 1).unwrap(), AccountCreation::UsernameTaken);
+        assert_eq!(store.get_account("alice").unwrap().unwrap().username, "alice");
+        assert_eq!(count(&metrics, "create_account"), Some(2));
+        assert_eq!(count(&metrics, "get_account"), Some(1));
+
+        // Failures are timed and passed through unchanged.
+        let error = store.set_account_disabled("nobody", true).unwrap_err();
+        assert!(matches!(error, StoreError::UnknownAccount { .. }), "{error:?}");
+        assert_eq!(count(&metrics, "set_account_disabled"), Some(1));
+    }
+
+    #[test]
+    fn wraps_a_shared_dyn_store() {
+        let metrics = Metrics::new();
+        let shared: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let store: Arc<dyn Store> = Arc::new(TimedStore::new(Arc::clone(&shared), metrics.clone()));
+        store.create_invite("token", 1, None, 0).unwrap();
+        assert_eq!(shared.consume_invite("token", 0).unwrap(), InviteUse::Consumed { remaining: 0 });
+        assert_eq!(store.consume_invite("token", 0).unwrap(), InviteUse::Exhausted);
+        assert_eq!(count(&metrics, "create_invite"), Some(1));
+        assert_eq!(count(&metrics, "consume_invite"), Some(1));
+    }
+}

@@ -1,0 +1,125 @@
+//! Graceful drain: shutting down during 256 in-flight sends, every send
+//! either completes or gets a retryable error, and nothing acknowledged is
+//! lost across the restart.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use quicprochat_core::{Identity, MlsClient};
+use quicprochat_proto::v1;
+use quicprochat_proto::Method;
+use quicprochat_rpc::RpcClient;
+use tokio::task::JoinSet;
+
+use crate::harness::{Harness, WAIT};
+
+const MESSAGES: usize = 256;
+const CONNECTIONS: usize = 4;
+
+fn clone_identity(identity: &Identity) -> Identity {
+    Identity::from_bytes(&identity.to_bytes()).expect("identity round trip")
+}
+
+/// alice and bob in one group, built with raw RPCs.
+async fn alice_and_bob(harness: &Harness) -> (Identity, MlsClient, Identity, Vec<u8>) {
+    let (alice_rpc, alice) = harness.register("alice").await;
+    let (bob_rpc, bob) = harness.register("bob").await;
+    let alice_mls =
+        MlsClient::open(&harness.dir.path().join("alice.db"), clone_identity(&alice), "alice").expect("mls");
+    let bob_mls = MlsClient::open(&harness.dir.path().join("bob.db"), clone_identity(&bob), "bob").expect("mls");
+    let upload = v1::UploadKeyPackagesRequest {
+        key_packages: bob_mls.generate_key_packages(1).expect("kp").into_iter().map(Into::into).collect(),
+        last_resort: bob_mls.generate_last_resort_key_package().expect("kp").into(),
+    };
+    let _: v1::UploadKeyPackagesResponse = bob_rpc.call(Method::UploadKeyPackages, &upload).await.expect("upload");
+    let group_id = vec![7u8; 16];
+    let bootstrap = alice_mls.create_group(&group_id).expect("create");
+    let create = v1::CreateGroupRequest {
+        group_id: group_id.clone().into(),
+        name: "drain".into(),
+        kind: v1::GroupKind::Named as i32,
+        group_info: bootstrap.group_info.into(),
+        ratchet_tree: bootstrap.ratchet_tree.into(),
+    };
+    let _: v1::CreateGroupResponse = alice_rpc.call(Method::CreateGroup, &create).await.expect("create group");
+    let fetched: v1::FetchKeyPackageResponse = alice_rpc
+        .call(Method::FetchKeyPackage, &v1::FetchKeyPackageRequest { username: "bob".into() })
+        .await
+        .expect("fetch kp");
+    let pending = alice_mls.add_members(&group_id, &[fetched.key_package.to_vec()]).expect("add");
+    let submit = v1::SubmitCommitRequest {
+        group_id: group_id.clone().into(),
+        epoch: pending.epoch,
+        commit: pending.commit.into(),
+        welcome: pending.welcome.unwrap_or_default().into(),
+        message_id: b"add-bob".to_vec().into(),
+    };
+    let _: v1::SubmitCommitResponse = alice_rpc.call(Method::SubmitCommit, &submit).await.expect("commit");
+    alice_mls.merge_pending_commit(&group_id).expect("merge");
+    (alice, alice_mls, bob, group_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_during_in_flight_sends_loses_nothing_acknowledged() {
+    let harness = Harness::start().await;
+    let (alice, alice_mls, bob, group_id) = alice_and_bob(&harness).await;
+    let mut connections: Vec<RpcClient> = Vec::new();
+    for _ in 0..CONNECTIONS {
+        connections.push(harness.login("alice", &alice).await);
+    }
+    let requests: Vec<v1::SendMessageRequest> = (0..MESSAGES)
+        .map(|index| v1::SendMessageRequest {
+            group_id: group_id.clone().into(),
+            message_id: format!("drain-{index}").into_bytes().into(),
+            ciphertext: alice_mls.encrypt(&group_id, format!("message {index}").as_bytes()).expect("encrypt").into(),
+        })
+        .collect();
+
+    let mut sends = JoinSet::new();
+    for (index, request) in requests.into_iter().enumerate() {
+        let rpc = connections[index % CONNECTIONS].clone();
+        sends.spawn(async move {
+            let result = rpc.call::<_, v1::SendMessageResponse>(Method::SendMessage, &request).await;
+            (request.message_id.to_vec(), result)
+        });
+    }
+    // Shut down as soon as the first send is answered: the rest are in flight.
+    let first = sends.join_next().await.expect("a send").expect("task");
+    let grace = quicprochat_server::ServerConfig::new("/unused".into(), ([127, 0, 0, 1], 0).into()).shutdown_grace;
+    let started = Instant::now();
+    let shutdown = tokio::spawn(harness.server.shutdown());
+
+    let mut acknowledged = HashSet::new();
+    let mut retryable = 0usize;
+    for (message_id, result) in std::iter::once(first).chain(sends.join_all().await) {
+        match result {
+            Ok(_) => {
+                acknowledged.insert(message_id);
+            }
+            Err(error) => {
+                assert!(error.is_retryable(), "send {:?} failed with a non-retryable error: {error}", message_id);
+                retryable += 1;
+            }
+        }
+    }
+    tokio::time::timeout(WAIT + grace, shutdown).await.expect("shutdown finishes").expect("shutdown task");
+    let drain_time = started.elapsed();
+    assert!(drain_time < grace, "drain took {drain_time:?}, grace is {grace:?}");
+    assert_eq!(acknowledged.len() + retryable, MESSAGES);
+    eprintln!("drain: {} acknowledged, {retryable} retryable, stopped in {drain_time:?}", acknowledged.len());
+
+    // Every acknowledged message survives the restart.
+    let harness = Harness::restart(harness.dir).await;
+    let bob_rpc = harness.login("bob", &bob).await;
+    let mut stored = HashSet::new();
+    let mut cursor = 0;
+    loop {
+        let fetched: v1::FetchResponse =
+            bob_rpc.call(Method::Fetch, &v1::FetchRequest { after_seq: cursor, limit: 500 }).await.expect("fetch");
+        let Some(last) = fetched.entries.last() else { break };
+        cursor = last.seq;
+        stored.extend(fetched.entries.iter().map(|entry| entry.message_id.to_vec()));
+    }
+    let lost: Vec<_> = acknowledged.difference(&stored).collect();
+    assert!(lost.is_empty(), "{} acknowledged messages lost: {lost:?}", lost.len());
+}
