@@ -15,9 +15,15 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::storage::{SqliteStore, Store, StoreError};
+use crate::http::serve_http;
+use crate::metrics::Metrics;
+use crate::rate_limit::RateLimiters;
+use crate::storage::{SqliteStore, Store, StoreError, TimedStore};
 use crate::transport::{handle_connection, Admission, Admissions, Notifier, ServerState};
 use crate::ServerConfig;
+
+/// How often rate-limit state is pruned and the queue-depth gauge refreshed.
+const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -37,11 +43,20 @@ pub enum ServerError {
     /// TLS or the QUIC endpoint could not be set up (e.g. the address is taken).
     #[error("listener: {0}")]
     Listen(#[from] RpcError),
+    /// The metrics/health HTTP listener could not be bound.
+    #[error("metrics listener {addr}: {source}")]
+    MetricsListen {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The IO error.
+        source: std::io::Error,
+    },
 }
 
 /// A server running on the current tokio runtime.
 pub struct RunningServer {
     local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     fingerprint: CertFingerprint,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
@@ -53,10 +68,12 @@ impl RunningServer {
         let data_dir_error = |source| ServerError::DataDir { path: config.data_dir.display().to_string(), source };
         std::fs::create_dir_all(&config.data_dir).map_err(data_dir_error)?;
         let db_path = config.data_dir.join("qpc-server.db");
-        let store: Arc<dyn Store> =
+        let sqlite: Arc<dyn Store> =
             Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(db_path)).await.map_err(|join| {
                 ServerError::DataDir { path: "database open task".into(), source: std::io::Error::other(join) }
             })??);
+        let metrics = Metrics::new();
+        let store: Arc<dyn Store> = Arc::new(TimedStore::new(sqlite, metrics.clone()));
         let names = vec![config.domain.clone(), "localhost".to_owned(), "qpc-server".to_owned()];
         let identity = load_or_generate_server_identity(&config.data_dir, &names)?;
         let incoming = IncomingLimits {
@@ -66,6 +83,19 @@ impl RunningServer {
         let endpoint = server_endpoint(config.listen, &identity, &config.transport, incoming)?;
         let local_addr = endpoint.local_addr().map_err(RpcError::Io)?;
         let shutdown = CancellationToken::new();
+        let http_shutdown = CancellationToken::new();
+        let metrics_addr = match config.metrics_listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServerError::MetricsListen { addr, source })?;
+                let bound = listener.local_addr().map_err(|source| ServerError::MetricsListen { addr, source })?;
+                tokio::spawn(serve_http(listener, metrics.clone(), metrics.clone(), http_shutdown.clone()));
+                tracing::info!(%bound, "metrics and health on http://{bound}/metrics and /healthz");
+                Some(bound)
+            }
+            None => None,
+        };
         let state = Arc::new(ServerState {
             store,
             notifier: Notifier::default(),
@@ -73,6 +103,8 @@ impl RunningServer {
             shutdown: shutdown.clone(),
             rpcs: TaskTracker::new(),
             admissions: Arc::new(Admissions::default()),
+            limiters: RateLimiters::new(&config.rate_limits),
+            metrics,
         });
         tracing::info!(
             %local_addr,
@@ -81,13 +113,22 @@ impl RunningServer {
             data_dir = %config.data_dir.display(),
             "qpc-server listening"
         );
-        let task = tokio::spawn(serve(endpoint, state));
-        Ok(RunningServer { local_addr, fingerprint: identity.fingerprint(), shutdown, task })
+        tokio::spawn(housekeeping(state.clone()));
+        let task = tokio::spawn(async move {
+            serve(endpoint, state).await;
+            http_shutdown.cancel();
+        });
+        Ok(RunningServer { local_addr, metrics_addr, fingerprint: identity.fingerprint(), shutdown, task })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The bound metrics/health HTTP address, if enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The certificate fingerprint clients pin.
@@ -138,6 +179,25 @@ fn admit(incoming: quinn::Incoming, state: &Arc<ServerState>, connections: &Task
     }
 }
 
+/// Periodic upkeep until shutdown: forget idle rate-limit keys and refresh
+/// the queue-depth gauge.
+async fn housekeeping(state: Arc<ServerState>) {
+    let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        state.limiters.retain_recent();
+        let store = state.store.clone();
+        match tokio::task::spawn_blocking(move || store.total_queue_depth()).await {
+            Ok(Ok(depth)) => state.metrics.set_queue_depth(depth),
+            Ok(Err(error)) => tracing::warn!(%error, "cannot read queue depth"),
+            Err(_) => return,
+        }
+    }
+}
+
 async fn serve(endpoint: quinn::Endpoint, state: Arc<ServerState>) {
     let connections = TaskTracker::new();
     loop {
@@ -149,6 +209,7 @@ async fn serve(endpoint: quinn::Endpoint, state: Arc<ServerState>) {
             },
         }
     }
+    state.metrics.set_draining(true);
     tracing::info!(in_flight = state.rpcs.len(), "shutting down: no new connections or RPCs");
     endpoint.set_server_config(None);
     state.rpcs.close();

@@ -120,3 +120,64 @@ fn demo_holds_an_encrypted_conversation() {
     assert!(events.iter().any(|event| event["event"] == "removed_member_received" && event["messages"] == 0));
     assert_eq!(events.last().map(|event| event["event"].clone()), Some("done".into()));
 }
+
+#[test]
+fn invite_only_registration_end_to_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("server");
+    let server = ServerProcess::start_with(&data, &["--registration", "invite"], &[]);
+    let refused = qpc(&dir.path().join("alice"), &["register", "alice", "--server", &server.addr]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("invite"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    let invite = std::process::Command::new(crate::process::server_bin())
+        .args(["--data-dir", &data.display().to_string(), "invite", "create", "--uses", "1"])
+        .output()
+        .expect("qpc-server invite create");
+    assert!(invite.status.success(), "{}", String::from_utf8_lossy(&invite.stderr));
+    let token = String::from_utf8_lossy(&invite.stdout).trim().to_owned();
+    qpc_ok(&dir.path().join("alice"), &["register", "alice", "--server", &server.addr, "--invite", &token]);
+    let reused = qpc(&dir.path().join("bob"), &["register", "bob", "--server", &server.addr, "--invite", &token]);
+    assert!(!reused.status.success(), "a single-use invite admits one registration");
+}
+
+#[test]
+fn send_rate_limit_end_to_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // One message per hour: the second send is refused with the retry hint.
+    let server = ServerProcess::start_with(
+        &dir.path().join("server"),
+        &[],
+        &[("QPC_RATE_LIMITS_SEND_PER_ACCOUNT_BURST", "1"), ("QPC_RATE_LIMITS_SEND_PER_ACCOUNT_PERIOD", "1h")],
+    );
+    let alice = dir.path().join("alice");
+    qpc_ok(&alice, &["register", "alice", "--server", &server.addr]);
+    qpc_ok(&dir.path().join("bob"), &["register", "bob", "--server", &server.addr]);
+    qpc_ok(&alice, &["send", "@bob", "first"]);
+    let limited = qpc(&alice, &["send", "@bob", "second"]);
+    assert!(!limited.status.success());
+    let stderr = String::from_utf8_lossy(&limited.stderr);
+    assert!(stderr.contains("RESOURCE_EXHAUSTED") && stderr.contains("send_per_account"), "{stderr}");
+}
+
+#[test]
+fn client_waits_out_a_short_rate_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // One message per second: the SDK honours the retry-after hint and the second send succeeds.
+    let server = ServerProcess::start_with(
+        &dir.path().join("server"),
+        &[],
+        &[("QPC_RATE_LIMITS_SEND_PER_ACCOUNT_BURST", "1"), ("QPC_RATE_LIMITS_SEND_PER_ACCOUNT_PERIOD", "1s")],
+    );
+    let alice = dir.path().join("alice");
+    qpc_ok(&alice, &["register", "alice", "--server", &server.addr]);
+    qpc_ok(&dir.path().join("bob"), &["register", "bob", "--server", &server.addr]);
+    qpc_ok(&alice, &["send", "@bob", "first"]);
+    qpc_ok(&alice, &["send", "@bob", "second"]);
+    let received = qpc_ok(&dir.path().join("bob"), &["--json", "recv", "--wait", "10"]);
+    assert_eq!(received.lines().count(), 2, "{received}");
+}

@@ -28,8 +28,15 @@ pub(crate) struct ServerProcess {
 impl ServerProcess {
     /// Starts the server on `127.0.0.1:0` and waits for its readiness line.
     pub(crate) fn start(data_dir: &Path) -> ServerProcess {
+        ServerProcess::start_with(data_dir, &[], &[])
+    }
+
+    /// Starts the server with extra flags and environment variables.
+    pub(crate) fn start_with(data_dir: &Path, flags: &[&str], env: &[(&str, &str)]) -> ServerProcess {
         let mut child = Command::new(server_bin())
             .args(["--data-dir", &data_dir.display().to_string(), "--listen", "127.0.0.1:0"])
+            .args(flags)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

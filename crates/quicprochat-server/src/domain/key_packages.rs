@@ -109,6 +109,21 @@ pub fn fetch(store: &dyn Store, requester: &str, target: &str) -> Result<Fetched
     Ok(FetchedKeyPackage { key_package: taken.key_package, last_resort: taken.last_resort })
 }
 
+/// Serves `target`'s last-resort package without touching its stock: the
+/// answer when the per-target rate limit is exhausted, so an attacker
+/// draining a victim's packages cannot block legitimate adds.
+pub fn fetch_last_resort(store: &dyn Store, requester: &str, target: &str) -> Result<FetchedKeyPackage, DomainError> {
+    session_account(store, requester)?;
+    let target_account = store
+        .get_account(target)?
+        .filter(|account| !account.disabled)
+        .ok_or_else(|| DomainError::not_found(format!("no user named {target:?}")))?;
+    let key_package = store
+        .last_resort_key_package(&target_account.username)?
+        .ok_or_else(|| DomainError::not_found(format!("{target:?} has no key package left")))?;
+    Ok(FetchedKeyPackage { key_package, last_resort: true })
+}
+
 /// The stock of `session_user`.
 pub fn stock(store: &dyn Store, session_user: &str) -> Result<StockReport, DomainError> {
     Ok(store.key_package_stock(session_user)?.into())

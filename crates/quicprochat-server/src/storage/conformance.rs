@@ -197,8 +197,10 @@ fn ack_deletes_and_frees(store: &dyn Store) {
     send(store, "alice", b"m2", &["bob", "carol"]);
     assert_eq!(store.stored_message_count().unwrap(), 2, "stored once each");
     assert_eq!(store.queue_depth("bob").unwrap(), 2);
+    assert_eq!(store.total_queue_depth().unwrap(), 4, "two entries in each of two queues");
 
     assert_eq!(store.ack("bob", 1).unwrap(), 1);
+    assert_eq!(store.total_queue_depth().unwrap(), 3);
     assert_eq!(seqs(store, "bob"), [2]);
     assert_eq!(store.stored_message_count().unwrap(), 2, "carol still holds m1");
     assert_eq!(store.ack("carol", 1).unwrap(), 1);
@@ -208,6 +210,7 @@ fn ack_deletes_and_frees(store: &dyn Store) {
     assert_eq!(store.ack("carol", 2).unwrap(), 1);
     assert_eq!(store.stored_message_count().unwrap(), 0);
     assert_eq!(store.queue_depth("bob").unwrap(), 0);
+    assert_eq!(store.total_queue_depth().unwrap(), 0);
     assert_eq!(store.ack("nobody", 10).unwrap(), 0);
 }
 

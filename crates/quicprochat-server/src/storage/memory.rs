@@ -436,6 +436,10 @@ impl Store for MemoryStore {
         Ok(self.lock()?.queues.get(username).map_or(0, |queue| queue.len() as u64))
     }
 
+    fn total_queue_depth(&self) -> Result<u64, StoreError> {
+        Ok(self.lock()?.queues.values().map(|queue| queue.len() as u64).sum())
+    }
+
     fn stored_message_count(&self) -> Result<u64, StoreError> {
         Ok(self.lock()?.messages.len() as u64)
     }

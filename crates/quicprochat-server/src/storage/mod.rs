@@ -160,6 +160,9 @@ pub trait Store: Send + Sync {
     /// Number of unacked entries in `username`'s queue.
     fn queue_depth(&self, username: &str) -> Result<u64, StoreError>;
 
+    /// Number of unacked entries across every queue (for metrics).
+    fn total_queue_depth(&self) -> Result<u64, StoreError>;
+
     /// Number of message bodies currently stored (for metrics and tests).
     fn stored_message_count(&self) -> Result<u64, StoreError>;
 }

@@ -249,6 +249,10 @@ impl Store for SqliteStore {
         delivery::queue_depth(&*self.lock()?, username)
     }
 
+    fn total_queue_depth(&self) -> Result<u64, StoreError> {
+        delivery::total_queue_depth(&*self.lock()?)
+    }
+
     fn stored_message_count(&self) -> Result<u64, StoreError> {
         delivery::stored_message_count(&*self.lock()?)
     }

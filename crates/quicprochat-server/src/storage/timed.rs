@@ -155,6 +155,10 @@ impl<S: Store + ?Sized> Store for TimedStore<S> {
         self.timed("queue_depth", |s| s.queue_depth(username))
     }
 
+    fn total_queue_depth(&self) -> Result<u64, StoreError> {
+        self.timed("total_queue_depth", |s| s.total_queue_depth())
+    }
+
     fn stored_message_count(&self) -> Result<u64, StoreError> {
         self.timed("stored_message_count", |s| s.stored_message_count())
     }

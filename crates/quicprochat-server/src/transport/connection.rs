@@ -53,7 +53,8 @@ pub(crate) async fn handle_connection(incoming: quinn::Incoming, state: Arc<Serv
             }
         };
         tracing::debug!("connected");
-        let session = Arc::new(Session::new(exporter));
+        state.metrics.connection_opened();
+        let session = Arc::new(Session::new(exporter, remote));
         let budget = Arc::new(Semaphore::new(BODY_BUDGET_BYTES as usize));
         loop {
             let (send, recv) = match connection.accept_bi().await {
@@ -71,6 +72,7 @@ pub(crate) async fn handle_connection(incoming: quinn::Incoming, state: Arc<Serv
             };
             state.rpcs.spawn(handle_stream(send, recv, stream));
         }
+        state.metrics.connection_closed();
         drop(guard);
     }
     .instrument(span)
@@ -101,11 +103,13 @@ async fn handle_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream,
     if header.len > PRE_AUTH_MAX_LEN && session.user().is_none() {
         let message = format!("log in before sending a {}-byte {} request", header.len, header.method);
         let _ = respond(&mut send, header.method, Status::Unauthenticated, error_body(&message)).await;
+        state.metrics.record_rpc(header.method.name(), Status::Unauthenticated.name(), std::time::Duration::ZERO);
         return;
     }
     let Ok(_body_permit) = budget.try_acquire_many(header.len) else {
         let message = "too many large requests in flight on this connection";
         let _ = respond(&mut send, header.method, Status::ResourceExhausted, error_body(message)).await;
+        state.metrics.record_rpc(header.method.name(), Status::ResourceExhausted.name(), std::time::Duration::ZERO);
         return;
     };
     let request = match tokio::time::timeout_at(deadline, read_body(&mut recv, &header)).await {
@@ -128,6 +132,7 @@ async fn serve_request(
 ) {
     let method = request.method;
     let started = std::time::Instant::now();
+    state.metrics.rpc_started();
     let span = tracing::info_span!("rpc", %method, user = session.user().as_deref().unwrap_or("-"));
     let reply = tokio::time::timeout(state.config.rpc_timeout, dispatch(state, session, method, request.body))
         .instrument(span.clone())
@@ -135,7 +140,10 @@ async fn serve_request(
         .unwrap_or_else(|_| Reply::error(Status::DeadlineExceeded, "the server's deadline for this request passed"));
     let status = reply.status;
     let subscribe_from = reply.subscribe_from;
-    if respond(send, method, reply.status, reply.body).await.is_err() {
+    let sent = respond(send, method, reply.status, reply.body).await;
+    state.metrics.rpc_finished();
+    state.metrics.record_rpc(method.name(), status.name(), started.elapsed());
+    if sent.is_err() {
         return;
     }
     span.in_scope(|| tracing::debug!(%status, elapsed_us = started.elapsed().as_micros() as u64, "rpc done"));

@@ -18,6 +18,7 @@ use crate::domain::commits::{LeaveGroup, SubmitCommit};
 use crate::domain::groups::CreateGroup;
 use crate::domain::messages::SendMessage;
 use crate::domain::{accounts, commits, delivery, groups, key_packages, messages, DomainError};
+use crate::rate_limit::{KeyPackageGrant, RetryAfter, KEY_PACKAGE_FETCH_PER_TARGET};
 use crate::storage::{EntryKind, GroupKind, QueueItem, Store};
 
 /// The answer to one RPC.
@@ -117,8 +118,19 @@ fn take_challenge(session: &Session) -> Result<Vec<u8>, DomainError> {
         .ok_or_else(|| DomainError::Unauthenticated { message: "ask for a challenge first (it is single-use)".into() })
 }
 
+/// Turns a rate-limit refusal into `RESOURCE_EXHAUSTED` with a retry-after hint.
+fn limited(state: &ServerState, refusal: RetryAfter) -> DomainError {
+    state.metrics.rate_limited(refusal.limit);
+    DomainError::ResourceExhausted {
+        message: format!("rate limit {} reached; retry in {:?}", refusal.limit, refusal.wait),
+        retry_after_ms: refusal.retry_after_ms(),
+    }
+}
+
 async fn register(state: &ServerState, session: &Session, body: Bytes) -> Result<Reply, DomainError> {
     let request: v1::RegisterRequest = decode(&body)?;
+    state.limiters.check_register(session.remote.ip()).map_err(|refusal| limited(state, refusal))?;
+    let policy = state.config.registration;
     let nonce = take_challenge(session)?;
     let exporter = session.exporter;
     let now = now_ms();
@@ -130,7 +142,7 @@ async fn register(state: &ServerState, session: &Session, body: Bytes) -> Result
             proof,
             invite_token: Some(&request.invite_token),
         };
-        accounts::register(store, crate::config::RegistrationPolicy::Open, &registration, now)
+        accounts::register(store, policy, &registration, now)
     })
     .await?;
     tracing::info!(user = %account.username, "registered");
@@ -177,7 +189,30 @@ async fn authenticated(state: &ServerState, user: String, method: Method, body: 
         }
         Method::FetchKeyPackage => {
             let request: v1::FetchKeyPackageRequest = decode(&body)?;
-            let fetched = blocking(state, move |store| key_packages::fetch(store, &user, &request.username)).await?;
+            let grant = state
+                .limiters
+                .check_key_package_fetch(&user, &request.username)
+                .map_err(|refusal| limited(state, refusal))?;
+            if let KeyPackageGrant::LastResortOnly { .. } = grant {
+                state.metrics.rate_limited(KEY_PACKAGE_FETCH_PER_TARGET);
+            }
+            let (fetched, stock_low) = blocking(state, move |store| {
+                let fetched = match grant {
+                    KeyPackageGrant::Ordinary => key_packages::fetch(store, &user, &request.username)?,
+                    KeyPackageGrant::LastResortOnly { .. } => {
+                        key_packages::fetch_last_resort(store, &user, &request.username)?
+                    }
+                };
+                // Count the moment the stock falls below the refill mark, and every
+                // fetch that had to fall back to the last-resort package.
+                let remaining = store.key_package_stock(&request.username)?.count;
+                let stock_low = fetched.last_resort || remaining + 1 == u64::from(key_packages::LOW_WATER);
+                Ok((fetched, stock_low))
+            })
+            .await?;
+            if stock_low {
+                state.metrics.stock_low();
+            }
             Ok(Reply::ok(&v1::FetchKeyPackageResponse {
                 key_package: fetched.key_package.into(),
                 last_resort: fetched.last_resort,
@@ -216,6 +251,7 @@ async fn authenticated(state: &ServerState, user: String, method: Method, body: 
         Method::LeaveGroup => leave_group(state, user, body).await,
         Method::SendMessage => {
             let request: v1::SendMessageRequest = decode(&body)?;
+            state.limiters.check_send(&user).map_err(|refusal| limited(state, refusal))?;
             let now = now_ms();
             let sent = blocking(state, move |store| {
                 let send = SendMessage {

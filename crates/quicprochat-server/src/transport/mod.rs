@@ -22,6 +22,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::metrics::Metrics;
+use crate::rate_limit::RateLimiters;
 use crate::storage::Store;
 use crate::ServerConfig;
 
@@ -39,6 +41,10 @@ pub(crate) struct ServerState {
     pub(crate) rpcs: TaskTracker,
     /// Pending handshakes and connections per source address.
     pub(crate) admissions: Arc<Admissions>,
+    /// Every metric the server exports.
+    pub(crate) metrics: Metrics,
+    /// Per-address and per-account rate limits.
+    pub(crate) limiters: RateLimiters,
 }
 
 /// Wakes push tasks when a user's queue grows.

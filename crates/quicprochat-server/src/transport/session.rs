@@ -10,6 +10,8 @@ use std::sync::Mutex;
 pub(crate) struct Session {
     /// The connection's TLS exporter (see `quicprochat_rpc::auth_exporter`).
     pub(crate) exporter: [u8; 32],
+    /// The client's address (rate limits per source address).
+    pub(crate) remote: std::net::SocketAddr,
     state: Mutex<SessionState>,
 }
 
@@ -20,8 +22,8 @@ struct SessionState {
 }
 
 impl Session {
-    pub(crate) fn new(exporter: [u8; 32]) -> Session {
-        Session { exporter, state: Mutex::default() }
+    pub(crate) fn new(exporter: [u8; 32], remote: std::net::SocketAddr) -> Session {
+        Session { exporter, remote, state: Mutex::default() }
     }
 
     /// Issues a fresh challenge, replacing any earlier one.
@@ -57,7 +59,7 @@ mod tests {
 
     #[test]
     fn challenge_is_single_use() {
-        let session = Session::new([0; 32]);
+        let session = Session::new([0; 32], ([127, 0, 0, 1], 1).into());
         assert_eq!(session.take_challenge(), None);
         let nonce = session.new_challenge();
         assert_eq!(nonce.len(), 32);

@@ -131,7 +131,11 @@ fn invites_and_users_on_a_data_dir() {
     let output = qpc_server(&["invite", "create", "--uses", "3", "--expires", "1h", "--data-dir", data_arg], &[]);
     assert!(output.status.success(), "{}", stderr(&output));
     let token = stdout(&output).trim().to_owned();
-    assert!(token.len() == 32 && token.bytes().all(|byte| byte.is_ascii_hexdigit()), "token {token:?}");
+    assert!(
+        token.len() == quicprochat_server::domain::invites::TOKEN_LEN
+            && token.bytes().all(|byte| byte.is_ascii_alphanumeric()),
+        "token {token:?}"
+    );
     {
         let store = SqliteStore::open(data.join("qpc-server.db")).expect("open store");
         assert_eq!(store.consume_invite(&token, 0).expect("consume"), InviteUse::Consumed { remaining: 2 });

@@ -5,59 +5,15 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use quicprochat_core::{Identity, MlsClient};
 use quicprochat_proto::v1;
 use quicprochat_proto::Method;
 use quicprochat_rpc::RpcClient;
 use tokio::task::JoinSet;
 
-use crate::harness::{Harness, WAIT};
+use crate::harness::{alice_and_bob, Harness, WAIT};
 
 const MESSAGES: usize = 256;
 const CONNECTIONS: usize = 4;
-
-fn clone_identity(identity: &Identity) -> Identity {
-    Identity::from_bytes(&identity.to_bytes()).expect("identity round trip")
-}
-
-/// alice and bob in one group, built with raw RPCs.
-async fn alice_and_bob(harness: &Harness) -> (Identity, MlsClient, Identity, Vec<u8>) {
-    let (alice_rpc, alice) = harness.register("alice").await;
-    let (bob_rpc, bob) = harness.register("bob").await;
-    let alice_mls =
-        MlsClient::open(&harness.dir.path().join("alice.db"), clone_identity(&alice), "alice").expect("mls");
-    let bob_mls = MlsClient::open(&harness.dir.path().join("bob.db"), clone_identity(&bob), "bob").expect("mls");
-    let upload = v1::UploadKeyPackagesRequest {
-        key_packages: bob_mls.generate_key_packages(1).expect("kp").into_iter().map(Into::into).collect(),
-        last_resort: bob_mls.generate_last_resort_key_package().expect("kp").into(),
-    };
-    let _: v1::UploadKeyPackagesResponse = bob_rpc.call(Method::UploadKeyPackages, &upload).await.expect("upload");
-    let group_id = vec![7u8; 16];
-    let bootstrap = alice_mls.create_group(&group_id).expect("create");
-    let create = v1::CreateGroupRequest {
-        group_id: group_id.clone().into(),
-        name: "drain".into(),
-        kind: v1::GroupKind::Named as i32,
-        group_info: bootstrap.group_info.into(),
-        ratchet_tree: bootstrap.ratchet_tree.into(),
-    };
-    let _: v1::CreateGroupResponse = alice_rpc.call(Method::CreateGroup, &create).await.expect("create group");
-    let fetched: v1::FetchKeyPackageResponse = alice_rpc
-        .call(Method::FetchKeyPackage, &v1::FetchKeyPackageRequest { username: "bob".into() })
-        .await
-        .expect("fetch kp");
-    let pending = alice_mls.add_members(&group_id, &[fetched.key_package.to_vec()]).expect("add");
-    let submit = v1::SubmitCommitRequest {
-        group_id: group_id.clone().into(),
-        epoch: pending.epoch,
-        commit: pending.commit.into(),
-        welcome: pending.welcome.unwrap_or_default().into(),
-        message_id: b"add-bob".to_vec().into(),
-    };
-    let _: v1::SubmitCommitResponse = alice_rpc.call(Method::SubmitCommit, &submit).await.expect("commit");
-    alice_mls.merge_pending_commit(&group_id).expect("merge");
-    (alice, alice_mls, bob, group_id)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_during_in_flight_sends_loses_nothing_acknowledged() {

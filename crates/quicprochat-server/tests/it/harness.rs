@@ -3,7 +3,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use quicprochat_core::{auth_transcript, AuthPurpose, Identity};
+use quicprochat_core::{auth_transcript, AuthPurpose, Identity, MlsClient};
 use quicprochat_proto::v1;
 use quicprochat_proto::Method;
 use quicprochat_rpc::transport::TransportLimits;
@@ -89,4 +89,47 @@ pub(crate) fn status_of<T: std::fmt::Debug>(result: Result<T, RpcError>) -> quic
         Err(error) => error.status().unwrap_or_else(|| panic!("expected a status, got {error}")),
         Ok(value) => panic!("expected an error status, got {value:?}"),
     }
+}
+
+pub(crate) fn clone_identity(identity: &Identity) -> Identity {
+    Identity::from_bytes(&identity.to_bytes()).expect("identity round trip")
+}
+
+/// alice and bob in one group, built with raw RPCs.
+pub(crate) async fn alice_and_bob(harness: &Harness) -> (Identity, MlsClient, Identity, Vec<u8>) {
+    let (alice_rpc, alice) = harness.register("alice").await;
+    let (bob_rpc, bob) = harness.register("bob").await;
+    let alice_mls =
+        MlsClient::open(&harness.dir.path().join("alice.db"), clone_identity(&alice), "alice").expect("mls");
+    let bob_mls = MlsClient::open(&harness.dir.path().join("bob.db"), clone_identity(&bob), "bob").expect("mls");
+    let upload = v1::UploadKeyPackagesRequest {
+        key_packages: bob_mls.generate_key_packages(1).expect("kp").into_iter().map(Into::into).collect(),
+        last_resort: bob_mls.generate_last_resort_key_package().expect("kp").into(),
+    };
+    let _: v1::UploadKeyPackagesResponse = bob_rpc.call(Method::UploadKeyPackages, &upload).await.expect("upload");
+    let group_id = vec![7u8; 16];
+    let bootstrap = alice_mls.create_group(&group_id).expect("create");
+    let create = v1::CreateGroupRequest {
+        group_id: group_id.clone().into(),
+        name: "drain".into(),
+        kind: v1::GroupKind::Named as i32,
+        group_info: bootstrap.group_info.into(),
+        ratchet_tree: bootstrap.ratchet_tree.into(),
+    };
+    let _: v1::CreateGroupResponse = alice_rpc.call(Method::CreateGroup, &create).await.expect("create group");
+    let fetched: v1::FetchKeyPackageResponse = alice_rpc
+        .call(Method::FetchKeyPackage, &v1::FetchKeyPackageRequest { username: "bob".into() })
+        .await
+        .expect("fetch kp");
+    let pending = alice_mls.add_members(&group_id, &[fetched.key_package.to_vec()]).expect("add");
+    let submit = v1::SubmitCommitRequest {
+        group_id: group_id.clone().into(),
+        epoch: pending.epoch,
+        commit: pending.commit.into(),
+        welcome: pending.welcome.unwrap_or_default().into(),
+        message_id: b"add-bob".to_vec().into(),
+    };
+    let _: v1::SubmitCommitResponse = alice_rpc.call(Method::SubmitCommit, &submit).await.expect("commit");
+    alice_mls.merge_pending_commit(&group_id).expect("merge");
+    (alice, alice_mls, bob, group_id)
 }

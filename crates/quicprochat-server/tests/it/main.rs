@@ -7,4 +7,5 @@ mod drain;
 mod harness;
 mod hostile;
 mod limits;
+mod operations;
 mod shutdown;

@@ -263,6 +263,13 @@ pub(super) fn queue_depth(connection: &Connection, username: &str) -> Result<u64
         .during("queue_depth")
 }
 
+pub(super) fn total_queue_depth(connection: &Connection) -> Result<u64, StoreError> {
+    connection
+        .prepare_cached("SELECT COUNT(*) FROM queue")
+        .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
+        .during("total_queue_depth")
+}
+
 pub(super) fn stored_message_count(connection: &Connection) -> Result<u64, StoreError> {
     connection
         .prepare_cached("SELECT COUNT(*) FROM messages")

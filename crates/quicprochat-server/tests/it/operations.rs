@@ -1,0 +1,186 @@
+//! Operator-facing behaviour: metrics that move with traffic, health,
+//! rate limits and registration policy, each tripping with the right status.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use quicprochat_core::{auth_transcript, AuthPurpose, Identity, MlsClient};
+use quicprochat_proto::v1;
+use quicprochat_proto::{Method, Status};
+use quicprochat_rpc::RpcClient;
+use quicprochat_server::config::{RateLimit, RegistrationPolicy};
+use quicprochat_server::domain::invites::{self, NewInvite};
+use quicprochat_server::storage::SqliteStore;
+
+use crate::harness::{alice_and_bob, challenge, status_of, Harness};
+
+const NEVER_REFILLS: Duration = Duration::from_secs(3600);
+
+/// `GET path` on the metrics endpoint; returns (status line, body).
+fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect to metrics endpoint");
+    stream.set_read_timeout(Some(crate::harness::WAIT)).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("write request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+    (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
+}
+
+/// The value of one sample line (`name{labels} value`), 0 when absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines().find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_after_traffic_and_health_says_ready() {
+    let harness =
+        Harness::start_with(|config| config.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)))).await;
+    let addr = harness.server.metrics_addr().expect("metrics enabled");
+    let challenges = r#"qpc_rpc_requests_total{method="Challenge",status="OK"}"#;
+    let (status, before) = tokio::task::spawn_blocking(move || http_get(addr, "/metrics")).await.expect("scrape");
+    assert!(status.contains("200"), "{status}");
+    let rpc = harness.connect().await;
+    for _ in 0..3 {
+        challenge(&rpc).await;
+    }
+    let fetch = rpc.call::<_, v1::FetchResponse>(Method::Fetch, &v1::FetchRequest::default()).await;
+    assert_eq!(status_of(fetch), Status::Unauthenticated);
+    let (_, after) = tokio::task::spawn_blocking(move || http_get(addr, "/metrics")).await.expect("scrape");
+    assert_eq!(sample(&after, challenges) - sample(&before, challenges), 3.0, "{after}");
+    assert_eq!(sample(&after, r#"qpc_rpc_requests_total{method="Fetch",status="UNAUTHENTICATED"}"#), 1.0);
+    assert_eq!(sample(&after, "qpc_open_connections"), 1.0);
+    assert!(sample(&after, "qpc_uptime_seconds") >= 0.0 && after.contains("qpc_rpc_duration_seconds_bucket"));
+    let (status, body) = tokio::task::spawn_blocking(move || http_get(addr, "/healthz")).await.expect("health");
+    assert!(status.contains("200") && body.trim() == "ready", "{status} {body}");
+}
+
+async fn register_with(
+    rpc: &RpcClient,
+    name: &str,
+    invite: &str,
+) -> Result<v1::RegisterResponse, quicprochat_rpc::RpcError> {
+    let identity = Identity::generate().expect("identity");
+    let nonce = challenge(rpc).await;
+    let exporter = rpc.auth_exporter().expect("exporter");
+    let transcript = auth_transcript(AuthPurpose::Register, &nonce, &exporter, name, identity.public_key());
+    let request = v1::RegisterRequest {
+        username: name.into(),
+        identity_key: identity.public_key().to_vec().into(),
+        signature: identity.sign(&transcript).expect("sign").into(),
+        invite_token: invite.into(),
+    };
+    rpc.call(Method::Register, &request).await
+}
+
+#[tokio::test]
+async fn registration_is_rate_limited_per_address() {
+    let harness = Harness::start_with(|config| {
+        config.rate_limits.register_per_address = RateLimit { burst: 2, period: NEVER_REFILLS };
+    })
+    .await;
+    let rpc = harness.connect().await;
+    register_with(&rpc, "user1", "").await.expect("first");
+    register_with(&rpc, "user2", "").await.expect("second");
+    let error = register_with(&rpc, "user3", "").await.expect_err("third is over the limit");
+    assert_eq!(error.status(), Some(Status::ResourceExhausted));
+    match error {
+        quicprochat_rpc::RpcError::Status { retry_after_ms, .. } => assert!(retry_after_ms > 0),
+        other => panic!("{other}"),
+    }
+    let _: v1::ChallengeResponse = rpc.call(Method::Challenge, &v1::ChallengeRequest {}).await.expect("healthy");
+}
+
+#[tokio::test]
+async fn registration_policy_closed_and_invite() {
+    let closed = Harness::start_with(|config| config.registration = RegistrationPolicy::Closed).await;
+    let rpc = closed.connect().await;
+    assert_eq!(status_of(register_with(&rpc, "alice", "").await), Status::PermissionDenied);
+
+    let invite_only = Harness::start_with(|config| config.registration = RegistrationPolicy::Invite).await;
+    let store = SqliteStore::open(invite_only.dir.path().join("data").join("qpc-server.db")).expect("open db");
+    let invite = invites::create(&store, NewInvite { uses: 1, expires_in: None }, &mut rand::rng(), 1).expect("invite");
+    let rpc = invite_only.connect().await;
+    assert_eq!(status_of(register_with(&rpc, "alice", "").await), Status::PermissionDenied);
+    assert_eq!(status_of(register_with(&rpc, "alice", "not-a-token").await), Status::PermissionDenied);
+    register_with(&rpc, "alice", &invite.token).await.expect("the invite admits one registration");
+    let rpc = invite_only.connect().await;
+    assert_eq!(status_of(register_with(&rpc, "bob", &invite.token).await), Status::PermissionDenied, "single use");
+}
+
+#[tokio::test]
+async fn sends_are_rate_limited_per_account() {
+    let harness = Harness::start_with(|config| {
+        config.rate_limits.send_per_account = RateLimit { burst: 2, period: NEVER_REFILLS };
+    })
+    .await;
+    let (alice, alice_mls, _bob, group_id) = alice_and_bob(&harness).await;
+    let rpc = harness.login("alice", &alice).await;
+    let send = |index: u32| v1::SendMessageRequest {
+        group_id: group_id.clone().into(),
+        message_id: format!("m{index}").into_bytes().into(),
+        ciphertext: alice_mls.encrypt(&group_id, b"hello").expect("encrypt").into(),
+    };
+    for index in 0..2 {
+        let _: v1::SendMessageResponse = rpc.call(Method::SendMessage, &send(index)).await.expect("within the limit");
+    }
+    let third = rpc.call::<_, v1::SendMessageResponse>(Method::SendMessage, &send(2)).await;
+    assert_eq!(status_of(third), Status::ResourceExhausted);
+}
+
+#[tokio::test]
+async fn key_package_exhaustion_keeps_last_resort_and_adds_still_work() {
+    let harness = Harness::start_with(|config| {
+        config.rate_limits.key_package_fetch_per_target = RateLimit { burst: 2, period: NEVER_REFILLS };
+    })
+    .await;
+    let (bob_rpc, bob) = harness.register("bob").await;
+    let bob_mls =
+        MlsClient::open(&harness.dir.path().join("bob.db"), crate::harness::clone_identity(&bob), "bob").expect("mls");
+    let upload = v1::UploadKeyPackagesRequest {
+        key_packages: bob_mls.generate_key_packages(5).expect("kps").into_iter().map(Into::into).collect(),
+        last_resort: bob_mls.generate_last_resort_key_package().expect("kp").into(),
+    };
+    let _: v1::UploadKeyPackagesResponse = bob_rpc.call(Method::UploadKeyPackages, &upload).await.expect("upload");
+
+    // mallory drains as fast as the per-target limit lets her.
+    let (mallory, _) = harness.register("mallory").await;
+    let fetch = v1::FetchKeyPackageRequest { username: "bob".into() };
+    let mut served_last_resort = 0;
+    for _ in 0..10 {
+        let response: v1::FetchKeyPackageResponse = mallory.call(Method::FetchKeyPackage, &fetch).await.expect("fetch");
+        served_last_resort += usize::from(response.last_resort);
+    }
+    assert_eq!(served_last_resort, 8, "after the burst only the last-resort package is served");
+    let stock: v1::KeyPackageStockResponse =
+        bob_rpc.call(Method::KeyPackageStock, &v1::KeyPackageStockRequest {}).await.expect("stock");
+    assert_eq!((stock.stock, stock.has_last_resort), (3, true), "the attack consumed only the burst");
+
+    // A legitimate add still works, with the last-resort package.
+    let (alice_rpc, alice) = harness.register("alice").await;
+    let alice_mls =
+        MlsClient::open(&harness.dir.path().join("alice.db"), crate::harness::clone_identity(&alice), "alice")
+            .expect("mls");
+    let group_id = vec![9u8; 16];
+    let bootstrap = alice_mls.create_group(&group_id).expect("group");
+    let create = v1::CreateGroupRequest {
+        group_id: group_id.clone().into(),
+        name: "team".into(),
+        kind: v1::GroupKind::Named as i32,
+        group_info: bootstrap.group_info.into(),
+        ratchet_tree: bootstrap.ratchet_tree.into(),
+    };
+    let _: v1::CreateGroupResponse = alice_rpc.call(Method::CreateGroup, &create).await.expect("create");
+    let key_package: v1::FetchKeyPackageResponse =
+        alice_rpc.call(Method::FetchKeyPackage, &fetch).await.expect("fetch");
+    let pending = alice_mls.add_members(&group_id, &[key_package.key_package.to_vec()]).expect("add bob");
+    let submit = v1::SubmitCommitRequest {
+        group_id: group_id.clone().into(),
+        epoch: pending.epoch,
+        commit: pending.commit.into(),
+        welcome: pending.welcome.unwrap_or_default().into(),
+        message_id: b"add".to_vec().into(),
+    };
+    let _: v1::SubmitCommitResponse = alice_rpc.call(Method::SubmitCommit, &submit).await.expect("bob added");
+}
