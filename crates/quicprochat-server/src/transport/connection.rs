@@ -133,7 +133,13 @@ async fn serve_request(
     let method = request.method;
     let started = std::time::Instant::now();
     state.metrics.rpc_started();
-    let span = tracing::info_span!("rpc", %method, user = session.user().as_deref().unwrap_or("-"));
+    let span = tracing::info_span!(
+        "rpc",
+        %method,
+        user = session.user().as_deref().unwrap_or("-"),
+        status = tracing::field::Empty,
+        duration_us = tracing::field::Empty,
+    );
     let reply = tokio::time::timeout(state.config.rpc_timeout, dispatch(state, session, method, request.body))
         .instrument(span.clone())
         .await
@@ -146,7 +152,9 @@ async fn serve_request(
     if sent.is_err() {
         return;
     }
-    span.in_scope(|| tracing::debug!(%status, elapsed_us = started.elapsed().as_micros() as u64, "rpc done"));
+    span.record("status", status.name());
+    span.record("duration_us", started.elapsed().as_micros() as u64);
+    span.in_scope(|| tracing::debug!("rpc done"));
     if let (Some(after_seq), Some(user)) = (subscribe_from, session.user()) {
         tokio::spawn(push_loop(connection.clone(), state.clone(), user, after_seq));
     }
