@@ -4,7 +4,7 @@
 use quicprochat_proto::v1;
 use quicprochat_proto::{Method, Status};
 
-use crate::harness::{challenge, login_request, status_of, Harness};
+use crate::harness::{challenge, login_request, status_of, Harness, TestServer};
 
 #[tokio::test]
 async fn every_rpc_needs_a_session() {

@@ -10,10 +10,13 @@ use quicprochat_proto::Method;
 use quicprochat_rpc::RpcClient;
 use tokio::task::JoinSet;
 
-use crate::harness::{alice_and_bob, Harness, WAIT};
+use crate::harness::{alice_and_bob, Harness, TestServer, WAIT};
+use crate::process::ServerProcess;
 
 const MESSAGES: usize = 256;
 const CONNECTIONS: usize = 4;
+/// More sends for the process test: spawning `kill` takes a few milliseconds.
+const PROCESS_MESSAGES: usize = 512;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_during_in_flight_sends_loses_nothing_acknowledged() {
@@ -78,4 +81,69 @@ async fn shutdown_during_in_flight_sends_loses_nothing_acknowledged() {
     }
     let lost: Vec<_> = acknowledged.difference(&stored).collect();
     assert!(lost.is_empty(), "{} acknowledged messages lost: {lost:?}", lost.len());
+}
+
+/// The same through the real binary: SIGTERM during 256 in-flight sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_in_flight_sends_exits_zero_and_loses_nothing() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut server = ServerProcess::start(data.path());
+    let (alice, alice_mls, bob, group_id) = alice_and_bob(&server).await;
+    let mut connections: Vec<RpcClient> = Vec::new();
+    for _ in 0..CONNECTIONS {
+        connections.push(server.login("alice", &alice).await);
+    }
+    // Encrypt first, so all sends are really in flight together.
+    let requests: Vec<v1::SendMessageRequest> = (0..PROCESS_MESSAGES)
+        .map(|index| v1::SendMessageRequest {
+            group_id: group_id.clone().into(),
+            message_id: format!("term-{index}").into_bytes().into(),
+            ciphertext: alice_mls.encrypt(&group_id, b"x").expect("encrypt").into(),
+        })
+        .collect();
+    let mut sends = JoinSet::new();
+    for (index, request) in requests.into_iter().enumerate() {
+        let rpc = connections[index % CONNECTIONS].clone();
+        sends.spawn(async move {
+            let result = rpc.call::<_, v1::SendMessageResponse>(Method::SendMessage, &request).await;
+            (request.message_id.to_vec(), result)
+        });
+    }
+    let first = sends.join_next().await.expect("a send").expect("task");
+    let first_answered = Instant::now();
+    let (status, exit_time) = tokio::task::block_in_place(|| server.terminate());
+    assert!(status.success(), "qpc-server exits 0 after SIGTERM: {status}");
+    let grace = quicprochat_server::ServerConfig::new("/unused".into(), ([127, 0, 0, 1], 0).into()).shutdown_grace;
+    assert!(exit_time < grace, "exit took {exit_time:?}, grace is {grace:?}");
+    let mut acknowledged = HashSet::new();
+    for (message_id, result) in std::iter::once(first).chain(sends.join_all().await) {
+        match result {
+            Ok(_) => {
+                acknowledged.insert(message_id);
+            }
+            Err(error) => assert!(error.is_retryable(), "non-retryable failure: {error}"),
+        }
+    }
+    eprintln!(
+        "sigterm: {} of {PROCESS_MESSAGES} acknowledged, process exited in {exit_time:?}, all answered {:?} after the first",
+        acknowledged.len(),
+        first_answered.elapsed()
+    );
+    drop(server);
+
+    let server = ServerProcess::start(data.path());
+    let bob_rpc = server.login("bob", &bob).await;
+    let fetched: v1::FetchResponse =
+        bob_rpc.call(Method::Fetch, &v1::FetchRequest { after_seq: 0, limit: 500 }).await.expect("fetch");
+    let mut stored: HashSet<Vec<u8>> = fetched.entries.iter().map(|entry| entry.message_id.to_vec()).collect();
+    let mut cursor = fetched.entries.last().map_or(0, |entry| entry.seq);
+    loop {
+        let more: v1::FetchResponse =
+            bob_rpc.call(Method::Fetch, &v1::FetchRequest { after_seq: cursor, limit: 500 }).await.expect("fetch");
+        let Some(last) = more.entries.last() else { break };
+        cursor = last.seq;
+        stored.extend(more.entries.iter().map(|entry| entry.message_id.to_vec()));
+    }
+    let lost = acknowledged.difference(&stored).count();
+    assert_eq!(lost, 0, "acknowledged messages lost across SIGTERM and restart");
 }

@@ -1,13 +1,14 @@
 //! A server on a temporary data dir and raw RPC connections to it.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::time::Duration;
 
 use quicprochat_core::{auth_transcript, AuthPurpose, Identity, MlsClient};
 use quicprochat_proto::v1;
 use quicprochat_proto::Method;
 use quicprochat_rpc::transport::TransportLimits;
-use quicprochat_rpc::{PinnedServer, RpcClient, RpcError};
+use quicprochat_rpc::{CertFingerprint, PinnedServer, RpcClient, RpcError};
 use quicprochat_server::{RunningServer, ServerConfig};
 
 pub(crate) const WAIT: Duration = Duration::from_secs(10);
@@ -38,9 +39,34 @@ impl Harness {
         let server = RunningServer::start(config).await.expect("server restarts");
         Harness { dir, server }
     }
+}
+
+impl TestServer for Harness {
+    fn addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    fn fingerprint(&self) -> CertFingerprint {
+        self.server.fingerprint()
+    }
+
+    fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// What tests need of a server, in-process or a child process.
+#[allow(async_fn_in_trait)]
+pub(crate) trait TestServer {
+    /// The QUIC address.
+    fn addr(&self) -> SocketAddr;
+    /// The certificate to pin.
+    fn fingerprint(&self) -> CertFingerprint;
+    /// A scratch directory for client-side state.
+    fn dir(&self) -> &Path;
 
     /// A new connection logged in as `name`.
-    pub(crate) async fn login(&self, name: &str, identity: &Identity) -> RpcClient {
+    async fn login(&self, name: &str, identity: &Identity) -> RpcClient {
         let rpc = self.connect().await;
         let nonce = challenge(&rpc).await;
         let request = login_request(identity, name, &nonce, &rpc.auth_exporter().expect("exporter"));
@@ -48,13 +74,13 @@ impl Harness {
         rpc
     }
 
-    pub(crate) async fn connect(&self) -> RpcClient {
-        let pin = PinnedServer::new(Some(self.server.fingerprint()));
-        RpcClient::connect(self.server.local_addr(), pin, &TransportLimits::default(), WAIT).await.expect("connect")
+    async fn connect(&self) -> RpcClient {
+        let pin = PinnedServer::new(Some(self.fingerprint()));
+        RpcClient::connect(self.addr(), pin, &TransportLimits::default(), WAIT).await.expect("connect")
     }
 
     /// Registers `name` on a fresh connection; returns the logged-in connection and the identity.
-    pub(crate) async fn register(&self, name: &str) -> (RpcClient, Identity) {
+    async fn register(&self, name: &str) -> (RpcClient, Identity) {
         let rpc = self.connect().await;
         let identity = Identity::generate().expect("identity");
         let nonce = challenge(&rpc).await;
@@ -96,12 +122,11 @@ pub(crate) fn clone_identity(identity: &Identity) -> Identity {
 }
 
 /// alice and bob in one group, built with raw RPCs.
-pub(crate) async fn alice_and_bob(harness: &Harness) -> (Identity, MlsClient, Identity, Vec<u8>) {
+pub(crate) async fn alice_and_bob(harness: &impl TestServer) -> (Identity, MlsClient, Identity, Vec<u8>) {
     let (alice_rpc, alice) = harness.register("alice").await;
     let (bob_rpc, bob) = harness.register("bob").await;
-    let alice_mls =
-        MlsClient::open(&harness.dir.path().join("alice.db"), clone_identity(&alice), "alice").expect("mls");
-    let bob_mls = MlsClient::open(&harness.dir.path().join("bob.db"), clone_identity(&bob), "bob").expect("mls");
+    let alice_mls = MlsClient::open(&harness.dir().join("alice.db"), clone_identity(&alice), "alice").expect("mls");
+    let bob_mls = MlsClient::open(&harness.dir().join("bob.db"), clone_identity(&bob), "bob").expect("mls");
     let upload = v1::UploadKeyPackagesRequest {
         key_packages: bob_mls.generate_key_packages(1).expect("kp").into_iter().map(Into::into).collect(),
         last_resort: bob_mls.generate_last_resort_key_package().expect("kp").into(),

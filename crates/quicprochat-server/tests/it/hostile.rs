@@ -6,7 +6,7 @@ use quicprochat_proto::{Frame, FrameKind, Method, Status};
 use quicprochat_rpc::stream::read_frame;
 use quicprochat_rpc::CLOSE_PROTOCOL_VIOLATION;
 
-use crate::harness::{status_of, Harness, WAIT};
+use crate::harness::{status_of, Harness, TestServer, WAIT};
 
 /// Writes raw bytes on a new stream and returns the response frame, if any.
 async fn raw_exchange(rpc: &quicprochat_rpc::RpcClient, bytes: &[u8]) -> Option<Frame> {

@@ -8,7 +8,7 @@ use quicprochat_proto::{FrameKind, Method, Status};
 use quicprochat_rpc::transport::TransportLimits;
 use quicprochat_rpc::{PinnedServer, RpcClient};
 
-use crate::harness::{status_of, Harness, WAIT};
+use crate::harness::{status_of, Harness, TestServer, WAIT};
 
 fn header(len: u32, method: Method) -> Vec<u8> {
     let mut bytes = len.to_be_bytes().to_vec();

@@ -8,4 +8,5 @@ mod harness;
 mod hostile;
 mod limits;
 mod operations;
+mod process;
 mod shutdown;

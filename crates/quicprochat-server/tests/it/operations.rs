@@ -13,7 +13,7 @@ use quicprochat_server::config::{RateLimit, RegistrationPolicy};
 use quicprochat_server::domain::invites::{self, NewInvite};
 use quicprochat_server::storage::SqliteStore;
 
-use crate::harness::{alice_and_bob, challenge, status_of, Harness};
+use crate::harness::{alice_and_bob, challenge, status_of, Harness, TestServer};
 
 const NEVER_REFILLS: Duration = Duration::from_secs(3600);
 

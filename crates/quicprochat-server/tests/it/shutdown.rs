@@ -2,7 +2,7 @@
 
 use quicprochat_rpc::CLOSE_SERVER_SHUTDOWN;
 
-use crate::harness::{Harness, WAIT};
+use crate::harness::{Harness, TestServer, WAIT};
 
 #[tokio::test]
 async fn shutdown_closes_connections_with_the_shutdown_code() {

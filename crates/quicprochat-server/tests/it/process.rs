@@ -1,0 +1,84 @@
+//! `qpc-server` as a child process, for tests of signals and exit codes.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use quicprochat_rpc::CertFingerprint;
+
+use crate::harness::{TestServer, WAIT};
+
+/// A running `qpc-server` child, killed on drop.
+pub(crate) struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+    fingerprint: CertFingerprint,
+    scratch: tempfile::TempDir,
+}
+
+impl ServerProcess {
+    /// Starts `qpc-server` on `data_dir`, `127.0.0.1:0`, and waits for its readiness line.
+    pub(crate) fn start(data_dir: &Path) -> ServerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_qpc-server"))
+            .args(["--data-dir", &data_dir.display().to_string(), "--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", std::env::var("QPC_TEST_SERVER_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn qpc-server");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (lines_tx, lines_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines_tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let line = lines_rx.recv_timeout(WAIT).expect("readiness line");
+        let mut words = line.split_whitespace();
+        let (Some("listening"), Some("on"), Some(addr), Some("fingerprint"), Some(fingerprint)) =
+            (words.next(), words.next(), words.next(), words.next(), words.next())
+        else {
+            panic!("unexpected readiness line {line:?}");
+        };
+        ServerProcess {
+            child,
+            addr: addr.parse().expect("address"),
+            fingerprint: CertFingerprint::parse(fingerprint).expect("fingerprint"),
+            scratch: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// Sends SIGTERM; returns the exit status and how long the exit took.
+    pub(crate) fn terminate(&mut self) -> (ExitStatus, Duration) {
+        let started = Instant::now();
+        let kill = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
+        assert!(kill.success());
+        let status = self.child.wait().expect("wait for qpc-server");
+        (status, started.elapsed())
+    }
+}
+
+impl TestServer for ServerProcess {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn fingerprint(&self) -> CertFingerprint {
+        self.fingerprint
+    }
+
+    fn dir(&self) -> &Path {
+        self.scratch.path()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
