@@ -6,7 +6,7 @@
 //! all of it but the last byte, then stalls. The server's per-connection
 //! body budget, flow-control windows and stream read deadline bound what it
 //! holds. The server's resident memory is read from `/proc` before and while
-//! the attack holds.
+//! the attack holds, and its peak.
 //!
 //! ```text
 //! qpc-server --data-dir /tmp/h --listen 127.0.0.1:7999 &
@@ -27,10 +27,11 @@ const STREAMS: usize = 64;
 const BODY: u32 = 16 * 1024 * 1024;
 const CHUNK: usize = 64 * 1024;
 
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+/// A `/proc/PID/status` field in KiB (`VmRSS` now, `VmHWM` peak).
+fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("read /proc status")?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:")).context("no VmRSS line")?;
-    line.split_whitespace().nth(1).context("no VmRSS value")?.parse().context("VmRSS value")
+    let line = status.lines().find(|line| line.starts_with(field)).context("no such status line")?;
+    line.split_whitespace().nth(1).context("no value")?.parse().context("value")
 }
 
 #[tokio::main]
@@ -39,7 +40,9 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let addr: SocketAddr = args.next().context("usage: hostile_connection ADDR SERVER_PID")?.parse()?;
     let pid: u32 = args.next().context("usage: hostile_connection ADDR SERVER_PID")?.parse()?;
-    let before = rss_kib(pid)?;
+    let before = status_kib(pid, "VmRSS:")?;
+    // Reset the peak-RSS mark so VmHWM reports the peak of this attack (needs write access).
+    let peak_reset = std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok();
 
     let rpc =
         RpcClient::connect(addr, PinnedServer::new(None), &TransportLimits::default(), Duration::from_secs(10)).await?;
@@ -86,12 +89,21 @@ async fn main() -> anyhow::Result<()> {
         total_sent += sent;
         held.push(recv);
     }
-    let during = rss_kib(pid)?;
+    let during = status_kib(pid, "VmRSS:")?;
+    let peak = status_kib(pid, "VmHWM:")?;
     println!("streams opened:        {STREAMS} (each announcing {} MiB)", BODY / (1024 * 1024));
-    println!("body bytes accepted:   {:.1} MiB", total_sent as f64 / (1024.0 * 1024.0));
+    println!(
+        "body bytes written:    {:.1} MiB (most into streams the server refused or stopped)",
+        total_sent as f64 / (1024.0 * 1024.0)
+    );
     println!("server RSS before:     {:.1} MiB", before as f64 / 1024.0);
     println!("server RSS during:     {:.1} MiB", during as f64 / 1024.0);
-    println!("held by the attacker:  {:.1} MiB", during.saturating_sub(before) as f64 / 1024.0);
+    println!(
+        "server RSS peak:       {:.1} MiB{}",
+        peak as f64 / 1024.0,
+        if peak_reset { "" } else { " (process lifetime peak)" }
+    );
+    println!("held by the attacker:  {:.1} MiB at peak", peak.saturating_sub(before) as f64 / 1024.0);
     rpc.close().await;
     Ok(())
 }
