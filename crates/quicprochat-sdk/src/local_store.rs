@@ -195,38 +195,31 @@ impl LocalStore {
     /// Stores an incoming message unless (sender, id) is already known.
     /// Returns whether it was new.
     pub fn insert_incoming(&self, message: &IncomingRecord<'_>) -> rusqlite::Result<bool> {
-        let inserted = self.connection.execute(
-            "INSERT OR IGNORE INTO messages
-                 (sender, message_id, group_id, text, sent_at_ms, received_at_ms, state, shown)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'received', 0)",
-            params![
-                message.sender,
-                message.message_id,
-                message.group_id,
-                message.text,
-                message.sent_at_ms as i64,
-                message.received_at_ms as i64
-            ],
-        )?;
-        Ok(inserted == 1)
+        self.insert(message, MessageState::Received, false)
     }
 
     /// Stores an outgoing message as pending.
     pub fn insert_outgoing(&self, message: &IncomingRecord<'_>) -> rusqlite::Result<()> {
-        self.connection.execute(
+        self.insert(message, MessageState::Pending, true).map(|_| ())
+    }
+
+    fn insert(&self, message: &IncomingRecord<'_>, state: MessageState, shown: bool) -> rusqlite::Result<bool> {
+        let inserted = self.connection.execute(
             "INSERT OR IGNORE INTO messages
                  (sender, message_id, group_id, text, sent_at_ms, received_at_ms, state, shown)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 1)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 message.sender,
                 message.message_id,
                 message.group_id,
                 message.text,
                 message.sent_at_ms as i64,
-                message.received_at_ms as i64
+                message.received_at_ms as i64,
+                state.as_str(),
+                shown
             ],
         )?;
-        Ok(())
+        Ok(inserted == 1)
     }
 
     /// Updates the delivery state of one of our messages.

@@ -10,7 +10,7 @@ use quicprochat_proto::Method;
 use quicprochat_rpc::RpcClient;
 use tokio::task::JoinSet;
 
-use crate::harness::{alice_and_bob, Harness, TestServer, WAIT};
+use crate::harness::{alice_and_bob, queued_message_ids, Harness, TestServer, WAIT};
 use crate::process::ServerProcess;
 
 const MESSAGES: usize = 256;
@@ -70,15 +70,7 @@ async fn shutdown_during_in_flight_sends_loses_nothing_acknowledged() {
     // Every acknowledged message survives the restart.
     let harness = Harness::restart(harness.dir).await;
     let bob_rpc = harness.login("bob", &bob).await;
-    let mut stored = HashSet::new();
-    let mut cursor = 0;
-    loop {
-        let fetched: v1::FetchResponse =
-            bob_rpc.call(Method::Fetch, &v1::FetchRequest { after_seq: cursor, limit: 500 }).await.expect("fetch");
-        let Some(last) = fetched.entries.last() else { break };
-        cursor = last.seq;
-        stored.extend(fetched.entries.iter().map(|entry| entry.message_id.to_vec()));
-    }
+    let stored = queued_message_ids(&bob_rpc).await;
     let lost: Vec<_> = acknowledged.difference(&stored).collect();
     assert!(lost.is_empty(), "{} acknowledged messages lost: {lost:?}", lost.len());
 }
@@ -133,17 +125,7 @@ async fn sigterm_during_in_flight_sends_exits_zero_and_loses_nothing() {
 
     let server = ServerProcess::start(data.path());
     let bob_rpc = server.login("bob", &bob).await;
-    let fetched: v1::FetchResponse =
-        bob_rpc.call(Method::Fetch, &v1::FetchRequest { after_seq: 0, limit: 500 }).await.expect("fetch");
-    let mut stored: HashSet<Vec<u8>> = fetched.entries.iter().map(|entry| entry.message_id.to_vec()).collect();
-    let mut cursor = fetched.entries.last().map_or(0, |entry| entry.seq);
-    loop {
-        let more: v1::FetchResponse =
-            bob_rpc.call(Method::Fetch, &v1::FetchRequest { after_seq: cursor, limit: 500 }).await.expect("fetch");
-        let Some(last) = more.entries.last() else { break };
-        cursor = last.seq;
-        stored.extend(more.entries.iter().map(|entry| entry.message_id.to_vec()));
-    }
+    let stored = queued_message_ids(&bob_rpc).await;
     let lost = acknowledged.difference(&stored).count();
     assert_eq!(lost, 0, "acknowledged messages lost across SIGTERM and restart");
 }

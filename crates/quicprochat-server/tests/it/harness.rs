@@ -133,28 +133,47 @@ pub(crate) async fn alice_and_bob(harness: &impl TestServer) -> (Identity, MlsCl
     };
     let _: v1::UploadKeyPackagesResponse = bob_rpc.call(Method::UploadKeyPackages, &upload).await.expect("upload");
     let group_id = vec![7u8; 16];
-    let bootstrap = alice_mls.create_group(&group_id).expect("create");
+    create_group_with(&alice_rpc, &alice_mls, &group_id, "bob").await;
+    (alice, alice_mls, bob, group_id)
+}
+
+/// `creator` registers a group `group_id` with the server, fetches one key
+/// package of `member` and commits adding them.
+pub(crate) async fn create_group_with(rpc: &RpcClient, creator: &MlsClient, group_id: &[u8], member: &str) {
+    let bootstrap = creator.create_group(group_id).expect("create");
     let create = v1::CreateGroupRequest {
-        group_id: group_id.clone().into(),
-        name: "drain".into(),
+        group_id: group_id.to_vec().into(),
+        name: "team".into(),
         kind: v1::GroupKind::Named as i32,
         group_info: bootstrap.group_info.into(),
         ratchet_tree: bootstrap.ratchet_tree.into(),
     };
-    let _: v1::CreateGroupResponse = alice_rpc.call(Method::CreateGroup, &create).await.expect("create group");
-    let fetched: v1::FetchKeyPackageResponse = alice_rpc
-        .call(Method::FetchKeyPackage, &v1::FetchKeyPackageRequest { username: "bob".into() })
+    let _: v1::CreateGroupResponse = rpc.call(Method::CreateGroup, &create).await.expect("create group");
+    let fetched: v1::FetchKeyPackageResponse = rpc
+        .call(Method::FetchKeyPackage, &v1::FetchKeyPackageRequest { username: member.into() })
         .await
-        .expect("fetch kp");
-    let pending = alice_mls.add_members(&group_id, &[fetched.key_package.to_vec()]).expect("add");
+        .expect("fetch key package");
+    let pending = creator.add_members(group_id, &[fetched.key_package.to_vec()]).expect("add");
     let submit = v1::SubmitCommitRequest {
-        group_id: group_id.clone().into(),
+        group_id: group_id.to_vec().into(),
         epoch: pending.epoch,
         commit: pending.commit.into(),
         welcome: pending.welcome.unwrap_or_default().into(),
-        message_id: b"add-bob".to_vec().into(),
+        message_id: format!("add-{member}").into_bytes().into(),
     };
-    let _: v1::SubmitCommitResponse = alice_rpc.call(Method::SubmitCommit, &submit).await.expect("commit");
-    alice_mls.merge_pending_commit(&group_id).expect("merge");
-    (alice, alice_mls, bob, group_id)
+    let _: v1::SubmitCommitResponse = rpc.call(Method::SubmitCommit, &submit).await.expect("commit");
+    creator.merge_pending_commit(group_id).expect("merge");
+}
+
+/// Every message id in `rpc`'s account's queue.
+pub(crate) async fn queued_message_ids(rpc: &RpcClient) -> std::collections::HashSet<Vec<u8>> {
+    let mut ids = std::collections::HashSet::new();
+    let mut cursor = 0;
+    loop {
+        let fetched: v1::FetchResponse =
+            rpc.call(Method::Fetch, &v1::FetchRequest { after_seq: cursor, limit: 500 }).await.expect("fetch");
+        let Some(last) = fetched.entries.last() else { return ids };
+        cursor = last.seq;
+        ids.extend(fetched.entries.iter().map(|entry| entry.message_id.to_vec()));
+    }
 }

@@ -13,7 +13,7 @@ use quicprochat_server::config::{RateLimit, RegistrationPolicy};
 use quicprochat_server::domain::invites::{self, NewInvite};
 use quicprochat_server::storage::SqliteStore;
 
-use crate::harness::{alice_and_bob, challenge, status_of, Harness, TestServer};
+use crate::harness::{alice_and_bob, challenge, create_group_with, status_of, Harness, TestServer};
 
 const NEVER_REFILLS: Duration = Duration::from_secs(3600);
 
@@ -162,25 +162,6 @@ async fn key_package_exhaustion_keeps_last_resort_and_adds_still_work() {
     let alice_mls =
         MlsClient::open(&harness.dir.path().join("alice.db"), crate::harness::clone_identity(&alice), "alice")
             .expect("mls");
-    let group_id = vec![9u8; 16];
-    let bootstrap = alice_mls.create_group(&group_id).expect("group");
-    let create = v1::CreateGroupRequest {
-        group_id: group_id.clone().into(),
-        name: "team".into(),
-        kind: v1::GroupKind::Named as i32,
-        group_info: bootstrap.group_info.into(),
-        ratchet_tree: bootstrap.ratchet_tree.into(),
-    };
-    let _: v1::CreateGroupResponse = alice_rpc.call(Method::CreateGroup, &create).await.expect("create");
-    let key_package: v1::FetchKeyPackageResponse =
-        alice_rpc.call(Method::FetchKeyPackage, &fetch).await.expect("fetch");
-    let pending = alice_mls.add_members(&group_id, &[key_package.key_package.to_vec()]).expect("add bob");
-    let submit = v1::SubmitCommitRequest {
-        group_id: group_id.clone().into(),
-        epoch: pending.epoch,
-        commit: pending.commit.into(),
-        welcome: pending.welcome.unwrap_or_default().into(),
-        message_id: b"add".to_vec().into(),
-    };
-    let _: v1::SubmitCommitResponse = alice_rpc.call(Method::SubmitCommit, &submit).await.expect("bob added");
+    // (create_group_with fetches bob's key package: past the burst, the last-resort one.)
+    create_group_with(&alice_rpc, &alice_mls, &[9u8; 16], "bob").await;
 }
