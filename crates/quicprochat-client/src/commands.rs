@@ -73,10 +73,19 @@ pub(crate) async fn run_with_client(client: &QpcClient, command: Command, json: 
         Command::Group(group) => run_group(client, group, json).await?,
         Command::Send { target, text } => {
             let message = client.send(&target, &text.join(" ")).await?;
+            let queued = message.state == quicprochat_sdk::MessageState::Pending;
             if json {
                 println!("{}", crate::output::message_json(&message));
+            } else if queued {
+                println!("queued for {} ({})", message.group, message.id);
             } else {
                 println!("sent to {} ({})", message.group, message.id);
+            }
+            if queued {
+                eprintln!(
+                    "note: the server could not take the message now; it stays queued and is sent \
+                     (with the same id) the next time qpc connects"
+                );
             }
         }
         Command::Recv { wait, follow } => {

@@ -58,6 +58,8 @@ methods! {
     Login = 3, req 4 * KIB, resp KIB;
     /// `ResolveUserRequest` → `ResolveUserResponse`.
     ResolveUser = 4, req KIB, resp 4 * KIB;
+    /// `PingRequest` → `PingResponse` (heartbeat; no session needed).
+    Ping = 5, req KIB, resp KIB;
     /// `UploadKeyPackagesRequest` → `UploadKeyPackagesResponse`.
     UploadKeyPackages = 10, req 2 * MIB, resp KIB;
     /// `FetchKeyPackageRequest` → `FetchKeyPackageResponse`.

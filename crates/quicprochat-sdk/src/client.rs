@@ -146,7 +146,14 @@ impl QpcClient {
         };
         let response: v1::LoginResponse = rpc.call(Method::Login, &request).await?;
         let client = QpcClient::from_parts(profile, rpc, options)?;
-        client.inner.lock().await.refill_key_packages(response.key_package_stock, response.has_last_resort).await?;
+        {
+            let mut inner = client.inner.lock().await;
+            inner.refill_key_packages(response.key_package_stock, response.has_last_resort).await?;
+            // Messages queued while offline (or by an earlier run) go out now.
+            if let Err(error) = inner.flush_outbox().await {
+                tracing::debug!(%error, "outbox not flushed at login");
+            }
+        }
         Ok(client)
     }
 

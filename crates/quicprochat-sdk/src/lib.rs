@@ -18,6 +18,7 @@ mod error;
 mod groups;
 pub mod local_store;
 mod messaging;
+pub mod outbox;
 pub mod profile;
 mod sync;
 

@@ -45,7 +45,7 @@ pub enum MessageState {
 }
 
 impl MessageState {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             MessageState::Pending => "pending",
             MessageState::Sent => "sent",
@@ -54,7 +54,7 @@ impl MessageState {
         }
     }
 
-    fn parse(text: &str) -> MessageState {
+    pub(crate) fn parse(text: &str) -> MessageState {
         match text {
             "pending" => MessageState::Pending,
             "sent" => MessageState::Sent,
@@ -85,7 +85,7 @@ pub struct StoredMessage {
 
 /// The local store.
 pub struct LocalStore {
-    connection: Connection,
+    pub(crate) connection: Connection,
 }
 
 const SCHEMA: &str = "
@@ -110,6 +110,14 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_by_group ON messages (group_id, received_at_ms);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id BLOB NOT NULL UNIQUE,
+    group_id BLOB NOT NULL,
+    ciphertext BLOB NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
 ";
 
 impl LocalStore {
@@ -195,46 +203,20 @@ impl LocalStore {
     /// Stores an incoming message unless (sender, id) is already known.
     /// Returns whether it was new.
     pub fn insert_incoming(&self, message: &IncomingRecord<'_>) -> rusqlite::Result<bool> {
-        self.insert(message, MessageState::Received, false)
-    }
-
-    /// Stores an outgoing message as pending.
-    pub fn insert_outgoing(&self, message: &IncomingRecord<'_>) -> rusqlite::Result<()> {
-        self.insert(message, MessageState::Pending, true).map(|_| ())
-    }
-
-    fn insert(&self, message: &IncomingRecord<'_>, state: MessageState, shown: bool) -> rusqlite::Result<bool> {
         let inserted = self.connection.execute(
             "INSERT OR IGNORE INTO messages
                  (sender, message_id, group_id, text, sent_at_ms, received_at_ms, state, shown)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'received', 0)",
             params![
                 message.sender,
                 message.message_id,
                 message.group_id,
                 message.text,
                 message.sent_at_ms as i64,
-                message.received_at_ms as i64,
-                state.as_str(),
-                shown
+                message.received_at_ms as i64
             ],
         )?;
         Ok(inserted == 1)
-    }
-
-    /// Updates the delivery state of one of our messages.
-    pub fn set_state(
-        &self,
-        sender: &str,
-        message_id: &[u8],
-        state: MessageState,
-        error: Option<&str>,
-    ) -> rusqlite::Result<()> {
-        self.connection.execute(
-            "UPDATE messages SET state = ?3, error = ?4 WHERE sender = ?1 AND message_id = ?2",
-            params![sender, message_id, state.as_str(), error],
-        )?;
-        Ok(())
     }
 
     /// Returns incoming messages not shown yet, oldest first, and marks them shown.
@@ -339,12 +321,12 @@ mod tests {
     #[test]
     fn history_keeps_order_limit_and_state() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = LocalStore::open(&dir.path().join("client.db")).expect("open");
+        let mut store = LocalStore::open(&dir.path().join("client.db")).expect("open");
         store.add_conversation(b"g1", "dm:alice:bob", Some("bob"), 1).expect("conversation");
         for (index, id) in [b"a", b"b", b"c"].iter().enumerate() {
-            store.insert_outgoing(&record("alice", *id, "x", index as u64)).expect("outgoing");
+            store.queue_outgoing(&record("alice", *id, "x", index as u64), b"cipher").expect("outgoing");
         }
-        store.set_state("alice", b"c", MessageState::Sent, None).expect("state");
+        store.outbox_sent("alice", b"c").expect("state");
         let history = store.history(b"g1", 2).expect("history");
         assert_eq!(history.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), [hex::encode("b"), hex::encode("c")]);
         assert_eq!(history[0].state, MessageState::Pending);

@@ -78,6 +78,10 @@ impl Inner {
     /// where we are the member designated to do it.
     pub(crate) async fn sync_and_settle(&mut self) -> Result<(), SdkError> {
         let leavers = self.sync().await?;
+        // Whatever is still queued goes out now that the server answers.
+        if let Err(error) = self.flush_outbox().await {
+            tracing::debug!(%error, "outbox not flushed");
+        }
         for (group_id, leaving) in leavers {
             let Some(conversation) = self.store.conversation(&group_id)? else { continue };
             if !conversation.active || !self.mls.is_active(&group_id)? {

@@ -158,10 +158,14 @@ fn send_rate_limit_end_to_end() {
     qpc_ok(&alice, &["register", "alice", "--server", &server.addr]);
     qpc_ok(&dir.path().join("bob"), &["register", "bob", "--server", &server.addr]);
     qpc_ok(&alice, &["send", "@bob", "first"]);
-    let limited = qpc(&alice, &["send", "@bob", "second"]);
-    assert!(!limited.status.success());
-    let stderr = String::from_utf8_lossy(&limited.stderr);
-    assert!(stderr.contains("RESOURCE_EXHAUSTED") && stderr.contains("send_per_account"), "{stderr}");
+    // Over the limit the message is kept in the outbox (pending), not lost.
+    let limited = qpc_ok(&alice, &["--json", "send", "@bob", "second"]);
+    let message: serde_json::Value = serde_json::from_str(limited.trim()).expect("json");
+    assert_eq!(message["state"], "pending", "{limited}");
+    let history = qpc_ok(&alice, &["history", "@bob"]);
+    assert!(history.contains("second (pending)"), "{history}");
+    let received = qpc_ok(&dir.path().join("bob"), &["--json", "recv", "--wait", "1"]);
+    assert_eq!(received.lines().count(), 1, "only the first message got through: {received}");
 }
 
 #[test]

@@ -28,9 +28,19 @@ impl Harness {
 
     /// Stops the server and starts it again on the same address and data dir.
     pub(crate) async fn restart_server(&mut self) {
+        self.stop_server().await;
+        self.start_server().await;
+    }
+
+    /// Stops the server (gracefully).
+    pub(crate) async fn stop_server(&mut self) {
         if let Some(server) = self.server.take() {
             server.shutdown().await;
         }
+    }
+
+    /// Starts the server again on the same address and data dir.
+    pub(crate) async fn start_server(&mut self) {
         let config = ServerConfig::new(self.dir.path().join("server"), self.addr);
         self.server = Some(RunningServer::start(config).await.expect("server restarts on the same address"));
     }

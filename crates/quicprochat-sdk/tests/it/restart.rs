@@ -38,3 +38,26 @@ async fn server_restart_keeps_queued_messages() {
     carol.send("team", "after the restart").await.expect("send");
     assert_eq!(texts(&receive_n(&bob, 1).await), ["after the restart"]);
 }
+
+#[tokio::test]
+async fn outbox_survives_client_restart_and_delivers_once() {
+    let mut harness = Harness::start().await;
+    let (alice, bob, _carol) = team_of_three(&harness).await;
+    harness.stop_server().await;
+    let queued = alice.send("team", "written while the server was down").await.expect("queued locally");
+    assert_eq!(queued.state, quicprochat_sdk::MessageState::Pending);
+    alice.disconnect().await;
+    drop(alice);
+    bob.disconnect().await;
+    drop(bob);
+
+    harness.start_server().await;
+    // Reopening the profile logs in and flushes the outbox with the original id.
+    let alice = harness.open("alice").await;
+    let history = alice.history("team", 10).await.expect("history");
+    assert_eq!(history.last().map(|message| message.state), Some(quicprochat_sdk::MessageState::Sent));
+    assert_eq!(alice.flush_outbox().await.expect("flush"), 0, "nothing left queued");
+    let bob = harness.open("bob").await;
+    assert_eq!(texts(&receive_n(&bob, 1).await), ["written while the server was down"]);
+    assert!(bob.receive().await.expect("receive").is_empty(), "delivered exactly once");
+}

@@ -1,7 +1,7 @@
 //! Decodes each method's request, runs the domain on a blocking thread
 //! (the store is synchronous), and encodes the reply.
 //!
-//! Every method except `Challenge`, `Register` and `Login` needs a
+//! Every method except `Challenge`, `Ping`, `Register` and `Login` needs a
 //! logged-in session. Domain errors map 1:1 onto status codes.
 
 use std::sync::Arc;
@@ -97,6 +97,7 @@ pub(crate) async fn dispatch(state: &ServerState, session: &Session, method: Met
     }
     let result = match method {
         Method::Challenge => Ok(Reply::ok(&v1::ChallengeResponse { nonce: session.new_challenge().into() })),
+        Method::Ping => Ok(Reply::ok(&v1::PingResponse { server_time_ms: now_ms() })),
         Method::Register => register(state, session, body).await,
         Method::Login => login(state, session, body).await,
         _ => match session.user() {
@@ -290,7 +291,7 @@ async fn authenticated(state: &ServerState, user: String, method: Method, body: 
             reply.subscribe_from = Some(request.after_seq);
             Ok(reply)
         }
-        Method::Challenge | Method::Register | Method::Login | Method::Push => {
+        Method::Challenge | Method::Register | Method::Login | Method::Ping | Method::Push => {
             Err(DomainError::InvalidArgument { message: format!("{method} is not callable here") })
         }
     }

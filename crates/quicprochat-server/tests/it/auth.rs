@@ -72,3 +72,11 @@ async fn taken_and_invalid_usernames_are_refused() {
         assert_eq!(status_of(result), expected, "{name:?}");
     }
 }
+
+#[tokio::test]
+async fn ping_needs_no_session() {
+    let harness = Harness::start().await;
+    let rpc = harness.connect().await;
+    let pong: v1::PingResponse = rpc.call(Method::Ping, &v1::PingRequest {}).await.expect("ping");
+    assert!(pong.server_time_ms > 0);
+}

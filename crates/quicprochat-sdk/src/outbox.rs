@@ -1,0 +1,154 @@
+//! The durable outbox: every outgoing message is written here (with its
+//! ciphertext and the pending entry in the history) in one transaction
+//! before it is sent, and leaves only when the server acknowledged it (sent)
+//! or refused it for good (failed, with the reason). Retries reuse the same
+//! message id and ciphertext, which the server deduplicates, so a message is
+//! never delivered twice and never lost, across reconnects and restarts.
+
+use rusqlite::{params, OptionalExtension};
+
+use crate::local_store::{IncomingRecord, LocalStore, MessageState};
+
+/// One message waiting for the server's acknowledgement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Client-generated id (also the end-to-end id inside the ciphertext).
+    pub message_id: Vec<u8>,
+    /// The group it goes to.
+    pub group_id: Vec<u8>,
+    /// The MLS PrivateMessage to submit.
+    pub ciphertext: Vec<u8>,
+    /// Send attempts so far.
+    pub attempts: u32,
+}
+
+impl LocalStore {
+    /// Stores an outgoing message as pending and queues its ciphertext, atomically.
+    pub fn queue_outgoing(&mut self, message: &IncomingRecord<'_>, ciphertext: &[u8]) -> rusqlite::Result<()> {
+        let transaction = self.connection.transaction()?;
+        transaction.execute(
+            "INSERT OR IGNORE INTO messages
+                 (sender, message_id, group_id, text, sent_at_ms, received_at_ms, state, shown)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 1)",
+            params![
+                message.sender,
+                message.message_id,
+                message.group_id,
+                message.text,
+                message.sent_at_ms as i64,
+                message.received_at_ms as i64
+            ],
+        )?;
+        transaction.execute(
+            "INSERT OR IGNORE INTO outbox (message_id, group_id, ciphertext) VALUES (?1, ?2, ?3)",
+            params![message.message_id, message.group_id, ciphertext],
+        )?;
+        transaction.commit()
+    }
+
+    /// Queued messages, oldest first.
+    pub fn outbox(&self) -> rusqlite::Result<Vec<OutboxEntry>> {
+        let mut statement = self
+            .connection
+            .prepare_cached("SELECT message_id, group_id, ciphertext, attempts FROM outbox ORDER BY seq")?;
+        let rows = statement.query_map([], |row| {
+            Ok(OutboxEntry {
+                message_id: row.get(0)?,
+                group_id: row.get(1)?,
+                ciphertext: row.get(2)?,
+                attempts: row.get(3)?,
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// The server acknowledged the message: it leaves the outbox as sent.
+    pub fn outbox_sent(&mut self, sender: &str, message_id: &[u8]) -> rusqlite::Result<()> {
+        self.finish(sender, message_id, MessageState::Sent, None)
+    }
+
+    /// The server refused the message for good: it leaves the outbox as failed.
+    pub fn outbox_failed(&mut self, sender: &str, message_id: &[u8], reason: &str) -> rusqlite::Result<()> {
+        self.finish(sender, message_id, MessageState::Failed, Some(reason))
+    }
+
+    /// A send attempt failed in a way worth retrying; the message stays queued.
+    pub fn outbox_attempt_failed(&self, message_id: &[u8], reason: &str) -> rusqlite::Result<()> {
+        self.connection.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?2 WHERE message_id = ?1",
+            params![message_id, reason],
+        )?;
+        Ok(())
+    }
+
+    /// The delivery state of one of our messages, if it exists.
+    pub fn message_state(&self, sender: &str, message_id: &[u8]) -> rusqlite::Result<Option<MessageState>> {
+        let state: Option<String> = self
+            .connection
+            .query_row(
+                "SELECT state FROM messages WHERE sender = ?1 AND message_id = ?2",
+                params![sender, message_id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(state.as_deref().map(MessageState::parse))
+    }
+
+    fn finish(
+        &mut self,
+        sender: &str,
+        message_id: &[u8],
+        state: MessageState,
+        error: Option<&str>,
+    ) -> rusqlite::Result<()> {
+        let transaction = self.connection.transaction()?;
+        transaction.execute(
+            "UPDATE messages SET state = ?3, error = ?4 WHERE sender = ?1 AND message_id = ?2",
+            params![sender, message_id, state.as_str(), error],
+        )?;
+        transaction.execute("DELETE FROM outbox WHERE message_id = ?1", params![message_id])?;
+        transaction.commit()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record<'a>(id: &'a [u8]) -> IncomingRecord<'a> {
+        IncomingRecord {
+            sender: "alice",
+            message_id: id,
+            group_id: b"g1",
+            text: "hi",
+            sent_at_ms: 1,
+            received_at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn queued_messages_survive_reopen_and_leave_when_settled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("client.db");
+        {
+            let mut store = LocalStore::open(&path).expect("open");
+            store.add_conversation(b"g1", "team", None, 1).expect("conversation");
+            store.queue_outgoing(&record(b"m1"), b"cipher-1").expect("queue");
+            store.queue_outgoing(&record(b"m2"), b"cipher-2").expect("queue");
+            store.queue_outgoing(&record(b"m1"), b"cipher-1").expect("queue again is a no-op");
+            store.outbox_attempt_failed(b"m1", "connection lost").expect("attempt");
+        }
+        let mut store = LocalStore::open(&path).expect("reopen");
+        let queued = store.outbox().expect("outbox");
+        assert_eq!(queued.iter().map(|entry| entry.message_id.as_slice()).collect::<Vec<_>>(), [b"m1", b"m2"]);
+        assert_eq!(queued[0].attempts, 1);
+        assert_eq!(store.message_state("alice", b"m1").expect("state"), Some(MessageState::Pending));
+
+        store.outbox_sent("alice", b"m1").expect("sent");
+        store.outbox_failed("alice", b"m2", "PERMISSION_DENIED").expect("failed");
+        assert!(store.outbox().expect("outbox").is_empty());
+        assert_eq!(store.message_state("alice", b"m1").expect("state"), Some(MessageState::Sent));
+        assert_eq!(store.message_state("alice", b"m2").expect("state"), Some(MessageState::Failed));
+        assert_eq!(store.message_state("alice", b"m3").expect("state"), None);
+    }
+}
