@@ -14,7 +14,12 @@ use quicprochat_proto::v1;
 use quicprochat_proto::Method;
 use quicprochat_rpc::transport::TransportLimits;
 use quicprochat_rpc::{PinnedServer, PushStream, RpcClient};
-use tokio::sync::Mutex;
+use std::sync::Arc;
+
+use tokio::sync::{watch, Mutex};
+
+use crate::driver::{challenge, spawn_driver, ConnectionSlot, DriverHandle, LoginParams};
+use crate::supervisor::{ConnectionStatus, SupervisorConfig};
 
 use crate::local_store::LocalStore;
 use crate::profile::Profile;
@@ -23,12 +28,16 @@ use crate::SdkError;
 /// Tunables of a client.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// Deadline of every RPC (and of connecting).
+    /// Deadline of every RPC.
     pub call_timeout: Duration,
+    /// Deadline of a QUIC handshake when (re)connecting.
+    pub connect_timeout: Duration,
     /// How many key packages to upload when the server's stock runs low.
     pub key_package_batch: usize,
     /// QUIC limits.
     pub transport: TransportLimits,
+    /// Reconnect backoff and heartbeat.
+    pub supervisor: SupervisorConfig,
     /// How long one call may wait in total for the server's retry-after
     /// hints (rate limits, a draining server) before failing.
     pub retry_budget: Duration,
@@ -38,9 +47,11 @@ impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
             call_timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(5),
             key_package_batch: 20,
             transport: TransportLimits::default(),
             retry_budget: Duration::from_secs(10),
+            supervisor: SupervisorConfig::default(),
         }
     }
 }
@@ -67,7 +78,8 @@ pub struct SafetyNumber {
 
 pub(crate) struct Inner {
     pub(crate) username: String,
-    pub(crate) rpc: RpcClient,
+    /// The current connection; the driver swaps it on reconnect.
+    pub(crate) link: ConnectionSlot,
     pub(crate) mls: MlsClient,
     pub(crate) store: LocalStore,
     pub(crate) push: Option<PushStream>,
@@ -75,8 +87,15 @@ pub(crate) struct Inner {
 }
 
 /// A logged-in quicprochat client bound to one profile.
+///
+/// A background driver (see `crate::driver`) keeps the connection alive:
+/// heartbeats, reconnects with backoff, login and resync after each
+/// reconnect. [`QpcClient::status`] reports its state.
 pub struct QpcClient {
-    pub(crate) inner: Mutex<Inner>,
+    pub(crate) inner: Arc<Mutex<Inner>>,
+    pub(crate) status: watch::Receiver<ConnectionStatus>,
+    link: ConnectionSlot,
+    driver: DriverHandle,
     username: String,
     server: SocketAddr,
     profile_dir: PathBuf,
@@ -133,18 +152,7 @@ impl QpcClient {
     /// the pinned certificate) and logs in.
     pub async fn open(profile_dir: &Path, options: ClientOptions) -> Result<QpcClient, SdkError> {
         let profile = Profile::load(profile_dir)?;
-        let pin = PinnedServer::new(Some(profile.server_fingerprint));
-        let rpc = RpcClient::connect(profile.server, pin, &options.transport, options.call_timeout)
-            .await?
-            .with_retry_budget(options.retry_budget);
-        let (nonce, exporter) = challenge(&rpc).await?;
-        let transcript =
-            auth_transcript(AuthPurpose::Login, &nonce, &exporter, &profile.username, profile.identity.public_key());
-        let request = v1::LoginRequest {
-            username: profile.username.clone(),
-            signature: profile.identity.sign(&transcript)?.into(),
-        };
-        let response: v1::LoginResponse = rpc.call(Method::Login, &request).await?;
+        let (rpc, response) = LoginParams::from_profile(&profile, &options)?.connect_and_login().await?;
         let client = QpcClient::from_parts(profile, rpc, options)?;
         {
             let mut inner = client.inner.lock().await;
@@ -161,13 +169,49 @@ impl QpcClient {
         let identity = Identity::from_bytes(&profile.identity.to_bytes())?;
         let mls = MlsClient::open(&profile.mls_db_path(), identity, &profile.username)?;
         let store = LocalStore::open(&profile.client_db_path())?;
-        let inner = Inner { username: profile.username.clone(), rpc, mls, store, push: None, options };
+        let params = LoginParams::from_profile(&profile, &options)?;
+        let link = ConnectionSlot::new(rpc);
+        let supervisor = options.supervisor.clone();
+        let inner = Arc::new(Mutex::new(Inner {
+            username: profile.username.clone(),
+            link: link.clone(),
+            mls,
+            store,
+            push: None,
+            options,
+        }));
+        let (status_tx, status) = watch::channel(ConnectionStatus::Connected);
+        let driver = spawn_driver(params, link.clone(), Arc::downgrade(&inner), status_tx, supervisor);
         Ok(QpcClient {
-            inner: Mutex::new(inner),
+            inner,
+            status,
+            link,
+            driver,
             username: profile.username,
             server: profile.server,
             profile_dir: profile.dir,
         })
+    }
+
+    /// The connection state, as a stream of changes (`Connected`,
+    /// `Reconnecting { attempt, next_try }`, `Offline`).
+    pub fn status(&self) -> watch::Receiver<ConnectionStatus> {
+        self.status.clone()
+    }
+
+    /// Moves the connection to a new local UDP socket (e.g. after the
+    /// network changed); QUIC migrates the connection, no new login needed.
+    pub fn rebind(&self) -> Result<(), SdkError> {
+        let rpc = self.link.get();
+        let local = rpc.endpoint().local_addr().map_err(quicprochat_rpc::RpcError::Io)?;
+        let socket = std::net::UdpSocket::bind((local.ip(), 0)).map_err(quicprochat_rpc::RpcError::Io)?;
+        rpc.endpoint().rebind(socket).map_err(quicprochat_rpc::RpcError::Io)?;
+        Ok(())
+    }
+
+    /// The local UDP address the connection currently uses.
+    pub fn local_addr(&self) -> Result<SocketAddr, SdkError> {
+        Ok(self.link.get().endpoint().local_addr().map_err(quicprochat_rpc::RpcError::Io)?)
     }
 
     /// Our username.
@@ -187,7 +231,7 @@ impl QpcClient {
 
     /// The pinned server certificate fingerprint.
     pub async fn server_fingerprint(&self) -> quicprochat_rpc::CertFingerprint {
-        self.inner.lock().await.rpc.server_fingerprint()
+        self.link.get().server_fingerprint()
     }
 
     /// Our conversations that are still active, with their members.
@@ -214,7 +258,7 @@ impl QpcClient {
         let inner = self.inner.lock().await;
         let user = user.trim_start_matches('@');
         let request = v1::ResolveUserRequest { username: user.to_owned() };
-        let response: v1::ResolveUserResponse = inner.rpc.call(Method::ResolveUser, &request).await?;
+        let response: v1::ResolveUserResponse = inner.rpc().call(Method::ResolveUser, &request).await?;
         let ours = inner.mls.identity().public_key().to_vec();
         // A key the server reports must match what the member signs with in shared groups.
         for conversation in inner.store.conversations()?.into_iter().filter(|c| c.active) {
@@ -234,18 +278,19 @@ impl QpcClient {
         })
     }
 
-    /// Closes the connection to the server.
+    /// Closes the connection to the server and stops reconnecting.
     pub async fn disconnect(&self) {
-        self.inner.lock().await.rpc.close().await;
+        self.driver.stop().await;
+        self.link.get().close().await;
     }
 }
 
-async fn challenge(rpc: &RpcClient) -> Result<(Vec<u8>, [u8; 32]), SdkError> {
-    let response: v1::ChallengeResponse = rpc.call(Method::Challenge, &v1::ChallengeRequest {}).await?;
-    Ok((response.nonce.to_vec(), rpc.auth_exporter()?))
-}
-
 impl Inner {
+    /// The current connection.
+    pub(crate) fn rpc(&self) -> RpcClient {
+        self.link.get()
+    }
+
     /// Uploads a batch of key packages (and a last-resort one if missing)
     /// when the server's stock is below its low-water mark.
     pub(crate) async fn refill_key_packages(&mut self, stock: u32, has_last_resort: bool) -> Result<(), SdkError> {
@@ -259,7 +304,7 @@ impl Inner {
             key_packages: key_packages.into_iter().map(Into::into).collect(),
             last_resort: last_resort.into(),
         };
-        let response: v1::UploadKeyPackagesResponse = self.rpc.call(Method::UploadKeyPackages, &request).await?;
+        let response: v1::UploadKeyPackagesResponse = self.rpc().call(Method::UploadKeyPackages, &request).await?;
         tracing::debug!(stock = response.stock, "uploaded key packages");
         Ok(())
     }
@@ -267,7 +312,7 @@ impl Inner {
     /// Asks the server for our stock and refills if low.
     pub(crate) async fn check_key_package_stock(&mut self) -> Result<(), SdkError> {
         let response: v1::KeyPackageStockResponse =
-            self.rpc.call(Method::KeyPackageStock, &v1::KeyPackageStockRequest {}).await?;
+            self.rpc().call(Method::KeyPackageStock, &v1::KeyPackageStockRequest {}).await?;
         if response.stock < response.low_water || !response.has_last_resort {
             self.refill_key_packages(response.stock, response.has_last_resort).await?;
         }

@@ -74,7 +74,7 @@ impl QpcClient {
             proposal: proposal.into(),
             message_id: random_id().into(),
         };
-        let _: v1::LeaveGroupResponse = inner.rpc.call(Method::LeaveGroup, &request).await?;
+        let _: v1::LeaveGroupResponse = inner.rpc().call(Method::LeaveGroup, &request).await?;
         inner.store.deactivate(&conversation.group_id)?;
         Ok(())
     }
@@ -97,7 +97,7 @@ impl Inner {
             group_info: bootstrap.group_info.into(),
             ratchet_tree: bootstrap.ratchet_tree.into(),
         };
-        if let Err(error) = self.rpc.call::<_, v1::CreateGroupResponse>(Method::CreateGroup, &request).await {
+        if let Err(error) = self.rpc().call::<_, v1::CreateGroupResponse>(Method::CreateGroup, &request).await {
             self.mls.delete_group(&group_id)?;
             return Err(error.into());
         }
@@ -110,7 +110,7 @@ impl Inner {
         let mut key_packages = Vec::with_capacity(users.len());
         for user in users {
             let request = v1::FetchKeyPackageRequest { username: user.clone() };
-            let response: v1::FetchKeyPackageResponse = self.rpc.call(Method::FetchKeyPackage, &request).await?;
+            let response: v1::FetchKeyPackageResponse = self.rpc().call(Method::FetchKeyPackage, &request).await?;
             key_packages.push(response.key_package.to_vec());
         }
         let group_id = conversation.group_id.clone();
@@ -127,7 +127,7 @@ impl Inner {
         }
         // Resolve first so a typo does not leave an empty group behind.
         let request = v1::ResolveUserRequest { username: peer.to_owned() };
-        let _: v1::ResolveUserResponse = self.rpc.call(Method::ResolveUser, &request).await?;
+        let _: v1::ResolveUserResponse = self.rpc().call(Method::ResolveUser, &request).await?;
         let (first, second) =
             if self.username.as_str() < peer { (self.username.as_str(), peer) } else { (peer, self.username.as_str()) };
         let name = format!("dm:{first}:{second}");
@@ -156,7 +156,7 @@ impl Inner {
                 welcome: pending.welcome.unwrap_or_default().into(),
                 message_id: random_id().into(),
             };
-            match self.rpc.call::<_, v1::SubmitCommitResponse>(Method::SubmitCommit, &request).await {
+            match self.rpc().call::<_, v1::SubmitCommitResponse>(Method::SubmitCommit, &request).await {
                 Ok(_) => {
                     self.mls.merge_pending_commit(group_id)?;
                     return Ok(());

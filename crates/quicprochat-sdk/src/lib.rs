@@ -14,12 +14,14 @@
 
 mod client;
 pub mod content;
+mod driver;
 mod error;
 mod groups;
 pub mod local_store;
 mod messaging;
 pub mod outbox;
 pub mod profile;
+pub mod supervisor;
 mod sync;
 
 pub use client::{ClientOptions, GroupSummary, QpcClient, SafetyNumber};
@@ -27,6 +29,7 @@ pub use error::SdkError;
 pub use local_store::{MessageState, StoredMessage};
 pub use quicprochat_proto::Status;
 pub use quicprochat_rpc::{install_crypto_provider, CertFingerprint};
+pub use supervisor::{ConnectionStatus, SupervisorConfig};
 
 /// The TLS key exchange every connection negotiates (the only one offered).
 pub const TLS_KEY_EXCHANGE: &str = quicprochat_rpc::tls::KEY_EXCHANGE_GROUP;

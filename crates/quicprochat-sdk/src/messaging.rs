@@ -118,7 +118,7 @@ impl Inner {
                 message_id: entry.message_id.clone().into(),
                 ciphertext: entry.ciphertext.into(),
             };
-            match self.rpc.call::<_, v1::SendMessageResponse>(Method::SendMessage, &request).await {
+            match self.rpc().call::<_, v1::SendMessageResponse>(Method::SendMessage, &request).await {
                 Ok(_) => self.store.outbox_sent(&username, &entry.message_id)?,
                 Err(error) if error.is_retryable() => {
                     self.store.outbox_attempt_failed(&entry.message_id, &error.to_string())?;

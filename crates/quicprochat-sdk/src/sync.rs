@@ -37,21 +37,37 @@ impl QpcClient {
     }
 
     /// Like [`QpcClient::receive`], but if nothing is waiting, waits up to
-    /// `wait` for the server to push something.
+    /// `wait` for the server to push something. Survives reconnects: while
+    /// the connection is down it waits for the driver to restore it.
     pub async fn receive_wait(&self, wait: Duration) -> Result<Vec<StoredMessage>, SdkError> {
         let deadline = tokio::time::Instant::now() + wait;
+        let mut status = self.status.clone();
         loop {
-            let messages = self.receive().await?;
-            if !messages.is_empty() || tokio::time::Instant::now() >= deadline {
-                return Ok(messages);
+            match self.receive().await {
+                Ok(messages) if !messages.is_empty() => return Ok(messages),
+                Ok(_) => {}
+                Err(error) if error.is_retryable() => {
+                    // Connection trouble: wait for the driver to report a change.
+                    tracing::debug!(%error, "receive failed; waiting for the connection");
+                    if tokio::time::timeout_at(deadline, status.changed()).await.is_err() {
+                        return Ok(Vec::new());
+                    }
+                    continue;
+                }
+                Err(error) => return Err(error),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(Vec::new());
             }
             // Take the push stream out so other operations are not blocked while we wait.
-            let mut push = {
-                let mut inner = self.inner.lock().await;
-                match inner.push.take() {
-                    Some(push) => push,
-                    None => inner.subscribe().await?,
-                }
+            let existing = self.inner.lock().await.push.take();
+            let mut push = match existing {
+                Some(push) => push,
+                None => match self.inner.lock().await.subscribe().await {
+                    Ok(push) => push,
+                    Err(error) if error.is_retryable() => continue,
+                    Err(error) => return Err(error),
+                },
             };
             match tokio::time::timeout_at(deadline, push.next()).await {
                 Err(_elapsed) => {
@@ -59,9 +75,9 @@ impl QpcClient {
                     return Ok(Vec::new());
                 }
                 Ok(Ok(Some(_event))) => self.inner.lock().await.push = Some(push),
-                // The server ended the push stream; subscribe again next round.
-                Ok(Ok(None)) => {}
-                Ok(Err(error)) => return Err(error.into()),
+                // The push stream ended or broke: subscribe again next round
+                // (on a new connection if the driver had to reconnect).
+                Ok(Ok(None)) | Ok(Err(_)) => {}
             }
         }
     }
@@ -70,8 +86,8 @@ impl QpcClient {
 impl Inner {
     async fn subscribe(&mut self) -> Result<quicprochat_rpc::PushStream, SdkError> {
         let request = v1::SubscribeRequest { after_seq: self.store.meta(CURSOR_KEY)? };
-        let _: v1::SubscribeResponse = self.rpc.call(Method::Subscribe, &request).await?;
-        Ok(self.rpc.accept_push().await?)
+        let _: v1::SubscribeResponse = self.rpc().call(Method::Subscribe, &request).await?;
+        Ok(self.rpc().accept_push().await?)
     }
 
     /// Syncs, then commits pending proposals (members leaving) in groups
@@ -110,7 +126,7 @@ impl Inner {
         loop {
             let cursor = self.store.meta(CURSOR_KEY)?;
             let request = v1::FetchRequest { after_seq: cursor, limit: FETCH_LIMIT };
-            let response: v1::FetchResponse = self.rpc.call(Method::Fetch, &request).await?;
+            let response: v1::FetchResponse = self.rpc().call(Method::Fetch, &request).await?;
             let count = response.entries.len();
             let mut last_seq = cursor;
             for entry in response.entries {
@@ -128,7 +144,7 @@ impl Inner {
             if last_seq > cursor {
                 // Durable locally first, then acknowledged: nothing acknowledged is lost.
                 self.store.set_meta(CURSOR_KEY, last_seq)?;
-                let _: v1::AckResponse = self.rpc.call(Method::Ack, &v1::AckRequest { up_to_seq: last_seq }).await?;
+                let _: v1::AckResponse = self.rpc().call(Method::Ack, &v1::AckRequest { up_to_seq: last_seq }).await?;
             }
             if count < FETCH_LIMIT as usize {
                 break;

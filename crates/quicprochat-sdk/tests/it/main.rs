@@ -5,4 +5,5 @@
 mod delivery;
 mod groups;
 mod harness;
+mod resilience;
 mod restart;
