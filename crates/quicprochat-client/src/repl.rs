@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use quicprochat_sdk::QpcClient;
+use quicprochat_sdk::{ConnectionStatus, QpcClient};
 use rustyline::error::ReadlineError;
 use rustyline::ExternalPrinter;
 use tokio::sync::mpsc;
@@ -34,8 +34,16 @@ pub(crate) async fn run(client: &QpcClient, json: bool) -> anyhow::Result<()> {
     });
     println!("connected to {} as {}; type `help` for commands, `quit` to leave", client.server(), client.username());
     let incoming_printer = printer.map(|printer| Arc::new(std::sync::Mutex::new(printer)));
+    let mut status = client.status();
     loop {
         tokio::select! {
+            changed = status.changed() => {
+                if changed.is_err() {
+                    continue;
+                }
+                let line = format!("-- connection: {}", describe(&status.borrow_and_update()));
+                print_above(&incoming_printer, line);
+            }
             line = lines_rx.recv() => {
                 let Some(line) = line else { return Ok(()) };
                 let words: Vec<&str> = line.split_whitespace().collect();
@@ -64,19 +72,36 @@ pub(crate) async fn run(client: &QpcClient, json: bool) -> anyhow::Result<()> {
             messages = client.receive_wait(Duration::from_secs(1)) => match messages {
                 Ok(messages) => {
                     for message in messages {
-                        let line = message_line(&message);
-                        match &incoming_printer {
-                            Some(printer) => {
-                                if let Ok(mut printer) = printer.lock() {
-                                    let _ = printer.print(line);
-                                }
-                            }
-                            None => println!("{line}"),
-                        }
+                        print_above(&incoming_printer, message_line(&message));
                     }
                 }
                 Err(error) => eprintln!("receive failed: {error:#}"),
             },
         }
+    }
+}
+
+/// Prints a line above the prompt (or plainly when no terminal is attached).
+fn print_above(printer: &Option<Arc<std::sync::Mutex<impl ExternalPrinter>>>, line: String) {
+    match printer {
+        Some(printer) => {
+            if let Ok(mut printer) = printer.lock() {
+                let _ = printer.print(line);
+            }
+        }
+        None => println!("{line}"),
+    }
+}
+
+/// A connection status for people.
+fn describe(status: &ConnectionStatus) -> String {
+    match status {
+        ConnectionStatus::Connecting => "connecting".to_owned(),
+        ConnectionStatus::Connected => "connected".to_owned(),
+        ConnectionStatus::Reconnecting { attempt, next_try } => {
+            let wait = next_try.saturating_duration_since(std::time::Instant::now());
+            format!("lost; reconnect attempt {attempt} in {:.1} s", wait.as_secs_f64())
+        }
+        ConnectionStatus::Offline => "offline".to_owned(),
     }
 }
