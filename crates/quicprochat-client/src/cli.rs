@@ -69,6 +69,8 @@ pub(crate) enum Command {
     },
     /// Interactive shell.
     Repl,
+    /// Full-screen terminal chat (conversation list, messages, input line).
+    Tui,
     /// Run an in-process server and three clients holding an encrypted conversation.
     Demo,
 }

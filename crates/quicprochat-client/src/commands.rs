@@ -16,6 +16,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     let json = cli.json;
     match cli.command {
         Command::Demo => crate::demo::run(json).await,
+        Command::Tui => crate::tui::run(&profile_dir(cli.profile)?).await,
         Command::Register { name, server, invite } => {
             let profile = profile_dir(cli.profile)?;
             let server = resolve(&server).await?;
@@ -119,6 +120,7 @@ pub(crate) async fn run_with_client(client: &QpcClient, command: Command, json: 
         Command::Repl => Box::pin(crate::repl::run(client, json)).await?,
         Command::Register { .. } => bail!("this profile already holds an account"),
         Command::Demo => bail!("run `qpc demo` on its own"),
+        Command::Tui => bail!("run `qpc tui` on its own"),
     }
     Ok(())
 }

@@ -63,8 +63,9 @@ impl QpcClient {
             let existing = self.inner.lock().await.push.take();
             let mut push = match existing {
                 Some(push) => push,
-                None => match self.inner.lock().await.subscribe().await {
-                    Ok(push) => push,
+                None => match self.subscribe(deadline).await {
+                    Ok(Some(push)) => push,
+                    Ok(None) => return Ok(Vec::new()),
                     Err(error) if error.is_retryable() => continue,
                     Err(error) => return Err(error),
                 },
@@ -83,13 +84,23 @@ impl QpcClient {
     }
 }
 
-impl Inner {
-    async fn subscribe(&mut self) -> Result<quicprochat_rpc::PushStream, SdkError> {
-        let request = v1::SubscribeRequest { after_seq: self.store.meta(CURSOR_KEY)? };
-        let _: v1::SubscribeResponse = self.rpc().call(Method::Subscribe, &request).await?;
-        Ok(self.rpc().accept_push().await?)
+impl QpcClient {
+    /// Subscribes and waits (until `deadline`, without holding the client's
+    /// lock) for the server to open the push stream. `None` at the deadline.
+    async fn subscribe(&self, deadline: tokio::time::Instant) -> Result<Option<quicprochat_rpc::PushStream>, SdkError> {
+        let (rpc, after_seq) = {
+            let inner = self.inner.lock().await;
+            (inner.rpc(), inner.store.meta(CURSOR_KEY)?)
+        };
+        let _: v1::SubscribeResponse = rpc.call(Method::Subscribe, &v1::SubscribeRequest { after_seq }).await?;
+        match tokio::time::timeout_at(deadline, rpc.accept_push()).await {
+            Ok(push) => Ok(Some(push?)),
+            Err(_elapsed) => Ok(None),
+        }
     }
+}
 
+impl Inner {
     /// Syncs, then commits pending proposals (members leaving) in groups
     /// where we are the member designated to do it.
     pub(crate) async fn sync_and_settle(&mut self) -> Result<(), SdkError> {

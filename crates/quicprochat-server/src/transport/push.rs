@@ -32,6 +32,12 @@ pub(crate) async fn push_loop(
             return;
         }
     };
+    // An empty first event makes the stream visible to the client at once
+    // (QUIC announces a stream only with its first bytes).
+    let hello = PushEvent { entries: Vec::new() };
+    if write_frame(&mut send, &Frame::push(Bytes::from(hello.encode_to_vec()))).await.is_err() {
+        return;
+    }
     let notify = state.notifier.handle(&username);
     let mut cursor = after_seq;
     loop {
