@@ -5,5 +5,6 @@
 mod delivery;
 mod groups;
 mod harness;
+mod killed;
 mod resilience;
 mod restart;
