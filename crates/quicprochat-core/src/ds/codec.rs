@@ -74,9 +74,21 @@ impl DsGroupView {
             return Err(corrupt("trailing bytes"));
         }
         let storage = MemoryStorage { values: RwLock::new(values) };
-        let group = PublicGroup::load(&storage, &GroupId::from_slice(&group_id))
+        // openmls_memory_storage 0.6 unwraps its JSON decoding, so a damaged
+        // entry (behind a valid checksum) would panic; found by the
+        // `mls_ingress` fuzz target. Contain it and report corrupt state.
+        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            PublicGroup::load(&storage, &GroupId::from_slice(&group_id))
+        }))
+        .map_err(|_| corrupt("a stored group entry does not decode"))?;
+        let group = loaded
             .map_err(|err| DsError::CorruptState { reason: err.to_string() })?
             .ok_or_else(|| corrupt("group state missing"))?;
+        // The state stored under this id must be that group's (found by fuzzing:
+        // otherwise the view re-serialises under another id and cannot be reloaded).
+        if group.group_id().as_slice() != group_id.as_slice() {
+            return Err(corrupt("stored state belongs to another group"));
+        }
         let ciphersuite = group.ciphersuite();
         if !is_allowed_ciphersuite(ciphersuite) {
             return Err(DsError::CiphersuiteNotAllowed { ciphersuite: ciphersuite.into() });

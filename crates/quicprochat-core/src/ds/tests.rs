@@ -95,3 +95,32 @@ fn view_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<DsGroupView>();
 }
+
+/// Regression (fuzz target `mls_ingress`): a stored view whose checksum is
+/// valid but one entry's JSON is damaged must be an error, not a panic.
+#[test]
+fn damaged_entry_behind_a_valid_checksum_is_corrupt_state() {
+    use sha2::{Digest, Sha256};
+    let input = include_bytes!("../../../../fuzz/regressions/mls_ingress/view_load_panic_memory_storage_unwrap");
+    let mut blob = b"QPCDSV1\0".to_vec();
+    blob.extend_from_slice(&input[1..]);
+    let digest = Sha256::digest(&blob);
+    blob.extend_from_slice(&digest);
+    assert!(matches!(DsGroupView::from_bytes(&blob), Err(DsError::CorruptState { .. })));
+}
+
+/// Regression (fuzz target `mls_ingress`): state stored under one group id
+/// but belonging to another group is refused, so every view that loads
+/// re-serialises to a blob that loads again.
+#[test]
+fn state_of_another_group_is_refused() {
+    use sha2::{Digest, Sha256};
+    let input = include_bytes!("../../../../fuzz/regressions/mls_ingress/view_group_id_mismatch");
+    let mut blob = b"QPCDSV1\0".to_vec();
+    blob.extend_from_slice(&input[1..]);
+    let digest = Sha256::digest(&blob);
+    blob.extend_from_slice(&digest);
+    if let Ok(view) = DsGroupView::from_bytes(&blob) {
+        assert!(DsGroupView::from_bytes(&view.to_bytes()).is_ok(), "a loaded view reloads");
+    }
+}
