@@ -203,20 +203,7 @@ impl LocalStore {
     /// Stores an incoming message unless (sender, id) is already known.
     /// Returns whether it was new.
     pub fn insert_incoming(&self, message: &IncomingRecord<'_>) -> rusqlite::Result<bool> {
-        let inserted = self.connection.execute(
-            "INSERT OR IGNORE INTO messages
-                 (sender, message_id, group_id, text, sent_at_ms, received_at_ms, state, shown)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'received', 0)",
-            params![
-                message.sender,
-                message.message_id,
-                message.group_id,
-                message.text,
-                message.sent_at_ms as i64,
-                message.received_at_ms as i64
-            ],
-        )?;
-        Ok(inserted == 1)
+        insert_message(&self.connection, message, MessageState::Received, false)
     }
 
     /// Returns incoming messages not shown yet, oldest first, and marks them shown.
@@ -260,6 +247,31 @@ impl LocalStore {
         )?;
         Ok(())
     }
+}
+
+/// Inserts a message unless `(sender, message id)` is known; returns whether it was new.
+pub(crate) fn insert_message(
+    connection: &Connection,
+    message: &IncomingRecord<'_>,
+    state: MessageState,
+    shown: bool,
+) -> rusqlite::Result<bool> {
+    let inserted = connection.execute(
+        "INSERT OR IGNORE INTO messages
+             (sender, message_id, group_id, text, sent_at_ms, received_at_ms, state, shown)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            message.sender,
+            message.message_id,
+            message.group_id,
+            message.text,
+            message.sent_at_ms as i64,
+            message.received_at_ms as i64,
+            state.as_str(),
+            shown
+        ],
+    )?;
+    Ok(inserted == 1)
 }
 
 const SELECT_MESSAGES: &str = "SELECT m.message_id, CASE WHEN c.peer IS NULL THEN c.name ELSE '@' || c.peer END,

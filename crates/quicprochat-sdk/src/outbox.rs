@@ -7,7 +7,7 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use crate::local_store::{IncomingRecord, LocalStore, MessageState};
+use crate::local_store::{insert_message, IncomingRecord, LocalStore, MessageState};
 
 /// One message waiting for the server's acknowledgement.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,19 +26,7 @@ impl LocalStore {
     /// Stores an outgoing message as pending and queues its ciphertext, atomically.
     pub fn queue_outgoing(&mut self, message: &IncomingRecord<'_>, ciphertext: &[u8]) -> rusqlite::Result<()> {
         let transaction = self.connection.transaction()?;
-        transaction.execute(
-            "INSERT OR IGNORE INTO messages
-                 (sender, message_id, group_id, text, sent_at_ms, received_at_ms, state, shown)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 1)",
-            params![
-                message.sender,
-                message.message_id,
-                message.group_id,
-                message.text,
-                message.sent_at_ms as i64,
-                message.received_at_ms as i64
-            ],
-        )?;
+        insert_message(&transaction, message, MessageState::Pending, true)?;
         transaction.execute(
             "INSERT OR IGNORE INTO outbox (message_id, group_id, ciphertext) VALUES (?1, ?2, ?3)",
             params![message.message_id, message.group_id, ciphertext],
