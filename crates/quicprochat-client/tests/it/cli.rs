@@ -1,17 +1,11 @@
 //! The user-facing flows of `qpc` against a real `qpc-server` process.
 
-use crate::process::{qpc, qpc_bin, qpc_ok, ServerProcess};
+use crate::process::{alice_and_bob_in_team, qpc, qpc_bin, qpc_ok, ServerProcess};
 
 #[test]
 fn register_group_send_and_receive_as_json() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = ServerProcess::start(&dir.path().join("server"));
-    let alice = dir.path().join("alice");
-    let bob = dir.path().join("bob");
-    qpc_ok(&alice, &["register", "alice", "--server", &server.addr]);
-    qpc_ok(&bob, &["register", "bob", "--server", &server.addr]);
-    qpc_ok(&alice, &["group", "create", "team"]);
-    qpc_ok(&alice, &["group", "add", "team", "bob"]);
+    let (server, alice, bob) = alice_and_bob_in_team(dir.path());
     qpc_ok(&alice, &["send", "team", "hello", "bob"]);
 
     let received = qpc_ok(&bob, &["--json", "recv", "--wait", "10"]);

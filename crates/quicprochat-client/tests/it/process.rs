@@ -105,3 +105,16 @@ pub(crate) fn qpc_ok(profile: &Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// A server under `dir`, alice and bob registered (profiles `dir/alice`,
+/// `dir/bob`), and a group "team" of the two created by alice.
+pub(crate) fn alice_and_bob_in_team(dir: &Path) -> (ServerProcess, PathBuf, PathBuf) {
+    let server = ServerProcess::start(&dir.join("server"));
+    let alice = dir.join("alice");
+    let bob = dir.join("bob");
+    qpc_ok(&alice, &["register", "alice", "--server", &server.addr]);
+    qpc_ok(&bob, &["register", "bob", "--server", &server.addr]);
+    qpc_ok(&alice, &["group", "create", "team"]);
+    qpc_ok(&alice, &["group", "add", "team", "bob"]);
+    (server, alice, bob)
+}

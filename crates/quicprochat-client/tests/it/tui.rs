@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use portable_pty::{native_pty_system, Child, CommandBuilder, MasterPty, PtySize};
 
-use crate::process::{qpc_bin, qpc_ok, ServerProcess, WAIT};
+use crate::process::{alice_and_bob_in_team, qpc_bin, qpc_ok, WAIT};
 
 /// A `qpc tui` running in a pseudo-terminal.
 struct TuiSession {
@@ -129,13 +129,7 @@ fn strip_escapes(text: &str) -> String {
 #[test]
 fn tui_sends_and_receives_in_a_pseudo_terminal() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = ServerProcess::start(&dir.path().join("server"));
-    let alice = dir.path().join("alice");
-    let bob = dir.path().join("bob");
-    qpc_ok(&alice, &["register", "alice", "--server", &server.addr]);
-    qpc_ok(&bob, &["register", "bob", "--server", &server.addr]);
-    qpc_ok(&alice, &["group", "create", "team"]);
-    qpc_ok(&alice, &["group", "add", "team", "bob"]);
+    let (server, alice, bob) = alice_and_bob_in_team(dir.path());
 
     let mut tui = TuiSession::start(&alice);
     // Words without spaces: ratatui redraws only changed cells, so a space
