@@ -204,11 +204,14 @@ fn run(config: ServerConfig) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     runtime.block_on(async {
         let server = RunningServer::start(config).await.context("cannot start qpc-server")?;
+        // Listen for signals before announcing readiness, so a SIGTERM sent as
+        // soon as the line appears is a graceful shutdown, not the default kill.
+        let shutdown_signal = shutdown_signal().context("cannot listen for signals")?;
         // Machine-readable readiness line for scripts and tests.
         println!("listening on {} fingerprint {}", server.local_addr(), server.fingerprint());
         let token = server.shutdown_token();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            shutdown_signal.await;
             tracing::info!("signal received, shutting down");
             token.cancel();
         });
@@ -217,24 +220,24 @@ fn run(config: ServerConfig) -> anyhow::Result<()> {
     })
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+/// Registers SIGTERM and SIGINT handlers now; the future resolves on either.
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
+    })
+}
+
+/// Ctrl-C on platforms without Unix signals.
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
         let _ = tokio::signal::ctrl_c().await;
-    }
+    })
 }
