@@ -22,7 +22,9 @@ pub mod identity;
 pub mod safety;
 
 pub use ciphersuite::{is_allowed_ciphersuite, CLASSICAL_CIPHERSUITE, DEFAULT_CIPHERSUITE};
-pub use client::{GroupBootstrap, Incoming, MlsClient, MlsError, PendingCommit};
+pub use client::{
+    GroupBootstrap, Incoming, MlsClient, MlsError, PendingCommit, MAXIMUM_FORWARD_DISTANCE, OUT_OF_ORDER_TOLERANCE,
+};
 pub use ds::{
     inspect_application, validate_key_package, ApplicationInfo, CommitOutcome, DsError, DsGroupView, KeyPackageInfo,
     MemberInfo, ProposalOutcome,

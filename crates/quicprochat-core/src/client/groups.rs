@@ -9,7 +9,7 @@ use openmls::prelude::{
     AddMembersError, Capabilities, CommitToPendingProposalsError, ExtensionType, GroupId, KeyPackage, KeyPackageIn,
     KeyPackageNewError, LeafNodeIndex, MergeCommitError, MergePendingCommitError, MlsGroup, MlsGroupJoinConfig,
     MlsMessageOut, NewGroupError, OpenMlsProvider, Proposal, ProtocolVersion, RemoveMembersError,
-    MIXED_PLAINTEXT_WIRE_FORMAT_POLICY,
+    SenderRatchetConfiguration, PURE_PLAINTEXT_WIRE_FORMAT_POLICY,
 };
 
 use super::{GroupBootstrap, MlsClient, MlsError, PendingCommit};
@@ -18,6 +18,19 @@ use crate::identity::username_of;
 
 /// How many past epochs' secrets are kept so late application messages still decrypt.
 pub(crate) const MAX_PAST_EPOCHS: usize = 5;
+/// How many earlier generations of one sender's ratchet stay decryptable, for
+/// messages that arrive out of order (RFC 9420 §9.1 interop parameter).
+pub const OUT_OF_ORDER_TOLERANCE: u32 = 5;
+/// The furthest one sender's ratchet is stepped forward for one message: a
+/// message claiming a larger jump is refused instead of costing the receiver
+/// that many key derivations (RFC 9420 §9.1 interop parameter).
+pub const MAXIMUM_FORWARD_DISTANCE: u32 = 1000;
+
+/// The sender ratchet limits every group uses.
+fn sender_ratchet() -> SenderRatchetConfiguration {
+    SenderRatchetConfiguration::new(OUT_OF_ORDER_TOLERANCE, MAXIMUM_FORWARD_DISTANCE)
+}
+
 /// Longest group id accepted from a caller.
 const MAX_GROUP_ID_LEN: usize = 255;
 
@@ -34,9 +47,10 @@ pub(crate) fn leaf_capabilities() -> Capabilities {
 /// The join configuration every group uses (must match what `create_group` sets).
 pub(crate) fn join_config() -> MlsGroupJoinConfig {
     MlsGroupJoinConfig::builder()
-        .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
+        .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
         .use_ratchet_tree_extension(true)
         .max_past_epochs(MAX_PAST_EPOCHS)
+        .sender_ratchet_configuration(sender_ratchet())
         .build()
 }
 
@@ -94,9 +108,10 @@ impl MlsClient {
         let group = MlsGroup::builder()
             .with_group_id(GroupId::from_slice(group_id))
             .ciphersuite(self.ciphersuite)
-            .with_wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
+            .with_wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
             .use_ratchet_tree_extension(true)
             .max_past_epochs(MAX_PAST_EPOCHS)
+            .sender_ratchet_configuration(sender_ratchet())
             .with_capabilities(leaf_capabilities())
             .build(&self.provider, self.signer(), self.credential_with_key())
             .map_err(|err| match err {

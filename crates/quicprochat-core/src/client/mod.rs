@@ -14,6 +14,7 @@
 
 mod error;
 mod groups;
+pub use groups::{MAXIMUM_FORWARD_DISTANCE, OUT_OF_ORDER_TOLERANCE};
 mod messages;
 mod provider;
 

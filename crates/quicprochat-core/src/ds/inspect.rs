@@ -2,7 +2,7 @@
 //! application messages before storing or fanning them out. Nothing here decrypts.
 
 use openmls::prelude::tls_codec::DeserializeBytes as _;
-use openmls::prelude::{KeyPackageIn, MlsMessageIn, ProtocolVersion, WireFormat};
+use openmls::prelude::{ContentType, KeyPackageIn, MlsMessageIn, ProtocolVersion, WireFormat};
 use openmls_rust_crypto::RustCrypto;
 
 use super::DsError;
@@ -18,6 +18,8 @@ pub struct KeyPackageInfo {
     pub identity_key: Vec<u8>,
     /// Whether it carries the last-resort extension (may be served more than once).
     pub last_resort: bool,
+    /// The HPKE init key; RFC 9420 §16.8: a KeyPackage (and so its init key) is used once.
+    pub init_key: Vec<u8>,
 }
 
 /// Routing facts of an application message.
@@ -49,12 +51,15 @@ pub fn validate_key_package(bytes: &[u8]) -> Result<KeyPackageInfo, DsError> {
         username,
         identity_key: leaf.signature_key().as_slice().to_vec(),
         last_resort: key_package.last_resort(),
+        init_key: key_package.hpke_init_key().as_slice().to_vec(),
     })
 }
 
-/// Checks that bytes are an MlsMessage carrying a PrivateMessage and returns its group id
-/// and epoch. (The content type of a PrivateMessage is encrypted, so an encrypted
-/// handshake message would pass too; our groups send handshakes as PublicMessages.)
+/// Checks that bytes are an MlsMessage carrying a PrivateMessage of content type
+/// `application` and returns its group id and epoch. The content type is in the
+/// PrivateMessage's clear header (and bound to the ciphertext as AAD), so a commit
+/// or proposal smuggled past the DS's ordering as a PrivateMessage is refused here;
+/// members refuse encrypted handshakes too (`PURE_PLAINTEXT_WIRE_FORMAT_POLICY`).
 pub fn inspect_application(bytes: &[u8]) -> Result<ApplicationInfo, DsError> {
     let message =
         MlsMessageIn::tls_deserialize_exact_bytes(bytes).map_err(|err| DsError::malformed("MlsMessage", err))?;
@@ -63,6 +68,10 @@ pub fn inspect_application(bytes: &[u8]) -> Result<ApplicationInfo, DsError> {
         return Err(DsError::WrongWireFormat { expected: "PrivateMessage", found: format!("{wire_format:?}") });
     }
     let protocol = message.try_into_protocol_message().map_err(|err| DsError::malformed("PrivateMessage", err))?;
+    let content_type = protocol.content_type();
+    if content_type != ContentType::Application {
+        return Err(DsError::WrongContentType { expected: "application message", found: format!("{content_type:?}") });
+    }
     Ok(ApplicationInfo { group_id: protocol.group_id().to_vec(), epoch: protocol.epoch().as_u64() })
 }
 

@@ -4,5 +4,6 @@
 
 mod group_flow;
 mod harness;
+mod hostile_ingress;
 mod leave_and_races;
 mod persistence;

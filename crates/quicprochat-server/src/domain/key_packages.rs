@@ -8,7 +8,7 @@ use quicprochat_core::ds::validate_key_package;
 
 use super::accounts::session_account;
 use super::DomainError;
-use crate::storage::{Account, KeyPackageStock, Store};
+use crate::storage::{Account, KeyPackageStock, KeyPackagesAdded, NewKeyPackage, Store};
 
 /// Clients refill their stock when it falls below this.
 pub const LOW_WATER: u32 = 10;
@@ -46,7 +46,12 @@ pub struct FetchedKeyPackage {
 }
 
 /// Checks one uploaded package: valid, owned by `account`, in the right slot.
-fn check_package(account: &Account, bytes: &[u8], slot: &str, expect_last_resort: bool) -> Result<(), DomainError> {
+fn check_package(
+    account: &Account,
+    bytes: &[u8],
+    slot: &str,
+    expect_last_resort: bool,
+) -> Result<NewKeyPackage, DomainError> {
     let info = validate_key_package(bytes).map_err(|error| DomainError::from_ds(slot, error))?;
     if info.username != account.username {
         return Err(DomainError::denied(format!("{slot} has credential {:?}, not yours", info.username)));
@@ -62,7 +67,7 @@ fn check_package(account: &Account, bytes: &[u8], slot: &str, expect_last_resort
         };
         return Err(DomainError::invalid(message));
     }
-    Ok(())
+    Ok(NewKeyPackage { data: bytes.to_vec(), init_key: info.init_key })
 }
 
 /// Adds validated key packages of `session_user` and, when given, replaces
@@ -87,13 +92,19 @@ pub fn upload(
             retry_after_ms: 0,
         });
     }
-    for (index, bytes) in key_packages.iter().enumerate() {
-        check_package(&account, bytes, &format!("key package {index}"), false)?;
+    let checked = key_packages
+        .iter()
+        .enumerate()
+        .map(|(index, bytes)| check_package(&account, bytes, &format!("key package {index}"), false))
+        .collect::<Result<Vec<_>, _>>()?;
+    let last_resort =
+        last_resort.map(|bytes| check_package(&account, bytes, "last-resort key package", true)).transpose()?;
+    match store.add_key_packages(session_user, &checked, last_resort.as_ref())? {
+        KeyPackagesAdded::Stored(stock) => Ok(stock.into()),
+        KeyPackagesAdded::InitKeyInUse => Err(DomainError::AlreadyExists {
+            message: "a key package's init key was uploaded before; every key package must be new".to_owned(),
+        }),
     }
-    if let Some(bytes) = last_resort {
-        check_package(&account, bytes, "last-resort key package", true)?;
-    }
-    Ok(store.add_key_packages(session_user, key_packages, last_resort)?.into())
 }
 
 /// Consumes one key package of `target` for `requester`.

@@ -4,7 +4,8 @@
 
 use super::{
     AccountCreation, CommitResult, CommitWrite, EntryKind, Fanout, GroupCreation, GroupKind, KeyPackageStock,
-    MemoryStore, NewGroup, NewMessage, ProposalResult, ProposalWrite, SqliteStore, Store, StoreError,
+    KeyPackagesAdded, MemoryStore, NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, SqliteStore,
+    Store, StoreError,
 };
 
 mod invites;
@@ -14,6 +15,7 @@ type Check = fn(&dyn Store);
 const CHECKS: &[(&str, Check)] = &[
     ("account_uniqueness", account_uniqueness),
     ("key_packages_single_use", key_packages_single_use),
+    ("init_keys_are_never_stored_twice", init_keys_are_never_stored_twice),
     ("fetch_by_cursor_and_limit", fetch_by_cursor_and_limit),
     ("ack_deletes_and_frees", ack_deletes_and_frees),
     ("seq_monotonic_after_ack", seq_monotonic_after_ack),
@@ -137,7 +139,7 @@ fn account_uniqueness(store: &dyn Store) {
 
 fn key_packages_single_use(store: &dyn Store) {
     users(store, &["alice"]);
-    let stock = store.add_key_packages("alice", &[b"kp1".to_vec(), b"kp2".to_vec()], Some(b"lr1")).unwrap();
+    let stock = stored(store.add_key_packages("alice", &[kp(b"kp1"), kp(b"kp2")], Some(&kp(b"lr1"))).unwrap());
     assert_eq!(stock, KeyPackageStock { count: 2, has_last_resort: true });
 
     let take = |expected: &[u8], last_resort: bool| {
@@ -151,16 +153,51 @@ fn key_packages_single_use(store: &dyn Store) {
     let stock = store.key_package_stock("alice").unwrap();
     assert_eq!(stock, KeyPackageStock { count: 0, has_last_resort: true });
 
-    store.add_key_packages("alice", &[b"kp3".to_vec()], Some(b"lr2")).unwrap();
-    let stock = store.add_key_packages("alice", &[], None).unwrap();
+    stored(store.add_key_packages("alice", &[kp(b"kp3")], Some(&kp(b"lr2"))).unwrap());
+    let stock = stored(store.add_key_packages("alice", &[], None).unwrap());
     assert_eq!(stock, KeyPackageStock { count: 1, has_last_resort: true });
     take(b"kp3", false);
     take(b"lr2", true);
 
     assert_eq!(store.take_key_package("nobody").unwrap(), None);
     assert_eq!(store.key_package_stock("nobody").unwrap(), KeyPackageStock::default());
-    let unknown = store.add_key_packages("nobody", &[b"x".to_vec()], None);
+    let unknown = store.add_key_packages("nobody", &[kp(b"x")], None);
     assert!(matches!(unknown, Err(StoreError::UnknownAccount { .. })));
+}
+
+/// A key package whose init key is derived from its bytes.
+pub(super) fn kp(data: &[u8]) -> NewKeyPackage {
+    NewKeyPackage { data: data.to_vec(), init_key: [b"init-", data].concat() }
+}
+
+pub(super) fn stored(added: KeyPackagesAdded) -> KeyPackageStock {
+    match added {
+        KeyPackagesAdded::Stored(stock) => stock,
+        KeyPackagesAdded::InitKeyInUse => panic!("init key unexpectedly in use"),
+    }
+}
+
+fn init_keys_are_never_stored_twice(store: &dyn Store) {
+    users(store, &["alice", "bob"]);
+    stored(store.add_key_packages("alice", &[kp(b"a1")], Some(&kp(b"a-lr"))).unwrap());
+    let before = store.key_package_stock("alice").unwrap();
+    // Again, within one call, across accounts, and as a last resort: refused whole.
+    for (user, batch, last_resort) in [
+        ("alice", vec![kp(b"a2"), kp(b"a1")], None),
+        ("alice", vec![kp(b"a3"), kp(b"a3")], None),
+        ("bob", vec![kp(b"a1")], None),
+        ("bob", vec![], Some(kp(b"a-lr"))),
+    ] {
+        let added = store.add_key_packages(user, &batch, last_resort.as_ref()).unwrap();
+        assert_eq!(added, KeyPackagesAdded::InitKeyInUse, "{user} {batch:?}");
+    }
+    assert_eq!(store.key_package_stock("alice").unwrap(), before);
+    assert_eq!(store.key_package_stock("bob").unwrap(), KeyPackageStock::default());
+    // Re-uploading the last resort that the call replaces is allowed.
+    stored(store.add_key_packages("alice", &[], Some(&kp(b"a-lr"))).unwrap());
+    // A served (deleted) package's init key is free again; the DS keeps no history.
+    assert_eq!(store.take_key_package("alice").unwrap().unwrap().key_package, b"a1");
+    assert_eq!(stored(store.add_key_packages("bob", &[kp(b"a1")], None).unwrap()).count, 1);
 }
 
 fn fetch_by_cursor_and_limit(store: &dyn Store) {
@@ -408,7 +445,7 @@ fn sqlite_reopen_keeps_everything() {
         let store = SqliteStore::open(&path).unwrap();
         users(&store, &["alice", "bob"]);
         group(&store, &["alice", "bob"]);
-        store.add_key_packages("bob", &[b"kp1".to_vec()], Some(b"lr")).unwrap();
+        stored(store.add_key_packages("bob", &[kp(b"kp1")], Some(&kp(b"lr"))).unwrap());
         send(&store, "alice", b"m1", &["bob"]);
         send(&store, "alice", b"m2", &["bob"]);
         store.ack("bob", 1).unwrap();

@@ -9,8 +9,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::{
     Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, EnqueueOutcome, FetchedQueue,
-    GroupCreation, GroupRecord, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageStock, MessageRecord,
-    NewGroup, NewMessage, ProposalResult, ProposalWrite, QueueItem, Store, StoreError, TakenKeyPackage,
+    GroupCreation, GroupRecord, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageStock, KeyPackagesAdded,
+    MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, QueueItem, Store, StoreError,
+    TakenKeyPackage,
 };
 
 /// In-memory [`Store`].
@@ -45,8 +46,8 @@ struct InviteRow {
 
 #[derive(Debug, Default)]
 struct KeyPackageRow {
-    ordinary: VecDeque<Vec<u8>>,
-    last_resort: Option<Vec<u8>>,
+    ordinary: VecDeque<NewKeyPackage>,
+    last_resort: Option<NewKeyPackage>,
 }
 
 #[derive(Debug)]
@@ -255,17 +256,28 @@ impl Store for MemoryStore {
     fn add_key_packages(
         &self,
         username: &str,
-        key_packages: &[Vec<u8>],
-        last_resort: Option<&[u8]>,
-    ) -> Result<KeyPackageStock, StoreError> {
+        key_packages: &[NewKeyPackage],
+        last_resort: Option<&NewKeyPackage>,
+    ) -> Result<KeyPackagesAdded, StoreError> {
         let mut inner = self.lock()?;
         inner.check_recipients(&[username.to_owned()])?;
+        let replaced = last_resort.and_then(|_| inner.key_packages.get(username)?.last_resort.as_ref());
+        let mut in_use: BTreeSet<&[u8]> = inner
+            .key_packages
+            .values()
+            .flat_map(|row| row.ordinary.iter().chain(row.last_resort.as_ref()))
+            .filter(|stored| Some(*stored) != replaced)
+            .map(|stored| stored.init_key.as_slice())
+            .collect();
+        if !key_packages.iter().chain(last_resort).all(|new| in_use.insert(&new.init_key)) {
+            return Ok(KeyPackagesAdded::InitKeyInUse);
+        }
         let row = inner.key_packages.entry(username.to_owned()).or_default();
         row.ordinary.extend(key_packages.iter().cloned());
         if let Some(last_resort) = last_resort {
-            row.last_resort = Some(last_resort.to_vec());
+            row.last_resort = Some(last_resort.clone());
         }
-        Ok(inner.stock(username))
+        Ok(KeyPackagesAdded::Stored(inner.stock(username)))
     }
 
     fn take_key_package(&self, username: &str) -> Result<Option<TakenKeyPackage>, StoreError> {
@@ -273,14 +285,18 @@ impl Store for MemoryStore {
         let Some(row) = inner.key_packages.get_mut(username) else {
             return Ok(None);
         };
-        if let Some(key_package) = row.ordinary.pop_front() {
-            return Ok(Some(TakenKeyPackage { key_package, last_resort: false }));
+        if let Some(taken) = row.ordinary.pop_front() {
+            return Ok(Some(TakenKeyPackage { key_package: taken.data, last_resort: false }));
         }
-        Ok(row.last_resort.clone().map(|key_package| TakenKeyPackage { key_package, last_resort: true }))
+        Ok(row.last_resort.as_ref().map(|kept| TakenKeyPackage { key_package: kept.data.clone(), last_resort: true }))
     }
 
     fn last_resort_key_package(&self, username: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.lock()?.key_packages.get(username).and_then(|row| row.last_resort.clone()))
+        Ok(self
+            .lock()?
+            .key_packages
+            .get(username)
+            .and_then(|row| row.last_resort.as_ref().map(|kept| kept.data.clone())))
     }
 
     fn key_package_stock(&self, username: &str) -> Result<KeyPackageStock, StoreError> {

@@ -38,7 +38,8 @@ pub use timed::TimedStore;
 pub use types::{
     Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, EnqueueOutcome, EntryKind, Fanout,
     FetchedQueue, GroupCreation, GroupKind, GroupRecord, GroupSummary, InviteUse, InvitedAccountCreation,
-    KeyPackageStock, MessageRecord, NewGroup, NewMessage, ProposalResult, ProposalWrite, QueueItem, TakenKeyPackage,
+    KeyPackageStock, KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult,
+    ProposalWrite, QueueItem, TakenKeyPackage,
 };
 
 /// The storage operations the domain needs. Implementations are `Send + Sync`
@@ -95,13 +96,15 @@ pub trait Store: Send + Sync {
     // --- key packages ---
 
     /// Appends `key_packages` to the account's stock and, when `last_resort`
-    /// is set, replaces its last-resort package. Returns the new stock.
+    /// is set, replaces its last-resort package. All or nothing: when any
+    /// init key is already stored (or repeats within the call; the replaced
+    /// last-resort package does not count), nothing changes.
     fn add_key_packages(
         &self,
         username: &str,
-        key_packages: &[Vec<u8>],
-        last_resort: Option<&[u8]>,
-    ) -> Result<KeyPackageStock, StoreError>;
+        key_packages: &[NewKeyPackage],
+        last_resort: Option<&NewKeyPackage>,
+    ) -> Result<KeyPackagesAdded, StoreError>;
 
     /// Atomically removes and returns the oldest ordinary key package of
     /// `username`; when none is left, returns the last-resort one without

@@ -22,8 +22,8 @@ use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 
 use super::{
     Account, AccountCreation, CommitResult, CommitWrite, EnqueueOutcome, FetchedQueue, GroupCreation, GroupRecord,
-    GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageStock, MessageRecord, NewGroup, NewMessage,
-    ProposalResult, ProposalWrite, Store, StoreError, TakenKeyPackage,
+    GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageStock, KeyPackagesAdded, MessageRecord, NewGroup,
+    NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, Store, StoreError, TakenKeyPackage,
 };
 
 /// How long a statement waits for a lock held by another connection (for
@@ -186,9 +186,9 @@ impl Store for SqliteStore {
     fn add_key_packages(
         &self,
         username: &str,
-        key_packages: &[Vec<u8>],
-        last_resort: Option<&[u8]>,
-    ) -> Result<KeyPackageStock, StoreError> {
+        key_packages: &[NewKeyPackage],
+        last_resort: Option<&NewKeyPackage>,
+    ) -> Result<KeyPackagesAdded, StoreError> {
         self.write("add_key_packages", |tx| accounts::add_key_packages(tx, username, key_packages, last_resort))
     }
 

@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use super::{
     Account, AccountCreation, CommitResult, CommitWrite, EnqueueOutcome, FetchedQueue, GroupCreation, GroupRecord,
-    GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageStock, MessageRecord, NewGroup, NewMessage,
-    ProposalResult, ProposalWrite, Store, StoreError, TakenKeyPackage,
+    GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageStock, KeyPackagesAdded, MessageRecord, NewGroup,
+    NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, Store, StoreError, TakenKeyPackage,
 };
 use crate::metrics::Metrics;
 
@@ -97,9 +97,9 @@ impl<S: Store + ?Sized> Store for TimedStore<S> {
     fn add_key_packages(
         &self,
         username: &str,
-        key_packages: &[Vec<u8>],
-        last_resort: Option<&[u8]>,
-    ) -> Result<KeyPackageStock, StoreError> {
+        key_packages: &[NewKeyPackage],
+        last_resort: Option<&NewKeyPackage>,
+    ) -> Result<KeyPackagesAdded, StoreError> {
         self.timed("add_key_packages", |s| s.add_key_packages(username, key_packages, last_resort))
     }
 

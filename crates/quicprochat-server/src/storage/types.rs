@@ -25,6 +25,25 @@ pub struct KeyPackageStock {
     pub has_last_resort: bool,
 }
 
+/// A validated key package to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewKeyPackage {
+    /// The serialized KeyPackage, served as is.
+    pub data: Vec<u8>,
+    /// Its HPKE init key: unique among every stored package.
+    pub init_key: Vec<u8>,
+}
+
+/// Outcome of [`super::Store::add_key_packages`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyPackagesAdded {
+    /// All packages were stored; the account's stock now.
+    Stored(KeyPackageStock),
+    /// One package's init key is already stored (its own or another upload's):
+    /// nothing was stored.
+    InitKeyInUse,
+}
+
 /// A key package served by [`super::Store::take_key_package`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TakenKeyPackage {

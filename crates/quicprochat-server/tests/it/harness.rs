@@ -1,6 +1,7 @@
 //! A server on a temporary data dir and raw RPC connections to it.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
@@ -176,4 +177,15 @@ pub(crate) async fn queued_message_ids(rpc: &RpcClient) -> std::collections::Has
         cursor = last.seq;
         ids.extend(fetched.entries.iter().map(|entry| entry.message_id.to_vec()));
     }
+}
+
+/// `GET path` on the metrics endpoint; returns (status line, body).
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect to metrics endpoint");
+    stream.set_read_timeout(Some(crate::harness::WAIT)).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("write request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+    (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
 }

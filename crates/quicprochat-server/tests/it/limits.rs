@@ -4,54 +4,11 @@
 use std::time::Duration;
 
 use quicprochat_proto::v1;
-use quicprochat_proto::{FrameKind, Method, Status};
+use quicprochat_proto::{Method, Status};
 use quicprochat_rpc::transport::TransportLimits;
 use quicprochat_rpc::{PinnedServer, RpcClient};
 
 use crate::harness::{status_of, Harness, TestServer, WAIT};
-
-fn header(len: u32, method: Method) -> Vec<u8> {
-    let mut bytes = len.to_be_bytes().to_vec();
-    bytes.extend_from_slice(&(method as u16).to_be_bytes());
-    bytes.extend_from_slice(&[FrameKind::Request as u8, 0]);
-    bytes
-}
-
-async fn healthy(harness: &Harness) {
-    let rpc = harness.connect().await;
-    let _: v1::ChallengeResponse =
-        rpc.call(Method::Challenge, &v1::ChallengeRequest {}).await.expect("server healthy for others");
-}
-
-#[tokio::test]
-async fn slow_request_stream_is_abandoned() {
-    let harness =
-        Harness::start_with(|config| config.connections.stream_read_timeout = Duration::from_millis(200)).await;
-    let rpc = harness.connect().await;
-    let (mut send, mut recv) = rpc.connection().open_bi().await.expect("stream");
-    // Half a header, then nothing: a slowloris.
-    send.write_all(&header(10, Method::Challenge)[..4]).await.expect("write");
-    let outcome = tokio::time::timeout(WAIT, recv.read_to_end(1024)).await.expect("server reacts within the wait");
-    assert!(outcome.is_err(), "the server resets the stream instead of answering: {outcome:?}");
-    let _: v1::ChallengeResponse =
-        rpc.call(Method::Challenge, &v1::ChallengeRequest {}).await.expect("same connection ok");
-    healthy(&harness).await;
-}
-
-#[tokio::test]
-async fn large_request_before_login_is_refused() {
-    let harness = Harness::start().await;
-    let rpc = harness.connect().await;
-    let (mut send, mut recv) = rpc.connection().open_bi().await.expect("stream");
-    send.write_all(&header(1024 * 1024, Method::SubmitCommit)).await.expect("write header");
-    let frame = tokio::time::timeout(WAIT, quicprochat_rpc::stream::read_frame(&mut recv))
-        .await
-        .expect("answer in time")
-        .expect("frame")
-        .expect("a response");
-    assert_eq!(frame.status, Status::Unauthenticated);
-    healthy(&harness).await;
-}
 
 #[tokio::test]
 async fn connections_per_address_are_capped() {

@@ -1,11 +1,11 @@
 //! Integration tests of `qpc-server` over real QUIC on `127.0.0.1:0`:
-//! sessions and login binding, hostile frames, shutdown.
+//! sessions and login binding, the hostile-input catalogue, limits, shutdown.
 
 mod auth;
+mod catalogue;
 mod config_cli;
 mod drain;
 mod harness;
-mod hostile;
 mod limits;
 mod operations;
 mod process;

@@ -1,8 +1,7 @@
 //! Operator-facing behaviour: metrics that move with traffic, health,
 //! rate limits and registration policy, each tripping with the right status.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use quicprochat_core::{auth_transcript, AuthPurpose, Identity, MlsClient};
@@ -13,20 +12,9 @@ use quicprochat_server::config::{RateLimit, RegistrationPolicy};
 use quicprochat_server::domain::invites::{self, NewInvite};
 use quicprochat_server::storage::SqliteStore;
 
-use crate::harness::{alice_and_bob, challenge, create_group_with, status_of, Harness, TestServer};
+use crate::harness::{alice_and_bob, challenge, create_group_with, http_get, status_of, Harness, TestServer};
 
 const NEVER_REFILLS: Duration = Duration::from_secs(3600);
-
-/// `GET path` on the metrics endpoint; returns (status line, body).
-fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect to metrics endpoint");
-    stream.set_read_timeout(Some(crate::harness::WAIT)).expect("timeout");
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("write request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read response");
-    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
-    (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
-}
 
 /// The value of one sample line (`name{labels} value`), 0 when absent.
 fn sample(text: &str, series: &str) -> f64 {

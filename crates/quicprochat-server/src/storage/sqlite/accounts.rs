@@ -4,7 +4,9 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::SqlResultExt;
-use crate::storage::{Account, AccountCreation, KeyPackageStock, StoreError, TakenKeyPackage};
+use crate::storage::{
+    Account, AccountCreation, KeyPackageStock, KeyPackagesAdded, NewKeyPackage, StoreError, TakenKeyPackage,
+};
 
 pub(super) fn create_account(
     connection: &Connection,
@@ -77,25 +79,42 @@ pub(super) fn set_disabled(connection: &Connection, username: &str, disabled: bo
 pub(super) fn add_key_packages(
     connection: &Connection,
     username: &str,
-    key_packages: &[Vec<u8>],
-    last_resort: Option<&[u8]>,
-) -> Result<KeyPackageStock, StoreError> {
+    key_packages: &[NewKeyPackage],
+    last_resort: Option<&NewKeyPackage>,
+) -> Result<KeyPackagesAdded, StoreError> {
     const OPERATION: &str = "add_key_packages";
     require_account(connection, username, OPERATION)?;
-    let mut insert = connection
-        .prepare_cached("INSERT INTO key_packages (username, data, last_resort) VALUES (?1, ?2, ?3)")
+    // Checked before any write, so a refused upload changes nothing. The
+    // last-resort package this call replaces does not count as in use.
+    let mut in_use = connection
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM key_packages WHERE init_key = ?1
+                            AND NOT (?2 AND username = ?3 AND last_resort = 1))",
+        )
         .during(OPERATION)?;
-    for key_package in key_packages {
-        insert.execute(params![username, key_package, false]).during(OPERATION)?;
+    let mut seen = std::collections::HashSet::new();
+    for new in key_packages.iter().chain(last_resort) {
+        let stored: bool = in_use
+            .query_row(params![new.init_key, last_resort.is_some(), username], |row| row.get(0))
+            .during(OPERATION)?;
+        if stored || !seen.insert(new.init_key.as_slice()) {
+            return Ok(KeyPackagesAdded::InitKeyInUse);
+        }
     }
+    let mut insert = connection
+        .prepare_cached("INSERT INTO key_packages (username, data, last_resort, init_key) VALUES (?1, ?2, ?3, ?4)")
+        .during(OPERATION)?;
     if let Some(last_resort) = last_resort {
         connection
             .prepare_cached("DELETE FROM key_packages WHERE username = ?1 AND last_resort = 1")
             .and_then(|mut statement| statement.execute(params![username]))
             .during(OPERATION)?;
-        insert.execute(params![username, last_resort, true]).during(OPERATION)?;
+        insert.execute(params![username, last_resort.data, true, last_resort.init_key]).during(OPERATION)?;
     }
-    key_package_stock(connection, username, OPERATION)
+    for new in key_packages {
+        insert.execute(params![username, new.data, false, new.init_key]).during(OPERATION)?;
+    }
+    key_package_stock(connection, username, OPERATION).map(KeyPackagesAdded::Stored)
 }
 
 pub(super) fn take_key_package(connection: &Connection, username: &str) -> Result<Option<TakenKeyPackage>, StoreError> {

@@ -94,6 +94,13 @@ CREATE TABLE invites (
     created_at_ms INTEGER NOT NULL
 ) STRICT;
 "#,
+    r#"
+-- Version 3: every stored key package's HPKE init key, unique, so one init
+-- key is never served twice (RFC 9420 §16.8). NULL for packages stored by
+-- a version-2 server.
+ALTER TABLE key_packages ADD COLUMN init_key BLOB;
+CREATE UNIQUE INDEX key_packages_by_init_key ON key_packages(init_key);
+"#,
 ];
 
 /// Sets the per-connection pragmas: WAL, fsync on every commit, foreign keys.
@@ -133,8 +140,8 @@ mod tests {
     use super::*;
     use crate::storage::{InviteUse, SqliteStore, Store};
 
-    /// A database written by a version-1 server (before invites) opens,
-    /// keeps its accounts and gains the invites table.
+    /// A database written by a version-1 server (before invites and init
+    /// keys) opens, keeps its accounts and gains the newer tables and columns.
     #[test]
     fn version_1_database_is_upgraded() {
         let dir = tempfile::tempdir().unwrap();
@@ -155,6 +162,6 @@ mod tests {
         let connection = Connection::open(&path).unwrap();
         let version: usize = connection.query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
         assert_eq!(version, MIGRATIONS.len());
-        assert_eq!(version, 2);
+        assert_eq!(version, 3);
     }
 }
