@@ -28,9 +28,11 @@ const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duration::from_sec
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+/// Messages name the failing part only; the cause is the `source()` chain
+/// (printed by `qpc-server` as `part: cause`).
 pub enum ServerError {
     /// The data directory cannot be created or used.
-    #[error("data dir {path}: {source}")]
+    #[error("data dir {path}")]
     DataDir {
         /// The directory.
         path: String,
@@ -38,13 +40,13 @@ pub enum ServerError {
         source: std::io::Error,
     },
     /// The database could not be opened.
-    #[error("database: {0}")]
+    #[error("database")]
     Store(#[from] StoreError),
     /// TLS or the QUIC endpoint could not be set up (e.g. the address is taken).
-    #[error("listener: {0}")]
+    #[error("listener")]
     Listen(#[from] RpcError),
     /// The metrics/health HTTP listener could not be bound.
-    #[error("metrics listener {addr}: {source}")]
+    #[error("metrics listener {addr}")]
     MetricsListen {
         /// The configured address.
         addr: SocketAddr,

@@ -128,9 +128,19 @@ impl DomainError {
 
 /// How long a client should wait before retrying after a busy store.
 const BUSY_RETRY_AFTER_MS: u64 = 100;
+/// How long a client should wait before retrying while the disk is full:
+/// long enough not to hammer a server whose operator has to act.
+const NO_SPACE_RETRY_AFTER_MS: u64 = 5_000;
 
 impl From<StoreError> for DomainError {
     fn from(error: StoreError) -> Self {
+        if let StoreError::NoSpace { operation, detail } = &error {
+            tracing::error!(operation, detail, "storage refuses writes (disk full or read-only); nothing was stored");
+            return DomainError::Unavailable {
+                message: "the server's storage is full or read-only; nothing was stored, retry later".to_owned(),
+                retry_after_ms: NO_SPACE_RETRY_AFTER_MS,
+            };
+        }
         if error.is_retryable() {
             DomainError::Unavailable {
                 message: "the server is busy, retry shortly".to_owned(),

@@ -11,8 +11,14 @@ pub enum StoreError {
     #[error("storage busy during {operation}")]
     Busy { operation: &'static str },
 
-    /// The database could not be opened, read or written (disk full, I/O
-    /// error, read-only file). Not retryable without operator action.
+    /// The disk is full or the database file became read-only: reads still
+    /// work, writes fail until the operator frees space or remounts. The
+    /// failed write changed nothing (its transaction rolled back).
+    #[error("storage cannot take writes during {operation}: {detail}")]
+    NoSpace { operation: &'static str, detail: String },
+
+    /// The database could not be opened, read or written (I/O error,
+    /// permissions). Not retryable without operator action.
     #[error("storage I/O failure during {operation}: {detail}")]
     Io { operation: &'static str, detail: String },
 

@@ -46,12 +46,20 @@ impl SqliteStore {
         let mut connection = Connection::open(path.as_ref()).during("open")?;
         connection.busy_timeout(BUSY_TIMEOUT).during("open")?;
         connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
+        // SQLite silently falls back to read-only when the file cannot be
+        // written; a server that cannot store anything must not start.
+        if connection.is_readonly(rusqlite::MAIN_DB).during("open")? {
+            return Err(StoreError::NoSpace {
+                operation: "open",
+                detail: format!("{} is read-only (file, directory or filesystem)", path.as_ref().display()),
+            });
+        }
         schema::configure(&connection)?;
         schema::migrate(&mut connection)?;
         Ok(Self { connection: Mutex::new(connection) })
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+    pub(super) fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
         self.connection.lock().map_err(|_| StoreError::Poisoned)
     }
 
@@ -100,11 +108,10 @@ fn map_sql_error(operation: &'static str, error: rusqlite::Error) -> StoreError 
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
             return StoreError::Busy { operation };
         }
+        Some(ErrorCode::DiskFull | ErrorCode::ReadOnly) => return StoreError::NoSpace { operation, detail },
         Some(
-            ErrorCode::DiskFull
-            | ErrorCode::SystemIoFailure
+            ErrorCode::SystemIoFailure
             | ErrorCode::CannotOpen
-            | ErrorCode::ReadOnly
             | ErrorCode::PermissionDenied
             | ErrorCode::FileLockingProtocolFailed,
         ) => return StoreError::Io { operation, detail },

@@ -4,6 +4,8 @@
 mod auth;
 mod catalogue;
 mod config_cli;
+mod crash;
+mod disk;
 mod drain;
 mod harness;
 mod limits;

@@ -62,6 +62,14 @@ impl ServerProcess {
     }
 }
 
+impl ServerProcess {
+    /// SIGKILL: no shutdown hooks, no close frames, nothing flushed by us.
+    pub(crate) fn kill(mut self) {
+        self.child.kill().expect("SIGKILL qpc-server");
+        self.child.wait().expect("reap qpc-server");
+    }
+}
+
 impl TestServer for ServerProcess {
     fn addr(&self) -> SocketAddr {
         self.addr

@@ -140,6 +140,20 @@ mod tests {
     use super::*;
     use crate::storage::{InviteUse, SqliteStore, Store};
 
+    /// The crash tests (`kill -9`) cannot see a missing fsync: the page cache
+    /// survives a killed process. This pins the settings that make a commit
+    /// durable before `write` returns and the RPC is acknowledged.
+    #[test]
+    fn every_commit_is_fsynced_write_ahead_logged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("qpc.db")).unwrap();
+        let connection = store.lock().unwrap();
+        let synchronous: i64 = connection.query_row("PRAGMA synchronous", [], |row| row.get(0)).unwrap();
+        assert_eq!(synchronous, 2, "synchronous = FULL");
+        let mode: String = connection.query_row("PRAGMA journal_mode", [], |row| row.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+    }
+
     /// A database written by a version-1 server (before invites and init
     /// keys) opens, keeps its accounts and gains the newer tables and columns.
     #[test]
