@@ -56,6 +56,24 @@ impl StoreError {
         matches!(self, StoreError::Busy { .. })
     }
 
+    /// The same error again, for each of several callers that share one
+    /// failed operation (a group commit).
+    pub(crate) fn replicate(&self) -> StoreError {
+        match self {
+            StoreError::Busy { operation } => StoreError::Busy { operation },
+            StoreError::NoSpace { operation, detail } => StoreError::NoSpace { operation, detail: detail.clone() },
+            StoreError::Io { operation, detail } => StoreError::Io { operation, detail: detail.clone() },
+            StoreError::Corrupt { operation, detail } => StoreError::Corrupt { operation, detail: detail.clone() },
+            StoreError::Conflict { operation, detail } => StoreError::Conflict { operation, detail: detail.clone() },
+            StoreError::UnknownAccount { username } => StoreError::UnknownAccount { username: username.clone() },
+            StoreError::UnknownGroup { group_id_hex } => {
+                StoreError::UnknownGroup { group_id_hex: group_id_hex.clone() }
+            }
+            StoreError::Poisoned => StoreError::Poisoned,
+            StoreError::Backend { operation, detail } => StoreError::Backend { operation, detail: detail.clone() },
+        }
+    }
+
     pub(crate) fn unknown_group(group_id: &[u8]) -> Self {
         StoreError::UnknownGroup { group_id_hex: hex::encode(group_id) }
     }

@@ -1,9 +1,10 @@
 //! [`SqliteStore`]: the durable [`Store`] on an embedded SQLite file.
 //!
-//! One connection, behind a `std::sync::Mutex`, serves every call; each
-//! write runs in an `IMMEDIATE` transaction. The database runs in WAL mode
-//! with `synchronous=FULL`, so a call returns only once its transaction is
-//! on disk: an acknowledged enqueue survives a crash or `kill -9`.
+//! One connection serves every call. Writes are group-committed
+//! (`group_commit`): concurrent writes share one `IMMEDIATE` transaction and
+//! one fsync. The database runs in WAL mode with `synchronous=FULL`, and a
+//! write returns only once the transaction holding it is on disk: an
+//! acknowledged enqueue survives a crash or `kill -9`.
 //!
 //! Submodules: `schema` (pragmas and migrations), `accounts` (accounts and
 //! key packages), `invites`, `groups` (groups, commits, proposals), `delivery` (message
@@ -11,14 +12,15 @@
 
 mod accounts;
 mod delivery;
+mod group_commit;
 mod groups;
 mod invites;
 mod schema;
 
+use rusqlite::{Connection, ErrorCode, Transaction};
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
+use group_commit::{GroupCommit, Locked};
 
 use super::{
     Account, AccountCreation, CommitResult, CommitWrite, EnqueueOutcome, FetchedQueue, GroupCreation, GroupRecord,
@@ -36,7 +38,7 @@ const STATEMENT_CACHE_CAPACITY: usize = 64;
 /// Durable [`Store`] on one SQLite file.
 #[derive(Debug)]
 pub struct SqliteStore {
-    connection: Mutex<Connection>,
+    connection: GroupCommit,
 }
 
 impl SqliteStore {
@@ -56,25 +58,23 @@ impl SqliteStore {
         }
         schema::configure(&connection)?;
         schema::migrate(&mut connection)?;
-        Ok(Self { connection: Mutex::new(connection) })
+        Ok(Self { connection: GroupCommit::new(connection) })
     }
 
-    pub(super) fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
-        self.connection.lock().map_err(|_| StoreError::Poisoned)
+    /// The connection, with every earlier write durable, for reads.
+    pub(super) fn lock(&self) -> Result<Locked<'_>, StoreError> {
+        self.connection.lock()
     }
 
-    /// Runs `body` in an immediate (write-locking) transaction and commits it
-    /// when `body` returns `Ok`; an `Err` rolls everything back.
+    /// Runs `body` as one atomic write (a savepoint in the current batch)
+    /// and returns once the batch holding it is committed; an `Err` rolls
+    /// back the body's changes only.
     fn write<T>(
         &self,
         operation: &'static str,
-        body: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+        body: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut connection = self.lock()?;
-        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate).during(operation)?;
-        let value = body(&transaction)?;
-        transaction.commit().during(operation)?;
-        Ok(value)
+        self.connection.write(operation, body)
     }
 
     /// Runs `body` in a deferred transaction, for a consistent multi-query read.
