@@ -4,6 +4,13 @@
 //! for the group's current epoch. When another member committed first the
 //! server answers `STALE_EPOCH`; the client then drops its pending commit,
 //! processes what it missed, and builds the commit again, transparently.
+//!
+//! When the answer is lost (a transport error, a timeout, `UNAVAILABLE`) the
+//! server may or may not have applied the commit, and it never echoes a
+//! commit to its sender. So the same bytes under the same message id are
+//! submitted again: the server's idempotency record answers a commit it
+//! already applied, and the client merges instead of forking off one epoch
+//! behind its group.
 
 use quicprochat_core::MlsClient;
 use quicprochat_core::PendingCommit;
@@ -16,6 +23,10 @@ use crate::{now_ms, random_id, SdkError};
 
 /// How often a commit is rebuilt after losing its epoch before giving up.
 const MAX_COMMIT_ATTEMPTS: u32 = 8;
+/// How often the same commit is resubmitted when its outcome is unknown.
+const MAX_UNKNOWN_OUTCOME_RETRIES: u32 = 6;
+/// First pause before such a resubmission; doubles each time (0.1 s … 3.2 s).
+const UNKNOWN_OUTCOME_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 /// Longest group name.
 const MAX_GROUP_NAME_LEN: usize = 64;
 
@@ -156,7 +167,7 @@ impl Inner {
                 welcome: pending.welcome.unwrap_or_default().into(),
                 message_id: random_id().into(),
             };
-            match self.rpc().call::<_, v1::SubmitCommitResponse>(Method::SubmitCommit, &request).await {
+            match self.submit_until_answered(&request).await {
                 Ok(_) => {
                     self.mls.merge_pending_commit(group_id)?;
                     return Ok(());
@@ -179,6 +190,42 @@ impl Inner {
             }
         }
         Err(SdkError::CommitContention { group: conversation.display_name(), attempts: MAX_COMMIT_ATTEMPTS })
+    }
+
+    /// Submits `request`, resubmitting it unchanged (same message id) while
+    /// the outcome is unknown, so an applied commit is never rebuilt.
+    async fn submit_until_answered(
+        &mut self,
+        request: &v1::SubmitCommitRequest,
+    ) -> Result<v1::SubmitCommitResponse, quicprochat_rpc::RpcError> {
+        let mut pause = UNKNOWN_OUTCOME_BACKOFF;
+        let mut retries = 0;
+        loop {
+            match self.rpc().call::<_, v1::SubmitCommitResponse>(Method::SubmitCommit, request).await {
+                Err(error) if outcome_unknown(&error) && retries < MAX_UNKNOWN_OUTCOME_RETRIES => {
+                    tracing::debug!(%error, retries, "commit outcome unknown; resubmitting the same commit");
+                    retries += 1;
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+}
+
+/// Whether the server may have applied a commit whose answer was `error`:
+/// the answer was lost (transport error, timeout) or the server gave up
+/// (`UNAVAILABLE`, `DEADLINE_EXCEEDED`). Any other status is a verdict.
+/// A connection this client closed itself (`disconnect()`) is not retried.
+fn outcome_unknown(error: &quicprochat_rpc::RpcError) -> bool {
+    use quicprochat_rpc::RpcError;
+    match error {
+        RpcError::Connection(quinn::ConnectionError::LocallyClosed) => false,
+        error => match error.status() {
+            Some(status) => matches!(status, Status::Unavailable | Status::DeadlineExceeded),
+            None => error.is_retryable(),
+        },
     }
 }
 

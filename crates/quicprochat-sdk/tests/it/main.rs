@@ -1,10 +1,14 @@
 //! Integration tests of the SDK against a real in-process server on
 //! `127.0.0.1:0`: groups, removal, direct conversations, restarts,
-//! idempotent delivery and commit races.
+//! idempotent delivery and commit races, seeded random interaction
+//! schedules checked against a model, and impaired networks (loss, delay,
+//! reordering, blackholes) through a seeded UDP relay.
 
 mod delivery;
 mod groups;
 mod harness;
+mod impairment;
+mod interaction;
 mod killed;
 mod resilience;
 mod restart;

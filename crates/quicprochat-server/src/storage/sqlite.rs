@@ -4,7 +4,8 @@
 //! (`group_commit`): concurrent writes share one `IMMEDIATE` transaction and
 //! one fsync. The database runs in WAL mode with `synchronous=FULL`, and a
 //! write returns only once the transaction holding it is on disk: an
-//! acknowledged enqueue survives a crash or `kill -9`.
+//! acknowledged enqueue survives a crash or `kill -9`. Reads use a second
+//! connection, so they neither wait for nor see an uncommitted batch.
 //!
 //! Submodules: `schema` (pragmas and migrations), `accounts` (accounts and
 //! key packages), `invites`, `groups` (groups, commits, proposals), `delivery` (message
@@ -17,10 +18,14 @@ mod groups;
 mod invites;
 mod schema;
 
+use std::sync::{Mutex, MutexGuard};
+
 use rusqlite::{Connection, ErrorCode, Transaction};
 use std::path::Path;
 
-use group_commit::{GroupCommit, Locked};
+use group_commit::GroupCommit;
+#[cfg(test)]
+use group_commit::Locked;
 
 use super::{
     Account, AccountCreation, CommitResult, CommitWrite, EnqueueOutcome, FetchedQueue, GroupCreation, GroupRecord,
@@ -39,6 +44,9 @@ const STATEMENT_CACHE_CAPACITY: usize = 64;
 #[derive(Debug)]
 pub struct SqliteStore {
     connection: GroupCommit,
+    /// A second, `query_only` connection for reads: in WAL mode it sees
+    /// exactly the committed (durable) state and never waits for a batch.
+    reader: Mutex<Connection>,
 }
 
 impl SqliteStore {
@@ -58,11 +66,21 @@ impl SqliteStore {
         }
         schema::configure(&connection)?;
         schema::migrate(&mut connection)?;
-        Ok(Self { connection: GroupCommit::new(connection) })
+        let reader = Connection::open(path.as_ref()).during("open")?;
+        reader.busy_timeout(BUSY_TIMEOUT).during("open")?;
+        reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
+        reader.execute_batch("PRAGMA query_only = ON;").during("open")?;
+        Ok(Self { connection: GroupCommit::new(connection), reader: Mutex::new(reader) })
     }
 
-    /// The connection, with every earlier write durable, for reads.
-    pub(super) fn lock(&self) -> Result<Locked<'_>, StoreError> {
+    /// The read connection: every write acknowledged so far is visible.
+    fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        self.reader.lock().map_err(|_| StoreError::Poisoned)
+    }
+
+    /// The write connection with no batch open (for tests of its settings).
+    #[cfg(test)]
+    pub(super) fn writer(&self) -> Result<Locked<'_>, StoreError> {
         self.connection.lock()
     }
 

@@ -146,9 +146,11 @@ async fn serve_request(
         .unwrap_or_else(|_| Reply::error(Status::DeadlineExceeded, "the server's deadline for this request passed"));
     let status = reply.status;
     let subscribe_from = reply.subscribe_from;
+    // Recorded before the answer leaves, so a client that saw the answer
+    // also sees it counted in /metrics.
+    state.metrics.record_rpc(method.name(), status.name(), started.elapsed());
     let sent = respond(send, method, reply.status, reply.body).await;
     state.metrics.rpc_finished();
-    state.metrics.record_rpc(method.name(), status.name(), started.elapsed());
     if sent.is_err() {
         return;
     }

@@ -8,15 +8,17 @@
 //! leaves the batch open for the next writer and waits until some thread
 //! has committed it. The last writer of a burst commits for everyone; a
 //! lone writer commits at once, so an idle server pays no extra latency.
-//! Reads commit any open batch first, so they never see undurable data.
+//! Reads do not come here: `SqliteStore` reads on a second connection,
+//! which in WAL mode sees only committed batches.
 
 use std::collections::VecDeque;
-use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
+#[cfg(test)]
+use std::ops::Deref;
 
 use super::{map_sql_error, SqlResultExt};
 use crate::storage::StoreError;
@@ -57,19 +59,15 @@ struct Committed {
     failures: VecDeque<(u64, StoreError)>,
 }
 
-/// The locked connection, with no batch open: safe for reads.
+/// The locked write connection with no batch open (tests inspect its settings).
+#[cfg(test)]
 pub(crate) struct Locked<'a>(MutexGuard<'a, State>);
 
+#[cfg(test)]
 impl Deref for Locked<'_> {
     type Target = Connection;
     fn deref(&self) -> &Connection {
         &self.0.connection
-    }
-}
-
-impl DerefMut for Locked<'_> {
-    fn deref_mut(&mut self) -> &mut Connection {
-        &mut self.0.connection
     }
 }
 
@@ -96,7 +94,8 @@ impl GroupCommit {
         state.map_err(|_| StoreError::Poisoned)
     }
 
-    /// Locks the connection for reading, committing any open batch first.
+    /// Locks the write connection, committing any open batch first.
+    #[cfg(test)]
     pub(super) fn lock(&self) -> Result<Locked<'_>, StoreError> {
         let mut state = self.lock_state()?;
         self.commit(&mut state)?;

@@ -147,7 +147,7 @@ mod tests {
     fn every_commit_is_fsynced_write_ahead_logged() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path().join("qpc.db")).unwrap();
-        let connection = store.lock().unwrap();
+        let connection = store.writer().unwrap();
         let synchronous: i64 = connection.query_row("PRAGMA synchronous", [], |row| row.get(0)).unwrap();
         assert_eq!(synchronous, 2, "synchronous = FULL");
         let mode: String = connection.query_row("PRAGMA journal_mode", [], |row| row.get(0)).unwrap();

@@ -1,0 +1,224 @@
+//! Open-loop load: sends are scheduled at a fixed arrival rate and each is
+//! started at its scheduled time whether or not earlier ones were answered,
+//! and every latency is measured from the scheduled time, so a slow server
+//! cannot hide its queueing (no coordinated omission).
+//!
+//! A message id carries (step, sequence number, scheduled time), so the
+//! recipients can attribute each push to its send without shared state.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message;
+use quicprochat_proto::{v1, Method};
+use quicprochat_rpc::RpcClient;
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::histogram::{Latencies, Summary};
+use crate::setup::Pair;
+
+/// How long a step waits for pushes of acknowledged sends before counting them lost.
+const DELIVERY_GRACE: Duration = Duration::from_secs(10);
+
+/// What one step sends and to whom.
+pub(crate) enum Target<'a> {
+    /// `SendMessage` to qpc-server; recipients record pushes in `deliveries`.
+    Server { pairs: &'a [Pair], deliveries: &'a Deliveries },
+    /// A framed request/response to the bare echo baseline.
+    Echo { clients: &'a [RpcClient] },
+}
+
+/// The outcome of one step at one offered rate.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct StepResult {
+    pub(crate) offered_per_s: f64,
+    pub(crate) achieved_per_s: f64,
+    pub(crate) sent: u64,
+    pub(crate) acknowledged: u64,
+    pub(crate) errors: u64,
+    /// Send → acknowledgement.
+    pub(crate) ack: Summary,
+    /// Send → pushed to the recipient (server target only).
+    pub(crate) delivery: Option<Summary>,
+    /// Acknowledged but never pushed within the grace period.
+    pub(crate) lost: u64,
+    /// Pushed more than once.
+    pub(crate) duplicates: u64,
+}
+
+/// Pushes seen by all recipients, per step.
+#[derive(Default)]
+pub(crate) struct Deliveries {
+    inner: Mutex<DeliveryState>,
+    arrived: Notify,
+}
+
+#[derive(Default)]
+struct DeliveryState {
+    step: u32,
+    seen: HashSet<u64>,
+    duplicates: u64,
+    latencies: Latencies,
+}
+
+impl Deliveries {
+    fn start_step(&self, step: u32) {
+        let mut state = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *state = DeliveryState { step, ..DeliveryState::default() };
+    }
+
+    /// Records one pushed entry by its message id; ids of other steps are ignored.
+    pub(crate) fn record(&self, message_id: &[u8], now: Duration) {
+        let Some((step, seq, scheduled)) = parse_id(message_id) else { return };
+        let mut state = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if step != state.step {
+            return;
+        }
+        if state.seen.insert(seq) {
+            state.latencies.record(now.saturating_sub(scheduled));
+        } else {
+            state.duplicates += 1;
+        }
+    }
+
+    pub(crate) fn notify(&self) {
+        self.arrived.notify_waiters();
+    }
+
+    fn missing(&self, acked: &HashSet<u64>) -> u64 {
+        let state = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        acked.iter().filter(|seq| !state.seen.contains(seq)).count() as u64
+    }
+
+    fn finish(&self) -> (Summary, u64) {
+        let state = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        (state.latencies.summary(), state.duplicates)
+    }
+}
+
+fn message_id(step: u32, seq: u64, scheduled: Duration) -> Bytes {
+    let mut id = Vec::with_capacity(20);
+    id.extend_from_slice(&step.to_be_bytes());
+    id.extend_from_slice(&seq.to_be_bytes());
+    id.extend_from_slice(&u64::try_from(scheduled.as_micros()).unwrap_or(u64::MAX).to_be_bytes());
+    id.into()
+}
+
+fn parse_id(id: &[u8]) -> Option<(u32, u64, Duration)> {
+    let step = u32::from_be_bytes(id.get(0..4)?.try_into().ok()?);
+    let seq = u64::from_be_bytes(id.get(4..12)?.try_into().ok()?);
+    let micros = u64::from_be_bytes(id.get(12..20)?.try_into().ok()?);
+    Some((step, seq, Duration::from_micros(micros)))
+}
+
+/// Runs one step: `rate` sends per second for `duration`, spread round-robin.
+pub(crate) async fn run_step(
+    target: &Target<'_>,
+    step: u32,
+    rate: f64,
+    duration: Duration,
+    base: Instant,
+) -> StepResult {
+    if let Target::Server { deliveries, .. } = target {
+        deliveries.start_step(step);
+    }
+    let total = (rate * duration.as_secs_f64()).round().max(1.0) as u64;
+    let start = base.elapsed() + Duration::from_millis(20);
+    let mut tasks = tokio::task::JoinSet::new();
+    for seq in 0..total {
+        let scheduled = start + Duration::from_secs_f64(seq as f64 / rate);
+        tokio::time::sleep_until(base + scheduled).await;
+        let id = message_id(step, seq, scheduled);
+        let (client, method, body) = match target {
+            Target::Server { pairs, .. } => {
+                let pair = &pairs[(seq % pairs.len() as u64) as usize];
+                let request = v1::SendMessageRequest {
+                    group_id: pair.group_id.clone(),
+                    message_id: id,
+                    ciphertext: pair.ciphertext.clone(),
+                };
+                (pair.sender.clone(), Method::SendMessage, Bytes::from(request.encode_to_vec()))
+            }
+            Target::Echo { clients } => {
+                let client = clients[(seq % clients.len() as u64) as usize].clone();
+                (client, Method::Ping, id)
+            }
+        };
+        tasks.spawn(async move {
+            let ok = client.call_raw(method, body).await.is_ok();
+            (seq, ok, base.elapsed().saturating_sub(scheduled))
+        });
+    }
+    let mut acked = HashSet::new();
+    let (mut errors, mut ack_latencies, mut last_ack) = (0, Latencies::new(), start);
+    while let Some(joined) = tasks.join_next().await {
+        let Ok((seq, ok, latency)) = joined else {
+            errors += 1;
+            continue;
+        };
+        if ok {
+            acked.insert(seq);
+            ack_latencies.record(latency);
+            last_ack = last_ack.max(base.elapsed());
+        } else {
+            errors += 1;
+        }
+    }
+    let elapsed = last_ack.saturating_sub(start).max(Duration::from_millis(1));
+    let mut result = StepResult {
+        offered_per_s: rate,
+        achieved_per_s: acked.len() as f64 / elapsed.as_secs_f64(),
+        sent: total,
+        acknowledged: acked.len() as u64,
+        errors,
+        ack: ack_latencies.summary(),
+        delivery: None,
+        lost: 0,
+        duplicates: 0,
+    };
+    if let Target::Server { deliveries, .. } = target {
+        let deadline = Instant::now() + DELIVERY_GRACE;
+        loop {
+            let arrived = deliveries.arrived.notified();
+            if deliveries.missing(&acked) == 0 || Instant::now() >= deadline {
+                break;
+            }
+            let _ = tokio::time::timeout_at(deadline, arrived).await;
+        }
+        let (delivery, duplicates) = deliveries.finish();
+        result.lost = deliveries.missing(&acked);
+        result.delivery = Some(delivery);
+        result.duplicates = duplicates;
+    }
+    result
+}
+
+/// Subscribes `pair`'s recipient and records every push until the connection ends.
+pub(crate) async fn start_recipient(pair: &Pair, deliveries: Arc<Deliveries>, base: Instant) -> anyhow::Result<()> {
+    let recipient = pair.recipient.clone();
+    let _: v1::SubscribeResponse = recipient.call(Method::Subscribe, &v1::SubscribeRequest { after_seq: 0 }).await?;
+    let mut push = recipient.accept_push().await?;
+    tokio::spawn(async move {
+        while let Ok(Some(event)) = push.next().await {
+            let now = base.elapsed();
+            let mut last_seq = 0;
+            for entry in &event.entries {
+                deliveries.record(&entry.message_id, now);
+                last_seq = last_seq.max(entry.seq);
+            }
+            deliveries.notify();
+            if last_seq > 0 {
+                // A real client acknowledges what it stored; the server deletes it.
+                let ack = recipient.clone();
+                tokio::spawn(async move {
+                    let _ = ack.call::<_, v1::AckResponse>(Method::Ack, &v1::AckRequest { up_to_seq: last_seq }).await;
+                });
+            }
+        }
+    });
+    Ok(())
+}

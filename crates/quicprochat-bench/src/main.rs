@@ -1,0 +1,243 @@
+//! `qpc-bench`: the B3 load generator of BENCHMARKS.md. It starts an
+//! in-process `qpc-server` (embedded SQLite, `synchronous=FULL`), C sender /
+//! recipient pairs each in a two-member MLS group, and steps an open-loop
+//! arrival rate up until the p99 of send → push exceeds a bound. In the same
+//! run it measures the baselines: a bare quinn echo with the same framing,
+//! and a raw SQLite insert loop with the same durability. `--quick` is the
+//! CI check: a few seconds, failing only on lost or duplicated messages.
+
+mod baseline;
+mod histogram;
+mod load;
+mod setup;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::load::{run_step, Deliveries, StepResult, Target};
+
+/// Load generator for qpc-server: open-loop durable message throughput and
+/// send → push latency at several connection counts, with baselines.
+#[derive(Debug, Parser)]
+#[command(name = "qpc-bench", version)]
+struct Args {
+    /// A few seconds: C = 1 and 10 at low rates; fails only on lost or duplicated messages.
+    #[arg(long)]
+    quick: bool,
+    /// Sender connections (each with its own recipient connection), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000")]
+    connections: Vec<usize>,
+    /// First offered rate of each ramp, messages per second.
+    #[arg(long, default_value_t = 500.0)]
+    start_rate: f64,
+    /// Factor between consecutive offered rates.
+    #[arg(long, default_value_t = 1.5)]
+    rate_factor: f64,
+    /// The ramp stops once send → push p99 exceeds this many milliseconds.
+    #[arg(long, default_value_t = 50.0)]
+    max_p99_ms: f64,
+    /// Length of each rate step, seconds.
+    #[arg(long, default_value_t = 3.0)]
+    step_secs: f64,
+    /// Plaintext bytes per message (the ciphertext is larger).
+    #[arg(long, default_value_t = 100)]
+    payload: usize,
+    /// Where to write the machine-readable results.
+    #[arg(long, default_value = "qpc-bench.json")]
+    out: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+struct Ramp {
+    connections: usize,
+    target: &'static str,
+    steps: Vec<StepResult>,
+    /// Highest offered rate served with p99 within the bound and ≥ 95 % achieved.
+    max_sustained_per_s: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    machine: Machine,
+    durability: &'static str,
+    payload_bytes: usize,
+    ciphertext_bytes: usize,
+    max_p99_ms: f64,
+    ramps: Vec<Ramp>,
+    sqlite_inserts_per_s: f64,
+    lost: u64,
+    duplicates: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Machine {
+    nproc: usize,
+    cpu: String,
+    qpc_version: &'static str,
+}
+
+fn machine() -> Machine {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|line| {
+                line.strip_prefix("model name").map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_else(|| "unknown".to_owned());
+    Machine {
+        nproc: std::thread::available_parallelism().map(usize::from).unwrap_or(1),
+        cpu,
+        qpc_version: env!("CARGO_PKG_VERSION"),
+    }
+}
+
+fn print_step(label: &str, connections: usize, step: &StepResult) {
+    let delivery = step.delivery.map_or_else(String::new, |d| {
+        format!(" | push p50 {:.2} p99 {:.2} p99.9 {:.2} ms", d.p50_ms, d.p99_ms, d.p999_ms)
+    });
+    eprintln!(
+        "{label:<6} C={connections:<5} offered {:>8.0}/s achieved {:>8.0}/s | ack p50 {:.2} p99 {:.2} ms{delivery} | errors {} lost {} dup {}",
+        step.offered_per_s, step.achieved_per_s, step.ack.p50_ms, step.ack.p99_ms, step.errors, step.lost, step.duplicates
+    );
+}
+
+fn within_bound(step: &StepResult, max_p99_ms: f64) -> bool {
+    let p99 = step.delivery.map_or(step.ack.p99_ms, |d| d.p99_ms);
+    p99 <= max_p99_ms && step.achieved_per_s >= 0.95 * step.offered_per_s && step.errors == 0
+}
+
+/// Steps the offered rate up from `start` until a step misses the bound (or `max_steps`).
+async fn ramp(
+    target: &Target<'_>,
+    label: &'static str,
+    connections: usize,
+    args: &Args,
+    rates: &[f64],
+    base: Instant,
+    step_id: &mut u32,
+) -> Ramp {
+    let mut steps = Vec::new();
+    let mut max_sustained = 0.0f64;
+    for &rate in rates {
+        *step_id += 1;
+        let step = run_step(target, *step_id, rate, Duration::from_secs_f64(args.step_secs), base).await;
+        print_step(label, connections, &step);
+        let ok = within_bound(&step, args.max_p99_ms);
+        if ok {
+            max_sustained = max_sustained.max(rate);
+        }
+        steps.push(step);
+        if !ok && !args.quick {
+            break;
+        }
+    }
+    Ramp { connections, target: label, steps, max_sustained_per_s: max_sustained }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    quicprochat_rpc::install_crypto_provider();
+    let mut args = Args::parse();
+    let rates: Vec<f64> = if args.quick {
+        args.connections = vec![1, 10];
+        args.step_secs = 1.0;
+        vec![200.0, 1000.0]
+    } else {
+        (0..40).map(|i| args.start_rate * args.rate_factor.powi(i)).take_while(|rate| *rate < 2_000_000.0).collect()
+    };
+    let base = Instant::now();
+    let server = setup::start_server().await?;
+    let echo = baseline::start_echo()?;
+    let deliveries = Arc::new(Deliveries::default());
+    let mut pairs = Vec::new();
+    let mut echo_clients = Vec::new();
+    let mut ramps = Vec::new();
+    let mut step_id = 0;
+    for &connections in &args.connections {
+        eprint!("setting up {connections} sender/recipient pairs ");
+        while pairs.len() < connections {
+            let pair = setup::make_pair(&server, pairs.len(), args.payload).await?;
+            load::start_recipient(&pair, deliveries.clone(), base).await?;
+            pairs.push(pair);
+            echo_clients.push(setup::connect(echo.addr, echo.pin()).await?);
+            if pairs.len() % 50 == 0 {
+                eprint!(".");
+                let _ = std::io::stderr().flush();
+            }
+        }
+        eprintln!(" done");
+        let target = Target::Server { pairs: &pairs[..connections], deliveries: &deliveries };
+        ramps.push(ramp(&target, "server", connections, &args, &rates, base, &mut step_id).await);
+        let target = Target::Echo { clients: &echo_clients[..connections] };
+        ramps.push(ramp(&target, "echo", connections, &args, &rates, base, &mut step_id).await);
+    }
+    let sqlite_seconds = if args.quick { 1.0 } else { 6.0 };
+    let sqlite_inserts_per_s =
+        baseline::sqlite_inserts_per_second(server.dir.path(), args.payload, Duration::from_secs_f64(sqlite_seconds))?;
+    eprintln!("sqlite durable single-row inserts: {sqlite_inserts_per_s:.0}/s");
+
+    let lost = ramps.iter().flat_map(|ramp| &ramp.steps).map(|step| step.lost).sum();
+    let duplicates = ramps.iter().flat_map(|ramp| &ramp.steps).map(|step| step.duplicates).sum();
+    let report = Report {
+        machine: machine(),
+        durability: "SQLite WAL, synchronous=FULL, one transaction per enqueue",
+        payload_bytes: args.payload,
+        ciphertext_bytes: pairs.first().map_or(0, |pair| pair.ciphertext.len()),
+        max_p99_ms: args.max_p99_ms,
+        ramps,
+        sqlite_inserts_per_s,
+        lost,
+        duplicates,
+    };
+    print_summary(&report);
+    std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("write {}", args.out.display()))?;
+    eprintln!("results: {}", args.out.display());
+    server.server.shutdown().await;
+    if lost > 0 || duplicates > 0 {
+        anyhow::bail!("{lost} acknowledged messages lost, {duplicates} delivered twice");
+    }
+    Ok(())
+}
+
+fn print_summary(report: &Report) {
+    println!("C      server max/s  echo max/s  ratio   server p99 push at max (ms)");
+    for pair in report.ramps.chunks(2) {
+        let [server, echo] = pair else { continue };
+        let p99 = server
+            .steps
+            .iter()
+            .filter(|step| step.offered_per_s == server.max_sustained_per_s)
+            .find_map(|step| step.delivery.map(|d| d.p99_ms))
+            .unwrap_or(f64::NAN);
+        let ratio = if echo.max_sustained_per_s > 0.0 {
+            server.max_sustained_per_s / echo.max_sustained_per_s
+        } else {
+            f64::NAN
+        };
+        println!(
+            "{:<6} {:>12.0} {:>11.0} {:>6.2}   {:>6.2}",
+            server.connections, server.max_sustained_per_s, echo.max_sustained_per_s, ratio, p99
+        );
+    }
+    println!(
+        "sqlite durable inserts/s: {:.0}  (server max / sqlite: {:.2})",
+        report.sqlite_inserts_per_s,
+        report
+            .ramps
+            .iter()
+            .filter(|ramp| ramp.target == "server")
+            .map(|ramp| ramp.max_sustained_per_s)
+            .fold(0.0, f64::max)
+            / report.sqlite_inserts_per_s
+    );
+    println!("lost {} duplicates {}", report.lost, report.duplicates);
+}

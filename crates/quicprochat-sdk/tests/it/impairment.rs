@@ -1,0 +1,140 @@
+//! Impaired networks: clients reach the in-process server through a seeded
+//! UDP relay (`impairment/relay.rs`) that loses, delays, reorders or
+//! blackholes datagrams.
+//!
+//! The clients register with the relay's address as the server address: the
+//! SDK pins the server's certificate fingerprint on first use (not its
+//! address or name), so the pin taken through the relay is the server's own
+//! and holds on every reconnect through it.
+
+mod relay;
+
+use std::time::{Duration, Instant};
+
+use quicprochat_sdk::{ClientOptions, ConnectionStatus, MessageState, QpcClient, SupervisorConfig};
+
+use crate::harness::{receive_n, texts, Harness, WAIT};
+use relay::{Impairment, Relay};
+
+/// How long the lossy transfer may take in all.
+const TRANSFER_DEADLINE: Duration = Duration::from_secs(90);
+
+async fn register(harness: &Harness, relay: &Relay, name: &str, options: ClientOptions) -> QpcClient {
+    QpcClient::register(&harness.profile(name), relay.addr(), name, None, options)
+        .await
+        .unwrap_or_else(|error| panic!("register {name} through the relay: {error}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lossy_reordering_path_delivers_every_message_once_in_order() {
+    let harness = Harness::start().await;
+    let lossy = Impairment { loss: 0.10, delay_ms: (5, 20), reorder: 0.10 };
+    let relay = Relay::start(harness.addr, lossy, 0x00c0_ffee).await;
+    let alice = register(&harness, &relay, "alice", ClientOptions::default()).await;
+    let bob = register(&harness, &relay, "bob", ClientOptions::default()).await;
+    alice.create_group("team").await.expect("create");
+    alice.add_members("team", &["bob".into()]).await.expect("add bob");
+    bob.sync().await.expect("bob joins");
+
+    let expected: Vec<String> = (1..=100).map(|index| format!("message {index:03}")).collect();
+    let started = Instant::now();
+    let receiver = {
+        let count = expected.len();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + TRANSFER_DEADLINE;
+            let mut received = Vec::new();
+            while received.len() < count && tokio::time::Instant::now() < deadline {
+                let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+                received.extend(bob.receive_wait(remaining).await.expect("bob receives"));
+            }
+            (bob, received)
+        })
+    };
+    let mut pending = 0;
+    for text in &expected {
+        let sent = alice.send("team", text).await.expect("send through the lossy path");
+        if sent.state == MessageState::Pending {
+            pending += 1;
+        }
+    }
+    assert_eq!(alice.flush_outbox().await.expect("flush"), 0, "the outbox drained");
+    let (bob, received) = receiver.await.expect("receiver task");
+    let elapsed = started.elapsed();
+    assert_eq!(texts(&received), expected.iter().map(String::as_str).collect::<Vec<_>>(), "all, once, in send order");
+    assert!(received.iter().all(|message| message.from == "alice" && message.group == "team"));
+    assert!(bob.receive().await.expect("receive").is_empty(), "nothing twice");
+    let (up, down) = relay.stats();
+    eprintln!(
+        "lossy path: {} messages in {elapsed:?} ({pending} answered pending); \
+         client->server forwarded {} dropped {} held back {}; server->client forwarded {} dropped {} held back {}",
+        received.len(),
+        up.forwarded,
+        up.dropped,
+        up.reordered,
+        down.forwarded,
+        down.dropped,
+        down.reordered
+    );
+    assert!(up.dropped > 0 && down.dropped > 0, "the relay did drop datagrams both ways: {up:?} {down:?}");
+}
+
+/// Fast heartbeats and short deadlines (as in `killed.rs`).
+fn fast_options() -> ClientOptions {
+    ClientOptions {
+        call_timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(1),
+        supervisor: SupervisorConfig {
+            heartbeat_interval: Duration::from_millis(200),
+            heartbeat_timeout: Duration::from_millis(800),
+            backoff_ceiling: Duration::from_secs(1),
+            ..SupervisorConfig::default()
+        },
+        ..ClientOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blackholed_path_is_detected_and_the_outbox_flushes_after() {
+    let harness = Harness::start().await;
+    let relay = Relay::start(harness.addr, Impairment::NONE, 7).await;
+    let options = fast_options();
+    let alice = register(&harness, &relay, "alice", options.clone()).await;
+    // bob talks to the server directly: only alice's path goes dark.
+    let bob = QpcClient::register(&harness.profile("bob"), harness.addr, "bob", None, options.clone())
+        .await
+        .expect("register bob");
+    alice.create_group("team").await.expect("create");
+    alice.add_members("team", &["bob".into()]).await.expect("add bob");
+    bob.sync().await.expect("bob joins");
+    alice.send("team", "before the blackhole").await.expect("send");
+    assert_eq!(texts(&receive_n(&bob, 1).await), ["before the blackhole"]);
+
+    let mut status = alice.status();
+    let bound = options.supervisor.heartbeat_interval + options.supervisor.heartbeat_timeout + Duration::from_secs(2);
+    relay.set_blackhole(true);
+    let blackholed = Instant::now();
+    tokio::time::timeout(bound, status.wait_for(|status| *status != ConnectionStatus::Connected))
+        .await
+        .unwrap_or_else(|_| panic!("the dead path was not detected within {bound:?}"))
+        .expect("status channel");
+    let detected = blackholed.elapsed();
+    let queued = alice.send("team", "while blackholed").await.expect("queued");
+    assert_eq!(queued.state, MessageState::Pending);
+
+    relay.set_blackhole(false);
+    let lifted = Instant::now();
+    tokio::time::timeout(WAIT, status.wait_for(|status| *status == ConnectionStatus::Connected))
+        .await
+        .expect("reconnected after the blackhole lifted")
+        .expect("status channel");
+    let reconnected = lifted.elapsed();
+    assert_eq!(alice.flush_outbox().await.expect("flush"), 0, "the outbox drained");
+    assert_eq!(texts(&receive_n(&bob, 1).await), ["while blackholed"]);
+    assert!(bob.receive().await.expect("receive").is_empty(), "delivered exactly once");
+    let history = alice.history("team", 10).await.expect("history");
+    assert!(history.iter().all(|message| message.state == MessageState::Sent), "{history:?}");
+    eprintln!(
+        "blackhole: detected after {detected:?} (heartbeat {:?} + timeout {:?}), reconnected {reconnected:?} after it lifted",
+        options.supervisor.heartbeat_interval, options.supervisor.heartbeat_timeout
+    );
+}
