@@ -3,8 +3,11 @@
 //! and every latency is measured from the scheduled time, so a slow server
 //! cannot hide its queueing (no coordinated omission).
 //!
-//! A message id carries (step, sequence number, scheduled time), so the
-//! recipients can attribute each push to its send without shared state.
+//! A message id carries (step, sequence number, scheduled time, dispatch
+//! time), so the recipients can attribute each push to its send without
+//! shared state. Latencies from the dispatch time are reported too: they
+//! leave out the load generator's own timer lateness (about 1 ms with
+//! tokio's timer), which the echo baseline shows as its floor.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -40,10 +43,14 @@ pub(crate) struct StepResult {
     pub(crate) sent: u64,
     pub(crate) acknowledged: u64,
     pub(crate) errors: u64,
-    /// Send → acknowledgement.
+    /// Scheduled send → acknowledgement.
     pub(crate) ack: Summary,
-    /// Send → pushed to the recipient (server target only).
+    /// Actual dispatch → acknowledgement.
+    pub(crate) ack_service: Summary,
+    /// Scheduled send → pushed to the recipient (server target only).
     pub(crate) delivery: Option<Summary>,
+    /// Actual dispatch → pushed to the recipient (server target only).
+    pub(crate) delivery_service: Option<Summary>,
     /// Acknowledged but never pushed within the grace period.
     pub(crate) lost: u64,
     /// Pushed more than once.
@@ -63,6 +70,7 @@ struct DeliveryState {
     seen: HashSet<u64>,
     duplicates: u64,
     latencies: Latencies,
+    service: Latencies,
 }
 
 impl Deliveries {
@@ -73,13 +81,14 @@ impl Deliveries {
 
     /// Records one pushed entry by its message id; ids of other steps are ignored.
     pub(crate) fn record(&self, message_id: &[u8], now: Duration) {
-        let Some((step, seq, scheduled)) = parse_id(message_id) else { return };
+        let Some((step, seq, scheduled, dispatched)) = parse_id(message_id) else { return };
         let mut state = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if step != state.step {
             return;
         }
         if state.seen.insert(seq) {
             state.latencies.record(now.saturating_sub(scheduled));
+            state.service.record(now.saturating_sub(dispatched));
         } else {
             state.duplicates += 1;
         }
@@ -94,25 +103,28 @@ impl Deliveries {
         acked.iter().filter(|seq| !state.seen.contains(seq)).count() as u64
     }
 
-    fn finish(&self) -> (Summary, u64) {
+    fn finish(&self) -> (Summary, Summary, u64) {
         let state = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        (state.latencies.summary(), state.duplicates)
+        (state.latencies.summary(), state.service.summary(), state.duplicates)
     }
 }
 
-fn message_id(step: u32, seq: u64, scheduled: Duration) -> Bytes {
-    let mut id = Vec::with_capacity(20);
+fn message_id(step: u32, seq: u64, scheduled: Duration, dispatched: Duration) -> Bytes {
+    let micros = |at: Duration| u64::try_from(at.as_micros()).unwrap_or(u64::MAX).to_be_bytes();
+    let mut id = Vec::with_capacity(28);
     id.extend_from_slice(&step.to_be_bytes());
     id.extend_from_slice(&seq.to_be_bytes());
-    id.extend_from_slice(&u64::try_from(scheduled.as_micros()).unwrap_or(u64::MAX).to_be_bytes());
+    id.extend_from_slice(&micros(scheduled));
+    id.extend_from_slice(&micros(dispatched));
     id.into()
 }
 
-fn parse_id(id: &[u8]) -> Option<(u32, u64, Duration)> {
+fn parse_id(id: &[u8]) -> Option<(u32, u64, Duration, Duration)> {
     let step = u32::from_be_bytes(id.get(0..4)?.try_into().ok()?);
     let seq = u64::from_be_bytes(id.get(4..12)?.try_into().ok()?);
-    let micros = u64::from_be_bytes(id.get(12..20)?.try_into().ok()?);
-    Some((step, seq, Duration::from_micros(micros)))
+    let scheduled = u64::from_be_bytes(id.get(12..20)?.try_into().ok()?);
+    let dispatched = u64::from_be_bytes(id.get(20..28)?.try_into().ok()?);
+    Some((step, seq, Duration::from_micros(scheduled), Duration::from_micros(dispatched)))
 }
 
 /// Runs one step: `rate` sends per second for `duration`, spread round-robin.
@@ -132,7 +144,8 @@ pub(crate) async fn run_step(
     for seq in 0..total {
         let scheduled = start + Duration::from_secs_f64(seq as f64 / rate);
         tokio::time::sleep_until(base + scheduled).await;
-        let id = message_id(step, seq, scheduled);
+        let dispatched = base.elapsed();
+        let id = message_id(step, seq, scheduled, dispatched);
         let (client, method, body) = match target {
             Target::Server { pairs, .. } => {
                 let pair = &pairs[(seq % pairs.len() as u64) as usize];
@@ -150,19 +163,21 @@ pub(crate) async fn run_step(
         };
         tasks.spawn(async move {
             let ok = client.call_raw(method, body).await.is_ok();
-            (seq, ok, base.elapsed().saturating_sub(scheduled))
+            let now = base.elapsed();
+            (seq, ok, now.saturating_sub(scheduled), now.saturating_sub(dispatched))
         });
     }
     let mut acked = HashSet::new();
-    let (mut errors, mut ack_latencies, mut last_ack) = (0, Latencies::new(), start);
+    let (mut errors, mut ack_latencies, mut ack_service, mut last_ack) = (0, Latencies::new(), Latencies::new(), start);
     while let Some(joined) = tasks.join_next().await {
-        let Ok((seq, ok, latency)) = joined else {
+        let Ok((seq, ok, latency, service)) = joined else {
             errors += 1;
             continue;
         };
         if ok {
             acked.insert(seq);
             ack_latencies.record(latency);
+            ack_service.record(service);
             last_ack = last_ack.max(base.elapsed());
         } else {
             errors += 1;
@@ -176,7 +191,9 @@ pub(crate) async fn run_step(
         acknowledged: acked.len() as u64,
         errors,
         ack: ack_latencies.summary(),
+        ack_service: ack_service.summary(),
         delivery: None,
+        delivery_service: None,
         lost: 0,
         duplicates: 0,
     };
@@ -189,9 +206,10 @@ pub(crate) async fn run_step(
             }
             let _ = tokio::time::timeout_at(deadline, arrived).await;
         }
-        let (delivery, duplicates) = deliveries.finish();
+        let (delivery, service, duplicates) = deliveries.finish();
         result.lost = deliveries.missing(&acked);
         result.delivery = Some(delivery);
+        result.delivery_service = Some(service);
         result.duplicates = duplicates;
     }
     result

@@ -100,12 +100,23 @@ fn machine() -> Machine {
 }
 
 fn print_step(label: &str, connections: usize, step: &StepResult) {
-    let delivery = step.delivery.map_or_else(String::new, |d| {
-        format!(" | push p50 {:.2} p99 {:.2} p99.9 {:.2} ms", d.p50_ms, d.p99_ms, d.p999_ms)
-    });
+    let delivery = match (step.delivery, step.delivery_service) {
+        (Some(d), Some(service)) => format!(
+            " | push p50 {:.2} p99 {:.2} p99.9 {:.2} ms (from dispatch p50 {:.2} p99 {:.2})",
+            d.p50_ms, d.p99_ms, d.p999_ms, service.p50_ms, service.p99_ms
+        ),
+        _ => String::new(),
+    };
     eprintln!(
-        "{label:<6} C={connections:<5} offered {:>8.0}/s achieved {:>8.0}/s | ack p50 {:.2} p99 {:.2} ms{delivery} | errors {} lost {} dup {}",
-        step.offered_per_s, step.achieved_per_s, step.ack.p50_ms, step.ack.p99_ms, step.errors, step.lost, step.duplicates
+        "{label:<6} C={connections:<5} offered {:>8.0}/s achieved {:>8.0}/s | ack p50 {:.2} p99 {:.2} ms (from dispatch p50 {:.2}){delivery} | errors {} lost {} dup {}",
+        step.offered_per_s,
+        step.achieved_per_s,
+        step.ack.p50_ms,
+        step.ack.p99_ms,
+        step.ack_service.p50_ms,
+        step.errors,
+        step.lost,
+        step.duplicates
     );
 }
 

@@ -73,6 +73,16 @@ pub fn server_endpoint(
     limits: &TransportLimits,
     incoming: IncomingLimits,
 ) -> Result<quinn::Endpoint, RpcError> {
+    Ok(quinn::Endpoint::server(server_config(identity, limits, incoming)?, addr)?)
+}
+
+/// The server configuration [`server_endpoint`] uses, for a caller that
+/// builds the endpoint itself (e.g. with its own [`quinn::Runtime`]).
+pub fn server_config(
+    identity: &ServerIdentity,
+    limits: &TransportLimits,
+    incoming: IncomingLimits,
+) -> Result<quinn::ServerConfig, RpcError> {
     let tls = server_tls_config(identity)?;
     let quic_tls = QuicServerConfig::try_from(tls).map_err(|error| RpcError::Tls(error.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic_tls));
@@ -82,7 +92,7 @@ pub fn server_endpoint(
         .incoming_buffer_size_total(incoming.incoming_buffer_bytes);
     // Clients never open unidirectional streams; the server opens the push stream.
     config.transport_config(Arc::new(limits.transport_config(0)?));
-    Ok(quinn::Endpoint::server(config, addr)?)
+    Ok(config)
 }
 
 /// A client endpoint bound to an ephemeral port on the address family (and,

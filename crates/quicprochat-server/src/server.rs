@@ -1,29 +1,38 @@
 //! Start-up, the accept loop and shutdown.
 //!
 //! Shutdown (on [`RunningServer::shutdown`] or a signal in `main`): stop
-//! accepting connections and streams, let in-flight RPCs finish (they are
-//! counted by a task tracker, not slept on) up to the grace period, then close
-//! every connection with the application close code "server shutting down".
+//! accepting connections, answer new RPCs `UNAVAILABLE`, let in-flight RPCs
+//! finish (they are counted by a task tracker, not slept on) up to the grace
+//! period, then close every connection, handshakes in progress included,
+//! with the application close code "server shutting down". The waits after
+//! that are bounded too ([`CLOSE_LINGER`]), and then every task holding a
+//! quinn handle, ours (`transport::Tasks`) and quinn's drivers
+//! (`transport::DriverTasks`), is ended: when `shutdown()` returns, the UDP
+//! socket is closed and a new server can bind the address at once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use quicprochat_rpc::tls::load_or_generate_server_identity;
-use quicprochat_rpc::transport::{server_endpoint, IncomingLimits};
+use quicprochat_rpc::transport::{server_config, IncomingLimits};
 use quicprochat_rpc::{CertFingerprint, RpcError, CLOSE_SERVER_SHUTDOWN};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::http::serve_http;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiters;
 use crate::storage::{SqliteStore, Store, StoreError, TimedStore};
-use crate::transport::{handle_connection, Admission, Admissions, Notifier, ServerState};
+use crate::transport::{handle_connection, Admission, Admissions, DriverTasks, Notifier, ServerState, Tasks};
 use crate::ServerConfig;
 
 /// How often rate-limit state is pruned and the queue-depth gauge refreshed.
 const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long shutdown waits, after closing the endpoint, for connection
+/// tasks to end and then for quinn to finish closing connections (so peers
+/// hear the close code); a handshake abandoned without a round-trip sample
+/// would otherwise keep the socket for 3 × PTO, about 3 s.
+const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -67,43 +76,39 @@ pub struct RunningServer {
 impl RunningServer {
     /// Opens the data dir, the database and the listener, and starts serving.
     pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
-        let data_dir_error = |source| ServerError::DataDir { path: config.data_dir.display().to_string(), source };
-        std::fs::create_dir_all(&config.data_dir).map_err(data_dir_error)?;
-        let db_path = config.data_dir.join("qpc-server.db");
-        let sqlite: Arc<dyn Store> =
-            Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(db_path)).await.map_err(|join| {
-                ServerError::DataDir { path: "database open task".into(), source: std::io::Error::other(join) }
-            })??);
         let metrics = Metrics::new();
-        let store: Arc<dyn Store> = Arc::new(TimedStore::new(sqlite, metrics.clone()));
+        let store = open_store(&config, &metrics).await?;
         let names = vec![config.domain.clone(), "localhost".to_owned(), "qpc-server".to_owned()];
         let identity = load_or_generate_server_identity(&config.data_dir, &names)?;
         let incoming = IncomingLimits {
             max_pending_handshakes: config.connections.max_pending_handshakes,
             incoming_buffer_bytes: config.connections.incoming_buffer_bytes,
         };
-        let endpoint = server_endpoint(config.listen, &identity, &config.transport, incoming)?;
-        let local_addr = endpoint.local_addr().map_err(RpcError::Io)?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(bind_metrics(addr).await?),
+            None => None,
+        };
+        // The QUIC socket is bound last: no start-up error can follow that
+        // would leave quinn's tasks holding it.
+        let drivers = DriverTasks::default();
+        let quic_config = server_config(&identity, &config.transport, incoming)?;
+        let (endpoint, local_addr) = bind_endpoint(config.listen, quic_config, &drivers)?;
         let shutdown = CancellationToken::new();
         let http_shutdown = CancellationToken::new();
-        let metrics_addr = match config.metrics_listen {
-            Some(addr) => {
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| ServerError::MetricsListen { addr, source })?;
-                let bound = listener.local_addr().map_err(|source| ServerError::MetricsListen { addr, source })?;
-                tokio::spawn(serve_http(listener, metrics.clone(), metrics.clone(), http_shutdown.clone()));
+        let (http, metrics_addr) = match metrics_listener {
+            Some((listener, bound)) => {
+                let http = tokio::spawn(serve_http(listener, metrics.clone(), metrics.clone(), http_shutdown.clone()));
                 tracing::info!(%bound, "metrics and health on http://{bound}/metrics and /healthz");
-                Some(bound)
+                (Some(http), Some(bound))
             }
-            None => None,
+            None => (None, None),
         };
         let state = Arc::new(ServerState {
             store,
             notifier: Notifier::default(),
             config: config.clone(),
             shutdown: shutdown.clone(),
-            rpcs: TaskTracker::new(),
+            tasks: Tasks::default(),
             admissions: Arc::new(Admissions::default()),
             limiters: RateLimiters::new(&config.rate_limits),
             metrics,
@@ -115,10 +120,19 @@ impl RunningServer {
             data_dir = %config.data_dir.display(),
             "qpc-server listening"
         );
-        tokio::spawn(housekeeping(state.clone()));
+        let housekeeping = tokio::spawn(housekeeping(state.clone()));
         let task = tokio::spawn(async move {
-            serve(endpoint, state).await;
+            serve(endpoint, drivers, state).await;
+            let _ = housekeeping.await;
             http_shutdown.cancel();
+            if let Some(mut http) = http {
+                // Graceful first; a client holding a request open cannot keep the port.
+                if tokio::time::timeout(CLOSE_LINGER, &mut http).await.is_err() {
+                    http.abort();
+                    let _ = http.await;
+                }
+            }
+            tracing::info!("qpc-server stopped");
         });
         Ok(RunningServer { local_addr, metrics_addr, fingerprint: identity.fingerprint(), shutdown, task })
     }
@@ -143,7 +157,9 @@ impl RunningServer {
         self.shutdown.clone()
     }
 
-    /// Shuts down gracefully and waits until the server has stopped.
+    /// Shuts down gracefully and waits until the server has stopped: its
+    /// tasks have ended and its sockets are closed, so a new server can
+    /// bind the same addresses at once.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         let _ = self.task.await;
@@ -155,8 +171,42 @@ impl RunningServer {
     }
 }
 
+/// Opens the data dir and the database, with storage metrics.
+async fn open_store(config: &ServerConfig, metrics: &Metrics) -> Result<Arc<dyn Store>, ServerError> {
+    let data_dir_error = |source| ServerError::DataDir { path: config.data_dir.display().to_string(), source };
+    std::fs::create_dir_all(&config.data_dir).map_err(data_dir_error)?;
+    let db_path = config.data_dir.join("qpc-server.db");
+    let sqlite: Arc<dyn Store> =
+        Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(db_path)).await.map_err(|join| {
+            ServerError::DataDir { path: "database open task".into(), source: std::io::Error::other(join) }
+        })??);
+    Ok(Arc::new(TimedStore::new(sqlite, metrics.clone())))
+}
+
+/// Binds the metrics/health listener; returns it with its bound address.
+async fn bind_metrics(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), ServerError> {
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::MetricsListen { addr, source })?;
+    let bound = listener.local_addr().map_err(|source| ServerError::MetricsListen { addr, source })?;
+    Ok((listener, bound))
+}
+
+/// Binds the QUIC endpoint, whose tasks quinn spawns on `drivers`; returns
+/// it with its bound address.
+fn bind_endpoint(
+    listen: SocketAddr,
+    quic_config: quinn::ServerConfig,
+    drivers: &DriverTasks,
+) -> Result<(quinn::Endpoint, SocketAddr), RpcError> {
+    let socket = std::net::UdpSocket::bind(listen)?;
+    let local_addr = socket.local_addr()?;
+    let runtime = Arc::new(drivers.clone());
+    let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(quic_config), socket, runtime)?;
+    Ok((endpoint, local_addr))
+}
+
 /// Applies the admission policy to one connection attempt.
-fn admit(incoming: quinn::Incoming, state: &Arc<ServerState>, connections: &TaskTracker) {
+fn admit(incoming: quinn::Incoming, state: &Arc<ServerState>) {
     let ip = incoming.remote_address().ip();
     let decision = state.admissions.decide(
         &state.config.connections,
@@ -167,7 +217,7 @@ fn admit(incoming: quinn::Incoming, state: &Arc<ServerState>, connections: &Task
     match decision {
         Admission::Accept => {
             let guard = state.admissions.admit(ip);
-            connections.spawn(handle_connection(incoming, state.clone(), guard));
+            state.tasks.spawn_connection_task(handle_connection(incoming, state.clone(), guard));
         }
         Admission::Retry => {
             if incoming.retry().is_err() {
@@ -200,27 +250,35 @@ async fn housekeeping(state: Arc<ServerState>) {
     }
 }
 
-async fn serve(endpoint: quinn::Endpoint, state: Arc<ServerState>) {
-    let connections = TaskTracker::new();
+async fn serve(endpoint: quinn::Endpoint, drivers: DriverTasks, state: Arc<ServerState>) {
     loop {
         tokio::select! {
             _ = state.shutdown.cancelled() => break,
             incoming = endpoint.accept() => match incoming {
-                Some(incoming) => admit(incoming, &state, &connections),
+                Some(incoming) => admit(incoming, &state),
                 None => break,
             },
         }
     }
+    shut_down(endpoint, drivers, &state).await;
+}
+
+/// Drains, closes every connection, and ends every task holding the socket.
+async fn shut_down(endpoint: quinn::Endpoint, drivers: DriverTasks, state: &ServerState) {
     state.metrics.set_draining(true);
-    tracing::info!(in_flight = state.rpcs.len(), "shutting down: no new connections or RPCs");
+    tracing::info!(in_flight = state.tasks.rpcs_in_flight(), "shutting down: no new connections or RPCs");
     endpoint.set_server_config(None);
-    state.rpcs.close();
-    if tokio::time::timeout(state.config.shutdown_grace, state.rpcs.wait()).await.is_err() {
-        tracing::warn!(abandoned = state.rpcs.len(), "grace period over with RPCs still running");
+    if let Err(abandoned) = state.tasks.drain_rpcs(state.config.shutdown_grace).await {
+        tracing::warn!(abandoned, "grace period over with RPCs still running");
     }
     endpoint.close(CLOSE_SERVER_SHUTDOWN.into(), b"server shutting down");
-    connections.close();
-    let _ = tokio::time::timeout(state.config.shutdown_grace, connections.wait()).await;
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), endpoint.wait_idle()).await;
-    tracing::info!("qpc-server stopped");
+    if let Err(running) = state.tasks.wait_connections(CLOSE_LINGER).await {
+        tracing::warn!(running, "connection tasks still running after the close; ending them");
+    }
+    state.tasks.abort().await;
+    if tokio::time::timeout(CLOSE_LINGER, endpoint.wait_idle()).await.is_err() {
+        tracing::debug!(open = endpoint.open_connections(), "connections still closing; ending them");
+    }
+    drop(endpoint);
+    drivers.stop().await;
 }

@@ -179,8 +179,6 @@ struct Stats {
     withheld: usize,
     commits: usize,
     server_restarts: usize,
-    /// Longest wait for the server's port after `shutdown()` returned.
-    longest_port_wait: Duration,
     /// Longest reconnect after a server restart.
     longest_reconnect: Duration,
 }
@@ -190,7 +188,7 @@ impl std::fmt::Display for Stats {
         write!(
             f,
             "{:?}, {} messages ({} refused), {} displays ({} withheld), {} commits, {} server restarts \
-             (port held up to {:?}, reconnect up to {:?})",
+             (reconnect up to {:?})",
             self.elapsed,
             self.messages,
             self.refused,
@@ -198,7 +196,6 @@ impl std::fmt::Display for Stats {
             self.withheld,
             self.commits,
             self.server_restarts,
-            self.longest_port_wait,
             self.longest_reconnect
         )
     }

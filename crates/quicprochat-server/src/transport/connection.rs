@@ -70,7 +70,7 @@ pub(crate) async fn handle_connection(incoming: quinn::Incoming, state: Arc<Serv
                 connection: connection.clone(),
                 budget: budget.clone(),
             };
-            state.rpcs.spawn(handle_stream(send, recv, stream));
+            state.tasks.spawn_rpc(handle_stream(send, recv, stream));
         }
         state.metrics.connection_closed();
         drop(guard);
@@ -158,7 +158,7 @@ async fn serve_request(
     span.record("duration_us", started.elapsed().as_micros() as u64);
     span.in_scope(|| tracing::debug!("rpc done"));
     if let (Some(after_seq), Some(user)) = (subscribe_from, session.user()) {
-        tokio::spawn(push_loop(connection.clone(), state.clone(), user, after_seq));
+        state.tasks.spawn_connection_task(push_loop(connection.clone(), state.clone(), user, after_seq));
     }
 }
 

@@ -8,19 +8,23 @@
 //!   blocking thread, encoding the response.
 //! - `push`: the server-opened stream that pushes queue entries to a
 //!   subscribed connection.
+//! - `tasks`: every task of ours holding a quinn handle is spawned there;
+//!   `drivers`: quinn's own tasks, spawned through the endpoint's runtime.
+//!   Shutdown ends both, so the socket is closed when it returns.
 
 mod admission;
 mod connection;
 mod dispatch;
+mod drivers;
 mod push;
 mod session;
+mod tasks;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiters;
@@ -29,6 +33,8 @@ use crate::ServerConfig;
 
 pub(crate) use admission::{Admission, Admissions};
 pub(crate) use connection::handle_connection;
+pub(crate) use drivers::DriverTasks;
+pub(crate) use tasks::Tasks;
 
 /// What every connection task shares.
 pub(crate) struct ServerState {
@@ -37,8 +43,8 @@ pub(crate) struct ServerState {
     pub(crate) config: ServerConfig,
     /// Cancelled when the server starts shutting down.
     pub(crate) shutdown: CancellationToken,
-    /// Counts in-flight RPCs so shutdown can drain them.
-    pub(crate) rpcs: TaskTracker,
+    /// Every task holding a quinn handle, so shutdown can drain and end them.
+    pub(crate) tasks: Tasks,
     /// Pending handshakes and connections per source address.
     pub(crate) admissions: Arc<Admissions>,
     /// Every metric the server exports.

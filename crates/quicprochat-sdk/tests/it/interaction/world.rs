@@ -16,32 +16,13 @@ use crate::harness::{Harness, WAIT};
 /// The connect timeout stays at its default (5 s): an attempt that reaches
 /// the server while it shuts down is answered only by stateless resets and
 /// succeeds with the retransmitted Initial (~1 s later) once the new server
-/// listens. A 1 s timeout abandons it at about that moment and leaves the
-/// new server with a half-open handshake (see [`World::server_restart`]).
+/// listens; a 1 s timeout would abandon it at about that moment.
 fn options() -> ClientOptions {
     ClientOptions {
         call_timeout: Duration::from_secs(5),
         supervisor: SupervisorConfig { backoff_ceiling: Duration::from_secs(1), ..SupervisorConfig::default() },
         ..ClientOptions::default()
     }
-}
-
-/// Waits until nothing holds `addr` (UDP) any more.
-///
-/// `RunningServer::shutdown()` can return while the server's QUIC endpoint
-/// still holds its socket: for ~20 ms in general, and for 3 × PTO (~3 s) or
-/// longer when a connection was mid-handshake, since the server waits at
-/// most 1 s for its connections to drain. Restarting on the same address at
-/// once then fails with `AddrInUse`. No event signals the release, so this
-/// polls, with a deadline.
-async fn wait_until_port_is_free(addr: std::net::SocketAddr) -> Duration {
-    const PORT_DEADLINE: Duration = Duration::from_secs(40);
-    let started = Instant::now();
-    while std::net::UdpSocket::bind(addr).is_err() {
-        assert!(started.elapsed() < PORT_DEADLINE, "{addr} still bound {PORT_DEADLINE:?} after the server stopped");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    started.elapsed()
 }
 
 /// The system under test plus its model.
@@ -248,11 +229,9 @@ impl World {
             watchers.push((client, status));
         }
         let restarted = Instant::now();
+        // `shutdown()` returns with the port closed, so the new server binds it at once.
         self.harness.stop_server().await;
-        let held = wait_until_port_is_free(self.harness.addr).await;
-        self.log(format!("   the server's port was released {held:?} after shutdown() returned"));
         self.stats.server_restarts += 1;
-        self.stats.longest_port_wait = self.stats.longest_port_wait.max(held);
         self.harness.start_server().await;
         for (client, mut status) in watchers {
             // The server closed the connection, so the status must change, and
