@@ -12,14 +12,13 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use quicprochat_core::MlsClient;
 use quicprochat_proto::v1;
 use quicprochat_proto::Method;
 use quicprochat_rpc::RpcClient;
 use rand::{Rng, SeedableRng};
 use tokio::sync::Notify;
 
-use crate::harness::{clone_identity, create_group_with, queued_message_ids, TestServer, WAIT};
+use crate::harness::{group_of_two, queued_message_ids, GroupOfTwo, TestServer, WAIT};
 use crate::process::ServerProcess;
 
 const SENDERS: usize = 8;
@@ -85,16 +84,7 @@ async fn kill_9_under_load_loses_nothing_acknowledged() {
     let data = dir.path().join("data");
 
     let server = ServerProcess::start(&data);
-    let (alice_rpc, alice) = server.register("alice").await;
-    let (bob_rpc, bob) = server.register("bob").await;
-    let alice_mls = MlsClient::open(&dir.path().join("alice.db"), clone_identity(&alice), "alice").expect("mls");
-    let bob_mls = MlsClient::open(&dir.path().join("bob.db"), clone_identity(&bob), "bob").expect("mls");
-    let upload = v1::UploadKeyPackagesRequest {
-        key_packages: bob_mls.generate_key_packages(1).expect("kp").into_iter().map(Into::into).collect(),
-        last_resort: bob_mls.generate_last_resort_key_package().expect("kp").into(),
-    };
-    let _: v1::UploadKeyPackagesResponse = bob_rpc.call(Method::UploadKeyPackages, &upload).await.expect("upload");
-    create_group_with(&alice_rpc, &alice_mls, &GROUP, "bob").await;
+    let GroupOfTwo { alice, alice_mls, bob_rpc, bob, .. } = group_of_two(&server, dir.path(), &GROUP).await;
     ack_all(&bob_rpc).await; // the Welcome and the commit: only sends are counted below
     let mut server = Some(server);
 

@@ -15,7 +15,7 @@ use quicprochat_proto::v1;
 use quicprochat_proto::{Method, Status};
 use quicprochat_rpc::RpcClient;
 
-use crate::harness::{clone_identity, create_group_with, queued_message_ids, TestServer, WAIT};
+use crate::harness::{group_of_two, queued_message_ids, GroupOfTwo, TestServer, WAIT};
 use crate::process::ServerProcess;
 
 const GROUP: [u8; 16] = [0xd1; 16];
@@ -117,16 +117,7 @@ async fn full_disk_refuses_writes_loses_nothing_and_recovers_read_only_is_refuse
     let scratch = tempfile::tempdir().expect("tempdir");
     let data = tmpfs.path.join("data");
     let server = ServerProcess::start(&data);
-    let (alice_rpc, alice) = server.register("alice").await;
-    let (bob_rpc, bob) = server.register("bob").await;
-    let alice_mls = MlsClient::open(&scratch.path().join("alice.db"), clone_identity(&alice), "alice").expect("mls");
-    let bob_mls = MlsClient::open(&scratch.path().join("bob.db"), clone_identity(&bob), "bob").expect("mls");
-    let upload = v1::UploadKeyPackagesRequest {
-        key_packages: bob_mls.generate_key_packages(1).expect("kp").into_iter().map(Into::into).collect(),
-        last_resort: bob_mls.generate_last_resort_key_package().expect("kp").into(),
-    };
-    let _: v1::UploadKeyPackagesResponse = bob_rpc.call(Method::UploadKeyPackages, &upload).await.expect("upload");
-    create_group_with(&alice_rpc, &alice_mls, &GROUP, "bob").await;
+    let GroupOfTwo { alice_rpc, alice, alice_mls, bob_rpc, bob } = group_of_two(&server, scratch.path(), &GROUP).await;
 
     let mut acked = Vec::new();
     for n in 0..20 {

@@ -122,20 +122,35 @@ pub(crate) fn clone_identity(identity: &Identity) -> Identity {
     Identity::from_bytes(&identity.to_bytes()).expect("identity round trip")
 }
 
-/// alice and bob in one group, built with raw RPCs.
-pub(crate) async fn alice_and_bob(harness: &impl TestServer) -> (Identity, MlsClient, Identity, Vec<u8>) {
-    let (alice_rpc, alice) = harness.register("alice").await;
-    let (bob_rpc, bob) = harness.register("bob").await;
-    let alice_mls = MlsClient::open(&harness.dir().join("alice.db"), clone_identity(&alice), "alice").expect("mls");
-    let bob_mls = MlsClient::open(&harness.dir().join("bob.db"), clone_identity(&bob), "bob").expect("mls");
+/// alice and bob registered, logged in and in one group, built with raw
+/// RPCs; their MLS state lives in `state_dir`.
+pub(crate) struct GroupOfTwo {
+    pub(crate) alice_rpc: RpcClient,
+    pub(crate) alice: Identity,
+    pub(crate) alice_mls: MlsClient,
+    pub(crate) bob_rpc: RpcClient,
+    pub(crate) bob: Identity,
+}
+
+pub(crate) async fn group_of_two(server: &impl TestServer, state_dir: &Path, group_id: &[u8]) -> GroupOfTwo {
+    let (alice_rpc, alice) = server.register("alice").await;
+    let (bob_rpc, bob) = server.register("bob").await;
+    let alice_mls = MlsClient::open(&state_dir.join("alice.db"), clone_identity(&alice), "alice").expect("mls");
+    let bob_mls = MlsClient::open(&state_dir.join("bob.db"), clone_identity(&bob), "bob").expect("mls");
     let upload = v1::UploadKeyPackagesRequest {
         key_packages: bob_mls.generate_key_packages(1).expect("kp").into_iter().map(Into::into).collect(),
         last_resort: bob_mls.generate_last_resort_key_package().expect("kp").into(),
     };
     let _: v1::UploadKeyPackagesResponse = bob_rpc.call(Method::UploadKeyPackages, &upload).await.expect("upload");
+    create_group_with(&alice_rpc, &alice_mls, group_id, "bob").await;
+    GroupOfTwo { alice_rpc, alice, alice_mls, bob_rpc, bob }
+}
+
+/// alice and bob in one group (id `[7; 16]`), MLS state in the harness dir.
+pub(crate) async fn alice_and_bob(harness: &impl TestServer) -> (Identity, MlsClient, Identity, Vec<u8>) {
     let group_id = vec![7u8; 16];
-    create_group_with(&alice_rpc, &alice_mls, &group_id, "bob").await;
-    (alice, alice_mls, bob, group_id)
+    let pair = group_of_two(harness, harness.dir(), &group_id).await;
+    (pair.alice, pair.alice_mls, pair.bob, group_id)
 }
 
 /// `creator` registers a group `group_id` with the server, fetches one key
