@@ -7,6 +7,7 @@
 //! CI check: a few seconds, failing only on lost or duplicated messages.
 
 mod baseline;
+mod fanout;
 mod histogram;
 mod load;
 mod setup;
@@ -49,6 +50,12 @@ struct Args {
     /// Plaintext bytes per message (the ciphertext is larger).
     #[arg(long, default_value_t = 100)]
     payload: usize,
+    /// B4: members of the fan-out group (0 skips B4).
+    #[arg(long, default_value_t = 1000)]
+    fanout_members: usize,
+    /// B4: messages sent to the fan-out group, one after another.
+    #[arg(long, default_value_t = 20)]
+    fanout_messages: usize,
     /// Where to write the machine-readable results.
     #[arg(long, default_value = "qpc-bench.json")]
     out: PathBuf,
@@ -72,6 +79,7 @@ struct Report {
     max_p99_ms: f64,
     ramps: Vec<Ramp>,
     sqlite_inserts_per_s: f64,
+    fanout: Option<fanout::FanoutResult>,
     lost: u64,
     duplicates: u64,
 }
@@ -160,6 +168,8 @@ async fn main() -> anyhow::Result<()> {
     let rates: Vec<f64> = if args.quick {
         args.connections = vec![1, 10];
         args.step_secs = 1.0;
+        args.fanout_members = args.fanout_members.min(20);
+        args.fanout_messages = args.fanout_messages.min(5);
         vec![200.0, 1000.0]
     } else {
         (0..40).map(|i| args.start_rate * args.rate_factor.powi(i)).take_while(|rate| *rate < 2_000_000.0).collect()
@@ -195,8 +205,25 @@ async fn main() -> anyhow::Result<()> {
         baseline::sqlite_inserts_per_second(server.dir.path(), args.payload, Duration::from_secs_f64(sqlite_seconds))?;
     eprintln!("sqlite durable single-row inserts: {sqlite_inserts_per_s:.0}/s");
 
-    let lost = ramps.iter().flat_map(|ramp| &ramp.steps).map(|step| step.lost).sum();
-    let duplicates = ramps.iter().flat_map(|ramp| &ramp.steps).map(|step| step.duplicates).sum();
+    let fanout = if args.fanout_members > 0 {
+        eprint!("B4: a group of {} members ", args.fanout_members);
+        let result = fanout::run(&server, args.fanout_members, args.fanout_messages).await?;
+        eprintln!(
+            " last member after p50 {:.2} p99 {:.2} ms, {:.0} deliveries/s, {:.2} bodies and {:.0} queue rows per message",
+            result.last_recipient.p50_ms,
+            result.last_recipient.p99_ms,
+            result.deliveries_per_s,
+            result.bodies_per_message,
+            result.queue_rows_per_message
+        );
+        Some(result)
+    } else {
+        None
+    };
+    let lost = ramps.iter().flat_map(|ramp| &ramp.steps).map(|step| step.lost).sum::<u64>()
+        + fanout.as_ref().map_or(0, |f| f.lost);
+    let duplicates = ramps.iter().flat_map(|ramp| &ramp.steps).map(|step| step.duplicates).sum::<u64>()
+        + fanout.as_ref().map_or(0, |f| f.duplicates);
     let report = Report {
         machine: machine(),
         durability: "SQLite WAL, synchronous=FULL, one transaction per enqueue",
@@ -205,6 +232,7 @@ async fn main() -> anyhow::Result<()> {
         max_p99_ms: args.max_p99_ms,
         ramps,
         sqlite_inserts_per_s,
+        fanout,
         lost,
         duplicates,
     };

@@ -56,7 +56,7 @@ pub(crate) async fn connect(addr: SocketAddr, pin: PinnedServer) -> anyhow::Resu
 }
 
 /// A new connection registered (and so logged in) as `name`.
-async fn register(server: &BenchServer, name: &str) -> anyhow::Result<(RpcClient, Identity)> {
+pub(crate) async fn register(server: &BenchServer, name: &str) -> anyhow::Result<(RpcClient, Identity)> {
     let pin = PinnedServer::new(Some(server.server.fingerprint()));
     let rpc = connect(server.server.local_addr(), pin).await?;
     let identity = Identity::generate()?;

@@ -1,0 +1,188 @@
+//! B4 fan-out: one sender, a group of N members all online and subscribed;
+//! for each message, the time until the last member has it pushed, the
+//! deliveries per second, and what the server stored per message (the body
+//! once, plus one queue row per recipient).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use quicprochat_core::MlsClient;
+use quicprochat_proto::{v1, Method};
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::histogram::{Latencies, Summary};
+use crate::setup::{register, BenchServer};
+
+/// How long one message may take to reach every member before the run fails.
+const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Serialize)]
+pub(crate) struct FanoutResult {
+    pub(crate) members: usize,
+    pub(crate) messages: usize,
+    /// Send → the last member's push, per message.
+    pub(crate) last_recipient: Summary,
+    pub(crate) deliveries_per_s: f64,
+    pub(crate) ciphertext_bytes: usize,
+    /// Stored message bodies per message (1 means stored once).
+    pub(crate) bodies_per_message: f64,
+    /// Queue rows per message (one per recipient).
+    pub(crate) queue_rows_per_message: f64,
+    pub(crate) lost: u64,
+    pub(crate) duplicates: u64,
+}
+
+#[derive(Default)]
+struct Arrivals {
+    /// message index → members that have it.
+    seen: Mutex<HashMap<u32, (usize, Duration)>>,
+    changed: Notify,
+}
+
+/// Builds the group (one commit adding every member), subscribes everyone,
+/// then sends `messages` messages one after another.
+pub(crate) async fn run(server: &BenchServer, members: usize, messages: usize) -> anyhow::Result<FanoutResult> {
+    let state = server.dir.path().join("fanout");
+    std::fs::create_dir_all(&state)?;
+    let (sender, sender_identity) = register(server, "fan-sender").await?;
+    let sender_mls = MlsClient::open(&state.join("sender.db"), sender_identity, "fan-sender")?;
+    let mut member_rpcs = Vec::with_capacity(members);
+    let mut key_packages = Vec::with_capacity(members);
+    for index in 0..members {
+        let name = format!("fan-m{index}");
+        let (rpc, identity) = register(server, &name).await?;
+        let mls = MlsClient::open(&state.join(format!("{name}.db")), identity, &name)?;
+        key_packages.push(mls.generate_key_packages(1)?.remove(0));
+        member_rpcs.push(rpc);
+        if index % 100 == 99 {
+            eprint!(".");
+        }
+    }
+    let group_id = b"fanout-group-000".to_vec();
+    let bootstrap = sender_mls.create_group(&group_id)?;
+    let create = v1::CreateGroupRequest {
+        group_id: group_id.clone().into(),
+        name: "fan-out".into(),
+        kind: v1::GroupKind::Named as i32,
+        group_info: bootstrap.group_info.into(),
+        ratchet_tree: bootstrap.ratchet_tree.into(),
+    };
+    let _: v1::CreateGroupResponse = sender.call(Method::CreateGroup, &create).await?;
+    // The members upload nothing: their packages go straight into the commit.
+    let pending = sender_mls.add_members(&group_id, &key_packages)?;
+    let submit = v1::SubmitCommitRequest {
+        group_id: group_id.clone().into(),
+        epoch: pending.epoch,
+        commit: pending.commit.into(),
+        welcome: pending.welcome.unwrap_or_default().into(),
+        message_id: b"add-all".to_vec().into(),
+    };
+    let _: v1::SubmitCommitResponse = sender.call(Method::SubmitCommit, &submit).await.context("add every member")?;
+    sender_mls.merge_pending_commit(&group_id)?;
+
+    let base = Instant::now();
+    let arrivals = Arc::new(Arrivals::default());
+    for rpc in &member_rpcs {
+        let fetched: v1::FetchResponse = rpc.call(Method::Fetch, &v1::FetchRequest { after_seq: 0, limit: 10 }).await?;
+        let _: v1::AckResponse = rpc.call(Method::Ack, &v1::AckRequest { up_to_seq: fetched.head_seq }).await?;
+        let _: v1::SubscribeResponse =
+            rpc.call(Method::Subscribe, &v1::SubscribeRequest { after_seq: fetched.head_seq }).await?;
+        let mut push = rpc.accept_push().await?;
+        let arrivals = arrivals.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(event)) = push.next().await {
+                let now = base.elapsed();
+                {
+                    let mut seen = arrivals.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    for entry in &event.entries {
+                        let Some(index) = entry.message_id.get(..4).and_then(|b| b.try_into().ok()) else { continue };
+                        let slot = seen.entry(u32::from_be_bytes(index)).or_insert((0, Duration::ZERO));
+                        slot.0 += 1;
+                        slot.1 = slot.1.max(now);
+                    }
+                }
+                arrivals.changed.notify_waiters();
+                // No acks during the run: what the server stored per message
+                // is read from its database afterwards.
+            }
+        });
+    }
+
+    let ciphertext = Bytes::from(sender_mls.encrypt(&group_id, &[b'x'; 100])?);
+    let mut last_recipient = Latencies::new();
+    let mut lost = 0u64;
+    let started = base.elapsed();
+    let mut finished = started;
+    for index in 0..messages as u32 {
+        let sent_at = base.elapsed();
+        let request = v1::SendMessageRequest {
+            group_id: group_id.clone().into(),
+            message_id: Bytes::copy_from_slice(&index.to_be_bytes()),
+            ciphertext: ciphertext.clone(),
+        };
+        let _: v1::SendMessageResponse = sender.call(Method::SendMessage, &request).await?;
+        let deadline = Instant::now() + ARRIVAL_TIMEOUT;
+        let last = loop {
+            let changed = arrivals.changed.notified();
+            let state = arrivals.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&index).copied();
+            match state {
+                Some((count, last)) if count >= members => break Some(last),
+                _ if Instant::now() >= deadline => break None,
+                _ => {
+                    let _ = tokio::time::timeout_at(deadline, changed).await;
+                }
+            }
+        };
+        match last {
+            Some(last) => {
+                last_recipient.record(last.saturating_sub(sent_at));
+                finished = finished.max(last);
+            }
+            None => {
+                let count = arrivals.seen.lock().unwrap_or_else(|p| p.into_inner()).get(&index).map_or(0, |s| s.0);
+                lost += (members - count.min(members)) as u64;
+            }
+        }
+    }
+    let duplicates = arrivals
+        .seen
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .values()
+        .map(|(count, _)| count.saturating_sub(members) as u64)
+        .sum::<u64>();
+    let elapsed = finished.saturating_sub(started).max(Duration::from_millis(1));
+    let (bodies, rows) = stored_per_message(server, &group_id)?;
+    Ok(FanoutResult {
+        members,
+        messages,
+        last_recipient: last_recipient.summary(),
+        deliveries_per_s: (messages * members) as f64 / elapsed.as_secs_f64(),
+        ciphertext_bytes: ciphertext.len(),
+        bodies_per_message: bodies / messages as f64,
+        queue_rows_per_message: rows / messages as f64,
+        lost,
+        duplicates,
+    })
+}
+
+/// Message bodies and queue rows the server holds for `group_id`'s
+/// application messages (read from its database, read-only).
+fn stored_per_message(server: &BenchServer, group_id: &[u8]) -> anyhow::Result<(f64, f64)> {
+    let path = server.dir.path().join("data").join("qpc-server.db");
+    let db = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let bodies: f64 =
+        db.query_row("SELECT COUNT(*) FROM messages WHERE group_id = ?1 AND kind = 0", [group_id], |row| row.get(0))?;
+    let rows: f64 = db.query_row(
+        "SELECT COUNT(*) FROM queue JOIN messages ON messages.id = queue.message_row
+         WHERE messages.group_id = ?1 AND messages.kind = 0",
+        [group_id],
+        |row| row.get(0),
+    )?;
+    Ok((bodies, rows))
+}
