@@ -93,3 +93,19 @@ pub(crate) async fn team_of_three(harness: &Harness) -> (QpcClient, QpcClient, Q
     carol.sync().await.expect("carol syncs");
     (alice, bob, carol)
 }
+
+/// Fast heartbeats and short deadlines, for tests that break the path and
+/// should not wait for the default dead-path bound.
+pub(crate) fn fast_options() -> ClientOptions {
+    ClientOptions {
+        call_timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(1),
+        supervisor: quicprochat_sdk::SupervisorConfig {
+            heartbeat_interval: Duration::from_millis(200),
+            heartbeat_timeout: Duration::from_millis(800),
+            backoff_ceiling: Duration::from_secs(1),
+            ..quicprochat_sdk::SupervisorConfig::default()
+        },
+        ..ClientOptions::default()
+    }
+}

@@ -11,9 +11,9 @@ mod relay;
 
 use std::time::{Duration, Instant};
 
-use quicprochat_sdk::{ClientOptions, ConnectionStatus, MessageState, QpcClient, SupervisorConfig};
+use quicprochat_sdk::{ClientOptions, ConnectionStatus, MessageState, QpcClient};
 
-use crate::harness::{receive_n, texts, Harness, WAIT};
+use crate::harness::{fast_options, receive_n, texts, Harness, WAIT};
 use relay::{Impairment, Relay};
 
 /// How long the lossy transfer may take in all.
@@ -76,21 +76,6 @@ async fn lossy_reordering_path_delivers_every_message_once_in_order() {
         down.reordered
     );
     assert!(up.dropped > 0 && down.dropped > 0, "the relay did drop datagrams both ways: {up:?} {down:?}");
-}
-
-/// Fast heartbeats and short deadlines (as in `killed.rs`).
-fn fast_options() -> ClientOptions {
-    ClientOptions {
-        call_timeout: Duration::from_secs(2),
-        connect_timeout: Duration::from_secs(1),
-        supervisor: SupervisorConfig {
-            heartbeat_interval: Duration::from_millis(200),
-            heartbeat_timeout: Duration::from_millis(800),
-            backoff_ceiling: Duration::from_secs(1),
-            ..SupervisorConfig::default()
-        },
-        ..ClientOptions::default()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

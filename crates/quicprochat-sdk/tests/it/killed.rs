@@ -5,11 +5,10 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-use quicprochat_sdk::{ClientOptions, ConnectionStatus, MessageState, QpcClient, SupervisorConfig};
+use quicprochat_sdk::{ConnectionStatus, MessageState, QpcClient};
 
-use crate::harness::{receive_n, texts, WAIT};
+use crate::harness::{fast_options, receive_n, texts, WAIT};
 
 /// `qpc-server`, built next to this test binary by `cargo test --workspace`.
 fn server_bin() -> PathBuf {
@@ -50,21 +49,6 @@ impl Drop for Server {
     }
 }
 
-/// Fast heartbeats and short deadlines, so the test does not wait long.
-fn options() -> ClientOptions {
-    ClientOptions {
-        call_timeout: Duration::from_secs(2),
-        connect_timeout: Duration::from_secs(1),
-        supervisor: SupervisorConfig {
-            heartbeat_interval: Duration::from_millis(200),
-            heartbeat_timeout: Duration::from_millis(800),
-            backoff_ceiling: Duration::from_secs(1),
-            ..SupervisorConfig::default()
-        },
-        ..ClientOptions::default()
-    }
-}
-
 async fn wait_connected(client: &QpcClient) {
     let mut status = client.status();
     tokio::time::timeout(WAIT, status.wait_for(|status| *status == ConnectionStatus::Connected))
@@ -80,8 +64,9 @@ async fn sigkilled_server_clients_recover_with_nothing_lost_or_doubled() {
     let data = dir.path().join("server");
     let (mut server, addr) = Server::start(&data, "127.0.0.1:0");
     let socket = addr.parse().expect("address");
-    let alice = QpcClient::register(&dir.path().join("alice"), socket, "alice", None, options()).await.expect("alice");
-    let bob = QpcClient::register(&dir.path().join("bob"), socket, "bob", None, options()).await.expect("bob");
+    let alice =
+        QpcClient::register(&dir.path().join("alice"), socket, "alice", None, fast_options()).await.expect("alice");
+    let bob = QpcClient::register(&dir.path().join("bob"), socket, "bob", None, fast_options()).await.expect("bob");
     alice.create_group("team").await.expect("create");
     alice.add_members("team", &["bob".into()]).await.expect("add bob");
     bob.sync().await.expect("bob joins");

@@ -24,8 +24,6 @@ use rusqlite::{Connection, ErrorCode, Transaction};
 use std::path::Path;
 
 use group_commit::GroupCommit;
-#[cfg(test)]
-use group_commit::Locked;
 
 use super::{
     Account, AccountCreation, CommitResult, CommitWrite, EnqueueOutcome, FetchedQueue, GroupCreation, GroupRecord,
@@ -76,12 +74,6 @@ impl SqliteStore {
     /// The read connection: every write acknowledged so far is visible.
     fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
         self.reader.lock().map_err(|_| StoreError::Poisoned)
-    }
-
-    /// The write connection with no batch open (for tests of its settings).
-    #[cfg(test)]
-    pub(super) fn writer(&self) -> Result<Locked<'_>, StoreError> {
-        self.connection.lock()
     }
 
     /// Runs `body` as one atomic write (a savepoint in the current batch)

@@ -8,7 +8,6 @@
 //! printed) control the run; `docs/TESTING.md` has the long-run command.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -18,7 +17,9 @@ use quicprochat_rpc::RpcClient;
 use rand::{Rng, SeedableRng};
 use tokio::sync::Notify;
 
-use crate::harness::{group_of_two, queued_message_ids, GroupOfTwo, TestServer, WAIT};
+use crate::harness::{
+    assert_integrity, group_of_two, queue_in_order, queued_message_ids, GroupOfTwo, TestServer, WAIT,
+};
 use crate::process::ServerProcess;
 
 const SENDERS: usize = 8;
@@ -67,12 +68,6 @@ async fn sender(
     tally
 }
 
-fn integrity_check(data_dir: &Path) {
-    let connection = rusqlite::Connection::open(data_dir.join("qpc-server.db")).expect("open the crashed database");
-    let result: String = connection.query_row("PRAGMA integrity_check", [], |row| row.get(0)).expect("integrity_check");
-    assert_eq!(result, "ok", "SQLite integrity_check after kill -9");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_loses_nothing_acknowledged() {
     quicprochat_rpc::install_crypto_provider();
@@ -116,7 +111,7 @@ async fn kill_9_under_load_loses_nothing_acknowledged() {
             tally.acked.extend(done.acked);
             tally.in_doubt.extend(done.in_doubt);
         }
-        integrity_check(&data);
+        assert_integrity(&data, "after kill -9");
 
         let restarted = ServerProcess::start(&data);
         let bob_rpc = restarted.login("bob", &bob).await;
@@ -135,7 +130,7 @@ async fn kill_9_under_load_loses_nothing_acknowledged() {
             };
             let _: v1::SendMessageResponse = alice_rpc.call(Method::SendMessage, &request).await.expect("retry");
         }
-        let entries = all_entries(&bob_rpc).await;
+        let entries = queue_in_order(&bob_rpc).await;
         let unique: HashSet<&Vec<u8>> = entries.iter().collect();
         assert_eq!(unique.len(), entries.len(), "iteration {iteration} (seed {seed}): an id queued twice");
         assert_eq!(entries.len(), SENDERS * SENDS_PER_SENDER, "iteration {iteration}: every send queued once");
@@ -150,19 +145,6 @@ async fn kill_9_under_load_loses_nothing_acknowledged() {
          {total_in_doubt} in doubt at the kill, {in_doubt_stored} of them stored anyway; \
          integrity_check ok every time; retries stored nothing twice"
     );
-}
-
-/// Every queued message id of the logged-in `rpc`, in queue order.
-async fn all_entries(rpc: &RpcClient) -> Vec<Vec<u8>> {
-    let mut ids = Vec::new();
-    let mut cursor = 0;
-    loop {
-        let fetched: v1::FetchResponse =
-            rpc.call(Method::Fetch, &v1::FetchRequest { after_seq: cursor, limit: 500 }).await.expect("fetch");
-        let Some(last) = fetched.entries.last() else { return ids };
-        cursor = last.seq;
-        ids.extend(fetched.entries.iter().map(|entry| entry.message_id.to_vec()));
-    }
 }
 
 async fn ack_all(rpc: &RpcClient) {

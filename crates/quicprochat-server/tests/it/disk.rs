@@ -15,7 +15,7 @@ use quicprochat_proto::v1;
 use quicprochat_proto::{Method, Status};
 use quicprochat_rpc::RpcClient;
 
-use crate::harness::{group_of_two, queued_message_ids, GroupOfTwo, TestServer, WAIT};
+use crate::harness::{assert_integrity, group_of_two, queued_message_ids, GroupOfTwo, TestServer, WAIT};
 use crate::process::ServerProcess;
 
 const GROUP: [u8; 16] = [0xd1; 16];
@@ -164,8 +164,6 @@ async fn full_disk_refuses_writes_loses_nothing_and_recovers_read_only_is_refuse
     let missing = acked.iter().filter(|id| !queued.contains(*id)).count();
     assert_eq!(missing, 0, "acknowledged sends missing after disk faults");
     drop(server);
-    let connection = rusqlite::Connection::open(data.join("qpc-server.db")).expect("open");
-    let check: String = connection.query_row("PRAGMA integrity_check", [], |row| row.get(0)).expect("check");
-    assert_eq!(check, "ok");
+    assert_integrity(&data, "after disk faults");
     eprintln!("disk faults: {} sends acknowledged around a full disk and a read-only restart, 0 missing", acked.len());
 }

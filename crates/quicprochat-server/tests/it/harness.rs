@@ -183,7 +183,12 @@ pub(crate) async fn create_group_with(rpc: &RpcClient, creator: &MlsClient, grou
 
 /// Every message id in `rpc`'s account's queue.
 pub(crate) async fn queued_message_ids(rpc: &RpcClient) -> std::collections::HashSet<Vec<u8>> {
-    let mut ids = std::collections::HashSet::new();
+    queue_in_order(rpc).await.into_iter().collect()
+}
+
+/// Every message id in `rpc`'s account's queue, in queue order (repeats kept).
+pub(crate) async fn queue_in_order(rpc: &RpcClient) -> Vec<Vec<u8>> {
+    let mut ids = Vec::new();
     let mut cursor = 0;
     loop {
         let fetched: v1::FetchResponse =
@@ -203,4 +208,11 @@ pub(crate) fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
     stream.read_to_string(&mut response).expect("read response");
     let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
     (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
+}
+
+/// Runs SQLite's `integrity_check` on the server database in `data_dir`.
+pub(crate) fn assert_integrity(data_dir: &Path, when: &str) {
+    let connection = rusqlite::Connection::open(data_dir.join("qpc-server.db")).expect("open the server database");
+    let result: String = connection.query_row("PRAGMA integrity_check", [], |row| row.get(0)).expect("integrity_check");
+    assert_eq!(result, "ok", "SQLite integrity_check {when}");
 }

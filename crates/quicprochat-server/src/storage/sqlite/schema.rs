@@ -142,12 +142,13 @@ mod tests {
 
     /// The crash tests (`kill -9`) cannot see a missing fsync: the page cache
     /// survives a killed process. This pins the settings that make a commit
-    /// durable before `write` returns and the RPC is acknowledged.
+    /// durable before `write` returns and the RPC is acknowledged
+    /// (`SqliteStore::open` runs `configure` on its write connection).
     #[test]
     fn every_commit_is_fsynced_write_ahead_logged() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path().join("qpc.db")).unwrap();
-        let connection = store.writer().unwrap();
+        let connection = Connection::open(dir.path().join("qpc.db")).unwrap();
+        configure(&connection).unwrap();
         let synchronous: i64 = connection.query_row("PRAGMA synchronous", [], |row| row.get(0)).unwrap();
         assert_eq!(synchronous, 2, "synchronous = FULL");
         let mode: String = connection.query_row("PRAGMA journal_mode", [], |row| row.get(0)).unwrap();

@@ -149,9 +149,7 @@ pub(crate) async fn raw_exchange(rpc: &RpcClient, bytes: &[u8]) -> Outcome {
 /// `ConnectionClosed` when the connection was closed by the server, else `otherwise`.
 fn closed_or(rpc: &RpcClient, otherwise: Outcome) -> Outcome {
     match rpc.connection().close_reason() {
-        Some(quinn::ConnectionError::ApplicationClosed(close)) => {
-            Outcome::ConnectionClosed(u32::try_from(close.error_code.into_inner()).unwrap_or(u32::MAX))
-        }
+        Some(reason @ quinn::ConnectionError::ApplicationClosed(_)) => close_outcome(reason),
         _ => otherwise,
     }
 }
@@ -159,10 +157,17 @@ fn closed_or(rpc: &RpcClient, otherwise: Outcome) -> Outcome {
 /// Waits until `rpc`'s connection is closed and returns how.
 pub(crate) async fn closed(rpc: &RpcClient) -> Outcome {
     match tokio::time::timeout(Duration::from_secs(5), rpc.connection().closed()).await {
-        Ok(quinn::ConnectionError::ApplicationClosed(close)) => {
+        Ok(reason) => close_outcome(reason),
+        Err(_) => Outcome::Other("still open".into()),
+    }
+}
+
+/// An application close as `ConnectionClosed(code)`; any other reason as `Other`.
+fn close_outcome(reason: quinn::ConnectionError) -> Outcome {
+    match reason {
+        quinn::ConnectionError::ApplicationClosed(close) => {
             Outcome::ConnectionClosed(u32::try_from(close.error_code.into_inner()).unwrap_or(u32::MAX))
         }
-        Ok(other) => Outcome::Other(other.to_string()),
-        Err(_) => Outcome::Other("still open".into()),
+        other => Outcome::Other(other.to_string()),
     }
 }
