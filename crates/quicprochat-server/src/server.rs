@@ -23,7 +23,7 @@ use crate::http::serve_http;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiters;
 use crate::storage::{SqliteStore, Store, StoreError, TimedStore};
-use crate::transport::{handle_connection, Admission, Admissions, DriverTasks, Notifier, ServerState, Tasks};
+use crate::transport::{handle_connection, Admission, Admissions, DriverTasks, Mailboxes, ServerState, Tasks};
 use crate::ServerConfig;
 
 /// How often rate-limit state is pruned and the queue-depth gauge refreshed.
@@ -105,7 +105,7 @@ impl RunningServer {
         };
         let state = Arc::new(ServerState {
             store,
-            notifier: Notifier::default(),
+            mailboxes: Mailboxes::default(),
             config: config.clone(),
             shutdown: shutdown.clone(),
             tasks: Tasks::default(),

@@ -10,7 +10,7 @@ use quicprochat_core::ds::DsGroupView;
 
 use super::accounts::session_account;
 use super::DomainError;
-use crate::storage::{GroupCreation, GroupKind, GroupRecord, GroupSummary, NewGroup, Store};
+use crate::storage::{GroupCreation, GroupKind, GroupRecord, GroupRoster, GroupSummary, NewGroup, Store};
 
 /// Length of a group id, in bytes.
 pub const GROUP_ID_LEN: usize = 16;
@@ -63,6 +63,12 @@ fn check_group_name(name: &str) -> Result<(), DomainError> {
 }
 
 /// Loads a group by id (checked for length first).
+/// The group's roster without its MLS state, or `NOT_FOUND`.
+pub(crate) fn load_roster(store: &dyn Store, group_id: &[u8]) -> Result<GroupRoster, DomainError> {
+    check_group_id(group_id)?;
+    store.group_roster(group_id)?.ok_or_else(|| DomainError::not_found(format!("no group {}", hex::encode(group_id))))
+}
+
 pub(crate) fn load_group(store: &dyn Store, group_id: &[u8]) -> Result<GroupRecord, DomainError> {
     check_group_id(group_id)?;
     store.get_group(group_id)?.ok_or_else(|| DomainError::not_found(format!("no group {}", hex::encode(group_id))))
@@ -75,16 +81,40 @@ pub(crate) fn restore_view(group: &GroupRecord) -> Result<DsGroupView, DomainErr
     })
 }
 
-pub(crate) fn is_member(group: &GroupRecord, username: &str) -> bool {
-    group.members.iter().any(|member| member == username)
+/// A group's roster as carried by the whole record or by the roster-only read.
+pub(crate) trait Roster {
+    fn members(&self) -> &[String];
+    fn leaving(&self) -> &[String];
 }
 
-pub(crate) fn is_leaving(group: &GroupRecord, username: &str) -> bool {
-    group.leaving.iter().any(|member| member == username)
+impl Roster for GroupRecord {
+    fn members(&self) -> &[String] {
+        &self.members
+    }
+    fn leaving(&self) -> &[String] {
+        &self.leaving
+    }
+}
+
+impl Roster for GroupRoster {
+    fn members(&self) -> &[String] {
+        &self.members
+    }
+    fn leaving(&self) -> &[String] {
+        &self.leaving
+    }
+}
+
+pub(crate) fn is_member(group: &impl Roster, username: &str) -> bool {
+    group.members().iter().any(|member| member == username)
+}
+
+pub(crate) fn is_leaving(group: &impl Roster, username: &str) -> bool {
+    group.leaving().iter().any(|member| member == username)
 }
 
 /// Fails unless `username` is in the roster and has not asked to leave.
-pub(crate) fn require_active_member(group: &GroupRecord, username: &str) -> Result<(), DomainError> {
+pub(crate) fn require_active_member(group: &impl Roster, username: &str) -> Result<(), DomainError> {
     if !is_member(group, username) {
         return Err(DomainError::denied(format!("{username:?} is not a member of this group")));
     }

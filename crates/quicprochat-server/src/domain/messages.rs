@@ -6,9 +6,9 @@
 use quicprochat_core::ds::inspect_application;
 
 use super::accounts::session_account;
-use super::groups::{check_group_id, load_group, others, require_active_member};
+use super::groups::{check_group_id, load_roster, others, require_active_member};
 use super::{check_message_id, DomainError};
-use crate::storage::{EntryKind, NewMessage, Store};
+use crate::storage::{EntryKind, GroupKind, NewMessage, Store};
 
 /// An application message to post.
 #[derive(Debug, Clone, Copy)]
@@ -26,9 +26,20 @@ pub struct SentMessage {
     pub stored_at_ms: u64,
     /// True when this was a retry of an already stored message.
     pub duplicate: bool,
-    /// `(recipient, seq)` of each queue entry written (empty for a retry),
-    /// for push notification.
+    /// What was queued, for push; `None` for a retry (nothing new was queued).
+    pub fanout: Option<Fanout>,
+}
+
+/// The queue entries one new message produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fanout {
+    /// `(recipient, seq)` of each queue entry written.
     pub deliveries: Vec<(String, u64)>,
+    /// The group's name and kind, as recipients see them in queue entries.
+    pub group_name: String,
+    pub group_kind: GroupKind,
+    /// The epoch the message was encrypted in.
+    pub epoch: u64,
 }
 
 /// Stores an application message once and queues it for every other member.
@@ -44,14 +55,14 @@ pub fn send_message(
         if first.kind != EntryKind::Application || first.group_id != request.group_id {
             return Err(DomainError::invalid("message_id was already used for another message"));
         }
-        return Ok(SentMessage { stored_at_ms: first.stored_at_ms, duplicate: true, deliveries: Vec::new() });
+        return Ok(SentMessage { stored_at_ms: first.stored_at_ms, duplicate: true, fanout: None });
     }
     let info =
         inspect_application(request.ciphertext).map_err(|error| DomainError::from_ds("application message", error))?;
     if info.group_id != request.group_id {
         return Err(DomainError::invalid("the ciphertext is for another group than the request's"));
     }
-    let group = load_group(store, request.group_id)?;
+    let group = load_roster(store, request.group_id)?;
     session_account(store, session_user)?;
     require_active_member(&group, session_user)?;
     if info.epoch > group.epoch {
@@ -73,6 +84,11 @@ pub fn send_message(
     Ok(SentMessage {
         stored_at_ms: outcome.stored_at_ms,
         duplicate: outcome.duplicate,
-        deliveries: outcome.deliveries.into_iter().map(|delivery| (delivery.username, delivery.seq)).collect(),
+        fanout: (!outcome.duplicate).then(|| Fanout {
+            deliveries: outcome.deliveries.into_iter().map(|delivery| (delivery.username, delivery.seq)).collect(),
+            group_name: group.name,
+            group_kind: group.kind,
+            epoch: info.epoch,
+        }),
     })
 }

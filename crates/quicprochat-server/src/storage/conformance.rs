@@ -406,6 +406,10 @@ fn proposal_marks_leaving(store: &dyn Store) {
     let group = store.get_group(GROUP).unwrap().unwrap();
     assert!(group.leaving.is_empty());
     assert_eq!(group.members, ["alice", "carol"]);
+    // The roster read agrees with the whole record.
+    let roster = store.group_roster(GROUP).unwrap().unwrap();
+    assert_eq!((roster.name, roster.kind, roster.epoch), (group.name, group.kind, group.epoch));
+    assert_eq!((roster.members, roster.leaving), (group.members, group.leaving));
 }
 
 fn groups_listing_and_id_taken(store: &dyn Store) {
@@ -428,6 +432,10 @@ fn groups_listing_and_id_taken(store: &dyn Store) {
     assert_eq!((group.name.as_str(), group.creator.as_str()), ("friends", "alice"));
     assert_eq!(group.created_at_ms, 5);
     assert_eq!(store.get_group(b"missing").unwrap(), None);
+    assert_eq!(store.group_roster(b"missing").unwrap(), None);
+    let roster = store.group_roster(GROUP).unwrap().unwrap();
+    assert_eq!((roster.name.as_str(), roster.kind, roster.epoch), ("friends", GroupKind::Named, 0));
+    assert_eq!(roster.members, ["alice", "bob"]);
 
     let listed = store.groups_of("bob").unwrap();
     assert_eq!(listed.len(), 1);

@@ -9,9 +9,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::{
     Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, EnqueueOutcome, FetchedQueue,
-    GroupCreation, GroupRecord, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageStock, KeyPackagesAdded,
-    MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, QueueItem, Store, StoreError,
-    TakenKeyPackage,
+    GroupCreation, GroupRecord, GroupRoster, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageStock,
+    KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, QueueItem,
+    Store, StoreError, TakenKeyPackage,
 };
 
 /// In-memory [`Store`].
@@ -328,6 +328,16 @@ impl Store for MemoryStore {
 
     fn get_group(&self, group_id: &[u8]) -> Result<Option<GroupRecord>, StoreError> {
         Ok(self.lock()?.groups.get(group_id).cloned())
+    }
+
+    fn group_roster(&self, group_id: &[u8]) -> Result<Option<GroupRoster>, StoreError> {
+        Ok(self.lock()?.groups.get(group_id).map(|group| GroupRoster {
+            name: group.name.clone(),
+            kind: group.kind,
+            epoch: group.epoch,
+            members: group.members.clone(),
+            leaving: group.leaving.clone(),
+        }))
     }
 
     fn groups_of(&self, username: &str) -> Result<Vec<GroupSummary>, StoreError> {

@@ -37,7 +37,7 @@ pub use sqlite::SqliteStore;
 pub use timed::TimedStore;
 pub use types::{
     Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, EnqueueOutcome, EntryKind, Fanout,
-    FetchedQueue, GroupCreation, GroupKind, GroupRecord, GroupSummary, InviteUse, InvitedAccountCreation,
+    FetchedQueue, GroupCreation, GroupKind, GroupRecord, GroupRoster, GroupSummary, InviteUse, InvitedAccountCreation,
     KeyPackageStock, KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult,
     ProposalWrite, QueueItem, TakenKeyPackage,
 };
@@ -124,6 +124,9 @@ pub trait Store: Send + Sync {
     fn create_group(&self, group: &NewGroup) -> Result<GroupCreation, StoreError>;
 
     fn get_group(&self, group_id: &[u8]) -> Result<Option<GroupRecord>, StoreError>;
+
+    /// The group's name, kind, epoch and roster, without its MLS state.
+    fn group_roster(&self, group_id: &[u8]) -> Result<Option<GroupRoster>, StoreError>;
 
     /// Groups whose roster contains `username` (leaving members included),
     /// ordered by group id.

@@ -27,8 +27,8 @@ use group_commit::GroupCommit;
 
 use super::{
     Account, AccountCreation, CommitResult, CommitWrite, EnqueueOutcome, FetchedQueue, GroupCreation, GroupRecord,
-    GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageStock, KeyPackagesAdded, MessageRecord, NewGroup,
-    NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, Store, StoreError, TakenKeyPackage,
+    GroupRoster, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageStock, KeyPackagesAdded, MessageRecord,
+    NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, Store, StoreError, TakenKeyPackage,
 };
 
 /// How long a statement waits for a lock held by another connection (for
@@ -227,6 +227,10 @@ impl Store for SqliteStore {
 
     fn get_group(&self, group_id: &[u8]) -> Result<Option<GroupRecord>, StoreError> {
         self.read("get_group", |tx| groups::get_group(tx, group_id))
+    }
+
+    fn group_roster(&self, group_id: &[u8]) -> Result<Option<GroupRoster>, StoreError> {
+        self.read("group_roster", |tx| groups::group_roster(tx, group_id))
     }
 
     fn groups_of(&self, username: &str) -> Result<Vec<GroupSummary>, StoreError> {

@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use super::{
     Account, AccountCreation, CommitResult, CommitWrite, EnqueueOutcome, FetchedQueue, GroupCreation, GroupRecord,
-    GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageStock, KeyPackagesAdded, MessageRecord, NewGroup,
-    NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, Store, StoreError, TakenKeyPackage,
+    GroupRoster, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageStock, KeyPackagesAdded, MessageRecord,
+    NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, Store, StoreError, TakenKeyPackage,
 };
 use crate::metrics::Metrics;
 
@@ -121,6 +121,10 @@ impl<S: Store + ?Sized> Store for TimedStore<S> {
 
     fn get_group(&self, group_id: &[u8]) -> Result<Option<GroupRecord>, StoreError> {
         self.timed("get_group", |s| s.get_group(group_id))
+    }
+
+    fn group_roster(&self, group_id: &[u8]) -> Result<Option<GroupRoster>, StoreError> {
+        self.timed("group_roster", |s| s.group_roster(group_id))
     }
 
     fn groups_of(&self, username: &str) -> Result<Vec<GroupSummary>, StoreError> {

@@ -101,6 +101,20 @@ pub struct GroupRecord {
     pub created_at_ms: u64,
 }
 
+/// A group's roster without its MLS state: what the send path needs to
+/// authorise and fan out a message, without copying the (for large PQ
+/// groups, megabytes of) public group view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRoster {
+    pub name: String,
+    pub kind: GroupKind,
+    pub epoch: u64,
+    /// The MLS roster, sorted.
+    pub members: Vec<String>,
+    /// Members that asked to leave, sorted; a subset of `members`.
+    pub leaving: Vec<String>,
+}
+
 /// A group in a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupSummary {

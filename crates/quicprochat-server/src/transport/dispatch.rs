@@ -254,6 +254,9 @@ async fn authenticated(state: &ServerState, user: String, method: Method, body: 
             let request: v1::SendMessageRequest = decode(&body)?;
             state.limiters.check_send(&user).map_err(|refusal| limited(state, refusal))?;
             let now = now_ms();
+            let sender = user.clone();
+            let (message_id, group_id, ciphertext) =
+                (request.message_id.clone(), request.group_id.clone(), request.ciphertext.clone());
             let sent = blocking(state, move |store| {
                 let send = SendMessage {
                     group_id: &request.group_id,
@@ -263,7 +266,21 @@ async fn authenticated(state: &ServerState, user: String, method: Method, body: 
                 messages::send_message(store, &user, &send, now)
             })
             .await?;
-            state.notifier.notify(sent.deliveries.iter().map(|(recipient, _)| recipient.as_str()));
+            if let Some(fanout) = sent.fanout {
+                let entry = Arc::new(v1::QueueEntry {
+                    seq: 0,
+                    message_id,
+                    group_id,
+                    group_name: fanout.group_name,
+                    group_kind: wire_group_kind(fanout.group_kind),
+                    sender,
+                    kind: v1::EntryKind::Application as i32,
+                    payload: ciphertext,
+                    stored_at_ms: sent.stored_at_ms,
+                    epoch: fanout.epoch,
+                });
+                state.mailboxes.deliver(&entry, &fanout.deliveries);
+            }
             Ok(Reply::ok(&v1::SendMessageResponse { stored_at_ms: sent.stored_at_ms }))
         }
         Method::GroupMembers => {
@@ -315,7 +332,7 @@ async fn submit_commit(state: &ServerState, user: String, body: Bytes) -> Result
         Ok((epoch, recipients))
     })
     .await?;
-    state.notifier.notify(recipients.iter().map(String::as_str));
+    state.mailboxes.wake(recipients.iter().map(String::as_str));
     Ok(Reply::ok(&v1::SubmitCommitResponse { epoch }))
 }
 
@@ -329,13 +346,13 @@ async fn leave_group(state: &ServerState, user: String, body: Bytes) -> Result<R
         Ok(roster(store, &request.group_id))
     })
     .await?;
-    state.notifier.notify(recipients.iter().map(String::as_str));
+    state.mailboxes.wake(recipients.iter().map(String::as_str));
     Ok(Reply::ok(&v1::LeaveGroupResponse {}))
 }
 
 /// Current roster of a group, for push wake-ups (empty if unknown).
 fn roster(store: &dyn Store, group_id: &[u8]) -> Vec<String> {
-    store.get_group(group_id).ok().flatten().map(|group| group.members).unwrap_or_default()
+    store.group_roster(group_id).ok().flatten().map(|group| group.members).unwrap_or_default()
 }
 
 /// Wire form of a queue entry.
@@ -345,10 +362,7 @@ pub(crate) fn queue_entry(item: QueueItem) -> v1::QueueEntry {
         message_id: item.message_id.into(),
         group_id: item.group_id.into(),
         group_name: item.group_name,
-        group_kind: match item.group_kind {
-            GroupKind::Named => v1::GroupKind::Named,
-            GroupKind::Direct => v1::GroupKind::Direct,
-        } as i32,
+        group_kind: wire_group_kind(item.group_kind),
         sender: item.sender,
         kind: match item.kind {
             EntryKind::Application => v1::EntryKind::Application,
@@ -360,4 +374,12 @@ pub(crate) fn queue_entry(item: QueueItem) -> v1::QueueEntry {
         stored_at_ms: item.stored_at_ms,
         epoch: item.epoch,
     }
+}
+
+fn wire_group_kind(kind: GroupKind) -> i32 {
+    let kind = match kind {
+        GroupKind::Named => v1::GroupKind::Named,
+        GroupKind::Direct => v1::GroupKind::Direct,
+    };
+    kind as i32
 }

@@ -7,7 +7,8 @@
 //! - `dispatch`: decoding each method's request, calling the domain on a
 //!   blocking thread, encoding the response.
 //! - `push`: the server-opened stream that pushes queue entries to a
-//!   subscribed connection.
+//!   subscribed connection; `mailbox`: how the send path hands it the
+//!   entries it just stored, so a push needs no storage read.
 //! - `tasks`: every task of ours holding a quinn handle is spawned there;
 //!   `drivers`: quinn's own tasks, spawned through the endpoint's runtime.
 //!   Shutdown ends both, so the socket is closed when it returns.
@@ -16,14 +17,13 @@ mod admission;
 mod connection;
 mod dispatch;
 mod drivers;
+mod mailbox;
 mod push;
 mod session;
 mod tasks;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -34,12 +34,14 @@ use crate::ServerConfig;
 pub(crate) use admission::{Admission, Admissions};
 pub(crate) use connection::handle_connection;
 pub(crate) use drivers::DriverTasks;
+pub(crate) use mailbox::Mailboxes;
 pub(crate) use tasks::Tasks;
 
 /// What every connection task shares.
 pub(crate) struct ServerState {
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) notifier: Notifier,
+    /// Where the send path hands stored entries to push tasks.
+    pub(crate) mailboxes: Mailboxes,
     pub(crate) config: ServerConfig,
     /// Cancelled when the server starts shutting down.
     pub(crate) shutdown: CancellationToken,
@@ -51,32 +53,4 @@ pub(crate) struct ServerState {
     pub(crate) metrics: Metrics,
     /// Per-address and per-account rate limits.
     pub(crate) limiters: RateLimiters,
-}
-
-/// Wakes push tasks when a user's queue grows.
-#[derive(Default)]
-pub(crate) struct Notifier {
-    by_user: Mutex<HashMap<String, Arc<Notify>>>,
-}
-
-impl Notifier {
-    /// The wake-up handle of `username`'s queue.
-    pub(crate) fn handle(&self, username: &str) -> Arc<Notify> {
-        match self.by_user.lock() {
-            Ok(mut map) => map.entry(username.to_owned()).or_default().clone(),
-            // A poisoned map only means another task panicked mid-insert; a fresh
-            // handle is still correct (push also re-fetches by cursor).
-            Err(_) => Arc::new(Notify::new()),
-        }
-    }
-
-    /// Wakes every push task of these users.
-    pub(crate) fn notify<'a>(&self, usernames: impl IntoIterator<Item = &'a str>) {
-        let Ok(map) = self.by_user.lock() else { return };
-        for username in usernames {
-            if let Some(notify) = map.get(username) {
-                notify.notify_waiters();
-            }
-        }
-    }
 }

@@ -1,22 +1,28 @@
 //! The push stream: after `Subscribe`, the server opens a unidirectional
 //! stream and sends every queue entry with `seq > after_seq` as it arrives.
 //!
-//! The loop registers for wake-ups *before* reading the queue, so an entry
-//! enqueued between the read and the wait is never missed; it reads by
-//! cursor, so a push carries no gaps.
+//! The task registers its mailbox *before* reading the queue, so an entry
+//! stored between the read and the wait is never missed. Fresh entries come
+//! from the mailbox without a storage read as long as their seqs follow the
+//! cursor without a gap; anything else is re-read from the queue by cursor,
+//! so a push carries no gaps and no duplicates.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message;
-use quicprochat_proto::v1::PushEvent;
+use quicprochat_proto::v1::{PushEvent, QueueEntry};
 use quicprochat_proto::Frame;
 use quicprochat_rpc::stream::write_frame;
 
 use super::dispatch::queue_entry;
+use super::mailbox::Taken;
 use super::ServerState;
 
+/// Entries read from the queue at a time.
 const PUSH_BATCH: u32 = 100;
+/// Encoded entry bytes per push frame (a frame carries at least one entry).
+const PUSH_FRAME_BYTES: usize = 4 * 1024 * 1024;
 
 /// Pushes `username`'s queue to `connection` until either side goes away.
 pub(crate) async fn push_loop(
@@ -34,42 +40,146 @@ pub(crate) async fn push_loop(
     };
     // An empty first event makes the stream visible to the client at once
     // (QUIC announces a stream only with its first bytes).
-    let hello = PushEvent { entries: Vec::new() };
-    if write_frame(&mut send, &Frame::push(Bytes::from(hello.encode_to_vec()))).await.is_err() {
+    if write_event(&mut send, Vec::new()).await.is_err() {
         return;
     }
-    let notify = state.notifier.handle(&username);
+    let registration = state.mailboxes.register(&username);
+    let mailbox = registration.mailbox();
     let mut cursor = after_seq;
+    let mut reread = true;
     loop {
-        let notified = notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let store = state.store.clone();
-        let user = username.clone();
-        let fetched = tokio::task::spawn_blocking(move || store.fetch(&user, cursor, PUSH_BATCH)).await;
-        let entries = match fetched {
-            Ok(Ok(queue)) => queue.items,
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "push: cannot read queue");
-                return;
+        if reread {
+            let store = state.store.clone();
+            let user = username.clone();
+            let entries = match tokio::task::spawn_blocking(move || store.fetch(&user, cursor, PUSH_BATCH)).await {
+                Ok(Ok(queue)) => queue.items,
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "push: cannot read queue");
+                    return;
+                }
+                Err(_) => return,
+            };
+            if let Some(last) = entries.last() {
+                cursor = last.seq;
+                if write_event(&mut send, entries.into_iter().map(queue_entry).collect()).await.is_err() {
+                    return;
+                }
+                continue;
             }
-            Err(_) => return,
-        };
-        if let Some(last) = entries.last() {
-            cursor = last.seq;
-            let event = PushEvent { entries: entries.into_iter().map(queue_entry).collect() };
-            if write_frame(&mut send, &Frame::push(Bytes::from(event.encode_to_vec()))).await.is_err() {
+        }
+        let (fresh, gap) = in_order(mailbox.take(), &mut cursor);
+        reread = gap;
+        if !fresh.is_empty() {
+            if write_event(&mut send, fresh).await.is_err() {
                 return;
             }
             continue;
         }
+        if reread {
+            continue;
+        }
         tokio::select! {
-            _ = &mut notified => {}
+            _ = mailbox.delivered() => {}
             _ = state.shutdown.cancelled() => {
                 let _ = send.finish();
                 return;
             }
             _ = connection.closed() => return,
         }
+    }
+}
+
+/// The taken entries that continue `cursor` without a gap, each with its
+/// seq, and whether the queue must be re-read. Entries at or below the
+/// cursor were pushed already; the first gap stops the run (the re-read
+/// finds the missing entry and everything after it).
+fn in_order(taken: Taken, cursor: &mut u64) -> (Vec<QueueEntry>, bool) {
+    if taken.reread {
+        return (Vec::new(), true);
+    }
+    let mut fresh = Vec::with_capacity(taken.entries.len());
+    for (seq, entry) in taken.entries {
+        if seq <= *cursor {
+            continue;
+        }
+        if Some(seq) != cursor.checked_add(1) {
+            return (fresh, true);
+        }
+        let mut entry = QueueEntry::clone(&entry);
+        entry.seq = seq;
+        fresh.push(entry);
+        *cursor = seq;
+    }
+    (fresh, false)
+}
+
+/// Writes `entries` as push events of at most [`PUSH_FRAME_BYTES`] each
+/// (one event when empty, as the stream's opening).
+async fn write_event(send: &mut quinn::SendStream, entries: Vec<QueueEntry>) -> Result<(), ()> {
+    let mut event = PushEvent { entries: Vec::new() };
+    let mut size = 0usize;
+    for entry in entries {
+        let len = entry.encoded_len();
+        if !event.entries.is_empty() && size + len > PUSH_FRAME_BYTES {
+            write_one(send, &event).await?;
+            event.entries.clear();
+            size = 0;
+        }
+        size += len;
+        event.entries.push(entry);
+    }
+    write_one(send, &event).await
+}
+
+async fn write_one(send: &mut quinn::SendStream, event: &PushEvent) -> Result<(), ()> {
+    write_frame(send, &Frame::push(Bytes::from(event.encode_to_vec()))).await.map_err(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn taken(seqs: &[u64], reread: bool) -> Taken {
+        let entry = Arc::new(QueueEntry::default());
+        Taken { entries: seqs.iter().map(|seq| (*seq, Arc::clone(&entry))).collect(), reread }
+    }
+
+    fn pushed(entries: &[QueueEntry]) -> Vec<u64> {
+        entries.iter().map(|entry| entry.seq).collect()
+    }
+
+    #[test]
+    fn contiguous_entries_are_pushed_with_their_seqs() {
+        let mut cursor = 4;
+        let (fresh, reread) = in_order(taken(&[5, 6, 7], false), &mut cursor);
+        assert_eq!((pushed(&fresh), reread, cursor), (vec![5, 6, 7], false, 7));
+    }
+
+    #[test]
+    fn entries_already_pushed_are_skipped() {
+        let mut cursor = 6;
+        let (fresh, reread) = in_order(taken(&[5, 6, 7, 6], false), &mut cursor);
+        assert_eq!((pushed(&fresh), reread, cursor), (vec![7], false, 7));
+    }
+
+    #[test]
+    fn a_gap_stops_the_run_and_asks_for_a_reread() {
+        let mut cursor = 4;
+        let (fresh, reread) = in_order(taken(&[5, 7, 6], false), &mut cursor);
+        assert_eq!((pushed(&fresh), reread, cursor), (vec![5], true, 5));
+    }
+
+    #[test]
+    fn a_reread_flag_pushes_nothing_from_the_mailbox() {
+        let mut cursor = 4;
+        let (fresh, reread) = in_order(taken(&[5], true), &mut cursor);
+        assert_eq!((pushed(&fresh), reread, cursor), (vec![], true, 4));
+    }
+
+    #[test]
+    fn the_cursor_never_overflows() {
+        let mut cursor = u64::MAX;
+        let (fresh, reread) = in_order(taken(&[u64::MAX], false), &mut cursor);
+        assert_eq!((pushed(&fresh), reread), (vec![], false));
     }
 }

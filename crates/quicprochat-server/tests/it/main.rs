@@ -11,4 +11,5 @@ mod harness;
 mod limits;
 mod operations;
 mod process;
+mod push;
 mod shutdown;

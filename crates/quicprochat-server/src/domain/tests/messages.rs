@@ -20,9 +20,12 @@ fn message_reaches_members_once() {
     let request = SendMessage { group_id: &group_id, message_id: b"m1", ciphertext: &ciphertext };
     let first = send_message(&store, "alice", &request, NOW).unwrap();
     assert!(!first.duplicate);
-    assert_eq!(first.deliveries, [("bob".to_owned(), 3)]);
+    let fanout = first.fanout.expect("a new message is queued");
+    assert_eq!(fanout.deliveries, [("bob".to_owned(), 3)]);
+    assert_eq!((fanout.group_name.as_str(), fanout.epoch), ("friends", 1));
     let retry = send_message(&store, "alice", &request, NOW + 5).unwrap();
     assert!(retry.duplicate);
+    assert_eq!(retry.fanout, None, "a retry queues nothing");
     assert_eq!(retry.stored_at_ms, first.stored_at_ms);
 
     let entries = inbox(&store, &bob);

@@ -10,8 +10,8 @@ use super::accounts::require_account;
 use super::delivery::{duplicate_of, insert_fanout};
 use super::SqlResultExt;
 use crate::storage::{
-    CommitApplied, CommitResult, CommitWrite, GroupCreation, GroupKind, GroupRecord, GroupSummary, NewGroup,
-    ProposalResult, ProposalWrite, StoreError,
+    CommitApplied, CommitResult, CommitWrite, GroupCreation, GroupKind, GroupRecord, GroupRoster, GroupSummary,
+    NewGroup, ProposalResult, ProposalWrite, StoreError,
 };
 
 fn encode_group_kind(kind: GroupKind) -> i64 {
@@ -96,6 +96,21 @@ fn roster(
         .during(operation)?;
     let leaving = rows.iter().filter(|(_, leaving)| *leaving).map(|(name, _)| name.clone()).collect();
     Ok((rows.into_iter().map(|(name, _)| name).collect(), leaving))
+}
+
+pub(super) fn group_roster(connection: &Connection, group_id: &[u8]) -> Result<Option<GroupRoster>, StoreError> {
+    const OPERATION: &str = "group_roster";
+    let raw: Option<(String, i64, u64)> = connection
+        .prepare_cached("SELECT name, kind, epoch FROM groups WHERE group_id = ?1")
+        .and_then(|mut statement| {
+            statement.query_row(params![group_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))).optional()
+        })
+        .during(OPERATION)?;
+    let Some((name, kind, epoch)) = raw else {
+        return Ok(None);
+    };
+    let (members, leaving) = roster(connection, group_id, OPERATION)?;
+    Ok(Some(GroupRoster { name, kind: decode_group_kind(kind, OPERATION)?, epoch, members, leaving }))
 }
 
 pub(super) fn get_group(connection: &Connection, group_id: &[u8]) -> Result<Option<GroupRecord>, StoreError> {

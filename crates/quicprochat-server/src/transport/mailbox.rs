@@ -1,0 +1,263 @@
+//! Push mailboxes, one per push subscription. The send path drops each
+//! recipient's freshly stored entry into that recipient's mailboxes, so a
+//! push normally needs no storage read. Whatever a mailbox cannot vouch for
+//! (it overflowed, a seq is missing between two entries, or a commit only
+//! woke it) makes its push task re-read the queue by cursor: the mailbox is
+//! a shortcut past the store, never the source of truth.
+//!
+//! Only durable entries are put in a mailbox (the send path calls
+//! [`Mailboxes::deliver`] after the store acknowledged the write), so a
+//! re-read always finds at least what the mailbox held.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use quicprochat_proto::v1;
+use tokio::sync::Notify;
+
+/// Entries one mailbox holds before it drops them and asks for a re-read.
+const MAILBOX_ENTRIES: usize = 256;
+/// Payload bytes one mailbox holds before it does the same.
+const MAILBOX_BYTES: usize = 4 * 1024 * 1024;
+
+/// A stored message as pushed, shared by all its recipients: their entries
+/// differ only by seq, which the push task fills in.
+pub(crate) type SharedEntry = Arc<v1::QueueEntry>;
+
+#[derive(Default)]
+struct Inbox {
+    entries: VecDeque<(u64, SharedEntry)>,
+    bytes: usize,
+    /// Something was not put in `entries`: the queue must be re-read.
+    reread: bool,
+}
+
+/// What a push task takes out of its mailbox.
+pub(crate) struct Taken {
+    /// `(seq, entry)` in the order they were delivered (not always seq order).
+    pub(crate) entries: Vec<(u64, SharedEntry)>,
+    /// The queue holds entries the mailbox does not: re-read it.
+    pub(crate) reread: bool,
+}
+
+/// One push subscription's mailbox.
+#[derive(Default)]
+pub(crate) struct Mailbox {
+    inbox: Mutex<Inbox>,
+    wake: Notify,
+}
+
+impl Mailbox {
+    fn inbox(&self) -> MutexGuard<'_, Inbox> {
+        // The inbox stays consistent under a panic elsewhere (each update is
+        // a push or a flag), so a poisoned lock is still usable.
+        self.inbox.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn put(&self, seq: u64, entry: &SharedEntry) {
+        {
+            let mut inbox = self.inbox();
+            let size = entry.payload.len();
+            if inbox.reread
+                || inbox.entries.len() >= MAILBOX_ENTRIES
+                || inbox.bytes.saturating_add(size) > MAILBOX_BYTES
+            {
+                inbox.entries.clear();
+                inbox.bytes = 0;
+                inbox.reread = true;
+            } else {
+                inbox.entries.push_back((seq, Arc::clone(entry)));
+                inbox.bytes += size;
+            }
+        }
+        // One task per mailbox: `notify_one` keeps the wake-up if that task
+        // is not waiting yet.
+        self.wake.notify_one();
+    }
+
+    fn ask_reread(&self) {
+        {
+            let mut inbox = self.inbox();
+            inbox.entries.clear();
+            inbox.bytes = 0;
+            inbox.reread = true;
+        }
+        self.wake.notify_one();
+    }
+
+    /// Takes everything delivered so far.
+    pub(crate) fn take(&self) -> Taken {
+        let mut inbox = self.inbox();
+        let entries = inbox.entries.drain(..).collect();
+        inbox.bytes = 0;
+        Taken { entries, reread: std::mem::take(&mut inbox.reread) }
+    }
+
+    /// Returns once something was delivered after the last wake-up.
+    pub(crate) async fn delivered(&self) {
+        self.wake.notified().await;
+    }
+}
+
+/// Every push subscription's mailbox, by username.
+#[derive(Default)]
+pub(crate) struct Mailboxes {
+    by_user: Mutex<HashMap<String, Vec<Arc<Mailbox>>>>,
+}
+
+/// A subscription's mailbox, registered until this is dropped.
+pub(crate) struct Registration<'a> {
+    mailboxes: &'a Mailboxes,
+    username: String,
+    mailbox: Arc<Mailbox>,
+}
+
+impl Registration<'_> {
+    pub(crate) fn mailbox(&self) -> &Mailbox {
+        &self.mailbox
+    }
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        let mut map = self.mailboxes.map();
+        if let Some(list) = map.get_mut(&self.username) {
+            list.retain(|mailbox| !Arc::ptr_eq(mailbox, &self.mailbox));
+            if list.is_empty() {
+                map.remove(&self.username);
+            }
+        }
+    }
+}
+
+impl Mailboxes {
+    fn map(&self) -> MutexGuard<'_, HashMap<String, Vec<Arc<Mailbox>>>> {
+        // Each update is one insert or removal, consistent under a panic elsewhere.
+        self.by_user.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers a new mailbox for `username`'s queue. Register *before*
+    /// reading the queue: an entry stored after the read then reaches the
+    /// mailbox, and one stored before it is found by the read.
+    pub(crate) fn register(&self, username: &str) -> Registration<'_> {
+        let mailbox = Arc::new(Mailbox::default());
+        self.map().entry(username.to_owned()).or_default().push(Arc::clone(&mailbox));
+        Registration { mailboxes: self, username: username.to_owned(), mailbox }
+    }
+
+    /// Hands a stored message to its recipients' mailboxes: `deliveries`
+    /// are `(recipient, seq)` of the queue entries just made durable.
+    pub(crate) fn deliver(&self, entry: &SharedEntry, deliveries: &[(String, u64)]) {
+        let map = self.map();
+        for (username, seq) in deliveries {
+            for mailbox in map.get(username).into_iter().flatten() {
+                mailbox.put(*seq, entry);
+            }
+        }
+    }
+
+    /// Wakes these users' push tasks to re-read their queues (for entries
+    /// the caller does not hand over, such as commits and welcomes).
+    pub(crate) fn wake<'a>(&self, usernames: impl IntoIterator<Item = &'a str>) {
+        let map = self.map();
+        for username in usernames {
+            for mailbox in map.get(username).into_iter().flatten() {
+                mailbox.ask_reread();
+            }
+        }
+    }
+
+    /// Users with at least one push subscription.
+    #[cfg(test)]
+    fn subscribed_users(&self) -> usize {
+        self.map().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(payload: usize) -> SharedEntry {
+        Arc::new(v1::QueueEntry { payload: vec![7u8; payload].into(), ..Default::default() })
+    }
+
+    fn seqs(taken: &Taken) -> Vec<u64> {
+        taken.entries.iter().map(|(seq, _)| *seq).collect()
+    }
+
+    #[test]
+    fn delivers_to_every_mailbox_of_a_recipient_and_no_one_else() {
+        let mailboxes = Mailboxes::default();
+        let first = mailboxes.register("alice");
+        let second = mailboxes.register("alice");
+        let other = mailboxes.register("bob");
+        mailboxes.deliver(&entry(10), &[("alice".into(), 4), ("carol".into(), 9)]);
+        assert_eq!(seqs(&first.mailbox().take()), [4]);
+        assert_eq!(seqs(&second.mailbox().take()), [4]);
+        let untouched = other.mailbox().take();
+        assert!(untouched.entries.is_empty() && !untouched.reread);
+    }
+
+    #[test]
+    fn dropping_a_registration_removes_its_mailbox() {
+        let mailboxes = Mailboxes::default();
+        let first = mailboxes.register("alice");
+        let second = mailboxes.register("alice");
+        drop(first);
+        assert_eq!(mailboxes.subscribed_users(), 1);
+        mailboxes.deliver(&entry(1), &[("alice".into(), 1)]);
+        assert_eq!(seqs(&second.mailbox().take()), [1]);
+        drop(second);
+        assert_eq!(mailboxes.subscribed_users(), 0);
+    }
+
+    #[test]
+    fn overflow_by_count_turns_into_a_reread() {
+        let mailboxes = Mailboxes::default();
+        let registration = mailboxes.register("alice");
+        for seq in 1..=MAILBOX_ENTRIES as u64 + 1 {
+            mailboxes.deliver(&entry(1), &[("alice".into(), seq)]);
+        }
+        let taken = registration.mailbox().take();
+        assert!(taken.reread);
+        assert!(taken.entries.is_empty());
+        // Taking clears the flag; new deliveries are kept again.
+        mailboxes.deliver(&entry(1), &[("alice".into(), 300)]);
+        let next = registration.mailbox().take();
+        assert!(!next.reread);
+        assert_eq!(seqs(&next), [300]);
+    }
+
+    #[test]
+    fn overflow_by_bytes_turns_into_a_reread() {
+        let mailboxes = Mailboxes::default();
+        let registration = mailboxes.register("alice");
+        mailboxes.deliver(&entry(MAILBOX_BYTES - 10), &[("alice".into(), 1)]);
+        mailboxes.deliver(&entry(11), &[("alice".into(), 2)]);
+        let taken = registration.mailbox().take();
+        assert!(taken.reread && taken.entries.is_empty());
+    }
+
+    #[test]
+    fn wake_asks_for_a_reread_and_drops_held_entries() {
+        let mailboxes = Mailboxes::default();
+        let registration = mailboxes.register("alice");
+        mailboxes.deliver(&entry(1), &[("alice".into(), 1)]);
+        mailboxes.wake(["alice"]);
+        // Held until the re-read: later entries are not kept either.
+        mailboxes.deliver(&entry(1), &[("alice".into(), 2)]);
+        let taken = registration.mailbox().take();
+        assert!(taken.reread && taken.entries.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_delivery_before_waiting_is_not_missed() {
+        let mailboxes = Mailboxes::default();
+        let registration = mailboxes.register("alice");
+        mailboxes.deliver(&entry(1), &[("alice".into(), 1)]);
+        tokio::time::timeout(std::time::Duration::from_secs(5), registration.mailbox().delivered())
+            .await
+            .expect("the stored wake-up is returned at once");
+    }
+}
