@@ -11,8 +11,8 @@
 //! - `aead/aes128gcm/{encrypt,decrypt}_1KiB` (both suites use AES-128-GCM).
 //!
 //! MLS application messages of 100 bytes, per suite (`app_{encrypt,decrypt}_100B/<suite>`):
-//! `ours` is `MlsClient::encrypt` / `process_incoming` (SQLite, group loaded from storage
-//! on every call); `raw_sqlite` is `MlsGroup::create_message` / `process_message` with the
+//! `ours` is `MlsClient::encrypt` / `process_incoming` (SQLite, the group held in memory
+//! between calls, plus the cross-process state lock each call takes); `raw_sqlite` is `MlsGroup::create_message` / `process_message` with the
 //! same SQLite storage and codec, the group held in memory; `raw_memory` the same with
 //! OpenMLS's in-memory store. All three (de)serialise the wire message.
 //!

@@ -21,7 +21,7 @@
 //!
 //! Each processing iteration starts from a fresh copy of the member's stored state
 //! (copying, opening and loading are not timed), so every iteration does the same work.
-//! `ours` is `MlsClient` (SQLite, group loaded from storage on every call); `raw_sqlite`
+//! `ours` is `MlsClient` (SQLite, group held in memory between calls, state lock per call); `raw_sqlite`
 //! is OpenMLS with the same storage, codec and durability, the group held in memory;
 //! `raw_memory` is OpenMLS with its in-memory store.
 //!

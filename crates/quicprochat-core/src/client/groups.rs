@@ -12,7 +12,7 @@ use openmls::prelude::{
     SenderRatchetConfiguration, PURE_PLAINTEXT_WIRE_FORMAT_POLICY,
 };
 
-use super::{GroupBootstrap, MlsClient, MlsError, PendingCommit};
+use super::{Access, GroupBootstrap, MlsClient, MlsError, PendingCommit};
 use crate::ciphersuite::{CLASSICAL_CIPHERSUITE, DEFAULT_CIPHERSUITE};
 use crate::identity::username_of;
 
@@ -70,12 +70,14 @@ impl MlsClient {
     /// `count` fresh single-use KeyPackages (TLS-serialised KeyPackage, not wrapped in
     /// MlsMessage), in the client's ciphersuite (default: [`crate::DEFAULT_CIPHERSUITE`]).
     pub fn generate_key_packages(&self, count: usize) -> Result<Vec<Vec<u8>>, MlsError> {
-        (0..count).map(|_| self.build_key_package(false)).collect()
+        self.with_state("generate_key_package", Access::Write, || {
+            (0..count).map(|_| self.build_key_package(false)).collect()
+        })
     }
 
     /// One last-resort KeyPackage (`mark_as_last_resort`), reusable by the server.
     pub fn generate_last_resort_key_package(&self) -> Result<Vec<u8>, MlsError> {
-        self.build_key_package(true)
+        self.with_state("generate_key_package", Access::Write, || self.build_key_package(true))
     }
 
     fn build_key_package(&self, last_resort: bool) -> Result<Vec<u8>, MlsError> {
@@ -105,21 +107,25 @@ impl MlsClient {
                 reason: format!("group id must be 1..={MAX_GROUP_ID_LEN} bytes"),
             });
         }
-        let group = MlsGroup::builder()
-            .with_group_id(GroupId::from_slice(group_id))
-            .ciphersuite(self.ciphersuite)
-            .with_wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
-            .use_ratchet_tree_extension(true)
-            .max_past_epochs(MAX_PAST_EPOCHS)
-            .sender_ratchet_configuration(sender_ratchet())
-            .with_capabilities(leaf_capabilities())
-            .build(&self.provider, self.signer(), self.credential_with_key())
-            .map_err(|err| match err {
-                NewGroupError::GroupAlreadyExists => MlsError::GroupExists { group_id: hex::encode(group_id) },
-                NewGroupError::StorageError(err) => MlsError::storage(OP, err),
-                other => MlsError::internal(OP, other),
-            })?;
-        self.bootstrap_of(&group)
+        self.with_state(OP, Access::Write, || {
+            let group = MlsGroup::builder()
+                .with_group_id(GroupId::from_slice(group_id))
+                .ciphersuite(self.ciphersuite)
+                .with_wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
+                .use_ratchet_tree_extension(true)
+                .max_past_epochs(MAX_PAST_EPOCHS)
+                .sender_ratchet_configuration(sender_ratchet())
+                .with_capabilities(leaf_capabilities())
+                .build(&self.provider, self.signer(), self.credential_with_key())
+                .map_err(|err| match err {
+                    NewGroupError::GroupAlreadyExists => MlsError::GroupExists { group_id: hex::encode(group_id) },
+                    NewGroupError::StorageError(err) => MlsError::storage(OP, err),
+                    other => MlsError::internal(OP, other),
+                })?;
+            let bootstrap = self.bootstrap_of(&group);
+            self.keep(group);
+            bootstrap
+        })
     }
 
     /// Commit adding the members whose KeyPackages are given. Does NOT merge: the caller
@@ -130,26 +136,27 @@ impl MlsClient {
         if key_packages.is_empty() {
             return Err(MlsError::InvalidArgument { operation: OP, reason: "no key packages".to_owned() });
         }
-        let mut group = self.load(OP, group_id)?;
-        let validated = key_packages
-            .iter()
-            .enumerate()
-            .map(|(index, bytes)| self.validate_key_package_for(&group, index, bytes))
-            .collect::<Result<Vec<_>, _>>()?;
-        let epoch = group.epoch().as_u64();
-        let (commit, welcome, _group_info) =
-            group.add_members(&self.provider, self.signer(), &validated).map_err(|err| match err {
-                AddMembersError::GroupStateError(err) => MlsError::state(OP, group.group_id(), &err),
-                AddMembersError::StorageError(err) => MlsError::storage(OP, err),
-                AddMembersError::CreateCommitError(err) => {
-                    MlsError::InvalidArgument { operation: OP, reason: err.to_string() }
-                }
-                other => MlsError::internal(OP, other),
-            })?;
-        Ok(PendingCommit {
-            epoch,
-            commit: serialize_message(OP, &commit)?,
-            welcome: Some(serialize_message(OP, &welcome)?),
+        self.with_group(OP, group_id, Access::Write, |group| {
+            let validated = key_packages
+                .iter()
+                .enumerate()
+                .map(|(index, bytes)| self.validate_key_package_for(group, index, bytes))
+                .collect::<Result<Vec<_>, _>>()?;
+            let epoch = group.epoch().as_u64();
+            let (commit, welcome, _group_info) =
+                group.add_members(&self.provider, self.signer(), &validated).map_err(|err| match err {
+                    AddMembersError::GroupStateError(err) => MlsError::state(OP, group.group_id(), &err),
+                    AddMembersError::StorageError(err) => MlsError::storage(OP, err),
+                    AddMembersError::CreateCommitError(err) => {
+                        MlsError::InvalidArgument { operation: OP, reason: err.to_string() }
+                    }
+                    other => MlsError::internal(OP, other),
+                })?;
+            Ok(PendingCommit {
+                epoch,
+                commit: serialize_message(OP, &commit)?,
+                welcome: Some(serialize_message(OP, &welcome)?),
+            })
         })
     }
 
@@ -180,55 +187,57 @@ impl MlsClient {
         if usernames.is_empty() {
             return Err(MlsError::InvalidArgument { operation: OP, reason: "no usernames".to_owned() });
         }
-        let mut group = self.load(OP, group_id)?;
-        let own_index = group.own_leaf_index();
-        let mut indices = BTreeSet::new();
-        for username in usernames {
-            let member = group
-                .members()
-                .find(|m| username_of(&m.credential).as_deref() == Some(username.as_str()))
-                .ok_or_else(|| MlsError::NotAMember { username: username.clone() })?;
-            if member.index == own_index {
-                return Err(MlsError::InvalidArgument {
-                    operation: OP,
-                    reason: "cannot remove ourselves; use leave_group".to_owned(),
-                });
+        self.with_group(OP, group_id, Access::Write, |group| {
+            let own_index = group.own_leaf_index();
+            let mut indices = BTreeSet::new();
+            for username in usernames {
+                let member = group
+                    .members()
+                    .find(|m| username_of(&m.credential).as_deref() == Some(username.as_str()))
+                    .ok_or_else(|| MlsError::NotAMember { username: username.clone() })?;
+                if member.index == own_index {
+                    return Err(MlsError::InvalidArgument {
+                        operation: OP,
+                        reason: "cannot remove ourselves; use leave_group".to_owned(),
+                    });
+                }
+                indices.insert(member.index);
             }
-            indices.insert(member.index);
-        }
-        let already_proposed: BTreeSet<LeafNodeIndex> = group
-            .pending_proposals()
-            .filter_map(|queued| match queued.proposal() {
-                Proposal::Remove(remove) => Some(remove.removed()),
-                _ => None,
+            let already_proposed: BTreeSet<LeafNodeIndex> = group
+                .pending_proposals()
+                .filter_map(|queued| match queued.proposal() {
+                    Proposal::Remove(remove) => Some(remove.removed()),
+                    _ => None,
+                })
+                .collect();
+            let to_remove: Vec<LeafNodeIndex> = indices.difference(&already_proposed).copied().collect();
+            if to_remove.is_empty() {
+                return self.commit_all_pending(OP, group);
+            }
+            let epoch = group.epoch().as_u64();
+            let (commit, welcome, _group_info) =
+                group.remove_members(&self.provider, self.signer(), &to_remove).map_err(|err| match err {
+                    RemoveMembersError::GroupStateError(err) => MlsError::state(OP, group.group_id(), &err),
+                    RemoveMembersError::StorageError(err) => MlsError::storage(OP, err),
+                    other => MlsError::internal(OP, other),
+                })?;
+            Ok(PendingCommit {
+                epoch,
+                commit: serialize_message(OP, &commit)?,
+                welcome: welcome.map(|w| serialize_message(OP, &w)).transpose()?,
             })
-            .collect();
-        let to_remove: Vec<LeafNodeIndex> = indices.difference(&already_proposed).copied().collect();
-        if to_remove.is_empty() {
-            return self.commit_all_pending(OP, &mut group);
-        }
-        let epoch = group.epoch().as_u64();
-        let (commit, welcome, _group_info) =
-            group.remove_members(&self.provider, self.signer(), &to_remove).map_err(|err| match err {
-                RemoveMembersError::GroupStateError(err) => MlsError::state(OP, group.group_id(), &err),
-                RemoveMembersError::StorageError(err) => MlsError::storage(OP, err),
-                other => MlsError::internal(OP, other),
-            })?;
-        Ok(PendingCommit {
-            epoch,
-            commit: serialize_message(OP, &commit)?,
-            welcome: welcome.map(|w| serialize_message(OP, &w)).transpose()?,
         })
     }
 
     /// Commit of all pending proposals (e.g. someone's leave); `None` if there are none.
     pub fn commit_pending_proposals(&self, group_id: &[u8]) -> Result<Option<PendingCommit>, MlsError> {
         const OP: &str = "commit_pending_proposals";
-        let mut group = self.load(OP, group_id)?;
-        if !group.has_pending_proposals() {
-            return Ok(None);
-        }
-        self.commit_all_pending(OP, &mut group).map(Some)
+        self.with_group(OP, group_id, Access::Write, |group| {
+            if !group.has_pending_proposals() {
+                return Ok(None);
+            }
+            self.commit_all_pending(OP, group).map(Some)
+        })
     }
 
     fn commit_all_pending(&self, operation: &'static str, group: &mut MlsGroup) -> Result<PendingCommit, MlsError> {
@@ -251,32 +260,35 @@ impl MlsClient {
     /// means someone else commits it; until then we cannot send application messages.
     pub fn leave_group(&self, group_id: &[u8]) -> Result<Vec<u8>, MlsError> {
         const OP: &str = "leave_group";
-        let mut group = self.load(OP, group_id)?;
-        let proposal = group.leave_group(&self.provider, self.signer()).map_err(|err| match err {
-            openmls::prelude::LeaveGroupError::GroupStateError(err) => MlsError::state(OP, group.group_id(), &err),
-            openmls::prelude::LeaveGroupError::StorageError(err) => MlsError::storage(OP, err),
-            other => MlsError::internal(OP, other),
-        })?;
-        serialize_message(OP, &proposal)
+        self.with_group(OP, group_id, Access::Write, |group| {
+            let proposal = group.leave_group(&self.provider, self.signer()).map_err(|err| match err {
+                openmls::prelude::LeaveGroupError::GroupStateError(err) => MlsError::state(OP, group.group_id(), &err),
+                openmls::prelude::LeaveGroupError::StorageError(err) => MlsError::storage(OP, err),
+                other => MlsError::internal(OP, other),
+            })?;
+            serialize_message(OP, &proposal)
+        })
     }
 
     /// Merges our pending commit after the DS accepted it. Error if there is none.
     pub fn merge_pending_commit(&self, group_id: &[u8]) -> Result<(), MlsError> {
         const OP: &str = "merge_pending_commit";
-        let mut group = self.load(OP, group_id)?;
-        if group.pending_commit().is_none() {
-            return Err(MlsError::InvalidState { operation: OP, reason: "no pending commit".to_owned() });
-        }
-        group.merge_pending_commit(&self.provider).map_err(|err| match err {
-            MergePendingCommitError::MlsGroupStateError(err) => MlsError::state(OP, group.group_id(), &err),
-            MergePendingCommitError::MergeCommitError(err) => merge_error(OP, err),
+        self.with_group(OP, group_id, Access::Write, |group| {
+            if group.pending_commit().is_none() {
+                return Err(MlsError::InvalidState { operation: OP, reason: "no pending commit".to_owned() });
+            }
+            group.merge_pending_commit(&self.provider).map_err(|err| match err {
+                MergePendingCommitError::MlsGroupStateError(err) => MlsError::state(OP, group.group_id(), &err),
+                MergePendingCommitError::MergeCommitError(err) => merge_error(OP, err),
+            })
         })
     }
 
     /// Discards our pending commit after the DS rejected it. A no-op if there is none.
     pub fn clear_pending_commit(&self, group_id: &[u8]) -> Result<(), MlsError> {
         const OP: &str = "clear_pending_commit";
-        let mut group = self.load(OP, group_id)?;
-        group.clear_pending_commit(self.provider.storage()).map_err(|err| MlsError::storage(OP, err))
+        self.with_group(OP, group_id, Access::Write, |group| {
+            group.clear_pending_commit(self.provider.storage()).map_err(|err| MlsError::storage(OP, err))
+        })
     }
 }

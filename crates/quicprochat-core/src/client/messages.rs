@@ -12,7 +12,7 @@ use openmls::prelude::{
 };
 
 use super::groups::{join_config, merge_error};
-use super::{Incoming, MlsClient, MlsError};
+use super::{Access, Incoming, MlsClient, MlsError};
 use crate::identity::username_of;
 
 const UNKNOWN_SENDER: &str = "<invalid credential>";
@@ -22,12 +22,13 @@ impl MlsClient {
     /// Fails with `InvalidState` while proposals are pending (commit them first).
     pub fn encrypt(&self, group_id: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, MlsError> {
         const OP: &str = "encrypt";
-        let mut group = self.load(OP, group_id)?;
-        let message = group.create_message(&self.provider, self.signer(), plaintext).map_err(|err| match err {
-            CreateMessageError::GroupStateError(err) => MlsError::state(OP, group.group_id(), &err),
-            CreateMessageError::LibraryError(err) => MlsError::library(OP, &err),
-        })?;
-        super::groups::serialize_message(OP, &message)
+        self.with_group(OP, group_id, Access::Write, |group| {
+            let message = group.create_message(&self.provider, self.signer(), plaintext).map_err(|err| match err {
+                CreateMessageError::GroupStateError(err) => MlsError::state(OP, group.group_id(), &err),
+                CreateMessageError::LibraryError(err) => MlsError::library(OP, &err),
+            })?;
+            super::groups::serialize_message(OP, &message)
+        })
     }
 
     /// Joins from a Welcome (MlsMessage bytes) that carries the ratchet tree; returns the group id.
@@ -46,6 +47,11 @@ impl MlsClient {
 
     fn join(&self, welcome: &[u8], ratchet_tree: Option<RatchetTreeIn>) -> Result<Vec<u8>, MlsError> {
         const OP: &str = "join_from_welcome";
+        self.with_state(OP, Access::Write, || self.join_locked(welcome, ratchet_tree))
+    }
+
+    fn join_locked(&self, welcome: &[u8], ratchet_tree: Option<RatchetTreeIn>) -> Result<Vec<u8>, MlsError> {
+        const OP: &str = "join_from_welcome";
         let message = parse_message(welcome)?;
         let MlsMessageBodyIn::Welcome(welcome) = message.extract() else {
             return Err(MlsError::Malformed {
@@ -56,10 +62,15 @@ impl MlsClient {
         let mut builder = StagedWelcome::build_from_welcome(&self.provider, &join_config(), welcome)
             .map_err(|err| welcome_error(OP, err))?;
         let group_id = builder.processed_welcome().unverified_group_info().group_id().clone();
+        // Storage decides below; a copy in memory is replaced or kept as it is.
+        let cached = self.groups.borrow_mut().remove(group_id.as_slice());
         let existing = MlsGroup::load(self.provider.storage(), &group_id).map_err(|err| MlsError::storage(OP, err))?;
         match existing {
             Some(group) if group.is_active() => {
-                return Err(MlsError::GroupExists { group_id: hex::encode(group_id.as_slice()) })
+                if let Some(cached) = cached {
+                    self.keep(cached);
+                }
+                return Err(MlsError::GroupExists { group_id: hex::encode(group_id.as_slice()) });
             }
             Some(_) => builder = builder.replace_old_group(),
             None => {}
@@ -69,7 +80,9 @@ impl MlsClient {
         }
         let staged = builder.build().map_err(|err| welcome_error(OP, err))?;
         let group = staged.into_group(&self.provider).map_err(|err| welcome_error(OP, err))?;
-        Ok(group.group_id().to_vec())
+        let group_id = group.group_id().to_vec();
+        self.keep(group);
+        Ok(group_id)
     }
 
     /// Processes one incoming handshake or application message (MlsMessage bytes) for a
@@ -79,7 +92,16 @@ impl MlsClient {
         let protocol = parse_message(message)?
             .try_into_protocol_message()
             .map_err(|err| MlsError::Malformed { what: "PublicMessage or PrivateMessage", reason: err.to_string() })?;
-        let mut group = self.load(OP, group_id)?;
+        self.with_group(OP, group_id, Access::Write, |group| self.process_protocol(group, group_id, protocol))
+    }
+
+    fn process_protocol(
+        &self,
+        group: &mut MlsGroup,
+        group_id: &[u8],
+        protocol: ProtocolMessage,
+    ) -> Result<Incoming, MlsError> {
+        const OP: &str = "process_incoming";
         if protocol.group_id() != group.group_id() {
             return Err(MlsError::WrongGroup {
                 expected: hex::encode(group_id),
@@ -89,7 +111,7 @@ impl MlsClient {
         if !group.is_active() {
             return Err(MlsError::Inactive { group_id: hex::encode(group_id) });
         }
-        if let Some(ignored) = check_epoch(&group, &protocol)? {
+        if let Some(ignored) = check_epoch(group, &protocol)? {
             return Ok(ignored);
         }
         let processed = match group.process_message(&self.provider, protocol) {
@@ -97,7 +119,7 @@ impl MlsClient {
             Err(ProcessMessageError::ValidationError(ValidationError::NoPastEpochData)) => {
                 return Ok(Incoming::Ignored { reason: "message from an epoch whose secrets are gone".to_owned() })
             }
-            Err(err) => return Err(process_error(OP, &group, err)),
+            Err(err) => return Err(process_error(OP, group, err)),
         };
         let sender = username_of(processed.credential()).unwrap_or_else(|| UNKNOWN_SENDER.to_owned());
         let from_self = *processed.sender() == Sender::Member(group.own_leaf_index());

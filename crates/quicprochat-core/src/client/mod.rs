@@ -17,7 +17,10 @@ mod groups;
 pub use groups::{MAXIMUM_FORWARD_DISTANCE, OUT_OF_ORDER_TOLERANCE};
 mod messages;
 mod provider;
+mod state_lock;
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::Path;
 
 use openmls::prelude::tls_codec::Serialize as _;
@@ -28,6 +31,7 @@ use openmls_basic_credential::SignatureKeyPair;
 
 pub use error::MlsError;
 use provider::ClientProvider;
+use state_lock::{Held, StateLock};
 
 use crate::ciphersuite::{is_allowed_ciphersuite, DEFAULT_CIPHERSUITE};
 use crate::identity::{credential_for, username_of, Identity};
@@ -88,11 +92,23 @@ pub enum Incoming {
 /// One user's MLS state, persisted in SQLite.
 ///
 /// The provider is `Send` but not `Sync`: share an `MlsClient` behind a mutex or keep it on one thread.
+/// Several clients (in one process or several) may open the same database:
+/// their calls take turns on its lock.
 pub struct MlsClient {
     provider: ClientProvider,
     identity: Identity,
     username: String,
     ciphersuite: Ciphersuite,
+    /// Groups loaded from storage, by group id, kept between calls.
+    groups: RefCell<HashMap<Vec<u8>, MlsGroup>>,
+    state_lock: StateLock,
+}
+
+/// Whether a call may write MLS state (other processes then reload).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    Read,
+    Write,
 }
 
 impl std::fmt::Debug for MlsClient {
@@ -131,9 +147,20 @@ impl MlsClient {
         if username.is_empty() {
             return Err(MlsError::InvalidArgument { operation: OP, reason: "empty username".to_owned() });
         }
+        let state_lock = StateLock::open(db_path)?;
+        let held = state_lock.acquire(OP)?;
         let provider = ClientProvider::open(db_path)?;
         identity.key_pair().store(provider.storage()).map_err(|err| MlsError::storage(OP, err))?;
-        Ok(MlsClient { provider, identity, username: username.to_owned(), ciphersuite })
+        held.wrote(OP)?;
+        drop(held);
+        Ok(MlsClient {
+            provider,
+            identity,
+            username: username.to_owned(),
+            ciphersuite,
+            groups: RefCell::new(HashMap::new()),
+            state_lock,
+        })
     }
 
     /// The username in our credential.
@@ -153,48 +180,62 @@ impl MlsClient {
 
     /// Whether local state exists for this group (active or not).
     pub fn has_group(&self, group_id: &[u8]) -> Result<bool, MlsError> {
-        let loaded = MlsGroup::load(self.provider.storage(), &GroupId::from_slice(group_id))
-            .map_err(|err| MlsError::storage("has_group", err))?;
-        Ok(loaded.is_some())
+        const OP: &str = "has_group";
+        self.with_state(OP, Access::Read, || {
+            if self.groups.borrow().contains_key(group_id) {
+                return Ok(true);
+            }
+            let loaded = MlsGroup::load(self.provider.storage(), &GroupId::from_slice(group_id))
+                .map_err(|err| MlsError::storage(OP, err))?;
+            Ok(loaded.is_some())
+        })
     }
 
     /// Whether we are still a member (false after a commit removed us).
     pub fn is_active(&self, group_id: &[u8]) -> Result<bool, MlsError> {
-        Ok(self.load("is_active", group_id)?.is_active())
+        self.with_group("is_active", group_id, Access::Read, |group| Ok(group.is_active()))
     }
 
     /// The group's current epoch.
     pub fn epoch(&self, group_id: &[u8]) -> Result<u64, MlsError> {
-        Ok(self.load("epoch", group_id)?.epoch().as_u64())
+        self.with_group("epoch", group_id, Access::Read, |group| Ok(group.epoch().as_u64()))
     }
 
     /// Usernames of the current members (from their credentials), sorted.
     pub fn members(&self, group_id: &[u8]) -> Result<Vec<String>, MlsError> {
-        let group = self.load("members", group_id)?;
-        let mut names: Vec<String> = group.members().map(|m| member_name(&m)).collect();
-        names.sort();
-        Ok(names)
+        self.with_group("members", group_id, Access::Read, |group| {
+            let mut names: Vec<String> = group.members().map(|m| member_name(&m)).collect();
+            names.sort();
+            Ok(names)
+        })
     }
 
     /// Identity key (signature public key) of a member, for safety numbers.
     pub fn member_identity_key(&self, group_id: &[u8], username: &str) -> Result<Option<Vec<u8>>, MlsError> {
-        let group = self.load("member_identity_key", group_id)?;
-        let key =
-            group.members().find(|m| username_of(&m.credential).as_deref() == Some(username)).map(|m| m.signature_key);
-        Ok(key)
+        self.with_group("member_identity_key", group_id, Access::Read, |group| {
+            Ok(group
+                .members()
+                .find(|m| username_of(&m.credential).as_deref() == Some(username))
+                .map(|m| m.signature_key))
+        })
     }
 
     /// Deletes all local state of a group. Deleting an unknown group is an error.
     pub fn delete_group(&self, group_id: &[u8]) -> Result<(), MlsError> {
         const OP: &str = "delete_group";
-        let mut group = self.load(OP, group_id)?;
-        group.delete(self.provider.storage()).map_err(|err| MlsError::storage(OP, err))
+        self.with_state(OP, Access::Write, || {
+            let cached = self.groups.borrow_mut().remove(group_id);
+            let mut group = match cached {
+                Some(group) => group,
+                None => self.load(OP, group_id)?,
+            };
+            group.delete(self.provider.storage()).map_err(|err| MlsError::storage(OP, err))
+        })
     }
 
     /// The current GroupInfo (signed by us) and ratchet tree, e.g. to let the DS rebuild its view.
     pub fn export_group_bootstrap(&self, group_id: &[u8]) -> Result<GroupBootstrap, MlsError> {
-        let group = self.load("export_group_bootstrap", group_id)?;
-        self.bootstrap_of(&group)
+        self.with_group("export_group_bootstrap", group_id, Access::Read, |group| self.bootstrap_of(group))
     }
 
     pub(crate) fn bootstrap_of(&self, group: &MlsGroup) -> Result<GroupBootstrap, MlsError> {
@@ -209,7 +250,63 @@ impl MlsClient {
         Ok(GroupBootstrap { group_info, ratchet_tree })
     }
 
-    /// Loads a group or fails with `UnknownGroup`.
+    /// Runs `work` on the group under the state lock. The group comes from
+    /// memory when this client holds it and no other process wrote state
+    /// since, else from storage. It stays in memory when `work` succeeds;
+    /// after an error it is dropped (OpenMLS may have changed it half way)
+    /// and the next call reloads what storage holds.
+    pub(crate) fn with_group<T>(
+        &self,
+        operation: &'static str,
+        group_id: &[u8],
+        access: Access,
+        work: impl FnOnce(&mut MlsGroup) -> Result<T, MlsError>,
+    ) -> Result<T, MlsError> {
+        self.with_state(operation, access, || {
+            let cached = self.groups.borrow_mut().remove(group_id);
+            let mut group = match cached {
+                Some(group) => group,
+                None => self.load(operation, group_id)?,
+            };
+            let result = work(&mut group);
+            if result.is_ok() {
+                self.groups.borrow_mut().insert(group_id.to_vec(), group);
+            }
+            result
+        })
+    }
+
+    /// Runs `work` under the state lock, after dropping the in-memory groups
+    /// if another process wrote state since this client last looked.
+    pub(crate) fn with_state<T>(
+        &self,
+        operation: &'static str,
+        access: Access,
+        work: impl FnOnce() -> Result<T, MlsError>,
+    ) -> Result<T, MlsError> {
+        let held = self.lock_state(operation)?;
+        let result = work();
+        if access == Access::Write {
+            // Even after an error: storage may have changed half way.
+            held.wrote(operation)?;
+        }
+        result
+    }
+
+    fn lock_state(&self, operation: &'static str) -> Result<Held<'_>, MlsError> {
+        let held = self.state_lock.acquire(operation)?;
+        if held.stale() {
+            self.groups.borrow_mut().clear();
+        }
+        Ok(held)
+    }
+
+    /// Keeps a group just created or joined in memory.
+    pub(crate) fn keep(&self, group: MlsGroup) {
+        self.groups.borrow_mut().insert(group.group_id().to_vec(), group);
+    }
+
+    /// Loads a group from storage or fails with `UnknownGroup`.
     pub(crate) fn load(&self, operation: &'static str, group_id: &[u8]) -> Result<MlsGroup, MlsError> {
         MlsGroup::load(self.provider.storage(), &GroupId::from_slice(group_id))
             .map_err(|err| MlsError::storage(operation, err))?

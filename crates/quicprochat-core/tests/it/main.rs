@@ -7,3 +7,4 @@ mod harness;
 mod hostile_ingress;
 mod leave_and_races;
 mod persistence;
+mod shared_state;
