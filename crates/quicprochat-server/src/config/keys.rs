@@ -264,6 +264,17 @@ pub(crate) static KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "connections.udp_receive_buffer_bytes",
+        env: "QPC_CONNECTIONS_UDP_RECEIVE_BUFFER_BYTES",
+        flag: None,
+        doc: "Kernel receive buffer requested for the UDP socket; the kernel grants at most net.core.rmem_max (logged at start-up).",
+        render: |config| config.connections.udp_receive_buffer_bytes.to_string(),
+        apply: |config, raw| {
+            config.connections.udp_receive_buffer_bytes = integer_in(raw, 64 * KIB, 1024 * MAX_WINDOW, "a number of bytes")?;
+            Ok(())
+        },
+    },
+    Key {
         name: "connections.retry_above_pending",
         env: "QPC_CONNECTIONS_RETRY_ABOVE_PENDING",
         flag: None,

@@ -98,6 +98,10 @@ pub struct ConnectionLimits {
     pub max_pending_handshakes: u32,
     /// Bytes buffered for connections not yet accepted.
     pub incoming_buffer_bytes: u64,
+    /// Kernel receive buffer requested for the UDP socket (the kernel may
+    /// grant less: `net.core.rmem_max`); a burst of handshakes that
+    /// overflows it costs each dropped client a retransmission timeout.
+    pub udp_receive_buffer_bytes: u64,
     /// Above this many pending handshakes, unvalidated addresses must answer a Retry first.
     pub retry_above_pending: u32,
     /// Open connections per source IP address.
@@ -145,6 +149,7 @@ impl ServerConfig {
             connections: ConnectionLimits {
                 max_pending_handshakes: 1024,
                 incoming_buffer_bytes: 8 * 1024 * 1024,
+                udp_receive_buffer_bytes: 8 * 1024 * 1024,
                 retry_above_pending: 256,
                 per_address: 64,
                 stream_read_timeout: Duration::from_secs(10),

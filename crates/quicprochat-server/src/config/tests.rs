@@ -74,6 +74,7 @@ const SAMPLES: &[(&str, [&str; 3])] = &[
     ("transport.keep_alive", ["\"1s\"", "\"2s\"", "\"500ms\""]),
     ("connections.max_pending_handshakes", ["2000", "3000", "4000"]),
     ("connections.incoming_buffer_bytes", ["65536", "131072", "1048576"]),
+    ("connections.udp_receive_buffer_bytes", ["65536", "131072", "4194304"]),
     ("connections.retry_above_pending", ["0", "1", "2"]),
     ("connections.per_address", ["1", "2", "3"]),
     ("connections.stream_read_timeout", ["\"1s\"", "\"2s\"", "\"3s\""]),
