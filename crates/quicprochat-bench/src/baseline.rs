@@ -10,22 +10,40 @@ use anyhow::Context;
 use quicprochat_proto::{Frame, FrameKind, Status};
 use quicprochat_rpc::stream::{read_frame, write_frame};
 use quicprochat_rpc::tls::generate_server_identity;
-use quicprochat_rpc::transport::{server_endpoint, IncomingLimits, TransportLimits};
+use quicprochat_rpc::transport::{server_config, IncomingLimits, TransportLimits};
 use quicprochat_rpc::{CertFingerprint, PinnedServer};
 
 /// A running echo server; dropped endpoints close.
 pub(crate) struct EchoServer {
     pub(crate) addr: SocketAddr,
     pub(crate) fingerprint: CertFingerprint,
+    /// The UDP socket's receive buffer as the kernel reports it (it doubles what is asked).
+    pub(crate) receive_buffer_bytes: usize,
     _endpoint: quinn::Endpoint,
 }
 
-/// Starts the echo server: every request frame is answered `OK` with its own body.
+/// Starts the echo server: every request frame is answered `OK` with its own
+/// body, or with an empty one where the body exceeds the method's response limit.
 pub(crate) fn start_echo() -> anyhow::Result<EchoServer> {
+    start_echo_with(&crate::setup::bench_transport(), None)
+}
+
+/// Like [`start_echo`], with the given transport limits (B7 compares
+/// memory at the same limits as the server's: quinn allocates state for
+/// every stream a peer may open up front) and, if given, a UDP receive
+/// buffer of that size instead of the system default (B6 compares both).
+pub(crate) fn start_echo_with(limits: &TransportLimits, receive_buffer: Option<usize>) -> anyhow::Result<EchoServer> {
     let identity = generate_server_identity(&["localhost".to_owned()])?;
-    let limits = TransportLimits { max_concurrent_rpcs: 1024, ..TransportLimits::default() };
     let incoming = IncomingLimits { max_pending_handshakes: 4096, incoming_buffer_bytes: 64 * 1024 * 1024 };
-    let endpoint = server_endpoint(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), &identity, &limits, incoming)?;
+    let socket = std::net::UdpSocket::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).context("bind echo socket")?;
+    let udp = quinn::udp::UdpSocketState::new((&socket).into())?;
+    if let Some(bytes) = receive_buffer {
+        udp.set_recv_buffer_size((&socket).into(), bytes).context("set the echo socket's receive buffer")?;
+    }
+    let receive_buffer_bytes = udp.recv_buffer_size((&socket).into())?;
+    let config = server_config(&identity, limits, incoming)?;
+    let runtime = std::sync::Arc::new(quinn::TokioRuntime);
+    let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(config), socket, runtime)?;
     let addr = endpoint.local_addr()?;
     let accepting = endpoint.clone();
     tokio::spawn(async move {
@@ -38,7 +56,11 @@ pub(crate) fn start_echo() -> anyhow::Result<EchoServer> {
                         if request.kind != FrameKind::Request {
                             return;
                         }
-                        let response = Frame::response(request.method, Status::Ok, request.body);
+                        // Bodies larger than the method's response limit
+                        // (a commit) are answered empty: the upload is the cost.
+                        let fits = request.body.len() <= request.method.max_response_len() as usize;
+                        let body = if fits { request.body } else { bytes::Bytes::new() };
+                        let response = Frame::response(request.method, Status::Ok, body);
                         let _ = write_frame(&mut send, &response).await;
                         let _ = send.finish();
                     });
@@ -46,7 +68,7 @@ pub(crate) fn start_echo() -> anyhow::Result<EchoServer> {
             });
         }
     });
-    Ok(EchoServer { addr, fingerprint: identity.fingerprint(), _endpoint: endpoint })
+    Ok(EchoServer { addr, fingerprint: identity.fingerprint(), receive_buffer_bytes, _endpoint: endpoint })
 }
 
 impl EchoServer {

@@ -35,6 +35,8 @@ pub(crate) struct FanoutResult {
     pub(crate) queue_rows_per_message: f64,
     pub(crate) lost: u64,
     pub(crate) duplicates: u64,
+    /// The same fan-out over bare quinn (`fanout_baseline`), same run.
+    pub(crate) bare_quinn_last_recipient: Option<Summary>,
 }
 
 #[derive(Default)]
@@ -49,13 +51,13 @@ struct Arrivals {
 pub(crate) async fn run(server: &BenchServer, members: usize, messages: usize) -> anyhow::Result<FanoutResult> {
     let state = server.dir.path().join("fanout");
     std::fs::create_dir_all(&state)?;
-    let (sender, sender_identity) = register(server, "fan-sender").await?;
+    let (sender, sender_identity) = register(server.address(), "fan-sender").await?;
     let sender_mls = MlsClient::open(&state.join("sender.db"), sender_identity, "fan-sender")?;
     let mut member_rpcs = Vec::with_capacity(members);
     let mut key_packages = Vec::with_capacity(members);
     for index in 0..members {
         let name = format!("fan-m{index}");
-        let (rpc, identity) = register(server, &name).await?;
+        let (rpc, identity) = register(server.address(), &name).await?;
         let mls = MlsClient::open(&state.join(format!("{name}.db")), identity, &name)?;
         key_packages.push(mls.generate_key_packages(1)?.remove(0));
         member_rpcs.push(rpc);
@@ -168,6 +170,7 @@ pub(crate) async fn run(server: &BenchServer, members: usize, messages: usize) -
         queue_rows_per_message: rows / messages as f64,
         lost,
         duplicates,
+        bare_quinn_last_recipient: None,
     })
 }
 

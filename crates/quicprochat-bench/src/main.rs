@@ -1,15 +1,22 @@
-//! `qpc-bench`: the B3 load generator of BENCHMARKS.md. It starts an
-//! in-process `qpc-server` (embedded SQLite, `synchronous=FULL`), C sender /
-//! recipient pairs each in a two-member MLS group, and steps an open-loop
-//! arrival rate up until the p99 of send → push exceeds a bound. In the same
-//! run it measures the baselines: a bare quinn echo with the same framing,
-//! and a raw SQLite insert loop with the same durability. `--quick` is the
-//! CI check: a few seconds, failing only on lost or duplicated messages.
+//! `qpc-bench`: the server suites of BENCHMARKS.md (B3–B7) against an
+//! in-process `qpc-server` (embedded SQLite, `synchronous=FULL`). B3 starts
+//! C sender / recipient pairs each in a two-member MLS group and steps an
+//! open-loop arrival rate up until the p99 of send → push exceeds a bound;
+//! in the same run it measures the baselines: a bare quinn echo with the
+//! same framing, and a raw SQLite insert loop with the same durability. B4
+//! is fan-out (`fanout.rs`), B5 commit sequencing (`commits.rs`), B6
+//! handshakes and restart (`connections.rs`), B7 memory (`memory.rs`);
+//! `--only` / `--skip` pick suites. `--quick` is the CI check: a few
+//! seconds, failing only on lost or duplicated messages or errors.
 
 mod baseline;
+mod commits;
+mod connections;
 mod fanout;
+mod fanout_baseline;
 mod histogram;
 mod load;
+mod memory;
 mod setup;
 
 use std::io::Write as _;
@@ -18,18 +25,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::load::{run_step, Deliveries, StepResult, Target};
 
 /// Load generator for qpc-server: open-loop durable message throughput and
-/// send → push latency at several connection counts, with baselines.
+/// send → push latency at several connection counts, with baselines (B3);
+/// fan-out (B4); commit sequencing (B5); handshakes and restart (B6); memory
+/// per connection (B7). Every suite runs unless --only / --skip say otherwise.
 #[derive(Debug, Parser)]
 #[command(name = "qpc-bench", version)]
 struct Args {
-    /// A few seconds: C = 1 and 10 at low rates; fails only on lost or duplicated messages.
+    /// The CI check, a few seconds per suite: B3 at C = 1 and 10 at low rates, tiny B4–B7
+    /// (overrides their sizes); fails only on lost or duplicated messages or errors.
     #[arg(long)]
     quick: bool,
     /// Sender connections (each with its own recipient connection), comma-separated.
@@ -56,9 +66,57 @@ struct Args {
     /// B4: messages sent to the fan-out group, one after another.
     #[arg(long, default_value_t = 20)]
     fanout_messages: usize,
+    /// B5: group sizes N whose commit acceptance (SubmitCommit round trip) is measured.
+    #[arg(long, value_delimiter = ',', default_value = "2,100,1000")]
+    commit_sizes: Vec<usize>,
+    /// B5: successive commits measured per group size (alternately adding and removing one member).
+    #[arg(long, default_value_t = 30)]
+    commits: usize,
+    /// B6: clients per handshake phase (connect; connect + register; connect + login).
+    #[arg(long, default_value_t = 500)]
+    handshake_clients: usize,
+    /// B6: handshakes in flight at once (also while setting up the restart's idle clients).
+    #[arg(long, default_value_t = 32)]
+    handshake_concurrency: usize,
+    /// B6: idle subscribed clients that must come back after a server restart (0 skips the restart).
+    #[arg(long, default_value_t = 1000)]
+    restart_clients: usize,
+    /// B7: numbers of idle, logged-in, subscribed connections at which RSS is measured.
+    #[arg(long, value_delimiter = ',', default_value = "1000,2000")]
+    memory_connections: Vec<usize>,
+    /// Run only these suites (comma-separated; default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Suite>,
+    /// Skip these suites (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    skip: Vec<Suite>,
+    /// Internal: B7's client process, driven over stdin/stdout by the parent run.
+    #[arg(long, hide = true)]
+    memory_client_child: bool,
     /// Where to write the machine-readable results.
     #[arg(long, default_value = "qpc-bench.json")]
     out: PathBuf,
+}
+
+/// A suite of BENCHMARKS.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Suite {
+    /// Durable message throughput and send → push latency, with baselines.
+    B3,
+    /// Fan-out to a group of online members.
+    B4,
+    /// Commit sequencing: SubmitCommit acceptance at several group sizes.
+    B5,
+    /// Handshakes (+ register / login) per second, and resubscription after a restart.
+    B6,
+    /// RSS per idle subscribed connection, and RSS held by one hostile connection.
+    B7,
+}
+
+impl Args {
+    fn runs(&self, suite: Suite) -> bool {
+        (self.only.is_empty() || self.only.contains(&suite)) && !self.skip.contains(&suite)
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -78,10 +136,20 @@ struct Report {
     ciphertext_bytes: usize,
     max_p99_ms: f64,
     ramps: Vec<Ramp>,
-    sqlite_inserts_per_s: f64,
+    /// The SQLite baseline of B3 (absent when B3 is skipped).
+    sqlite_inserts_per_s: Option<f64>,
     fanout: Option<fanout::FanoutResult>,
+    /// B5, one entry per group size.
+    commits: Vec<commits::CommitResult>,
+    /// B6.
+    connections: Option<connections::ConnectionsResult>,
+    /// B7.
+    memory: Option<memory::MemoryResult>,
     lost: u64,
     duplicates: u64,
+    /// Failed handshakes and clients that did not come back (B6; B3 counts
+    /// its errors per step, and B5 and B7 stop at the first error).
+    errors: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -165,49 +233,75 @@ async fn ramp(
 async fn main() -> anyhow::Result<()> {
     quicprochat_rpc::install_crypto_provider();
     let mut args = Args::parse();
+    if args.memory_client_child {
+        return memory::serve_parent().await;
+    }
     let rates: Vec<f64> = if args.quick {
         args.connections = vec![1, 10];
         args.step_secs = 1.0;
         args.fanout_members = args.fanout_members.min(20);
         args.fanout_messages = args.fanout_messages.min(5);
+        args.commit_sizes = vec![2, 10];
+        args.commits = args.commits.min(3);
+        args.handshake_clients = args.handshake_clients.min(20);
+        args.restart_clients = args.restart_clients.min(20);
+        args.memory_connections = vec![50];
         vec![200.0, 1000.0]
     } else {
         (0..40).map(|i| args.start_rate * args.rate_factor.powi(i)).take_while(|rate| *rate < 2_000_000.0).collect()
     };
+    // B7 first: RSS deltas mean something only before the allocator holds
+    // memory freed by earlier suites (see memory.rs).
+    let memory = if args.runs(Suite::B7) && !args.memory_connections.is_empty() {
+        eprintln!("B7: RSS of idle subscribed connections at N = {:?}", args.memory_connections);
+        let result = memory::run(&args.memory_connections).await.context("B7 memory")?;
+        eprintln!("B7: {}", memory::describe(&result));
+        Some(result)
+    } else {
+        None
+    };
     let base = Instant::now();
     let server = setup::start_server().await?;
-    let echo = baseline::start_echo()?;
     let deliveries = Arc::new(Deliveries::default());
     let mut pairs = Vec::new();
-    let mut echo_clients = Vec::new();
     let mut ramps = Vec::new();
-    let mut step_id = 0;
-    for &connections in &args.connections {
-        eprint!("setting up {connections} sender/recipient pairs ");
-        while pairs.len() < connections {
-            let pair = setup::make_pair(&server, pairs.len(), args.payload).await?;
-            load::start_recipient(&pair, deliveries.clone(), base).await?;
-            pairs.push(pair);
-            echo_clients.push(setup::connect(echo.addr, echo.pin()).await?);
-            if pairs.len() % 50 == 0 {
-                eprint!(".");
-                let _ = std::io::stderr().flush();
+    let sqlite_inserts_per_s = if args.runs(Suite::B3) {
+        let echo = baseline::start_echo()?;
+        let mut echo_clients = Vec::new();
+        let mut step_id = 0;
+        for &connections in &args.connections {
+            eprint!("setting up {connections} sender/recipient pairs ");
+            while pairs.len() < connections {
+                let pair = setup::make_pair(&server, pairs.len(), args.payload).await?;
+                load::start_recipient(&pair, deliveries.clone(), base).await?;
+                pairs.push(pair);
+                echo_clients.push(setup::connect(echo.addr, echo.pin()).await?);
+                if pairs.len() % 50 == 0 {
+                    eprint!(".");
+                    let _ = std::io::stderr().flush();
+                }
             }
+            eprintln!(" done");
+            let target = Target::Server { pairs: &pairs[..connections], deliveries: &deliveries };
+            ramps.push(ramp(&target, "server", connections, &args, &rates, base, &mut step_id).await);
+            let target = Target::Echo { clients: &echo_clients[..connections] };
+            ramps.push(ramp(&target, "echo", connections, &args, &rates, base, &mut step_id).await);
         }
-        eprintln!(" done");
-        let target = Target::Server { pairs: &pairs[..connections], deliveries: &deliveries };
-        ramps.push(ramp(&target, "server", connections, &args, &rates, base, &mut step_id).await);
-        let target = Target::Echo { clients: &echo_clients[..connections] };
-        ramps.push(ramp(&target, "echo", connections, &args, &rates, base, &mut step_id).await);
-    }
-    let sqlite_seconds = if args.quick { 1.0 } else { 6.0 };
-    let sqlite_inserts_per_s =
-        baseline::sqlite_inserts_per_second(server.dir.path(), args.payload, Duration::from_secs_f64(sqlite_seconds))?;
-    eprintln!("sqlite durable single-row inserts: {sqlite_inserts_per_s:.0}/s");
+        let sqlite_seconds = if args.quick { 1.0 } else { 6.0 };
+        let per_s = baseline::sqlite_inserts_per_second(
+            server.dir.path(),
+            args.payload,
+            Duration::from_secs_f64(sqlite_seconds),
+        )?;
+        eprintln!("sqlite durable single-row inserts: {per_s:.0}/s");
+        Some(per_s)
+    } else {
+        None
+    };
 
-    let fanout = if args.fanout_members > 0 {
+    let fanout = if args.runs(Suite::B4) && args.fanout_members > 0 {
         eprint!("B4: a group of {} members ", args.fanout_members);
-        let result = fanout::run(&server, args.fanout_members, args.fanout_messages).await?;
+        let mut result = fanout::run(&server, args.fanout_members, args.fanout_messages).await?;
         eprintln!(
             " last member after p50 {:.2} p99 {:.2} ms, {:.0} deliveries/s, {:.2} bodies and {:.0} queue rows per message",
             result.last_recipient.p50_ms,
@@ -216,6 +310,34 @@ async fn main() -> anyhow::Result<()> {
             result.bodies_per_message,
             result.queue_rows_per_message
         );
+        let bare = fanout_baseline::run(args.fanout_members, args.fanout_messages, result.ciphertext_bytes)
+            .await
+            .context("B4 baseline: fan-out over bare quinn")?;
+        eprintln!(
+            "B4 baseline, bare quinn to {} connections: last member after p50 {:.2} p99 {:.2} ms (server / bare: {:.2}x at p50)",
+            args.fanout_members,
+            bare.p50_ms,
+            bare.p99_ms,
+            result.last_recipient.p50_ms / bare.p50_ms.max(f64::MIN_POSITIVE)
+        );
+        result.bare_quinn_last_recipient = Some(bare);
+        Some(result)
+    } else {
+        None
+    };
+    let mut commit_results = Vec::new();
+    if args.runs(Suite::B5) {
+        for &members in &args.commit_sizes {
+            let result = commits::run(&server, members, args.commits).await.context("B5 commit sequencing")?;
+            eprintln!("B5: {}", commits::describe(&result));
+            commit_results.push(result);
+        }
+    }
+    let connections = if args.runs(Suite::B6) {
+        let result = connections::run(args.handshake_clients, args.handshake_concurrency, args.restart_clients)
+            .await
+            .context("B6 connections")?;
+        eprintln!("B6: {}", connections::describe(&result));
         Some(result)
     } else {
         None
@@ -224,6 +346,7 @@ async fn main() -> anyhow::Result<()> {
         + fanout.as_ref().map_or(0, |f| f.lost);
     let duplicates = ramps.iter().flat_map(|ramp| &ramp.steps).map(|step| step.duplicates).sum::<u64>()
         + fanout.as_ref().map_or(0, |f| f.duplicates);
+    let errors = connections.as_ref().map_or(0, connections::ConnectionsResult::errors);
     let report = Report {
         machine: machine(),
         durability: "SQLite WAL, synchronous=FULL, one transaction per enqueue",
@@ -233,8 +356,12 @@ async fn main() -> anyhow::Result<()> {
         ramps,
         sqlite_inserts_per_s,
         fanout,
+        commits: commit_results,
+        connections,
+        memory,
         lost,
         duplicates,
+        errors,
     };
     print_summary(&report);
     std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)
@@ -243,6 +370,9 @@ async fn main() -> anyhow::Result<()> {
     server.server.shutdown().await;
     if lost > 0 || duplicates > 0 {
         anyhow::bail!("{lost} acknowledged messages lost, {duplicates} delivered twice");
+    }
+    if errors > 0 {
+        anyhow::bail!("{errors} B6 handshakes or reconnects failed");
     }
     Ok(())
 }
@@ -267,16 +397,27 @@ fn print_summary(report: &Report) {
             server.connections, server.max_sustained_per_s, echo.max_sustained_per_s, ratio, p99
         );
     }
-    println!(
-        "sqlite durable inserts/s: {:.0}  (server max / sqlite: {:.2})",
-        report.sqlite_inserts_per_s,
-        report
-            .ramps
-            .iter()
-            .filter(|ramp| ramp.target == "server")
-            .map(|ramp| ramp.max_sustained_per_s)
-            .fold(0.0, f64::max)
-            / report.sqlite_inserts_per_s
-    );
-    println!("lost {} duplicates {}", report.lost, report.duplicates);
+    if let Some(sqlite) = report.sqlite_inserts_per_s {
+        println!(
+            "sqlite durable inserts/s: {:.0}  (server max / sqlite: {:.2})",
+            sqlite,
+            report
+                .ramps
+                .iter()
+                .filter(|ramp| ramp.target == "server")
+                .map(|ramp| ramp.max_sustained_per_s)
+                .fold(0.0, f64::max)
+                / sqlite
+        );
+    }
+    for result in &report.commits {
+        println!("B5 {}", commits::describe(result));
+    }
+    if let Some(result) = &report.connections {
+        println!("B6 {}", connections::describe(result));
+    }
+    if let Some(result) = &report.memory {
+        println!("B7 {}", memory::describe(result));
+    }
+    println!("lost {} duplicates {} errors {}", report.lost, report.duplicates, report.errors);
 }
