@@ -9,8 +9,13 @@ use crate::harness::{group_of, Party, GROUP};
 /// A second client on `party`'s database, like a second process.
 fn second_handle(party: &Party) -> MlsClient {
     let identity = Identity::from_bytes(&party.identity_bytes).unwrap();
-    MlsClient::open_with_ciphersuite(&party.dir.path().join("mls.db"), identity, party.username(), CLASSICAL_CIPHERSUITE)
-        .unwrap()
+    MlsClient::open_with_ciphersuite(
+        &party.dir.path().join("mls.db"),
+        identity,
+        party.username(),
+        CLASSICAL_CIPHERSUITE,
+    )
+    .unwrap()
 }
 
 fn decrypts(to: &Party, message: &[u8], text: &[u8]) {
