@@ -16,6 +16,7 @@ use quicprochat_server::domain::accounts::{self, AuthProof, Registration};
 use quicprochat_server::domain::commits::{self, LeaveGroup, SubmitCommit};
 use quicprochat_server::domain::groups::{self, CreateGroup};
 use quicprochat_server::domain::messages::{self, SendMessage};
+use quicprochat_server::domain::views::ViewCache;
 use quicprochat_server::domain::{delivery, key_packages};
 use quicprochat_server::storage::{GroupKind, MemoryStore, Store};
 
@@ -136,7 +137,8 @@ fn dispatch(store: &dyn Store, method: Method, user: Option<&str>, body: &[u8]) 
             let welcome = (!r.welcome.is_empty()).then_some(&r.welcome[..]);
             let submit =
                 SubmitCommit { group_id: &r.group_id, epoch: r.epoch, commit: &r.commit, welcome, message_id: &r.message_id };
-            let _ = commits::submit_commit(store, user, &submit, NOW);
+            // A cache per call: each run has its own store, and a cache belongs to one store.
+            let _ = commits::submit_commit(store, &ViewCache::default(), user, &submit, NOW);
         }
         Method::LeaveGroup => {
             let r = decode!(v1::LeaveGroupRequest);

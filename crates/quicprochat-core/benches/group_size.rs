@@ -20,7 +20,8 @@
 //! - `remove_process`: `m1` processes and merges that commit (for N = 2: its own removal).
 //!
 //! Each processing iteration starts from a fresh copy of the member's stored state
-//! (copying, opening and loading are not timed), so every iteration does the same work.
+//! (copying, opening and loading the group into memory are not timed), so every
+//! iteration does the same work.
 //! `ours` is `MlsClient` (SQLite, group held in memory between calls, state lock per call); `raw_sqlite`
 //! is OpenMLS with the same storage, codec and durability, the group held in memory;
 //! `raw_memory` is OpenMLS with its in-memory store.
@@ -197,6 +198,9 @@ impl OursFixture {
 
     fn time_process(&self, commit: &[u8]) -> Duration {
         let member = self.member.restore(self.scratch.path());
+        // A running client holds the group in memory, like the raw side's
+        // loaded `MlsGroup`: load it before the timer, as the raw side does.
+        member.client.epoch(&GROUP_ID).expect("the member holds the group");
         let (elapsed, outcome) = timed(|| member.client.process_incoming(&GROUP_ID, commit));
         assert!(matches!(outcome, Ok(Incoming::CommitMerged { .. })), "m1 merges the commit: {outcome:?}");
         elapsed

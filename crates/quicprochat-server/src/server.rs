@@ -107,6 +107,7 @@ impl RunningServer {
         let state = Arc::new(ServerState {
             store,
             mailboxes: Mailboxes::default(),
+            views: Arc::default(),
             config: config.clone(),
             shutdown: shutdown.clone(),
             tasks: Tasks::default(),

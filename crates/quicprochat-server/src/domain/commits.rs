@@ -15,12 +15,16 @@
 use std::collections::BTreeSet;
 
 use quicprochat_core::ds::{CommitOutcome, MemberInfo};
+use quicprochat_core::DsGroupView;
 
 use super::accounts::session_account;
-use super::groups::{is_member, load_group, others, require_active_member, restore_view, DIRECT_GROUP_MAX_MEMBERS};
+use super::groups::{
+    is_member, load_group, load_roster, others, require_active_member, restore_view, DIRECT_GROUP_MAX_MEMBERS,
+};
+use super::views::ViewCache;
 use super::{check_message_id, DomainError};
 use crate::storage::{
-    CommitResult, CommitWrite, EntryKind, Fanout, GroupKind, GroupRecord, MessageRecord, NewMessage, ProposalResult,
+    CommitResult, CommitWrite, EntryKind, Fanout, GroupKind, GroupRoster, MessageRecord, NewMessage, ProposalResult,
     ProposalWrite, Store, StoreError,
 };
 
@@ -86,21 +90,21 @@ fn check_added_members(store: &dyn Store, added: &[MemberInfo]) -> Result<(), Do
     Ok(())
 }
 
-/// Validates the commit against the group's view and the registry; returns
-/// the outcome and the merged view's bytes.
+/// Validates the commit against the group's view (which it merges into)
+/// and the registry; returns the outcome and the merged view's bytes.
 fn process_commit(
     store: &dyn Store,
     session_user: &str,
-    group: &GroupRecord,
+    kind: GroupKind,
+    view: &mut DsGroupView,
     request: &SubmitCommit<'_>,
 ) -> Result<(CommitOutcome, Vec<u8>), DomainError> {
-    let mut view = restore_view(group)?;
     let outcome = view.process_commit(request.commit).map_err(|error| DomainError::from_ds("commit", error))?;
     if outcome.sender != session_user {
         return Err(DomainError::denied(format!("the commit is signed by {:?}, not by you", outcome.sender)));
     }
     check_added_members(store, &outcome.added)?;
-    if group.kind == GroupKind::Direct && outcome.members.len() > DIRECT_GROUP_MAX_MEMBERS {
+    if kind == GroupKind::Direct && outcome.members.len() > DIRECT_GROUP_MAX_MEMBERS {
         return Err(DomainError::invalid(format!(
             "a direct conversation has at most {DIRECT_GROUP_MAX_MEMBERS} members"
         )));
@@ -114,24 +118,49 @@ fn process_commit(
 
 /// Accepts one commit for `request.epoch` and fans it out. Returns the new
 /// epoch. A retry of an accepted commit (same message id) returns the same
-/// result without writing anything.
+/// result without writing anything. `views` supplies the group's decoded
+/// view when it holds the current one, and keeps the merged view after.
 pub fn submit_commit(
     store: &dyn Store,
+    views: &ViewCache,
     session_user: &str,
     request: &SubmitCommit<'_>,
     now_ms: u64,
 ) -> Result<u64, DomainError> {
     check_message_id(request.message_id)?;
-    let group = load_group(store, request.group_id)?;
+    let roster = load_roster(store, request.group_id)?;
     if let Some(first) = earlier_use(store, session_user, request.message_id, request.group_id, EntryKind::Commit)? {
         return Ok(first.epoch + 1);
     }
     session_account(store, session_user)?;
-    require_active_member(&group, session_user)?;
-    if request.epoch != group.epoch {
-        return Err(DomainError::StaleEpoch { current_epoch: group.epoch });
+    require_active_member(&roster, session_user)?;
+    if request.epoch != roster.epoch {
+        return Err(DomainError::StaleEpoch { current_epoch: roster.epoch });
     }
-    let (outcome, new_state) = process_commit(store, session_user, &group, request)?;
+    // The kept view is the state the roster was read with; otherwise the
+    // whole record, whose epoch and roster then count.
+    let (mut view, group) = match views.take(request.group_id, roster.state_version) {
+        Some(view) => (view, roster),
+        None => {
+            let record = load_group(store, request.group_id)?;
+            let view = restore_view(&record)?;
+            let group = GroupRoster {
+                name: record.name,
+                kind: record.kind,
+                epoch: record.epoch,
+                state_version: record.state_version,
+                members: record.members,
+                leaving: record.leaving,
+            };
+            require_active_member(&group, session_user)?;
+            if request.epoch != group.epoch {
+                return Err(DomainError::StaleEpoch { current_epoch: group.epoch });
+            }
+            (view, group)
+        }
+    };
+    let (outcome, new_state) = process_commit(store, session_user, group.kind, &mut view, request)?;
+    let stored_bytes = new_state.len();
 
     let new_members: Vec<String> = outcome.members.iter().map(|m| m.username.clone()).collect();
     let commit_recipients: Vec<String> = group
@@ -169,7 +198,10 @@ pub fn submit_commit(
         welcome,
     };
     match store.apply_commit(&write) {
-        Ok(CommitResult::Applied(_)) => Ok(outcome.new_epoch),
+        Ok(CommitResult::Applied(applied)) => {
+            views.put(request.group_id, applied.state_version, stored_bytes, view);
+            Ok(outcome.new_epoch)
+        }
         Ok(CommitResult::EpochMismatch { current_epoch }) => Err(DomainError::StaleEpoch { current_epoch }),
         Err(StoreError::Conflict { .. }) => {
             Err(DomainError::invalid("message_id was already used for another message"))

@@ -4,14 +4,17 @@
 //! Every service is a plain function over `&dyn Store` and plain arguments;
 //! the current time comes in as `now_ms`, never read here. This module does
 //! not see Protobuf types, frames, QUIC, SQL or the clock, and holds no state
-//! of its own (rate limits, challenges and sessions belong to the transport).
+//! of its own (rate limits, challenges and sessions belong to the transport)
+//! beyond [`views::ViewCache`], which the caller owns and passes in: decoded
+//! group views, a shortcut past the store that never outlives the state it
+//! was decoded from.
 //! MLS validation is delegated to `quicprochat_core::ds` (verification only:
 //! the server holds no group secrets).
 //!
 //! Modules: [`accounts`] (usernames, register, login), [`invites`],
 //! [`key_packages`],
 //! [`groups`] (create, members), [`commits`] (submit commit, leave),
-//! [`messages`] (application messages), [`delivery`] (fetch, ack).
+//! [`messages`] (application messages), [`delivery`] (fetch, ack), [`views`].
 //! Errors map 1:1 onto wire status codes through [`DomainError`].
 
 pub mod accounts;
@@ -22,6 +25,7 @@ pub mod groups;
 pub mod invites;
 pub mod key_packages;
 pub mod messages;
+pub mod views;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

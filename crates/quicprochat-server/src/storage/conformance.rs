@@ -326,6 +326,9 @@ fn commit_epoch_compare_and_set(store: &dyn Store) {
     assert_eq!(group.epoch, 1);
     assert_eq!(group.state, b"state-c1");
     assert_eq!(group.members, ["alice", "bob", "carol"]);
+    // The version the commit reports is the stored one, and the roster read's.
+    assert_eq!(applied.state_version, group.state_version);
+    assert_eq!(store.group_roster(GROUP).unwrap().unwrap().state_version, group.state_version);
 
     let loser = commit_write(0, b"c2", &["alice"], &["bob"]);
     let result = store.apply_commit(&loser).unwrap();

@@ -335,6 +335,7 @@ impl Store for MemoryStore {
             name: group.name.clone(),
             kind: group.kind,
             epoch: group.epoch,
+            state_version: group.state_version,
             members: group.members.clone(),
             leaving: group.leaving.clone(),
         }))
@@ -379,9 +380,10 @@ impl Store for MemoryStore {
             group.leaving.retain(|name| members.contains(name));
             group.members = members.into_iter().collect();
         }
+        let state_version = inner.groups.get(&write.group_id).map_or(0, |group| group.state_version);
         let welcome = write.welcome.as_ref().map(|w| inner.insert_fanout(&w.message, &w.recipients, false));
         let commit = inner.insert_fanout(&write.commit.message, &write.commit.recipients, true);
-        Ok(CommitResult::Applied(CommitApplied { commit, welcome }))
+        Ok(CommitResult::Applied(CommitApplied { commit, welcome, state_version }))
     }
 
     fn apply_proposal(&self, write: &ProposalWrite) -> Result<ProposalResult, StoreError> {

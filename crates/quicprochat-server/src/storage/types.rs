@@ -109,6 +109,8 @@ pub struct GroupRoster {
     pub name: String,
     pub kind: GroupKind,
     pub epoch: u64,
+    /// Bumped on every write of the group's state (see [`GroupRecord`]).
+    pub state_version: u64,
     /// The MLS roster, sorted.
     pub members: Vec<String>,
     /// Members that asked to leave, sorted; a subset of `members`.
@@ -217,6 +219,8 @@ pub enum CommitResult {
 pub struct CommitApplied {
     pub commit: EnqueueOutcome,
     pub welcome: Option<EnqueueOutcome>,
+    /// The group's `state_version` after the commit.
+    pub state_version: u64,
 }
 
 /// A processed proposal to store and fan out atomically.

@@ -317,6 +317,7 @@ async fn authenticated(state: &ServerState, user: String, method: Method, body: 
 async fn submit_commit(state: &ServerState, user: String, body: Bytes) -> Result<Reply, DomainError> {
     let request: v1::SubmitCommitRequest = decode(&body)?;
     let now = now_ms();
+    let views = Arc::clone(&state.views);
     let (epoch, recipients) = blocking(state, move |store| {
         let before = roster(store, &request.group_id);
         let submit = SubmitCommit {
@@ -326,7 +327,7 @@ async fn submit_commit(state: &ServerState, user: String, body: Bytes) -> Result
             welcome: (!request.welcome.is_empty()).then_some(request.welcome.as_ref()),
             message_id: &request.message_id,
         };
-        let epoch = commits::submit_commit(store, &user, &submit, now)?;
+        let epoch = commits::submit_commit(store, &views, &user, &submit, now)?;
         let mut recipients = before;
         recipients.extend(roster(store, &request.group_id));
         Ok((epoch, recipients))

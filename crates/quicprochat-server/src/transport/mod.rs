@@ -42,6 +42,8 @@ pub(crate) struct ServerState {
     pub(crate) store: Arc<dyn Store>,
     /// Where the send path hands stored entries to push tasks.
     pub(crate) mailboxes: Mailboxes,
+    /// Decoded group views kept between commits.
+    pub(crate) views: Arc<crate::domain::views::ViewCache>,
     pub(crate) config: ServerConfig,
     /// Cancelled when the server starts shutting down.
     pub(crate) shutdown: CancellationToken,

@@ -1,7 +1,8 @@
 //! Domain tests: group creation, commits (ordering, fan-out, welcomes) and leaving.
 
+use super::submit;
 use super::{add, assert_status, drain, finish, gid, inbox, kinds, new_group, store, user, NOW};
-use crate::domain::commits::{leave_group, submit_commit, LeaveGroup, SubmitCommit};
+use crate::domain::commits::{leave_group, LeaveGroup, SubmitCommit};
 use crate::domain::groups::{create_group, members, CreateGroup};
 use crate::domain::messages::{send_message, SendMessage};
 use crate::storage::{EntryKind, GroupKind, Store};
@@ -82,7 +83,7 @@ fn add_delivers_welcome_only_to_the_invitee() {
     // Retrying the accepted commit is answered from the idempotency record.
     let retry =
         SubmitCommit { group_id: &group_id, epoch: 0, commit: b"ignored", welcome: None, message_id: b"add-bob" };
-    assert_eq!(submit_commit(&store, "alice", &retry, NOW).unwrap(), 1);
+    assert_eq!(submit(&store, "alice", &retry, NOW).unwrap(), 1);
     assert!(inbox(&store, &bob).is_empty());
 }
 
@@ -99,22 +100,22 @@ fn commit_rules_welcome_sender_and_epoch() {
     let pending = alice.client.add_members(&group_id, &[package]).unwrap();
     let mut request =
         SubmitCommit { group_id: &group_id, epoch: 0, commit: &pending.commit, welcome: None, message_id: b"c1" };
-    assert_status(submit_commit(&store, "alice", &request, NOW), "INVALID_ARGUMENT", "no welcome");
+    assert_status(submit(&store, "alice", &request, NOW), "INVALID_ARGUMENT", "no welcome");
     request.welcome = pending.welcome.as_deref();
-    assert_status(submit_commit(&store, "carol", &request, NOW), "PERMISSION_DENIED", "not a member");
-    assert_status(submit_commit(&store, "alice", &SubmitCommit { epoch: 3, ..request }, NOW), "STALE_EPOCH", "epoch 0");
+    assert_status(submit(&store, "carol", &request, NOW), "PERMISSION_DENIED", "not a member");
+    assert_status(submit(&store, "alice", &SubmitCommit { epoch: 3, ..request }, NOW), "STALE_EPOCH", "epoch 0");
     assert_status(
-        submit_commit(&store, "alice", &SubmitCommit { commit: b"junk", ..request }, NOW),
+        submit(&store, "alice", &SubmitCommit { commit: b"junk", ..request }, NOW),
         "INVALID_ARGUMENT",
         "commit",
     );
     assert_status(
-        submit_commit(&store, "alice", &SubmitCommit { message_id: b"", ..request }, NOW),
+        submit(&store, "alice", &SubmitCommit { message_id: b"", ..request }, NOW),
         "INVALID_ARGUMENT",
         "message_id",
     );
     assert!(inbox(&store, &bob).is_empty(), "nothing written by rejected commits");
-    assert_eq!(finish(&alice, &group_id, submit_commit(&store, "alice", &request, NOW)).unwrap(), 1);
+    assert_eq!(finish(&alice, &group_id, submit(&store, "alice", &request, NOW)).unwrap(), 1);
     let _ = carol;
 }
 
@@ -141,7 +142,7 @@ fn second_commit_of_an_epoch_is_stale() {
         welcome: bob_pending.welcome.as_deref(),
         message_id: b"add-dave",
     };
-    let result = finish(&bob, &group_id, submit_commit(&store, "bob", &request, NOW));
+    let result = finish(&bob, &group_id, submit(&store, "bob", &request, NOW));
     assert_eq!(result.unwrap_err().current_epoch(), 2);
     assert!(inbox(&store, &dave).is_empty(), "the losing welcome is not delivered");
     assert_eq!(members(&store, "bob", &group_id).unwrap().members, ["alice", "bob", "carol"]);
@@ -190,7 +191,7 @@ fn leave_flow() {
         welcome: None,
         message_id: b"remove-bob",
     };
-    assert_eq!(finish(&alice, &group_id, submit_commit(&store, "alice", &commit, NOW)).unwrap(), 2);
+    assert_eq!(finish(&alice, &group_id, submit(&store, "alice", &commit, NOW)).unwrap(), 2);
     assert_eq!(members(&store, "alice", &group_id).unwrap().members, ["alice", "carol"]);
     assert!(store.get_group(&group_id).unwrap().unwrap().leaving.is_empty());
     assert_eq!(kinds(&inbox(&store, &bob)), [EntryKind::Commit], "the removed member learns it");

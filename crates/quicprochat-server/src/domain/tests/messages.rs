@@ -1,7 +1,8 @@
 //! Domain tests: application messages (membership, idempotency).
 
+use super::submit;
 use super::{add, assert_status, drain, finish, gid, inbox, kinds, new_group, store, user, NOW};
-use crate::domain::commits::{submit_commit, SubmitCommit};
+use crate::domain::commits::SubmitCommit;
 use crate::domain::delivery::{self, effective_limit, DEFAULT_FETCH_LIMIT, MAX_FETCH_LIMIT};
 use crate::domain::messages::{send_message, SendMessage};
 use crate::storage::EntryKind;
@@ -36,7 +37,7 @@ fn message_reaches_members_once() {
 
     // The same id for another kind of message is refused.
     let commit = SubmitCommit { group_id: &group_id, epoch: 1, commit: b"x", welcome: None, message_id: b"m1" };
-    assert_status(submit_commit(&store, "alice", &commit, NOW), "INVALID_ARGUMENT", "already used");
+    assert_status(submit(&store, "alice", &commit, NOW), "INVALID_ARGUMENT", "already used");
 }
 
 #[test]
@@ -75,7 +76,7 @@ fn only_active_members_may_post() {
         welcome: None,
         message_id: b"remove-bob",
     };
-    finish(&alice, &group_id, submit_commit(&store, "alice", &commit, NOW)).unwrap();
+    finish(&alice, &group_id, submit(&store, "alice", &commit, NOW)).unwrap();
     let late = SendMessage { group_id: &group_id, message_id: b"late", ciphertext: &bob_late };
     assert_status(send_message(&store, "bob", &late, NOW), "PERMISSION_DENIED", "not a member");
     assert!(inbox(&store, &alice).is_empty());

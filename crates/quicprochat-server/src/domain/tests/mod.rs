@@ -6,6 +6,7 @@ mod groups;
 mod key_packages;
 mod messages;
 mod registration;
+mod views;
 
 use quicprochat_core::client::MlsClient;
 use quicprochat_core::identity::{auth_transcript, AuthPurpose, Identity};
@@ -14,6 +15,7 @@ use quicprochat_core::Incoming;
 use super::accounts::{register, AuthProof, Registration};
 use super::commits::{submit_commit, SubmitCommit};
 use super::groups::{create_group, CreateGroup};
+use super::views::{ViewCache, ViewCacheStats};
 use super::{delivery, DomainError};
 use crate::config::RegistrationPolicy;
 use crate::domain::key_packages as kp;
@@ -76,6 +78,27 @@ pub(super) fn gid(n: u8) -> Vec<u8> {
     vec![n; 16]
 }
 
+thread_local! {
+    /// Each test (its own thread) has one view cache, as a server has: the
+    /// second and later commits of a test take the cached view.
+    static VIEWS: ViewCache = ViewCache::default();
+}
+
+/// [`submit_commit`] with this test's view cache.
+pub(super) fn submit(
+    store: &dyn Store,
+    session_user: &str,
+    request: &SubmitCommit<'_>,
+    now_ms: u64,
+) -> Result<u64, DomainError> {
+    VIEWS.with(|views| submit_commit(store, views, session_user, request, now_ms))
+}
+
+/// Hits and misses of this test's view cache so far.
+pub(super) fn view_stats() -> ViewCacheStats {
+    VIEWS.with(ViewCache::stats)
+}
+
 /// `creator` creates and registers the group `group_id`.
 pub(super) fn new_group(store: &dyn Store, creator: &User, group_id: &[u8]) {
     let bootstrap = creator.client.create_group(group_id).unwrap();
@@ -108,7 +131,7 @@ pub(super) fn add(
         welcome: pending.welcome.as_deref(),
         message_id,
     };
-    finish(committer, group_id, submit_commit(store, &committer.name, &request, NOW))
+    finish(committer, group_id, submit(store, &committer.name, &request, NOW))
 }
 
 /// Merges or clears `committer`'s pending commit according to `result`.

@@ -100,17 +100,19 @@ fn roster(
 
 pub(super) fn group_roster(connection: &Connection, group_id: &[u8]) -> Result<Option<GroupRoster>, StoreError> {
     const OPERATION: &str = "group_roster";
-    let raw: Option<(String, i64, u64)> = connection
-        .prepare_cached("SELECT name, kind, epoch FROM groups WHERE group_id = ?1")
+    let raw: Option<(String, i64, u64, u64)> = connection
+        .prepare_cached("SELECT name, kind, epoch, state_version FROM groups WHERE group_id = ?1")
         .and_then(|mut statement| {
-            statement.query_row(params![group_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))).optional()
+            statement
+                .query_row(params![group_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
+                .optional()
         })
         .during(OPERATION)?;
-    let Some((name, kind, epoch)) = raw else {
+    let Some((name, kind, epoch, state_version)) = raw else {
         return Ok(None);
     };
     let (members, leaving) = roster(connection, group_id, OPERATION)?;
-    Ok(Some(GroupRoster { name, kind: decode_group_kind(kind, OPERATION)?, epoch, members, leaving }))
+    Ok(Some(GroupRoster { name, kind: decode_group_kind(kind, OPERATION)?, epoch, state_version, members, leaving }))
 }
 
 pub(super) fn get_group(connection: &Connection, group_id: &[u8]) -> Result<Option<GroupRecord>, StoreError> {
@@ -185,15 +187,14 @@ fn write_state(
     epoch: u64,
     state: &[u8],
     operation: &'static str,
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     connection
         .prepare_cached(
             "UPDATE groups SET epoch = ?2, state = ?3, state_version = state_version + 1
-             WHERE group_id = ?1",
+             WHERE group_id = ?1 RETURNING state_version",
         )
-        .and_then(|mut statement| statement.execute(params![group_id, epoch, state]))
-        .during(operation)?;
-    Ok(())
+        .and_then(|mut statement| statement.query_row(params![group_id, epoch, state], |row| row.get(0)))
+        .during(operation)
 }
 
 pub(super) fn apply_commit(connection: &Connection, write: &CommitWrite) -> Result<CommitResult, StoreError> {
@@ -211,7 +212,7 @@ pub(super) fn apply_commit(connection: &Connection, write: &CommitWrite) -> Resu
     let (_, old_leaving) = roster(connection, &write.group_id, OPERATION)?;
     let still_leaving: BTreeSet<String> =
         old_leaving.into_iter().filter(|name| write.new_members.contains(name)).collect();
-    write_state(connection, &write.group_id, write.new_epoch, &write.new_state, OPERATION)?;
+    let state_version = write_state(connection, &write.group_id, write.new_epoch, &write.new_state, OPERATION)?;
     replace_roster(connection, &write.group_id, &write.new_members, &still_leaving, OPERATION)?;
     let welcome = write
         .welcome
@@ -219,7 +220,7 @@ pub(super) fn apply_commit(connection: &Connection, write: &CommitWrite) -> Resu
         .map(|w| insert_fanout(connection, &w.message, &w.recipients, false, OPERATION))
         .transpose()?;
     let commit = insert_fanout(connection, &write.commit.message, &write.commit.recipients, true, OPERATION)?;
-    Ok(CommitResult::Applied(CommitApplied { commit, welcome }))
+    Ok(CommitResult::Applied(CommitApplied { commit, welcome, state_version }))
 }
 
 pub(super) fn apply_proposal(connection: &Connection, write: &ProposalWrite) -> Result<ProposalResult, StoreError> {

@@ -1,0 +1,183 @@
+//! Decoded DS group views kept between commits. Restoring a view means
+//! reading, checking and parsing the group's whole stored state (5.2 MB of
+//! OpenMLS public state at 1000 members with the PQ suite); a commit that
+//! finds the view of the state it is about to change skips all of that.
+//!
+//! A view is filed under its group's `state_version`, which every write of
+//! the state bumps; it is handed out only for that exact version, so a view
+//! is never used once the stored state moved on (another commit, a leave
+//! proposal, another server process on the same database). Taking a view
+//! removes it: a commit that fails half way (the view may be changed) or
+//! loses the epoch race simply does not put it back. Versions identify a
+//! state only because group ids are never reused (the store deletes no
+//! group); a cache belongs to one store.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use quicprochat_core::DsGroupView;
+
+/// Stored-state bytes of the views kept at once (their decoded form takes
+/// about twice as much memory).
+pub const DEFAULT_VIEW_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Decoded views by group id.
+#[derive(Debug)]
+pub struct ViewCache {
+    inner: Mutex<Views>,
+    budget_bytes: usize,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// How often [`ViewCache::take`] found the view asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ViewCacheStats {
+    pub hits: u64,
+    pub misses: u64,
+}
+
+#[derive(Debug, Default)]
+struct Views {
+    by_group: HashMap<Vec<u8>, Kept>,
+    /// Group ids in the order they were filed, oldest first (may hold ids
+    /// already taken; those are skipped when evicting).
+    order: VecDeque<Vec<u8>>,
+    bytes: usize,
+}
+
+#[derive(Debug)]
+struct Kept {
+    state_version: u64,
+    stored_bytes: usize,
+    view: DsGroupView,
+}
+
+impl Default for ViewCache {
+    fn default() -> Self {
+        ViewCache::with_budget(DEFAULT_VIEW_CACHE_BYTES)
+    }
+}
+
+impl ViewCache {
+    /// A cache holding views of at most `budget_bytes` stored state (0 keeps nothing).
+    pub fn with_budget(budget_bytes: usize) -> ViewCache {
+        ViewCache {
+            inner: Mutex::new(Views::default()),
+            budget_bytes,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    fn views(&self) -> MutexGuard<'_, Views> {
+        // Every update leaves the maps consistent (a view is in `by_group`
+        // or not), so a panic elsewhere does not spoil them.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The view of `group_id` at exactly `state_version`, if kept. Removes
+    /// whatever was kept for the group.
+    pub fn take(&self, group_id: &[u8], state_version: u64) -> Option<DsGroupView> {
+        let taken = {
+            let mut views = self.views();
+            views.by_group.remove(group_id).and_then(|kept| {
+                views.bytes -= kept.stored_bytes;
+                (kept.state_version == state_version).then_some(kept.view)
+            })
+        };
+        let counter = if taken.is_some() { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        taken
+    }
+
+    /// Hits and misses so far.
+    pub fn stats(&self) -> ViewCacheStats {
+        ViewCacheStats { hits: self.hits.load(Ordering::Relaxed), misses: self.misses.load(Ordering::Relaxed) }
+    }
+
+    /// Keeps `view`, the group's state at `state_version`, whose stored
+    /// form is `stored_bytes` long; evicts the oldest views over budget.
+    pub fn put(&self, group_id: &[u8], state_version: u64, stored_bytes: usize, view: DsGroupView) {
+        if stored_bytes > self.budget_bytes {
+            return;
+        }
+        let mut views = self.views();
+        if let Some(old) = views.by_group.remove(group_id) {
+            views.bytes -= old.stored_bytes;
+        }
+        while views.bytes + stored_bytes > self.budget_bytes {
+            let Some(oldest) = views.order.pop_front() else { break };
+            if let Some(evicted) = views.by_group.remove(&oldest) {
+                views.bytes -= evicted.stored_bytes;
+            }
+        }
+        views.bytes += stored_bytes;
+        views.by_group.insert(group_id.to_vec(), Kept { state_version, stored_bytes, view });
+        views.order.push_back(group_id.to_vec());
+        // Ids of views already taken pile up in `order`; drop them once
+        // they outnumber the views kept.
+        if views.order.len() > 2 * views.by_group.len() + 16 {
+            let Views { by_group, order, .. } = &mut *views;
+            // Keep each kept id's newest place only.
+            let mut seen = std::collections::HashSet::new();
+            let newest_first: Vec<Vec<u8>> =
+                order.drain(..).rev().filter(|id| by_group.contains_key(id) && seen.insert(id.clone())).collect();
+            order.extend(newest_first.into_iter().rev());
+        }
+    }
+
+    /// Views kept now.
+    pub fn len(&self) -> usize {
+        self.views().by_group.len()
+    }
+
+    /// True when no view is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use quicprochat_core::{Identity, MlsClient};
+
+    use super::*;
+
+    fn view(dir: &tempfile::TempDir, group_id: &[u8]) -> DsGroupView {
+        static CLIENTS: AtomicU64 = AtomicU64::new(0);
+        let db = dir.path().join(format!("creator-{}.db", CLIENTS.fetch_add(1, Ordering::Relaxed)));
+        let client = MlsClient::open(&db, Identity::generate().unwrap(), "creator").unwrap();
+        let bootstrap = client.create_group(group_id).unwrap();
+        DsGroupView::from_group_info(&bootstrap.group_info, &bootstrap.ratchet_tree).unwrap()
+    }
+
+    #[test]
+    fn a_view_is_handed_out_once_and_only_for_its_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ViewCache::default();
+        cache.put(b"g1", 3, 100, view(&dir, b"g1"));
+        assert!(cache.take(b"g1", 4).is_none(), "another version");
+        assert!(cache.take(b"g1", 3).is_none(), "a miss drops the stale view");
+        cache.put(b"g1", 3, 100, view(&dir, b"g1"));
+        assert!(cache.take(b"g1", 3).is_some());
+        assert!(cache.take(b"g1", 3).is_none(), "taken views are gone");
+        assert_eq!(cache.stats(), ViewCacheStats { hits: 1, misses: 3 });
+    }
+
+    #[test]
+    fn the_oldest_views_go_over_budget_and_oversized_ones_are_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ViewCache::with_budget(250);
+        cache.put(b"g1", 1, 100, view(&dir, b"g1"));
+        cache.put(b"g2", 1, 100, view(&dir, b"g2"));
+        cache.put(b"g3", 1, 100, view(&dir, b"g3"));
+        assert_eq!(cache.len(), 2);
+        assert!(cache.take(b"g1", 1).is_none(), "the oldest was evicted");
+        assert!(cache.take(b"g3", 1).is_some());
+        cache.put(b"g4", 1, 251, view(&dir, b"g4"));
+        assert!(cache.take(b"g4", 1).is_none(), "larger than the whole budget");
+    }
+}
