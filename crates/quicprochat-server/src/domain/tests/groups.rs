@@ -1,7 +1,7 @@
 //! Domain tests: group creation, commits (ordering, fan-out, welcomes) and leaving.
 
 use super::submit;
-use super::{add, assert_status, drain, finish, gid, inbox, kinds, new_group, store, user, NOW};
+use super::{add, alice_bob_carol, assert_status, drain, finish, gid, inbox, kinds, new_group, store, user, NOW};
 use crate::domain::commits::{leave_group, LeaveGroup, SubmitCommit};
 use crate::domain::groups::{create_group, members, CreateGroup};
 use crate::domain::messages::{send_message, SendMessage};
@@ -156,14 +156,8 @@ fn second_commit_of_an_epoch_is_stale() {
 #[test]
 fn leave_flow() {
     let store = store();
-    let alice = user(&store, "alice");
-    let bob = user(&store, "bob");
-    let carol = user(&store, "carol");
     let group_id = gid(1);
-    new_group(&store, &alice, &group_id);
-    add(&store, &alice, &group_id, &[&bob, &carol], b"add").unwrap();
-    drain(&store, &bob);
-    drain(&store, &carol);
+    let (alice, bob, carol) = alice_bob_carol(&store, &group_id);
 
     let late_ciphertext = bob.client.encrypt(&group_id, b"still here?").unwrap();
     let proposal = bob.client.leave_group(&group_id).unwrap();

@@ -99,6 +99,19 @@ pub(super) fn view_stats() -> ViewCacheStats {
     VIEWS.with(ViewCache::stats)
 }
 
+/// alice, bob and carol in the group `group_id` (alice's, epoch 1), with
+/// bob's and carol's queues drained.
+pub(super) fn alice_bob_carol(store: &dyn Store, group_id: &[u8]) -> (User, User, User) {
+    let alice = user(store, "alice");
+    let bob = user(store, "bob");
+    let carol = user(store, "carol");
+    new_group(store, &alice, group_id);
+    add(store, &alice, group_id, &[&bob, &carol], b"add").unwrap();
+    drain(store, &bob);
+    drain(store, &carol);
+    (alice, bob, carol)
+}
+
 /// `creator` creates and registers the group `group_id`.
 pub(super) fn new_group(store: &dyn Store, creator: &User, group_id: &[u8]) {
     let bootstrap = creator.client.create_group(group_id).unwrap();

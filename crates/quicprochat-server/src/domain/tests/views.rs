@@ -1,7 +1,7 @@
 //! Domain tests: a commit takes the decoded view the previous commit kept,
 //! and never one the stored state has moved past.
 
-use super::{add, assert_status, drain, finish, gid, new_group, store, submit, user, view_stats, NOW};
+use super::{add, alice_bob_carol, assert_status, drain, finish, gid, new_group, store, submit, user, view_stats, NOW};
 use crate::domain::commits::{leave_group, LeaveGroup, SubmitCommit};
 use crate::domain::groups::members;
 
@@ -24,15 +24,9 @@ fn a_commit_takes_the_view_the_previous_commit_kept() {
 #[test]
 fn a_leave_makes_the_kept_view_stale_and_a_failed_commit_drops_it() {
     let store = store();
-    let alice = user(&store, "alice");
-    let bob = user(&store, "bob");
-    let carol = user(&store, "carol");
-    let dave = user(&store, "dave");
     let group_id = gid(2);
-    new_group(&store, &alice, &group_id);
-    add(&store, &alice, &group_id, &[&bob, &carol], b"add").unwrap();
-    drain(&store, &bob);
-    drain(&store, &carol);
+    let (alice, bob, _carol) = alice_bob_carol(&store, &group_id);
+    let dave = user(&store, "dave");
 
     // The leave stores a proposal in the view: the kept view is one state behind.
     let proposal = bob.client.leave_group(&group_id).unwrap();
