@@ -3,7 +3,10 @@
 //! [`MlsClient`] owns an OpenMLS provider made of RustCrypto and a SQLite store
 //! (`openmls_sqlite_storage` with a JSON codec). Every mutating call writes through
 //! to the database, so the state survives a restart; there is no explicit save.
-//! Groups are loaded from storage on each call, so no in-memory copy can go stale.
+//! Loaded groups stay in memory between calls. Every call holds the database's
+//! cross-process lock (`state_lock`), and a call that may write bumps the lock
+//! file's counter before it starts, so another process sharing the profile drops
+//! its in-memory groups and reloads them (even if this call dies half way).
 //!
 //! Call order for a commit: `add_members` / `remove_members` /
 //! `commit_pending_proposals` create a *pending* commit; the caller submits it to
@@ -149,9 +152,9 @@ impl MlsClient {
         }
         let state_lock = StateLock::open(db_path)?;
         let held = state_lock.acquire(OP)?;
+        held.wrote(OP)?;
         let provider = ClientProvider::open(db_path)?;
         identity.key_pair().store(provider.storage()).map_err(|err| MlsError::storage(OP, err))?;
-        held.wrote(OP)?;
         drop(held);
         Ok(MlsClient {
             provider,
@@ -285,12 +288,12 @@ impl MlsClient {
         work: impl FnOnce() -> Result<T, MlsError>,
     ) -> Result<T, MlsError> {
         let held = self.lock_state(operation)?;
-        let result = work();
         if access == Access::Write {
-            // Even after an error: storage may have changed half way.
+            // Before the work: should this call die half way through its
+            // storage writes, other processes still know to reload.
             held.wrote(operation)?;
         }
-        result
+        work()
     }
 
     fn lock_state(&self, operation: &'static str) -> Result<Held<'_>, MlsError> {
