@@ -106,7 +106,7 @@ impl RunningServer {
         };
         let state = Arc::new(ServerState {
             store,
-            mailboxes: Mailboxes::default(),
+            mailboxes: Arc::new(Mailboxes::default()),
             views: Arc::default(),
             config: config.clone(),
             shutdown: shutdown.clone(),
@@ -225,14 +225,20 @@ fn set_receive_buffer(socket: &std::net::UdpSocket, bytes: u64) {
         tracing::warn!(%error, requested, "cannot set the UDP receive buffer");
     }
     match state.recv_buffer_size(socket.into()) {
-        // Linux reports twice the size it granted (bookkeeping overhead included).
-        Ok(granted) if granted < requested => tracing::warn!(
-            requested,
-            granted,
-            "the kernel granted a smaller UDP receive buffer than connections.udp_receive_buffer_bytes; \
-             raise net.core.rmem_max to avoid dropped handshakes under bursts"
-        ),
-        Ok(granted) => tracing::info!(granted, "UDP receive buffer"),
+        Ok(reported) => {
+            // Linux reports twice what it reserved (its bookkeeping included).
+            let granted = if cfg!(target_os = "linux") { reported / 2 } else { reported };
+            if granted < requested {
+                tracing::warn!(
+                    requested,
+                    granted,
+                    "the kernel granted a smaller UDP receive buffer than connections.udp_receive_buffer_bytes; \
+                     raise net.core.rmem_max to avoid dropped handshakes under bursts"
+                );
+            } else {
+                tracing::info!(granted, "UDP receive buffer");
+            }
+        }
         Err(error) => tracing::warn!(%error, "cannot read the UDP receive buffer size"),
     }
 }

@@ -44,6 +44,16 @@ pub struct SubmitCommit<'a> {
     pub message_id: &'a [u8],
 }
 
+/// An accepted commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitAccepted {
+    /// The group's epoch after the commit.
+    pub epoch: u64,
+    /// Everyone who got a queue entry (the commit or the Welcome); empty
+    /// for a retry of an accepted commit, which wrote nothing.
+    pub recipients: Vec<String>,
+}
+
 /// A leave request.
 #[derive(Debug, Clone, Copy)]
 pub struct LeaveGroup<'a> {
@@ -117,7 +127,7 @@ fn process_commit(
 }
 
 /// Accepts one commit for `request.epoch` and fans it out. Returns the new
-/// epoch. A retry of an accepted commit (same message id) returns the same
+/// epoch and who got an entry. A retry of an accepted commit (same message id) returns the same
 /// result without writing anything. `views` supplies the group's decoded
 /// view when it holds the current one, and keeps the merged view after.
 pub fn submit_commit(
@@ -126,11 +136,11 @@ pub fn submit_commit(
     session_user: &str,
     request: &SubmitCommit<'_>,
     now_ms: u64,
-) -> Result<u64, DomainError> {
+) -> Result<CommitAccepted, DomainError> {
     check_message_id(request.message_id)?;
     let roster = load_roster(store, request.group_id)?;
     if let Some(first) = earlier_use(store, session_user, request.message_id, request.group_id, EntryKind::Commit)? {
-        return Ok(first.epoch + 1);
+        return Ok(CommitAccepted { epoch: first.epoch + 1, recipients: Vec::new() });
     }
     session_account(store, session_user)?;
     require_active_member(&roster, session_user)?;
@@ -200,7 +210,9 @@ pub fn submit_commit(
     match store.apply_commit(&write) {
         Ok(CommitResult::Applied(applied)) => {
             views.put(request.group_id, applied.state_version, stored_bytes, view);
-            Ok(outcome.new_epoch)
+            let welcomed = applied.welcome.into_iter().flat_map(|welcome| welcome.deliveries);
+            let recipients = applied.commit.deliveries.into_iter().chain(welcomed).map(|d| d.username).collect();
+            Ok(CommitAccepted { epoch: outcome.new_epoch, recipients })
         }
         Ok(CommitResult::EpochMismatch { current_epoch }) => Err(DomainError::StaleEpoch { current_epoch }),
         Err(StoreError::Conflict { .. }) => {

@@ -254,33 +254,39 @@ async fn authenticated(state: &ServerState, user: String, method: Method, body: 
             let request: v1::SendMessageRequest = decode(&body)?;
             state.limiters.check_send(&user).map_err(|refusal| limited(state, refusal))?;
             let now = now_ms();
-            let sender = user.clone();
-            let (message_id, group_id, ciphertext) =
-                (request.message_id.clone(), request.group_id.clone(), request.ciphertext.clone());
+            let mailboxes = Arc::clone(&state.mailboxes);
+            // Push hand-over happens on the storage thread, right after the
+            // write: an RPC deadline passing meanwhile must not skip it.
             let sent = blocking(state, move |store| {
                 let send = SendMessage {
                     group_id: &request.group_id,
                     message_id: &request.message_id,
                     ciphertext: &request.ciphertext,
                 };
-                messages::send_message(store, &user, &send, now)
+                let sent = messages::send_message(store, &user, &send, now)?;
+                match &sent.fanout {
+                    Some(fanout) => {
+                        let entry = Arc::new(v1::QueueEntry {
+                            seq: 0,
+                            message_id: request.message_id,
+                            group_id: request.group_id,
+                            group_name: fanout.group_name.clone(),
+                            group_kind: wire_group_kind(fanout.group_kind),
+                            sender: user,
+                            kind: v1::EntryKind::Application as i32,
+                            payload: request.ciphertext,
+                            stored_at_ms: sent.stored_at_ms,
+                            epoch: fanout.epoch,
+                        });
+                        mailboxes.deliver(&entry, &fanout.deliveries);
+                    }
+                    // A retry: the first attempt may have stored the message
+                    // and never reached the hand-over; push tasks re-read.
+                    None => mailboxes.wake(roster(store, &request.group_id).iter().map(String::as_str)),
+                }
+                Ok(sent)
             })
             .await?;
-            if let Some(fanout) = sent.fanout {
-                let entry = Arc::new(v1::QueueEntry {
-                    seq: 0,
-                    message_id,
-                    group_id,
-                    group_name: fanout.group_name,
-                    group_kind: wire_group_kind(fanout.group_kind),
-                    sender,
-                    kind: v1::EntryKind::Application as i32,
-                    payload: ciphertext,
-                    stored_at_ms: sent.stored_at_ms,
-                    epoch: fanout.epoch,
-                });
-                state.mailboxes.deliver(&entry, &fanout.deliveries);
-            }
             Ok(Reply::ok(&v1::SendMessageResponse { stored_at_ms: sent.stored_at_ms }))
         }
         Method::GroupMembers => {
@@ -318,8 +324,8 @@ async fn submit_commit(state: &ServerState, user: String, body: Bytes) -> Result
     let request: v1::SubmitCommitRequest = decode(&body)?;
     let now = now_ms();
     let views = Arc::clone(&state.views);
-    let (epoch, recipients) = blocking(state, move |store| {
-        let before = roster(store, &request.group_id);
+    let mailboxes = Arc::clone(&state.mailboxes);
+    let epoch = blocking(state, move |store| {
         let submit = SubmitCommit {
             group_id: &request.group_id,
             epoch: request.epoch,
@@ -327,27 +333,32 @@ async fn submit_commit(state: &ServerState, user: String, body: Bytes) -> Result
             welcome: (!request.welcome.is_empty()).then_some(request.welcome.as_ref()),
             message_id: &request.message_id,
         };
-        let epoch = commits::submit_commit(store, &views, &user, &submit, now)?;
-        let mut recipients = before;
-        recipients.extend(roster(store, &request.group_id));
-        Ok((epoch, recipients))
+        let accepted = commits::submit_commit(store, &views, &user, &submit, now)?;
+        // Exactly who got an entry (a member removed by a concurrent commit
+        // may be in neither roster); a retry wakes the current roster.
+        if accepted.recipients.is_empty() {
+            mailboxes.wake(roster(store, &request.group_id).iter().map(String::as_str));
+        } else {
+            mailboxes.wake(accepted.recipients.iter().map(String::as_str));
+        }
+        Ok(accepted.epoch)
     })
     .await?;
-    state.mailboxes.wake(recipients.iter().map(String::as_str));
     Ok(Reply::ok(&v1::SubmitCommitResponse { epoch }))
 }
 
 async fn leave_group(state: &ServerState, user: String, body: Bytes) -> Result<Reply, DomainError> {
     let request: v1::LeaveGroupRequest = decode(&body)?;
     let now = now_ms();
-    let recipients = blocking(state, move |store| {
+    let mailboxes = Arc::clone(&state.mailboxes);
+    blocking(state, move |store| {
         let leave =
             LeaveGroup { group_id: &request.group_id, proposal: &request.proposal, message_id: &request.message_id };
         commits::leave_group(store, &user, &leave, now)?;
-        Ok(roster(store, &request.group_id))
+        mailboxes.wake(roster(store, &request.group_id).iter().map(String::as_str));
+        Ok(())
     })
     .await?;
-    state.mailboxes.wake(recipients.iter().map(String::as_str));
     Ok(Reply::ok(&v1::LeaveGroupResponse {}))
 }
 

@@ -41,7 +41,7 @@ pub(crate) use tasks::Tasks;
 pub(crate) struct ServerState {
     pub(crate) store: Arc<dyn Store>,
     /// Where the send path hands stored entries to push tasks.
-    pub(crate) mailboxes: Mailboxes,
+    pub(crate) mailboxes: Arc<Mailboxes>,
     /// Decoded group views kept between commits.
     pub(crate) views: Arc<crate::domain::views::ViewCache>,
     pub(crate) config: ServerConfig,

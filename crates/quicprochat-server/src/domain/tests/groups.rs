@@ -2,9 +2,10 @@
 
 use super::submit;
 use super::{add, alice_bob_carol, assert_status, drain, finish, gid, inbox, kinds, new_group, store, user, NOW};
-use crate::domain::commits::{leave_group, LeaveGroup, SubmitCommit};
+use crate::domain::commits::{leave_group, submit_commit, LeaveGroup, SubmitCommit};
 use crate::domain::groups::{create_group, members, CreateGroup};
 use crate::domain::messages::{send_message, SendMessage};
+use crate::domain::views::ViewCache;
 use crate::storage::{EntryKind, GroupKind, Store};
 
 #[test]
@@ -194,4 +195,34 @@ fn leave_flow() {
     drain(&store, &carol);
     assert_eq!(carol.client.epoch(&group_id).unwrap(), 2);
     assert_status(members(&store, "bob", &group_id), "PERMISSION_DENIED", "only members");
+}
+
+#[test]
+fn an_accepted_commit_names_everyone_who_got_an_entry() {
+    let store = store();
+    let alice = user(&store, "alice");
+    let bob = user(&store, "bob");
+    let _carol = user(&store, "carol");
+    let group_id = gid(3);
+    new_group(&store, &alice, &group_id);
+    add(&store, &alice, &group_id, &[&bob], b"add-bob").unwrap();
+
+    let package = crate::domain::key_packages::fetch(&store, "alice", "carol").unwrap().key_package;
+    let pending = alice.client.add_members(&group_id, &[package]).unwrap();
+    let request = SubmitCommit {
+        group_id: &group_id,
+        epoch: pending.epoch,
+        commit: &pending.commit,
+        welcome: pending.welcome.as_deref(),
+        message_id: b"add-carol",
+    };
+    let views = ViewCache::default();
+    let accepted = submit_commit(&store, &views, "alice", &request, NOW).unwrap();
+    let mut recipients = accepted.recipients.clone();
+    recipients.sort();
+    recipients.dedup();
+    assert_eq!(recipients, ["bob", "carol"], "bob gets the commit, carol the Welcome");
+    assert!(!accepted.recipients.iter().any(|name| name == "alice"), "not the committer");
+    let retry = submit_commit(&store, &views, "alice", &request, NOW).unwrap();
+    assert_eq!((retry.epoch, retry.recipients.len()), (accepted.epoch, 0), "a retry writes nothing");
 }

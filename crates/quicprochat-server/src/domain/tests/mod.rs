@@ -84,14 +84,14 @@ thread_local! {
     static VIEWS: ViewCache = ViewCache::default();
 }
 
-/// [`submit_commit`] with this test's view cache.
+/// [`submit_commit`] with this test's view cache; the new epoch.
 pub(super) fn submit(
     store: &dyn Store,
     session_user: &str,
     request: &SubmitCommit<'_>,
     now_ms: u64,
 ) -> Result<u64, DomainError> {
-    VIEWS.with(|views| submit_commit(store, views, session_user, request, now_ms))
+    VIEWS.with(|views| submit_commit(store, views, session_user, request, now_ms)).map(|accepted| accepted.epoch)
 }
 
 /// Hits and misses of this test's view cache so far.
