@@ -41,14 +41,17 @@ pub struct ViewCacheStats {
 #[derive(Debug, Default)]
 struct Views {
     by_group: HashMap<Vec<u8>, Kept>,
-    /// Group ids in the order they were filed, oldest first (may hold ids
-    /// already taken; those are skipped when evicting).
-    order: VecDeque<Vec<u8>>,
+    /// `(group id, filing)` in the order views were filed, oldest first; an
+    /// entry whose filing is not the kept view's is stale and skipped.
+    order: VecDeque<(Vec<u8>, u64)>,
     bytes: usize,
+    /// Counts every `put`, so each filing is told apart.
+    filings: u64,
 }
 
 #[derive(Debug)]
 struct Kept {
+    filing: u64,
     state_version: u64,
     stored_bytes: usize,
     view: DsGroupView,
@@ -108,23 +111,23 @@ impl ViewCache {
             views.bytes -= old.stored_bytes;
         }
         while views.bytes + stored_bytes > self.budget_bytes {
-            let Some(oldest) = views.order.pop_front() else { break };
-            if let Some(evicted) = views.by_group.remove(&oldest) {
-                views.bytes -= evicted.stored_bytes;
+            let Some((oldest, filing)) = views.order.pop_front() else { break };
+            if views.by_group.get(&oldest).is_some_and(|kept| kept.filing == filing) {
+                if let Some(evicted) = views.by_group.remove(&oldest) {
+                    views.bytes -= evicted.stored_bytes;
+                }
             }
         }
+        views.filings += 1;
+        let filing = views.filings;
         views.bytes += stored_bytes;
-        views.by_group.insert(group_id.to_vec(), Kept { state_version, stored_bytes, view });
-        views.order.push_back(group_id.to_vec());
-        // Ids of views already taken pile up in `order`; drop them once
-        // they outnumber the views kept.
+        views.by_group.insert(group_id.to_vec(), Kept { filing, state_version, stored_bytes, view });
+        views.order.push_back((group_id.to_vec(), filing));
+        // Stale entries (views taken or filed again) pile up in `order`;
+        // drop them once they outnumber the views kept.
         if views.order.len() > 2 * views.by_group.len() + 16 {
             let Views { by_group, order, .. } = &mut *views;
-            // Keep each kept id's newest place only.
-            let mut seen = std::collections::HashSet::new();
-            let newest_first: Vec<Vec<u8>> =
-                order.drain(..).rev().filter(|id| by_group.contains_key(id) && seen.insert(id.clone())).collect();
-            order.extend(newest_first.into_iter().rev());
+            order.retain(|(id, filing)| by_group.get(id).is_some_and(|kept| kept.filing == *filing));
         }
     }
 
@@ -179,5 +182,19 @@ mod tests {
         assert!(cache.take(b"g3", 1).is_some());
         cache.put(b"g4", 1, 251, view(&dir, b"g4"));
         assert!(cache.take(b"g4", 1).is_none(), "larger than the whole budget");
+    }
+
+    #[test]
+    fn a_view_filed_again_counts_as_new_for_eviction() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ViewCache::with_budget(250);
+        cache.put(b"g1", 1, 100, view(&dir, b"g1"));
+        cache.put(b"g2", 1, 100, view(&dir, b"g2"));
+        // g1 is taken by a commit and filed again: now g2 is the oldest.
+        let g1 = cache.take(b"g1", 1).unwrap();
+        cache.put(b"g1", 2, 100, g1);
+        cache.put(b"g3", 1, 100, view(&dir, b"g3"));
+        assert!(cache.take(b"g2", 1).is_none(), "the oldest filing went");
+        assert!(cache.take(b"g1", 2).is_some(), "the busy group stayed");
     }
 }

@@ -10,7 +10,7 @@
 //! re-read always finds at least what the mailbox held.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use quicprochat_proto::v1;
 use tokio::sync::Notify;
@@ -102,7 +102,9 @@ impl Mailbox {
 /// Every push subscription's mailbox, by username.
 #[derive(Default)]
 pub(crate) struct Mailboxes {
-    by_user: Mutex<HashMap<String, Vec<Arc<Mailbox>>>>,
+    /// Read-locked by every hand-over (each mailbox has its own lock),
+    /// write-locked only to register or drop a subscription.
+    by_user: RwLock<HashMap<String, Vec<Arc<Mailbox>>>>,
 }
 
 /// A subscription's mailbox, registered until this is dropped.
@@ -120,7 +122,7 @@ impl Registration<'_> {
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
-        let mut map = self.mailboxes.map();
+        let mut map = self.mailboxes.map_mut();
         if let Some(list) = map.get_mut(&self.username) {
             list.retain(|mailbox| !Arc::ptr_eq(mailbox, &self.mailbox));
             if list.is_empty() {
@@ -131,9 +133,13 @@ impl Drop for Registration<'_> {
 }
 
 impl Mailboxes {
-    fn map(&self) -> MutexGuard<'_, HashMap<String, Vec<Arc<Mailbox>>>> {
-        // Each update is one insert or removal, consistent under a panic elsewhere.
-        self.by_user.lock().unwrap_or_else(PoisonError::into_inner)
+    // Each update is one insert or removal, consistent under a panic elsewhere.
+    fn map(&self) -> RwLockReadGuard<'_, HashMap<String, Vec<Arc<Mailbox>>>> {
+        self.by_user.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn map_mut(&self) -> RwLockWriteGuard<'_, HashMap<String, Vec<Arc<Mailbox>>>> {
+        self.by_user.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Registers a new mailbox for `username`'s queue. Register *before*
@@ -141,7 +147,7 @@ impl Mailboxes {
     /// mailbox, and one stored before it is found by the read.
     pub(crate) fn register(&self, username: &str) -> Registration<'_> {
         let mailbox = Arc::new(Mailbox::default());
-        self.map().entry(username.to_owned()).or_default().push(Arc::clone(&mailbox));
+        self.map_mut().entry(username.to_owned()).or_default().push(Arc::clone(&mailbox));
         Registration { mailboxes: self, username: username.to_owned(), mailbox }
     }
 
