@@ -7,11 +7,13 @@
 //! acknowledged enqueue survives a crash or `kill -9`. Reads use a second
 //! connection, so they neither wait for nor see an uncommitted batch.
 //!
-//! Submodules: `schema` (pragmas and migrations), `accounts` (accounts and
+//! Submodules: `schema` (pragmas and migrations), `checkpoint` (WAL
+//! checkpoints on a thread of their own), `accounts` (accounts and
 //! key packages), `invites`, `groups` (groups, commits, proposals), `delivery` (message
 //! fan-out and queues). This file owns the connection and error mapping only.
 
 mod accounts;
+mod checkpoint;
 mod delivery;
 mod group_commit;
 mod groups;
@@ -45,6 +47,8 @@ pub struct SqliteStore {
     /// A second, `query_only` connection for reads: in WAL mode it sees
     /// exactly the committed (durable) state and never waits for a batch.
     reader: Mutex<Connection>,
+    /// Runs WAL checkpoints on a thread of its own (`checkpoint`).
+    _checkpointer: checkpoint::Checkpointer,
 }
 
 impl SqliteStore {
@@ -68,7 +72,8 @@ impl SqliteStore {
         reader.busy_timeout(BUSY_TIMEOUT).during("open")?;
         reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
         reader.execute_batch("PRAGMA query_only = ON;").during("open")?;
-        Ok(Self { connection: GroupCommit::new(connection), reader: Mutex::new(reader) })
+        let checkpointer = checkpoint::Checkpointer::start(path.as_ref(), BUSY_TIMEOUT)?;
+        Ok(Self { connection: GroupCommit::new(connection), reader: Mutex::new(reader), _checkpointer: checkpointer })
     }
 
     /// The read connection: every write acknowledged so far is visible.

@@ -112,7 +112,10 @@ pub(super) fn configure(connection: &Connection) -> Result<(), StoreError> {
             detail: format!("could not enable WAL journal mode (got {mode})"),
         });
     }
-    connection.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;").during("open")
+    // Checkpoints run on their own thread (`checkpoint`), not inside a commit.
+    connection
+        .execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;")
+        .during("open")
 }
 
 /// Applies every migration newer than the database's `user_version`, each in
