@@ -62,17 +62,16 @@ impl MlsClient {
         let mut builder = StagedWelcome::build_from_welcome(&self.provider, &join_config(), welcome)
             .map_err(|err| welcome_error(OP, err))?;
         let group_id = builder.processed_welcome().unverified_group_info().group_id().clone();
-        // Storage decides below; a copy in memory is replaced or kept as it is.
-        let cached = self.groups.borrow_mut().remove(group_id.as_slice());
         let existing = MlsGroup::load(self.provider.storage(), &group_id).map_err(|err| MlsError::storage(OP, err))?;
         match existing {
             Some(group) if group.is_active() => {
-                if let Some(cached) = cached {
-                    self.keep(cached);
-                }
-                return Err(MlsError::GroupExists { group_id: hex::encode(group_id.as_slice()) });
+                return Err(MlsError::GroupExists { group_id: hex::encode(group_id.as_slice()) })
             }
-            Some(_) => builder = builder.replace_old_group(),
+            Some(_) => {
+                // The old copy is about to be replaced in storage; drop it from memory now.
+                self.groups.borrow_mut().remove(group_id.as_slice());
+                builder = builder.replace_old_group();
+            }
             None => {}
         }
         if let Some(tree) = ratchet_tree {

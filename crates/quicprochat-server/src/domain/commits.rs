@@ -100,6 +100,15 @@ fn check_added_members(store: &dyn Store, added: &[MemberInfo]) -> Result<(), Do
     Ok(())
 }
 
+/// Fails unless `session_user` may commit to `group` at `epoch` now.
+fn may_commit(group: &GroupRoster, session_user: &str, epoch: u64) -> Result<(), DomainError> {
+    require_active_member(group, session_user)?;
+    if epoch != group.epoch {
+        return Err(DomainError::StaleEpoch { current_epoch: group.epoch });
+    }
+    Ok(())
+}
+
 /// Validates the commit against the group's view (which it merges into)
 /// and the registry; returns the outcome and the merged view's bytes.
 fn process_commit(
@@ -143,10 +152,7 @@ pub fn submit_commit(
         return Ok(CommitAccepted { epoch: first.epoch + 1, recipients: Vec::new() });
     }
     session_account(store, session_user)?;
-    require_active_member(&roster, session_user)?;
-    if request.epoch != roster.epoch {
-        return Err(DomainError::StaleEpoch { current_epoch: roster.epoch });
-    }
+    may_commit(&roster, session_user, request.epoch)?;
     // The kept view is the state the roster was read with; otherwise the
     // whole record, whose epoch and roster then count.
     let (mut view, group) = match views.take(request.group_id, roster.state_version) {
@@ -154,18 +160,8 @@ pub fn submit_commit(
         None => {
             let record = load_group(store, request.group_id)?;
             let view = restore_view(&record)?;
-            let group = GroupRoster {
-                name: record.name,
-                kind: record.kind,
-                epoch: record.epoch,
-                state_version: record.state_version,
-                members: record.members,
-                leaving: record.leaving,
-            };
-            require_active_member(&group, session_user)?;
-            if request.epoch != group.epoch {
-                return Err(DomainError::StaleEpoch { current_epoch: group.epoch });
-            }
+            let group = GroupRoster::from(record);
+            may_commit(&group, session_user, request.epoch)?;
             (view, group)
         }
     };

@@ -132,13 +132,9 @@ impl ViewCache {
     }
 
     /// Views kept now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.views().by_group.len()
-    }
-
-    /// True when no view is kept.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

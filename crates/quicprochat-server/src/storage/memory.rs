@@ -331,14 +331,7 @@ impl Store for MemoryStore {
     }
 
     fn group_roster(&self, group_id: &[u8]) -> Result<Option<GroupRoster>, StoreError> {
-        Ok(self.lock()?.groups.get(group_id).map(|group| GroupRoster {
-            name: group.name.clone(),
-            kind: group.kind,
-            epoch: group.epoch,
-            state_version: group.state_version,
-            members: group.members.clone(),
-            leaving: group.leaving.clone(),
-        }))
+        Ok(self.lock()?.groups.get(group_id).cloned().map(GroupRoster::from))
     }
 
     fn groups_of(&self, username: &str) -> Result<Vec<GroupSummary>, StoreError> {

@@ -117,6 +117,20 @@ pub struct GroupRoster {
     pub leaving: Vec<String>,
 }
 
+impl From<GroupRecord> for GroupRoster {
+    /// The record without its MLS state.
+    fn from(record: GroupRecord) -> GroupRoster {
+        GroupRoster {
+            name: record.name,
+            kind: record.kind,
+            epoch: record.epoch,
+            state_version: record.state_version,
+            members: record.members,
+            leaving: record.leaving,
+        }
+    }
+}
+
 /// A group in a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupSummary {

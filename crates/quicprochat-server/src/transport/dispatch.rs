@@ -12,7 +12,7 @@ use quicprochat_proto::v1;
 use quicprochat_proto::{Method, Status};
 
 use super::session::Session;
-use super::ServerState;
+use super::{Mailboxes, ServerState};
 use crate::domain::accounts::AuthProof;
 use crate::domain::commits::{LeaveGroup, SubmitCommit};
 use crate::domain::groups::CreateGroup;
@@ -257,20 +257,20 @@ async fn authenticated(state: &ServerState, user: String, method: Method, body: 
             let mailboxes = Arc::clone(&state.mailboxes);
             // Push hand-over happens on the storage thread, right after the
             // write: an RPC deadline passing meanwhile must not skip it.
-            let sent = blocking(state, move |store| {
+            let stored_at_ms = blocking(state, move |store| {
                 let send = SendMessage {
                     group_id: &request.group_id,
                     message_id: &request.message_id,
                     ciphertext: &request.ciphertext,
                 };
                 let sent = messages::send_message(store, &user, &send, now)?;
-                match &sent.fanout {
+                match sent.fanout {
                     Some(fanout) => {
                         let entry = Arc::new(v1::QueueEntry {
                             seq: 0,
                             message_id: request.message_id,
                             group_id: request.group_id,
-                            group_name: fanout.group_name.clone(),
+                            group_name: fanout.group_name,
                             group_kind: wire_group_kind(fanout.group_kind),
                             sender: user,
                             kind: v1::EntryKind::Application as i32,
@@ -282,12 +282,12 @@ async fn authenticated(state: &ServerState, user: String, method: Method, body: 
                     }
                     // A retry: the first attempt may have stored the message
                     // and never reached the hand-over; push tasks re-read.
-                    None => mailboxes.wake(roster(store, &request.group_id).iter().map(String::as_str)),
+                    None => wake_roster(&mailboxes, store, &request.group_id),
                 }
-                Ok(sent)
+                Ok(sent.stored_at_ms)
             })
             .await?;
-            Ok(Reply::ok(&v1::SendMessageResponse { stored_at_ms: sent.stored_at_ms }))
+            Ok(Reply::ok(&v1::SendMessageResponse { stored_at_ms }))
         }
         Method::GroupMembers => {
             let request: v1::GroupMembersRequest = decode(&body)?;
@@ -337,7 +337,7 @@ async fn submit_commit(state: &ServerState, user: String, body: Bytes) -> Result
         // Exactly who got an entry (a member removed by a concurrent commit
         // may be in neither roster); a retry wakes the current roster.
         if accepted.recipients.is_empty() {
-            mailboxes.wake(roster(store, &request.group_id).iter().map(String::as_str));
+            wake_roster(&mailboxes, store, &request.group_id);
         } else {
             mailboxes.wake(accepted.recipients.iter().map(String::as_str));
         }
@@ -355,16 +355,19 @@ async fn leave_group(state: &ServerState, user: String, body: Bytes) -> Result<R
         let leave =
             LeaveGroup { group_id: &request.group_id, proposal: &request.proposal, message_id: &request.message_id };
         commits::leave_group(store, &user, &leave, now)?;
-        mailboxes.wake(roster(store, &request.group_id).iter().map(String::as_str));
+        wake_roster(&mailboxes, store, &request.group_id);
         Ok(())
     })
     .await?;
     Ok(Reply::ok(&v1::LeaveGroupResponse {}))
 }
 
-/// Current roster of a group, for push wake-ups (empty if unknown).
-fn roster(store: &dyn Store, group_id: &[u8]) -> Vec<String> {
-    store.group_roster(group_id).ok().flatten().map(|group| group.members).unwrap_or_default()
+/// Wakes the push tasks of the group's current roster to re-read their
+/// queues (nobody if the roster cannot be read).
+fn wake_roster(mailboxes: &Mailboxes, store: &dyn Store, group_id: &[u8]) {
+    if let Ok(Some(group)) = store.group_roster(group_id) {
+        mailboxes.wake(group.members.iter().map(String::as_str));
+    }
 }
 
 /// Wire form of a queue entry.
