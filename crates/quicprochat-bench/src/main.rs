@@ -232,6 +232,11 @@ async fn ramp(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     quicprochat_rpc::install_crypto_provider();
+    // The in-process server's warnings (a slow storage batch, a small UDP
+    // buffer) go to stderr; RUST_LOG overrides.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let mut args = Args::parse();
     if args.memory_client_child {
         return memory::serve_parent().await;

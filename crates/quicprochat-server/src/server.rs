@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::http::serve_http;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiters;
-use crate::storage::{SqliteStore, Store, StoreError, TimedStore};
+use crate::storage::{SqliteStore, StorageExecutor, Store, StoreError, TimedStore};
 use crate::transport::{handle_connection, Admission, Admissions, DriverTasks, Mailboxes, ServerState, Tasks};
 use crate::ServerConfig;
 
@@ -77,7 +77,7 @@ impl RunningServer {
     /// Opens the data dir, the database and the listener, and starts serving.
     pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         let metrics = Metrics::new();
-        let store = open_store(&config, &metrics).await?;
+        let (store, executor) = open_store(&config, &metrics).await?;
         let names = vec![config.domain.clone(), "localhost".to_owned(), "qpc-server".to_owned()];
         let identity = load_or_generate_server_identity(&config.data_dir, &names)?;
         let incoming = IncomingLimits {
@@ -106,6 +106,7 @@ impl RunningServer {
         };
         let state = Arc::new(ServerState {
             store,
+            executor,
             mailboxes: Arc::new(Mailboxes::default()),
             views: Arc::default(),
             config: config.clone(),
@@ -173,16 +174,21 @@ impl RunningServer {
     }
 }
 
-/// Opens the data dir and the database, with storage metrics.
-async fn open_store(config: &ServerConfig, metrics: &Metrics) -> Result<Arc<dyn Store>, ServerError> {
+/// Opens the data dir and the database: the store (with storage metrics)
+/// and its storage thread.
+async fn open_store(
+    config: &ServerConfig,
+    metrics: &Metrics,
+) -> Result<(Arc<dyn Store>, Arc<dyn StorageExecutor>), ServerError> {
     let data_dir_error = |source| ServerError::DataDir { path: config.data_dir.display().to_string(), source };
     std::fs::create_dir_all(&config.data_dir).map_err(data_dir_error)?;
     let db_path = config.data_dir.join("qpc-server.db");
-    let sqlite: Arc<dyn Store> =
+    let sqlite =
         Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(db_path)).await.map_err(|join| {
             ServerError::DataDir { path: "database open task".into(), source: std::io::Error::other(join) }
         })??);
-    Ok(Arc::new(TimedStore::new(sqlite, metrics.clone())))
+    let executor: Arc<dyn StorageExecutor> = sqlite.clone();
+    Ok((Arc::new(TimedStore::new(sqlite, metrics.clone())), executor))
 }
 
 /// Binds the metrics/health listener; returns it with its bound address.

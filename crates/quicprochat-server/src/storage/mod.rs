@@ -10,7 +10,9 @@
 //! It deliberately knows nothing about MLS, Protobuf, QUIC or authorization:
 //! the `domain` module decides *whether* something may be written; the store
 //! only makes each write atomic and durable. Every method is synchronous and
-//! may block on disk; async callers run it on `spawn_blocking`.
+//! may block on disk; async callers run it on `spawn_blocking`, or hand
+//! a [`Job`] to a [`StorageExecutor`] (the SQLite store's storage thread),
+//! which runs jobs in batches and completes each once it is durable.
 //!
 //! Invariants every implementation keeps:
 //! - a message is stored once and referenced from each recipient's queue;
@@ -41,6 +43,22 @@ pub use types::{
     KeyPackageStock, KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult,
     ProposalWrite, QueueItem, TakenKeyPackage,
 };
+
+/// Work for a [`StorageExecutor`]: runs against a store and returns what to
+/// do once its writes are durable.
+pub type Job = Box<dyn FnOnce(&dyn Store) -> Completion + Send>;
+
+/// Called with `Ok` once every write of its job is durable, or with the
+/// error that lost them (then nothing the job wrote is kept).
+pub type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// Runs [`Job`]s without a thread blocked per job: the executor runs many
+/// jobs' writes in one transaction and calls their completions after it.
+pub trait StorageExecutor: Send + Sync {
+    /// Queues `job`; its completion runs on the executor's thread. A job
+    /// that is dropped unrun drops its completion uncalled.
+    fn submit(&self, job: Job);
+}
 
 /// The storage operations the domain needs. Implementations are `Send + Sync`
 /// and internally synchronised; every method is one atomic unit.

@@ -5,7 +5,7 @@
 //! returned as is (failed calls are timed too). It does not enforce the
 //! storage deadline; the caller wraps the blocking call for that.
 
-use std::sync::Arc;
+use std::ops::Deref;
 use std::time::Instant;
 
 use super::{
@@ -15,24 +15,24 @@ use super::{
 };
 use crate::metrics::Metrics;
 
-/// Times every call to `inner` into `metrics`.
-pub struct TimedStore<S: ?Sized = dyn Store> {
+/// Times every call to the store `inner` points to (an `Arc` of a store, or
+/// a `&dyn Store` lent to a storage job) into `metrics`.
+pub struct TimedStore<P> {
     metrics: Metrics,
-    inner: Arc<S>,
+    inner: P,
 }
 
-impl<S: Store + ?Sized> TimedStore<S> {
-    /// Wraps `inner` (a concrete store or an `Arc<dyn Store>`).
-    pub fn new(inner: Arc<S>, metrics: Metrics) -> Self {
+impl<P> TimedStore<P>
+where
+    P: Deref + Send + Sync,
+    P::Target: Store,
+{
+    /// Wraps the store `inner` points to.
+    pub fn new(inner: P, metrics: Metrics) -> Self {
         TimedStore { metrics, inner }
     }
 
-    /// The wrapped store.
-    pub fn inner(&self) -> &Arc<S> {
-        &self.inner
-    }
-
-    fn timed<T>(&self, operation: &'static str, call: impl FnOnce(&S) -> T) -> T {
+    fn timed<T>(&self, operation: &'static str, call: impl FnOnce(&P::Target) -> T) -> T {
         let started = Instant::now();
         let result = call(&self.inner);
         self.metrics.storage_op(operation, started.elapsed());
@@ -40,13 +40,17 @@ impl<S: Store + ?Sized> TimedStore<S> {
     }
 }
 
-impl<S: ?Sized> std::fmt::Debug for TimedStore<S> {
+impl<P> std::fmt::Debug for TimedStore<P> {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.debug_struct("TimedStore").finish_non_exhaustive()
     }
 }
 
-impl<S: Store + ?Sized> Store for TimedStore<S> {
+impl<P> Store for TimedStore<P>
+where
+    P: Deref + Send + Sync,
+    P::Target: Store,
+{
     fn create_account(
         &self,
         username: &str,
@@ -171,6 +175,8 @@ impl<S: Store + ?Sized> Store for TimedStore<S> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::storage::MemoryStore;
 

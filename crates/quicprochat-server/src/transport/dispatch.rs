@@ -1,5 +1,8 @@
-//! Decodes each method's request, runs the domain on a blocking thread
-//! (the store is synchronous), and encodes the reply.
+//! Decodes each method's request, runs the domain against the store, and
+//! encodes the reply. Sends and acks, the bulk of the traffic, run as jobs
+//! on the storage executor (batched, no thread blocked per request); the
+//! rest runs on a blocking thread (the store is synchronous), and so do
+//! commits, whose validation is too heavy to hold up a batch.
 //!
 //! Every method except `Challenge`, `Ping`, `Register` and `Login` needs a
 //! logged-in session. Domain errors map 1:1 onto status codes.
@@ -19,7 +22,7 @@ use crate::domain::groups::CreateGroup;
 use crate::domain::messages::SendMessage;
 use crate::domain::{accounts, commits, delivery, groups, key_packages, messages, DomainError};
 use crate::rate_limit::{KeyPackageGrant, RetryAfter, KEY_PACKAGE_FETCH_PER_TARGET};
-use crate::storage::{EntryKind, GroupKind, QueueItem, Store};
+use crate::storage::{EntryKind, GroupKind, QueueItem, Store, StoreError, TimedStore};
 
 /// The answer to one RPC.
 pub(crate) struct Reply {
@@ -75,6 +78,38 @@ async fn blocking<T: Send + 'static>(
         Ok(Err(join)) => Err(DomainError::Internal { detail: format!("storage task failed: {join}") }),
         // The write may still complete; every mutating request is idempotent
         // on its message id, so the client's retry is safe.
+        Err(_) => Err(DomainError::Unavailable {
+            message: format!("storage did not answer within {timeout:?}"),
+            retry_after_ms: 100,
+        }),
+    }
+}
+
+/// Runs `work` as a job on the storage executor and returns its result
+/// once its writes are durable. `after` runs on the executor right after
+/// that, with the value, so an RPC deadline passing meanwhile cannot skip it.
+async fn durably<T: Send + 'static>(
+    state: &ServerState,
+    work: impl FnOnce(&dyn Store) -> Result<T, DomainError> + Send + 'static,
+    after: impl FnOnce(&T) + Send + 'static,
+) -> Result<T, DomainError> {
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let metrics = state.metrics.clone();
+    state.executor.submit(Box::new(move |store| {
+        let result = work(&TimedStore::new(store, metrics));
+        Box::new(move |durable: Result<(), StoreError>| {
+            let result = result.and_then(|value| durable.map(|()| value).map_err(DomainError::from));
+            if let Ok(value) = &result {
+                after(value);
+            }
+            let _ = answer.send(result);
+        })
+    }));
+    let timeout = state.config.storage_timeout;
+    match tokio::time::timeout(timeout, answered).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(DomainError::Internal { detail: "the storage thread dropped a request".into() }),
+        // As in `blocking`: the write may still complete, and a retry is safe.
         Err(_) => Err(DomainError::Unavailable {
             message: format!("storage did not answer within {timeout:?}"),
             retry_after_ms: 100,
@@ -255,37 +290,39 @@ async fn authenticated(state: &ServerState, user: String, method: Method, body: 
             state.limiters.check_send(&user).map_err(|refusal| limited(state, refusal))?;
             let now = now_ms();
             let mailboxes = Arc::clone(&state.mailboxes);
-            // Push hand-over happens on the storage thread, right after the
-            // write: an RPC deadline passing meanwhile must not skip it.
-            let stored_at_ms = blocking(state, move |store| {
-                let send = SendMessage {
-                    group_id: &request.group_id,
-                    message_id: &request.message_id,
-                    ciphertext: &request.ciphertext,
-                };
-                let sent = messages::send_message(store, &user, &send, now)?;
-                match sent.fanout {
-                    Some(fanout) => {
-                        let entry = Arc::new(v1::QueueEntry {
-                            seq: 0,
-                            message_id: request.message_id,
-                            group_id: request.group_id,
-                            group_name: fanout.group_name,
-                            group_kind: wire_group_kind(fanout.group_kind),
-                            sender: user,
-                            kind: v1::EntryKind::Application as i32,
-                            payload: request.ciphertext,
-                            stored_at_ms: sent.stored_at_ms,
-                            epoch: fanout.epoch,
-                        });
-                        mailboxes.deliver(&entry, &fanout.deliveries);
-                    }
-                    // A retry: the first attempt may have stored the message
-                    // and never reached the hand-over; push tasks re-read.
-                    None => wake_roster(&mailboxes, store, &request.group_id),
-                }
-                Ok(sent.stored_at_ms)
-            })
+            let (_, stored_at_ms) = durably(
+                state,
+                move |store| {
+                    let send = SendMessage {
+                        group_id: &request.group_id,
+                        message_id: &request.message_id,
+                        ciphertext: &request.ciphertext,
+                    };
+                    let sent = messages::send_message(store, &user, &send, now)?;
+                    let handover = match sent.fanout {
+                        Some(fanout) => Handover::Deliver {
+                            entry: Arc::new(v1::QueueEntry {
+                                seq: 0,
+                                message_id: request.message_id,
+                                group_id: request.group_id,
+                                group_name: fanout.group_name,
+                                group_kind: wire_group_kind(fanout.group_kind),
+                                sender: user,
+                                kind: v1::EntryKind::Application as i32,
+                                payload: request.ciphertext,
+                                stored_at_ms: sent.stored_at_ms,
+                                epoch: fanout.epoch,
+                            }),
+                            deliveries: fanout.deliveries,
+                        },
+                        // A retry: the first attempt may have stored the
+                        // message and never reached the hand-over.
+                        None => Handover::Wake(roster_of(store, &request.group_id)),
+                    };
+                    Ok((handover, sent.stored_at_ms))
+                },
+                move |(handover, _)| handover.hand_to(&mailboxes),
+            )
             .await?;
             Ok(Reply::ok(&v1::SendMessageResponse { stored_at_ms }))
         }
@@ -305,7 +342,7 @@ async fn authenticated(state: &ServerState, user: String, method: Method, body: 
         }
         Method::Ack => {
             let request: v1::AckRequest = decode(&body)?;
-            let deleted = blocking(state, move |store| delivery::ack(store, &user, request.up_to_seq)).await?;
+            let deleted = durably(state, move |store| delivery::ack(store, &user, request.up_to_seq), |_| {}).await?;
             Ok(Reply::ok(&v1::AckResponse { deleted: u32::try_from(deleted).unwrap_or(u32::MAX) }))
         }
         Method::Subscribe => {
@@ -365,8 +402,31 @@ async fn leave_group(state: &ServerState, user: String, body: Bytes) -> Result<R
 /// Wakes the push tasks of the group's current roster to re-read their
 /// queues (nobody if the roster cannot be read).
 fn wake_roster(mailboxes: &Mailboxes, store: &dyn Store, group_id: &[u8]) {
-    if let Ok(Some(group)) = store.group_roster(group_id) {
-        mailboxes.wake(group.members.iter().map(String::as_str));
+    mailboxes.wake(roster_of(store, group_id).iter().map(String::as_str));
+}
+
+/// The group's current members (none if the roster cannot be read).
+fn roster_of(store: &dyn Store, group_id: &[u8]) -> Vec<String> {
+    match store.group_roster(group_id) {
+        Ok(Some(group)) => group.members,
+        _ => Vec::new(),
+    }
+}
+
+/// What a stored message means for the push tasks, once it is durable.
+enum Handover {
+    /// Hand the new entry to the recipients' mailboxes.
+    Deliver { entry: Arc<v1::QueueEntry>, deliveries: Vec<(String, u64)> },
+    /// Nothing new was stored (a retry): wake these users to re-read.
+    Wake(Vec<String>),
+}
+
+impl Handover {
+    fn hand_to(&self, mailboxes: &Mailboxes) {
+        match self {
+            Handover::Deliver { entry, deliveries } => mailboxes.deliver(entry, deliveries),
+            Handover::Wake(members) => mailboxes.wake(members.iter().map(String::as_str)),
+        }
     }
 }
 

@@ -4,8 +4,9 @@
 //! - `session`: per-connection login state (challenge, TLS exporter, user).
 //! - `connection`: accepting streams, reading the request frame, applying
 //!   the RPC deadline, writing the response frame.
-//! - `dispatch`: decoding each method's request, calling the domain on a
-//!   blocking thread, encoding the response.
+//! - `dispatch`: decoding each method's request, calling the domain (on the
+//!   storage thread for sends and acks, on a blocking thread otherwise),
+//!   encoding the response.
 //! - `push`: the server-opened stream that pushes queue entries to a
 //!   subscribed connection; `mailbox`: how the send path hands it the
 //!   entries it just stored, so a push needs no storage read.
@@ -28,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiters;
-use crate::storage::Store;
+use crate::storage::{StorageExecutor, Store};
 use crate::ServerConfig;
 
 pub(crate) use admission::{Admission, Admissions};
@@ -40,6 +41,8 @@ pub(crate) use tasks::Tasks;
 /// What every connection task shares.
 pub(crate) struct ServerState {
     pub(crate) store: Arc<dyn Store>,
+    /// Runs the hot requests (send, ack) in batches on the storage thread.
+    pub(crate) executor: Arc<dyn StorageExecutor>,
     /// Where the send path hands stored entries to push tasks.
     pub(crate) mailboxes: Arc<Mailboxes>,
     /// Decoded group views kept between commits.

@@ -20,6 +20,9 @@ use crate::storage::StoreError;
 /// How often the checkpointer runs.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 
+/// A checkpoint taking longer than this is logged.
+const SLOW_CHECKPOINT: Duration = Duration::from_millis(100);
+
 /// The checkpoint thread; stopped and joined on drop.
 #[derive(Debug)]
 pub(super) struct Checkpointer {
@@ -75,8 +78,13 @@ fn run(connection: &Connection, stop: &(Mutex<bool>, Condvar), done: &(Mutex<u64
             return;
         }
         drop(guard);
-        match connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            Ok(()) => {
+        let started = std::time::Instant::now();
+        match connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(2)) {
+            Ok(pages) => {
+                let took = started.elapsed();
+                if took >= SLOW_CHECKPOINT {
+                    tracing::warn!(pages, took_ms = took.as_millis(), "slow WAL checkpoint");
+                }
                 let (completed, changed) = done;
                 *completed.lock().unwrap_or_else(PoisonError::into_inner) += 1;
                 changed.notify_all();

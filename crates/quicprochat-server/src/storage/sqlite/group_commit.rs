@@ -10,10 +10,14 @@
 //! lone writer commits at once, so an idle server pays no extra latency.
 //! Reads do not come here: `SqliteStore` reads on a second connection,
 //! which in WAL mode sees only committed batches.
+//!
+//! The storage thread joins in through [`GroupCommit::run_batch`]: it runs
+//! a whole queue of jobs in the open batch and commits it, with no thread
+//! parked per write.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -22,7 +26,7 @@ use super::{map_sql_error, SqlResultExt};
 use crate::storage::StoreError;
 
 /// A batch is committed once it holds this many writes...
-const MAX_BATCH_WRITES: usize = 256;
+pub(super) const MAX_BATCH_WRITES: usize = 256;
 /// ...or has been open this long, even while more writers queue up.
 const MAX_BATCH_AGE: Duration = Duration::from_millis(5);
 /// Commit failures remembered for writers that have not looked yet.
@@ -39,9 +43,31 @@ pub(super) struct GroupCommit {
 }
 
 struct State {
-    connection: Connection,
+    /// Behind a mutex of its own only so that the storage thread can lend
+    /// it to jobs as a `Sync` store; it is locked only while `State` is
+    /// held, so that lock is never contended.
+    connection: Mutex<Connection>,
     open: Option<OpenBatch>,
     next_batch: u64,
+}
+
+impl State {
+    fn connection(&mut self) -> &mut Connection {
+        // A job that panicked mid-write poisons it; its batch is rolled back.
+        self.connection.get_mut().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Opens a batch unless one is open; returns its id.
+    fn open_batch(&mut self, operation: &'static str) -> Result<u64, StoreError> {
+        if let Some(open) = &self.open {
+            return Ok(open.id);
+        }
+        self.connection().execute_batch("BEGIN IMMEDIATE").during(operation)?;
+        let id = self.next_batch;
+        self.next_batch += 1;
+        self.open = Some(OpenBatch { id, writes: 0, opened: Instant::now() });
+        Ok(id)
+    }
 }
 
 struct OpenBatch {
@@ -66,7 +92,7 @@ impl std::fmt::Debug for GroupCommit {
 impl GroupCommit {
     pub(super) fn new(connection: Connection) -> GroupCommit {
         GroupCommit {
-            state: Mutex::new(State { connection, open: None, next_batch: 1 }),
+            state: Mutex::new(State { connection: Mutex::new(connection), open: None, next_batch: 1 }),
             waiting: AtomicUsize::new(0),
             committed: Mutex::new(Committed::default()),
             committed_changed: Condvar::new(),
@@ -87,13 +113,7 @@ impl GroupCommit {
         body: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut state = self.lock_state()?;
-        if state.open.is_none() {
-            state.connection.execute_batch("BEGIN IMMEDIATE").during(operation)?;
-            let id = state.next_batch;
-            state.next_batch += 1;
-            state.open = Some(OpenBatch { id, writes: 0, opened: Instant::now() });
-        }
-        let batch = state.open.as_ref().map_or(0, |open| open.id);
+        let batch = state.open_batch(operation)?;
         let result = self.run_in_savepoint(&mut state, operation, body);
         if let Some(open) = state.open.as_mut() {
             open.writes += usize::from(result.is_ok());
@@ -108,22 +128,45 @@ impl GroupCommit {
         Ok(value)
     }
 
+    /// How many batches have been opened so far.
+    #[cfg(test)]
+    pub(super) fn batches_started(&self) -> u64 {
+        self.lock_state().map_or(0, |state| state.next_batch - 1)
+    }
+
+    /// Runs `work` on the connection inside the open batch (opening one if
+    /// needed), then commits the batch, whoever else wrote into it. `work`
+    /// returns how many writes it made and whether the batch is still
+    /// sound; an unsound batch is rolled back. Returns the batch's outcome.
+    pub(super) fn run_batch(&self, work: impl FnOnce(&Mutex<Connection>) -> (usize, bool)) -> Result<(), StoreError> {
+        let mut state = self.lock_state()?;
+        state.open_batch("batch")?;
+        let (writes, sound) = work(&state.connection);
+        if let Some(open) = state.open.as_mut() {
+            open.writes += writes;
+        }
+        if sound {
+            return self.commit(&mut state);
+        }
+        let failure = StoreError::Backend { operation: "batch", detail: "a job left the batch unsound".into() };
+        self.finish(&mut state, Some(failure.replicate()));
+        Err(failure)
+    }
+
     fn run_in_savepoint<T>(
         &self,
         state: &mut State,
         operation: &'static str,
         body: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        state.connection.execute_batch("SAVEPOINT qpc_write").during(operation)?;
-        let result = body(&state.connection);
-        let end = if result.is_ok() { "RELEASE qpc_write" } else { "ROLLBACK TO qpc_write; RELEASE qpc_write" };
-        if let Err(error) = state.connection.execute_batch(end) {
-            // The batch is in an unknown state: abandon all of it.
-            let error = map_sql_error(operation, error);
-            self.finish(state, Some(error.replicate()));
-            return Err(error);
+        match in_savepoint(state.connection(), operation, body) {
+            Ok(result) => result,
+            Err(broken) => {
+                // The batch is in an unknown state: abandon all of it.
+                self.finish(state, Some(broken.replicate()));
+                Err(broken)
+            }
         }
-        result
     }
 
     /// Commits the open batch (if any) and wakes the writers waiting for it.
@@ -131,7 +174,7 @@ impl GroupCommit {
         if state.open.is_none() {
             return Ok(());
         }
-        let failure = state.connection.execute_batch("COMMIT").err().map(|error| map_sql_error("commit", error));
+        let failure = state.connection().execute_batch("COMMIT").err().map(|error| map_sql_error("commit", error));
         self.finish(state, failure.as_ref().map(StoreError::replicate));
         failure.map_or(Ok(()), Err)
     }
@@ -139,8 +182,8 @@ impl GroupCommit {
     /// Closes the open batch with `failure` (rolling back) or success, and publishes it.
     fn finish(&self, state: &mut State, failure: Option<StoreError>) {
         let Some(open) = state.open.take() else { return };
-        if failure.is_some() && !state.connection.is_autocommit() {
-            let _ = state.connection.execute_batch("ROLLBACK");
+        if failure.is_some() && !state.connection().is_autocommit() {
+            let _ = state.connection().execute_batch("ROLLBACK");
         }
         let mut committed = self.committed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         committed.through = open.id;
@@ -164,6 +207,22 @@ impl GroupCommit {
             None => Ok(()),
         }
     }
+}
+
+/// Runs `body` inside a savepoint of `connection`'s open transaction:
+/// released when `body` succeeds, rolled back when it fails, so a failing
+/// write undoes only itself. The outer `Err` means the savepoint could not
+/// be ended and the whole transaction is in an unknown state.
+pub(super) fn in_savepoint<T>(
+    connection: &Connection,
+    operation: &'static str,
+    body: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<Result<T, StoreError>, StoreError> {
+    connection.execute_batch("SAVEPOINT qpc_write").during(operation)?;
+    let result = body(connection);
+    let end = if result.is_ok() { "RELEASE qpc_write" } else { "ROLLBACK TO qpc_write; RELEASE qpc_write" };
+    connection.execute_batch(end).map_err(|error| map_sql_error(operation, error))?;
+    Ok(result)
 }
 
 #[cfg(test)]
