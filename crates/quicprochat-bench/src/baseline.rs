@@ -13,6 +13,8 @@ use quicprochat_rpc::tls::generate_server_identity;
 use quicprochat_rpc::transport::{server_config, IncomingLimits, TransportLimits};
 use quicprochat_rpc::{CertFingerprint, PinnedServer};
 
+use crate::histogram::{Latencies, Summary};
+
 /// A running echo server; dropped endpoints close.
 pub(crate) struct EchoServer {
     pub(crate) addr: SocketAddr,
@@ -77,12 +79,14 @@ impl EchoServer {
     }
 }
 
-/// Durable single-row inserts per second, for `duration`, with `payload_len` bytes each.
+/// Durable single-row inserts per second, for `duration`, with `payload_len`
+/// bytes each, and the latency of each (one commit and its fsync): the
+/// disk's own stalls, measured in the same run as the server.
 pub(crate) fn sqlite_inserts_per_second(
     dir: &std::path::Path,
     payload_len: usize,
     duration: Duration,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, Summary)> {
     let connection = rusqlite::Connection::open(dir.join("baseline.db")).context("open baseline db")?;
     let mode: String = connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
     anyhow::ensure!(mode.eq_ignore_ascii_case("wal"), "WAL not available: {mode}");
@@ -99,15 +103,18 @@ pub(crate) fn sqlite_inserts_per_second(
     let started = Instant::now();
     let mut measured_from = None;
     let mut rows = 0u64;
+    let mut latencies = Latencies::new();
     while started.elapsed() < duration {
+        let insert_started = Instant::now();
         insert.execute([&payload])?;
         if measured_from.is_none() && started.elapsed() >= duration / 2 {
             measured_from = Some(Instant::now());
         } else if measured_from.is_some() {
             rows += 1;
+            latencies.record(insert_started.elapsed());
         }
     }
     let measured = measured_from.map_or(Duration::ZERO, |from| from.elapsed());
     anyhow::ensure!(rows > 0, "no insert finished in the measured half of {duration:?}");
-    Ok(rows as f64 / measured.as_secs_f64())
+    Ok((rows as f64 / measured.as_secs_f64(), latencies.summary()))
 }

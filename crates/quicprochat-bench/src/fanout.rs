@@ -1,7 +1,8 @@
 //! B4 fan-out: one sender, a group of N members all online and subscribed;
-//! for each message, the time until the last member has it pushed, the
-//! deliveries per second, and what the server stored per message (the body
-//! once, plus one queue row per recipient).
+//! for each message sent alone, the time until the last member has it
+//! pushed; then a burst of messages sent together, for the deliveries per
+//! second with messages in flight at once; and what the server stored per
+//! message (the body once, plus one queue row per recipient).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,7 +28,13 @@ pub(crate) struct FanoutResult {
     pub(crate) messages: usize,
     /// Send → the last member's push, per message.
     pub(crate) last_recipient: Summary,
+    /// Deliveries per second while sending one message at a time.
     pub(crate) deliveries_per_s: f64,
+    /// Messages sent at once after the one-at-a-time phase.
+    pub(crate) burst_messages: usize,
+    /// Deliveries per second of the burst: from its first send until the
+    /// last member had every message of it.
+    pub(crate) burst_deliveries_per_s: f64,
     pub(crate) ciphertext_bytes: usize,
     /// Stored message bodies per message (1 means stored once).
     pub(crate) bodies_per_message: f64,
@@ -46,9 +53,37 @@ struct Arrivals {
     changed: Notify,
 }
 
+impl Arrivals {
+    /// When the last of `members` got message `index`, or `None` if some
+    /// had not got it by `deadline`.
+    async fn last_of(&self, index: u32, members: usize, deadline: Instant) -> Option<Duration> {
+        loop {
+            let changed = self.changed.notified();
+            let state = self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&index).copied();
+            match state {
+                Some((count, last)) if count >= members => return Some(last),
+                _ if Instant::now() >= deadline => return None,
+                _ => {
+                    let _ = tokio::time::timeout_at(deadline, changed).await;
+                }
+            }
+        }
+    }
+
+    /// Members that have message `index`.
+    fn count(&self, index: u32) -> usize {
+        self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&index).map_or(0, |seen| seen.0)
+    }
+}
+
 /// Builds the group (one commit adding every member), subscribes everyone,
-/// then sends `messages` messages one after another.
-pub(crate) async fn run(server: &BenchServer, members: usize, messages: usize) -> anyhow::Result<FanoutResult> {
+/// then sends `messages` messages one after another and `burst` at once.
+pub(crate) async fn run(
+    server: &BenchServer,
+    members: usize,
+    messages: usize,
+    burst: usize,
+) -> anyhow::Result<FanoutResult> {
     let state = server.dir.path().join("fanout");
     std::fs::create_dir_all(&state)?;
     let (sender, sender_identity) = register(server.address(), "fan-sender").await?;
@@ -128,29 +163,42 @@ pub(crate) async fn run(server: &BenchServer, members: usize, messages: usize) -
             ciphertext: ciphertext.clone(),
         };
         let _: v1::SendMessageResponse = sender.call(Method::SendMessage, &request).await?;
-        let deadline = Instant::now() + ARRIVAL_TIMEOUT;
-        let last = loop {
-            let changed = arrivals.changed.notified();
-            let state = arrivals.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&index).copied();
-            match state {
-                Some((count, last)) if count >= members => break Some(last),
-                _ if Instant::now() >= deadline => break None,
-                _ => {
-                    let _ = tokio::time::timeout_at(deadline, changed).await;
-                }
-            }
-        };
-        match last {
+        match arrivals.last_of(index, members, Instant::now() + ARRIVAL_TIMEOUT).await {
             Some(last) => {
                 last_recipient.record(last.saturating_sub(sent_at));
                 finished = finished.max(last);
             }
-            None => {
-                let count = arrivals.seen.lock().unwrap_or_else(|p| p.into_inner()).get(&index).map_or(0, |s| s.0);
-                lost += (members - count.min(members)) as u64;
-            }
+            None => lost += (members - arrivals.count(index).min(members)) as u64,
         }
     }
+    let elapsed = finished.saturating_sub(started).max(Duration::from_millis(1));
+
+    // The burst: every send in flight at once.
+    let burst_started = base.elapsed();
+    let mut sends = tokio::task::JoinSet::new();
+    for index in messages as u32..(messages + burst) as u32 {
+        let (sender, group_id, ciphertext) = (sender.clone(), group_id.clone(), ciphertext.clone());
+        sends.spawn(async move {
+            let request = v1::SendMessageRequest {
+                group_id: group_id.into(),
+                message_id: Bytes::copy_from_slice(&index.to_be_bytes()),
+                ciphertext,
+            };
+            sender.call::<_, v1::SendMessageResponse>(Method::SendMessage, &request).await
+        });
+    }
+    while let Some(sent) = sends.join_next().await {
+        sent??;
+    }
+    let deadline = Instant::now() + ARRIVAL_TIMEOUT;
+    let mut burst_finished = burst_started;
+    for index in messages as u32..(messages + burst) as u32 {
+        match arrivals.last_of(index, members, deadline).await {
+            Some(last) => burst_finished = burst_finished.max(last),
+            None => lost += (members - arrivals.count(index).min(members)) as u64,
+        }
+    }
+    let burst_elapsed = burst_finished.saturating_sub(burst_started).max(Duration::from_millis(1));
     let duplicates = arrivals
         .seen
         .lock()
@@ -158,16 +206,18 @@ pub(crate) async fn run(server: &BenchServer, members: usize, messages: usize) -
         .values()
         .map(|(count, _)| count.saturating_sub(members) as u64)
         .sum::<u64>();
-    let elapsed = finished.saturating_sub(started).max(Duration::from_millis(1));
     let (bodies, rows) = stored_per_message(server, &group_id)?;
+    let stored = (messages + burst) as f64;
     Ok(FanoutResult {
         members,
         messages,
         last_recipient: last_recipient.summary(),
         deliveries_per_s: (messages * members) as f64 / elapsed.as_secs_f64(),
+        burst_messages: burst,
+        burst_deliveries_per_s: (burst * members) as f64 / burst_elapsed.as_secs_f64(),
         ciphertext_bytes: ciphertext.len(),
-        bodies_per_message: bodies / messages as f64,
-        queue_rows_per_message: rows / messages as f64,
+        bodies_per_message: bodies / stored,
+        queue_rows_per_message: rows / stored,
         lost,
         duplicates,
         bare_quinn_last_recipient: None,

@@ -54,6 +54,11 @@ struct Args {
     /// The ramp stops once send → push p99 exceeds this many milliseconds.
     #[arg(long, default_value_t = 50.0)]
     max_p99_ms: f64,
+    /// A step that misses the bound is run again this many times before the
+    /// ramp stops (every run is kept in the results): a single disk stall of
+    /// 100 ms or more (see BENCHMARKS.md) should not end a ramp at a low rate.
+    #[arg(long, default_value_t = 1)]
+    step_retries: u32,
     /// Length of each rate step, seconds.
     #[arg(long, default_value_t = 3.0)]
     step_secs: f64,
@@ -66,6 +71,9 @@ struct Args {
     /// B4: messages sent to the fan-out group, one after another.
     #[arg(long, default_value_t = 20)]
     fanout_messages: usize,
+    /// B4: messages then sent to the group all at once, for deliveries/s with messages in flight together.
+    #[arg(long, default_value_t = 50)]
+    fanout_burst: usize,
     /// B5: group sizes N whose commit acceptance (SubmitCommit round trip) is measured.
     #[arg(long, value_delimiter = ',', default_value = "2,100,1000")]
     commit_sizes: Vec<usize>,
@@ -126,6 +134,8 @@ struct Ramp {
     steps: Vec<StepResult>,
     /// Highest offered rate served with p99 within the bound and ≥ 95 % achieved.
     max_sustained_per_s: f64,
+    /// Steps that missed the bound and were run again (see `--step-retries`).
+    retried_steps: u32,
 }
 
 #[derive(Debug, Serialize)]
@@ -138,6 +148,8 @@ struct Report {
     ramps: Vec<Ramp>,
     /// The SQLite baseline of B3 (absent when B3 is skipped).
     sqlite_inserts_per_s: Option<f64>,
+    /// Latency of each of those inserts (one fsync'd commit).
+    sqlite_commit_latency: Option<histogram::Summary>,
     fanout: Option<fanout::FanoutResult>,
     /// B5, one entry per group size.
     commits: Vec<commits::CommitResult>,
@@ -213,20 +225,29 @@ async fn ramp(
 ) -> Ramp {
     let mut steps = Vec::new();
     let mut max_sustained = 0.0f64;
+    let mut retried_steps = 0;
     for &rate in rates {
-        *step_id += 1;
-        let step = run_step(target, *step_id, rate, Duration::from_secs_f64(args.step_secs), base).await;
-        print_step(label, connections, &step);
-        let ok = within_bound(&step, args.max_p99_ms);
+        let mut retries = 0;
+        let ok = loop {
+            *step_id += 1;
+            let step = run_step(target, *step_id, rate, Duration::from_secs_f64(args.step_secs), base).await;
+            print_step(label, connections, &step);
+            let ok = within_bound(&step, args.max_p99_ms);
+            steps.push(step);
+            if ok || args.quick || retries >= args.step_retries {
+                break ok;
+            }
+            retries += 1;
+            retried_steps += 1;
+            eprintln!("{label:<6} C={connections:<5} missed the bound at {rate:.0}/s; running that step again");
+        };
         if ok {
             max_sustained = max_sustained.max(rate);
-        }
-        steps.push(step);
-        if !ok && !args.quick {
+        } else if !args.quick {
             break;
         }
     }
-    Ramp { connections, target: label, steps, max_sustained_per_s: max_sustained }
+    Ramp { connections, target: label, steps, max_sustained_per_s: max_sustained, retried_steps }
 }
 
 #[tokio::main]
@@ -246,6 +267,7 @@ async fn main() -> anyhow::Result<()> {
         args.step_secs = 1.0;
         args.fanout_members = args.fanout_members.min(20);
         args.fanout_messages = args.fanout_messages.min(5);
+        args.fanout_burst = args.fanout_burst.min(5);
         args.commit_sizes = vec![2, 10];
         args.commits = args.commits.min(3);
         args.handshake_clients = args.handshake_clients.min(20);
@@ -270,6 +292,7 @@ async fn main() -> anyhow::Result<()> {
     let deliveries = Arc::new(Deliveries::default());
     let mut pairs = Vec::new();
     let mut ramps = Vec::new();
+    let mut sqlite_commit_latency = None;
     let sqlite_inserts_per_s = if args.runs(Suite::B3) {
         let echo = baseline::start_echo()?;
         let mut echo_clients = Vec::new();
@@ -293,12 +316,16 @@ async fn main() -> anyhow::Result<()> {
             ramps.push(ramp(&target, "echo", connections, &args, &rates, base, &mut step_id).await);
         }
         let sqlite_seconds = if args.quick { 1.0 } else { 6.0 };
-        let per_s = baseline::sqlite_inserts_per_second(
+        let (per_s, commits) = baseline::sqlite_inserts_per_second(
             server.dir.path(),
             args.payload,
             Duration::from_secs_f64(sqlite_seconds),
         )?;
-        eprintln!("sqlite durable single-row inserts: {per_s:.0}/s");
+        eprintln!(
+            "sqlite durable single-row inserts: {per_s:.0}/s; each commit p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2} ms",
+            commits.p50_ms, commits.p99_ms, commits.p999_ms, commits.max_ms
+        );
+        sqlite_commit_latency = Some(commits);
         Some(per_s)
     } else {
         None
@@ -306,12 +333,14 @@ async fn main() -> anyhow::Result<()> {
 
     let fanout = if args.runs(Suite::B4) && args.fanout_members > 0 {
         eprint!("B4: a group of {} members ", args.fanout_members);
-        let mut result = fanout::run(&server, args.fanout_members, args.fanout_messages).await?;
+        let mut result = fanout::run(&server, args.fanout_members, args.fanout_messages, args.fanout_burst).await?;
         eprintln!(
-            " last member after p50 {:.2} p99 {:.2} ms, {:.0} deliveries/s, {:.2} bodies and {:.0} queue rows per message",
+            " last member after p50 {:.2} p99 {:.2} ms, {:.0} deliveries/s one at a time, {:.0}/s for {} at once, {:.2} bodies and {:.0} queue rows per message",
             result.last_recipient.p50_ms,
             result.last_recipient.p99_ms,
             result.deliveries_per_s,
+            result.burst_deliveries_per_s,
+            result.burst_messages,
             result.bodies_per_message,
             result.queue_rows_per_message
         );
@@ -360,6 +389,7 @@ async fn main() -> anyhow::Result<()> {
         max_p99_ms: args.max_p99_ms,
         ramps,
         sqlite_inserts_per_s,
+        sqlite_commit_latency,
         fanout,
         commits: commit_results,
         connections,
@@ -383,13 +413,15 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn print_summary(report: &Report) {
-    println!("C      server max/s  echo max/s  ratio   server p99 push at max (ms)");
+    println!("C      server max/s  echo max/s  ratio   server p99 push at max (ms)  steps run again (server/echo)");
     for pair in report.ramps.chunks(2) {
         let [server, echo] = pair else { continue };
         let p99 = server
             .steps
             .iter()
             .filter(|step| step.offered_per_s == server.max_sustained_per_s)
+            // The last run at that rate is the one that passed.
+            .rev()
             .find_map(|step| step.delivery.map(|d| d.p99_ms))
             .unwrap_or(f64::NAN);
         let ratio = if echo.max_sustained_per_s > 0.0 {
@@ -398,8 +430,14 @@ fn print_summary(report: &Report) {
             f64::NAN
         };
         println!(
-            "{:<6} {:>12.0} {:>11.0} {:>6.2}   {:>6.2}",
-            server.connections, server.max_sustained_per_s, echo.max_sustained_per_s, ratio, p99
+            "{:<6} {:>12.0} {:>11.0} {:>6.2}   {:>6.2}                       {}/{}",
+            server.connections,
+            server.max_sustained_per_s,
+            echo.max_sustained_per_s,
+            ratio,
+            p99,
+            server.retried_steps,
+            echo.retried_steps
         );
     }
     if let Some(sqlite) = report.sqlite_inserts_per_s {
