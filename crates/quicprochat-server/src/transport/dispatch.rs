@@ -96,9 +96,19 @@ async fn durably<T: Send + 'static>(
     let (answer, answered) = tokio::sync::oneshot::channel();
     let metrics = state.metrics.clone();
     state.executor.submit(Box::new(move |store| {
+        // The caller gave up (its deadline passed): it was told to retry,
+        // so the work need not be done.
+        if answer.is_closed() {
+            return Box::new(|_| {});
+        }
         let result = work(&TimedStore::new(store, metrics));
         Box::new(move |durable: Result<(), StoreError>| {
-            let result = result.and_then(|value| durable.map(|()| value).map_err(DomainError::from));
+            // A failed batch wins over the job's own answer: the job read
+            // state of the batch that was rolled back.
+            let result = match durable {
+                Ok(()) => result,
+                Err(error) => Err(DomainError::from(error)),
+            };
             if let Ok(value) = &result {
                 after(value);
             }

@@ -62,6 +62,10 @@ impl State {
         if let Some(open) = &self.open {
             return Ok(open.id);
         }
+        if !self.connection().is_autocommit() {
+            // A transaction left over by a failed rollback: undo it first.
+            self.connection().execute_batch("ROLLBACK").during(operation)?;
+        }
         self.connection().execute_batch("BEGIN IMMEDIATE").during(operation)?;
         let id = self.next_batch;
         self.next_batch += 1;
@@ -81,6 +85,8 @@ struct Committed {
     /// Every batch with an id up to this one has finished (committed or failed).
     through: u64,
     failures: VecDeque<(u64, StoreError)>,
+    /// The newest failed batch no longer in `failures`.
+    forgotten_through: u64,
 }
 
 impl std::fmt::Debug for GroupCommit {
@@ -190,7 +196,9 @@ impl GroupCommit {
         if let Some(failure) = failure {
             committed.failures.push_back((open.id, failure));
             if committed.failures.len() > REMEMBERED_FAILURES {
-                committed.failures.pop_front();
+                if let Some((forgotten, _)) = committed.failures.pop_front() {
+                    committed.forgotten_through = forgotten;
+                }
             }
         }
         self.committed_changed.notify_all();
@@ -204,6 +212,11 @@ impl GroupCommit {
         }
         match committed.failures.iter().find(|(failed, _)| *failed == id) {
             Some((_, error)) => Err(error.replicate()),
+            // Too old to tell whether it failed: never claim it durable.
+            None if id <= committed.forgotten_through => Err(StoreError::Backend {
+                operation: "commit",
+                detail: "the outcome of this write's batch is no longer known; retry".into(),
+            }),
             None => Ok(()),
         }
     }

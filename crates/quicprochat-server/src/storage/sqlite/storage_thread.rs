@@ -9,9 +9,11 @@
 //! the commit's outcome. While it commits, the next jobs queue up, so the
 //! batch grows with the load and a lone job is committed at once.
 //!
-//! A job that panics, or a savepoint that cannot be ended, makes the whole
-//! batch roll back: every job in it completes with an error and the thread
-//! goes on with the next batch.
+//! Each job runs in a savepoint of its own: a job that panics is rolled
+//! back alone (its caller sees its answer channel close) and the others in
+//! the batch go on. Only a savepoint that cannot be ended makes the whole
+//! batch roll back, and then every job in it completes with an error. A
+//! completion that panics is caught too; the thread always goes on.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,7 +69,11 @@ impl Drop for StorageThread {
     fn drop(&mut self) {
         drop(self.jobs.take());
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            // Dropped by a completion on the storage thread itself: it ends
+            // once the queue is empty; joining would wait for ourselves.
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
         }
     }
 }
@@ -97,12 +103,8 @@ fn run_batch(connection: &GroupCommit, mut jobs: Vec<Job>) {
         let running = Instant::now();
         let count = jobs.len();
         for job in jobs.drain(..) {
-            match catch_unwind(AssertUnwindSafe(|| job(&store))) {
-                Ok(completion) => completions.push(completion),
-                Err(_) => {
-                    tracing::error!("a storage job panicked; its batch is rolled back");
-                    store.sound.store(false, Ordering::Relaxed);
-                }
+            if let Some(completion) = run_job(&store, job) {
+                completions.push(completion);
             }
         }
         ran = running.elapsed();
@@ -125,8 +127,34 @@ fn run_batch(connection: &GroupCommit, mut jobs: Vec<Job>) {
         }
     }
     for completion in completions {
-        completion(outcome.as_ref().map(|_| ()).map_err(StoreError::replicate));
+        let durable = outcome.as_ref().map(|_| ()).map_err(StoreError::replicate);
+        if catch_unwind(AssertUnwindSafe(|| completion(durable))).is_err() {
+            tracing::error!("a storage job's completion panicked");
+        }
     }
+}
+
+/// Runs `job` in a savepoint of its own; a job that panics is rolled back
+/// alone and has no completion. If that rollback fails, the store is
+/// marked unsound and the whole batch rolls back.
+fn run_job(store: &BatchStore<'_>, job: Job) -> Option<Completion> {
+    if let Err(error) = store.lock().execute_batch("SAVEPOINT qpc_job") {
+        tracing::error!(%error, "could not open a job's savepoint; its batch is rolled back");
+        store.sound.store(false, Ordering::Relaxed);
+    }
+    let completion = catch_unwind(AssertUnwindSafe(|| job(store)));
+    let end = if completion.is_ok() { "RELEASE qpc_job" } else { "ROLLBACK TO qpc_job; RELEASE qpc_job" };
+    if completion.is_err() {
+        tracing::error!("a storage job panicked; its writes are rolled back");
+        store.connection.clear_poison();
+    }
+    if store.sound.load(Ordering::Relaxed) {
+        if let Err(error) = store.lock().execute_batch(end) {
+            tracing::error!(%error, "could not end a job's savepoint; its batch is rolled back");
+            store.sound.store(false, Ordering::Relaxed);
+        }
+    }
+    completion.ok()
 }
 
 /// The write connection inside the storage thread's open batch, as a
@@ -210,7 +238,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::storage::{AccountCreation, SqliteStore, StorageExecutor, Store};
+    use crate::storage::{AccountCreation, EntryKind, NewMessage, SqliteStore, StorageExecutor, Store};
 
     const WAIT: Duration = Duration::from_secs(10);
 
@@ -243,6 +271,19 @@ mod tests {
         release
     }
 
+    /// A message to nobody in particular.
+    fn orphan(n: usize) -> NewMessage {
+        NewMessage {
+            message_id: n.to_be_bytes().to_vec(),
+            group_id: b"group".to_vec(),
+            sender: format!("user{n}"),
+            kind: EntryKind::Application,
+            payload: vec![7; 100],
+            epoch: 0,
+            stored_at_ms: 1,
+        }
+    }
+
     fn open() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path().join("s.db")).unwrap();
@@ -263,8 +304,9 @@ mod tests {
                 store.submit(Box::new(move |store| {
                     let name = format!("user{n}");
                     let created = store.create_account(&name, &[n as u8; 32], 1).unwrap();
-                    // Odd jobs also make a failing write; it must not undo the account.
-                    let failed = n % 2 == 1 && store.set_account_disabled("nobody", true).is_err();
+                    // Odd jobs also make a write that stores a body, then
+                    // fails (unknown recipient): it must undo only itself.
+                    let failed = n % 2 == 1 && store.enqueue(&orphan(n), &["nobody".to_owned()]).is_err();
                     Box::new(move |durable: Result<(), StoreError>| {
                         let visible: i64 = observer
                             .lock()
@@ -285,14 +327,15 @@ mod tests {
             assert!(durable, "job {n}");
             assert_eq!(visible, 1, "job {n}: completed before its account was committed");
         }
+        assert_eq!(store.stored_message_count().unwrap(), 0, "the failed enqueues left no body");
         // All 100 queued behind the held job ran in one batch.
         assert_eq!(store.connection.batches_started(), 2, "the held job, then one batch of 100");
     }
 
-    /// A panicking job rolls back its whole batch: the others in it complete
-    /// with an error and keep nothing; the thread goes on with the next.
+    /// A panicking job is rolled back alone: the others in its batch commit,
+    /// and the thread goes on with the next batch.
     #[test]
-    fn a_panicking_job_rolls_back_its_batch_and_the_thread_goes_on() {
+    fn a_panicking_job_is_rolled_back_alone_and_the_thread_goes_on() {
         let (_dir, store) = open();
         let release = hold_the_thread(&store);
         let earlier = submit(&store, |store| store.create_account("bob", &[2; 32], 1).unwrap());
@@ -302,16 +345,15 @@ mod tests {
         });
         let later = submit(&store, |store| store.create_account("dave", &[4; 32], 1));
         drop(release);
-        let (created, durable) = earlier.recv_timeout(WAIT).unwrap();
-        assert_eq!(created, AccountCreation::Created);
-        assert!(durable.is_err(), "a batch with a panicked job must not commit");
         assert!(panicking.recv_timeout(WAIT).is_err(), "the panicking job's completion is dropped");
+        let (created, durable) = earlier.recv_timeout(WAIT).unwrap();
+        assert_eq!((created, durable.is_ok()), (AccountCreation::Created, true));
         let (created, durable) = later.recv_timeout(WAIT).unwrap();
-        assert!(created.is_err(), "writes after the panic are refused at once");
-        assert!(durable.is_err());
-        for name in ["bob", "carol", "dave"] {
-            assert_eq!(store.get_account(name).unwrap(), None, "{name} was rolled back");
-        }
+        assert_eq!((created.unwrap(), durable.is_ok()), (AccountCreation::Created, true));
+        assert_eq!(store.get_account("carol").unwrap(), None, "the panicking job's write was rolled back");
+        assert!(store.get_account("bob").unwrap().is_some());
+        assert!(store.get_account("dave").unwrap().is_some());
+        assert_eq!(store.connection.batches_started(), 2, "bob, carol and dave shared one batch");
 
         let after = submit(&store, |store| store.create_account("erin", &[5; 32], 1).unwrap());
         let (created, durable) = after.recv_timeout(WAIT).unwrap();
