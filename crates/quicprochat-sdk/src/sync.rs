@@ -21,6 +21,15 @@ use crate::{now_ms, SdkError};
 const CURSOR_KEY: &str = "delivery_cursor";
 const FETCH_LIMIT: u32 = 200;
 
+/// Whether a fetch of `count` entries from `cursor`, the last with seq
+/// `last_seq`, reached the end of a queue whose head is `head_seq`. The
+/// server also stops at a byte budget, so a short answer is the end only
+/// when it reached the head; an answer that moved nothing forward ends the
+/// loop too, whatever the server claims.
+fn caught_up(count: usize, cursor: u64, last_seq: u64, head_seq: u64) -> bool {
+    count == 0 || last_seq <= cursor || (count < FETCH_LIMIT as usize && last_seq >= head_seq)
+}
+
 impl QpcClient {
     /// Fetches and processes everything waiting on the server and returns
     /// the messages not shown before (oldest first), marking them shown.
@@ -139,6 +148,7 @@ impl Inner {
             let request = v1::FetchRequest { after_seq: cursor, limit: FETCH_LIMIT };
             let response: v1::FetchResponse = self.rpc().call(Method::Fetch, &request).await?;
             let count = response.entries.len();
+            let head_seq = response.head_seq;
             let mut last_seq = cursor;
             for entry in response.entries {
                 if entry.seq <= last_seq {
@@ -157,7 +167,7 @@ impl Inner {
                 self.store.set_meta(CURSOR_KEY, last_seq)?;
                 let _: v1::AckResponse = self.rpc().call(Method::Ack, &v1::AckRequest { up_to_seq: last_seq }).await?;
             }
-            if count < FETCH_LIMIT as usize {
+            if caught_up(count, cursor, last_seq, head_seq) {
                 break;
             }
         }
@@ -236,7 +246,21 @@ fn direct_peer(name: &str, me: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::direct_peer;
+    use super::{caught_up, direct_peer, FETCH_LIMIT};
+
+    #[test]
+    fn a_short_answer_below_the_head_is_not_the_end() {
+        // A full page: fetch again.
+        assert!(!caught_up(FETCH_LIMIT as usize, 0, 200, 200));
+        // Short because of the server's byte budget: fetch again.
+        assert!(!caught_up(3, 10, 13, 40));
+        // Short and at the head: done.
+        assert!(caught_up(3, 10, 13, 13));
+        // Empty (entries past the cursor expired): done.
+        assert!(caught_up(0, 10, 10, 40));
+        // Nothing moved forward (a confused server): done rather than loop.
+        assert!(caught_up(5, 10, 10, 40));
+    }
 
     #[test]
     fn direct_peer_is_the_other_side() {

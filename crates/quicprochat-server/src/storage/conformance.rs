@@ -3,9 +3,9 @@
 //! semantics. Backend-specific tests (SQLite reopen) are at the end.
 
 use super::{
-    AccountCreation, CommitResult, CommitWrite, EntryKind, Fanout, GroupCreation, GroupKind, KeyPackageStock,
-    KeyPackagesAdded, MemoryStore, NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, SqliteStore,
-    Store, StoreError,
+    AccountCreation, CommitResult, CommitWrite, EntryKind, Fanout, FetchedQueue, GroupCreation, GroupKind,
+    KeyPackageStock, KeyPackagesAdded, MemoryStore, NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite,
+    SqliteStore, Store, StoreError, MAX_FETCH_PAYLOAD_BYTES,
 };
 
 mod invites;
@@ -17,6 +17,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("key_packages_single_use", key_packages_single_use),
     ("init_keys_are_never_stored_twice", init_keys_are_never_stored_twice),
     ("fetch_by_cursor_and_limit", fetch_by_cursor_and_limit),
+    ("fetch_stops_at_the_payload_budget", fetch_stops_at_the_payload_budget),
     ("ack_deletes_and_frees", ack_deletes_and_frees),
     ("seq_monotonic_after_ack", seq_monotonic_after_ack),
     ("idempotent_enqueue", idempotent_enqueue),
@@ -225,6 +226,27 @@ fn fetch_by_cursor_and_limit(store: &dyn Store) {
     assert!(store.fetch("bob", u64::MAX, 10).unwrap().items.is_empty());
     assert_eq!(store.fetch("alice", 0, 10).unwrap().head_seq, 0);
     assert_eq!(store.fetch("nobody", 0, 10).unwrap().head_seq, 0);
+}
+
+fn fetch_stops_at_the_payload_budget(store: &dyn Store) {
+    users(store, &["alice", "bob"]);
+    group(store, &["alice", "bob"]);
+    // Three large entries, then one larger than the whole budget.
+    let sizes = [MAX_FETCH_PAYLOAD_BYTES / 3 + 1, MAX_FETCH_PAYLOAD_BYTES / 3, 10, MAX_FETCH_PAYLOAD_BYTES + 1];
+    for (index, size) in sizes.iter().enumerate() {
+        let mut m = message("alice", &[b'b', index as u8], EntryKind::Commit, 100);
+        m.payload = vec![7; *size];
+        store.enqueue(&m, &names(&["bob"])).unwrap();
+    }
+    let seqs_of = |fetched: FetchedQueue| fetched.items.iter().map(|item| item.seq).collect::<Vec<_>>();
+    // The first three fit (two thirds of the budget plus 10 bytes); the
+    // fourth would pass it.
+    let first = store.fetch("bob", 0, 10).unwrap();
+    assert_eq!(first.head_seq, 4);
+    assert_eq!(seqs_of(first), [1, 2, 3], "stops before the entry that passes the budget");
+    // An entry larger than the budget comes alone.
+    assert_eq!(seqs_of(store.fetch("bob", 3, 10).unwrap()), [4]);
+    assert_eq!(seqs_of(store.fetch("bob", 0, 2).unwrap()), [1, 2], "the count limit still applies");
 }
 
 fn ack_deletes_and_frees(store: &dyn Store) {

@@ -11,7 +11,7 @@ use super::{
     Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, EnqueueOutcome, FetchedQueue,
     GroupCreation, GroupRecord, GroupRoster, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageStock,
     KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, QueueItem,
-    Store, StoreError, TakenKeyPackage,
+    Store, StoreError, TakenKeyPackage, MAX_FETCH_PAYLOAD_BYTES,
 };
 
 /// In-memory [`Store`].
@@ -423,11 +423,16 @@ impl Store for MemoryStore {
         let Some(queue) = inner.queues.get(username) else {
             return Ok(FetchedQueue { items: Vec::new(), head_seq });
         };
-        let items = queue
-            .range(after_seq.saturating_add(1)..)
-            .take(limit as usize)
-            .map(|(seq, row)| inner.queue_item(*seq, *row))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut items = Vec::new();
+        let mut payload_bytes = 0usize;
+        for (seq, row) in queue.range(after_seq.saturating_add(1)..).take(limit as usize) {
+            let item = inner.queue_item(*seq, *row)?;
+            if !items.is_empty() && payload_bytes + item.payload.len() > MAX_FETCH_PAYLOAD_BYTES {
+                break;
+            }
+            payload_bytes += item.payload.len();
+            items.push(item);
+        }
         Ok(FetchedQueue { items, head_seq })
     }
 

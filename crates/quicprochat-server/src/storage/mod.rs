@@ -41,7 +41,7 @@ pub use types::{
     Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, EnqueueOutcome, EntryKind, Fanout,
     FetchedQueue, GroupCreation, GroupKind, GroupRecord, GroupRoster, GroupSummary, InviteUse, InvitedAccountCreation,
     KeyPackageStock, KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult,
-    ProposalWrite, QueueItem, TakenKeyPackage,
+    ProposalWrite, QueueItem, TakenKeyPackage, MAX_FETCH_PAYLOAD_BYTES,
 };
 
 /// Work for a [`StorageExecutor`]: runs against a store and returns what to
@@ -173,7 +173,11 @@ pub trait Store: Send + Sync {
     fn lookup_message(&self, sender: &str, message_id: &[u8]) -> Result<Option<MessageRecord>, StoreError>;
 
     /// Up to `limit` entries of `username`'s queue with `seq > after_seq`, in
-    /// order, and the highest seq ever assigned in that queue.
+    /// order, and the highest seq ever assigned in that queue. The entries
+    /// stop before one whose payload would take their total past
+    /// [`MAX_FETCH_PAYLOAD_BYTES`] (the first entry is always returned), so
+    /// fewer than `limit` entries with `head_seq` beyond the last means
+    /// "fetch again".
     fn fetch(&self, username: &str, after_seq: u64, limit: u32) -> Result<FetchedQueue, StoreError>;
 
     /// Deletes the entries with `seq <= up_to_seq` from `username`'s queue and

@@ -275,6 +275,11 @@ pub struct QueueItem {
     pub epoch: u64,
 }
 
+/// Payload bytes one [`super::Store::fetch`] returns at most, beyond its
+/// first entry: with the other fields, the answer fits the 16 MiB frame
+/// limit even when the queue holds many large commits.
+pub const MAX_FETCH_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
+
 /// Result of [`super::Store::fetch`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FetchedQueue {

@@ -11,6 +11,7 @@ use super::groups::decode_group_kind;
 use super::SqlResultExt;
 use crate::storage::{
     Delivery, EnqueueOutcome, EntryKind, FetchedQueue, MessageRecord, NewMessage, QueueItem, StoreError,
+    MAX_FETCH_PAYLOAD_BYTES,
 };
 
 pub(super) fn encode_entry_kind(kind: EntryKind) -> i64 {
@@ -210,7 +211,7 @@ pub(super) fn fetch(
     const OPERATION: &str = "fetch";
     // Cursors beyond SQLite's integer range cannot match anything.
     let after_seq = after_seq.min(i64::MAX as u64);
-    let raw_items = connection
+    let mut statement = connection
         .prepare_cached(
             "SELECT q.seq, m.message_id, m.group_id, g.name, g.kind, m.sender, m.kind,
                     m.payload, m.stored_at_ms, m.epoch
@@ -220,13 +221,18 @@ pub(super) fn fetch(
              WHERE q.username = ?1 AND q.seq > ?2
              ORDER BY q.seq LIMIT ?3",
         )
-        .and_then(|mut statement| {
-            statement
-                .query_map(params![username, after_seq, limit], RawItem::from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-        })
         .during(OPERATION)?;
-    let items = raw_items.into_iter().map(RawItem::decode).collect::<Result<Vec<_>, _>>()?;
+    let mut rows = statement.query(params![username, after_seq, limit]).during(OPERATION)?;
+    let mut items = Vec::new();
+    let mut payload_bytes = 0usize;
+    while let Some(row) = rows.next().during(OPERATION)? {
+        let item = RawItem::from_row(row).during(OPERATION)?;
+        if !items.is_empty() && payload_bytes + item.payload.len() > MAX_FETCH_PAYLOAD_BYTES {
+            break;
+        }
+        payload_bytes += item.payload.len();
+        items.push(item.decode()?);
+    }
     let head_seq: Option<u64> = connection
         .prepare_cached("SELECT last_seq FROM accounts WHERE username = ?1")
         .and_then(|mut statement| statement.query_row(params![username], |row| row.get(0)).optional())
