@@ -168,8 +168,9 @@ struct BatchStore<'batch> {
 
 impl BatchStore<'_> {
     fn lock(&self) -> MutexGuard<'_, Connection> {
-        // Only this thread locks it, under the batch; a panic inside a job
-        // poisons it, and that batch is rolled back anyway.
+        // Only this thread locks it, under the batch. A job panicking
+        // mid-write poisons it; `run_job` rolls that job back and clears
+        // the poison.
         self.connection.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
