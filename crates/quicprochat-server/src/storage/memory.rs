@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 use super::{
-    Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, EnqueueOutcome, FetchedQueue,
-    GroupCreation, GroupRecord, GroupRoster, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageStock,
-    KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, QueueItem,
-    Store, StoreError, TakenKeyPackage, MAX_FETCH_PAYLOAD_BYTES,
+    Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, EnqueueOutcome, FetchBudget,
+    FetchedQueue, GroupCreation, GroupRecord, GroupRoster, GroupSummary, InviteUse, InvitedAccountCreation,
+    KeyPackageStock, KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult,
+    ProposalWrite, QueueItem, Store, StoreError, TakenKeyPackage,
 };
 
 /// In-memory [`Store`].
@@ -424,13 +424,12 @@ impl Store for MemoryStore {
             return Ok(FetchedQueue { items: Vec::new(), head_seq });
         };
         let mut items = Vec::new();
-        let mut payload_bytes = 0usize;
+        let mut budget = FetchBudget::default();
         for (seq, row) in queue.range(after_seq.saturating_add(1)..).take(limit as usize) {
             let item = inner.queue_item(*seq, *row)?;
-            if !items.is_empty() && payload_bytes + item.payload.len() > MAX_FETCH_PAYLOAD_BYTES {
+            if !budget.admit(item.payload.len()) {
                 break;
             }
-            payload_bytes += item.payload.len();
             items.push(item);
         }
         Ok(FetchedQueue { items, head_seq })

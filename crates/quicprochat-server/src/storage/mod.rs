@@ -37,6 +37,7 @@ pub use error::StoreError;
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 pub use timed::TimedStore;
+pub(crate) use types::FetchBudget;
 pub use types::{
     Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, EnqueueOutcome, EntryKind, Fanout,
     FetchedQueue, GroupCreation, GroupKind, GroupRecord, GroupRoster, GroupSummary, InviteUse, InvitedAccountCreation,

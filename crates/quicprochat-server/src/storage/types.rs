@@ -280,6 +280,28 @@ pub struct QueueItem {
 /// limit even when the queue holds many large commits.
 pub const MAX_FETCH_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
 
+/// Counts the payload of one fetch answer against
+/// [`MAX_FETCH_PAYLOAD_BYTES`]; every store's `fetch` asks it before adding
+/// an entry.
+#[derive(Debug, Default)]
+pub(crate) struct FetchBudget {
+    used: usize,
+    entries: usize,
+}
+
+impl FetchBudget {
+    /// Whether an entry with `payload_len` bytes still fits (the first one
+    /// always does); counts it if so.
+    pub(crate) fn admit(&mut self, payload_len: usize) -> bool {
+        if self.entries > 0 && self.used + payload_len > MAX_FETCH_PAYLOAD_BYTES {
+            return false;
+        }
+        self.used += payload_len;
+        self.entries += 1;
+        true
+    }
+}
+
 /// Result of [`super::Store::fetch`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FetchedQueue {

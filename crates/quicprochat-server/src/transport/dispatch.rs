@@ -76,13 +76,14 @@ async fn blocking<T: Send + 'static>(
     match tokio::time::timeout(timeout, tokio::task::spawn_blocking(move || work(&*store))).await {
         Ok(Ok(result)) => result,
         Ok(Err(join)) => Err(DomainError::Internal { detail: format!("storage task failed: {join}") }),
-        // The write may still complete; every mutating request is idempotent
-        // on its message id, so the client's retry is safe.
-        Err(_) => Err(DomainError::Unavailable {
-            message: format!("storage did not answer within {timeout:?}"),
-            retry_after_ms: 100,
-        }),
+        Err(_) => Err(storage_timed_out(timeout)),
     }
+}
+
+/// The storage deadline passed. The write may still complete; every
+/// mutating request is idempotent on its message id, so a retry is safe.
+fn storage_timed_out(timeout: std::time::Duration) -> DomainError {
+    DomainError::Unavailable { message: format!("storage did not answer within {timeout:?}"), retry_after_ms: 100 }
 }
 
 /// Runs `work` as a job on the storage executor and returns its result
@@ -119,11 +120,7 @@ async fn durably<T: Send + 'static>(
     match tokio::time::timeout(timeout, answered).await {
         Ok(Ok(result)) => result,
         Ok(Err(_)) => Err(DomainError::Internal { detail: "the storage thread dropped a request".into() }),
-        // As in `blocking`: the write may still complete, and a retry is safe.
-        Err(_) => Err(DomainError::Unavailable {
-            message: format!("storage did not answer within {timeout:?}"),
-            retry_after_ms: 100,
-        }),
+        Err(_) => Err(storage_timed_out(timeout)),
     }
 }
 

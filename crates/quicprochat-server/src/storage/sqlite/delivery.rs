@@ -10,8 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::groups::decode_group_kind;
 use super::SqlResultExt;
 use crate::storage::{
-    Delivery, EnqueueOutcome, EntryKind, FetchedQueue, MessageRecord, NewMessage, QueueItem, StoreError,
-    MAX_FETCH_PAYLOAD_BYTES,
+    Delivery, EnqueueOutcome, EntryKind, FetchBudget, FetchedQueue, MessageRecord, NewMessage, QueueItem, StoreError,
 };
 
 pub(super) fn encode_entry_kind(kind: EntryKind) -> i64 {
@@ -224,13 +223,12 @@ pub(super) fn fetch(
         .during(OPERATION)?;
     let mut rows = statement.query(params![username, after_seq, limit]).during(OPERATION)?;
     let mut items = Vec::new();
-    let mut payload_bytes = 0usize;
+    let mut budget = FetchBudget::default();
     while let Some(row) = rows.next().during(OPERATION)? {
         let item = RawItem::from_row(row).during(OPERATION)?;
-        if !items.is_empty() && payload_bytes + item.payload.len() > MAX_FETCH_PAYLOAD_BYTES {
+        if !budget.admit(item.payload.len()) {
             break;
         }
-        payload_bytes += item.payload.len();
         items.push(item.decode()?);
     }
     let head_seq: Option<u64> = connection

@@ -53,7 +53,8 @@ struct State {
 
 impl State {
     fn connection(&mut self) -> &mut Connection {
-        // A job that panicked mid-write poisons it; its batch is rolled back.
+        // A storage job that panicked mid-write poisons it; the storage
+        // thread rolls that job back and clears the poison.
         self.connection.get_mut().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -142,16 +143,12 @@ impl GroupCommit {
 
     /// Runs `work` on the connection inside the open batch (opening one if
     /// needed), then commits the batch, whoever else wrote into it. `work`
-    /// returns how many writes it made and whether the batch is still
-    /// sound; an unsound batch is rolled back. Returns the batch's outcome.
-    pub(super) fn run_batch(&self, work: impl FnOnce(&Mutex<Connection>) -> (usize, bool)) -> Result<(), StoreError> {
+    /// returns whether the batch is still sound; an unsound batch is rolled
+    /// back. Returns the batch's outcome.
+    pub(super) fn run_batch(&self, work: impl FnOnce(&Mutex<Connection>) -> bool) -> Result<(), StoreError> {
         let mut state = self.lock_state()?;
         state.open_batch("batch")?;
-        let (writes, sound) = work(&state.connection);
-        if let Some(open) = state.open.as_mut() {
-            open.writes += writes;
-        }
-        if sound {
+        if work(&state.connection) {
             return self.commit(&mut state);
         }
         let failure = StoreError::Backend { operation: "batch", detail: "a job left the batch unsound".into() };

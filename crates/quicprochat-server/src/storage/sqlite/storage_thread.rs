@@ -101,14 +101,13 @@ fn run_batch(connection: &GroupCommit, mut jobs: Vec<Job>) {
     let outcome = connection.run_batch(|connection| {
         let store = BatchStore { connection, sound: AtomicBool::new(true) };
         let running = Instant::now();
-        let count = jobs.len();
         for job in jobs.drain(..) {
             if let Some(completion) = run_job(&store, job) {
                 completions.push(completion);
             }
         }
         ran = running.elapsed();
-        (count, store.sound.load(Ordering::Relaxed))
+        store.sound.load(Ordering::Relaxed)
     });
     let took = started.elapsed();
     if took >= SLOW_BATCH {
