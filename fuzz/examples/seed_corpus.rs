@@ -79,7 +79,7 @@ fn main() {
     let bootstrap = alice.create_group(&group_id).expect("group");
     let application = alice.encrypt(&group_id, b"hello").expect("encrypt");
     let view = DsGroupView::from_group_info(&bootstrap.group_info, &bootstrap.ratchet_tree).expect("view");
-    let view_bytes = view.to_bytes();
+    let view_bytes = view.to_bytes().expect("view serialises");
 
     write("mls_ingress", "key_package", &with_selector(0, &key_package));
     write("mls_ingress", "application", &with_selector(1, &application));

@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
             std::panic::set_hook(fuzzer_hook);
             if let Ok(view) = restored {
                 // A restored view serialises to a blob that restores again.
-                let again = DsGroupView::from_bytes(&view.to_bytes()).expect("re-serialised view restores");
+                let again = DsGroupView::from_bytes(&view.to_bytes().expect("view serialises")).expect("re-serialised view restores");
                 assert_eq!(again.epoch(), view.epoch());
                 assert_eq!(again.group_id(), view.group_id());
             }

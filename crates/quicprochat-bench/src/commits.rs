@@ -18,17 +18,21 @@
 //! `client_merge`), and encoding the request.
 //!
 //! Baselines, same run: a `Ping` on the same connection after each commit
-//! (transport and dispatch, no work), and the very request bytes sent to
-//! the bare quinn echo server, which answers with an empty body (moving a
-//! commit this size over QUIC). Also read back: the size of the group state the
-//! DS stores for the group, which it rewrites on every commit.
+//! (transport and dispatch, no work); the very request bytes sent to the
+//! bare quinn echo server, which answers with an empty body (moving a
+//! commit this size over QUIC); and OpenMLS validating and merging the same
+//! commit in this process (`DsGroupView::process_commit` on a view of the
+//! same group, the check the DS cannot skip). Echo plus validation is the
+//! floor for a commit's acceptance. Also read back: the size of the group's
+//! latest snapshot (the serialised view the DS stores after commits, off
+//! their path).
 
 use std::time::Instant;
 
 use anyhow::Context;
 use bytes::Bytes;
 use prost::Message;
-use quicprochat_core::{Identity, MlsClient};
+use quicprochat_core::{DsGroupView, Identity, MlsClient};
 use quicprochat_proto::{v1, Method};
 use quicprochat_rpc::RpcClient;
 use serde::Serialize;
@@ -58,7 +62,12 @@ pub(crate) struct CommitResult {
     /// The same request bytes to the bare quinn echo server (answered with
     /// an empty body): moving a commit this size over QUIC, no work.
     pub(crate) echo_same_size: Summary,
-    /// The group state the DS stores (and rewrites on every commit), bytes.
+    /// OpenMLS validating and merging the same commit in this process, on
+    /// a `DsGroupView` of the same group: the DS's own check, no IO.
+    pub(crate) ds_validation: Summary,
+    /// Echo p50 plus validation p50: what a commit costs before any storage.
+    pub(crate) floor_p50_ms: f64,
+    /// The group's latest snapshot (the serialised view), bytes.
     pub(crate) stored_state_bytes: u64,
     /// Largest add commit (MlsMessage bytes), its Welcome, and remove commit.
     pub(crate) add_commit_bytes: usize,
@@ -90,6 +99,10 @@ pub(crate) async fn run(server: &BenchServer, members: usize, commits: usize) ->
     let (mut ping, mut prepare, mut merge) = (Latencies::new(), Latencies::new(), Latencies::new());
     let (mut add_commit_bytes, mut welcome_bytes, mut remove_commit_bytes) = (0, 0, 0);
     let ping_body = Bytes::from(v1::PingRequest {}.encode_to_vec());
+    let bootstrap = group.mls.export_group_bootstrap(&group.group_id)?;
+    let mut ds_view = DsGroupView::from_group_info(&bootstrap.group_info, &bootstrap.ratchet_tree)
+        .context("a DS view of the built group")?;
+    let mut ds_validation = Latencies::new();
     for index in 0..commits {
         let adding = index % 2 == 0;
         let prepared = Instant::now();
@@ -107,10 +120,11 @@ pub(crate) async fn run(server: &BenchServer, members: usize, commits: usize) ->
         } else {
             remove_commit_bytes = remove_commit_bytes.max(pending.commit.len());
         }
+        let commit = pending.commit;
         let request = v1::SubmitCommitRequest {
             group_id: group.group_id.clone().into(),
             epoch: pending.epoch,
-            commit: pending.commit.into(),
+            commit: commit.clone().into(),
             welcome: welcome.into(),
             message_id: format!("commit-{index}").into_bytes().into(),
         };
@@ -138,11 +152,16 @@ pub(crate) async fn run(server: &BenchServer, members: usize, commits: usize) ->
         let started = Instant::now();
         echo_client.call_raw(Method::SubmitCommit, echo_body).await.context("echo")?;
         echo_same_size.record(started.elapsed());
+
+        let started = Instant::now();
+        ds_view.process_commit(&commit).with_context(|| format!("validating commit {index} in this process"))?;
+        ds_validation.record(started.elapsed());
     }
     close_now(&group.creator);
     close_now(&echo_client);
     let stored_state_bytes = stored_state_bytes(server, &group.group_id)?;
     let (commit, ping) = (all.summary(), ping.summary());
+    let (echo_same_size, ds_validation) = (echo_same_size.summary(), ds_validation.summary());
     Ok(CommitResult {
         members,
         commits,
@@ -151,7 +170,9 @@ pub(crate) async fn run(server: &BenchServer, members: usize, commits: usize) ->
         remove: remove.summary(),
         ping,
         commit_over_ping_p50: ratio(commit.p50_ms, ping.p50_ms),
-        echo_same_size: echo_same_size.summary(),
+        echo_same_size,
+        ds_validation,
+        floor_p50_ms: echo_same_size.p50_ms + ds_validation.p50_ms,
         stored_state_bytes,
         add_commit_bytes,
         welcome_bytes,
@@ -245,8 +266,9 @@ async fn build_group(server: &BenchServer, members: usize, extra_adds: usize) ->
 pub(crate) fn describe(result: &CommitResult) -> String {
     format!(
         "N={}: SubmitCommit p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2} ms (add p50 {:.2}, remove p50 {:.2}); \
-         ping p50 {:.2} ms; commit/ping {:.1}x; same bytes to bare quinn echo p50 {:.2} ms; add commit {} B + \
-         Welcome {} B, remove commit {} B; stored group state {} B; client prepare p50 {:.1} ms (not timed)",
+         ping p50 {:.2} ms; commit/ping {:.1}x; same bytes to bare quinn echo p50 {:.2} ms; OpenMLS validation \
+         alone p50 {:.2} ms; floor (echo + validation) p50 {:.2} ms; add commit {} B + Welcome {} B, remove \
+         commit {} B; group snapshot {} B; client prepare p50 {:.1} ms (not timed)",
         result.members,
         result.commit.p50_ms,
         result.commit.p99_ms,
@@ -257,6 +279,8 @@ pub(crate) fn describe(result: &CommitResult) -> String {
         result.ping.p50_ms,
         result.commit_over_ping_p50,
         result.echo_same_size.p50_ms,
+        result.ds_validation.p50_ms,
+        result.floor_p50_ms,
         result.add_commit_bytes,
         result.welcome_bytes,
         result.remove_commit_bytes,

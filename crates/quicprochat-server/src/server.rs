@@ -19,6 +19,7 @@ use quicprochat_rpc::{CertFingerprint, RpcError, CLOSE_SERVER_SHUTDOWN};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::snapshots;
 use crate::http::serve_http;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiters;
@@ -289,6 +290,14 @@ async fn housekeeping(state: Arc<ServerState>) {
         match tokio::task::spawn_blocking(move || store.total_queue_depth()).await {
             Ok(Ok(depth)) => state.metrics.set_queue_depth(depth),
             Ok(Err(error)) => tracing::warn!(%error, "cannot read queue depth"),
+            Err(_) => return,
+        }
+        // Groups whose log no snapshot covers yet (at start: also commits
+        // logged before the last stop).
+        let (store, views) = (state.store.clone(), state.views.clone());
+        match tokio::task::spawn_blocking(move || snapshots::snapshot_logged_groups(&*store, &views)).await {
+            Ok(Ok(written)) => tracing::debug!(written, "group snapshots stored"),
+            Ok(Err(error)) => tracing::warn!(%error, "cannot list groups with logged commits"),
             Err(_) => return,
         }
     }

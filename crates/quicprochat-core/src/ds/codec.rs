@@ -7,11 +7,13 @@
 //! or an oversized allocation.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
 
 use openmls::prelude::{GroupId, PublicGroup};
 use openmls_memory_storage::MemoryStorage;
 use openmls_rust_crypto::RustCrypto;
+use openmls_traits::public_storage::PublicStorageProvider as _;
 use sha2::{Digest, Sha256};
 
 use super::{DsError, DsGroupView};
@@ -24,7 +26,11 @@ pub const MAX_VIEW_BYTES: usize = 256 * 1024 * 1024;
 
 impl DsGroupView {
     /// Serialises the whole view (group state and pending proposals).
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub fn to_bytes(&self) -> Result<Vec<u8>, DsError> {
+        if self.tree_stale.load(Ordering::Relaxed) {
+            self.storage.write_tree(self.group.group_id(), self.group.treesync()).map_err(DsError::internal)?;
+            self.tree_stale.store(false, Ordering::Relaxed);
+        }
         let values = match self.storage.values.read() {
             Ok(guard) => guard,
             // A panic while holding the lock cannot leave the map half-written:
@@ -44,7 +50,7 @@ impl DsGroupView {
         }
         let digest = Sha256::digest(&out);
         out.extend_from_slice(&digest);
-        out
+        Ok(out)
     }
 
     /// Restores a view written by [`DsGroupView::to_bytes`]; bounded, never panics on bad bytes.
@@ -93,7 +99,7 @@ impl DsGroupView {
         if !is_allowed_ciphersuite(ciphersuite) {
             return Err(DsError::CiphersuiteNotAllowed { ciphersuite: ciphersuite.into() });
         }
-        Ok(DsGroupView { storage, group, crypto: RustCrypto::default() })
+        Ok(DsGroupView { storage, group, crypto: RustCrypto::default(), tree_stale: AtomicBool::new(false) })
     }
 }
 

@@ -17,7 +17,7 @@ fn leave_proposal_is_committed_by_another_member() {
     assert!(outcome.self_remove);
     assert!(matches!(ds.process_commit(&leave), Err(DsError::WrongContentType { .. })));
     // The proposal survives a round trip through the DS store.
-    let mut ds = DsGroupView::from_bytes(&ds.to_bytes()).unwrap();
+    let mut ds = DsGroupView::from_bytes(&ds.to_bytes().unwrap()).unwrap();
 
     for member in [&alice, &carol] {
         assert_eq!(
@@ -76,11 +76,11 @@ fn concurrent_commits_first_wins() {
     assert_eq!((alice_commit.epoch, bob_commit.epoch), (1, 1));
 
     ds.process_commit(&alice_commit.commit).unwrap();
-    let before = ds.to_bytes();
+    let before = ds.to_bytes().unwrap();
     let err = ds.process_commit(&bob_commit.commit).unwrap_err();
     assert!(matches!(err, DsError::StaleEpoch { message_epoch: 1, current_epoch: 2 }));
     assert!(!err.is_peer_error());
-    assert_eq!(ds.to_bytes(), before, "a rejected commit leaves the view unchanged");
+    assert_eq!(ds.to_bytes().unwrap(), before, "a rejected commit leaves the view unchanged");
 
     alice.merge_pending_commit(&GROUP).unwrap();
     dave.join_from_welcome(&alice_commit.welcome.unwrap()).unwrap();

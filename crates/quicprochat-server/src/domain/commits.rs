@@ -1,11 +1,13 @@
 //! Commits and leave proposals: the DS's per-group sequencer.
 //!
-//! A commit is validated against the stored public view, checked against the
-//! account registry (every added member is a registered, enabled account
-//! whose identity key is the leaf's key) and applied with a compare-and-set
-//! on the epoch: the first commit of an epoch wins, any other gets
-//! `STALE_EPOCH`. The commit goes to the old and new roster except its
-//! sender, the Welcome to the added members, in the same transaction.
+//! A commit is validated against the group's public view, checked against
+//! the account registry (every added member is a registered, enabled
+//! account whose identity key is the leaf's key) and applied with a
+//! compare-and-set on the epoch: the first commit of an epoch wins, any
+//! other gets `STALE_EPOCH`. The accepted commit is appended to the group's
+//! log and goes to the old and new roster except its sender, the Welcome to
+//! the added members, in the same transaction. The view is not serialised
+//! here: `snapshots` does that after the answer.
 //!
 //! A leave is a self-Remove proposal: it is stored in the view (so a later
 //! commit may reference it), fanned out to the other members, and the sender
@@ -21,6 +23,7 @@ use super::accounts::session_account;
 use super::groups::{
     is_member, load_group, load_roster, others, require_active_member, restore_view, DIRECT_GROUP_MAX_MEMBERS,
 };
+use super::snapshots::SNAPSHOT_AFTER_ENTRIES;
 use super::views::ViewCache;
 use super::{check_message_id, DomainError};
 use crate::storage::{
@@ -52,6 +55,9 @@ pub struct CommitAccepted {
     /// Everyone who got a queue entry (the commit or the Welcome); empty
     /// for a retry of an accepted commit, which wrote nothing.
     pub recipients: Vec<String>,
+    /// `Some(state_version after this commit)` when the group's log is long
+    /// enough that a snapshot should be stored now (see [`super::snapshots`]).
+    pub snapshot_due: Option<u64>,
 }
 
 /// A leave request.
@@ -110,14 +116,14 @@ fn may_commit(group: &GroupRoster, session_user: &str, epoch: u64) -> Result<(),
 }
 
 /// Validates the commit against the group's view (which it merges into)
-/// and the registry; returns the outcome and the merged view's bytes.
+/// and the registry.
 fn process_commit(
     store: &dyn Store,
     session_user: &str,
     kind: GroupKind,
     view: &mut DsGroupView,
     request: &SubmitCommit<'_>,
-) -> Result<(CommitOutcome, Vec<u8>), DomainError> {
+) -> Result<CommitOutcome, DomainError> {
     let outcome = view.process_commit(request.commit).map_err(|error| DomainError::from_ds("commit", error))?;
     if outcome.sender != session_user {
         return Err(DomainError::denied(format!("the commit is signed by {:?}, not by you", outcome.sender)));
@@ -131,7 +137,7 @@ fn process_commit(
     match (outcome.added.is_empty(), request.welcome.is_some()) {
         (false, false) => Err(DomainError::invalid("the commit adds members but no welcome was given")),
         (true, true) => Err(DomainError::invalid("a welcome was given but the commit adds nobody")),
-        _ => Ok((outcome, view.to_bytes())),
+        _ => Ok(outcome),
     }
 }
 
@@ -149,7 +155,7 @@ pub fn submit_commit(
     check_message_id(request.message_id)?;
     let roster = load_roster(store, request.group_id)?;
     if let Some(first) = earlier_use(store, session_user, request.message_id, request.group_id, EntryKind::Commit)? {
-        return Ok(CommitAccepted { epoch: first.epoch + 1, recipients: Vec::new() });
+        return Ok(CommitAccepted { epoch: first.epoch + 1, recipients: Vec::new(), snapshot_due: None });
     }
     session_account(store, session_user)?;
     may_commit(&roster, session_user, request.epoch)?;
@@ -165,8 +171,7 @@ pub fn submit_commit(
             (view, group)
         }
     };
-    let (outcome, new_state) = process_commit(store, session_user, group.kind, &mut view, request)?;
-    let stored_bytes = new_state.len();
+    let outcome = process_commit(store, session_user, group.kind, &mut view, request)?;
 
     let new_members: Vec<String> = outcome.members.iter().map(|m| m.username.clone()).collect();
     let commit_recipients: Vec<String> = group
@@ -195,7 +200,6 @@ pub fn submit_commit(
         group_id: request.group_id.to_vec(),
         expected_epoch: group.epoch,
         new_epoch: outcome.new_epoch,
-        new_state,
         new_members,
         commit: Fanout {
             message: message(EntryKind::Commit, request.commit, group.epoch),
@@ -205,10 +209,15 @@ pub fn submit_commit(
     };
     match store.apply_commit(&write) {
         Ok(CommitResult::Applied(applied)) => {
-            views.put(request.group_id, applied.state_version, stored_bytes, view);
+            // The last snapshot's size stands for the view's (the view is
+            // serialised only when the next snapshot is written).
+            let size = usize::try_from(group.snapshot_bytes).unwrap_or(usize::MAX);
+            views.put(request.group_id, applied.state_version, size, view);
             let welcomed = applied.welcome.into_iter().flat_map(|welcome| welcome.deliveries);
             let recipients = applied.commit.deliveries.into_iter().chain(welcomed).map(|d| d.username).collect();
-            Ok(CommitAccepted { epoch: outcome.new_epoch, recipients })
+            let logged = (group.log_head + 1).saturating_sub(group.snapshot_through);
+            let snapshot_due = (logged >= SNAPSHOT_AFTER_ENTRIES).then_some(applied.state_version);
+            Ok(CommitAccepted { epoch: outcome.new_epoch, recipients, snapshot_due })
         }
         Ok(CommitResult::EpochMismatch { current_epoch }) => Err(DomainError::StaleEpoch { current_epoch }),
         Err(StoreError::Conflict { .. }) => {
@@ -246,7 +255,6 @@ pub fn leave_group(
         let write = ProposalWrite {
             group_id: group.group_id.clone(),
             expected_state_version: group.state_version,
-            new_state: view.to_bytes(),
             leaving: vec![session_user.to_owned()],
             proposal: Fanout {
                 message: NewMessage {

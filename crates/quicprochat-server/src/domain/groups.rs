@@ -1,6 +1,7 @@
 //! Groups: registration of a new group from its creator's GroupInfo and
 //! ratchet tree, roster queries, and the helpers the commit and message
-//! services share (loading a group, restoring the DS view).
+//! services share (loading a group, restoring the DS view from its snapshot
+//! and log).
 //!
 //! The roster stored with the group is the MLS roster of the DS view; members
 //! that sent a leave proposal stay in it (marked leaving) until a commit
@@ -10,7 +11,7 @@ use quicprochat_core::ds::DsGroupView;
 
 use super::accounts::session_account;
 use super::DomainError;
-use crate::storage::{GroupCreation, GroupKind, GroupRecord, GroupRoster, GroupSummary, NewGroup, Store};
+use crate::storage::{EntryKind, GroupCreation, GroupKind, GroupRecord, GroupRoster, GroupSummary, NewGroup, Store};
 
 /// Length of a group id, in bytes.
 pub const GROUP_ID_LEN: usize = 16;
@@ -74,11 +75,22 @@ pub(crate) fn load_group(store: &dyn Store, group_id: &[u8]) -> Result<GroupReco
     store.get_group(group_id)?.ok_or_else(|| DomainError::not_found(format!("no group {}", hex::encode(group_id))))
 }
 
-/// Restores the DS view stored with `group`. A failure is server-side.
+/// Restores the DS view of `group`: its snapshot, then every logged commit
+/// and proposal in order. A failure is server-side.
 pub(crate) fn restore_view(group: &GroupRecord) -> Result<DsGroupView, DomainError> {
-    DsGroupView::from_bytes(&group.state).map_err(|error| {
-        DomainError::internal(format!("cannot restore view of group {}: {error}", hex::encode(&group.group_id)))
-    })
+    let failed = |what: String| {
+        DomainError::internal(format!("cannot restore view of group {}: {what}", hex::encode(&group.group_id)))
+    };
+    let mut view = DsGroupView::from_bytes(&group.state).map_err(|error| failed(error.to_string()))?;
+    for entry in &group.log {
+        let replayed = match entry.kind {
+            EntryKind::Commit => view.process_commit(&entry.payload).map(drop),
+            EntryKind::Proposal => view.process_proposal(&entry.payload).map(drop),
+            other => return Err(failed(format!("log entry {} is a {other:?}", entry.seq))),
+        };
+        replayed.map_err(|error| failed(format!("log entry {}: {error}", entry.seq)))?;
+    }
+    Ok(view)
 }
 
 /// A group's roster as carried by the whole record or by the roster-only read.
@@ -164,7 +176,7 @@ pub fn create_group(
         kind: request.kind,
         creator: session_user.to_owned(),
         epoch: 0,
-        state: view.to_bytes(),
+        state: view.to_bytes().map_err(|error| DomainError::internal(format!("cannot serialise the view: {error}")))?,
         members: vec![session_user.to_owned()],
         created_at_ms: now_ms,
     };

@@ -14,7 +14,8 @@
 //! Modules: [`accounts`] (usernames, register, login), [`invites`],
 //! [`key_packages`],
 //! [`groups`] (create, members), [`commits`] (submit commit, leave),
-//! [`messages`] (application messages), [`delivery`] (fetch, ack), [`views`].
+//! [`messages`] (application messages), [`delivery`] (fetch, ack), [`views`],
+//! [`snapshots`] (storing decoded views, which shortens the group logs).
 //! Errors map 1:1 onto wire status codes through [`DomainError`].
 
 pub mod accounts;
@@ -25,6 +26,7 @@ pub mod groups;
 pub mod invites;
 pub mod key_packages;
 pub mod messages;
+pub mod snapshots;
 pub mod views;
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! Decoded DS group views kept between commits. Restoring a view means
-//! reading, checking and parsing the group's whole stored state (5.2 MB of
-//! OpenMLS public state at 1000 members with the PQ suite); a commit that
-//! finds the view of the state it is about to change skips all of that.
+//! reading, checking and parsing the group's snapshot (5.2 MB of OpenMLS
+//! public state at 1000 members with the PQ suite) and replaying its log; a
+//! commit that finds the view of the state it is about to change skips all
+//! of that, and a snapshot serialises the kept view.
 //!
-//! A view is filed under its group's `state_version`, which every write of
+//! A view is filed under its group's `state_version`, which every change of
 //! the state bumps; it is handed out only for that exact version, so a view
 //! is never used once the stored state moved on (another commit, a leave
 //! proposal, another server process on the same database). Taking a view
@@ -101,12 +102,26 @@ impl ViewCache {
     }
 
     /// Keeps `view`, the group's state at `state_version`, whose stored
-    /// form is `stored_bytes` long; evicts the oldest views over budget.
+    /// form is about `stored_bytes` long; evicts the oldest views over budget.
     pub fn put(&self, group_id: &[u8], state_version: u64, stored_bytes: usize, view: DsGroupView) {
+        self.file(group_id, state_version, stored_bytes, view, true);
+    }
+
+    /// Like [`ViewCache::put`], but keeps whatever view of the group is
+    /// there already: for a view taken only to be read (a snapshot), which
+    /// must not replace a newer one filed meanwhile.
+    pub fn put_back(&self, group_id: &[u8], state_version: u64, stored_bytes: usize, view: DsGroupView) {
+        self.file(group_id, state_version, stored_bytes, view, false);
+    }
+
+    fn file(&self, group_id: &[u8], state_version: u64, stored_bytes: usize, view: DsGroupView, replace: bool) {
         if stored_bytes > self.budget_bytes {
             return;
         }
         let mut views = self.views();
+        if !replace && views.by_group.contains_key(group_id) {
+            return;
+        }
         if let Some(old) = views.by_group.remove(group_id) {
             views.bytes -= old.stored_bytes;
         }
@@ -178,6 +193,17 @@ mod tests {
         assert!(cache.take(b"g3", 1).is_some());
         cache.put(b"g4", 1, 251, view(&dir, b"g4"));
         assert!(cache.take(b"g4", 1).is_none(), "larger than the whole budget");
+    }
+
+    #[test]
+    fn a_view_put_back_never_replaces_one_filed_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ViewCache::default();
+        cache.put(b"g1", 5, 100, view(&dir, b"g1"));
+        cache.put_back(b"g1", 4, 100, view(&dir, b"g1"));
+        assert!(cache.take(b"g1", 5).is_some(), "the newer view stayed");
+        cache.put_back(b"g1", 5, 100, view(&dir, b"g1"));
+        assert!(cache.take(b"g1", 5).is_some(), "put back where nothing was kept");
     }
 
     #[test]

@@ -4,8 +4,8 @@
 
 use super::{
     AccountCreation, CommitResult, CommitWrite, EntryKind, Fanout, FetchedQueue, GroupCreation, GroupKind,
-    KeyPackageStock, KeyPackagesAdded, MemoryStore, NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite,
-    SqliteStore, Store, StoreError, MAX_FETCH_PAYLOAD_BYTES,
+    GroupLogEntry, GroupSnapshot, KeyPackageStock, KeyPackagesAdded, MemoryStore, NewGroup, NewKeyPackage, NewMessage,
+    ProposalResult, ProposalWrite, SqliteStore, Store, StoreError, MAX_FETCH_PAYLOAD_BYTES,
 };
 
 mod invites;
@@ -25,6 +25,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("commit_epoch_compare_and_set", commit_epoch_compare_and_set),
     ("welcome_only_to_its_recipients", welcome_only_to_its_recipients),
     ("proposal_marks_leaving", proposal_marks_leaving),
+    ("snapshots_shorten_the_log", snapshots_shorten_the_log),
     ("groups_listing_and_id_taken", groups_listing_and_id_taken),
     ("list_accounts_sorted", invites::list_accounts_sorted),
     ("invite_uses_and_expiry", invites::invite_uses_and_expiry),
@@ -109,11 +110,14 @@ fn commit_write(expected: u64, id: &[u8], members: &[&str], to: &[&str]) -> Comm
         group_id: GROUP.to_vec(),
         expected_epoch: expected,
         new_epoch: expected + 1,
-        new_state: [b"state-".as_slice(), id].concat(),
         new_members: names(members),
         commit: Fanout { message: m, recipients: names(to) },
         welcome: None,
     }
+}
+
+fn log_entry(seq: u64, kind: EntryKind, id: &[u8]) -> GroupLogEntry {
+    GroupLogEntry { seq, kind, payload: [b"payload-".as_slice(), id].concat() }
 }
 
 fn seqs(store: &dyn Store, user: &str) -> Vec<u64> {
@@ -332,6 +336,7 @@ fn unknown_recipient_writes_nothing(store: &dyn Store) {
     assert!(store.apply_commit(&write).is_err());
     let group = store.get_group(GROUP).unwrap().unwrap();
     assert_eq!((group.epoch, group.state.as_slice()), (0, b"state-0".as_slice()));
+    assert!(group.log.is_empty());
     assert_eq!(store.queue_depth("bob").unwrap(), 0);
 }
 
@@ -346,11 +351,14 @@ fn commit_epoch_compare_and_set(store: &dyn Store) {
     assert!(applied.welcome.is_none());
     let group = store.get_group(GROUP).unwrap().unwrap();
     assert_eq!(group.epoch, 1);
-    assert_eq!(group.state, b"state-c1");
+    assert_eq!(group.state, b"state-0", "the snapshot stays; the commit is in the log");
+    assert_eq!(group.log, [log_entry(1, EntryKind::Commit, b"c1")]);
     assert_eq!(group.members, ["alice", "bob", "carol"]);
     // The version the commit reports is the stored one, and the roster read's.
     assert_eq!(applied.state_version, group.state_version);
-    assert_eq!(store.group_roster(GROUP).unwrap().unwrap().state_version, group.state_version);
+    let roster = store.group_roster(GROUP).unwrap().unwrap();
+    assert_eq!((roster.state_version, roster.log_head, roster.snapshot_through), (group.state_version, 1, 0));
+    assert_eq!(roster.snapshot_bytes, 7);
 
     let loser = commit_write(0, b"c2", &["alice"], &["bob"]);
     let result = store.apply_commit(&loser).unwrap();
@@ -389,6 +397,45 @@ fn welcome_only_to_its_recipients(store: &dyn Store) {
     assert!(store.fetch("alice", 0, 10).unwrap().items.is_empty());
 }
 
+fn snapshots_shorten_the_log(store: &dyn Store) {
+    users(store, &["alice", "bob"]);
+    group(store, &["alice", "bob"]);
+    assert!(store.groups_with_log().unwrap().is_empty());
+    for (epoch, id) in [b"c1", b"c2", b"c3"].iter().enumerate() {
+        let applied = store.apply_commit(&commit_write(epoch as u64, *id, &["alice", "bob"], &["bob"])).unwrap();
+        assert!(matches!(applied, CommitResult::Applied(_)));
+    }
+    assert_eq!(store.groups_with_log().unwrap(), [GROUP.to_vec()]);
+    let version = store.group_roster(GROUP).unwrap().unwrap().state_version;
+
+    let snapshot =
+        |through: u64, state: &[u8]| GroupSnapshot { group_id: GROUP.to_vec(), through, state: state.to_vec() };
+    assert!(store.write_snapshot(&snapshot(2, b"state-2")).unwrap());
+    let group = store.get_group(GROUP).unwrap().unwrap();
+    assert_eq!((group.state.as_slice(), group.snapshot_through), (b"state-2".as_slice(), 2));
+    assert_eq!(group.log, [log_entry(3, EntryKind::Commit, b"c3")]);
+    assert_eq!(group.state_version, version, "a snapshot does not change the view");
+
+    // An older or equal snapshot, one past the log, or of no group writes nothing.
+    assert!(!store.write_snapshot(&snapshot(1, b"state-1")).unwrap());
+    assert!(!store.write_snapshot(&snapshot(2, b"state-2b")).unwrap());
+    assert!(!store.write_snapshot(&snapshot(4, b"state-4")).unwrap());
+    let missing = GroupSnapshot { group_id: b"no-such-group-00".to_vec(), through: 1, state: Vec::new() };
+    assert!(!store.write_snapshot(&missing).unwrap());
+    assert_eq!(store.get_group(GROUP).unwrap().unwrap(), group);
+
+    assert!(store.write_snapshot(&snapshot(3, b"state-3")).unwrap());
+    let group = store.get_group(GROUP).unwrap().unwrap();
+    assert!(group.log.is_empty());
+    assert!(store.groups_with_log().unwrap().is_empty());
+    // The log goes on after the snapshot, without reusing a position.
+    store.apply_commit(&commit_write(3, b"c4", &["alice", "bob"], &["bob"])).unwrap();
+    let group = store.get_group(GROUP).unwrap().unwrap();
+    assert_eq!(group.log, [log_entry(4, EntryKind::Commit, b"c4")]);
+    let roster = store.group_roster(GROUP).unwrap().unwrap();
+    assert_eq!((roster.log_head, roster.snapshot_through, roster.snapshot_bytes), (4, 3, 7));
+}
+
 fn proposal_marks_leaving(store: &dyn Store) {
     users(store, &["alice", "bob", "carol"]);
     group(store, &["alice", "bob", "carol"]);
@@ -396,7 +443,6 @@ fn proposal_marks_leaving(store: &dyn Store) {
     let write = ProposalWrite {
         group_id: GROUP.to_vec(),
         expected_state_version: version,
-        new_state: b"state-p1".to_vec(),
         leaving: names(&["bob"]),
         proposal: Fanout {
             message: message("bob", b"p1", EntryKind::Proposal, 300),
@@ -408,7 +454,8 @@ fn proposal_marks_leaving(store: &dyn Store) {
     };
     assert_eq!(outcome.deliveries.len(), 2);
     let group = store.get_group(GROUP).unwrap().unwrap();
-    assert_eq!((group.epoch, group.state.as_slice()), (0, b"state-p1".as_slice()));
+    assert_eq!((group.epoch, group.state.as_slice()), (0, b"state-0".as_slice()));
+    assert_eq!(group.log, [log_entry(1, EntryKind::Proposal, b"p1")]);
     assert_eq!(group.leaving, ["bob"]);
     assert_eq!(group.members, ["alice", "bob", "carol"]);
     assert!(group.state_version > version);

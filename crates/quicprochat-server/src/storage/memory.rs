@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 use super::{
-    Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, EnqueueOutcome, FetchBudget,
-    FetchedQueue, GroupCreation, GroupRecord, GroupRoster, GroupSummary, InviteUse, InvitedAccountCreation,
-    KeyPackageStock, KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult,
-    ProposalWrite, QueueItem, Store, StoreError, TakenKeyPackage,
+    Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, EnqueueOutcome, EntryKind,
+    FetchBudget, FetchedQueue, GroupCreation, GroupLogEntry, GroupRecord, GroupRoster, GroupSnapshot, GroupSummary,
+    InviteUse, InvitedAccountCreation, KeyPackageStock, KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage,
+    NewMessage, ProposalResult, ProposalWrite, QueueItem, Store, StoreError, TakenKeyPackage,
 };
 
 /// In-memory [`Store`].
@@ -318,6 +318,8 @@ impl Store for MemoryStore {
             epoch: group.epoch,
             state_version: 0,
             state: group.state.clone(),
+            snapshot_through: 0,
+            log: Vec::new(),
             members: members.into_iter().collect(),
             leaving: Vec::new(),
             created_at_ms: group.created_at_ms,
@@ -368,8 +370,7 @@ impl Store for MemoryStore {
         let members: BTreeSet<String> = write.new_members.iter().cloned().collect();
         if let Some(group) = inner.groups.get_mut(&write.group_id) {
             group.epoch = write.new_epoch;
-            group.state_version += 1;
-            group.state = write.new_state.clone();
+            append_to_log(group, EntryKind::Commit, &write.commit.message.payload);
             group.leaving.retain(|name| members.contains(name));
             group.members = members.into_iter().collect();
         }
@@ -393,14 +394,32 @@ impl Store for MemoryStore {
         }
         inner.check_recipients(&write.proposal.recipients)?;
         if let Some(group) = inner.groups.get_mut(&write.group_id) {
-            group.state_version += 1;
-            group.state = write.new_state.clone();
+            append_to_log(group, EntryKind::Proposal, &write.proposal.message.payload);
             let mut leaving: BTreeSet<String> = group.leaving.iter().cloned().collect();
             leaving.extend(write.leaving.iter().filter(|name| group.members.contains(name)).cloned());
             group.leaving = leaving.into_iter().collect();
         }
         let outcome = inner.insert_fanout(&write.proposal.message, &write.proposal.recipients, true);
         Ok(ProposalResult::Applied(outcome))
+    }
+
+    fn write_snapshot(&self, snapshot: &GroupSnapshot) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        let Some(group) = inner.groups.get_mut(&snapshot.group_id) else {
+            return Ok(false);
+        };
+        let log_head = group.log.last().map_or(group.snapshot_through, |entry| entry.seq);
+        if group.snapshot_through >= snapshot.through || log_head < snapshot.through {
+            return Ok(false);
+        }
+        group.state = snapshot.state.clone();
+        group.snapshot_through = snapshot.through;
+        group.log.retain(|entry| entry.seq > snapshot.through);
+        Ok(true)
+    }
+
+    fn groups_with_log(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(self.lock()?.groups.values().filter(|group| !group.log.is_empty()).map(|g| g.group_id.clone()).collect())
     }
 
     fn enqueue(&self, message: &NewMessage, recipients: &[String]) -> Result<EnqueueOutcome, StoreError> {
@@ -468,4 +487,11 @@ impl Store for MemoryStore {
     fn stored_message_count(&self) -> Result<u64, StoreError> {
         Ok(self.lock()?.messages.len() as u64)
     }
+}
+
+/// Bumps the group's state version and appends `payload` to its log.
+fn append_to_log(group: &mut GroupRecord, kind: EntryKind, payload: &[u8]) {
+    let seq = group.log.last().map_or(group.snapshot_through, |entry| entry.seq) + 1;
+    group.state_version += 1;
+    group.log.push(GroupLogEntry { seq, kind, payload: payload.to_vec() });
 }

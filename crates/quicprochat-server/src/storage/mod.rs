@@ -20,8 +20,11 @@
 //!   reused, not even after an ack;
 //! - enqueue is idempotent on `(sender, message_id)`;
 //! - a commit is applied only if the group is still at the expected epoch,
-//!   and its state change, roster change and fan-out (commit and welcome)
-//!   happen in one transaction.
+//!   and its log entry, roster change and fan-out (commit and welcome)
+//!   happen in one transaction;
+//! - a group's view is its snapshot followed by its log: every accepted
+//!   commit and proposal is appended durably; snapshots (written later,
+//!   off the request path) only shorten the log.
 
 mod error;
 pub mod memory;
@@ -40,9 +43,9 @@ pub use timed::TimedStore;
 pub(crate) use types::FetchBudget;
 pub use types::{
     Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, EnqueueOutcome, EntryKind, Fanout,
-    FetchedQueue, GroupCreation, GroupKind, GroupRecord, GroupRoster, GroupSummary, InviteUse, InvitedAccountCreation,
-    KeyPackageStock, KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult,
-    ProposalWrite, QueueItem, TakenKeyPackage, MAX_FETCH_PAYLOAD_BYTES,
+    FetchedQueue, GroupCreation, GroupKind, GroupLogEntry, GroupRecord, GroupRoster, GroupSnapshot, GroupSummary,
+    InviteUse, InvitedAccountCreation, KeyPackageStock, KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage,
+    NewMessage, ProposalResult, ProposalWrite, QueueItem, TakenKeyPackage, MAX_FETCH_PAYLOAD_BYTES,
 };
 
 /// Work for a [`StorageExecutor`]: runs against a store and returns what to
@@ -152,15 +155,24 @@ pub trait Store: Send + Sync {
     fn groups_of(&self, username: &str) -> Result<Vec<GroupSummary>, StoreError>;
 
     /// Applies an accepted commit in one transaction: compare-and-set on the
-    /// epoch, new state and roster, welcome fan-out, then commit fan-out.
-    /// On an epoch mismatch nothing is written.
+    /// epoch, the commit appended to the group's log, new roster, welcome
+    /// fan-out, then commit fan-out. On an epoch mismatch nothing is written.
     fn apply_commit(&self, write: &CommitWrite) -> Result<CommitResult, StoreError>;
 
-    /// Stores a proposal's effect on the group state (compare-and-set on the
-    /// state version), marks `write.leaving` as leaving and fans the proposal
-    /// out, in one transaction. A duplicate `(sender, message_id)` writes
-    /// nothing and returns the first outcome.
+    /// Appends a proposal to the group's log (compare-and-set on the state
+    /// version), marks `write.leaving` as leaving and fans the proposal out,
+    /// in one transaction. A duplicate `(sender, message_id)` writes nothing
+    /// and returns the first outcome.
     fn apply_proposal(&self, write: &ProposalWrite) -> Result<ProposalResult, StoreError>;
+
+    /// Replaces the group's snapshot with `snapshot` and drops the log
+    /// entries it covers, unless the stored snapshot already covers as much
+    /// (or the log does not reach `snapshot.through`). Returns whether it
+    /// was written. The state version does not change: the view is the same.
+    fn write_snapshot(&self, snapshot: &GroupSnapshot) -> Result<bool, StoreError>;
+
+    /// Groups whose log holds entries that no snapshot covers yet.
+    fn groups_with_log(&self) -> Result<Vec<Vec<u8>>, StoreError>;
 
     // --- delivery ---
 

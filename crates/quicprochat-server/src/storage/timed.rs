@@ -10,8 +10,9 @@ use std::time::Instant;
 
 use super::{
     Account, AccountCreation, CommitResult, CommitWrite, EnqueueOutcome, FetchedQueue, GroupCreation, GroupRecord,
-    GroupRoster, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageStock, KeyPackagesAdded, MessageRecord,
-    NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, Store, StoreError, TakenKeyPackage,
+    GroupRoster, GroupSnapshot, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageStock, KeyPackagesAdded,
+    MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, Store, StoreError,
+    TakenKeyPackage,
 };
 use crate::metrics::Metrics;
 
@@ -141,6 +142,14 @@ where
 
     fn apply_proposal(&self, write: &ProposalWrite) -> Result<ProposalResult, StoreError> {
         self.timed("apply_proposal", |s| s.apply_proposal(write))
+    }
+
+    fn write_snapshot(&self, snapshot: &GroupSnapshot) -> Result<bool, StoreError> {
+        self.timed("write_snapshot", |s| s.write_snapshot(snapshot))
+    }
+
+    fn groups_with_log(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.timed("groups_with_log", |s| s.groups_with_log())
     }
 
     fn enqueue(&self, message: &NewMessage, recipients: &[String]) -> Result<EnqueueOutcome, StoreError> {

@@ -88,17 +88,42 @@ pub struct GroupRecord {
     pub kind: GroupKind,
     pub creator: String,
     pub epoch: u64,
-    /// Bumped on every write of `state` (commits and proposals); the
-    /// compare-and-set token of [`super::Store::apply_proposal`].
+    /// Bumped on every change of the group's state (commits and proposals);
+    /// the compare-and-set token of [`super::Store::apply_proposal`].
     pub state_version: u64,
-    /// Serialized DS public group view.
+    /// Serialized DS public group view as of log entry `snapshot_through`
+    /// (the view at creation when that is 0).
     pub state: Vec<u8>,
+    pub snapshot_through: u64,
+    /// The accepted commits and proposals after the snapshot, oldest first:
+    /// the view now is `state` with each of them processed in turn.
+    pub log: Vec<GroupLogEntry>,
     /// The MLS roster, sorted.
     pub members: Vec<String>,
     /// Members that asked to leave and may no longer post, sorted. Always a
     /// subset of `members`.
     pub leaving: Vec<String>,
     pub created_at_ms: u64,
+}
+
+/// One accepted commit or proposal in a group's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupLogEntry {
+    /// Position in the group's log, from 1, without gaps.
+    pub seq: u64,
+    /// [`EntryKind::Commit`] or [`EntryKind::Proposal`].
+    pub kind: EntryKind,
+    /// The MlsMessage as accepted.
+    pub payload: Vec<u8>,
+}
+
+/// A serialised view that replaces a group's snapshot and the log entries it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSnapshot {
+    pub group_id: Vec<u8>,
+    /// The last log entry the view includes.
+    pub through: u64,
+    pub state: Vec<u8>,
 }
 
 /// A group's roster without its MLS state: what the send path needs to
@@ -109,8 +134,15 @@ pub struct GroupRoster {
     pub name: String,
     pub kind: GroupKind,
     pub epoch: u64,
-    /// Bumped on every write of the group's state (see [`GroupRecord`]).
+    /// Bumped on every change of the group's state (see [`GroupRecord`]).
     pub state_version: u64,
+    /// The last entry of the group's log (0: none yet); changes together
+    /// with `state_version`.
+    pub log_head: u64,
+    /// The last log entry the stored snapshot includes.
+    pub snapshot_through: u64,
+    /// Length of the stored snapshot.
+    pub snapshot_bytes: u64,
     /// The MLS roster, sorted.
     pub members: Vec<String>,
     /// Members that asked to leave, sorted; a subset of `members`.
@@ -125,6 +157,9 @@ impl From<GroupRecord> for GroupRoster {
             kind: record.kind,
             epoch: record.epoch,
             state_version: record.state_version,
+            log_head: record.log.last().map_or(record.snapshot_through, |entry| entry.seq),
+            snapshot_through: record.snapshot_through,
+            snapshot_bytes: record.state.len() as u64,
             members: record.members,
             leaving: record.leaving,
         }
@@ -202,7 +237,8 @@ pub struct MessageRecord {
     pub stored_at_ms: u64,
 }
 
-/// An accepted commit to apply atomically.
+/// An accepted commit to apply atomically. The commit's payload is
+/// appended to the group's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitWrite {
     pub group_id: Vec<u8>,
@@ -210,7 +246,6 @@ pub struct CommitWrite {
     /// group is still there.
     pub expected_epoch: u64,
     pub new_epoch: u64,
-    pub new_state: Vec<u8>,
     /// The roster after the commit. Leaving flags of members that stay are kept.
     pub new_members: Vec<String>,
     pub commit: Fanout,
@@ -237,13 +272,13 @@ pub struct CommitApplied {
     pub state_version: u64,
 }
 
-/// A processed proposal to store and fan out atomically.
+/// A processed proposal to store and fan out atomically. Its payload is
+/// appended to the group's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProposalWrite {
     pub group_id: Vec<u8>,
     /// The `state_version` the proposal was processed against.
     pub expected_state_version: u64,
-    pub new_state: Vec<u8>,
     /// Members to mark as leaving (must be in the roster; others are ignored).
     pub leaving: Vec<String>,
     pub proposal: Fanout,

@@ -20,6 +20,7 @@ use crate::domain::accounts::AuthProof;
 use crate::domain::commits::{LeaveGroup, SubmitCommit};
 use crate::domain::groups::CreateGroup;
 use crate::domain::messages::SendMessage;
+use crate::domain::snapshots::{self, SnapshotOutcome};
 use crate::domain::{accounts, commits, delivery, groups, key_packages, messages, DomainError};
 use crate::rate_limit::{KeyPackageGrant, RetryAfter, KEY_PACKAGE_FETCH_PER_TARGET};
 use crate::storage::{EntryKind, GroupKind, QueueItem, Store, StoreError, TimedStore};
@@ -369,7 +370,8 @@ async fn submit_commit(state: &ServerState, user: String, body: Bytes) -> Result
     let now = now_ms();
     let views = Arc::clone(&state.views);
     let mailboxes = Arc::clone(&state.mailboxes);
-    let epoch = blocking(state, move |store| {
+    let group_id = request.group_id.clone();
+    let accepted = blocking(state, move |store| {
         let submit = SubmitCommit {
             group_id: &request.group_id,
             epoch: request.epoch,
@@ -385,10 +387,28 @@ async fn submit_commit(state: &ServerState, user: String, body: Bytes) -> Result
         } else {
             mailboxes.wake(accepted.recipients.iter().map(String::as_str));
         }
-        Ok(accepted.epoch)
+        Ok(accepted)
     })
     .await?;
-    Ok(Reply::ok(&v1::SubmitCommitResponse { epoch }))
+    if let Some(state_version) = accepted.snapshot_due {
+        snapshot_later(state, group_id, state_version);
+    }
+    Ok(Reply::ok(&v1::SubmitCommitResponse { epoch: accepted.epoch }))
+}
+
+/// Stores the group's view as of `state_version` on a blocking thread,
+/// after the commit that produced it has been answered (see
+/// `domain::snapshots`). A failure costs only a longer log.
+fn snapshot_later(state: &ServerState, group_id: Bytes, state_version: u64) {
+    let store = Arc::clone(&state.store);
+    let views = Arc::clone(&state.views);
+    tokio::task::spawn_blocking(move || match snapshots::snapshot_group(&*store, &views, &group_id, state_version) {
+        Ok(SnapshotOutcome::Written { through, bytes }) => {
+            tracing::debug!(group = %hex::encode(&group_id), through, bytes, "group snapshot stored");
+        }
+        Ok(SnapshotOutcome::Skipped) => {}
+        Err(error) => tracing::warn!(group = %hex::encode(&group_id), %error, "cannot snapshot a group's view"),
+    });
 }
 
 async fn leave_group(state: &ServerState, user: String, body: Bytes) -> Result<Reply, DomainError> {

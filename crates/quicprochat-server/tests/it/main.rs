@@ -7,6 +7,7 @@ mod config_cli;
 mod crash;
 mod disk;
 mod drain;
+mod group_log;
 mod harness;
 mod limits;
 mod operations;

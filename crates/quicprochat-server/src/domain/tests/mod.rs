@@ -6,6 +6,7 @@ mod groups;
 mod key_packages;
 mod messages;
 mod registration;
+mod snapshots;
 mod views;
 
 use quicprochat_core::client::MlsClient;
@@ -81,7 +82,7 @@ pub(super) fn gid(n: u8) -> Vec<u8> {
 thread_local! {
     /// Each test (its own thread) has one view cache, as a server has: the
     /// second and later commits of a test take the cached view.
-    static VIEWS: ViewCache = ViewCache::default();
+    pub(super) static VIEWS: ViewCache = ViewCache::default();
 }
 
 /// [`submit_commit`] with this test's view cache; the new epoch.

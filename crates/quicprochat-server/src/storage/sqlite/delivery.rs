@@ -22,7 +22,7 @@ pub(super) fn encode_entry_kind(kind: EntryKind) -> i64 {
     }
 }
 
-fn decode_entry_kind(value: i64, operation: &'static str) -> Result<EntryKind, StoreError> {
+pub(super) fn decode_entry_kind(value: i64, operation: &'static str) -> Result<EntryKind, StoreError> {
     match value {
         0 => Ok(EntryKind::Application),
         1 => Ok(EntryKind::Commit),

@@ -1,17 +1,17 @@
-//! Group queries: creation, lookup, roster, and the atomic commit and
-//! proposal writes (compare-and-set, state, roster, fan-out). Callers
-//! provide the transaction.
+//! Group queries: creation, lookup, roster, the atomic commit and proposal
+//! writes (compare-and-set, log entry, roster, fan-out) and snapshots that
+//! shorten a group's log. Callers provide the transaction.
 
 use std::collections::BTreeSet;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::accounts::require_account;
-use super::delivery::{duplicate_of, insert_fanout};
+use super::delivery::{decode_entry_kind, duplicate_of, encode_entry_kind, insert_fanout};
 use super::SqlResultExt;
 use crate::storage::{
-    CommitApplied, CommitResult, CommitWrite, GroupCreation, GroupKind, GroupRecord, GroupRoster, GroupSummary,
-    NewGroup, ProposalResult, ProposalWrite, StoreError,
+    CommitApplied, CommitResult, CommitWrite, EntryKind, GroupCreation, GroupKind, GroupLogEntry, GroupRecord,
+    GroupRoster, GroupSnapshot, GroupSummary, NewGroup, ProposalResult, ProposalWrite, StoreError,
 };
 
 fn encode_group_kind(kind: GroupKind) -> i64 {
@@ -54,30 +54,32 @@ pub(super) fn create_group(connection: &Connection, group: &NewGroup) -> Result<
     if inserted == 0 {
         return Ok(GroupCreation::IdTaken);
     }
-    replace_roster(connection, &group.group_id, &group.members, &BTreeSet::new(), OPERATION)?;
+    let members: BTreeSet<&str> = group.members.iter().map(String::as_str).collect();
+    update_roster(connection, &group.group_id, &BTreeSet::new(), &members, OPERATION)?;
     Ok(GroupCreation::Created)
 }
 
-/// Replaces the roster of `group_id` with `members`, flagging those in `leaving`.
-fn replace_roster(
+/// Moves the roster of `group_id` from `old` to `new`: rows of members
+/// who stay are left as they are (with their leaving flag), so a commit
+/// writes only who joined or left.
+fn update_roster(
     connection: &Connection,
     group_id: &[u8],
-    members: &[String],
-    leaving: &BTreeSet<String>,
+    old: &BTreeSet<&str>,
+    new: &BTreeSet<&str>,
     operation: &'static str,
 ) -> Result<(), StoreError> {
-    connection
-        .prepare_cached("DELETE FROM group_members WHERE group_id = ?1")
-        .and_then(|mut statement| statement.execute(params![group_id]))
+    let mut delete = connection
+        .prepare_cached("DELETE FROM group_members WHERE group_id = ?1 AND username = ?2")
         .during(operation)?;
+    for gone in old.difference(new) {
+        delete.execute(params![group_id, gone]).during(operation)?;
+    }
     let mut insert = connection
-        .prepare_cached(
-            "INSERT INTO group_members (group_id, username, leaving) VALUES (?1, ?2, ?3)
-             ON CONFLICT DO NOTHING",
-        )
+        .prepare_cached("INSERT INTO group_members (group_id, username, leaving) VALUES (?1, ?2, 0)")
         .during(operation)?;
-    for member in members {
-        insert.execute(params![group_id, member, leaving.contains(member)]).during(operation)?;
+    for joined in new.difference(old) {
+        insert.execute(params![group_id, joined]).during(operation)?;
     }
     Ok(())
 }
@@ -100,27 +102,10 @@ fn roster(
 
 pub(super) fn group_roster(connection: &Connection, group_id: &[u8]) -> Result<Option<GroupRoster>, StoreError> {
     const OPERATION: &str = "group_roster";
-    let raw: Option<(String, i64, u64, u64)> = connection
-        .prepare_cached("SELECT name, kind, epoch, state_version FROM groups WHERE group_id = ?1")
-        .and_then(|mut statement| {
-            statement
-                .query_row(params![group_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
-                .optional()
-        })
-        .during(OPERATION)?;
-    let Some((name, kind, epoch, state_version)) = raw else {
-        return Ok(None);
-    };
-    let (members, leaving) = roster(connection, group_id, OPERATION)?;
-    Ok(Some(GroupRoster { name, kind: decode_group_kind(kind, OPERATION)?, epoch, state_version, members, leaving }))
-}
-
-pub(super) fn get_group(connection: &Connection, group_id: &[u8]) -> Result<Option<GroupRecord>, StoreError> {
-    const OPERATION: &str = "get_group";
-    type Raw = (String, i64, String, u64, u64, Vec<u8>, u64);
+    type Raw = (String, i64, u64, u64, u64, u64, u64);
     let raw: Option<Raw> = connection
         .prepare_cached(
-            "SELECT name, kind, creator, epoch, state_version, state, created_at_ms
+            "SELECT name, kind, epoch, state_version, log_head, snapshot_through, length(state)
              FROM groups WHERE group_id = ?1",
         )
         .and_then(|mut statement| {
@@ -131,7 +116,49 @@ pub(super) fn get_group(connection: &Connection, group_id: &[u8]) -> Result<Opti
                 .optional()
         })
         .during(OPERATION)?;
-    let Some((name, kind, creator, epoch, state_version, state, created_at_ms)) = raw else {
+    let Some((name, kind, epoch, state_version, log_head, snapshot_through, snapshot_bytes)) = raw else {
+        return Ok(None);
+    };
+    let (members, leaving) = roster(connection, group_id, OPERATION)?;
+    Ok(Some(GroupRoster {
+        name,
+        kind: decode_group_kind(kind, OPERATION)?,
+        epoch,
+        state_version,
+        log_head,
+        snapshot_through,
+        snapshot_bytes,
+        members,
+        leaving,
+    }))
+}
+
+pub(super) fn get_group(connection: &Connection, group_id: &[u8]) -> Result<Option<GroupRecord>, StoreError> {
+    const OPERATION: &str = "get_group";
+    type Raw = (String, i64, String, u64, u64, Vec<u8>, u64, u64);
+    let raw: Option<Raw> = connection
+        .prepare_cached(
+            "SELECT name, kind, creator, epoch, state_version, state, snapshot_through, created_at_ms
+             FROM groups WHERE group_id = ?1",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![group_id], |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                        row.get(5)?,
+                        row.get(6)?,
+                        row.get(7)?,
+                    ))
+                })
+                .optional()
+        })
+        .during(OPERATION)?;
+    let Some((name, kind, creator, epoch, state_version, state, snapshot_through, created_at_ms)) = raw else {
         return Ok(None);
     };
     let (members, leaving) = roster(connection, group_id, OPERATION)?;
@@ -143,10 +170,32 @@ pub(super) fn get_group(connection: &Connection, group_id: &[u8]) -> Result<Opti
         epoch,
         state_version,
         state,
+        log: group_log(connection, group_id, snapshot_through, OPERATION)?,
+        snapshot_through,
         members,
         leaving,
         created_at_ms,
     }))
+}
+
+/// The log entries of `group_id` after `through`, oldest first.
+fn group_log(
+    connection: &Connection,
+    group_id: &[u8],
+    through: u64,
+    operation: &'static str,
+) -> Result<Vec<GroupLogEntry>, StoreError> {
+    let raw: Vec<(u64, i64, Vec<u8>)> = connection
+        .prepare_cached("SELECT seq, kind, payload FROM group_log WHERE group_id = ?1 AND seq > ?2 ORDER BY seq")
+        .and_then(|mut statement| {
+            statement
+                .query_map(params![group_id, through], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+                .collect()
+        })
+        .during(operation)?;
+    raw.into_iter()
+        .map(|(seq, kind, payload)| Ok(GroupLogEntry { seq, kind: decode_entry_kind(kind, operation)?, payload }))
+        .collect()
 }
 
 pub(super) fn groups_of(connection: &Connection, username: &str) -> Result<Vec<GroupSummary>, StoreError> {
@@ -181,20 +230,28 @@ fn group_version(connection: &Connection, group_id: &[u8], operation: &'static s
         .ok_or_else(|| StoreError::unknown_group(group_id))
 }
 
-fn write_state(
+/// Moves the group to `epoch` and appends `payload` to its log; returns the
+/// new state version.
+fn append_to_log(
     connection: &Connection,
     group_id: &[u8],
     epoch: u64,
-    state: &[u8],
+    kind: EntryKind,
+    payload: &[u8],
     operation: &'static str,
 ) -> Result<u64, StoreError> {
-    connection
+    let (state_version, seq): (u64, u64) = connection
         .prepare_cached(
-            "UPDATE groups SET epoch = ?2, state = ?3, state_version = state_version + 1
-             WHERE group_id = ?1 RETURNING state_version",
+            "UPDATE groups SET epoch = ?2, state_version = state_version + 1, log_head = log_head + 1
+             WHERE group_id = ?1 RETURNING state_version, log_head",
         )
-        .and_then(|mut statement| statement.query_row(params![group_id, epoch, state], |row| row.get(0)))
-        .during(operation)
+        .and_then(|mut statement| statement.query_row(params![group_id, epoch], |row| Ok((row.get(0)?, row.get(1)?))))
+        .during(operation)?;
+    connection
+        .prepare_cached("INSERT INTO group_log (group_id, seq, kind, payload) VALUES (?1, ?2, ?3, ?4)")
+        .and_then(|mut statement| statement.execute(params![group_id, seq, encode_entry_kind(kind), payload]))
+        .during(operation)?;
+    Ok(state_version)
 }
 
 pub(super) fn apply_commit(connection: &Connection, write: &CommitWrite) -> Result<CommitResult, StoreError> {
@@ -209,11 +266,13 @@ pub(super) fn apply_commit(connection: &Connection, write: &CommitWrite) -> Resu
             detail: "message id already used by this sender".to_owned(),
         });
     }
-    let (_, old_leaving) = roster(connection, &write.group_id, OPERATION)?;
-    let still_leaving: BTreeSet<String> =
-        old_leaving.into_iter().filter(|name| write.new_members.contains(name)).collect();
-    let state_version = write_state(connection, &write.group_id, write.new_epoch, &write.new_state, OPERATION)?;
-    replace_roster(connection, &write.group_id, &write.new_members, &still_leaving, OPERATION)?;
+    let (old_members, _) = roster(connection, &write.group_id, OPERATION)?;
+    let payload = &write.commit.message.payload;
+    let state_version =
+        append_to_log(connection, &write.group_id, write.new_epoch, EntryKind::Commit, payload, OPERATION)?;
+    let old: BTreeSet<&str> = old_members.iter().map(String::as_str).collect();
+    let new: BTreeSet<&str> = write.new_members.iter().map(String::as_str).collect();
+    update_roster(connection, &write.group_id, &old, &new, OPERATION)?;
     let welcome = write
         .welcome
         .as_ref()
@@ -232,7 +291,8 @@ pub(super) fn apply_proposal(connection: &Connection, write: &ProposalWrite) -> 
     if current_state_version != write.expected_state_version {
         return Ok(ProposalResult::StateChanged { current_epoch, current_state_version });
     }
-    write_state(connection, &write.group_id, current_epoch, &write.new_state, OPERATION)?;
+    let payload = &write.proposal.message.payload;
+    append_to_log(connection, &write.group_id, current_epoch, EntryKind::Proposal, payload, OPERATION)?;
     let mut mark_leaving = connection
         .prepare_cached("UPDATE group_members SET leaving = 1 WHERE group_id = ?1 AND username = ?2")
         .during(OPERATION)?;
@@ -241,4 +301,30 @@ pub(super) fn apply_proposal(connection: &Connection, write: &ProposalWrite) -> 
     }
     let outcome = insert_fanout(connection, &write.proposal.message, &write.proposal.recipients, true, OPERATION)?;
     Ok(ProposalResult::Applied(outcome))
+}
+
+pub(super) fn write_snapshot(connection: &Connection, snapshot: &GroupSnapshot) -> Result<bool, StoreError> {
+    const OPERATION: &str = "write_snapshot";
+    let written = connection
+        .prepare_cached(
+            "UPDATE groups SET state = ?3, snapshot_through = ?2
+             WHERE group_id = ?1 AND snapshot_through < ?2 AND log_head >= ?2",
+        )
+        .and_then(|mut statement| statement.execute(params![snapshot.group_id, snapshot.through, snapshot.state]))
+        .during(OPERATION)?;
+    if written == 0 {
+        return Ok(false);
+    }
+    connection
+        .prepare_cached("DELETE FROM group_log WHERE group_id = ?1 AND seq <= ?2")
+        .and_then(|mut statement| statement.execute(params![snapshot.group_id, snapshot.through]))
+        .during(OPERATION)?;
+    Ok(true)
+}
+
+pub(super) fn groups_with_log(connection: &Connection) -> Result<Vec<Vec<u8>>, StoreError> {
+    connection
+        .prepare_cached("SELECT group_id FROM groups WHERE log_head > snapshot_through ORDER BY group_id")
+        .and_then(|mut statement| statement.query_map([], |row| row.get(0))?.collect())
+        .during("groups_with_log")
 }

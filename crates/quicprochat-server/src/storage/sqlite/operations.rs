@@ -10,8 +10,9 @@ use rusqlite::Connection;
 use super::{accounts, delivery, groups, invites};
 use crate::storage::{
     Account, AccountCreation, CommitResult, CommitWrite, EnqueueOutcome, FetchedQueue, GroupCreation, GroupRecord,
-    GroupRoster, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageStock, KeyPackagesAdded, MessageRecord,
-    NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, Store, StoreError, TakenKeyPackage,
+    GroupRoster, GroupSnapshot, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageStock, KeyPackagesAdded,
+    MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, Store, StoreError,
+    TakenKeyPackage,
 };
 
 /// How the SQL operations reach a connection.
@@ -137,6 +138,14 @@ impl<A: Access> Store for A {
 
     fn apply_proposal(&self, write: &ProposalWrite) -> Result<ProposalResult, StoreError> {
         self.write("apply_proposal", |tx| groups::apply_proposal(tx, write))
+    }
+
+    fn write_snapshot(&self, snapshot: &GroupSnapshot) -> Result<bool, StoreError> {
+        self.write("write_snapshot", |tx| groups::write_snapshot(tx, snapshot))
+    }
+
+    fn groups_with_log(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.query(groups::groups_with_log)
     }
 
     fn enqueue(&self, message: &NewMessage, recipients: &[String]) -> Result<EnqueueOutcome, StoreError> {

@@ -101,6 +101,21 @@ CREATE TABLE invites (
 ALTER TABLE key_packages ADD COLUMN init_key BLOB;
 CREATE UNIQUE INDEX key_packages_by_init_key ON key_packages(init_key);
 "#,
+    r#"
+-- Version 4: a group's view is its snapshot (`groups.state`, as of log entry
+-- `snapshot_through`) followed by its log; a commit appends to the log
+-- instead of rewriting the whole view.
+ALTER TABLE groups ADD COLUMN log_head INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE groups ADD COLUMN snapshot_through INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE group_log (
+    group_id BLOB NOT NULL REFERENCES groups(group_id),
+    seq      INTEGER NOT NULL,
+    kind     INTEGER NOT NULL,
+    payload  BLOB NOT NULL,
+    PRIMARY KEY (group_id, seq)
+) STRICT;
+CREATE INDEX groups_with_log ON groups(group_id) WHERE log_head > snapshot_through;
+"#,
 ];
 
 /// Sets the per-connection pragmas: WAL, fsync on every commit, foreign keys.
@@ -158,8 +173,10 @@ mod tests {
         assert_eq!(mode, "wal");
     }
 
-    /// A database written by a version-1 server (before invites and init
-    /// keys) opens, keeps its accounts and gains the newer tables and columns.
+    /// A database written by a version-1 server (before invites, init keys
+    /// and group logs) opens, keeps its accounts and groups (each stored
+    /// view becomes the group's snapshot, with an empty log) and gains the
+    /// newer tables and columns.
     #[test]
     fn version_1_database_is_upgraded() {
         let dir = tempfile::tempdir().unwrap();
@@ -171,15 +188,28 @@ mod tests {
             connection
                 .execute("INSERT INTO accounts (username, identity_key, created_at_ms) VALUES ('alice', x'07', 5)", [])
                 .unwrap();
+            connection
+                .execute(
+                    "INSERT INTO groups (group_id, name, kind, creator, epoch, state_version, state, created_at_ms)
+                     VALUES (x'01', 'old', 0, 'alice', 3, 7, x'0a0b', 5)",
+                    [],
+                )
+                .unwrap();
         }
         let store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.get_account("alice").unwrap().unwrap().identity_key, [7]);
         store.create_invite("token", 1, None, 0).unwrap();
         assert_eq!(store.consume_invite("token", 0).unwrap(), InviteUse::Consumed { remaining: 0 });
+        let group = store.get_group(&[1]).unwrap().unwrap();
+        assert_eq!((group.epoch, group.state_version, group.state.as_slice()), (3, 7, [10, 11].as_slice()));
+        assert_eq!((group.snapshot_through, group.log.len()), (0, 0));
+        let roster = store.group_roster(&[1]).unwrap().unwrap();
+        assert_eq!((roster.log_head, roster.snapshot_through, roster.snapshot_bytes), (0, 0, 2));
+        assert!(store.groups_with_log().unwrap().is_empty());
         drop(store);
         let connection = Connection::open(&path).unwrap();
         let version: usize = connection.query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
         assert_eq!(version, MIGRATIONS.len());
-        assert_eq!(version, 3);
+        assert_eq!(version, 4);
     }
 }

@@ -1,0 +1,96 @@
+//! Domain tests: a group's view is its snapshot plus its log, whichever
+//! way it was last stored, and snapshots only shorten the log.
+
+use super::{add, finish, gid, kp, new_group, store, user, view_stats, User, NOW, VIEWS};
+use crate::domain::commits::{submit_commit, SubmitCommit};
+use crate::domain::groups::members;
+use crate::domain::snapshots::{snapshot_group, snapshot_logged_groups, SnapshotOutcome};
+use crate::domain::views::ViewCache;
+use crate::storage::{EntryKind, Store};
+
+/// Adds `invitee` with a view cache that keeps nothing, so the view is
+/// restored from the store (snapshot, then log replay).
+fn add_uncached(store: &dyn Store, committer: &User, group_id: &[u8], invitee: &User, message_id: &[u8]) -> u64 {
+    let package = kp::fetch(store, &committer.name, &invitee.name).unwrap().key_package;
+    let pending = committer.client.add_members(group_id, &[package]).unwrap();
+    let request = SubmitCommit {
+        group_id,
+        epoch: pending.epoch,
+        commit: &pending.commit,
+        welcome: pending.welcome.as_deref(),
+        message_id,
+    };
+    let accepted = submit_commit(store, &ViewCache::with_budget(0), &committer.name, &request, NOW);
+    finish(committer, group_id, accepted.map(|accepted| accepted.epoch)).unwrap()
+}
+
+fn state_version(store: &dyn Store, group_id: &[u8]) -> u64 {
+    store.group_roster(group_id).unwrap().unwrap().state_version
+}
+
+#[test]
+fn commits_replay_from_the_log_until_a_snapshot_covers_them() {
+    let store = store();
+    let (alice, bob, carol, dave) =
+        (user(&store, "alice"), user(&store, "bob"), user(&store, "carol"), user(&store, "dave"));
+    let group_id = gid(1);
+    new_group(&store, &alice, &group_id);
+    add(&store, &alice, &group_id, &[&bob], b"add-bob").unwrap();
+    let logged = store.get_group(&group_id).unwrap().unwrap();
+    assert_eq!(logged.log.len(), 1, "the commit is logged, the snapshot is still the creation view");
+    assert_eq!(logged.log[0].kind, EntryKind::Commit);
+
+    // Restored from the creation snapshot plus the logged commit.
+    assert_eq!(add_uncached(&store, &alice, &group_id, &carol, b"add-carol"), 2);
+    assert_eq!(store.get_group(&group_id).unwrap().unwrap().log.len(), 2);
+
+    // A snapshot through both; without a kept view it restores one to serialise.
+    let version = state_version(&store, &group_id);
+    let outcome = VIEWS.with(|views| snapshot_group(&store, views, &group_id, version)).unwrap();
+    assert!(matches!(outcome, SnapshotOutcome::Written { through: 2, .. }), "{outcome:?}");
+    let snapshotted = store.get_group(&group_id).unwrap().unwrap();
+    assert!(snapshotted.log.is_empty());
+    assert_eq!((snapshotted.snapshot_through, snapshotted.state_version), (2, version));
+    assert!(store.groups_with_log().unwrap().is_empty());
+
+    // The view was put back for the next commit, which builds on the snapshot.
+    let before = view_stats();
+    add(&store, &alice, &group_id, &[&dave], b"add-dave").unwrap();
+    assert_eq!(view_stats().hits, before.hits + 1);
+    assert_eq!(members(&store, "alice", &group_id).unwrap().members, ["alice", "bob", "carol", "dave"]);
+    let restored = crate::domain::groups::restore_view(&store.get_group(&group_id).unwrap().unwrap()).unwrap();
+    assert_eq!(restored.epoch(), 3);
+}
+
+#[test]
+fn a_snapshot_for_a_version_the_group_moved_past_writes_nothing() {
+    let store = store();
+    let (alice, bob, carol) = (user(&store, "alice"), user(&store, "bob"), user(&store, "carol"));
+    let group_id = gid(2);
+    new_group(&store, &alice, &group_id);
+    add(&store, &alice, &group_id, &[&bob], b"add-bob").unwrap();
+    let old = state_version(&store, &group_id);
+    add(&store, &alice, &group_id, &[&carol], b"add-carol").unwrap();
+    let outcome = VIEWS.with(|views| snapshot_group(&store, views, &group_id, old)).unwrap();
+    assert_eq!(outcome, SnapshotOutcome::Skipped);
+    assert_eq!(store.get_group(&group_id).unwrap().unwrap().log.len(), 2);
+}
+
+#[test]
+fn at_start_every_group_with_a_log_is_snapshotted() {
+    let store = store();
+    let (alice, bob, carol) = (user(&store, "alice"), user(&store, "bob"), user(&store, "carol"));
+    let (first, second, idle) = (gid(3), gid(4), gid(5));
+    new_group(&store, &alice, &first);
+    new_group(&store, &alice, &second);
+    new_group(&store, &alice, &idle);
+    add(&store, &alice, &first, &[&bob], b"add-bob").unwrap();
+    add(&store, &alice, &second, &[&carol], b"add-carol").unwrap();
+    assert_eq!(store.groups_with_log().unwrap(), [first.clone(), second.clone()]);
+
+    // A restarted server: nothing decoded is kept.
+    assert_eq!(snapshot_logged_groups(&store, &ViewCache::with_budget(0)).unwrap(), 2);
+    assert!(store.groups_with_log().unwrap().is_empty());
+    assert_eq!(add_uncached(&store, &alice, &first, &carol, b"add-carol-1"), 2);
+    assert_eq!(members(&store, "alice", &first).unwrap().members, ["alice", "bob", "carol"]);
+}
