@@ -26,6 +26,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("welcome_only_to_its_recipients", welcome_only_to_its_recipients),
     ("proposal_marks_leaving", proposal_marks_leaving),
     ("snapshots_shorten_the_log", snapshots_shorten_the_log),
+    ("fanout_to_many_takes_each_recipients_next_seq", fanout_to_many_takes_each_recipients_next_seq),
     ("groups_listing_and_id_taken", groups_listing_and_id_taken),
     ("list_accounts_sorted", invites::list_accounts_sorted),
     ("invite_uses_and_expiry", invites::invite_uses_and_expiry),
@@ -332,6 +333,16 @@ fn unknown_recipient_writes_nothing(store: &dyn Store) {
     assert_eq!(store.stored_message_count().unwrap(), 0);
     assert_eq!(store.lookup_message("alice", b"m1").unwrap(), None);
 
+    // The same with many recipients (the SQLite store writes those in one statement).
+    users(store, &["carol", "dave"]);
+    let many = message("alice", b"m2", EntryKind::Application, 100);
+    let result = store.enqueue(&many, &names(&["bob", "carol", "dave", "nobody"]));
+    assert!(matches!(result, Err(StoreError::UnknownAccount { username }) if username == "nobody"));
+    for user in ["bob", "carol", "dave"] {
+        assert_eq!(store.queue_depth(user).unwrap(), 0);
+    }
+    assert_eq!(store.stored_message_count().unwrap(), 0);
+
     let write = commit_write(0, b"c1", &["alice", "bob"], &["bob", "nobody"]);
     assert!(store.apply_commit(&write).is_err());
     let group = store.get_group(GROUP).unwrap().unwrap();
@@ -395,6 +406,22 @@ fn welcome_only_to_its_recipients(store: &dyn Store) {
     assert_eq!(dave_kinds, [EntryKind::Welcome, EntryKind::Commit], "welcome first");
     assert_eq!(dave.items[1].epoch, 0, "commit entry carries the epoch it leaves");
     assert!(store.fetch("alice", 0, 10).unwrap().items.is_empty());
+}
+
+fn fanout_to_many_takes_each_recipients_next_seq(store: &dyn Store) {
+    users(store, &["alice", "bob", "carol", "dave"]);
+    group(store, &["alice", "bob", "carol", "dave"]);
+    send(store, "alice", b"m1", &["bob"]);
+    let many = message("alice", b"m2", EntryKind::Application, 100);
+    let outcome = store.enqueue(&many, &names(&["dave", "bob", "carol", "bob"])).unwrap();
+    let deliveries: Vec<(&str, u64)> = outcome.deliveries.iter().map(|d| (d.username.as_str(), d.seq)).collect();
+    assert_eq!(deliveries, [("bob", 2), ("carol", 1), ("dave", 1)], "sorted, each once, each its own next seq");
+    send(store, "alice", b"m3", &["carol", "dave", "bob"]);
+    assert_eq!(seqs(store, "bob"), [1, 2, 3]);
+    assert_eq!(seqs(store, "carol"), [1, 2]);
+    let dave = store.fetch("dave", 0, 10).unwrap();
+    let ids: Vec<&[u8]> = dave.items.iter().map(|item| item.message_id.as_slice()).collect();
+    assert_eq!(ids, [b"m2".as_slice(), b"m3".as_slice()]);
 }
 
 fn snapshots_shorten_the_log(store: &dyn Store) {

@@ -135,11 +135,17 @@ pub(super) fn insert_fanout(
     Ok(EnqueueOutcome { message_row, stored_at_ms: message.stored_at_ms, duplicate: false, deliveries })
 }
 
+/// Up to this many recipients, [`enqueue_for`] runs two statements per
+/// recipient; above, two for the whole list (the JSON list costs more than
+/// it saves for a 1:1 conversation).
+const PER_ROW_RECIPIENTS: usize = 2;
+
 /// Appends `message_row` to the queue of every account in `recipients`
-/// (each once): two statements for the whole list, not two per recipient
-/// (a commit to 1000 members spent about 10 ms in per-row statements).
-/// Deliveries come sorted by username; an unknown recipient is an error,
-/// and the caller's transaction undoes what was written.
+/// (each once). For many recipients that is two statements for the whole
+/// list, not two per recipient (a commit to 1000 members spent about 10 ms
+/// in per-row statements). Deliveries come sorted by username; an unknown
+/// recipient is an error, and the caller's transaction undoes what was
+/// written.
 fn enqueue_for(
     connection: &Connection,
     recipients: &[String],
@@ -147,8 +153,8 @@ fn enqueue_for(
     operation: &'static str,
 ) -> Result<Vec<Delivery>, StoreError> {
     let unique: BTreeSet<&str> = recipients.iter().map(String::as_str).collect();
-    if unique.is_empty() {
-        return Ok(Vec::new());
+    if unique.len() <= PER_ROW_RECIPIENTS {
+        return enqueue_each(connection, &unique, message_row, operation);
     }
     let names = serde_json::to_string(&unique)
         .map_err(|error| StoreError::Corrupt { operation, detail: format!("recipient list: {error}") })?;
@@ -177,6 +183,29 @@ fn enqueue_for(
         .and_then(|mut statement| statement.execute(params![names, message_row]))
         .during(operation)?;
     deliveries.sort_by(|a, b| a.username.cmp(&b.username));
+    Ok(deliveries)
+}
+
+/// [`enqueue_for`] for a few recipients, one at a time.
+fn enqueue_each(
+    connection: &Connection,
+    recipients: &BTreeSet<&str>,
+    message_row: u64,
+    operation: &'static str,
+) -> Result<Vec<Delivery>, StoreError> {
+    let mut next_seq = connection
+        .prepare_cached("UPDATE accounts SET last_seq = last_seq + 1 WHERE username = ?1 RETURNING last_seq")
+        .during(operation)?;
+    let mut insert_entry = connection
+        .prepare_cached("INSERT INTO queue (username, seq, message_row) VALUES (?1, ?2, ?3)")
+        .during(operation)?;
+    let mut deliveries = Vec::with_capacity(recipients.len());
+    for &username in recipients {
+        let seq: Option<u64> = next_seq.query_row(params![username], |row| row.get(0)).optional().during(operation)?;
+        let seq = seq.ok_or_else(|| StoreError::UnknownAccount { username: username.to_owned() })?;
+        insert_entry.execute(params![username, seq, message_row]).during(operation)?;
+        deliveries.push(Delivery { username: username.to_owned(), seq });
+    }
     Ok(deliveries)
 }
 
