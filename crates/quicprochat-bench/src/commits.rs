@@ -187,7 +187,7 @@ fn stored_state_bytes(server: &BenchServer, group_id: &[u8]) -> anyhow::Result<u
     let path = server.dir.path().join("data").join("qpc-server.db");
     let db = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let bytes: i64 =
-        db.query_row("SELECT length(state) FROM groups WHERE group_id = ?1", [group_id], |row| row.get(0))?;
+        db.query_row("SELECT snapshot_bytes FROM groups WHERE group_id = ?1", [group_id], |row| row.get(0))?;
     Ok(u64::try_from(bytes).unwrap_or(0))
 }
 

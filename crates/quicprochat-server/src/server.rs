@@ -19,7 +19,7 @@ use quicprochat_rpc::{CertFingerprint, RpcError, CLOSE_SERVER_SHUTDOWN};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::snapshots;
+use crate::domain::snapshots::{self, ViewSource};
 use crate::http::serve_http;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiters;
@@ -276,8 +276,8 @@ fn admit(incoming: quinn::Incoming, state: &Arc<ServerState>) {
     }
 }
 
-/// Periodic upkeep until shutdown: forget idle rate-limit keys and refresh
-/// the queue-depth gauge.
+/// Periodic upkeep until shutdown: forget idle rate-limit keys, refresh
+/// the queue-depth gauge and snapshot every group with logged commits.
 async fn housekeeping(state: Arc<ServerState>) {
     let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
     loop {
@@ -295,7 +295,8 @@ async fn housekeeping(state: Arc<ServerState>) {
         // Groups whose log no snapshot covers yet (at start: also commits
         // logged before the last stop).
         let (store, views) = (state.store.clone(), state.views.clone());
-        match tokio::task::spawn_blocking(move || snapshots::snapshot_logged_groups(&*store, &views)).await {
+        let sweep = move || snapshots::snapshot_logged_groups(&*store, &views, ViewSource::KeptOrRestored);
+        match tokio::task::spawn_blocking(sweep).await {
             Ok(Ok(written)) => tracing::debug!(written, "group snapshots stored"),
             Ok(Err(error)) => tracing::warn!(%error, "cannot list groups with logged commits"),
             Err(_) => return,
@@ -334,4 +335,14 @@ async fn shut_down(endpoint: quinn::Endpoint, drivers: DriverTasks, state: &Serv
     }
     drop(endpoint);
     drivers.stop().await;
+    // Logged commits of groups whose view is still decoded: snapshotting
+    // them now is cheap and leaves the next start less to replay.
+    let (store, views) = (state.store.clone(), state.views.clone());
+    let sweep =
+        tokio::task::spawn_blocking(move || snapshots::snapshot_logged_groups(&*store, &views, ViewSource::Kept));
+    match tokio::time::timeout(state.config.shutdown_grace, sweep).await {
+        Ok(Ok(Ok(written))) => tracing::debug!(written, "group snapshots stored at shutdown"),
+        Ok(Ok(Err(error))) => tracing::warn!(%error, "cannot list groups with logged commits"),
+        Ok(Err(_)) | Err(_) => tracing::warn!("group snapshots at shutdown did not finish"),
+    }
 }

@@ -9,10 +9,11 @@
 //! the added members, in the same transaction. The view is not serialised
 //! here: `snapshots` does that after the answer.
 //!
-//! A leave is a self-Remove proposal: it is stored in the view (so a later
-//! commit may reference it), fanned out to the other members, and the sender
-//! is marked leaving so it can no longer post. The MLS roster stays the truth
-//! until a commit removes the leaf.
+//! A leave is a self-Remove proposal: it is appended to the group's log
+//! (replayed into the view, so a later commit may reference it), fanned out
+//! to the other members, and the sender is marked leaving so it can no
+//! longer post. The MLS roster stays the truth until a commit removes the
+//! leaf.
 
 use std::collections::BTreeSet;
 
@@ -209,9 +210,11 @@ pub fn submit_commit(
     };
     match store.apply_commit(&write) {
         Ok(CommitResult::Applied(applied)) => {
-            // The last snapshot's size stands for the view's (the view is
-            // serialised only when the next snapshot is written).
-            let size = usize::try_from(group.snapshot_bytes).unwrap_or(usize::MAX);
+            // The view is serialised only by the next snapshot: estimate its
+            // size from the last snapshot's, scaled by the roster's growth.
+            let members = (outcome.members.len().max(1), group.members.len().max(1));
+            let estimate = group.snapshot_bytes.saturating_mul(members.0 as u64) / members.1 as u64;
+            let size = usize::try_from(estimate).unwrap_or(usize::MAX);
             views.put(request.group_id, applied.state_version, size, view);
             let welcomed = applied.welcome.into_iter().flat_map(|welcome| welcome.deliveries);
             let recipients = applied.commit.deliveries.into_iter().chain(welcomed).map(|d| d.username).collect();

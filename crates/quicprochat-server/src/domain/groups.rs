@@ -82,7 +82,10 @@ pub(crate) fn restore_view(group: &GroupRecord) -> Result<DsGroupView, DomainErr
         DomainError::internal(format!("cannot restore view of group {}: {what}", hex::encode(&group.group_id)))
     };
     let mut view = DsGroupView::from_bytes(&group.state).map_err(|error| failed(error.to_string()))?;
-    for entry in &group.log {
+    for (expected, entry) in (group.snapshot_through + 1..).zip(&group.log) {
+        if entry.seq != expected {
+            return Err(failed(format!("log entry {expected} is missing (found {})", entry.seq)));
+        }
         let replayed = match entry.kind {
             EntryKind::Commit => view.process_commit(&entry.payload).map(drop),
             EntryKind::Proposal => view.process_proposal(&entry.payload).map(drop),

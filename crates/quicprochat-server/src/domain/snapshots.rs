@@ -10,18 +10,21 @@
 //! from an older snapshot plus a longer log just the same.
 //!
 //! When: after a commit that leaves [`SNAPSHOT_AFTER_ENTRIES`] entries in
-//! the log, so a snapshot's cost (serialising and writing the whole view)
-//! is shared by several commits while a restore replays only a few; and
-//! for every group with a log at start and every few seconds after
-//! ([`snapshot_logged_groups`]). The latter bounds how long an entry stays
-//! in the log: replaying a logged commit validates it again, and an added
+//! the log (commits and leave proposals), so a snapshot's cost (serialising
+//! and writing the whole view) is shared by several commits while a
+//! restore replays only a few; for every group with a log at start and
+//! every few seconds after ([`snapshot_logged_groups`]); and at shutdown,
+//! from the views still kept. The sweeps bound how long an entry stays in
+//! the log: replaying a logged commit validates it again, and an added
 //! member's KeyPackage lifetime is checked against the clock, so a commit
-//! logged for a long time could stop replaying.
+//! logged for a long time (a crash, then weeks down) could stop replaying.
+
+use quicprochat_core::DsGroupView;
 
 use super::groups::{load_group, load_roster, restore_view};
 use super::views::ViewCache;
 use super::DomainError;
-use crate::storage::{GroupSnapshot, Store};
+use crate::storage::{GroupRoster, GroupSnapshot, Store};
 
 /// A commit that leaves this many entries in its group's log asks for a
 /// snapshot.
@@ -33,55 +36,84 @@ pub enum SnapshotOutcome {
     /// A snapshot through this log entry was stored.
     Written { through: u64, bytes: usize },
     /// Nothing to do: the log is empty, the group moved past the version
-    /// asked for (its own snapshot follows), or a newer snapshot won.
+    /// asked for (its own snapshot follows), the view is not kept and was
+    /// not to be restored, or a newer snapshot won.
     Skipped,
 }
 
+/// Where [`snapshot_group`] may get the view from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewSource {
+    /// Only the decoded view kept in the cache (cheap; after a commit, at
+    /// shutdown).
+    Kept,
+    /// The cache, else a restore from the store (snapshot plus log replay;
+    /// for housekeeping, which must shorten every log eventually).
+    KeptOrRestored,
+}
+
 /// Stores a snapshot of `group_id` as of `state_version`, the version a
-/// commit just produced. Takes the decoded view from `views` when it is
-/// there (and puts it back), otherwise restores it from the store.
+/// commit just produced. A view taken from the cache is put back after
+/// serialising; a restored one is not kept (it would only take the cache
+/// budget from groups in use).
 pub fn snapshot_group(
     store: &dyn Store,
     views: &ViewCache,
     group_id: &[u8],
     state_version: u64,
+    source: ViewSource,
 ) -> Result<SnapshotOutcome, DomainError> {
     let roster = load_roster(store, group_id)?;
-    if roster.state_version != state_version || roster.log_head <= roster.snapshot_through {
+    if roster.state_version != state_version {
+        return Ok(SnapshotOutcome::Skipped);
+    }
+    snapshot_roster(store, views, group_id, &roster, source)
+}
+
+fn snapshot_roster(
+    store: &dyn Store,
+    views: &ViewCache,
+    group_id: &[u8],
+    roster: &GroupRoster,
+    source: ViewSource,
+) -> Result<SnapshotOutcome, DomainError> {
+    if roster.log_head <= roster.snapshot_through {
         return Ok(SnapshotOutcome::Skipped);
     }
     // `state_version` and `log_head` change together, so the kept view of
     // this version is the view through `log_head`.
-    let (view, through) = match views.take(group_id, state_version) {
-        Some(view) => (view, roster.log_head),
-        None => {
-            let record = load_group(store, group_id)?;
-            if record.state_version != state_version {
-                return Ok(SnapshotOutcome::Skipped);
-            }
-            let through = record.log.last().map_or(record.snapshot_through, |entry| entry.seq);
-            (restore_view(&record)?, through)
+    let (through, state) = match views.take_exact(group_id, roster.state_version) {
+        Some(view) => {
+            let state = serialise(&view)?;
+            views.put_back(group_id, roster.state_version, state.len(), view);
+            (roster.log_head, state)
         }
+        None if source == ViewSource::KeptOrRestored => {
+            let record = load_group(store, group_id)?;
+            (record.log_head(), serialise(&restore_view(&record)?)?)
+        }
+        None => return Ok(SnapshotOutcome::Skipped),
     };
-    let serialised = view.to_bytes();
-    let bytes = serialised.as_ref().map_or(0, Vec::len);
-    views.put_back(group_id, state_version, bytes, view);
-    let state = serialised.map_err(|error| DomainError::internal(format!("cannot serialise the view: {error}")))?;
-    let snapshot = GroupSnapshot { group_id: group_id.to_vec(), through, state };
-    if store.write_snapshot(&snapshot)? {
+    let bytes = state.len();
+    if store.write_snapshot(&GroupSnapshot { group_id: group_id.to_vec(), through, state })? {
         Ok(SnapshotOutcome::Written { through, bytes })
     } else {
         Ok(SnapshotOutcome::Skipped)
     }
 }
 
-/// Snapshots every group whose log is not empty. Returns how many
-/// snapshots were written; a group that fails is reported and skipped.
-pub fn snapshot_logged_groups(store: &dyn Store, views: &ViewCache) -> Result<usize, DomainError> {
+fn serialise(view: &DsGroupView) -> Result<Vec<u8>, DomainError> {
+    view.to_bytes().map_err(|error| DomainError::internal(format!("cannot serialise the view: {error}")))
+}
+
+/// Snapshots every group whose log is not empty, taking views from
+/// `source`. Returns how many snapshots were written; a group that fails
+/// is reported and skipped.
+pub fn snapshot_logged_groups(store: &dyn Store, views: &ViewCache, source: ViewSource) -> Result<usize, DomainError> {
     let mut written = 0;
     for group_id in store.groups_with_log()? {
-        let result = load_roster(store, &group_id)
-            .and_then(|roster| snapshot_group(store, views, &group_id, roster.state_version));
+        let result =
+            load_roster(store, &group_id).and_then(|roster| snapshot_roster(store, views, &group_id, &roster, source));
         match result {
             Ok(SnapshotOutcome::Written { .. }) => written += 1,
             Ok(SnapshotOutcome::Skipped) => {}

@@ -96,6 +96,19 @@ impl ViewCache {
         taken
     }
 
+    /// The view of `group_id` at exactly `state_version`, if kept; a view
+    /// of another version stays (for a reader that must not discard a
+    /// newer view, e.g. a snapshot). Not counted as a hit or miss.
+    pub fn take_exact(&self, group_id: &[u8], state_version: u64) -> Option<DsGroupView> {
+        let mut views = self.views();
+        if views.by_group.get(group_id).is_none_or(|kept| kept.state_version != state_version) {
+            return None;
+        }
+        let kept = views.by_group.remove(group_id)?;
+        views.bytes -= kept.stored_bytes;
+        Some(kept.view)
+    }
+
     /// Hits and misses so far.
     pub fn stats(&self) -> ViewCacheStats {
         ViewCacheStats { hits: self.hits.load(Ordering::Relaxed), misses: self.misses.load(Ordering::Relaxed) }
@@ -193,6 +206,17 @@ mod tests {
         assert!(cache.take(b"g3", 1).is_some());
         cache.put(b"g4", 1, 251, view(&dir, b"g4"));
         assert!(cache.take(b"g4", 1).is_none(), "larger than the whole budget");
+    }
+
+    #[test]
+    fn take_exact_leaves_a_view_of_another_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ViewCache::default();
+        cache.put(b"g1", 5, 100, view(&dir, b"g1"));
+        assert!(cache.take_exact(b"g1", 4).is_none());
+        assert!(cache.take_exact(b"g1", 5).is_some(), "the newer view was left in place");
+        assert!(cache.take_exact(b"g1", 5).is_none());
+        assert_eq!(cache.stats(), ViewCacheStats { hits: 0, misses: 0 });
     }
 
     #[test]

@@ -408,8 +408,7 @@ impl Store for MemoryStore {
         let Some(group) = inner.groups.get_mut(&snapshot.group_id) else {
             return Ok(false);
         };
-        let log_head = group.log.last().map_or(group.snapshot_through, |entry| entry.seq);
-        if group.snapshot_through >= snapshot.through || log_head < snapshot.through {
+        if group.snapshot_through >= snapshot.through || group.log_head() < snapshot.through {
             return Ok(false);
         }
         group.state = snapshot.state.clone();
@@ -491,7 +490,7 @@ impl Store for MemoryStore {
 
 /// Bumps the group's state version and appends `payload` to its log.
 fn append_to_log(group: &mut GroupRecord, kind: EntryKind, payload: &[u8]) {
-    let seq = group.log.last().map_or(group.snapshot_through, |entry| entry.seq) + 1;
+    let seq = group.log_head() + 1;
     group.state_version += 1;
     group.log.push(GroupLogEntry { seq, kind, payload: payload.to_vec() });
 }

@@ -106,6 +106,13 @@ pub struct GroupRecord {
     pub created_at_ms: u64,
 }
 
+impl GroupRecord {
+    /// The last entry of the group's log (the snapshot's when the log is empty).
+    pub fn log_head(&self) -> u64 {
+        self.log.last().map_or(self.snapshot_through, |entry| entry.seq)
+    }
+}
+
 /// One accepted commit or proposal in a group's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupLogEntry {
@@ -152,12 +159,13 @@ pub struct GroupRoster {
 impl From<GroupRecord> for GroupRoster {
     /// The record without its MLS state.
     fn from(record: GroupRecord) -> GroupRoster {
+        let log_head = record.log_head();
         GroupRoster {
             name: record.name,
             kind: record.kind,
             epoch: record.epoch,
             state_version: record.state_version,
-            log_head: record.log.last().map_or(record.snapshot_through, |entry| entry.seq),
+            log_head,
             snapshot_through: record.snapshot_through,
             snapshot_bytes: record.state.len() as u64,
             members: record.members,

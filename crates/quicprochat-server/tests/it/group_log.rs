@@ -1,34 +1,32 @@
-//! A group's view survives a restart whatever part of it is only in the
-//! group's log: the commits accepted since the last snapshot are replayed
-//! (or snapshotted at start), and the next commit builds on them.
+//! A group's view survives any stop whatever part of it is only in the
+//! group's log: after `kill -9` the commits accepted since the last
+//! snapshot are replayed (or snapshotted at start) and the next commit
+//! builds on them; a graceful stop snapshots the logged groups first.
 
+use std::path::Path;
+
+use quicprochat_core::MlsClient;
 use quicprochat_proto::v1;
 use quicprochat_proto::Method;
 
 use crate::harness::{group_of_two, GroupOfTwo, Harness, TestServer};
+use crate::process::ServerProcess;
 
 const GROUP: [u8; 16] = [0x6c; 16];
 
 /// Entries in the group's log that no snapshot covers (read from the
 /// database file while no server runs).
-fn logged_entries(harness_dir: &std::path::Path) -> i64 {
-    let db = rusqlite::Connection::open(harness_dir.join("data").join("qpc-server.db")).expect("open database");
+fn logged_entries(data_dir: &Path) -> i64 {
+    let db = rusqlite::Connection::open(data_dir.join("qpc-server.db")).expect("open database");
     db.query_row("SELECT log_head - snapshot_through FROM groups WHERE group_id = ?1", [GROUP.as_slice()], |row| {
         row.get(0)
     })
     .expect("the group's row")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commits_only_in_the_log_survive_a_restart() {
-    let harness = Harness::start().await;
-    let GroupOfTwo { alice, alice_mls, .. } = group_of_two(&harness, harness.dir(), &GROUP).await;
-    harness.server.shutdown().await;
-    let dir = harness.dir;
-    assert_eq!(logged_entries(dir.path()), 1, "the add is logged, not yet in a snapshot");
-
-    let harness = Harness::restart(dir).await;
-    let alice_rpc = harness.login("alice", &alice).await;
+/// alice removes bob in a commit the server must accept on its current view.
+async fn remove_bob(server: &impl TestServer, alice: &quicprochat_core::Identity, alice_mls: &MlsClient) {
+    let alice_rpc = server.login("alice", alice).await;
     let removal = alice_mls.remove_members(&GROUP, &["bob".to_owned()]).expect("remove bob");
     let submit = v1::SubmitCommitRequest {
         group_id: GROUP.to_vec().into(),
@@ -46,4 +44,35 @@ async fn commits_only_in_the_log_survive_a_restart() {
         .await
         .expect("members");
     assert_eq!(members.members, ["alice"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_only_in_the_log_survive_kill_9() {
+    quicprochat_rpc::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = ServerProcess::start(&data);
+    let started = std::time::Instant::now();
+    let GroupOfTwo { alice, alice_mls, .. } = group_of_two(&server, dir.path(), &GROUP).await;
+    server.kill();
+    // Housekeeping snapshots logged groups every 5 s; before its second
+    // round the add can only be in the log.
+    if started.elapsed() < std::time::Duration::from_secs(4) {
+        assert_eq!(logged_entries(&data), 1, "the add is logged, not yet in a snapshot");
+    }
+
+    let restarted = ServerProcess::start(&data);
+    remove_bob(&restarted, &alice, &alice_mls).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_snapshots_the_logged_groups() {
+    let harness = Harness::start().await;
+    let GroupOfTwo { alice, alice_mls, .. } = group_of_two(&harness, harness.dir(), &GROUP).await;
+    harness.server.shutdown().await;
+    let dir = harness.dir;
+    assert_eq!(logged_entries(&dir.path().join("data")), 0, "the stop stored a snapshot through the add");
+
+    let harness = Harness::restart(dir).await;
+    remove_bob(&harness, &alice, &alice_mls).await;
 }

@@ -1,10 +1,10 @@
 //! Domain tests: a group's view is its snapshot plus its log, whichever
 //! way it was last stored, and snapshots only shorten the log.
 
-use super::{add, finish, gid, kp, new_group, store, user, view_stats, User, NOW, VIEWS};
-use crate::domain::commits::{submit_commit, SubmitCommit};
+use super::{add, alice_bob_carol, drain, finish, gid, kp, new_group, store, user, view_stats, User, NOW, VIEWS};
+use crate::domain::commits::{leave_group, submit_commit, LeaveGroup, SubmitCommit};
 use crate::domain::groups::members;
-use crate::domain::snapshots::{snapshot_group, snapshot_logged_groups, SnapshotOutcome};
+use crate::domain::snapshots::{snapshot_group, snapshot_logged_groups, SnapshotOutcome, ViewSource};
 use crate::domain::views::ViewCache;
 use crate::storage::{EntryKind, Store};
 
@@ -31,8 +31,8 @@ fn state_version(store: &dyn Store, group_id: &[u8]) -> u64 {
 #[test]
 fn commits_replay_from_the_log_until_a_snapshot_covers_them() {
     let store = store();
-    let (alice, bob, carol, dave) =
-        (user(&store, "alice"), user(&store, "bob"), user(&store, "carol"), user(&store, "dave"));
+    let (alice, bob, carol) = (user(&store, "alice"), user(&store, "bob"), user(&store, "carol"));
+    let (dave, erin) = (user(&store, "dave"), user(&store, "erin"));
     let group_id = gid(1);
     new_group(&store, &alice, &group_id);
     add(&store, &alice, &group_id, &[&bob], b"add-bob").unwrap();
@@ -44,22 +44,58 @@ fn commits_replay_from_the_log_until_a_snapshot_covers_them() {
     assert_eq!(add_uncached(&store, &alice, &group_id, &carol, b"add-carol"), 2);
     assert_eq!(store.get_group(&group_id).unwrap().unwrap().log.len(), 2);
 
-    // A snapshot through both; without a kept view it restores one to serialise.
+    // No view of this version is kept: only a restore can snapshot it.
     let version = state_version(&store, &group_id);
-    let outcome = VIEWS.with(|views| snapshot_group(&store, views, &group_id, version)).unwrap();
+    let snapshot = |source| VIEWS.with(|views| snapshot_group(&store, views, &group_id, version, source)).unwrap();
+    assert_eq!(snapshot(ViewSource::Kept), SnapshotOutcome::Skipped);
+    let outcome = snapshot(ViewSource::KeptOrRestored);
     assert!(matches!(outcome, SnapshotOutcome::Written { through: 2, .. }), "{outcome:?}");
     let snapshotted = store.get_group(&group_id).unwrap().unwrap();
     assert!(snapshotted.log.is_empty());
     assert_eq!((snapshotted.snapshot_through, snapshotted.state_version), (2, version));
     assert!(store.groups_with_log().unwrap().is_empty());
 
-    // The view was put back for the next commit, which builds on the snapshot.
-    let before = view_stats();
+    // The next commit builds on the snapshot; the view it keeps is the one
+    // the following snapshot serialises, and it is put back for the next.
     add(&store, &alice, &group_id, &[&dave], b"add-dave").unwrap();
-    assert_eq!(view_stats().hits, before.hits + 1);
-    assert_eq!(members(&store, "alice", &group_id).unwrap().members, ["alice", "bob", "carol", "dave"]);
+    let version = state_version(&store, &group_id);
+    let outcome = VIEWS.with(|views| snapshot_group(&store, views, &group_id, version, ViewSource::Kept)).unwrap();
+    assert!(matches!(outcome, SnapshotOutcome::Written { through: 3, .. }), "{outcome:?}");
+    let before = view_stats();
+    add(&store, &alice, &group_id, &[&erin], b"add-erin").unwrap();
+    assert_eq!(view_stats().hits, before.hits + 1, "the snapshot put the view back");
+    assert_eq!(members(&store, "alice", &group_id).unwrap().members, ["alice", "bob", "carol", "dave", "erin"]);
     let restored = crate::domain::groups::restore_view(&store.get_group(&group_id).unwrap().unwrap()).unwrap();
-    assert_eq!(restored.epoch(), 3);
+    assert_eq!(restored.epoch(), 4);
+}
+
+#[test]
+fn a_logged_leave_replays_so_a_commit_can_reference_it() {
+    let store = store();
+    let group_id = gid(6);
+    let (alice, bob, _carol) = alice_bob_carol(&store, &group_id);
+    let proposal = bob.client.leave_group(&group_id).unwrap();
+    leave_group(&store, "bob", &LeaveGroup { group_id: &group_id, proposal: &proposal, message_id: b"bye" }, NOW)
+        .unwrap();
+    let logged = store.get_group(&group_id).unwrap().unwrap();
+    let kinds: Vec<EntryKind> = logged.log.iter().map(|entry| entry.kind).collect();
+    assert_eq!(kinds, [EntryKind::Commit, EntryKind::Proposal]);
+    // A snapshot through the proposal, restored (nothing kept), holds it.
+    let version = state_version(&store, &group_id);
+    let outcome = snapshot_group(&store, &ViewCache::with_budget(0), &group_id, version, ViewSource::KeptOrRestored);
+    assert!(matches!(outcome, Ok(SnapshotOutcome::Written { through: 2, .. })), "{outcome:?}");
+    drain(&store, &alice);
+    let pending = alice.client.commit_pending_proposals(&group_id).unwrap().unwrap();
+    let removal = SubmitCommit {
+        group_id: &group_id,
+        epoch: pending.epoch,
+        commit: &pending.commit,
+        welcome: None,
+        message_id: b"remove-bob",
+    };
+    let accepted = submit_commit(&store, &ViewCache::with_budget(0), "alice", &removal, NOW);
+    assert_eq!(finish(&alice, &group_id, accepted.map(|accepted| accepted.epoch)).unwrap(), 2);
+    assert_eq!(members(&store, "alice", &group_id).unwrap().members, ["alice", "carol"]);
 }
 
 #[test]
@@ -71,7 +107,8 @@ fn a_snapshot_for_a_version_the_group_moved_past_writes_nothing() {
     add(&store, &alice, &group_id, &[&bob], b"add-bob").unwrap();
     let old = state_version(&store, &group_id);
     add(&store, &alice, &group_id, &[&carol], b"add-carol").unwrap();
-    let outcome = VIEWS.with(|views| snapshot_group(&store, views, &group_id, old)).unwrap();
+    let outcome =
+        VIEWS.with(|views| snapshot_group(&store, views, &group_id, old, ViewSource::KeptOrRestored)).unwrap();
     assert_eq!(outcome, SnapshotOutcome::Skipped);
     assert_eq!(store.get_group(&group_id).unwrap().unwrap().log.len(), 2);
 }
@@ -89,7 +126,9 @@ fn at_start_every_group_with_a_log_is_snapshotted() {
     assert_eq!(store.groups_with_log().unwrap(), [first.clone(), second.clone()]);
 
     // A restarted server: nothing decoded is kept.
-    assert_eq!(snapshot_logged_groups(&store, &ViewCache::with_budget(0)).unwrap(), 2);
+    let nothing_kept = ViewCache::with_budget(0);
+    assert_eq!(snapshot_logged_groups(&store, &nothing_kept, ViewSource::Kept).unwrap(), 0);
+    assert_eq!(snapshot_logged_groups(&store, &nothing_kept, ViewSource::KeptOrRestored).unwrap(), 2);
     assert!(store.groups_with_log().unwrap().is_empty());
     assert_eq!(add_uncached(&store, &alice, &first, &carol, b"add-carol-1"), 2);
     assert_eq!(members(&store, "alice", &first).unwrap().members, ["alice", "bob", "carol"]);

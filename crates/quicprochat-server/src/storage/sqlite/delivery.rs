@@ -169,9 +169,11 @@ fn enqueue_for(
                 .collect()
         })
         .during(operation)?;
-    if deliveries.len() != unique.len() {
-        let known: BTreeSet<&str> = deliveries.iter().map(|delivery| delivery.username.as_str()).collect();
-        let missing = unique.iter().find(|name| !known.contains(*name)).map_or_else(String::new, |n| (*n).to_owned());
+    let updated: BTreeSet<&str> = deliveries.iter().map(|delivery| delivery.username.as_str()).collect();
+    if updated != unique {
+        // An unknown recipient (or, defensively, a name the JSON round
+        // trip changed): nothing of this fan-out may stay.
+        let missing = unique.iter().find(|name| !updated.contains(*name)).map_or_else(String::new, |n| (*n).to_owned());
         return Err(StoreError::UnknownAccount { username: missing });
     }
     // Each queue row takes the sequence number just assigned to its account.

@@ -35,7 +35,7 @@ pub(super) fn create_group(connection: &Connection, group: &NewGroup) -> Result<
     let inserted = connection
         .prepare_cached(
             "INSERT INTO groups
-             (group_id, name, kind, creator, epoch, state_version, state, created_at_ms)
+             (group_id, name, kind, creator, epoch, state_version, snapshot_bytes, created_at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7)
              ON CONFLICT (group_id) DO NOTHING",
         )
@@ -46,7 +46,7 @@ pub(super) fn create_group(connection: &Connection, group: &NewGroup) -> Result<
                 encode_group_kind(group.kind),
                 group.creator,
                 group.epoch,
-                group.state,
+                group.state.len() as u64,
                 group.created_at_ms
             ])
         })
@@ -54,6 +54,10 @@ pub(super) fn create_group(connection: &Connection, group: &NewGroup) -> Result<
     if inserted == 0 {
         return Ok(GroupCreation::IdTaken);
     }
+    connection
+        .prepare_cached("INSERT INTO group_snapshots (group_id, state) VALUES (?1, ?2)")
+        .and_then(|mut statement| statement.execute(params![group.group_id, group.state]))
+        .during(OPERATION)?;
     let members: BTreeSet<&str> = group.members.iter().map(String::as_str).collect();
     update_roster(connection, &group.group_id, &BTreeSet::new(), &members, OPERATION)?;
     Ok(GroupCreation::Created)
@@ -105,7 +109,7 @@ pub(super) fn group_roster(connection: &Connection, group_id: &[u8]) -> Result<O
     type Raw = (String, i64, u64, u64, u64, u64, u64);
     let raw: Option<Raw> = connection
         .prepare_cached(
-            "SELECT name, kind, epoch, state_version, log_head, snapshot_through, length(state)
+            "SELECT name, kind, epoch, state_version, log_head, snapshot_through, snapshot_bytes
              FROM groups WHERE group_id = ?1",
         )
         .and_then(|mut statement| {
@@ -135,11 +139,11 @@ pub(super) fn group_roster(connection: &Connection, group_id: &[u8]) -> Result<O
 
 pub(super) fn get_group(connection: &Connection, group_id: &[u8]) -> Result<Option<GroupRecord>, StoreError> {
     const OPERATION: &str = "get_group";
-    type Raw = (String, i64, String, u64, u64, Vec<u8>, u64, u64);
+    type Raw = (String, i64, String, u64, u64, Option<Vec<u8>>, u64, u64);
     let raw: Option<Raw> = connection
         .prepare_cached(
-            "SELECT name, kind, creator, epoch, state_version, state, snapshot_through, created_at_ms
-             FROM groups WHERE group_id = ?1",
+            "SELECT g.name, g.kind, g.creator, g.epoch, g.state_version, s.state, g.snapshot_through, g.created_at_ms
+             FROM groups g LEFT JOIN group_snapshots s ON s.group_id = g.group_id WHERE g.group_id = ?1",
         )
         .and_then(|mut statement| {
             statement
@@ -161,6 +165,10 @@ pub(super) fn get_group(connection: &Connection, group_id: &[u8]) -> Result<Opti
     let Some((name, kind, creator, epoch, state_version, state, snapshot_through, created_at_ms)) = raw else {
         return Ok(None);
     };
+    let state = state.ok_or_else(|| StoreError::Corrupt {
+        operation: OPERATION,
+        detail: format!("group {} has no snapshot", hex::encode(group_id)),
+    })?;
     let (members, leaving) = roster(connection, group_id, OPERATION)?;
     Ok(Some(GroupRecord {
         group_id: group_id.to_vec(),
@@ -307,14 +315,20 @@ pub(super) fn write_snapshot(connection: &Connection, snapshot: &GroupSnapshot) 
     const OPERATION: &str = "write_snapshot";
     let written = connection
         .prepare_cached(
-            "UPDATE groups SET state = ?3, snapshot_through = ?2
+            "UPDATE groups SET snapshot_through = ?2, snapshot_bytes = ?3
              WHERE group_id = ?1 AND snapshot_through < ?2 AND log_head >= ?2",
         )
-        .and_then(|mut statement| statement.execute(params![snapshot.group_id, snapshot.through, snapshot.state]))
+        .and_then(|mut statement| {
+            statement.execute(params![snapshot.group_id, snapshot.through, snapshot.state.len() as u64])
+        })
         .during(OPERATION)?;
     if written == 0 {
         return Ok(false);
     }
+    connection
+        .prepare_cached("UPDATE group_snapshots SET state = ?2 WHERE group_id = ?1")
+        .and_then(|mut statement| statement.execute(params![snapshot.group_id, snapshot.state]))
+        .during(OPERATION)?;
     connection
         .prepare_cached("DELETE FROM group_log WHERE group_id = ?1 AND seq <= ?2")
         .and_then(|mut statement| statement.execute(params![snapshot.group_id, snapshot.through]))

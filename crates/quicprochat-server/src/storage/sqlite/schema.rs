@@ -102,9 +102,20 @@ ALTER TABLE key_packages ADD COLUMN init_key BLOB;
 CREATE UNIQUE INDEX key_packages_by_init_key ON key_packages(init_key);
 "#,
     r#"
--- Version 4: a group's view is its snapshot (`groups.state`, as of log entry
--- `snapshot_through`) followed by its log; a commit appends to the log
--- instead of rewriting the whole view.
+-- Version 4: a group's view is its snapshot (`group_snapshots.state`, the
+-- serialised view as of log entry `groups.snapshot_through`) followed by
+-- its log; a commit appends to the log instead of rewriting the whole
+-- view. The snapshot has a table of its own so that reading or updating a
+-- group's row never walks megabytes of blob (SQLite stores a row's columns
+-- in order, overflow pages included).
+CREATE TABLE group_snapshots (
+    group_id BLOB PRIMARY KEY REFERENCES groups(group_id),
+    state    BLOB NOT NULL
+) STRICT;
+INSERT INTO group_snapshots (group_id, state) SELECT group_id, state FROM groups;
+ALTER TABLE groups ADD COLUMN snapshot_bytes INTEGER NOT NULL DEFAULT 0;
+UPDATE groups SET snapshot_bytes = length(state);
+ALTER TABLE groups DROP COLUMN state;
 ALTER TABLE groups ADD COLUMN log_head INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE groups ADD COLUMN snapshot_through INTEGER NOT NULL DEFAULT 0;
 CREATE TABLE group_log (
@@ -156,7 +167,7 @@ pub(super) fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::storage::{InviteUse, SqliteStore, Store};
+    use crate::storage::{CommitResult, CommitWrite, EntryKind, Fanout, InviteUse, NewMessage, SqliteStore, Store};
 
     /// The crash tests (`kill -9`) cannot see a missing fsync: the page cache
     /// survives a killed process. This pins the settings that make a commit
@@ -206,6 +217,29 @@ mod tests {
         let roster = store.group_roster(&[1]).unwrap().unwrap();
         assert_eq!((roster.log_head, roster.snapshot_through, roster.snapshot_bytes), (0, 0, 2));
         assert!(store.groups_with_log().unwrap().is_empty());
+        // The upgraded group takes commits: its log starts at 1.
+        let commit = NewMessage {
+            message_id: b"c1".to_vec(),
+            group_id: vec![1],
+            sender: "alice".to_owned(),
+            kind: EntryKind::Commit,
+            payload: b"commit".to_vec(),
+            epoch: 3,
+            stored_at_ms: 6,
+        };
+        let write = CommitWrite {
+            group_id: vec![1],
+            expected_epoch: 3,
+            new_epoch: 4,
+            new_members: vec!["alice".to_owned()],
+            commit: Fanout { message: commit, recipients: Vec::new() },
+            welcome: None,
+        };
+        assert!(
+            matches!(store.apply_commit(&write).unwrap(), CommitResult::Applied(applied) if applied.state_version == 8)
+        );
+        let group = store.get_group(&[1]).unwrap().unwrap();
+        assert_eq!((group.log.len(), group.log[0].seq, group.state.as_slice()), (1, 1, [10, 11].as_slice()));
         drop(store);
         let connection = Connection::open(&path).unwrap();
         let version: usize = connection.query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
