@@ -80,7 +80,7 @@ impl SqliteStore {
         reader.busy_timeout(BUSY_TIMEOUT).during("open")?;
         reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
         reader.execute_batch("PRAGMA query_only = ON;").during("open")?;
-        let checkpointer = checkpoint::Checkpointer::start(path.as_ref(), BUSY_TIMEOUT)?;
+        let checkpointer = checkpoint::Checkpointer::start(path.as_ref())?;
         let connection = Arc::new(GroupCommit::new(connection));
         let storage_thread = StorageThread::start(Arc::clone(&connection))?;
         Ok(Self { connection, storage_thread, reader: Mutex::new(reader), _checkpointer: checkpointer })
