@@ -1,7 +1,9 @@
 //! Domain tests: group creation, commits (ordering, fan-out, welcomes) and leaving.
 
 use super::submit;
-use super::{add, alice_bob_carol, assert_status, drain, finish, gid, inbox, kinds, new_group, store, user, NOW};
+use super::{
+    add, alice_bob_carol, assert_status, commit_request, drain, finish, gid, inbox, kinds, new_group, store, user, NOW,
+};
 use crate::domain::commits::{leave_group, submit_commit, LeaveGroup, SubmitCommit};
 use crate::domain::groups::{create_group, members, CreateGroup};
 use crate::domain::messages::{send_message, SendMessage};
@@ -136,13 +138,7 @@ fn second_commit_of_an_epoch_is_stale() {
     let package = crate::domain::key_packages::fetch(&store, "bob", "dave").unwrap().key_package;
     let bob_pending = bob.client.add_members(&group_id, &[package]).unwrap();
     assert_eq!(add(&store, &alice, &group_id, &[&carol], b"add-carol").unwrap(), 2);
-    let request = SubmitCommit {
-        group_id: &group_id,
-        epoch: bob_pending.epoch,
-        commit: &bob_pending.commit,
-        welcome: bob_pending.welcome.as_deref(),
-        message_id: b"add-dave",
-    };
+    let request = commit_request(&group_id, &bob_pending, b"add-dave");
     let result = finish(&bob, &group_id, submit(&store, "bob", &request, NOW));
     assert_eq!(result.unwrap_err().current_epoch(), 2);
     assert!(inbox(&store, &dave).is_empty(), "the losing welcome is not delivered");
@@ -179,13 +175,7 @@ fn leave_flow() {
     // Alice commits the pending removal; the DS validates it by reference.
     drain(&store, &alice);
     let pending = alice.client.commit_pending_proposals(&group_id).unwrap().unwrap();
-    let commit = SubmitCommit {
-        group_id: &group_id,
-        epoch: pending.epoch,
-        commit: &pending.commit,
-        welcome: None,
-        message_id: b"remove-bob",
-    };
+    let commit = commit_request(&group_id, &pending, b"remove-bob");
     assert_eq!(finish(&alice, &group_id, submit(&store, "alice", &commit, NOW)).unwrap(), 2);
     assert_eq!(members(&store, "alice", &group_id).unwrap().members, ["alice", "carol"]);
     assert!(store.get_group(&group_id).unwrap().unwrap().leaving.is_empty());
@@ -209,13 +199,7 @@ fn an_accepted_commit_names_everyone_who_got_an_entry() {
 
     let package = crate::domain::key_packages::fetch(&store, "alice", "carol").unwrap().key_package;
     let pending = alice.client.add_members(&group_id, &[package]).unwrap();
-    let request = SubmitCommit {
-        group_id: &group_id,
-        epoch: pending.epoch,
-        commit: &pending.commit,
-        welcome: pending.welcome.as_deref(),
-        message_id: b"add-carol",
-    };
+    let request = commit_request(&group_id, &pending, b"add-carol");
     let views = ViewCache::default();
     let accepted = submit_commit(&store, &views, "alice", &request, NOW).unwrap();
     let mut recipients = accepted.recipients.clone();

@@ -1,7 +1,7 @@
 //! Domain tests: application messages (membership, idempotency).
 
 use super::submit;
-use super::{add, assert_status, drain, finish, gid, inbox, kinds, new_group, store, user, NOW};
+use super::{add, assert_status, commit_request, drain, finish, gid, inbox, kinds, new_group, store, user, NOW};
 use crate::domain::commits::SubmitCommit;
 use crate::domain::delivery::{self, effective_limit, DEFAULT_FETCH_LIMIT, MAX_FETCH_LIMIT};
 use crate::domain::messages::{send_message, SendMessage};
@@ -69,13 +69,7 @@ fn only_active_members_may_post() {
     // Bob is removed; a message he encrypted before noticing is refused.
     let bob_late = bob.client.encrypt(&group_id, b"am I still in?").unwrap();
     let pending = alice.client.remove_members(&group_id, &["bob".to_owned()]).unwrap();
-    let commit = SubmitCommit {
-        group_id: &group_id,
-        epoch: pending.epoch,
-        commit: &pending.commit,
-        welcome: None,
-        message_id: b"remove-bob",
-    };
+    let commit = commit_request(&group_id, &pending, b"remove-bob");
     finish(&alice, &group_id, submit(&store, "alice", &commit, NOW)).unwrap();
     let late = SendMessage { group_id: &group_id, message_id: b"late", ciphertext: &bob_late };
     assert_status(send_message(&store, "bob", &late, NOW), "PERMISSION_DENIED", "not a member");

@@ -11,7 +11,7 @@ mod views;
 
 use quicprochat_core::client::MlsClient;
 use quicprochat_core::identity::{auth_transcript, AuthPurpose, Identity};
-use quicprochat_core::Incoming;
+use quicprochat_core::{Incoming, PendingCommit};
 
 use super::accounts::{register, AuthProof, Registration};
 use super::commits::{submit_commit, SubmitCommit};
@@ -135,17 +135,39 @@ pub(super) fn add(
     invitees: &[&User],
     message_id: &[u8],
 ) -> Result<u64, DomainError> {
+    VIEWS.with(|views| add_with(store, views, committer, group_id, invitees, message_id))
+}
+
+/// [`add`] with the view cache `views` instead of this test's.
+pub(super) fn add_with(
+    store: &dyn Store,
+    views: &ViewCache,
+    committer: &User,
+    group_id: &[u8],
+    invitees: &[&User],
+    message_id: &[u8],
+) -> Result<u64, DomainError> {
     let packages: Vec<Vec<u8>> =
         invitees.iter().map(|invitee| kp::fetch(store, &committer.name, &invitee.name).unwrap().key_package).collect();
     let pending = committer.client.add_members(group_id, &packages).unwrap();
-    let request = SubmitCommit {
+    let request = commit_request(group_id, &pending, message_id);
+    let accepted = submit_commit(store, views, &committer.name, &request, NOW);
+    finish(committer, group_id, accepted.map(|accepted| accepted.epoch))
+}
+
+/// The `SubmitCommit` of `pending` (with its Welcome, if it has one).
+pub(super) fn commit_request<'a>(
+    group_id: &'a [u8],
+    pending: &'a PendingCommit,
+    message_id: &'a [u8],
+) -> SubmitCommit<'a> {
+    SubmitCommit {
         group_id,
         epoch: pending.epoch,
         commit: &pending.commit,
         welcome: pending.welcome.as_deref(),
         message_id,
-    };
-    finish(committer, group_id, submit(store, &committer.name, &request, NOW))
+    }
 }
 
 /// Merges or clears `committer`'s pending commit according to `result`.

@@ -1,8 +1,11 @@
 //! Domain tests: a group's view is its snapshot plus its log, whichever
 //! way it was last stored, and snapshots only shorten the log.
 
-use super::{add, alice_bob_carol, drain, finish, gid, kp, new_group, store, user, view_stats, User, NOW, VIEWS};
-use crate::domain::commits::{leave_group, submit_commit, LeaveGroup, SubmitCommit};
+use super::{
+    add, add_with, alice_bob_carol, commit_request, drain, finish, gid, new_group, store, user, view_stats, User, NOW,
+    VIEWS,
+};
+use crate::domain::commits::{leave_group, submit_commit, LeaveGroup};
 use crate::domain::groups::members;
 use crate::domain::snapshots::{snapshot_group, snapshot_logged_groups, SnapshotOutcome, ViewSource};
 use crate::domain::views::ViewCache;
@@ -11,17 +14,7 @@ use crate::storage::{EntryKind, Store};
 /// Adds `invitee` with a view cache that keeps nothing, so the view is
 /// restored from the store (snapshot, then log replay).
 fn add_uncached(store: &dyn Store, committer: &User, group_id: &[u8], invitee: &User, message_id: &[u8]) -> u64 {
-    let package = kp::fetch(store, &committer.name, &invitee.name).unwrap().key_package;
-    let pending = committer.client.add_members(group_id, &[package]).unwrap();
-    let request = SubmitCommit {
-        group_id,
-        epoch: pending.epoch,
-        commit: &pending.commit,
-        welcome: pending.welcome.as_deref(),
-        message_id,
-    };
-    let accepted = submit_commit(store, &ViewCache::with_budget(0), &committer.name, &request, NOW);
-    finish(committer, group_id, accepted.map(|accepted| accepted.epoch)).unwrap()
+    add_with(store, &ViewCache::with_budget(0), committer, group_id, &[invitee], message_id).unwrap()
 }
 
 fn state_version(store: &dyn Store, group_id: &[u8]) -> u64 {
@@ -86,13 +79,7 @@ fn a_logged_leave_replays_so_a_commit_can_reference_it() {
     assert!(matches!(outcome, Ok(SnapshotOutcome::Written { through: 2, .. })), "{outcome:?}");
     drain(&store, &alice);
     let pending = alice.client.commit_pending_proposals(&group_id).unwrap().unwrap();
-    let removal = SubmitCommit {
-        group_id: &group_id,
-        epoch: pending.epoch,
-        commit: &pending.commit,
-        welcome: None,
-        message_id: b"remove-bob",
-    };
+    let removal = commit_request(&group_id, &pending, b"remove-bob");
     let accepted = submit_commit(&store, &ViewCache::with_budget(0), "alice", &removal, NOW);
     assert_eq!(finish(&alice, &group_id, accepted.map(|accepted| accepted.epoch)).unwrap(), 2);
     assert_eq!(members(&store, "alice", &group_id).unwrap().members, ["alice", "carol"]);

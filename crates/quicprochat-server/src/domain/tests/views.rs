@@ -1,7 +1,10 @@
 //! Domain tests: a commit takes the decoded view the previous commit kept,
 //! and never one the stored state has moved past.
 
-use super::{add, alice_bob_carol, assert_status, drain, finish, gid, new_group, store, submit, user, view_stats, NOW};
+use super::{
+    add, alice_bob_carol, assert_status, commit_request, drain, finish, gid, new_group, store, submit, user,
+    view_stats, NOW,
+};
 use crate::domain::commits::{leave_group, LeaveGroup, SubmitCommit};
 use crate::domain::groups::members;
 
@@ -35,13 +38,7 @@ fn a_leave_makes_the_kept_view_stale_and_a_failed_commit_drops_it() {
     drain(&store, &alice);
     let before = view_stats();
     let pending = alice.client.commit_pending_proposals(&group_id).unwrap().unwrap();
-    let removal = SubmitCommit {
-        group_id: &group_id,
-        epoch: pending.epoch,
-        commit: &pending.commit,
-        welcome: None,
-        message_id: b"remove-bob",
-    };
+    let removal = commit_request(&group_id, &pending, b"remove-bob");
     // A view without the proposal could not resolve the commit's reference to it.
     assert_eq!(finish(&alice, &group_id, submit(&store, "alice", &removal, NOW)).unwrap(), 2);
     assert_eq!(view_stats().misses, before.misses + 1, "the stale view was not used");

@@ -179,19 +179,29 @@ impl Drop for Checkpointer {
 mod tests {
     use super::*;
 
+    /// A database at `path` configured like the store's, with one table,
+    /// and a function that writes that many MiB to it in 64 KiB rows.
+    fn writer(path: &Path) -> (Connection, impl Fn(&Connection, usize)) {
+        let writer = Connection::open(path).unwrap();
+        crate::storage::sqlite::schema::configure(&writer).unwrap();
+        writer.execute_batch("CREATE TABLE t (payload BLOB NOT NULL)").unwrap();
+        let payload = vec![7u8; 64 * 1024];
+        let write_mebibytes = move |writer: &Connection, count: usize| {
+            for _ in 0..count * 16 {
+                writer.execute("INSERT INTO t (payload) VALUES (?1)", [&payload]).unwrap();
+            }
+        };
+        (writer, write_mebibytes)
+    }
+
     #[test]
     fn the_thread_copies_the_wal_into_the_database_and_writers_never_do() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
-        let writer = Connection::open(&path).unwrap();
-        crate::storage::sqlite::schema::configure(&writer).unwrap();
+        let (writer, write_mebibytes) = writer(&path);
         let autocheckpoint: i64 = writer.query_row("PRAGMA wal_autocheckpoint", [], |row| row.get(0)).unwrap();
         assert_eq!(autocheckpoint, 0, "commits never checkpoint");
-        writer.execute_batch("CREATE TABLE t (payload BLOB NOT NULL)").unwrap();
-        let payload = vec![7u8; 64 * 1024];
-        for _ in 0..64 {
-            writer.execute("INSERT INTO t (payload) VALUES (?1)", [&payload]).unwrap();
-        }
+        write_mebibytes(&writer, 4);
         let database_size = || std::fs::metadata(&path).unwrap().len();
         assert!(database_size() < 1024 * 1024, "4 MiB written, still in the WAL");
 
@@ -209,16 +219,8 @@ mod tests {
     fn a_large_wal_is_restarted_and_then_reused_from_its_start() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
-        let writer = Connection::open(&path).unwrap();
-        crate::storage::sqlite::schema::configure(&writer).unwrap();
-        writer.execute_batch("CREATE TABLE t (payload BLOB NOT NULL)").unwrap();
-        let payload = vec![7u8; 64 * 1024];
-        let write_mebibytes = |count: usize| {
-            for _ in 0..count * 16 {
-                writer.execute("INSERT INTO t (payload) VALUES (?1)", [&payload]).unwrap();
-            }
-        };
-        write_mebibytes(20); // over RESTART_AFTER_PAGES (16 MiB)
+        let (writer, write_mebibytes) = writer(&path);
+        write_mebibytes(&writer, 20); // over RESTART_AFTER_PAGES (16 MiB)
         let wal = dir.path().join("t.db-wal");
         let wal_size = || std::fs::metadata(&wal).unwrap().len();
         let grown = wal_size();
@@ -229,7 +231,7 @@ mod tests {
         assert!(checkpointer.wait_for(since, 1, Duration::from_secs(10)), "a round ran");
         assert_eq!(checkpointer.counts().restarts, 1, "the large WAL was restarted");
         drop(checkpointer);
-        write_mebibytes(10);
+        write_mebibytes(&writer, 10);
         assert_eq!(wal_size(), grown, "the next writes reused the WAL from its start");
         let (_, frames, _): (i64, i64, i64) = writer
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
