@@ -293,14 +293,9 @@ async fn housekeeping(state: Arc<ServerState>) {
             Err(_) => return,
         }
         // Groups whose log no snapshot covers yet (at start: also commits
-        // logged before the last stop).
-        let (store, views) = (state.store.clone(), state.views.clone());
-        let sweep = move || snapshots::snapshot_logged_groups(&*store, &views, ViewSource::KeptOrRestored);
-        match tokio::task::spawn_blocking(sweep).await {
-            Ok(Ok(written)) => tracing::debug!(written, "group snapshots stored"),
-            Ok(Err(error)) => tracing::warn!(%error, "cannot list groups with logged commits"),
-            Err(_) => return,
-        }
+        // logged before the last stop). Bounded by the grace period, like
+        // the shutdown sweep; a sweep cut short goes on in the background.
+        snapshot_logged_groups(&state, ViewSource::KeptOrRestored).await;
     }
 }
 
@@ -337,12 +332,17 @@ async fn shut_down(endpoint: quinn::Endpoint, drivers: DriverTasks, state: &Serv
     drivers.stop().await;
     // Logged commits of groups whose view is still decoded: snapshotting
     // them now is cheap and leaves the next start less to replay.
+    snapshot_logged_groups(state, ViewSource::Kept).await;
+}
+
+/// Snapshots every group with logged commits on a blocking thread, waiting
+/// at most the shutdown grace period for it.
+async fn snapshot_logged_groups(state: &ServerState, source: ViewSource) {
     let (store, views) = (state.store.clone(), state.views.clone());
-    let sweep =
-        tokio::task::spawn_blocking(move || snapshots::snapshot_logged_groups(&*store, &views, ViewSource::Kept));
+    let sweep = tokio::task::spawn_blocking(move || snapshots::snapshot_logged_groups(&*store, &views, source));
     match tokio::time::timeout(state.config.shutdown_grace, sweep).await {
-        Ok(Ok(Ok(written))) => tracing::debug!(written, "group snapshots stored at shutdown"),
+        Ok(Ok(Ok(written))) => tracing::debug!(written, ?source, "group snapshots stored"),
         Ok(Ok(Err(error))) => tracing::warn!(%error, "cannot list groups with logged commits"),
-        Ok(Err(_)) | Err(_) => tracing::warn!("group snapshots at shutdown did not finish"),
+        Ok(Err(_)) | Err(_) => tracing::warn!(?source, "group snapshots did not finish"),
     }
 }

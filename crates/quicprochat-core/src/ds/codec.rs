@@ -7,7 +7,6 @@
 //! or an oversized allocation.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
 
 use openmls::prelude::{GroupId, PublicGroup};
@@ -27,10 +26,8 @@ pub const MAX_VIEW_BYTES: usize = 256 * 1024 * 1024;
 impl DsGroupView {
     /// Serialises the whole view (group state and pending proposals).
     pub fn to_bytes(&self) -> Result<Vec<u8>, DsError> {
-        if self.tree_stale.load(Ordering::Relaxed) {
-            self.storage.write_tree(self.group.group_id(), self.group.treesync()).map_err(DsError::internal)?;
-            self.tree_stale.store(false, Ordering::Relaxed);
-        }
+        // Commits do not store the tree (`deferred_tree`): store the live one.
+        self.storage.write_tree(self.group.group_id(), self.group.treesync()).map_err(DsError::internal)?;
         let values = match self.storage.values.read() {
             Ok(guard) => guard,
             // A panic while holding the lock cannot leave the map half-written:
@@ -99,7 +96,7 @@ impl DsGroupView {
         if !is_allowed_ciphersuite(ciphersuite) {
             return Err(DsError::CiphersuiteNotAllowed { ciphersuite: ciphersuite.into() });
         }
-        Ok(DsGroupView { storage, group, crypto: RustCrypto::default(), tree_stale: AtomicBool::new(false) })
+        Ok(DsGroupView { storage, group, crypto: RustCrypto::default() })
     }
 }
 

@@ -14,14 +14,12 @@ mod deferred_tree;
 mod error;
 mod inspect;
 
+use deferred_tree::DeferredTree;
 use openmls::prelude::tls_codec::DeserializeBytes as _;
 use openmls::prelude::{
     ContentType, LeafNodeIndex, MlsMessageBodyIn, MlsMessageIn, ProcessedMessageContent, Proposal, ProposalStore,
     ProtocolMessage, PublicGroup, PublicProcessMessageError, RatchetTreeIn, Sender, StagedCommit, WireFormat,
 };
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use deferred_tree::DeferredTree;
 use openmls_memory_storage::MemoryStorage;
 use openmls_rust_crypto::RustCrypto;
 
@@ -67,13 +65,11 @@ pub struct ProposalOutcome {
 
 /// The DS's secret-free view of one group.
 pub struct DsGroupView {
-    /// Holds the group as last stored, except the tree while `tree_stale`.
+    /// Holds the group as last stored, except the tree: commits merge
+    /// without writing it (see `deferred_tree`); serialising writes it first.
     storage: MemoryStorage,
     group: PublicGroup,
     crypto: RustCrypto,
-    /// The stored tree is older than `group`'s: commits merge without
-    /// writing it (see `deferred_tree`); serialising writes it first.
-    tree_stale: AtomicBool,
 }
 
 impl std::fmt::Debug for DsGroupView {
@@ -106,7 +102,7 @@ impl DsGroupView {
         let (group, _group_info) =
             PublicGroup::from_external(&crypto, &storage, tree, verifiable, ProposalStore::new())
                 .map_err(|err| DsError::InvalidGroupInfo { reason: err.to_string() })?;
-        let view = DsGroupView { storage, group, crypto, tree_stale: AtomicBool::new(false) };
+        let view = DsGroupView { storage, group, crypto };
         for member in view.group.members() {
             if username_of(&member.credential).is_none() {
                 return Err(DsError::InvalidCredential {
@@ -170,7 +166,6 @@ impl DsGroupView {
         let added = added_members(&staged)?;
         let removed = self.removed_usernames(&staged);
         self.group.merge_commit(&DeferredTree(&self.storage), *staged).map_err(DsError::internal)?;
-        self.tree_stale.store(true, Ordering::Relaxed);
         Ok(CommitOutcome { sender, new_epoch: self.epoch(), added, removed, members: self.members() })
     }
 

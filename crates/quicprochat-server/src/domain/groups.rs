@@ -96,6 +96,11 @@ pub(crate) fn restore_view(group: &GroupRecord) -> Result<DsGroupView, DomainErr
     Ok(view)
 }
 
+/// The bytes of `view` to store as a group's snapshot. A failure is server-side.
+pub(crate) fn serialise_view(view: &DsGroupView) -> Result<Vec<u8>, DomainError> {
+    view.to_bytes().map_err(|error| DomainError::internal(format!("cannot serialise the view: {error}")))
+}
+
 /// A group's roster as carried by the whole record or by the roster-only read.
 pub(crate) trait Roster {
     fn members(&self) -> &[String];
@@ -179,7 +184,7 @@ pub fn create_group(
         kind: request.kind,
         creator: session_user.to_owned(),
         epoch: 0,
-        state: view.to_bytes().map_err(|error| DomainError::internal(format!("cannot serialise the view: {error}")))?,
+        state: serialise_view(&view)?,
         members: vec![session_user.to_owned()],
         created_at_ms: now_ms,
     };

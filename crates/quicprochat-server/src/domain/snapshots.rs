@@ -19,9 +19,7 @@
 //! member's KeyPackage lifetime is checked against the clock, so a commit
 //! logged for a long time (a crash, then weeks down) could stop replaying.
 
-use quicprochat_core::DsGroupView;
-
-use super::groups::{load_group, load_roster, restore_view};
+use super::groups::{load_group, load_roster, restore_view, serialise_view};
 use super::views::ViewCache;
 use super::DomainError;
 use crate::storage::{GroupRoster, GroupSnapshot, Store};
@@ -84,13 +82,13 @@ fn snapshot_roster(
     // this version is the view through `log_head`.
     let (through, state) = match views.take_exact(group_id, roster.state_version) {
         Some(view) => {
-            let state = serialise(&view)?;
+            let state = serialise_view(&view)?;
             views.put_back(group_id, roster.state_version, state.len(), view);
             (roster.log_head, state)
         }
         None if source == ViewSource::KeptOrRestored => {
             let record = load_group(store, group_id)?;
-            (record.log_head(), serialise(&restore_view(&record)?)?)
+            (record.log_head(), serialise_view(&restore_view(&record)?)?)
         }
         None => return Ok(SnapshotOutcome::Skipped),
     };
@@ -102,10 +100,6 @@ fn snapshot_roster(
     }
 }
 
-fn serialise(view: &DsGroupView) -> Result<Vec<u8>, DomainError> {
-    view.to_bytes().map_err(|error| DomainError::internal(format!("cannot serialise the view: {error}")))
-}
-
 /// Snapshots every group whose log is not empty, taking views from
 /// `source`. Returns how many snapshots were written; a group that fails
 /// is reported and skipped.
@@ -114,13 +108,25 @@ pub fn snapshot_logged_groups(store: &dyn Store, views: &ViewCache, source: View
     for group_id in store.groups_with_log()? {
         let result =
             load_roster(store, &group_id).and_then(|roster| snapshot_roster(store, views, &group_id, &roster, source));
-        match result {
-            Ok(SnapshotOutcome::Written { .. }) => written += 1,
-            Ok(SnapshotOutcome::Skipped) => {}
-            Err(error) => {
-                tracing::warn!(group = %hex::encode(&group_id), %error, "cannot snapshot a group's view");
-            }
+        if report(&group_id, result) {
+            written += 1;
         }
     }
     Ok(written)
+}
+
+/// Logs what a snapshot of `group_id` did (a failure costs only a longer
+/// log, so it is a warning); returns whether one was written.
+pub fn report(group_id: &[u8], result: Result<SnapshotOutcome, DomainError>) -> bool {
+    match result {
+        Ok(SnapshotOutcome::Written { through, bytes }) => {
+            tracing::debug!(group = %hex::encode(group_id), through, bytes, "group snapshot stored");
+            true
+        }
+        Ok(SnapshotOutcome::Skipped) => false,
+        Err(error) => {
+            tracing::warn!(group = %hex::encode(group_id), %error, "cannot snapshot a group's view");
+            false
+        }
+    }
 }

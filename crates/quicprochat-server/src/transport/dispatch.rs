@@ -20,7 +20,7 @@ use crate::domain::accounts::AuthProof;
 use crate::domain::commits::{LeaveGroup, SubmitCommit};
 use crate::domain::groups::CreateGroup;
 use crate::domain::messages::SendMessage;
-use crate::domain::snapshots::{self, SnapshotOutcome, ViewSource};
+use crate::domain::snapshots::{self, ViewSource};
 use crate::domain::{accounts, commits, delivery, groups, key_packages, messages, DomainError};
 use crate::rate_limit::{KeyPackageGrant, RetryAfter, KEY_PACKAGE_FETCH_PER_TARGET};
 use crate::storage::{EntryKind, GroupKind, QueueItem, Store, StoreError, TimedStore};
@@ -403,13 +403,10 @@ fn snapshot_later(state: &ServerState, group_id: Bytes, state_version: u64) {
     let store = Arc::clone(&state.store);
     let views = Arc::clone(&state.views);
     tokio::task::spawn_blocking(move || {
-        match snapshots::snapshot_group(&*store, &views, &group_id, state_version, ViewSource::Kept) {
-            Ok(SnapshotOutcome::Written { through, bytes }) => {
-                tracing::debug!(group = %hex::encode(&group_id), through, bytes, "group snapshot stored");
-            }
-            Ok(SnapshotOutcome::Skipped) => {}
-            Err(error) => tracing::warn!(group = %hex::encode(&group_id), %error, "cannot snapshot a group's view"),
-        }
+        snapshots::report(
+            &group_id,
+            snapshots::snapshot_group(&*store, &views, &group_id, state_version, ViewSource::Kept),
+        )
     });
 }
 
