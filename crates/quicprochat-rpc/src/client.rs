@@ -1,13 +1,16 @@
 //! The client end: one QUIC connection, one bidirectional stream per call,
 //! a deadline on every call, and the server's push stream.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use prost::Message;
 use quicprochat_proto::v1::{ErrorBody, PushEvent};
-use quicprochat_proto::{Frame, FrameKind, Method, Status};
+use quicprochat_proto::{Frame, FrameKind, Method, Status, HEADER_LEN};
 
 use crate::stream::{read_frame, write_frame};
 use crate::tls::{CertFingerprint, PinnedServer};
@@ -149,7 +152,7 @@ impl RpcClient {
     /// Waits for the server to open the push stream (after `Subscribe`).
     pub async fn accept_push(&self) -> Result<PushStream, RpcError> {
         let recv = self.connection.accept_uni().await?;
-        Ok(PushStream { recv })
+        Ok(PushStream { recv, pending: BytesMut::new() })
     }
 
     /// Closes the connection with the normal close code and waits briefly
@@ -161,20 +164,59 @@ impl RpcClient {
 }
 
 /// The server-opened stream of push events.
+///
+/// Reading is cancel-safe: bytes of a frame that has not fully arrived stay
+/// in `pending`, so a `next()` dropped at a deadline (or polled once by
+/// [`PushStream::ready`]) loses nothing. `pending` never holds more than one
+/// frame, whose header has passed the size limit.
 #[derive(Debug)]
 pub struct PushStream {
     recv: quinn::RecvStream,
+    pending: BytesMut,
 }
 
 impl PushStream {
     /// The next push event; `Ok(None)` when the server ended the stream.
     pub async fn next(&mut self) -> Result<Option<PushEvent>, RpcError> {
-        let Some(frame) = read_frame(&mut self.recv).await? else {
-            return Ok(None);
-        };
-        if frame.kind != FrameKind::Push {
-            return Err(RpcError::Unexpected(format!("a {:?} frame on the push stream", frame.kind)));
+        loop {
+            if let Some(frame) = Frame::decode(&mut self.pending)? {
+                return decode_push(frame).map(Some);
+            }
+            match self.recv.read_chunk(self.missing(), true).await {
+                Ok(Some(chunk)) => self.pending.extend_from_slice(&chunk.bytes),
+                Ok(None) if self.pending.is_empty() => return Ok(None),
+                Ok(None) => return Err(RpcError::Truncated),
+                Err(error) => return Err(RpcError::Read(error.to_string())),
+            }
         }
-        PushEvent::decode(frame.body).map(Some).map_err(|source| RpcError::Decode { what: "PushEvent", source })
     }
+
+    /// The next push event if it has already arrived, without waiting:
+    /// `None` when nothing (or only part of an event) is there yet.
+    pub fn ready(&mut self) -> Option<Result<Option<PushEvent>, RpcError>> {
+        let mut context = Context::from_waker(Waker::noop());
+        match pin!(self.next()).poll(&mut context) {
+            Poll::Ready(result) => Some(result),
+            Poll::Pending => None,
+        }
+    }
+
+    /// Bytes still missing from the frame being read (its header has been
+    /// validated by `Frame::decode` once all of it is in `pending`).
+    fn missing(&self) -> usize {
+        match self.pending.get(..HEADER_LEN) {
+            None => HEADER_LEN - self.pending.len(),
+            Some(header) => {
+                let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+                (HEADER_LEN + len).saturating_sub(self.pending.len()).max(1)
+            }
+        }
+    }
+}
+
+fn decode_push(frame: Frame) -> Result<PushEvent, RpcError> {
+    if frame.kind != FrameKind::Push {
+        return Err(RpcError::Unexpected(format!("a {:?} frame on the push stream", frame.kind)));
+    }
+    PushEvent::decode(frame.body).map_err(|source| RpcError::Decode { what: "PushEvent", source })
 }

@@ -1,4 +1,5 @@
-//! Receiving: fetch the server queue from the stored cursor, process every
+//! Receiving: fetch the server queue from the stored cursor (or take the
+//! entries the server pushed, when they continue the cursor), process every
 //! entry (Welcomes, commits, proposals, application messages), store the
 //! results, advance the cursor durably, and only then acknowledge.
 //!
@@ -12,6 +13,7 @@ use std::time::Duration;
 use quicprochat_core::Incoming;
 use quicprochat_proto::v1::{self, EntryKind, GroupKind};
 use quicprochat_proto::Method;
+use quicprochat_rpc::PushStream;
 
 use crate::client::{Inner, QpcClient};
 use crate::content::Content;
@@ -20,6 +22,17 @@ use crate::{now_ms, SdkError};
 
 const CURSOR_KEY: &str = "delivery_cursor";
 const FETCH_LIMIT: u32 = 200;
+
+/// Whether pushed entries (all past `cursor`, in order) continue it
+/// without a gap, so they can be processed without a fetch.
+fn continues(cursor: u64, fresh: &[v1::QueueEntry]) -> bool {
+    let mut expected = cursor;
+    fresh.iter().all(|entry| {
+        let next = expected.checked_add(1) == Some(entry.seq);
+        expected = entry.seq;
+        next
+    })
+}
 
 /// Whether a fetch of `count` entries from `cursor`, the last with seq
 /// `last_seq`, reached the end of a queue whose head is `head_seq`. The
@@ -45,31 +58,60 @@ impl QpcClient {
         self.inner.lock().await.sync_and_settle().await
     }
 
-    /// Like [`QpcClient::receive`], but if nothing is waiting, waits up to
-    /// `wait` for the server to push something. Survives reconnects: while
-    /// the connection is down it waits for the driver to restore it.
+    /// Returns the messages not shown before, waiting up to `wait` for the
+    /// server to push one if there are none. Survives reconnects: while the
+    /// connection is down it waits for the driver to restore it. Queued
+    /// sends are retried on every round.
+    ///
+    /// Pushed entries that continue the cursor are processed as they
+    /// arrive, without a fetch; every event already arrived is taken with
+    /// them, so one `Ack` covers a burst. The push stream is kept for the
+    /// next call only once everything it delivered is processed, so a call
+    /// that fetches whenever it holds no stream (the first, after a
+    /// reconnect, after a gap in the pushed seqs, a failure or a
+    /// cancellation) never leaves anything behind.
     pub async fn receive_wait(&self, wait: Duration) -> Result<Vec<StoredMessage>, SdkError> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut status = self.status.clone();
+        // A kept push stream has everything after the cursor on its way.
+        let mut fetch = self.inner.lock().await.push.is_none();
+        // A stream whose entries need a fetch first: kept only in this call.
+        let mut carried: Option<PushStream> = None;
         loop {
-            match self.receive().await {
-                Ok(messages) if !messages.is_empty() => return Ok(messages),
-                Ok(_) => {}
-                Err(error) if error.is_retryable() => {
-                    // Connection trouble: wait for the driver to report a change.
-                    tracing::debug!(%error, "receive failed; waiting for the connection");
-                    if tokio::time::timeout_at(deadline, status.changed()).await.is_err() {
-                        return Ok(Vec::new());
-                    }
-                    continue;
+            if !fetch {
+                let mut inner = self.inner.lock().await;
+                if let Err(error) = inner.flush_outbox().await {
+                    tracing::debug!(%error, "outbox not flushed");
                 }
-                Err(error) => return Err(error),
+                // Shown nowhere yet, e.g. processed by a send's catch-up.
+                let unshown = inner.store.take_unshown()?;
+                if !unshown.is_empty() {
+                    return Ok(unshown);
+                }
+            } else {
+                match self.receive().await {
+                    Ok(messages) if !messages.is_empty() => return Ok(messages),
+                    Ok(_) => {}
+                    Err(error) if error.is_retryable() => {
+                        // Connection trouble: wait for the driver to report a change.
+                        tracing::debug!(%error, "receive failed; waiting for the connection");
+                        if tokio::time::timeout_at(deadline, status.changed()).await.is_err() {
+                            return Ok(Vec::new());
+                        }
+                        continue;
+                    }
+                    Err(error) => return Err(error),
+                }
             }
+            fetch = true;
             if tokio::time::Instant::now() >= deadline {
                 return Ok(Vec::new());
             }
             // Take the push stream out so other operations are not blocked while we wait.
-            let existing = self.inner.lock().await.push.take();
+            let existing = match carried.take() {
+                Some(push) => Some(push),
+                None => self.inner.lock().await.push.take(),
+            };
             let mut push = match existing {
                 Some(push) => push,
                 None => match self.subscribe(deadline).await {
@@ -84,7 +126,28 @@ impl QpcClient {
                     self.inner.lock().await.push = Some(push);
                     return Ok(Vec::new());
                 }
-                Ok(Ok(Some(_event))) => self.inner.lock().await.push = Some(push),
+                Ok(Ok(Some(event))) => {
+                    let (entries, intact) = with_ready_events(event, &mut push);
+                    let mut inner = self.inner.lock().await;
+                    match inner.receive_pushed(entries).await {
+                        Ok(true) => {
+                            if intact {
+                                inner.push = Some(push);
+                            }
+                            let messages = inner.store.take_unshown()?;
+                            if !messages.is_empty() {
+                                return Ok(messages);
+                            }
+                            fetch = !intact;
+                        }
+                        // A gap: fetch, then wait on the same stream.
+                        Ok(false) => carried = intact.then_some(push),
+                        Err(error) if error.is_retryable() => {
+                            tracing::debug!(%error, "processing a push failed; fetching instead");
+                        }
+                        Err(error) => return Err(error),
+                    }
+                }
                 // The push stream ended or broke: subscribe again next round
                 // (on a new connection if the driver had to reconnect).
                 Ok(Ok(None)) | Ok(Err(_)) => {}
@@ -93,10 +156,25 @@ impl QpcClient {
     }
 }
 
+/// The entries of `first` and of the push events that have already arrived
+/// after it (up to about [`FETCH_LIMIT`] entries, as one fetch would take),
+/// and whether the stream is still intact (not ended or broken).
+fn with_ready_events(first: v1::PushEvent, push: &mut PushStream) -> (Vec<v1::QueueEntry>, bool) {
+    let mut entries = first.entries;
+    while entries.len() < FETCH_LIMIT as usize {
+        let Some(next) = push.ready() else { break };
+        match next {
+            Ok(Some(event)) => entries.extend(event.entries),
+            Ok(None) | Err(_) => return (entries, false),
+        }
+    }
+    (entries, true)
+}
+
 impl QpcClient {
     /// Subscribes and waits (until `deadline`, without holding the client's
     /// lock) for the server to open the push stream. `None` at the deadline.
-    async fn subscribe(&self, deadline: tokio::time::Instant) -> Result<Option<quicprochat_rpc::PushStream>, SdkError> {
+    async fn subscribe(&self, deadline: tokio::time::Instant) -> Result<Option<PushStream>, SdkError> {
         let (rpc, after_seq) = {
             let inner = self.inner.lock().await;
             (inner.rpc(), inner.store.meta(CURSOR_KEY)?)
@@ -114,6 +192,12 @@ impl Inner {
     /// where we are the member designated to do it.
     pub(crate) async fn sync_and_settle(&mut self) -> Result<(), SdkError> {
         let leavers = self.sync().await?;
+        self.settle(leavers).await
+    }
+
+    /// After processing: flushes the outbox, then commits the leaves of
+    /// `leavers` in groups where we are the member designated to do it.
+    async fn settle(&mut self, leavers: BTreeMap<Vec<u8>, Vec<String>>) -> Result<(), SdkError> {
         // Whatever is still queued goes out now that the server answers.
         if let Err(error) = self.flush_outbox().await {
             tracing::debug!(%error, "outbox not flushed");
@@ -138,6 +222,27 @@ impl Inner {
         Ok(())
     }
 
+    /// Processes entries the server pushed, if they continue the cursor
+    /// without a gap (those at or below it were processed already), then
+    /// settles as [`Inner::sync_and_settle`] does. Returns `false`, having
+    /// processed nothing, when they do not: the caller fetches instead.
+    pub(crate) async fn receive_pushed(&mut self, entries: Vec<v1::QueueEntry>) -> Result<bool, SdkError> {
+        let cursor = self.store.meta(CURSOR_KEY)?;
+        let fresh: Vec<v1::QueueEntry> = entries.into_iter().filter(|entry| entry.seq > cursor).collect();
+        if !continues(cursor, &fresh) {
+            return Ok(false);
+        }
+        if fresh.is_empty() {
+            return Ok(true);
+        }
+        let mut leavers = BTreeMap::new();
+        if self.apply(fresh, cursor, &mut leavers).await?.welcomed {
+            self.check_key_package_stock().await?;
+        }
+        self.settle(leavers).await?;
+        Ok(true)
+    }
+
     /// Fetches and processes the queue until it is empty. Returns, per
     /// group, the members whose leave proposals arrived.
     pub(crate) async fn sync(&mut self) -> Result<BTreeMap<Vec<u8>, Vec<String>>, SdkError> {
@@ -149,24 +254,9 @@ impl Inner {
             let response: v1::FetchResponse = self.rpc().call(Method::Fetch, &request).await?;
             let count = response.entries.len();
             let head_seq = response.head_seq;
-            let mut last_seq = cursor;
-            for entry in response.entries {
-                if entry.seq <= last_seq {
-                    continue;
-                }
-                last_seq = entry.seq;
-                match self.process_entry(&entry) {
-                    Ok(EntryEffect::Leaving(user)) => leavers.entry(entry.group_id.to_vec()).or_default().push(user),
-                    Ok(EntryEffect::Joined) => welcomed = true,
-                    Ok(EntryEffect::None) => {}
-                    Err(error) => tracing::warn!(seq = entry.seq, %error, "skipping an entry that cannot be processed"),
-                }
-            }
-            if last_seq > cursor {
-                // Durable locally first, then acknowledged: nothing acknowledged is lost.
-                self.store.set_meta(CURSOR_KEY, last_seq)?;
-                let _: v1::AckResponse = self.rpc().call(Method::Ack, &v1::AckRequest { up_to_seq: last_seq }).await?;
-            }
+            let applied = self.apply(response.entries, cursor, &mut leavers).await?;
+            welcomed |= applied.welcomed;
+            let last_seq = applied.last_seq;
             if caught_up(count, cursor, last_seq, head_seq) {
                 break;
             }
@@ -175,6 +265,37 @@ impl Inner {
             self.check_key_package_stock().await?;
         }
         Ok(leavers)
+    }
+
+    /// Processes `entries` in order (skipping any at or below the cursor),
+    /// stores the new cursor, and only then acknowledges it. Adds the
+    /// members whose leave proposals arrived to `leavers`.
+    async fn apply(
+        &mut self,
+        entries: Vec<v1::QueueEntry>,
+        cursor: u64,
+        leavers: &mut BTreeMap<Vec<u8>, Vec<String>>,
+    ) -> Result<Applied, SdkError> {
+        let mut welcomed = false;
+        let mut last_seq = cursor;
+        for entry in entries {
+            if entry.seq <= last_seq {
+                continue;
+            }
+            last_seq = entry.seq;
+            match self.process_entry(&entry) {
+                Ok(EntryEffect::Leaving(user)) => leavers.entry(entry.group_id.to_vec()).or_default().push(user),
+                Ok(EntryEffect::Joined) => welcomed = true,
+                Ok(EntryEffect::None) => {}
+                Err(error) => tracing::warn!(seq = entry.seq, %error, "skipping an entry that cannot be processed"),
+            }
+        }
+        if last_seq > cursor {
+            // Durable locally first, then acknowledged: nothing acknowledged is lost.
+            self.store.set_meta(CURSOR_KEY, last_seq)?;
+            let _: v1::AckResponse = self.rpc().call(Method::Ack, &v1::AckRequest { up_to_seq: last_seq }).await?;
+        }
+        Ok(Applied { last_seq, welcomed })
     }
 
     fn process_entry(&mut self, entry: &v1::QueueEntry) -> Result<EntryEffect, SdkError> {
@@ -231,6 +352,13 @@ impl Inner {
     }
 }
 
+/// What [`Inner::apply`] did: the seq it reached and whether a Welcome
+/// was among the entries.
+struct Applied {
+    last_seq: u64,
+    welcomed: bool,
+}
+
 enum EntryEffect {
     None,
     Joined,
@@ -246,7 +374,23 @@ fn direct_peer(name: &str, me: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{caught_up, direct_peer, FETCH_LIMIT};
+    use super::{caught_up, continues, direct_peer, FETCH_LIMIT};
+    use quicprochat_proto::v1::QueueEntry;
+
+    fn entries(seqs: &[u64]) -> Vec<QueueEntry> {
+        seqs.iter().map(|&seq| QueueEntry { seq, ..QueueEntry::default() }).collect()
+    }
+
+    #[test]
+    fn pushed_entries_are_used_only_when_they_continue_the_cursor() {
+        assert!(continues(10, &entries(&[11, 12, 13])));
+        assert!(continues(10, &entries(&[])), "nothing new: nothing to fetch either");
+        // Entry 11 is missing (say it expired): fetch from the cursor instead.
+        assert!(!continues(10, &entries(&[12, 13])));
+        assert!(!continues(10, &entries(&[11, 13])));
+        assert!(!continues(10, &entries(&[11, 11])));
+        assert!(!continues(u64::MAX, &entries(&[0])));
+    }
 
     #[test]
     fn a_short_answer_below_the_head_is_not_the_end() {

@@ -1,6 +1,8 @@
 //! Delivery guarantees: a message id is enqueued once however often it is
 //! submitted, and a client shows a message once however often it arrives.
 
+use std::net::{Ipv4Addr, SocketAddr};
+
 use quicprochat_core::{auth_transcript, AuthPurpose, Identity, MlsClient};
 use quicprochat_proto::v1;
 use quicprochat_proto::Method;
@@ -81,4 +83,38 @@ async fn client_shows_a_message_once_even_if_delivered_twice() {
     raw.send(b"wire-b", "bb01", "only once please").await;
     raw.send(b"wire-c", "bb02", "sentinel").await;
     assert_eq!(texts(&receive_n(&bob, 2).await), ["only once please", "sentinel"]);
+}
+
+#[tokio::test]
+async fn pushed_messages_are_received_without_a_fetch() {
+    let harness =
+        Harness::start_with(|config| config.metrics_listen = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))).await;
+    let (alice, bob, _carol) = team_of_three(&harness).await;
+    alice.disconnect().await;
+    drop(alice);
+    let raw = RawAlice::open(&harness).await;
+    let bob = std::sync::Arc::new(bob);
+    // The first wait fetches, then subscribes and waits on the push stream.
+    let subscribes = harness.calls("Subscribe").await;
+    let waiting = tokio::spawn({
+        let bob = bob.clone();
+        async move { bob.receive_wait(WAIT).await }
+    });
+    harness.wait_for_calls("Subscribe", subscribes + 1).await;
+    let (fetches, acks) = (harness.calls("Fetch").await, harness.calls("Ack").await);
+    raw.send(b"wire-1", "cc01", "one").await;
+    let first = tokio::time::timeout(WAIT, waiting).await.expect("in time").expect("task").expect("receive");
+    assert_eq!(texts(&first), ["one"]);
+    // A burst while bob is not reading; the next wait keeps the same stream.
+    for (index, text) in ["two", "three", "four"].into_iter().enumerate() {
+        raw.send(format!("wire-{}", index + 2).as_bytes(), &format!("cc0{}", index + 2), text).await;
+    }
+    assert_eq!(texts(&receive_n(&bob, 3).await), ["two", "three", "four"]);
+    assert_eq!(harness.calls("Fetch").await, fetches, "pushed entries follow the cursor: nothing to fetch");
+    // One Ack per batch taken: "one" alone, then the burst in one to three
+    // batches (how many of its events had arrived when bob looked).
+    let acked = harness.calls("Ack").await - acks;
+    assert!((2..=4).contains(&acked), "one Ack per batch of pushed entries, got {acked}");
+    // Nothing was left behind: a fetch from the stored cursor finds nothing new.
+    assert!(bob.receive().await.expect("receive").is_empty());
 }

@@ -18,9 +18,15 @@ pub(crate) struct Harness {
 
 impl Harness {
     pub(crate) async fn start() -> Harness {
+        Harness::start_with(|_| {}).await
+    }
+
+    /// Starts the server with `configure` applied to its default config.
+    pub(crate) async fn start_with(configure: impl FnOnce(&mut ServerConfig)) -> Harness {
         quicprochat_sdk::install_crypto_provider();
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = ServerConfig::new(dir.path().join("server"), SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+        let mut config = ServerConfig::new(dir.path().join("server"), SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+        configure(&mut config);
         let server = RunningServer::start(config).await.expect("server starts");
         let addr = server.local_addr();
         Harness { dir, server: Some(server), addr }
@@ -43,6 +49,25 @@ impl Harness {
     pub(crate) async fn start_server(&mut self) {
         let config = ServerConfig::new(self.dir.path().join("server"), self.addr);
         self.server = Some(RunningServer::start(config).await.expect("server restarts on the same address"));
+    }
+
+    /// The server's count of finished `method` calls with status OK, from
+    /// its metrics endpoint (the harness must have enabled it).
+    pub(crate) async fn calls(&self, method: &str) -> u64 {
+        let addr = self.server.as_ref().and_then(RunningServer::metrics_addr).expect("metrics enabled");
+        let series = format!(r#"qpc_rpc_requests_total{{method="{method}",status="OK"}}"#);
+        let body = tokio::task::spawn_blocking(move || scrape(addr)).await.expect("scrape");
+        body.lines().find_map(|line| line.strip_prefix(&series).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0)
+    }
+
+    /// Waits until the server has finished `at_least` OK `method` calls.
+    pub(crate) async fn wait_for_calls(&self, method: &str, at_least: u64) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut poll = tokio::time::interval(Duration::from_millis(10));
+        while self.calls(method).await < at_least {
+            assert!(tokio::time::Instant::now() < deadline, "{method} never reached {at_least} calls");
+            poll.tick().await;
+        }
     }
 
     pub(crate) fn profile(&self, name: &str) -> PathBuf {
@@ -75,6 +100,17 @@ pub(crate) async fn receive_n(client: &QpcClient, count: usize) -> Vec<StoredMes
     }
     assert_eq!(received.len(), count, "{} got more messages than expected: {received:?}", client.username());
     received
+}
+
+/// The body of `GET /metrics` from the server's metrics endpoint at `addr`.
+fn scrape(addr: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    stream.set_read_timeout(Some(WAIT)).expect("read timeout");
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("write the request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read the response");
+    response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).expect("an HTTP response")
 }
 
 /// Texts of messages, in order.

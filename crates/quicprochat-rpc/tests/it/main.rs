@@ -1,0 +1,3 @@
+//! Integration tests of the RPC layer against real quinn endpoints on loopback.
+
+mod push_stream;
