@@ -16,8 +16,11 @@
 //! the process up and are not counted. Baseline: the same connect-only
 //! phase against the bare quinn echo server, whose socket asks for a large
 //! receive buffer as qpc-server's does. The clients share the process
-//! and its cores with the server, so every figure includes their half of
-//! the handshake.
+//! and its cores with the server, so every rate includes their half of
+//! the handshake; so that the server's own cost can be told apart, both
+//! servers run on a runtime of their own and each phase reports the CPU
+//! time of the server's threads and of the rest per client, and what the
+//! server alone could take on these cores ([`crate::cpu`]).
 //!
 //! Restart: R clients registered, logged in and subscribed, idle; the
 //! server is shut down gracefully (`RunningServer::shutdown`) and a new one
@@ -51,6 +54,7 @@ use serde::Serialize;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
+use crate::cpu::{CpuMeter, CpuSplit};
 use crate::histogram::{Latencies, Summary};
 use crate::setup::{
     bench_config, bench_transport, bounded, close_now, connect, connect_with, login_on, register, register_on,
@@ -89,6 +93,21 @@ pub(crate) struct HandshakePhase {
     /// packet costs its client a retransmission timeout, about 1 s before
     /// any round trip has been measured.
     pub(crate) server_socket_drops: Option<u64>,
+    /// CPU time per successful client, server threads and clients apart
+    /// (`None` where the server shares the clients' runtime, or off Linux).
+    pub(crate) cpu: Option<PhaseCpu>,
+}
+
+/// A phase's CPU time per successful client (see [`crate::cpu`]).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct PhaseCpu {
+    /// The server's threads: its half of the handshake and what follows.
+    pub(crate) server_ms_per_client: f64,
+    /// Every other thread: the clients' half, and the load generator.
+    pub(crate) clients_ms_per_client: f64,
+    /// What the server's threads alone could take on this machine's cores
+    /// if the clients ran elsewhere: cores / server CPU per client.
+    pub(crate) server_ceiling_per_s: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -157,7 +176,21 @@ impl ConnectionsResult {
 
 /// Runs the three handshake phases, then the restart (unless `restart_clients` is 0).
 pub(crate) async fn run(clients: usize, in_flight: usize, restart_clients: usize) -> anyhow::Result<ConnectionsResult> {
-    let server = crate::setup::start_server().await?;
+    // The servers of the handshake phases run on threads of their own, so
+    // their CPU time can be told from the clients'.
+    let servers = crate::cpu::server_runtime().context("start the servers' runtime")?;
+    let result = handshakes_and_restart(&servers, clients, in_flight, restart_clients).await;
+    servers.shutdown_background();
+    result
+}
+
+async fn handshakes_and_restart(
+    servers: &tokio::runtime::Runtime,
+    clients: usize,
+    in_flight: usize,
+    restart_clients: usize,
+) -> anyhow::Result<ConnectionsResult> {
+    let server = servers.spawn(crate::setup::start_server()).await.context("the server's start-up task")??;
     let address = server.address();
     let identities: Arc<Vec<Identity>> =
         Arc::new((0..clients).map(|_| Identity::generate()).collect::<Result<_, _>>()?);
@@ -165,17 +198,22 @@ pub(crate) async fn run(clients: usize, in_flight: usize, restart_clients: usize
 
     // The baseline's socket gets a large receive buffer like qpc-server's
     // (which asks for 8 MiB), so both phases measure handshakes, not drops.
-    let echo = crate::baseline::start_echo_with(&bench_transport(), Some(LARGE_RECEIVE_BUFFER))?;
+    let echo = {
+        let _on_servers = servers.enter();
+        crate::baseline::start_echo_with(&bench_transport(), Some(LARGE_RECEIVE_BUFFER))?
+    };
     let bare = ServerAddress { addr: echo.addr, fingerprint: echo.fingerprint };
     // Warm-up, not counted: the first handshakes of a process pay one-time costs.
     for target in [bare, address] {
-        phase(in_flight, in_flight, target.addr, |_| async move { connect(target.addr, target.pin()).await }).await;
+        phase(in_flight, in_flight, target.addr, true, |_| async move { connect(target.addr, target.pin()).await })
+            .await;
     }
     let echo_connect_only =
-        phase(clients, in_flight, bare.addr, |_| async move { connect(bare.addr, bare.pin()).await }).await;
+        phase(clients, in_flight, bare.addr, true, |_| async move { connect(bare.addr, bare.pin()).await }).await;
     let connect_only =
-        phase(clients, in_flight, address.addr, |_| async move { connect(address.addr, address.pin()).await }).await;
-    let connect_register = phase(clients, in_flight, address.addr, |index| {
+        phase(clients, in_flight, address.addr, true, |_| async move { connect(address.addr, address.pin()).await })
+            .await;
+    let connect_register = phase(clients, in_flight, address.addr, true, |index| {
         let identities = identities.clone();
         async move {
             let rpc = connect(address.addr, address.pin()).await?;
@@ -184,7 +222,7 @@ pub(crate) async fn run(clients: usize, in_flight: usize, restart_clients: usize
         }
     })
     .await;
-    let connect_login = phase(clients, in_flight, address.addr, |index| {
+    let connect_login = phase(clients, in_flight, address.addr, true, |index| {
         let identities = identities.clone();
         async move {
             let rpc = connect(address.addr, address.pin()).await?;
@@ -221,7 +259,7 @@ async fn herd(clients: usize) -> anyhow::Result<Herd> {
         let echo = crate::baseline::start_echo_with(&bench_transport(), buffer)?;
         let bare = ServerAddress { addr: echo.addr, fingerprint: echo.fingerprint };
         let connected =
-            phase(clients, clients, bare.addr, |_| async move { connect(bare.addr, bare.pin()).await }).await;
+            phase(clients, clients, bare.addr, false, |_| async move { connect(bare.addr, bare.pin()).await }).await;
         runs.push((echo.receive_buffer_bytes, connected));
     }
     let (large_buffer_bytes, large_buffer) = runs.pop().context("the large-buffer run")?;
@@ -231,13 +269,21 @@ async fn herd(clients: usize) -> anyhow::Result<Herd> {
 
 /// Runs `open(index)` for every client, at most `in_flight` at once; each
 /// connection is closed once its time is taken. `server` is the socket
-/// whose kernel drops are counted.
-async fn phase<F, Fut>(clients: usize, in_flight: usize, server: SocketAddr, open: F) -> HandshakePhase
+/// whose kernel drops are counted; `on_server_threads` says whether that
+/// server runs on [`crate::cpu::server_runtime`], so its CPU time is told apart.
+async fn phase<F, Fut>(
+    clients: usize,
+    in_flight: usize,
+    server: SocketAddr,
+    on_server_threads: bool,
+    open: F,
+) -> HandshakePhase
 where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = anyhow::Result<RpcClient>> + Send + 'static,
 {
     let drops_before = socket_drops(server);
+    let cpu = CpuMeter::start();
     let started = Instant::now();
     let results = bounded(clients, in_flight, |index| {
         let opening = open(index);
@@ -246,16 +292,27 @@ where
             let rpc = opening.await?;
             let elapsed = began.elapsed();
             close_now(&rpc);
-            Ok((elapsed, started.elapsed()))
+            Ok((elapsed, started.elapsed(), rpc))
         }
     })
     .await;
     let wall = started.elapsed().max(Duration::from_micros(1));
+    // Closing is part of a connection's cost: the phase's CPU time runs
+    // until every client endpoint has finished its close (the server's
+    // side ends at about the same time), so none of it is charged to the
+    // next phase.
+    let mut closing = tokio::task::JoinSet::new();
+    for (_, _, rpc) in results.iter().flatten() {
+        let rpc = rpc.clone();
+        closing.spawn(async move { rpc.close().await });
+    }
+    while closing.join_next().await.is_some() {}
+    let cpu = cpu.finish().filter(|_| on_server_threads);
     let mut latency = Latencies::new();
     let (mut errors, mut error_kinds, mut done) = (0, BTreeMap::new(), Vec::new());
     for result in results {
         match result {
-            Ok((elapsed, finished)) => {
+            Ok((elapsed, finished, _)) => {
                 latency.record(elapsed);
                 done.push(finished);
             }
@@ -270,7 +327,20 @@ where
     let per_s = latency.count as f64 / wall.as_secs_f64();
     done.sort();
     let to_99_percent_ms = time_to(&done, 0.99, clients);
-    HandshakePhase { per_s, latency, errors, error_kinds, to_99_percent_ms, server_socket_drops }
+    let cpu = cpu.filter(|_| latency.count > 0).map(|split| per_client(split, latency.count));
+    HandshakePhase { per_s, latency, errors, error_kinds, to_99_percent_ms, server_socket_drops, cpu }
+}
+
+/// `split` spread over `clients` successful clients.
+fn per_client(split: CpuSplit, clients: u64) -> PhaseCpu {
+    let ms = |time: Duration| time.as_secs_f64() * 1000.0 / clients as f64;
+    let server_ms_per_client = ms(split.server);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    PhaseCpu {
+        server_ms_per_client,
+        clients_ms_per_client: ms(split.process.saturating_sub(split.server)),
+        server_ceiling_per_s: cores * 1000.0 / server_ms_per_client.max(f64::MIN_POSITIVE),
+    }
 }
 
 /// Datagrams dropped so far on the local IPv4 UDP socket bound to `addr`,
@@ -476,8 +546,14 @@ fn drops(phase: &HandshakePhase) -> String {
 /// The one-line stderr summary.
 pub(crate) fn describe(result: &ConnectionsResult) -> String {
     let phase = |phase: &HandshakePhase| {
+        let cpu = phase.cpu.map_or(String::new(), |cpu| {
+            format!(
+                "; CPU per client: server {:.2} ms, clients {:.2} ms; server alone {:.0}/s",
+                cpu.server_ms_per_client, cpu.clients_ms_per_client, cpu.server_ceiling_per_s
+            )
+        });
         format!(
-            "{:.0}/s (p50 {:.2} p99 {:.2} ms, {} dropped)",
+            "{:.0}/s (p50 {:.2} p99 {:.2} ms, {} dropped{cpu})",
             phase.per_s,
             phase.latency.p50_ms,
             phase.latency.p99_ms,

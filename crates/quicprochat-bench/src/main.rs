@@ -12,6 +12,7 @@
 mod baseline;
 mod commits;
 mod connections;
+mod cpu;
 mod fanout;
 mod fanout_baseline;
 mod histogram;
