@@ -35,6 +35,24 @@ use crate::storage::{
 /// How often a leave is re-processed when the group state changed under it.
 const LEAVE_ATTEMPTS: usize = 3;
 
+/// Largest commit or Welcome a queue entry may carry. A Fetch answer or a
+/// push event holding it, with the entry's other fields (all bounded: ids,
+/// group name, sender) and the protobuf framing, must still fit in one
+/// frame, or its recipients could never read past it: their queue would be
+/// stuck at that entry.
+pub const MAX_ENTRY_PAYLOAD_LEN: usize = quicprochat_proto::method::MAX_FRAME_LEN as usize - 64 * 1024;
+
+/// Fails if `payload` is too large to be delivered as one queue entry.
+fn check_entry_payload(what: &str, payload: &[u8]) -> Result<(), DomainError> {
+    if payload.len() > MAX_ENTRY_PAYLOAD_LEN {
+        return Err(DomainError::invalid(format!(
+            "the {what} is {} bytes; at most {MAX_ENTRY_PAYLOAD_LEN} can be delivered",
+            payload.len()
+        )));
+    }
+    Ok(())
+}
+
 /// A commit submission.
 #[derive(Debug, Clone, Copy)]
 pub struct SubmitCommit<'a> {
@@ -154,6 +172,10 @@ pub fn submit_commit(
     now_ms: u64,
 ) -> Result<CommitAccepted, DomainError> {
     check_message_id(request.message_id)?;
+    check_entry_payload("commit", request.commit)?;
+    if let Some(welcome) = request.welcome {
+        check_entry_payload("Welcome", welcome)?;
+    }
     let roster = load_roster(store, request.group_id)?;
     if let Some(first) = earlier_use(store, session_user, request.message_id, request.group_id, EntryKind::Commit)? {
         return Ok(CommitAccepted { epoch: first.epoch + 1, recipients: Vec::new(), snapshot_due: None });

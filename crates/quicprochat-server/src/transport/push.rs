@@ -182,4 +182,32 @@ mod tests {
         let (fresh, reread) = in_order(taken(&[u64::MAX], false), &mut cursor);
         assert_eq!((pushed(&fresh), reread), (vec![], false));
     }
+
+    #[test]
+    fn the_largest_deliverable_entry_fits_in_a_fetch_answer_and_a_push_event() {
+        use crate::domain::accounts::MAX_USERNAME_LEN;
+        use crate::domain::commits::MAX_ENTRY_PAYLOAD_LEN;
+        use crate::domain::groups::{GROUP_ID_LEN, MAX_GROUP_NAME_LEN};
+        use crate::domain::MAX_MESSAGE_ID_LEN;
+        use quicprochat_proto::v1::FetchResponse;
+        use quicprochat_proto::Method;
+        // Every field at its largest: a 4-byte character in every place of
+        // the group name, a federated sender with the longest DNS name.
+        let entry = QueueEntry {
+            seq: u64::MAX,
+            message_id: vec![0xff; MAX_MESSAGE_ID_LEN].into(),
+            group_id: vec![0xff; GROUP_ID_LEN].into(),
+            group_name: "\u{1F510}".repeat(MAX_GROUP_NAME_LEN),
+            group_kind: i32::MAX,
+            sender: format!("{}@{}", "u".repeat(MAX_USERNAME_LEN), "d".repeat(253)),
+            kind: i32::MAX,
+            payload: vec![0xff; MAX_ENTRY_PAYLOAD_LEN].into(),
+            stored_at_ms: u64::MAX,
+            epoch: u64::MAX,
+        };
+        let fetch = FetchResponse { entries: vec![entry.clone()], head_seq: u64::MAX };
+        assert!(fetch.encoded_len() <= Method::Fetch.max_response_len() as usize, "{}", fetch.encoded_len());
+        let push = PushEvent { entries: vec![entry] };
+        assert!(push.encoded_len() <= Method::Push.max_request_len() as usize, "{}", push.encoded_len());
+    }
 }

@@ -4,7 +4,7 @@ use super::submit;
 use super::{
     add, alice_bob_carol, assert_status, commit_request, drain, finish, gid, inbox, kinds, new_group, store, user, NOW,
 };
-use crate::domain::commits::{leave_group, submit_commit, LeaveGroup, SubmitCommit};
+use crate::domain::commits::{leave_group, submit_commit, LeaveGroup, SubmitCommit, MAX_ENTRY_PAYLOAD_LEN};
 use crate::domain::groups::{create_group, members, CreateGroup};
 use crate::domain::messages::{send_message, SendMessage};
 use crate::domain::views::ViewCache;
@@ -116,6 +116,14 @@ fn commit_rules_welcome_sender_and_epoch() {
         submit(&store, "alice", &SubmitCommit { message_id: b"", ..request }, NOW),
         "INVALID_ARGUMENT",
         "message_id",
+    );
+    // A Welcome (opaque to the server) too large to be fetched as one entry:
+    // bob's queue would be stuck behind it.
+    let oversized = vec![0u8; MAX_ENTRY_PAYLOAD_LEN + 1];
+    assert_status(
+        submit(&store, "alice", &SubmitCommit { welcome: Some(&oversized), ..request }, NOW),
+        "INVALID_ARGUMENT",
+        "can be delivered",
     );
     assert!(inbox(&store, &bob).is_empty(), "nothing written by rejected commits");
     assert_eq!(finish(&alice, &group_id, submit(&store, "alice", &request, NOW)).unwrap(), 1);
