@@ -29,8 +29,13 @@ use rusqlite::Connection;
 use super::SqlResultExt;
 use crate::storage::StoreError;
 
-/// How often the checkpointer runs.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+/// How often the checkpointer runs. Often, so each checkpoint is small:
+/// its fsync of the database file can hold up the commits' fsync of the
+/// WAL (one file system journal), and with 250 ms rounds that stalled
+/// commits for 100-290 ms at low rates in `qpc-bench` B3 (BENCHMARKS.md,
+/// "Fewer acknowledgements"). A round with nothing to copy costs one
+/// `wal_checkpoint` call.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(50);
 
 /// A checkpoint taking longer than this is logged.
 const SLOW_CHECKPOINT: Duration = Duration::from_millis(100);
