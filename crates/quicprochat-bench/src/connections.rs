@@ -283,7 +283,7 @@ where
     Fut: Future<Output = anyhow::Result<RpcClient>> + Send + 'static,
 {
     let drops_before = socket_drops(server);
-    let cpu = CpuMeter::start();
+    let cpu = on_server_threads.then(CpuMeter::start);
     let started = Instant::now();
     let results = bounded(clients, in_flight, |index| {
         let opening = open(index);
@@ -307,7 +307,7 @@ where
         closing.spawn(async move { rpc.close().await });
     }
     while closing.join_next().await.is_some() {}
-    let cpu = cpu.finish().filter(|_| on_server_threads);
+    let cpu = cpu.as_ref().and_then(CpuMeter::finish);
     let mut latency = Latencies::new();
     let (mut errors, mut error_kinds, mut done) = (0, BTreeMap::new(), Vec::new());
     for result in results {

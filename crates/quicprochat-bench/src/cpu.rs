@@ -75,17 +75,21 @@ fn threads() -> Option<HashMap<u32, Sample>> {
         let Ok(entry) = entry else { continue };
         let Some(tid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
         // A thread that ended between the listing and the reads is skipped.
-        let (Ok(schedstat), Ok(name)) = (
-            std::fs::read_to_string(entry.path().join("schedstat")),
-            std::fs::read_to_string(entry.path().join("comm")),
-        ) else {
+        let (Some(nanos), Ok(name)) = (cpu_nanos(&entry.path()), std::fs::read_to_string(entry.path().join("comm")))
+        else {
             continue;
         };
-        let Some(nanos) = schedstat.split_whitespace().next().and_then(|field| field.parse().ok()) else { continue };
         let server = SERVER_THREAD_PREFIXES.iter().any(|prefix| name.trim_end().starts_with(prefix));
         samples.insert(tid, Sample { nanos, server });
     }
     Some(samples)
+}
+
+/// Nanoseconds the thread whose `/proc` directory is `task` has spent on a
+/// CPU (the first field of its `schedstat`).
+fn cpu_nanos(task: &std::path::Path) -> Option<u64> {
+    let schedstat = std::fs::read_to_string(task.join("schedstat")).ok()?;
+    schedstat.split_whitespace().next()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -94,8 +98,7 @@ mod tests {
 
     /// CPU nanoseconds of the calling thread.
     fn own_cpu() -> u64 {
-        let schedstat = std::fs::read_to_string("/proc/thread-self/schedstat").expect("Linux /proc");
-        schedstat.split_whitespace().next().and_then(|field| field.parse().ok()).expect("schedstat")
+        cpu_nanos(std::path::Path::new("/proc/thread-self")).expect("Linux /proc")
     }
 
     /// Keeps the calling thread on a CPU until it has used `amount` more.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use prost::Message;
 use quicprochat_proto::v1::{ErrorBody, PushEvent};
-use quicprochat_proto::{Frame, FrameKind, Method, Status, HEADER_LEN};
+use quicprochat_proto::{Frame, FrameKind, Method, Status};
 
 use crate::stream::{read_frame, write_frame};
 use crate::tls::{CertFingerprint, PinnedServer};
@@ -163,12 +163,16 @@ impl RpcClient {
     }
 }
 
+/// Most bytes a push stream takes from quinn per read.
+const PUSH_READ_BYTES: usize = 64 * 1024;
+
 /// The server-opened stream of push events.
 ///
 /// Reading is cancel-safe: bytes of a frame that has not fully arrived stay
 /// in `pending`, so a `next()` dropped at a deadline (or polled once by
-/// [`PushStream::ready`]) loses nothing. `pending` never holds more than one
-/// frame, whose header has passed the size limit.
+/// [`PushStream::ready`]) loses nothing. `pending` holds at most one frame,
+/// whose header has passed the size limit, plus one read of
+/// [`PUSH_READ_BYTES`].
 #[derive(Debug)]
 pub struct PushStream {
     recv: quinn::RecvStream,
@@ -182,7 +186,7 @@ impl PushStream {
             if let Some(frame) = Frame::decode(&mut self.pending)? {
                 return decode_push(frame).map(Some);
             }
-            match self.recv.read_chunk(self.missing(), true).await {
+            match self.recv.read_chunk(PUSH_READ_BYTES, true).await {
                 Ok(Some(chunk)) => self.pending.extend_from_slice(&chunk.bytes),
                 Ok(None) if self.pending.is_empty() => return Ok(None),
                 Ok(None) => return Err(RpcError::Truncated),
@@ -198,18 +202,6 @@ impl PushStream {
         match pin!(self.next()).poll(&mut context) {
             Poll::Ready(result) => Some(result),
             Poll::Pending => None,
-        }
-    }
-
-    /// Bytes still missing from the frame being read (its header has been
-    /// validated by `Frame::decode` once all of it is in `pending`).
-    fn missing(&self) -> usize {
-        match self.pending.get(..HEADER_LEN) {
-            None => HEADER_LEN - self.pending.len(),
-            Some(header) => {
-                let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-                (HEADER_LEN + len).saturating_sub(self.pending.len()).max(1)
-            }
         }
     }
 }

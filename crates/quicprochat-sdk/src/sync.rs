@@ -73,13 +73,13 @@ impl QpcClient {
     pub async fn receive_wait(&self, wait: Duration) -> Result<Vec<StoredMessage>, SdkError> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut status = self.status.clone();
-        // A kept push stream has everything after the cursor on its way.
-        let mut fetch = self.inner.lock().await.push.is_none();
-        // A stream whose entries need a fetch first: kept only in this call.
-        let mut carried: Option<PushStream> = None;
-        loop {
-            if !fetch {
-                let mut inner = self.inner.lock().await;
+        let mut fetch = true;
+        {
+            let mut inner = self.inner.lock().await;
+            if inner.push.is_some() {
+                // A kept push stream has everything after the cursor on its
+                // way: no fetch, only what is queued or processed here.
+                fetch = false;
                 if let Err(error) = inner.flush_outbox().await {
                     tracing::debug!(%error, "outbox not flushed");
                 }
@@ -88,7 +88,12 @@ impl QpcClient {
                 if !unshown.is_empty() {
                     return Ok(unshown);
                 }
-            } else {
+            }
+        }
+        // A stream whose entries need a fetch first: kept only in this call.
+        let mut carried: Option<PushStream> = None;
+        loop {
+            if fetch {
                 match self.receive().await {
                     Ok(messages) if !messages.is_empty() => return Ok(messages),
                     Ok(_) => {}

@@ -62,7 +62,7 @@ async fn a_read_dropped_mid_frame_loses_nothing() {
     let sent = [first.clone(), second[..5].to_vec()].concat();
     let (mut push, go_on, _client) = push_in_two_parts(sent, second[5..].to_vec()).await;
     assert_eq!(seqs(tokio::time::timeout(WAIT, push.next()).await.expect("in time").expect("first event")), [1]);
-    // Polled once and dropped: the 5 header bytes it read stay with the stream.
+    // Polled once and dropped with the 5 header bytes read so far: they stay with the stream.
     assert!(push.ready().is_none(), "half a frame is not an event");
     go_on.send(()).expect("server waits");
     assert_eq!(seqs(tokio::time::timeout(WAIT, push.next()).await.expect("in time").expect("second event")), [2, 3]);
