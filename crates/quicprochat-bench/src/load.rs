@@ -21,6 +21,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::cpu::CpuMeter;
 use crate::histogram::{Latencies, Summary};
 use crate::setup::Pair;
 
@@ -55,6 +56,40 @@ pub(crate) struct StepResult {
     pub(crate) lost: u64,
     /// Pushed more than once.
     pub(crate) duplicates: u64,
+    /// The server's CPU time during the step, where `/proc` tells it.
+    pub(crate) cpu: Option<StepCpu>,
+}
+
+/// CPU time of one step per acknowledged message: the server's threads
+/// (its runtime's, its storage and checkpoint threads) against the whole
+/// process's, which adds the load generator's clients on the same cores.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct StepCpu {
+    /// The server's CPU per acknowledged message, microseconds.
+    pub(crate) server_us_per_message: f64,
+    /// The whole process's CPU per acknowledged message, microseconds.
+    pub(crate) process_us_per_message: f64,
+    /// Cores the server kept busy during the step.
+    pub(crate) server_cores: f64,
+    /// Messages per second the server alone could take on every core of
+    /// the machine at this cost (cores ÷ CPU per message).
+    pub(crate) server_alone_per_s: f64,
+}
+
+impl StepCpu {
+    fn new(split: crate::cpu::CpuSplit, messages: u64, elapsed: Duration) -> Option<StepCpu> {
+        if messages == 0 || split.server.is_zero() {
+            return None;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+        let server_us_per_message = split.server.as_secs_f64() * 1e6 / messages as f64;
+        Some(StepCpu {
+            server_us_per_message,
+            process_us_per_message: split.process.as_secs_f64() * 1e6 / messages as f64,
+            server_cores: split.server.as_secs_f64() / elapsed.as_secs_f64().max(f64::MIN_POSITIVE),
+            server_alone_per_s: cores * 1e6 / server_us_per_message,
+        })
+    }
 }
 
 /// Pushes seen by all recipients, per step.
@@ -128,6 +163,8 @@ fn parse_id(id: &[u8]) -> Option<(u32, u64, Duration, Duration)> {
 }
 
 /// Runs one step: `rate` sends per second for `duration`, spread round-robin.
+/// The servers run on [`crate::cpu::server_runtime`], so the step's CPU
+/// time is split between them and the load generator.
 pub(crate) async fn run_step(
     target: &Target<'_>,
     step: u32,
@@ -139,6 +176,8 @@ pub(crate) async fn run_step(
         deliveries.start_step(step);
     }
     let total = (rate * duration.as_secs_f64()).round().max(1.0) as u64;
+    let meter = CpuMeter::start();
+    let metered_from = Instant::now();
     let start = base.elapsed() + Duration::from_millis(20);
     let mut tasks = tokio::task::JoinSet::new();
     for seq in 0..total {
@@ -196,6 +235,7 @@ pub(crate) async fn run_step(
         delivery_service: None,
         lost: 0,
         duplicates: 0,
+        cpu: None,
     };
     if let Target::Server { deliveries, .. } = target {
         let deadline = Instant::now() + DELIVERY_GRACE;
@@ -212,29 +252,57 @@ pub(crate) async fn run_step(
         result.delivery_service = Some(service);
         result.duplicates = duplicates;
     }
+    // The window ends once every push is in (or the grace is over), so it
+    // holds each message's whole server-side cost, its Ack included but
+    // for the last few.
+    result.cpu = meter.finish().and_then(|split| StepCpu::new(split, result.acknowledged, metered_from.elapsed()));
     result
 }
 
-/// Subscribes `pair`'s recipient and records every push until the connection ends.
+/// Entries a recipient takes from already-arrived push events before it
+/// acknowledges them: the SDK's batch (`FETCH_LIMIT` in `sync.rs`).
+const ACK_BATCH_ENTRIES: usize = 200;
+
+/// Subscribes `pair`'s recipient and records every push until the connection
+/// ends. It acknowledges as `QpcClient::receive_wait` does: after a push
+/// event it also takes every event that has already arrived (up to
+/// [`ACK_BATCH_ENTRIES`] entries), then sends one `Ack` for all of them and
+/// waits for its answer before reading on, so under load one `Ack` covers
+/// many messages and at most one is in flight.
 pub(crate) async fn start_recipient(pair: &Pair, deliveries: Arc<Deliveries>, base: Instant) -> anyhow::Result<()> {
     let recipient = pair.recipient.clone();
     let _: v1::SubscribeResponse = recipient.call(Method::Subscribe, &v1::SubscribeRequest { after_seq: 0 }).await?;
     let mut push = recipient.accept_push().await?;
     tokio::spawn(async move {
-        while let Ok(Some(event)) = push.next().await {
+        while let Ok(Some(first)) = push.next().await {
             let now = base.elapsed();
-            let mut last_seq = 0;
-            for entry in &event.entries {
-                deliveries.record(&entry.message_id, now);
-                last_seq = last_seq.max(entry.seq);
+            let (mut last_seq, mut taken, mut ended) = (0, 0, false);
+            let mut event = Some(first);
+            while let Some(current) = event.take() {
+                for entry in &current.entries {
+                    deliveries.record(&entry.message_id, now);
+                    last_seq = last_seq.max(entry.seq);
+                }
+                taken += current.entries.len();
+                if taken < ACK_BATCH_ENTRIES {
+                    event = match push.ready() {
+                        Some(Ok(Some(next))) => Some(next),
+                        None => None,
+                        Some(Ok(None) | Err(_)) => {
+                            ended = true;
+                            None
+                        }
+                    };
+                }
             }
             deliveries.notify();
             if last_seq > 0 {
                 // A real client acknowledges what it stored; the server deletes it.
-                let ack = recipient.clone();
-                tokio::spawn(async move {
-                    let _ = ack.call::<_, v1::AckResponse>(Method::Ack, &v1::AckRequest { up_to_seq: last_seq }).await;
-                });
+                let ack = v1::AckRequest { up_to_seq: last_seq };
+                ended |= recipient.call::<_, v1::AckResponse>(Method::Ack, &ack).await.is_err();
+            }
+            if ended {
+                break;
             }
         }
     });

@@ -196,8 +196,14 @@ fn print_step(label: &str, connections: usize, step: &StepResult) {
         ),
         _ => String::new(),
     };
+    let cpu = step.cpu.map_or(String::new(), |cpu| {
+        format!(
+            " | server CPU {:.1} µs/msg ({:.2} cores; alone {:.0}/s), process {:.1} µs/msg",
+            cpu.server_us_per_message, cpu.server_cores, cpu.server_alone_per_s, cpu.process_us_per_message
+        )
+    });
     eprintln!(
-        "{label:<6} C={connections:<5} offered {:>8.0}/s achieved {:>8.0}/s | ack p50 {:.2} p99 {:.2} ms (from dispatch p50 {:.2}){delivery} | errors {} lost {} dup {}",
+        "{label:<6} C={connections:<5} offered {:>8.0}/s achieved {:>8.0}/s | ack p50 {:.2} p99 {:.2} ms (from dispatch p50 {:.2}){delivery}{cpu} | errors {} lost {} dup {}",
         step.offered_per_s,
         step.achieved_per_s,
         step.ack.p50_ms,
@@ -207,6 +213,11 @@ fn print_step(label: &str, connections: usize, step: &StepResult) {
         step.lost,
         step.duplicates
     );
+}
+
+/// The last run at the ramp's highest passed rate: the one that passed.
+fn passed_step_at_max(ramp: &Ramp) -> Option<&StepResult> {
+    ramp.steps.iter().rev().find(|step| step.offered_per_s == ramp.max_sustained_per_s)
 }
 
 fn within_bound(step: &StepResult, max_p99_ms: f64) -> bool {
@@ -289,13 +300,19 @@ async fn main() -> anyhow::Result<()> {
         None
     };
     let base = Instant::now();
-    let server = setup::start_server().await?;
+    // The server (and B3's echo) run on a runtime of their own, so that B3
+    // can split each step's CPU time between the server and the load.
+    let servers = cpu::server_runtime().context("start the servers' runtime")?;
+    let server = servers.spawn(setup::start_server()).await.context("the server's start-up task")??;
     let deliveries = Arc::new(Deliveries::default());
     let mut pairs = Vec::new();
     let mut ramps = Vec::new();
     let mut sqlite_commit_latency = None;
     let sqlite_inserts_per_s = if args.runs(Suite::B3) {
-        let echo = baseline::start_echo()?;
+        let echo = {
+            let _on_servers = servers.enter();
+            baseline::start_echo()?
+        };
         let mut echo_clients = Vec::new();
         let mut step_id = 0;
         for &connections in &args.connections {
@@ -404,6 +421,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("write {}", args.out.display()))?;
     eprintln!("results: {}", args.out.display());
     server.server.shutdown().await;
+    servers.shutdown_background();
     if lost > 0 || duplicates > 0 {
         anyhow::bail!("{lost} acknowledged messages lost, {duplicates} delivered twice");
     }
@@ -414,31 +432,32 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn print_summary(report: &Report) {
-    println!("C      server max/s  echo max/s  ratio   server p99 push at max (ms)  steps run again (server/echo)");
+    println!(
+        "C      server max/s  echo max/s  ratio   server p99 push at max (ms)  steps run again (server/echo)  CPU µs/msg at max (server/echo)  server alone/s"
+    );
     for pair in report.ramps.chunks(2) {
         let [server, echo] = pair else { continue };
-        let p99 = server
-            .steps
-            .iter()
-            .filter(|step| step.offered_per_s == server.max_sustained_per_s)
-            // The last run at that rate is the one that passed.
-            .rev()
-            .find_map(|step| step.delivery.map(|d| d.p99_ms))
-            .unwrap_or(f64::NAN);
+        let at_max = passed_step_at_max(server);
+        let p99 = at_max.and_then(|step| step.delivery).map_or(f64::NAN, |d| d.p99_ms);
         let ratio = if echo.max_sustained_per_s > 0.0 {
             server.max_sustained_per_s / echo.max_sustained_per_s
         } else {
             f64::NAN
         };
+        let server_cpu = at_max.and_then(|step| step.cpu);
+        let echo_cpu = passed_step_at_max(echo).and_then(|step| step.cpu);
         println!(
-            "{:<6} {:>12.0} {:>11.0} {:>6.2}   {:>6.2}                       {}/{}",
+            "{:<6} {:>12.0} {:>11.0} {:>6.2}   {:>6.2}                       {}/{}                            {:>6.1} / {:<6.1}                  {:>8.0}",
             server.connections,
             server.max_sustained_per_s,
             echo.max_sustained_per_s,
             ratio,
             p99,
             server.retried_steps,
-            echo.retried_steps
+            echo.retried_steps,
+            server_cpu.map_or(f64::NAN, |cpu| cpu.server_us_per_message),
+            echo_cpu.map_or(f64::NAN, |cpu| cpu.server_us_per_message),
+            server_cpu.map_or(f64::NAN, |cpu| cpu.server_alone_per_s),
         );
     }
     if let Some(sqlite) = report.sqlite_inserts_per_s {

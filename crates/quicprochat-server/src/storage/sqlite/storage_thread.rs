@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
-use super::group_commit::{in_savepoint, GroupCommit, MAX_BATCH_WRITES};
+use super::group_commit::{control, in_savepoint, GroupCommit, MAX_BATCH_WRITES};
 use super::operations::Access;
 use crate::storage::{Completion, Job, StoreError};
 
@@ -137,18 +137,19 @@ fn run_batch(connection: &GroupCommit, mut jobs: Vec<Job>) {
 /// alone and has no completion. If that rollback fails, the store is
 /// marked unsound and the whole batch rolls back.
 fn run_job(store: &BatchStore<'_>, job: Job) -> Option<Completion> {
-    if let Err(error) = store.lock().execute_batch("SAVEPOINT qpc_job") {
+    if let Err(error) = control(&store.lock(), "SAVEPOINT qpc_job") {
         tracing::error!(%error, "could not open a job's savepoint; its batch is rolled back");
         store.sound.store(false, Ordering::Relaxed);
     }
     let completion = catch_unwind(AssertUnwindSafe(|| job(store)));
-    let end = if completion.is_ok() { "RELEASE qpc_job" } else { "ROLLBACK TO qpc_job; RELEASE qpc_job" };
     if completion.is_err() {
         tracing::error!("a storage job panicked; its writes are rolled back");
         store.connection.clear_poison();
     }
     if store.sound.load(Ordering::Relaxed) {
-        if let Err(error) = store.lock().execute_batch(end) {
+        let connection = store.lock();
+        let rolled_back = if completion.is_ok() { Ok(()) } else { control(&connection, "ROLLBACK TO qpc_job") };
+        if let Err(error) = rolled_back.and_then(|()| control(&connection, "RELEASE qpc_job")) {
             tracing::error!(%error, "could not end a job's savepoint; its batch is rolled back");
             store.sound.store(false, Ordering::Relaxed);
         }
