@@ -19,7 +19,7 @@ use quicprochat_proto::{Method, Status};
 
 use crate::client::{GroupSummary, Inner, QpcClient};
 use crate::local_store::Conversation;
-use crate::{now_ms, random_id, SdkError};
+use crate::{message_id, now_ms, random_id, SdkError};
 
 /// How often a commit is rebuilt after losing its epoch before giving up.
 const MAX_COMMIT_ATTEMPTS: u32 = 8;
@@ -83,7 +83,7 @@ impl QpcClient {
         let request = v1::LeaveGroupRequest {
             group_id: conversation.group_id.clone().into(),
             proposal: proposal.into(),
-            message_id: random_id().into(),
+            message_id: message_id().into(),
         };
         let _: v1::LeaveGroupResponse = inner.rpc().call(Method::LeaveGroup, &request).await?;
         inner.store.deactivate(&conversation.group_id)?;
@@ -165,7 +165,7 @@ impl Inner {
                 epoch: pending.epoch,
                 commit: pending.commit.into(),
                 welcome: pending.welcome.unwrap_or_default().into(),
-                message_id: random_id().into(),
+                message_id: message_id().into(),
             };
             match self.submit_until_answered(&request).await {
                 Ok(_) => {

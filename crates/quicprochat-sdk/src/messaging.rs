@@ -11,7 +11,7 @@ use quicprochat_proto::Method;
 use crate::client::{Inner, QpcClient};
 use crate::content::{Content, MAX_TEXT_LEN};
 use crate::local_store::{IncomingRecord, MessageState, StoredMessage};
-use crate::{now_ms, random_id, SdkError};
+use crate::{message_id, now_ms, SdkError};
 
 impl QpcClient {
     /// Sends `text` to `target`: a group name, or `@user` for the direct
@@ -49,7 +49,7 @@ impl QpcClient {
         // pending: commit them first (a no-op when there are none).
         let group_id = conversation.group_id.clone();
         inner.submit_commit_with_retry(&conversation, |mls| mls.commit_pending_proposals(&group_id)).await?;
-        let message_id = random_id();
+        let message_id = message_id();
         let sent_at = now_ms();
         let content = Content { v: 1, id: hex::encode(&message_id), text: text.to_owned(), sent_at };
         let ciphertext = inner.mls.encrypt(&conversation.group_id, &content.encode())?;
