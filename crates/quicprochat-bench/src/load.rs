@@ -259,50 +259,39 @@ pub(crate) async fn run_step(
     result
 }
 
-/// Entries a recipient takes from already-arrived push events before it
-/// acknowledges them: the SDK's batch (`FETCH_LIMIT` in `sync.rs`).
-const ACK_BATCH_ENTRIES: usize = 200;
-
 /// Subscribes `pair`'s recipient and records every push until the connection
-/// ends. It acknowledges as `QpcClient::receive_wait` does: after a push
-/// event it also takes every event that has already arrived (up to
-/// [`ACK_BATCH_ENTRIES`] entries), then sends one `Ack` for all of them and
-/// waits for its answer before reading on, so under load one `Ack` covers
-/// many messages and at most one is in flight.
+/// ends. Its acknowledgements are batched as a well-behaved client's are:
+/// at most one `Ack` is in flight, and the next one covers every entry that
+/// arrived meanwhile, while the pushes go on being read (and timed) as they
+/// arrive. A recipient that stopped reading until its `Ack` was answered (as
+/// `QpcClient::receive_wait` does) would be timed late by a slow `Ack`, and
+/// under overload could take no more than one batch per `Ack` round trip.
 pub(crate) async fn start_recipient(pair: &Pair, deliveries: Arc<Deliveries>, base: Instant) -> anyhow::Result<()> {
     let recipient = pair.recipient.clone();
     let _: v1::SubscribeResponse = recipient.call(Method::Subscribe, &v1::SubscribeRequest { after_seq: 0 }).await?;
     let mut push = recipient.accept_push().await?;
+    let (seen, mut to_ack) = tokio::sync::watch::channel(0u64);
     tokio::spawn(async move {
-        while let Ok(Some(first)) = push.next().await {
+        // Ends when the reader below drops `seen`.
+        while to_ack.changed().await.is_ok() {
+            // A real client acknowledges what it stored; the server deletes it.
+            let ack = v1::AckRequest { up_to_seq: *to_ack.borrow_and_update() };
+            if recipient.call::<_, v1::AckResponse>(Method::Ack, &ack).await.is_err() {
+                break;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Ok(Some(event)) = push.next().await {
             let now = base.elapsed();
-            let (mut last_seq, mut taken, mut ended) = (0, 0, false);
-            let mut event = Some(first);
-            while let Some(current) = event.take() {
-                for entry in &current.entries {
-                    deliveries.record(&entry.message_id, now);
-                    last_seq = last_seq.max(entry.seq);
-                }
-                taken += current.entries.len();
-                if taken < ACK_BATCH_ENTRIES {
-                    event = match push.ready() {
-                        Some(Ok(Some(next))) => Some(next),
-                        None => None,
-                        Some(Ok(None) | Err(_)) => {
-                            ended = true;
-                            None
-                        }
-                    };
-                }
+            let mut last_seq = 0;
+            for entry in &event.entries {
+                deliveries.record(&entry.message_id, now);
+                last_seq = last_seq.max(entry.seq);
             }
             deliveries.notify();
             if last_seq > 0 {
-                // A real client acknowledges what it stored; the server deletes it.
-                let ack = v1::AckRequest { up_to_seq: last_seq };
-                ended |= recipient.call::<_, v1::AckResponse>(Method::Ack, &ack).await.is_err();
-            }
-            if ended {
-                break;
+                seen.send_replace(last_seq);
             }
         }
     });
