@@ -14,7 +14,7 @@ use quicprochat_proto::v1;
 use quicprochat_proto::Method;
 use quicprochat_rpc::transport::TransportLimits;
 use quicprochat_rpc::{PinnedServer, PushStream, RpcClient};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex as StdMutex};
 
 use tokio::sync::{watch, Mutex};
 
@@ -93,6 +93,9 @@ pub(crate) struct Inner {
 /// reconnect. [`QpcClient::status`] reports its state.
 pub struct QpcClient {
     pub(crate) inner: Arc<Mutex<Inner>>,
+    /// A push stream a cancelled `receive_wait` left while it waited on it
+    /// (see `sync::ParkOnCancel`); the next call takes it back.
+    pub(crate) parked_push: Arc<StdMutex<Option<PushStream>>>,
     pub(crate) status: watch::Receiver<ConnectionStatus>,
     link: ConnectionSlot,
     driver: DriverHandle,
@@ -184,6 +187,7 @@ impl QpcClient {
         let driver = spawn_driver(params, link.clone(), Arc::downgrade(&inner), status_tx, supervisor);
         Ok(QpcClient {
             inner,
+            parked_push: Arc::default(),
             status,
             link,
             driver,

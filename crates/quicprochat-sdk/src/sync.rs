@@ -8,12 +8,14 @@
 //! to block the queue.
 
 use std::collections::BTreeMap;
+use std::sync::{Mutex as StdMutex, PoisonError};
 use std::time::Duration;
 
 use quicprochat_core::Incoming;
 use quicprochat_proto::v1::{self, EntryKind, GroupKind};
 use quicprochat_proto::Method;
-use quicprochat_rpc::PushStream;
+use quicprochat_rpc::{PushStream, RpcError};
+use tokio::time::error::Elapsed;
 
 use crate::client::{Inner, QpcClient};
 use crate::content::Content;
@@ -68,14 +70,19 @@ impl QpcClient {
     /// them, so one `Ack` covers a burst. The push stream is kept for the
     /// next call only once everything it delivered is processed, so a call
     /// that fetches whenever it holds no stream (the first, after a
-    /// reconnect, after a gap in the pushed seqs, a failure or a
-    /// cancellation) never leaves anything behind.
+    /// reconnect, after a gap in the pushed seqs, a failure, or a
+    /// cancellation while processing) never leaves anything behind. A call
+    /// cancelled while it waits on the stream leaves the stream to the next.
     pub async fn receive_wait(&self, wait: Duration) -> Result<Vec<StoredMessage>, SdkError> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut status = self.status.clone();
         let mut fetch = true;
         {
+            let parked = self.parked_push.lock().unwrap_or_else(PoisonError::into_inner).take();
             let mut inner = self.inner.lock().await;
+            if inner.push.is_none() {
+                inner.push = parked;
+            }
             if inner.push.is_some() {
                 // A kept push stream has everything after the cursor on its
                 // way: no fetch, only what is queued or processed here.
@@ -117,7 +124,7 @@ impl QpcClient {
                 Some(push) => Some(push),
                 None => self.inner.lock().await.push.take(),
             };
-            let mut push = match existing {
+            let push = match existing {
                 Some(push) => push,
                 None => match self.subscribe(deadline).await {
                     Ok(Some(push)) => push,
@@ -126,7 +133,9 @@ impl QpcClient {
                     Err(error) => return Err(error),
                 },
             };
-            match tokio::time::timeout_at(deadline, push.next()).await {
+            let parking = ParkOnCancel { push: Some(push), slot: &self.parked_push };
+            let Some((waited, mut push)) = parking.wait(deadline).await else { continue };
+            match waited {
                 Err(_elapsed) => {
                     self.inner.lock().await.push = Some(push);
                     return Ok(Vec::new());
@@ -157,6 +166,35 @@ impl QpcClient {
                 // (on a new connection if the driver had to reconnect).
                 Ok(Ok(None)) | Ok(Err(_)) => {}
             }
+        }
+    }
+}
+
+/// Holds the push stream while `receive_wait` waits on it. A call cancelled
+/// there (the REPL and TUI drop theirs when a command runs) leaves the
+/// stream in `slot` for the next call instead of dropping it: nothing was
+/// taken from it (`PushStream::next` is cancel-safe), so the next call
+/// needs no new subscription and no fetch.
+struct ParkOnCancel<'a> {
+    push: Option<PushStream>,
+    slot: &'a StdMutex<Option<PushStream>>,
+}
+
+impl ParkOnCancel<'_> {
+    /// Waits until `deadline` for the next event; returns it with the stream.
+    async fn wait(
+        mut self,
+        deadline: tokio::time::Instant,
+    ) -> Option<(Result<Result<Option<v1::PushEvent>, RpcError>, Elapsed>, PushStream)> {
+        let waited = tokio::time::timeout_at(deadline, self.push.as_mut()?.next()).await;
+        self.push.take().map(|push| (waited, push))
+    }
+}
+
+impl Drop for ParkOnCancel<'_> {
+    fn drop(&mut self) {
+        if let Some(push) = self.push.take() {
+            *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(push);
         }
     }
 }

@@ -118,3 +118,43 @@ async fn pushed_messages_are_received_without_a_fetch() {
     // Nothing was left behind: a fetch from the stored cursor finds nothing new.
     assert!(bob.receive().await.expect("receive").is_empty());
 }
+
+/// The REPL and TUI cancel `receive_wait` when a command runs. A call
+/// cancelled while it waits on the push stream leaves the stream to the
+/// next call: no new subscription, no fetch, and nothing missed.
+#[tokio::test]
+async fn a_wait_cancelled_on_the_push_stream_leaves_it_to_the_next() {
+    let harness =
+        Harness::start_with(|config| config.metrics_listen = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))).await;
+    let (alice, bob, _carol) = team_of_three(&harness).await;
+    alice.disconnect().await;
+    drop(alice);
+    let raw = RawAlice::open(&harness).await;
+    let bob = std::sync::Arc::new(bob);
+    // A wait that subscribes and gets "one" pushed keeps the stream.
+    let subscribes = harness.calls("Subscribe").await;
+    let waiting = tokio::spawn({
+        let bob = bob.clone();
+        async move { bob.receive_wait(WAIT).await }
+    });
+    harness.wait_for_calls("Subscribe", subscribes + 1).await;
+    raw.send(b"wire-1", "dd01", "one").await;
+    let first = tokio::time::timeout(WAIT, waiting).await.expect("in time").expect("task").expect("receive");
+    assert_eq!(texts(&first), ["one"]);
+
+    let (subscribes, fetches) = (harness.calls("Subscribe").await, harness.calls("Fetch").await);
+    let cancelled = tokio::spawn({
+        let bob = bob.clone();
+        async move { bob.receive_wait(WAIT).await }
+    });
+    // This test's runtime has one thread: the spawned call runs until it
+    // waits on the push stream, then this task goes on and cancels it.
+    tokio::task::yield_now().await;
+    cancelled.abort();
+    assert!(cancelled.await.expect_err("cancelled").is_cancelled());
+
+    raw.send(b"wire-2", "dd02", "two").await;
+    assert_eq!(texts(&receive_n(&bob, 1).await), ["two"]);
+    assert_eq!(harness.calls("Subscribe").await, subscribes, "the next call used the stream the cancelled one left");
+    assert_eq!(harness.calls("Fetch").await, fetches, "nothing to fetch");
+}
