@@ -179,13 +179,11 @@ pub(crate) async fn run(clients: usize, in_flight: usize, restart_clients: usize
     // The servers of the handshake phases run on threads of their own, so
     // their CPU time can be told from the clients'.
     let servers = crate::cpu::server_runtime().context("start the servers' runtime")?;
-    let result = handshakes_and_restart(&servers, clients, in_flight, restart_clients).await;
-    servers.shutdown_background();
-    result
+    handshakes_and_restart(servers.handle(), clients, in_flight, restart_clients).await
 }
 
 async fn handshakes_and_restart(
-    servers: &tokio::runtime::Runtime,
+    servers: &tokio::runtime::Handle,
     clients: usize,
     in_flight: usize,
     restart_clients: usize,

@@ -23,9 +23,37 @@ pub(crate) const SERVER_THREADS: &str = "qpc-bench-srv";
 const SERVER_THREAD_PREFIXES: [&str; 3] = [SERVER_THREADS, "qpc-storage", "qpc-sqlite-chec"];
 
 /// A runtime for the servers alone, with as many workers as the process's.
-pub(crate) fn server_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+pub(crate) fn server_runtime() -> std::io::Result<ServerRuntime> {
     let workers = std::thread::available_parallelism().map_or(2, usize::from);
-    tokio::runtime::Builder::new_multi_thread().worker_threads(workers).thread_name(SERVER_THREADS).enable_all().build()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name(SERVER_THREADS)
+        .enable_all()
+        .build()?;
+    Ok(ServerRuntime { handle: runtime.handle().clone(), runtime: Some(runtime) })
+}
+
+/// The servers' runtime. Dropped, it shuts down without waiting for its
+/// tasks: dropping a tokio runtime inside async code (as on an early error
+/// return from a suite) would panic and hide that error.
+pub(crate) struct ServerRuntime {
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+}
+
+impl ServerRuntime {
+    /// Where to spawn the servers' tasks (or `enter` to start them).
+    pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
+        &self.handle
+    }
+}
+
+impl Drop for ServerRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// CPU time of a phase, split between the server threads and the rest.
@@ -116,10 +144,12 @@ mod tests {
     fn work_on_the_server_runtime_counts_as_server_time() {
         let runtime = server_runtime().expect("runtime");
         let meter = CpuMeter::start();
-        runtime.block_on(async { tokio::spawn(async { burn(Duration::from_millis(50)) }).await.expect("task") });
+        runtime
+            .handle()
+            .block_on(async { tokio::spawn(async { burn(Duration::from_millis(50)) }).await.expect("task") });
         burn(Duration::from_millis(30));
         let split = meter.finish().expect("Linux /proc");
-        runtime.shutdown_background();
+        drop(runtime);
         // The spawned task ran on a server worker; this thread's work is not the server's.
         assert!(split.server >= Duration::from_millis(50), "{split:?}");
         assert!(split.process >= split.server + Duration::from_millis(30), "{split:?}");

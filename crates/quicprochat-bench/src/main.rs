@@ -303,14 +303,14 @@ async fn main() -> anyhow::Result<()> {
     // The server (and B3's echo) run on a runtime of their own, so that B3
     // can split each step's CPU time between the server and the load.
     let servers = cpu::server_runtime().context("start the servers' runtime")?;
-    let server = servers.spawn(setup::start_server()).await.context("the server's start-up task")??;
+    let server = servers.handle().spawn(setup::start_server()).await.context("the server's start-up task")??;
     let deliveries = Arc::new(Deliveries::default());
     let mut pairs = Vec::new();
     let mut ramps = Vec::new();
     let mut sqlite_commit_latency = None;
     let sqlite_inserts_per_s = if args.runs(Suite::B3) {
         let echo = {
-            let _on_servers = servers.enter();
+            let _on_servers = servers.handle().enter();
             baseline::start_echo()?
         };
         let mut echo_clients = Vec::new();
@@ -421,7 +421,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("write {}", args.out.display()))?;
     eprintln!("results: {}", args.out.display());
     server.server.shutdown().await;
-    servers.shutdown_background();
+    drop(servers);
     if lost > 0 || duplicates > 0 {
         anyhow::bail!("{lost} acknowledged messages lost, {duplicates} delivered twice");
     }

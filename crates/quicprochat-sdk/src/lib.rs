@@ -55,7 +55,8 @@ pub(crate) fn random_id() -> Vec<u8> {
 /// so ids that grow with time are added at that index's end; random ones
 /// would each dirty a page of their own (in `qpc-bench` at 15,000 msgs/s,
 /// 11.7–12.1 KB written to disk per message against 7.5–9.0 KB). The
-/// time it carries is the send's, which the server sees anyway.
+/// time it carries is when the message was written: when the server gets
+/// it, unless it waited in the outbox while offline.
 pub(crate) fn message_id() -> Vec<u8> {
     uuid::Uuid::now_v7().as_bytes().to_vec()
 }

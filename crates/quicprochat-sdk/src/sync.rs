@@ -78,8 +78,10 @@ impl QpcClient {
         let mut status = self.status.clone();
         let mut fetch = true;
         {
-            let parked = self.parked_push.lock().unwrap_or_else(PoisonError::into_inner).take();
             let mut inner = self.inner.lock().await;
+            // Taken only under the lock: a call cancelled while waiting for
+            // it leaves the parked stream where it is.
+            let parked = self.parked_push.lock().unwrap_or_else(PoisonError::into_inner).take();
             if inner.push.is_none() {
                 inner.push = parked;
             }
@@ -137,7 +139,9 @@ impl QpcClient {
             let Some((waited, mut push)) = parking.wait(deadline).await else { continue };
             match waited {
                 Err(_elapsed) => {
-                    self.inner.lock().await.push = Some(push);
+                    // Parked, not put back under the lock: nothing to await,
+                    // so nothing to cancel; the next call takes it.
+                    *self.parked_push.lock().unwrap_or_else(PoisonError::into_inner) = Some(push);
                     return Ok(Vec::new());
                 }
                 Ok(Ok(Some(event))) => {
