@@ -332,12 +332,10 @@ where
 /// `split` spread over `clients` successful clients.
 fn per_client(split: CpuSplit, clients: u64) -> PhaseCpu {
     let ms = |time: Duration| time.as_secs_f64() * 1000.0 / clients as f64;
-    let server_ms_per_client = ms(split.server);
-    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
     PhaseCpu {
-        server_ms_per_client,
+        server_ms_per_client: ms(split.server),
         clients_ms_per_client: ms(split.process.saturating_sub(split.server)),
-        server_ceiling_per_s: cores * 1000.0 / server_ms_per_client.max(f64::MIN_POSITIVE),
+        server_ceiling_per_s: split.server_alone_per_s(clients),
     }
 }
 

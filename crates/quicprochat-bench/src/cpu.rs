@@ -61,11 +61,24 @@ impl Drop for ServerRuntime {
 pub(crate) struct CpuSplit {
     pub(crate) server: Duration,
     pub(crate) process: Duration,
+    /// Wall-clock time of the phase.
+    pub(crate) wall: Duration,
+}
+
+impl CpuSplit {
+    /// Units of work (clients, messages) per second the server's threads
+    /// alone could do on every core of this machine, at the server CPU
+    /// this split spent on `units` of them.
+    pub(crate) fn server_alone_per_s(&self, units: u64) -> f64 {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+        units as f64 * cores / self.server.as_secs_f64().max(f64::MIN_POSITIVE)
+    }
 }
 
 /// CPU time per thread at the start of a phase.
 pub(crate) struct CpuMeter {
     start: Option<HashMap<u32, Sample>>,
+    started: std::time::Instant,
 }
 
 #[derive(Clone, Copy)]
@@ -76,7 +89,7 @@ struct Sample {
 
 impl CpuMeter {
     pub(crate) fn start() -> CpuMeter {
-        CpuMeter { start: threads() }
+        CpuMeter { start: threads(), started: std::time::Instant::now() }
     }
 
     /// CPU time since [`CpuMeter::start`]; `None` where `/proc` cannot tell.
@@ -92,7 +105,11 @@ impl CpuMeter {
                 server += grew;
             }
         }
-        Some(CpuSplit { server: Duration::from_nanos(server), process: Duration::from_nanos(process) })
+        Some(CpuSplit {
+            server: Duration::from_nanos(server),
+            process: Duration::from_nanos(process),
+            wall: self.started.elapsed(),
+        })
     }
 }
 

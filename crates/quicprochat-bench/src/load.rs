@@ -77,17 +77,16 @@ pub(crate) struct StepCpu {
 }
 
 impl StepCpu {
-    fn new(split: crate::cpu::CpuSplit, messages: u64, elapsed: Duration) -> Option<StepCpu> {
+    fn new(split: crate::cpu::CpuSplit, messages: u64) -> Option<StepCpu> {
         if messages == 0 || split.server.is_zero() {
             return None;
         }
-        let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
-        let server_us_per_message = split.server.as_secs_f64() * 1e6 / messages as f64;
+        let us = |time: Duration| time.as_secs_f64() * 1e6 / messages as f64;
         Some(StepCpu {
-            server_us_per_message,
-            process_us_per_message: split.process.as_secs_f64() * 1e6 / messages as f64,
-            server_cores: split.server.as_secs_f64() / elapsed.as_secs_f64().max(f64::MIN_POSITIVE),
-            server_alone_per_s: cores * 1e6 / server_us_per_message,
+            server_us_per_message: us(split.server),
+            process_us_per_message: us(split.process),
+            server_cores: split.server.as_secs_f64() / split.wall.as_secs_f64().max(f64::MIN_POSITIVE),
+            server_alone_per_s: split.server_alone_per_s(messages),
         })
     }
 }
@@ -177,7 +176,6 @@ pub(crate) async fn run_step(
     }
     let total = (rate * duration.as_secs_f64()).round().max(1.0) as u64;
     let meter = CpuMeter::start();
-    let metered_from = Instant::now();
     let start = base.elapsed() + Duration::from_millis(20);
     let mut tasks = tokio::task::JoinSet::new();
     for seq in 0..total {
@@ -255,7 +253,7 @@ pub(crate) async fn run_step(
     // The window ends once every push is in (or the grace is over), so it
     // holds each message's whole server-side cost, its Ack included but
     // for the last few.
-    result.cpu = meter.finish().and_then(|split| StepCpu::new(split, result.acknowledged, metered_from.elapsed()));
+    result.cpu = meter.finish().and_then(|split| StepCpu::new(split, result.acknowledged));
     result
 }
 

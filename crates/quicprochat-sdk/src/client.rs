@@ -13,8 +13,8 @@ use quicprochat_core::{auth_transcript, safety_number, AuthPurpose, Identity, Ml
 use quicprochat_proto::v1;
 use quicprochat_proto::Method;
 use quicprochat_rpc::transport::TransportLimits;
-use quicprochat_rpc::{PinnedServer, PushStream, RpcClient};
-use std::sync::{Arc, Mutex as StdMutex};
+use quicprochat_rpc::{PinnedServer, RpcClient};
+use std::sync::Arc;
 
 use tokio::sync::{watch, Mutex};
 
@@ -23,6 +23,7 @@ use crate::supervisor::{ConnectionStatus, SupervisorConfig};
 
 use crate::local_store::LocalStore;
 use crate::profile::Profile;
+use crate::sync::KeptPush;
 use crate::SdkError;
 
 /// Tunables of a client.
@@ -82,7 +83,8 @@ pub(crate) struct Inner {
     pub(crate) link: ConnectionSlot,
     pub(crate) mls: MlsClient,
     pub(crate) store: LocalStore,
-    pub(crate) push: Option<PushStream>,
+    /// The push stream `receive_wait` keeps between calls; the driver clears it on reconnect.
+    pub(crate) push: KeptPush,
     pub(crate) options: ClientOptions,
 }
 
@@ -93,9 +95,9 @@ pub(crate) struct Inner {
 /// reconnect. [`QpcClient::status`] reports its state.
 pub struct QpcClient {
     pub(crate) inner: Arc<Mutex<Inner>>,
-    /// A push stream a cancelled `receive_wait` left while it waited on it
-    /// (see `sync::ParkOnCancel`); the next call takes it back.
-    pub(crate) parked_push: Arc<StdMutex<Option<PushStream>>>,
+    /// `Inner::push`, reachable without the client's lock: a cancelled
+    /// `receive_wait` puts its stream back there (see `sync::ParkOnCancel`).
+    pub(crate) push: KeptPush,
     pub(crate) status: watch::Receiver<ConnectionStatus>,
     link: ConnectionSlot,
     driver: DriverHandle,
@@ -174,20 +176,21 @@ impl QpcClient {
         let store = LocalStore::open(&profile.client_db_path())?;
         let params = LoginParams::from_profile(&profile, &options)?;
         let link = ConnectionSlot::new(rpc);
+        let push = KeptPush::default();
         let supervisor = options.supervisor.clone();
         let inner = Arc::new(Mutex::new(Inner {
             username: profile.username.clone(),
             link: link.clone(),
             mls,
             store,
-            push: None,
+            push: push.clone(),
             options,
         }));
         let (status_tx, status) = watch::channel(ConnectionStatus::Connected);
         let driver = spawn_driver(params, link.clone(), Arc::downgrade(&inner), status_tx, supervisor);
         Ok(QpcClient {
             inner,
-            parked_push: Arc::default(),
+            push,
             status,
             link,
             driver,

@@ -210,7 +210,7 @@ impl Driver {
                 if let Some(inner) = self.inner.upgrade() {
                     tokio::spawn(async move {
                         let mut inner = inner.lock().await;
-                        inner.push = None;
+                        inner.push.clear();
                         if let Err(error) = inner.sync_and_settle().await {
                             tracing::debug!(%error, "resync after connect failed");
                         }

@@ -8,7 +8,7 @@
 //! to block the queue.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex as StdMutex, PoisonError};
+use std::sync::{Arc, Mutex as StdMutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use quicprochat_core::Incoming;
@@ -79,13 +79,7 @@ impl QpcClient {
         let mut fetch = true;
         {
             let mut inner = self.inner.lock().await;
-            // Taken only under the lock: a call cancelled while waiting for
-            // it leaves the parked stream where it is.
-            let parked = self.parked_push.lock().unwrap_or_else(PoisonError::into_inner).take();
-            if inner.push.is_none() {
-                inner.push = parked;
-            }
-            if inner.push.is_some() {
+            if self.push.holds() {
                 // A kept push stream has everything after the cursor on its
                 // way: no fetch, only what is queued or processed here.
                 fetch = false;
@@ -124,7 +118,7 @@ impl QpcClient {
             // Take the push stream out so other operations are not blocked while we wait.
             let existing = match carried.take() {
                 Some(push) => Some(push),
-                None => self.inner.lock().await.push.take(),
+                None => self.push.take(),
             };
             let push = match existing {
                 Some(push) => push,
@@ -135,13 +129,11 @@ impl QpcClient {
                     Err(error) => return Err(error),
                 },
             };
-            let parking = ParkOnCancel { push: Some(push), slot: &self.parked_push };
+            let parking = ParkOnCancel { push: Some(push), kept: &self.push };
             let Some((waited, mut push)) = parking.wait(deadline).await else { continue };
             match waited {
                 Err(_elapsed) => {
-                    // Parked, not put back under the lock: nothing to await,
-                    // so nothing to cancel; the next call takes it.
-                    *self.parked_push.lock().unwrap_or_else(PoisonError::into_inner) = Some(push);
+                    self.push.keep(push);
                     return Ok(Vec::new());
                 }
                 Ok(Ok(Some(event))) => {
@@ -150,7 +142,7 @@ impl QpcClient {
                     match inner.receive_pushed(entries).await {
                         Ok(true) => {
                             if intact {
-                                inner.push = Some(push);
+                                self.push.keep(push);
                             }
                             let messages = inner.store.take_unshown()?;
                             if !messages.is_empty() {
@@ -174,14 +166,44 @@ impl QpcClient {
     }
 }
 
+/// The push stream `receive_wait` keeps between calls, shared by the
+/// client and its `Inner` behind a plain mutex: taking or keeping it never
+/// awaits, so no cancellation can come between and drop it.
+#[derive(Clone, Default)]
+pub(crate) struct KeptPush(Arc<StdMutex<Option<PushStream>>>);
+
+impl KeptPush {
+    fn slot(&self) -> MutexGuard<'_, Option<PushStream>> {
+        // Each update is one assignment, consistent under a panic elsewhere.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn holds(&self) -> bool {
+        self.slot().is_some()
+    }
+
+    fn take(&self) -> Option<PushStream> {
+        self.slot().take()
+    }
+
+    fn keep(&self, push: PushStream) {
+        *self.slot() = Some(push);
+    }
+
+    /// Drops the kept stream (its connection was replaced).
+    pub(crate) fn clear(&self) {
+        self.slot().take();
+    }
+}
+
 /// Holds the push stream while `receive_wait` waits on it. A call cancelled
-/// there (the REPL and TUI drop theirs when a command runs) leaves the
-/// stream in `slot` for the next call instead of dropping it: nothing was
-/// taken from it (`PushStream::next` is cancel-safe), so the next call
-/// needs no new subscription and no fetch.
+/// there (the REPL and TUI drop theirs when a command runs) keeps the
+/// stream for the next call instead of dropping it: nothing was taken from
+/// it (`PushStream::next` is cancel-safe), so the next call needs no new
+/// subscription and no fetch.
 struct ParkOnCancel<'a> {
     push: Option<PushStream>,
-    slot: &'a StdMutex<Option<PushStream>>,
+    kept: &'a KeptPush,
 }
 
 impl ParkOnCancel<'_> {
@@ -198,7 +220,7 @@ impl ParkOnCancel<'_> {
 impl Drop for ParkOnCancel<'_> {
     fn drop(&mut self) {
         if let Some(push) = self.push.take() {
-            *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(push);
+            self.kept.keep(push);
         }
     }
 }

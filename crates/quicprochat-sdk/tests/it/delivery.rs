@@ -2,6 +2,7 @@
 //! submitted, and a client shows a message once however often it arrives.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
 use quicprochat_core::{auth_transcript, AuthPurpose, Identity, MlsClient};
 use quicprochat_proto::v1;
@@ -11,6 +12,8 @@ use quicprochat_rpc::{PinnedServer, RpcClient};
 use quicprochat_sdk::content::Content;
 use quicprochat_sdk::local_store::LocalStore;
 use quicprochat_sdk::profile::Profile;
+use quicprochat_sdk::{QpcClient, SdkError, StoredMessage};
+use tokio::task::JoinHandle;
 
 use crate::harness::{receive_n, team_of_three, texts, Harness, WAIT};
 
@@ -85,22 +88,39 @@ async fn client_shows_a_message_once_even_if_delivered_twice() {
     assert_eq!(texts(&receive_n(&bob, 2).await), ["only once please", "sentinel"]);
 }
 
-#[tokio::test]
-async fn pushed_messages_are_received_without_a_fetch() {
+/// bob's `receive_wait`, running, and alice replaced by [`RawAlice`], on a
+/// server with `/metrics`; the server has counted bob's `Subscribe`.
+struct WaitingBob {
+    harness: Harness,
+    raw: RawAlice,
+    bob: Arc<QpcClient>,
+    _carol: QpcClient,
+    waiting: JoinHandle<Result<Vec<StoredMessage>, SdkError>>,
+}
+
+async fn bob_waiting_on_push() -> WaitingBob {
     let harness =
         Harness::start_with(|config| config.metrics_listen = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))).await;
-    let (alice, bob, _carol) = team_of_three(&harness).await;
+    let (alice, bob, carol) = team_of_three(&harness).await;
     alice.disconnect().await;
     drop(alice);
     let raw = RawAlice::open(&harness).await;
-    let bob = std::sync::Arc::new(bob);
+    let bob = Arc::new(bob);
     // The first wait fetches, then subscribes and waits on the push stream.
     let subscribes = harness.calls("Subscribe").await;
-    let waiting = tokio::spawn({
-        let bob = bob.clone();
-        async move { bob.receive_wait(WAIT).await }
-    });
+    let waiting = spawn_wait(&bob);
     harness.wait_for_calls("Subscribe", subscribes + 1).await;
+    WaitingBob { harness, raw, bob, _carol: carol, waiting }
+}
+
+fn spawn_wait(bob: &Arc<QpcClient>) -> JoinHandle<Result<Vec<StoredMessage>, SdkError>> {
+    let bob = bob.clone();
+    tokio::spawn(async move { bob.receive_wait(WAIT).await })
+}
+
+#[tokio::test]
+async fn pushed_messages_are_received_without_a_fetch() {
+    let WaitingBob { harness, raw, bob, waiting, .. } = bob_waiting_on_push().await;
     let (fetches, acks) = (harness.calls("Fetch").await, harness.calls("Ack").await);
     raw.send(b"wire-1", "cc01", "one").await;
     let first = tokio::time::timeout(WAIT, waiting).await.expect("in time").expect("task").expect("receive");
@@ -124,29 +144,14 @@ async fn pushed_messages_are_received_without_a_fetch() {
 /// next call: no new subscription, no fetch, and nothing missed.
 #[tokio::test]
 async fn a_wait_cancelled_on_the_push_stream_leaves_it_to_the_next() {
-    let harness =
-        Harness::start_with(|config| config.metrics_listen = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))).await;
-    let (alice, bob, _carol) = team_of_three(&harness).await;
-    alice.disconnect().await;
-    drop(alice);
-    let raw = RawAlice::open(&harness).await;
-    let bob = std::sync::Arc::new(bob);
-    // A wait that subscribes and gets "one" pushed keeps the stream.
-    let subscribes = harness.calls("Subscribe").await;
-    let waiting = tokio::spawn({
-        let bob = bob.clone();
-        async move { bob.receive_wait(WAIT).await }
-    });
-    harness.wait_for_calls("Subscribe", subscribes + 1).await;
+    let WaitingBob { harness, raw, bob, waiting, .. } = bob_waiting_on_push().await;
+    // A wait that subscribed and gets "one" pushed keeps the stream.
     raw.send(b"wire-1", "dd01", "one").await;
     let first = tokio::time::timeout(WAIT, waiting).await.expect("in time").expect("task").expect("receive");
     assert_eq!(texts(&first), ["one"]);
 
     let (subscribes, fetches) = (harness.calls("Subscribe").await, harness.calls("Fetch").await);
-    let cancelled = tokio::spawn({
-        let bob = bob.clone();
-        async move { bob.receive_wait(WAIT).await }
-    });
+    let cancelled = spawn_wait(&bob);
     // This test's runtime has one thread: the spawned call runs until it
     // waits on the push stream, then this task goes on and cancels it.
     tokio::task::yield_now().await;

@@ -228,21 +228,46 @@ pub(super) fn in_savepoint<T>(
     operation: &'static str,
     body: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<Result<T, StoreError>, StoreError> {
-    control(connection, "SAVEPOINT qpc_write").during(operation)?;
+    WRITE_SAVEPOINT.open(connection).during(operation)?;
     let result = body(connection);
-    let rolled_back = if result.is_ok() { Ok(()) } else { control(connection, "ROLLBACK TO qpc_write") };
-    rolled_back
-        .and_then(|()| control(connection, "RELEASE qpc_write"))
-        .map_err(|error| map_sql_error(operation, error))?;
+    WRITE_SAVEPOINT.end(connection, result.is_ok()).map_err(|error| map_sql_error(operation, error))?;
     Ok(result)
+}
+
+/// A named savepoint's statements, static so the statement cache keeps them.
+pub(super) struct Savepoint {
+    open: &'static str,
+    rollback: &'static str,
+    release: &'static str,
+}
+
+/// The savepoint of one write ([`in_savepoint`]).
+const WRITE_SAVEPOINT: Savepoint =
+    Savepoint { open: "SAVEPOINT qpc_write", rollback: "ROLLBACK TO qpc_write", release: "RELEASE qpc_write" };
+/// The savepoint of one storage-thread job, around its writes' own.
+pub(super) const JOB_SAVEPOINT: Savepoint =
+    Savepoint { open: "SAVEPOINT qpc_job", rollback: "ROLLBACK TO qpc_job", release: "RELEASE qpc_job" };
+
+impl Savepoint {
+    pub(super) fn open(&self, connection: &Connection) -> rusqlite::Result<()> {
+        control(connection, self.open)
+    }
+
+    /// Ends the savepoint: its writes kept, or (`keep` false) undone first.
+    pub(super) fn end(&self, connection: &Connection, keep: bool) -> rusqlite::Result<()> {
+        if !keep {
+            control(connection, self.rollback)?;
+        }
+        control(connection, self.release)
+    }
 }
 
 /// Runs a transaction-control statement (`BEGIN`, `COMMIT`, `SAVEPOINT`,
 /// `RELEASE`, `ROLLBACK`) from the connection's statement cache. Every
-/// storage job opens and ends two savepoints; `execute_batch` parsed those
+/// storage job opens and ends two savepoints ([`Savepoint`]); `execute_batch` parsed those
 /// statements anew each time (the storage thread used about 5 % less CPU
 /// without that, in one pair of qpc-bench runs at C = 10).
-pub(super) fn control(connection: &Connection, sql: &'static str) -> rusqlite::Result<()> {
+fn control(connection: &Connection, sql: &'static str) -> rusqlite::Result<()> {
     connection.prepare_cached(sql)?.execute([]).map(drop)
 }
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
-use super::group_commit::{control, in_savepoint, GroupCommit, MAX_BATCH_WRITES};
+use super::group_commit::{in_savepoint, GroupCommit, JOB_SAVEPOINT, MAX_BATCH_WRITES};
 use super::operations::Access;
 use crate::storage::{Completion, Job, StoreError};
 
@@ -137,7 +137,7 @@ fn run_batch(connection: &GroupCommit, mut jobs: Vec<Job>) {
 /// alone and has no completion. If that rollback fails, the store is
 /// marked unsound and the whole batch rolls back.
 fn run_job(store: &BatchStore<'_>, job: Job) -> Option<Completion> {
-    if let Err(error) = control(&store.lock(), "SAVEPOINT qpc_job") {
+    if let Err(error) = JOB_SAVEPOINT.open(&store.lock()) {
         tracing::error!(%error, "could not open a job's savepoint; its batch is rolled back");
         store.sound.store(false, Ordering::Relaxed);
     }
@@ -147,9 +147,7 @@ fn run_job(store: &BatchStore<'_>, job: Job) -> Option<Completion> {
         store.connection.clear_poison();
     }
     if store.sound.load(Ordering::Relaxed) {
-        let connection = store.lock();
-        let rolled_back = if completion.is_ok() { Ok(()) } else { control(&connection, "ROLLBACK TO qpc_job") };
-        if let Err(error) = rolled_back.and_then(|()| control(&connection, "RELEASE qpc_job")) {
+        if let Err(error) = JOB_SAVEPOINT.end(&store.lock(), completion.is_ok()) {
             tracing::error!(%error, "could not end a job's savepoint; its batch is rolled back");
             store.sound.store(false, Ordering::Relaxed);
         }
