@@ -70,10 +70,12 @@ impl MlsClient {
             Some(_) => {
                 // The old copy is about to be replaced in storage; drop it from memory now.
                 self.groups.borrow_mut().remove(group_id.as_slice());
-                builder = builder.replace_old_group();
             }
             None => {}
         }
+        // No active copy, as just checked. Without this, OpenMLS would load
+        // the group again to check the same.
+        builder = builder.replace_old_group();
         if let Some(tree) = ratchet_tree {
             builder = builder.with_ratchet_tree(tree);
         }

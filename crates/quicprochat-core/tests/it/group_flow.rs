@@ -137,3 +137,21 @@ fn removed_member_can_be_added_again() {
     assert_roster(&ds, &[&alice, &bob], &["alice", "bob"]);
     assert_delivers(&alice, &bob, b"welcome back");
 }
+
+/// A Welcome to a group the client is still active in is refused and
+/// leaves that group as it was (a last-resort key package lets the same
+/// Welcome be opened twice).
+#[test]
+fn a_welcome_to_a_group_held_and_active_is_refused() {
+    let alice = Party::new("alice", CLASSICAL_CIPHERSUITE);
+    let bob = Party::new("bob", CLASSICAL_CIPHERSUITE);
+    alice.create_group(&GROUP).unwrap();
+    let package = bob.generate_last_resort_key_package().unwrap();
+    let pending = alice.add_members(&GROUP, &[package]).unwrap();
+    alice.merge_pending_commit(&GROUP).unwrap();
+    let welcome = pending.welcome.unwrap();
+    assert_eq!(bob.join_from_welcome(&welcome).unwrap(), GROUP.to_vec());
+    assert!(matches!(bob.join_from_welcome(&welcome), Err(MlsError::GroupExists { .. })));
+    assert_eq!(bob.epoch(&GROUP).unwrap(), 1);
+    assert_delivers(&alice, &bob, b"still the first copy");
+}
