@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod domain;
+mod expiry;
 pub mod http;
 pub mod metrics;
 pub mod rate_limit;

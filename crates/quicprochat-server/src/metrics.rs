@@ -33,6 +33,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::storage::Expired;
+
 /// Latency buckets: 50 µs doubling 19 times, up to ~13 s.
 fn latency_buckets() -> impl Iterator<Item = f64> {
     exponential_buckets(0.000_05, 2.0, 19)
@@ -83,6 +85,8 @@ struct Inner {
     rpcs_in_flight: Gauge,
     queue_depth: Gauge,
     stock_low: Counter,
+    expired_entries: Counter,
+    expired_message_ids: Counter,
     rate_limited: Family<LimitLabels, Counter>,
     draining_gauge: Gauge,
     draining: AtomicBool,
@@ -106,6 +110,8 @@ impl Metrics {
         let rpcs_in_flight = Gauge::default();
         let queue_depth = Gauge::default();
         let stock_low = Counter::default();
+        let expired_entries = Counter::default();
+        let expired_message_ids = Counter::default();
         let rate_limited = Family::<LimitLabels, Counter>::default();
         let draining_gauge = Gauge::default();
 
@@ -125,6 +131,16 @@ impl Metrics {
             "Times an account was told its key package stock is low",
             stock_low.clone(),
         );
+        registry.register(
+            "expired_queue_entries",
+            "Queue entries deleted unacknowledged after the retention period",
+            expired_entries.clone(),
+        );
+        registry.register(
+            "expired_message_ids",
+            "Idempotency records forgotten after the retention period",
+            expired_message_ids.clone(),
+        );
         registry.register("rate_limited", "Requests refused by a rate limit, by limit", rate_limited.clone());
         registry.register("draining", "1 while the server drains for shutdown, else 0", draining_gauge.clone());
 
@@ -140,6 +156,8 @@ impl Metrics {
                 rpcs_in_flight,
                 queue_depth,
                 stock_low,
+                expired_entries,
+                expired_message_ids,
                 rate_limited,
                 draining_gauge,
                 draining: AtomicBool::new(false),
@@ -192,6 +210,12 @@ impl Metrics {
     }
 
     /// A request was refused by the rate limit named `limit`.
+    /// What one expiry call deleted.
+    pub fn expired(&self, expired: &Expired) {
+        self.inner.expired_entries.inc_by(expired.queue_entries);
+        self.inner.expired_message_ids.inc_by(expired.message_ids);
+    }
+
     pub fn rate_limited(&self, limit: &str) {
         self.inner.rate_limited.get_or_create(&LimitLabels { limit: limit.to_owned() }).inc();
     }

@@ -125,9 +125,11 @@ impl RunningServer {
             "qpc-server listening"
         );
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
+        let expiry = tokio::spawn(crate::expiry::expire_until_shutdown(state.clone()));
         let task = tokio::spawn(async move {
             serve(endpoint, drivers, state).await;
             let _ = housekeeping.await;
+            let _ = expiry.await;
             http_shutdown.cancel();
             if let Some(mut http) = http {
                 // Graceful first; a client holding a request open cannot keep the port.

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use super::values::{
     address, data_dir, domain, duration_in, duration_literal, integer_in, log_format, log_level, optional_address,
-    registration, string_literal, u32_in, Raw, HOUR, KIB, MAX_BURST, MAX_WINDOW, MILLISECOND, SECOND, THIRTY_DAYS,
+    registration, string_literal, u32_in, Raw, HOUR, KIB, MAX_BURST, MAX_WINDOW, MILLISECOND, SECOND, TEN_YEARS,
+    THIRTY_DAYS,
 };
 use super::{LogFormat, RegistrationPolicy, ServerConfig};
 
@@ -168,6 +169,17 @@ pub(crate) static KEYS: &[Key] = &[
         render: |config| duration_literal(config.shutdown_grace),
         apply: |config, raw| {
             config.shutdown_grace = duration_in(raw, Duration::ZERO, HOUR)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "delivery.retention",
+        env: "QPC_DELIVERY_RETENTION",
+        flag: None,
+        doc: "How long a message waits for a recipient who never acknowledges it, and how long a message id is remembered so a retry is not stored twice.",
+        render: |config| duration_literal(config.retention),
+        apply: |config, raw| {
+            config.retention = duration_in(raw, SECOND, TEN_YEARS)?;
             Ok(())
         },
     },

@@ -33,6 +33,8 @@ use std::time::Duration;
 
 use quicprochat_rpc::transport::TransportLimits;
 
+use values::THIRTY_DAYS;
+
 /// Everything the running server needs to know.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -52,6 +54,9 @@ pub struct ServerConfig {
     pub storage_timeout: Duration,
     /// How long in-flight RPCs may take to finish at shutdown.
     pub shutdown_grace: Duration,
+    /// How long an unacknowledged queue entry, and a message id kept for
+    /// idempotent retries, is kept.
+    pub retention: Duration,
     /// Who may register.
     pub registration: RegistrationPolicy,
     /// QUIC limits per connection.
@@ -144,6 +149,7 @@ impl ServerConfig {
             rpc_timeout: Duration::from_secs(10),
             storage_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
+            retention: THIRTY_DAYS,
             registration: RegistrationPolicy::Open,
             transport: TransportLimits::default(),
             connections: ConnectionLimits {

@@ -13,6 +13,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("server", "Where the server listens, its name and where it keeps its data."),
     ("log", "Logs go to stderr; stdout carries only the readiness line."),
     ("timeouts", "Deadlines."),
+    ("delivery", "Message queues."),
     ("registration", "Account registration."),
     ("transport", "QUIC limits per connection: they bound what one client can make the server hold."),
     ("connections", "Limits across the endpoint."),

@@ -48,6 +48,8 @@ pub(crate) const MILLISECOND: Duration = Duration::from_millis(1);
 pub(crate) const SECOND: Duration = Duration::from_secs(1);
 pub(crate) const HOUR: Duration = Duration::from_secs(3600);
 pub(crate) const THIRTY_DAYS: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Ten of humantime's years (365.25 days each), so it prints as "10years".
+pub(crate) const TEN_YEARS: Duration = Duration::from_secs(10 * 31_557_600);
 pub(crate) const KIB: u64 = 1024;
 pub(crate) const MAX_WINDOW: u64 = 256 * 1024 * 1024;
 pub(crate) const MAX_BURST: u64 = 1_000_000;

@@ -9,6 +9,7 @@ use super::{
 };
 
 mod invites;
+mod retention;
 
 type Check = fn(&dyn Store);
 
@@ -32,6 +33,8 @@ const CHECKS: &[(&str, Check)] = &[
     ("invite_uses_and_expiry", invites::invite_uses_and_expiry),
     ("account_with_invite_is_atomic", invites::account_with_invite_is_atomic),
     ("last_resort_read_keeps_stock", invites::last_resort_read_keeps_stock),
+    ("expiry_takes_what_is_older_and_nothing_else", retention::expiry_takes_what_is_older_and_nothing_else),
+    ("expiry_stops_at_its_limit", retention::expiry_stops_at_its_limit),
 ];
 
 fn run_all(make_store: impl Fn() -> (Box<dyn Store>, Option<tempfile::TempDir>)) {

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 use super::{
-    Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, EnqueueOutcome, EntryKind,
+    Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, EnqueueOutcome, EntryKind, Expired,
     FetchBudget, FetchedQueue, GroupCreation, GroupLogEntry, GroupRecord, GroupRoster, GroupSnapshot, GroupSummary,
     InviteUse, InvitedAccountCreation, KeyPackageStock, KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage,
     NewMessage, ProposalResult, ProposalWrite, QueueItem, Store, StoreError, TakenKeyPackage,
@@ -485,6 +485,42 @@ impl Store for MemoryStore {
 
     fn stored_message_count(&self) -> Result<u64, StoreError> {
         Ok(self.lock()?.messages.len() as u64)
+    }
+
+    fn expire(&self, before_ms: u64, limit: u32) -> Result<Expired, StoreError> {
+        let mut guard = self.lock()?;
+        let inner = &mut *guard;
+        let limit = limit as usize;
+        let mut expired = Expired::default();
+        // Store order is row order, as on SQLite.
+        let mut messages: Vec<(u64, u64)> =
+            inner.messages.iter().map(|(row, stored)| (*row, stored.message.stored_at_ms)).collect();
+        messages.sort_unstable();
+        let due: Vec<u64> =
+            messages.into_iter().take(limit).take_while(|&(_, at)| at < before_ms).map(|(row, _)| row).collect();
+        expired.more = limit > 0 && due.len() == limit;
+        for row in &due {
+            inner.messages.remove(row);
+            expired.messages += 1;
+            for queue in inner.queues.values_mut() {
+                let held = queue.len();
+                queue.retain(|_, message_row| message_row != row);
+                expired.queue_entries += (held - queue.len()) as u64;
+            }
+        }
+        let mut records: Vec<(u64, u64, (String, Vec<u8>))> = inner
+            .message_ids
+            .iter()
+            .map(|(key, record)| (record.message_row, record.stored_at_ms, key.clone()))
+            .collect();
+        records.sort_unstable_by_key(|(row, _, _)| *row);
+        let due: Vec<(String, Vec<u8>)> =
+            records.into_iter().take(limit).take_while(|(_, at, _)| *at < before_ms).map(|(_, _, key)| key).collect();
+        expired.more |= limit > 0 && due.len() == limit;
+        for key in &due {
+            expired.message_ids += u64::from(inner.message_ids.remove(key).is_some());
+        }
+        Ok(expired)
     }
 }
 

@@ -42,10 +42,10 @@ pub use sqlite::SqliteStore;
 pub use timed::TimedStore;
 pub(crate) use types::FetchBudget;
 pub use types::{
-    Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, EnqueueOutcome, EntryKind, Fanout,
-    FetchedQueue, GroupCreation, GroupKind, GroupLogEntry, GroupRecord, GroupRoster, GroupSnapshot, GroupSummary,
-    InviteUse, InvitedAccountCreation, KeyPackageStock, KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage,
-    NewMessage, ProposalResult, ProposalWrite, QueueItem, TakenKeyPackage, MAX_FETCH_PAYLOAD_BYTES,
+    Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, EnqueueOutcome, EntryKind, Expired,
+    Fanout, FetchedQueue, GroupCreation, GroupKind, GroupLogEntry, GroupRecord, GroupRoster, GroupSnapshot,
+    GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageStock, KeyPackagesAdded, MessageRecord, NewGroup,
+    NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, QueueItem, TakenKeyPackage, MAX_FETCH_PAYLOAD_BYTES,
 };
 
 /// Work for a [`StorageExecutor`]: runs against a store and returns what to
@@ -206,4 +206,12 @@ pub trait Store: Send + Sync {
 
     /// Number of message bodies currently stored (for metrics and tests).
     fn stored_message_count(&self) -> Result<u64, StoreError>;
+
+    /// Deletes what was stored before `before_ms`, oldest first: up to
+    /// `limit` messages (`stored_at_ms < before_ms`) with every queue entry
+    /// still holding them, and up to `limit` idempotency records. Age is
+    /// taken in store order: the walk stops at the first message or record
+    /// not old enough, so one stored after a clock step back waits for
+    /// those stored before it.
+    fn expire(&self, before_ms: u64, limit: u32) -> Result<Expired, StoreError>;
 }

@@ -22,6 +22,7 @@
 mod accounts;
 mod checkpoint;
 mod delivery;
+mod expiry;
 mod group_commit;
 mod groups;
 mod invites;

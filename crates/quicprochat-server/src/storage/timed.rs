@@ -9,10 +9,10 @@ use std::ops::Deref;
 use std::time::Instant;
 
 use super::{
-    Account, AccountCreation, CommitResult, CommitWrite, EnqueueOutcome, FetchedQueue, GroupCreation, GroupRecord,
-    GroupRoster, GroupSnapshot, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageStock, KeyPackagesAdded,
-    MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, Store, StoreError,
-    TakenKeyPackage,
+    Account, AccountCreation, CommitResult, CommitWrite, EnqueueOutcome, Expired, FetchedQueue, GroupCreation,
+    GroupRecord, GroupRoster, GroupSnapshot, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageStock,
+    KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, Store,
+    StoreError, TakenKeyPackage,
 };
 use crate::metrics::Metrics;
 
@@ -178,6 +178,10 @@ where
 
     fn stored_message_count(&self) -> Result<u64, StoreError> {
         self.timed("stored_message_count", |s| s.stored_message_count())
+    }
+
+    fn expire(&self, before_ms: u64, limit: u32) -> Result<Expired, StoreError> {
+        self.timed("expire", |s| s.expire(before_ms, limit))
     }
 }
 

@@ -345,6 +345,19 @@ impl FetchBudget {
     }
 }
 
+/// Result of [`super::Store::expire`]: what one call deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Expired {
+    /// Unacknowledged queue entries deleted with their message.
+    pub queue_entries: u64,
+    /// Message bodies deleted.
+    pub messages: u64,
+    /// Idempotency records forgotten.
+    pub message_ids: u64,
+    /// A limit was reached: more may be due.
+    pub more: bool,
+}
+
 /// Result of [`super::Store::fetch`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FetchedQueue {

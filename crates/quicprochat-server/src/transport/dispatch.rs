@@ -7,6 +7,7 @@
 //! Every method except `Challenge`, `Ping`, `Register` and `Login` needs a
 //! logged-in session. Domain errors map 1:1 onto status codes.
 
+use crate::expiry::now_ms;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -123,13 +124,6 @@ async fn durably<T: Send + 'static>(
         Ok(Err(_)) => Err(DomainError::Internal { detail: "the storage thread dropped a request".into() }),
         Err(_) => Err(storage_timed_out(timeout)),
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Handles one request body for `method`.

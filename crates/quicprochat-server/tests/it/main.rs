@@ -13,4 +13,5 @@ mod limits;
 mod operations;
 mod process;
 mod push;
+mod retention;
 mod shutdown;

@@ -7,12 +7,12 @@
 
 use rusqlite::Connection;
 
-use super::{accounts, delivery, groups, invites};
+use super::{accounts, delivery, expiry, groups, invites};
 use crate::storage::{
-    Account, AccountCreation, CommitResult, CommitWrite, EnqueueOutcome, FetchedQueue, GroupCreation, GroupRecord,
-    GroupRoster, GroupSnapshot, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageStock, KeyPackagesAdded,
-    MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, Store, StoreError,
-    TakenKeyPackage,
+    Account, AccountCreation, CommitResult, CommitWrite, EnqueueOutcome, Expired, FetchedQueue, GroupCreation,
+    GroupRecord, GroupRoster, GroupSnapshot, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageStock,
+    KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, Store,
+    StoreError, TakenKeyPackage,
 };
 
 /// How the SQL operations reach a connection.
@@ -179,5 +179,9 @@ impl<A: Access> Store for A {
 
     fn stored_message_count(&self) -> Result<u64, StoreError> {
         self.query(delivery::stored_message_count)
+    }
+
+    fn expire(&self, before_ms: u64, limit: u32) -> Result<Expired, StoreError> {
+        self.write("expire", |tx| expiry::expire(tx, before_ms, limit))
     }
 }

@@ -127,6 +127,12 @@ CREATE TABLE group_log (
 ) STRICT;
 CREATE INDEX groups_with_log ON groups(group_id) WHERE log_head > snapshot_through;
 "#,
+    r#"
+-- Version 5: idempotency records in the order they were stored (message
+-- rows only grow), so expiry walks the oldest first and stops at the first
+-- one still kept.
+CREATE INDEX message_ids_by_row ON message_ids(message_row);
+"#,
 ];
 
 /// Sets the per-connection pragmas: WAL, fsync on every commit, foreign keys.
@@ -244,6 +250,10 @@ mod tests {
         let connection = Connection::open(&path).unwrap();
         let version: usize = connection.query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
         assert_eq!(version, MIGRATIONS.len());
-        assert_eq!(version, 4);
+        assert_eq!(version, 5);
+        let expiry_index: i64 = connection
+            .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'message_ids_by_row'", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(expiry_index, 1, "version 5 indexes the idempotency records by message row");
     }
 }

@@ -1,0 +1,83 @@
+//! Retention: what no recipient acknowledged within `delivery.retention`
+//! (queue entries and their message bodies), and idempotency records as
+//! old, are deleted by a task that runs until shutdown, a chunk per storage
+//! call so that no call holds the writer for long.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::transport::ServerState;
+
+/// Messages (and, separately, idempotency records) deleted per storage call.
+const CHUNK: u32 = 500;
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// How often expiry runs: a tenth of the retention period, from 100 ms to
+/// a minute, so nothing outlives it by more than a tenth (or a minute).
+pub(crate) fn interval_for(retention: Duration) -> Duration {
+    (retention / 10).clamp(Duration::from_millis(100), Duration::from_secs(60))
+}
+
+/// Runs expiry every [`interval_for`] the configured retention until shutdown.
+pub(crate) async fn expire_until_shutdown(state: Arc<ServerState>) {
+    let retention_ms = u64::try_from(state.config.retention.as_millis()).unwrap_or(u64::MAX);
+    let mut tick = tokio::time::interval(interval_for(state.config.retention));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let before_ms = now_ms().saturating_sub(retention_ms);
+        if !expire_all_before(&state, before_ms).await {
+            return;
+        }
+    }
+}
+
+/// Expires everything stored before `before_ms`, chunk by chunk. Returns
+/// `false` when the runtime is going away.
+async fn expire_all_before(state: &ServerState, before_ms: u64) -> bool {
+    loop {
+        let store = state.store.clone();
+        let expired = match tokio::task::spawn_blocking(move || store.expire(before_ms, CHUNK)).await {
+            Ok(Ok(expired)) => expired,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "expiry failed; retrying at the next round");
+                return true;
+            }
+            Err(_) => return false,
+        };
+        state.metrics.expired(&expired);
+        if expired.queue_entries > 0 {
+            tracing::info!(
+                entries = expired.queue_entries,
+                messages = expired.messages,
+                "deleted messages no recipient acknowledged within the retention period"
+            );
+        }
+        if !expired.more || state.shutdown.is_cancelled() {
+            return true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_runs_a_tenth_of_the_retention_within_bounds() {
+        assert_eq!(interval_for(Duration::from_secs(1)), Duration::from_millis(100));
+        assert_eq!(interval_for(Duration::from_secs(5)), Duration::from_millis(500));
+        assert_eq!(interval_for(Duration::from_millis(1)), Duration::from_millis(100));
+        assert_eq!(interval_for(Duration::from_secs(30 * 24 * 3600)), Duration::from_secs(60));
+    }
+}
