@@ -11,6 +11,10 @@ use crate::transport::ServerState;
 /// Messages (and, separately, idempotency records) deleted per storage call.
 const CHUNK: u32 = 500;
 
+/// Pause between two storage calls of one round, so that a backlog (say
+/// after an upgrade) leaves the writer to live traffic in between.
+const BETWEEN_CHUNKS: Duration = Duration::from_millis(20);
+
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -19,8 +23,9 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// How often expiry runs: a tenth of the retention period, from 100 ms to
-/// a minute, so nothing outlives it by more than a tenth (or a minute).
+/// How often expiry runs: every tenth of the retention period, and at least
+/// once a minute (at most every 100 ms, for the short periods of tests), so
+/// nothing outlives the retention by more than that interval.
 pub(crate) fn interval_for(retention: Duration) -> Duration {
     (retention / 10).clamp(Duration::from_millis(100), Duration::from_secs(60))
 }
@@ -53,6 +58,11 @@ async fn expire_all_before(state: &ServerState, before_ms: u64) -> bool {
                 tracing::warn!(%error, "expiry failed; retrying at the next round");
                 return true;
             }
+            Err(join) if join.is_panic() => {
+                tracing::error!("expiry panicked; retrying at the next round");
+                return true;
+            }
+            // Cancelled: the runtime is shutting down.
             Err(_) => return false,
         };
         state.metrics.expired(&expired);
@@ -65,6 +75,10 @@ async fn expire_all_before(state: &ServerState, before_ms: u64) -> bool {
         }
         if !expired.more || state.shutdown.is_cancelled() {
             return true;
+        }
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return true,
+            _ = tokio::time::sleep(BETWEEN_CHUNKS) => {}
         }
     }
 }

@@ -19,6 +19,8 @@
 //! - `open_connections`, `rpcs_in_flight`: gauges;
 //! - `queue_depth`: unacked queue entries across all accounts;
 //! - `key_package_stock_low_total`: times an account's stock was reported low;
+//! - `expired_queue_entries_total`, `expired_message_ids_total`: what
+//!   expiry deleted after the retention period;
 //! - `rate_limited_total{limit}`: requests refused by a rate limit;
 //! - `draining`: 0 while ready, 1 once shutdown has begun.
 
@@ -209,13 +211,13 @@ impl Metrics {
         self.inner.stock_low.inc();
     }
 
-    /// A request was refused by the rate limit named `limit`.
     /// What one expiry call deleted.
     pub fn expired(&self, expired: &Expired) {
         self.inner.expired_entries.inc_by(expired.queue_entries);
         self.inner.expired_message_ids.inc_by(expired.message_ids);
     }
 
+    /// A request was refused by the rate limit named `limit`.
     pub fn rate_limited(&self, limit: &str) {
         self.inner.rate_limited.get_or_create(&LimitLabels { limit: limit.to_owned() }).inc();
     }

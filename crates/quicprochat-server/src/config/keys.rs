@@ -176,10 +176,10 @@ pub(crate) static KEYS: &[Key] = &[
         name: "delivery.retention",
         env: "QPC_DELIVERY_RETENTION",
         flag: None,
-        doc: "How long a message waits for a recipient who never acknowledges it, and how long a message id is remembered so a retry is not stored twice.",
+        doc: "How long a message waits for a recipient who never acknowledges it, and how long a message id is remembered so a retry is not stored twice (at least 1h, longer than any client retries).",
         render: |config| duration_literal(config.retention),
         apply: |config, raw| {
-            config.retention = duration_in(raw, SECOND, TEN_YEARS)?;
+            config.retention = duration_in(raw, HOUR, TEN_YEARS)?;
             Ok(())
         },
     },

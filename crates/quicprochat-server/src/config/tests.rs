@@ -66,7 +66,7 @@ const SAMPLES: &[(&str, [&str; 3])] = &[
     ("timeouts.rpc", ["\"1s\"", "\"2s\"", "\"3s\""]),
     ("timeouts.storage", ["\"1s\"", "\"2s\"", "\"3s\""]),
     ("timeouts.shutdown_grace", ["\"0s\"", "\"2s\"", "\"3m\""]),
-    ("delivery.retention", ["\"1s\"", "\"7days\"", "\"365days\""]),
+    ("delivery.retention", ["\"1h\"", "\"7days\"", "\"365days\""]),
     ("registration.policy", ["\"invite\"", "\"closed\"", "\"invite\""]),
     ("transport.max_concurrent_rpcs", ["1", "2", "4096"]),
     ("transport.stream_receive_window", ["1024", "2048", "4096"]),
@@ -224,7 +224,7 @@ fn every_validation_error_names_key_value_and_what_is_allowed() {
         ("[timeouts]\nshutdown_grace = \"-1s\"", "timeouts.shutdown_grace = \"-1s\" (in test.toml): expected a duration"),
         ("QPC_SHUTDOWN_GRACE=2h", "timeouts.shutdown_grace = \"2h\" (from QPC_SHUTDOWN_GRACE): expected a duration from 0s to 1h"),
         // [delivery]
-        ("[delivery]\nretention = \"500ms\"", "delivery.retention = \"500ms\" (in test.toml): expected a duration from 1s to 10years"),
+        ("[delivery]\nretention = \"59m\"", "delivery.retention = \"59m\" (in test.toml): expected a duration from 1h to 10years"),
         ("QPC_DELIVERY_RETENTION=forever", "delivery.retention = \"forever\" (from QPC_DELIVERY_RETENTION): expected a duration like \"10s\""),
         // [registration]
         ("[registration]\npolicy = \"maybe\"", "registration.policy = \"maybe\" (in test.toml): expected \"open\", \"invite\" or \"closed\""),

@@ -209,9 +209,11 @@ pub trait Store: Send + Sync {
 
     /// Deletes what was stored before `before_ms`, oldest first: up to
     /// `limit` messages (`stored_at_ms < before_ms`) with every queue entry
-    /// still holding them, and up to `limit` idempotency records. Age is
-    /// taken in store order: the walk stops at the first message or record
-    /// not old enough, so one stored after a clock step back waits for
-    /// those stored before it.
+    /// still holding them, and up to `limit` idempotency records. A store
+    /// may stop sooner at a budget of its own (queue entries or payload
+    /// bytes per call); `more` then says so. Age is taken in store order:
+    /// the walk stops at the first message or record not old enough, so a
+    /// row stored with a clock that was wrong holds back those after it
+    /// until the cutoff passes its time.
     fn expire(&self, before_ms: u64, limit: u32) -> Result<Expired, StoreError>;
 }
