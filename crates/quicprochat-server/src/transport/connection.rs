@@ -5,7 +5,10 @@
 //! per-connection byte budget so one connection cannot make the server hold
 //! more than [`BODY_BUDGET_BYTES`] of request bodies; the handler runs under
 //! `rpc_timeout`. During shutdown streams are still accepted and answered
-//! `UNAVAILABLE` until the endpoint closes the connection.
+//! `UNAVAILABLE` until the endpoint closes the connection, and a request
+//! still arriving when shutdown begins is answered so at once (or its
+//! stream reset, if not even its header came) instead of holding up the
+//! drain until its read deadline.
 
 use std::sync::Arc;
 
@@ -89,11 +92,12 @@ struct StreamContext {
 async fn handle_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, context: StreamContext) {
     let StreamContext { state, session, connection, budget } = context;
     let deadline = tokio::time::Instant::now() + state.config.connections.stream_read_timeout;
-    let header = match tokio::time::timeout_at(deadline, read_header(&mut recv)).await {
-        Ok(Ok(Some(header))) => header,
-        Ok(Ok(None)) => return,
-        Ok(Err(error)) => return reject_frame(error, &mut send, &connection).await,
-        Err(_) => return abandon(&mut send, &mut recv, "request header not received in time"),
+    let header = match read_request_part(&state, deadline, read_header(&mut recv)).await {
+        Reading::Done(Ok(Some(header))) => header,
+        Reading::Done(Ok(None)) => return,
+        Reading::Done(Err(error)) => return reject_frame(error, &mut send, &connection).await,
+        Reading::Late => return abandon(&mut send, &mut recv, "request header not received in time"),
+        Reading::ShuttingDown => return abandon(&mut send, &mut recv, "shutting down before the request arrived"),
     };
     if header.kind != FrameKind::Request || header.method == Method::Push {
         tracing::debug!(kind = ?header.kind, "closing: a non-request frame on a request stream");
@@ -112,15 +116,50 @@ async fn handle_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream,
         state.metrics.record_rpc(header.method.name(), Status::ResourceExhausted.name(), std::time::Duration::ZERO);
         return;
     };
-    let request = match tokio::time::timeout_at(deadline, read_body(&mut recv, &header)).await {
-        Ok(Ok(frame)) => frame,
-        Ok(Err(error)) => {
+    let request = match read_request_part(&state, deadline, read_body(&mut recv, &header)).await {
+        Reading::Done(Ok(frame)) => frame,
+        Reading::Done(Err(error)) => {
             tracing::debug!(%error, "request stream failed");
             return;
         }
-        Err(_) => return abandon(&mut send, &mut recv, "request body not received in time"),
+        Reading::Late => return abandon(&mut send, &mut recv, "request body not received in time"),
+        Reading::ShuttingDown => {
+            // The method is known: answer as a request arriving now would be.
+            let _ = recv.stop(STREAM_ABANDONED.into());
+            let reply = Reply::shutting_down();
+            state.metrics.record_rpc(header.method.name(), reply.status.name(), std::time::Duration::ZERO);
+            let _ = respond(&mut send, header.method, reply.status, reply.body).await;
+            return;
+        }
     };
     serve_request(&state, &session, &connection, &mut send, request).await;
+}
+
+/// How reading one part of a request ended.
+enum Reading<T> {
+    Done(T),
+    /// The stream's read deadline passed.
+    Late,
+    /// Shutdown began first: a request still arriving must not hold up the
+    /// drain (for up to the read deadline) when nothing has started on it.
+    ShuttingDown,
+}
+
+/// Reads with `read` until it finishes, `deadline` passes or shutdown
+/// begins; what has already arrived is still read during shutdown.
+async fn read_request_part<T>(
+    state: &ServerState,
+    deadline: tokio::time::Instant,
+    read: impl std::future::Future<Output = T>,
+) -> Reading<T> {
+    tokio::select! {
+        biased;
+        read = tokio::time::timeout_at(deadline, read) => match read {
+            Ok(value) => Reading::Done(value),
+            Err(_) => Reading::Late,
+        },
+        _ = state.shutdown.cancelled() => Reading::ShuttingDown,
+    }
 }
 
 async fn serve_request(

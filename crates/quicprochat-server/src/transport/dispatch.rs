@@ -39,6 +39,12 @@ impl Reply {
         Reply { status: Status::Ok, body: Bytes::from(message.encode_to_vec()), subscribe_from: None }
     }
 
+    /// The retryable `UNAVAILABLE` every request gets once shutdown began.
+    pub(crate) fn shutting_down() -> Reply {
+        let draining = DomainError::Unavailable { message: "server shutting down".into(), retry_after_ms: 1000 };
+        Reply::from_domain(&draining)
+    }
+
     /// An error reply with a human message.
     pub(crate) fn error(status: Status, message: &str) -> Reply {
         Reply { status, body: super::connection::error_body(message), subscribe_from: None }
@@ -129,8 +135,7 @@ async fn durably<T: Send + 'static>(
 /// Handles one request body for `method`.
 pub(crate) async fn dispatch(state: &ServerState, session: &Session, method: Method, body: Bytes) -> Reply {
     if state.shutdown.is_cancelled() {
-        let draining = DomainError::Unavailable { message: "server shutting down".into(), retry_after_ms: 1000 };
-        return Reply::from_domain(&draining);
+        return Reply::shutting_down();
     }
     let result = match method {
         Method::Challenge => Ok(Reply::ok(&v1::ChallengeResponse { nonce: session.new_challenge().into() })),

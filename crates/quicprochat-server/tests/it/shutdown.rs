@@ -2,9 +2,12 @@
 //! once `shutdown()` returns the address is free for a new server at once.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use quicprochat_proto::v1;
-use quicprochat_proto::Method;
+use quicprochat_proto::{Frame, Method, Status, HEADER_LEN};
+use quicprochat_rpc::stream::read_frame;
 use quicprochat_rpc::CLOSE_SERVER_SHUTDOWN;
 use quicprochat_server::{RunningServer, ServerConfig};
 use tokio::net::UdpSocket;
@@ -30,6 +33,34 @@ async fn shutdown_closes_connections_with_the_shutdown_code() {
     let limits = quicprochat_rpc::transport::TransportLimits::default();
     let again = quicprochat_rpc::RpcClient::connect(addr, pin, &limits, std::time::Duration::from_millis(500)).await;
     assert!(again.is_err());
+}
+
+/// A request still arriving when shutdown begins does not hold up the
+/// drain until its read deadline (here longer than the test waits): it is
+/// answered `UNAVAILABLE` at once, or its connection closes with the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_still_arriving_does_not_hold_up_shutdown() {
+    let slow = Duration::from_secs(120);
+    let harness = Harness::start_with(|config| {
+        config.shutdown_grace = slow;
+        config.connections.stream_read_timeout = slow;
+    })
+    .await;
+    let rpc = harness.connect().await;
+    let (mut send, mut recv) = rpc.connection().open_bi().await.expect("stream");
+    let mut frame = BytesMut::new();
+    Frame::request(Method::Ping, Bytes::from(vec![0u8; 64])).encode(&mut frame).expect("encode");
+    send.write_all(&frame[..HEADER_LEN + 8]).await.expect("write the header and part of the body");
+    // Answered after the server took the first stream: its header is in.
+    let _: v1::PingResponse = rpc.call(Method::Ping, &v1::PingRequest::default()).await.expect("ping");
+
+    tokio::time::timeout(WAIT, harness.server.shutdown()).await.expect("shutdown does not wait for the request");
+    match read_frame(&mut recv).await {
+        Ok(Some(answer)) => assert_eq!((answer.method, answer.status), (Method::Ping, Status::Unavailable)),
+        Ok(None) => panic!("the stream ended without an answer"),
+        // The connection closed before the answer arrived: retryable too.
+        Err(error) => assert!(rpc.connection().close_reason().is_some(), "{error}"),
+    }
 }
 
 /// A subscribed client has a push task on the server holding its
