@@ -95,6 +95,7 @@ pub(crate) async fn run_with_client(client: &QpcClient, command: Command, json: 
                 for message in client.receive_wait(wait).await? {
                     print_message(&message, json);
                 }
+                warn_if_expired(client).await?;
                 if !follow {
                     break;
                 }
@@ -121,6 +122,20 @@ pub(crate) async fn run_with_client(client: &QpcClient, command: Command, json: 
         Command::Register { .. } => bail!("this profile already holds an account"),
         Command::Demo => bail!("run `qpc demo` on its own"),
         Command::Tui => bail!("run `qpc tui` on its own"),
+    }
+    Ok(())
+}
+
+/// Tells the user (on stderr) about queue entries that expired on the
+/// server before this device fetched them.
+async fn warn_if_expired(client: &QpcClient) -> anyhow::Result<()> {
+    let expired = client.take_expired_count().await?;
+    if expired > 0 {
+        eprintln!(
+            "note: {expired} queued message(s) or group change(s) expired on the server before this \
+             device fetched them (the server keeps what is not fetched for its retention period); \
+             they are lost, and a group whose changes expired needs you added again"
+        );
     }
     Ok(())
 }

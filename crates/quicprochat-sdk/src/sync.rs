@@ -23,7 +23,24 @@ use crate::local_store::{IncomingRecord, StoredMessage};
 use crate::{now_ms, SdkError};
 
 const CURSOR_KEY: &str = "delivery_cursor";
+/// Queue entries that expired on the server before this device fetched
+/// them, not yet reported by [`QpcClient::take_expired_count`].
+const EXPIRED_KEY: &str = "expired_entries";
 const FETCH_LIMIT: u32 = 200;
+
+/// How many seqs `entries` (in order) skip past `cursor`. The server gives
+/// each account's entries consecutive seqs and deletes them only when
+/// acknowledged (never past our cursor) or when its retention period
+/// passed (oldest first), so a skipped seq is an entry that expired.
+fn skipped(cursor: u64, entries: &[v1::QueueEntry]) -> u64 {
+    let mut last = cursor;
+    let mut skipped = 0u64;
+    for entry in entries.iter().filter(|entry| entry.seq > cursor) {
+        skipped = skipped.saturating_add(entry.seq.saturating_sub(last).saturating_sub(1));
+        last = last.max(entry.seq);
+    }
+    skipped
+}
 
 /// Whether pushed entries (all past `cursor`, in order) continue it
 /// without a gap, so they can be processed without a fetch.
@@ -52,6 +69,20 @@ impl QpcClient {
         let mut inner = self.inner.lock().await;
         inner.sync_and_settle().await?;
         Ok(inner.store.take_unshown()?)
+    }
+
+    /// How many queue entries expired on the server before this device
+    /// fetched them (the server's retention period passed), since the last
+    /// call; the count starts again at 0. Anything but 0 means messages or
+    /// group changes were lost: a group whose commits expired can no longer
+    /// be read until its members add this user again.
+    pub async fn take_expired_count(&self) -> Result<u64, SdkError> {
+        let inner = self.inner.lock().await;
+        let expired = inner.store.meta(EXPIRED_KEY)?;
+        if expired > 0 {
+            inner.store.set_meta(EXPIRED_KEY, 0)?;
+        }
+        Ok(expired)
     }
 
     /// Fetches and processes everything waiting on the server (joins,
@@ -323,6 +354,12 @@ impl Inner {
             let response: v1::FetchResponse = self.rpc().call(Method::Fetch, &request).await?;
             let count = response.entries.len();
             let head_seq = response.head_seq;
+            if count == 0 && head_seq > cursor {
+                // Everything past the cursor expired: nothing of it can come any more.
+                self.note_expired(head_seq - cursor)?;
+                self.store.set_meta(CURSOR_KEY, head_seq)?;
+                break;
+            }
             let applied = self.apply(response.entries, cursor, &mut leavers).await?;
             welcomed |= applied.welcomed;
             let last_seq = applied.last_seq;
@@ -345,6 +382,7 @@ impl Inner {
         cursor: u64,
         leavers: &mut BTreeMap<Vec<u8>, Vec<String>>,
     ) -> Result<Applied, SdkError> {
+        self.note_expired(skipped(cursor, &entries))?;
         let mut welcomed = false;
         let mut last_seq = cursor;
         for entry in entries {
@@ -365,6 +403,16 @@ impl Inner {
             let _: v1::AckResponse = self.rpc().call(Method::Ack, &v1::AckRequest { up_to_seq: last_seq }).await?;
         }
         Ok(Applied { last_seq, welcomed })
+    }
+
+    /// Counts `expired` more entries for [`QpcClient::take_expired_count`].
+    fn note_expired(&self, expired: u64) -> Result<(), SdkError> {
+        if expired > 0 {
+            tracing::warn!(expired, "queue entries expired on the server before this device fetched them");
+            let unreported = self.store.meta(EXPIRED_KEY)?.saturating_add(expired);
+            self.store.set_meta(EXPIRED_KEY, unreported)?;
+        }
+        Ok(())
     }
 
     fn process_entry(&mut self, entry: &v1::QueueEntry) -> Result<EntryEffect, SdkError> {
@@ -443,7 +491,7 @@ fn direct_peer(name: &str, me: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{caught_up, continues, direct_peer, FETCH_LIMIT};
+    use super::{caught_up, continues, direct_peer, skipped, FETCH_LIMIT};
     use quicprochat_proto::v1::QueueEntry;
 
     fn entries(seqs: &[u64]) -> Vec<QueueEntry> {
@@ -459,6 +507,15 @@ mod tests {
         assert!(!continues(10, &entries(&[11, 13])));
         assert!(!continues(10, &entries(&[11, 11])));
         assert!(!continues(u64::MAX, &entries(&[0])));
+    }
+
+    #[test]
+    fn skipped_seqs_past_the_cursor_are_counted() {
+        assert_eq!(skipped(10, &entries(&[11, 12])), 0);
+        assert_eq!(skipped(10, &entries(&[14, 15])), 3, "11 to 13 expired");
+        assert_eq!(skipped(10, &entries(&[9, 10, 12, 15])), 3, "at or below the cursor: already seen");
+        assert_eq!(skipped(0, &entries(&[1])), 0, "a new account starts at 1");
+        assert_eq!(skipped(10, &entries(&[])), 0);
     }
 
     #[test]

@@ -54,10 +54,15 @@ impl Harness {
     /// The server's count of finished `method` calls with status OK, from
     /// its metrics endpoint (the harness must have enabled it).
     pub(crate) async fn calls(&self, method: &str) -> u64 {
+        self.metric(&format!(r#"qpc_rpc_requests_total{{method="{method}",status="OK"}}"#)).await
+    }
+
+    /// The value of one `series` (name and labels) on the server's metrics
+    /// endpoint, 0 when absent (the harness must have enabled it).
+    pub(crate) async fn metric(&self, series: &str) -> u64 {
         let addr = self.server.as_ref().and_then(RunningServer::metrics_addr).expect("metrics enabled");
-        let series = format!(r#"qpc_rpc_requests_total{{method="{method}",status="OK"}}"#);
         let body = tokio::task::spawn_blocking(move || scrape(addr)).await.expect("scrape");
-        body.lines().find_map(|line| line.strip_prefix(&series).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0)
+        body.lines().find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0)
     }
 
     /// Waits until the server has finished `at_least` OK `method` calls.

@@ -5,6 +5,7 @@
 //! reordering, blackholes) through a seeded UDP relay.
 
 mod delivery;
+mod expiry;
 mod groups;
 mod harness;
 mod impairment;
