@@ -131,11 +131,7 @@ pub(crate) async fn run_with_client(client: &QpcClient, command: Command, json: 
 async fn warn_if_expired(client: &QpcClient) -> anyhow::Result<()> {
     let expired = client.take_expired_count().await?;
     if expired > 0 {
-        eprintln!(
-            "note: {expired} queued message(s) or group change(s) expired on the server before this \
-             device fetched them (the server keeps what is not fetched for its retention period); \
-             they are lost, and a group whose changes expired needs you added again"
-        );
+        eprintln!("{}", crate::output::expired_note(expired));
     }
     Ok(())
 }

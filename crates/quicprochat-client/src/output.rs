@@ -43,6 +43,16 @@ fn state_name(state: MessageState) -> &'static str {
     }
 }
 
+/// What to tell the user when `count` queue entries expired on the server
+/// before this device fetched them.
+pub(crate) fn expired_note(count: u64) -> String {
+    format!(
+        "note: {count} queued message(s) or group change(s) expired on the server before this device \
+         fetched them (the server keeps what is not fetched for its retention period); they are lost, \
+         and a group whose changes expired needs you added again"
+    )
+}
+
 /// UTC wall-clock time of day of a millisecond timestamp.
 pub(crate) fn clock(ms: u64) -> String {
     let seconds = ms / 1000;

@@ -12,7 +12,7 @@ use rustyline::ExternalPrinter;
 use tokio::sync::mpsc;
 
 use crate::cli::{Cli, Command};
-use crate::output::message_line;
+use crate::output::{expired_note, message_line};
 
 /// Runs the REPL until `quit`, end of input or Ctrl-C.
 pub(crate) async fn run(client: &QpcClient, json: bool) -> anyhow::Result<()> {
@@ -73,6 +73,11 @@ pub(crate) async fn run(client: &QpcClient, json: bool) -> anyhow::Result<()> {
                 Ok(messages) => {
                     for message in messages {
                         print_above(&incoming_printer, message_line(&message));
+                    }
+                    match client.take_expired_count().await {
+                        Ok(0) => {}
+                        Ok(expired) => print_above(&incoming_printer, expired_note(expired)),
+                        Err(error) => eprintln!("{error}"),
                     }
                 }
                 Err(error) => eprintln!("receive failed: {error:#}"),

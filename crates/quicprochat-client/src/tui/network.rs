@@ -269,6 +269,13 @@ async fn receive_loop(client: Arc<QpcClient>, events: UnboundedSender<AppEvent>,
                 if !messages.is_empty() {
                     let _ = events.send(AppEvent::Messages(messages));
                 }
+                match client.take_expired_count().await {
+                    Ok(0) => {}
+                    Ok(expired) => {
+                        let _ = events.send(AppEvent::Info(crate::output::expired_note(expired)));
+                    }
+                    Err(error) => report(&events, &error),
+                }
                 if let Err(error) = recheck_pending(&client, &events, &turn, pending).await {
                     report(&events, &error);
                 }
