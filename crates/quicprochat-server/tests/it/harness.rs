@@ -199,6 +199,12 @@ pub(crate) async fn queue_in_order(rpc: &RpcClient) -> Vec<Vec<u8>> {
     }
 }
 
+/// The value of one sample line (`name{labels} value`) in a metrics page,
+/// 0 when absent.
+pub(crate) fn sample(text: &str, series: &str) -> f64 {
+    text.lines().find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
+}
+
 /// `GET path` on the metrics endpoint; returns (status line, body).
 pub(crate) fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
     let mut stream = TcpStream::connect(addr).expect("connect to metrics endpoint");

@@ -12,14 +12,9 @@ use quicprochat_server::config::{RateLimit, RegistrationPolicy};
 use quicprochat_server::domain::invites::{self, NewInvite};
 use quicprochat_server::storage::SqliteStore;
 
-use crate::harness::{alice_and_bob, challenge, create_group_with, http_get, status_of, Harness, TestServer};
+use crate::harness::{alice_and_bob, challenge, create_group_with, http_get, sample, status_of, Harness, TestServer};
 
 const NEVER_REFILLS: Duration = Duration::from_secs(3600);
-
-/// The value of one sample line (`name{labels} value`), 0 when absent.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines().find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_after_traffic_and_health_says_ready() {

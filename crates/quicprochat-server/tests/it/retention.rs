@@ -7,12 +7,7 @@ use std::time::Duration;
 use quicprochat_proto::v1;
 use quicprochat_proto::Method;
 
-use crate::harness::{alice_and_bob, http_get, queued_message_ids, Harness, TestServer, WAIT};
-
-/// The value of one sample line (`name value`), 0 when absent.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines().find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
-}
+use crate::harness::{alice_and_bob, http_get, queued_message_ids, sample, Harness, TestServer, WAIT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unacknowledged_messages_expire_and_their_ids_are_forgotten() {
