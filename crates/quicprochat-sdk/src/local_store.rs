@@ -241,11 +241,19 @@ impl LocalStore {
 
     /// Writes a counter durably.
     pub fn set_meta(&self, key: &str, value: u64) -> rusqlite::Result<()> {
-        self.connection.execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
-            params![key, value as i64],
-        )?;
-        Ok(())
+        self.set_metas(&[(key, value)])
+    }
+
+    /// Writes several counters durably, all or none.
+    pub fn set_metas(&self, values: &[(&str, u64)]) -> rusqlite::Result<()> {
+        let transaction = self.connection.unchecked_transaction()?;
+        for (key, value) in values {
+            transaction.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
+                params![key, *value as i64],
+            )?;
+        }
+        transaction.commit()
     }
 }
 

@@ -356,8 +356,7 @@ impl Inner {
             let head_seq = response.head_seq;
             if count == 0 && head_seq > cursor {
                 // Everything past the cursor expired: nothing of it can come any more.
-                self.note_expired(head_seq - cursor)?;
-                self.store.set_meta(CURSOR_KEY, head_seq)?;
+                self.advance_cursor(head_seq, head_seq - cursor)?;
                 break;
             }
             let applied = self.apply(response.entries, cursor, &mut leavers).await?;
@@ -382,7 +381,7 @@ impl Inner {
         cursor: u64,
         leavers: &mut BTreeMap<Vec<u8>, Vec<String>>,
     ) -> Result<Applied, SdkError> {
-        self.note_expired(skipped(cursor, &entries))?;
+        let expired = skipped(cursor, &entries);
         let mut welcomed = false;
         let mut last_seq = cursor;
         for entry in entries {
@@ -399,20 +398,22 @@ impl Inner {
         }
         if last_seq > cursor {
             // Durable locally first, then acknowledged: nothing acknowledged is lost.
-            self.store.set_meta(CURSOR_KEY, last_seq)?;
+            self.advance_cursor(last_seq, expired)?;
             let _: v1::AckResponse = self.rpc().call(Method::Ack, &v1::AckRequest { up_to_seq: last_seq }).await?;
         }
         Ok(Applied { last_seq, welcomed })
     }
 
-    /// Counts `expired` more entries for [`QpcClient::take_expired_count`].
-    fn note_expired(&self, expired: u64) -> Result<(), SdkError> {
-        if expired > 0 {
-            tracing::warn!(expired, "queue entries expired on the server before this device fetched them");
-            let unreported = self.store.meta(EXPIRED_KEY)?.saturating_add(expired);
-            self.store.set_meta(EXPIRED_KEY, unreported)?;
+    /// Stores the cursor `to`, and in the same local transaction counts the
+    /// `expired` entries it passes over for [`QpcClient::take_expired_count`]
+    /// (so a crash between the two cannot count them twice).
+    fn advance_cursor(&self, to: u64, expired: u64) -> Result<(), SdkError> {
+        if expired == 0 {
+            return Ok(self.store.set_meta(CURSOR_KEY, to)?);
         }
-        Ok(())
+        tracing::warn!(expired, "queue entries expired on the server before this device fetched them");
+        let unreported = self.store.meta(EXPIRED_KEY)?.saturating_add(expired);
+        Ok(self.store.set_metas(&[(CURSOR_KEY, to), (EXPIRED_KEY, unreported)])?)
     }
 
     fn process_entry(&mut self, entry: &v1::QueueEntry) -> Result<EntryEffect, SdkError> {

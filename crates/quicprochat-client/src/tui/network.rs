@@ -159,6 +159,17 @@ pub(crate) fn is_connection_error(error: &SdkError) -> bool {
     matches!(error, SdkError::Rpc(_)) && error.status().is_none()
 }
 
+/// Shows an info line if queue entries expired before we fetched them.
+async fn report_expired(client: &QpcClient, events: &UnboundedSender<AppEvent>) {
+    match client.take_expired_count().await {
+        Ok(0) => {}
+        Ok(expired) => {
+            let _ = events.send(AppEvent::Info(crate::output::expired_note(expired)));
+        }
+        Err(error) => report(events, &error),
+    }
+}
+
 /// Reports a failed command: a system line, and the connection state when it was the connection.
 fn report(events: &UnboundedSender<AppEvent>, error: &SdkError) {
     if is_connection_error(error) {
@@ -243,6 +254,8 @@ async fn receive_loop(client: Arc<QpcClient>, events: UnboundedSender<AppEvent>,
     if let Err(error) = load(&client, &events).await {
         report(&events, &error);
     }
+    // Loading caught up: say at once what expired while we were away.
+    report_expired(&client, &events).await;
     let mut failures: u32 = 0;
     while !events.is_closed() {
         // Poll sooner while the outbox holds our messages, to show them sent.
@@ -269,13 +282,7 @@ async fn receive_loop(client: Arc<QpcClient>, events: UnboundedSender<AppEvent>,
                 if !messages.is_empty() {
                     let _ = events.send(AppEvent::Messages(messages));
                 }
-                match client.take_expired_count().await {
-                    Ok(0) => {}
-                    Ok(expired) => {
-                        let _ = events.send(AppEvent::Info(crate::output::expired_note(expired)));
-                    }
-                    Err(error) => report(&events, &error),
-                }
+                report_expired(&client, &events).await;
                 if let Err(error) = recheck_pending(&client, &events, &turn, pending).await {
                     report(&events, &error);
                 }

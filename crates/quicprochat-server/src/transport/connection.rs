@@ -5,10 +5,10 @@
 //! per-connection byte budget so one connection cannot make the server hold
 //! more than [`BODY_BUDGET_BYTES`] of request bodies; the handler runs under
 //! `rpc_timeout`. During shutdown streams are still accepted and answered
-//! `UNAVAILABLE` until the endpoint closes the connection, and a request
-//! still arriving when shutdown begins is answered so at once (or its
-//! stream reset, if not even its header came) instead of holding up the
-//! drain until its read deadline.
+//! `UNAVAILABLE` until the endpoint closes the connection; a request still
+//! arriving then has [`SHUTDOWN_READ_GRACE`] to arrive, after which it is
+//! answered so (or its stream reset, if not even its header came) instead
+//! of holding up the drain until its read deadline.
 
 use std::sync::Arc;
 
@@ -33,6 +33,8 @@ pub(crate) const PRE_AUTH_MAX_LEN: u32 = 4 * 1024;
 pub(crate) const BODY_BUDGET_BYTES: u32 = 32 * 1024 * 1024;
 /// Stream error code sent when a request stream is abandoned.
 const STREAM_ABANDONED: u32 = 1;
+/// Once shutdown began, how long a request still arriving may take.
+const SHUTDOWN_READ_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Serves one incoming connection until it closes.
 pub(crate) async fn handle_connection(incoming: quinn::Incoming, state: Arc<ServerState>, mut guard: AdmissionGuard) {
@@ -124,11 +126,13 @@ async fn handle_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream,
         }
         Reading::Late => return abandon(&mut send, &mut recv, "request body not received in time"),
         Reading::ShuttingDown => {
-            // The method is known: answer as a request arriving now would be.
-            let _ = recv.stop(STREAM_ABANDONED.into());
+            // The method is known: answer as a request arriving now would
+            // be, then stop the rest (answering first, so a client still
+            // sending reads the answer rather than a stopped stream).
             let reply = Reply::shutting_down();
             state.metrics.record_rpc(header.method.name(), reply.status.name(), std::time::Duration::ZERO);
             let _ = respond(&mut send, header.method, reply.status, reply.body).await;
+            let _ = recv.stop(STREAM_ABANDONED.into());
             return;
         }
     };
@@ -146,19 +150,24 @@ enum Reading<T> {
 }
 
 /// Reads with `read` until it finishes, `deadline` passes or shutdown
-/// begins; what has already arrived is still read during shutdown.
+/// began [`SHUTDOWN_READ_GRACE`] ago: a request already on its way (say its
+/// header split over two packets) still arrives and is answered.
 async fn read_request_part<T>(
     state: &ServerState,
     deadline: tokio::time::Instant,
     read: impl std::future::Future<Output = T>,
 ) -> Reading<T> {
+    let shutting_down = async {
+        state.shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_READ_GRACE).await;
+    };
     tokio::select! {
         biased;
         read = tokio::time::timeout_at(deadline, read) => match read {
             Ok(value) => Reading::Done(value),
             Err(_) => Reading::Late,
         },
-        _ = state.shutdown.cancelled() => Reading::ShuttingDown,
+        () = shutting_down => Reading::ShuttingDown,
     }
 }
 
