@@ -10,9 +10,10 @@
 //! Under continuous writes a passive checkpoint never catches up: writers
 //! append while it copies, so the WAL is never reused from its start and
 //! grows without bound (195,684 pages, 764 MB, in one `qpc-bench` B3 ramp).
-//! Every commit then extends the file, and its fsync has to wait for the
-//! file system's journal, which also carries the checkpoint's writes: the
-//! 100–500 ms commit stalls of BENCHMARKS.md. So once the WAL holds
+//! Every commit then extends the file (its fsync writes the inode too),
+//! and each fsync ends in a disk cache flush that waits for every write the
+//! disk took before it, the checkpoint's too: the 100–500 ms commit stalls
+//! of BENCHMARKS.md. So once the WAL holds
 //! [`RESTART_AFTER_PAGES`], the thread follows the passive checkpoint with
 //! a `RESTART` one: it holds new writers back only while it copies what
 //! was appended since (little, just after the passive one) and the
@@ -30,8 +31,8 @@ use super::SqlResultExt;
 use crate::storage::StoreError;
 
 /// How often the checkpointer runs. Often, so each checkpoint is small:
-/// its fsync of the database file can hold up the commits' fsync of the
-/// WAL (one file system journal), and with 250 ms rounds that stalled
+/// its writes to the database file hold up the commits' fsync of the WAL
+/// (one disk, whose cache flush waits for them), and with 250 ms rounds that stalled
 /// commits for 100-290 ms at low rates in `qpc-bench` B3 (BENCHMARKS.md,
 /// "Fewer acknowledgements"). A round with nothing to copy costs one
 /// `wal_checkpoint` call.
