@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::now_ms;
 use crate::transport::ServerState;
 
 /// Messages (and, separately, idempotency records) deleted per storage call.
@@ -14,14 +15,6 @@ const CHUNK: u32 = 500;
 /// Pause between two storage calls of one round, so that a backlog (say
 /// after an upgrade) leaves the writer to live traffic in between.
 const BETWEEN_CHUNKS: Duration = Duration::from_millis(20);
-
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// How often expiry runs: every tenth of the retention period, and at least
 /// once a minute (at most every 100 ms, for the short periods of tests), so

@@ -10,6 +10,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod clock;
 pub mod config;
 pub mod domain;
 mod expiry;

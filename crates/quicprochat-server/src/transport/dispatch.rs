@@ -7,7 +7,7 @@
 //! Every method except `Challenge`, `Ping`, `Register` and `Login` needs a
 //! logged-in session. Domain errors map 1:1 onto status codes.
 
-use crate::expiry::now_ms;
+use crate::clock::now_ms;
 use std::sync::Arc;
 
 use bytes::Bytes;
