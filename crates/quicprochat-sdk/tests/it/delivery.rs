@@ -24,21 +24,25 @@ struct RawAlice {
     group_id: Vec<u8>,
 }
 
+/// A raw RPC connection logged in as `name`, from its profile.
+async fn raw_login(harness: &Harness, name: &str) -> (RpcClient, Profile) {
+    let profile = Profile::load(&harness.profile(name)).expect("profile");
+    let pin = PinnedServer::new(Some(profile.server_fingerprint));
+    let rpc = RpcClient::connect(harness.addr, pin, &TransportLimits::default(), WAIT).await.expect("connect");
+    let challenge: v1::ChallengeResponse =
+        rpc.call(Method::Challenge, &v1::ChallengeRequest {}).await.expect("challenge");
+    let exporter = rpc.auth_exporter().expect("exporter");
+    let transcript =
+        auth_transcript(AuthPurpose::Login, &challenge.nonce, &exporter, name, profile.identity.public_key());
+    let login =
+        v1::LoginRequest { username: name.into(), signature: profile.identity.sign(&transcript).expect("sign").into() };
+    let _: v1::LoginResponse = rpc.call(Method::Login, &login).await.expect("login");
+    (rpc, profile)
+}
+
 impl RawAlice {
     async fn open(harness: &Harness) -> RawAlice {
-        let profile = Profile::load(&harness.profile("alice")).expect("profile");
-        let pin = PinnedServer::new(Some(profile.server_fingerprint));
-        let rpc = RpcClient::connect(harness.addr, pin, &TransportLimits::default(), WAIT).await.expect("connect");
-        let challenge: v1::ChallengeResponse =
-            rpc.call(Method::Challenge, &v1::ChallengeRequest {}).await.expect("challenge");
-        let exporter = rpc.auth_exporter().expect("exporter");
-        let transcript =
-            auth_transcript(AuthPurpose::Login, &challenge.nonce, &exporter, "alice", profile.identity.public_key());
-        let login = v1::LoginRequest {
-            username: "alice".into(),
-            signature: profile.identity.sign(&transcript).expect("sign").into(),
-        };
-        let _: v1::LoginResponse = rpc.call(Method::Login, &login).await.expect("login");
+        let (rpc, profile) = raw_login(harness, "alice").await;
         let identity = Identity::from_bytes(&profile.identity.to_bytes()).expect("identity");
         let mls = MlsClient::open(&profile.mls_db_path(), identity, "alice").expect("mls state");
         let store = LocalStore::open(&profile.client_db_path()).expect("local store");
@@ -162,4 +166,25 @@ async fn a_wait_cancelled_on_the_push_stream_leaves_it_to_the_next() {
     assert_eq!(texts(&receive_n(&bob, 1).await), ["two"]);
     assert_eq!(harness.calls("Subscribe").await, subscribes, "the next call used the stream the cancelled one left");
     assert_eq!(harness.calls("Fetch").await, fetches, "nothing to fetch");
+}
+
+/// What a client received is acknowledged by the time it disconnects: the
+/// server keeps nothing of it (a fresh connection as bob fetches nothing).
+#[tokio::test]
+async fn a_disconnect_right_after_receiving_leaves_nothing_unacknowledged() {
+    let harness = Harness::start().await;
+    let (alice, bob, _carol) = team_of_three(&harness).await;
+    alice.disconnect().await;
+    drop(alice);
+    let raw = RawAlice::open(&harness).await;
+    for index in 0..5 {
+        raw.send(format!("wire-{index}").as_bytes(), &format!("ee0{index}"), &format!("message {index}")).await;
+    }
+    assert_eq!(receive_n(&bob, 5).await.len(), 5);
+    bob.disconnect().await;
+    drop(bob);
+    let (rpc, _) = raw_login(&harness, "bob").await;
+    let queue: v1::FetchResponse =
+        rpc.call(Method::Fetch, &v1::FetchRequest { after_seq: 0, limit: 200 }).await.expect("fetch");
+    assert!(queue.entries.is_empty(), "{} entries left unacknowledged on the server", queue.entries.len());
 }

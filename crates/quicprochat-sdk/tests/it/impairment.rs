@@ -123,3 +123,94 @@ async fn blackholed_path_is_detected_and_the_outbox_flushes_after() {
         options.supervisor.heartbeat_interval, options.supervisor.heartbeat_timeout
     );
 }
+
+/// Measurements, not checks of speed: how fast bob receives over a path
+/// with `QPC_DELAY_MS` each way (default 25: a 50 ms round trip), either
+/// a backlog of `QPC_MESSAGES` (default 2,000) queued while he was away, or
+/// the same number sent while he waits on the push stream. alice sends
+/// straight to the server, one message after the other. Each checks only
+/// that everything arrives once and in order, and prints the rate. Run:
+/// `cargo test --release -p quicprochat-sdk --test it -- --ignored --nocapture over_a_slow_path`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement (prints msgs/s); run it on its own with --ignored --nocapture"]
+async fn backlog_over_a_slow_path() {
+    receive_over_a_slow_path(false).await;
+}
+
+/// See [`backlog_over_a_slow_path`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement (prints msgs/s); run it on its own with --ignored --nocapture"]
+async fn live_stream_over_a_slow_path() {
+    receive_over_a_slow_path(true).await;
+}
+
+async fn receive_over_a_slow_path(live: bool) {
+    let setting =
+        |name: &str, default: u64| std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default);
+    let (count, delay_ms) = (setting("QPC_MESSAGES", 2_000), setting("QPC_DELAY_MS", 25));
+    let harness = Harness::start_with(|config| {
+        config.metrics_listen = Some(std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)));
+        // The default (1,000 per 10 s) would make alice's rate the limit.
+        config.rate_limits.send_per_account.burst = 1_000_000;
+    })
+    .await;
+    let slow = Impairment { loss: 0.0, delay_ms: (delay_ms, delay_ms), reorder: 0.0 };
+    let relay = Relay::start(harness.addr, slow, 1).await;
+    let alice = harness.register("alice").await;
+    let bob = register(&harness, &relay, "bob", ClientOptions::default()).await;
+    alice.create_group("team").await.expect("create");
+    alice.add_members("team", &["bob".into()]).await.expect("add bob");
+    bob.sync().await.expect("bob joins");
+    let expected: Vec<String> = (1..=count).map(|index| format!("message {index:05}")).collect();
+    let send_all = || async {
+        for text in &expected {
+            alice.send("team", text).await.expect("send");
+        }
+    };
+    let bob = if live {
+        Some(bob)
+    } else {
+        bob.disconnect().await;
+        drop(bob);
+        send_all().await;
+        None
+    };
+    let methods = ["Fetch", "Ack", "Subscribe"];
+    let mut calls_before = Vec::new();
+    for method in methods {
+        calls_before.push(harness.calls(method).await);
+    }
+    let started = Instant::now();
+    // Backlog: from opening the profile (the resync after login may start on it).
+    let bob = match bob {
+        Some(bob) => bob,
+        None => harness.open("bob").await,
+    };
+    let receiver = tokio::spawn(async move {
+        let mut received = Vec::new();
+        while (received.len() as u64) < count {
+            let batch = bob.receive_wait(TRANSFER_DEADLINE).await.expect("bob receives");
+            assert!(!batch.is_empty(), "bob got nothing within {TRANSFER_DEADLINE:?}");
+            received.extend(batch);
+        }
+        received
+    });
+    if live {
+        send_all().await;
+    }
+    let sent = started.elapsed();
+    let received = receiver.await.expect("receiver");
+    let elapsed = started.elapsed();
+    assert_eq!(texts(&received), expected.iter().map(String::as_str).collect::<Vec<_>>(), "all, once, in order");
+    let mut calls = Vec::new();
+    for (method, before) in methods.into_iter().zip(calls_before) {
+        calls.push(format!("{method} {}", harness.calls(method).await - before));
+    }
+    let what = if live { "sent while bob waits" } else { "backlog" };
+    eprintln!(
+        "{what}, {} ms round trip: {count} messages in {elapsed:?} ({:.0} msgs/s; alice done after {sent:?}); calls: {}",
+        2 * delay_ms,
+        count as f64 / elapsed.as_secs_f64(),
+        calls.join(", ")
+    );
+}
