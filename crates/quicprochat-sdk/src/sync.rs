@@ -354,6 +354,10 @@ impl Inner {
             let response: v1::FetchResponse = self.rpc().call(Method::Fetch, &request).await?;
             let count = response.entries.len();
             let head_seq = response.head_seq;
+            if head_seq < cursor {
+                self.rewind_cursor(cursor, head_seq).await?;
+                continue;
+            }
             if count == 0 && head_seq > cursor {
                 // Everything past the cursor expired: nothing of it can come any more.
                 self.advance_cursor(head_seq, head_seq - cursor)?;
@@ -370,6 +374,35 @@ impl Inner {
             self.check_key_package_stock().await?;
         }
         Ok(leavers)
+    }
+
+    /// The server's queue is behind our cursor (`head_seq`, the highest seq
+    /// it ever assigned us, is below it): it was restored from a backup or
+    /// lost its data. The seqs it assigns from now on are ones our cursor
+    /// already passed, so fetching after the cursor would skip them for
+    /// good. Moves the cursor back to just before the oldest entry the
+    /// server still holds (or to `head_seq` when it holds none): what is
+    /// fetched again and was processed before is dropped as a duplicate or
+    /// fails to decrypt (its keys are used up) and is skipped.
+    ///
+    /// Seen only while the head is below the cursor: if the restored server
+    /// has assigned us as many new entries as the backup was behind before
+    /// we fetch, the head is back at the cursor, and those entries stay
+    /// skipped. Closing that needs the server to tell clients that its
+    /// queue went back (say, a restore counter the restore procedure bumps).
+    async fn rewind_cursor(&mut self, cursor: u64, head_seq: u64) -> Result<(), SdkError> {
+        let request = v1::FetchRequest { after_seq: 0, limit: 1 };
+        let response: v1::FetchResponse = self.rpc().call(Method::Fetch, &request).await?;
+        let oldest = response.entries.first().map(|entry| entry.seq.saturating_sub(1));
+        // Never past what the server reports: the next round must not rewind again.
+        let rewound = oldest.unwrap_or(head_seq).min(head_seq).min(response.head_seq);
+        tracing::warn!(
+            cursor,
+            head_seq,
+            rewound,
+            "the server's queue is behind this device (restored from a backup?); fetching it again"
+        );
+        Ok(self.store.set_meta(CURSOR_KEY, rewound)?)
     }
 
     /// Processes `entries` in order (skipping any at or below the cursor),

@@ -306,6 +306,7 @@ fn idempotent_enqueue(store: &dyn Store) {
     assert!(retry.deliveries.is_empty());
     assert_eq!((retry.message_row, retry.stored_at_ms), (first.message_row, 100));
     assert_eq!(store.queue_depth("bob").unwrap(), 1);
+    assert_eq!(store.stored_message_count().unwrap(), 1, "a retry leaves no body of its own");
 
     let record = store.lookup_message("alice", b"m1").unwrap().unwrap();
     assert_eq!((record.kind, record.stored_at_ms), (EntryKind::Application, 100));
