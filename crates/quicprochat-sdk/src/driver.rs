@@ -23,27 +23,34 @@ use crate::profile::Profile;
 use crate::supervisor::{ConnectionStatus, Supervisor, SupervisorAction, SupervisorConfig};
 use crate::SdkError;
 
-/// The current connection, shared by the client's operations and the driver.
+/// The current connection, shared by the client's operations and the driver,
+/// with the server instance it logged in to (`LoginResponse.server_instance`;
+/// 0 when not told).
 #[derive(Clone)]
-pub(crate) struct ConnectionSlot(Arc<StdMutex<RpcClient>>);
+pub(crate) struct ConnectionSlot(Arc<StdMutex<(RpcClient, u64)>>);
 
 impl ConnectionSlot {
-    pub(crate) fn new(rpc: RpcClient) -> ConnectionSlot {
-        ConnectionSlot(Arc::new(StdMutex::new(rpc)))
+    pub(crate) fn new(rpc: RpcClient, instance: u64) -> ConnectionSlot {
+        ConnectionSlot(Arc::new(StdMutex::new((rpc, instance))))
     }
 
     /// The current connection (a cheap clone).
     pub(crate) fn get(&self) -> RpcClient {
+        self.current().0
+    }
+
+    /// The current connection and the server instance it logged in to.
+    pub(crate) fn current(&self) -> (RpcClient, u64) {
         match self.0.lock() {
-            Ok(rpc) => rpc.clone(),
+            Ok(slot) => slot.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
-    fn replace(&self, rpc: RpcClient) {
+    fn replace(&self, rpc: RpcClient, instance: u64) {
         match self.0.lock() {
-            Ok(mut slot) => *slot = rpc,
-            Err(poisoned) => *poisoned.into_inner() = rpc,
+            Ok(mut slot) => *slot = (rpc, instance),
+            Err(poisoned) => *poisoned.into_inner() = (rpc, instance),
         }
     }
 }
@@ -186,8 +193,8 @@ impl Driver {
                 let budget = self.params.options.connect_timeout + self.params.options.call_timeout;
                 let result = tokio::time::timeout(budget, self.params.connect_and_login()).await;
                 match result {
-                    Ok(Ok((rpc, _login))) => {
-                        self.link.replace(rpc);
+                    Ok(Ok((rpc, login))) => {
+                        self.link.replace(rpc, login.server_instance);
                         self.supervisor.handle_connected(Instant::now());
                     }
                     Ok(Err(error)) => {

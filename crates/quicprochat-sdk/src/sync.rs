@@ -14,7 +14,7 @@ use std::time::Duration;
 use quicprochat_core::Incoming;
 use quicprochat_proto::v1::{self, EntryKind, GroupKind};
 use quicprochat_proto::Method;
-use quicprochat_rpc::{PushStream, RpcError};
+use quicprochat_rpc::{PushStream, RpcClient, RpcError};
 use tokio::time::error::Elapsed;
 
 use crate::client::{Inner, QpcClient};
@@ -23,6 +23,9 @@ use crate::local_store::{IncomingRecord, StoredMessage};
 use crate::{now_ms, SdkError};
 
 const CURSOR_KEY: &str = "delivery_cursor";
+/// The server instance (`LoginResponse.server_instance`) the cursor was
+/// last checked against ([`Inner::rewind_cursor`]).
+const INSTANCE_KEY: &str = "server_instance";
 /// Queue entries that expired on the server before this device fetched
 /// them, not yet reported by [`QpcClient::take_expired_count`].
 const EXPIRED_KEY: &str = "expired_entries";
@@ -328,6 +331,11 @@ impl Inner {
     /// processed nothing, when they do not: the caller fetches instead.
     pub(crate) async fn receive_pushed(&mut self, entries: Vec<v1::QueueEntry>) -> Result<bool, SdkError> {
         let cursor = self.store.meta(CURSOR_KEY)?;
+        let (rpc, instance) = self.link.current();
+        if self.server_changed(instance)? {
+            // The cursor has not been checked against this server yet.
+            return Ok(false);
+        }
         let fresh: Vec<v1::QueueEntry> = entries.into_iter().filter(|entry| entry.seq > cursor).collect();
         if !continues(cursor, &fresh) {
             return Ok(false);
@@ -336,7 +344,7 @@ impl Inner {
             return Ok(true);
         }
         let mut leavers = BTreeMap::new();
-        if self.apply(fresh, cursor, &mut leavers).await?.welcomed {
+        if self.apply(&rpc, fresh, cursor, &mut leavers).await?.welcomed {
             self.check_key_package_stock().await?;
         }
         self.settle(leavers).await?;
@@ -350,12 +358,19 @@ impl Inner {
         let mut welcomed = false;
         loop {
             let cursor = self.store.meta(CURSOR_KEY)?;
+            // One connection for the fetch and its Ack: both must reach the
+            // server instance the cursor was checked against.
+            let (rpc, instance) = self.link.current();
+            if self.server_changed(instance)? {
+                self.rewind_cursor(&rpc, cursor, instance).await?;
+                continue;
+            }
             let request = v1::FetchRequest { after_seq: cursor, limit: FETCH_LIMIT };
-            let response: v1::FetchResponse = self.rpc().call(Method::Fetch, &request).await?;
+            let response: v1::FetchResponse = rpc.call(Method::Fetch, &request).await?;
             let count = response.entries.len();
             let head_seq = response.head_seq;
             if head_seq < cursor {
-                self.rewind_cursor(cursor, head_seq).await?;
+                self.rewind_cursor(&rpc, cursor, instance).await?;
                 continue;
             }
             if count == 0 && head_seq > cursor {
@@ -363,7 +378,7 @@ impl Inner {
                 self.advance_cursor(head_seq, head_seq - cursor)?;
                 break;
             }
-            let applied = self.apply(response.entries, cursor, &mut leavers).await?;
+            let applied = self.apply(&rpc, response.entries, cursor, &mut leavers).await?;
             welcomed |= applied.welcomed;
             let last_seq = applied.last_seq;
             if caught_up(count, cursor, last_seq, head_seq) {
@@ -376,40 +391,46 @@ impl Inner {
         Ok(leavers)
     }
 
-    /// The server's queue is behind our cursor (`head_seq`, the highest seq
-    /// it ever assigned us, is below it): it was restored from a backup or
-    /// lost its data. The seqs it assigns from now on are ones our cursor
-    /// already passed, so fetching after the cursor would skip them for
-    /// good. Moves the cursor back to just before the oldest entry the
-    /// server still holds (or to `head_seq` when it holds none): what is
-    /// fetched again and was processed before is dropped as a duplicate or
-    /// fails to decrypt (its keys are used up) and is skipped.
-    ///
-    /// Seen only while the head is below the cursor: if the restored server
-    /// has assigned us as many new entries as the backup was behind before
-    /// we fetch, the head is back at the cursor, and those entries stay
-    /// skipped. Closing that needs the server to tell clients that its
-    /// queue went back (say, a restore counter the restore procedure bumps).
-    async fn rewind_cursor(&mut self, cursor: u64, head_seq: u64) -> Result<(), SdkError> {
+    /// Whether the connection's server `instance` is not the one the cursor
+    /// was last checked against (a restarted server, or the first login
+    /// since this version).
+    fn server_changed(&self, instance: u64) -> Result<bool, SdkError> {
+        Ok(instance != 0 && instance != self.store.meta(INSTANCE_KEY)?)
+    }
+
+    /// Checks the cursor against the server behind `rpc` (whose instance is
+    /// `instance`), after a restart or when its queue's head is below the
+    /// cursor. A server restored from an older backup assigns again seqs
+    /// the cursor already passed; fetching after the cursor would skip them
+    /// for good. So the cursor moves back to just before the oldest entry
+    /// the server holds, if that is at or below it, and never past the
+    /// server's head. After a plain restart the server holds nothing at or
+    /// below the cursor (all of it was acknowledged) and nothing moves,
+    /// except when an `Ack` was lost: entries fetched again that were
+    /// processed before are dropped as duplicates or fail to decrypt (their
+    /// keys are used up) and are skipped.
+    async fn rewind_cursor(&mut self, rpc: &RpcClient, cursor: u64, instance: u64) -> Result<(), SdkError> {
         let request = v1::FetchRequest { after_seq: 0, limit: 1 };
-        let response: v1::FetchResponse = self.rpc().call(Method::Fetch, &request).await?;
-        let oldest = response.entries.first().map(|entry| entry.seq.saturating_sub(1));
-        // Never past what the server reports: the next round must not rewind again.
-        let rewound = oldest.unwrap_or(head_seq).min(head_seq).min(response.head_seq);
-        tracing::warn!(
-            cursor,
-            head_seq,
-            rewound,
-            "the server's queue is behind this device (restored from a backup?); fetching it again"
-        );
-        Ok(self.store.set_meta(CURSOR_KEY, rewound)?)
+        let response: v1::FetchResponse = rpc.call(Method::Fetch, &request).await?;
+        let before_oldest = response.entries.first().map_or(u64::MAX, |entry| entry.seq.saturating_sub(1));
+        let rewound = cursor.min(before_oldest).min(response.head_seq);
+        if rewound < cursor {
+            tracing::warn!(
+                cursor,
+                rewound,
+                head_seq = response.head_seq,
+                "the server's queue is behind this device (restored from a backup?); fetching it again"
+            );
+        }
+        Ok(self.store.set_metas(&[(CURSOR_KEY, rewound), (INSTANCE_KEY, instance)])?)
     }
 
     /// Processes `entries` in order (skipping any at or below the cursor),
-    /// stores the new cursor, and only then acknowledges it. Adds the
+    /// stores the new cursor, and only then acknowledges it on `rpc`. Adds the
     /// members whose leave proposals arrived to `leavers`.
     async fn apply(
         &mut self,
+        rpc: &RpcClient,
         entries: Vec<v1::QueueEntry>,
         cursor: u64,
         leavers: &mut BTreeMap<Vec<u8>, Vec<String>>,
@@ -432,7 +453,7 @@ impl Inner {
         if last_seq > cursor {
             // Durable locally first, then acknowledged: nothing acknowledged is lost.
             self.advance_cursor(last_seq, expired)?;
-            let _: v1::AckResponse = self.rpc().call(Method::Ack, &v1::AckRequest { up_to_seq: last_seq }).await?;
+            let _: v1::AckResponse = rpc.call(Method::Ack, &v1::AckRequest { up_to_seq: last_seq }).await?;
         }
         Ok(Applied { last_seq, welcomed })
     }

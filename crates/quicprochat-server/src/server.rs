@@ -111,6 +111,7 @@ impl RunningServer {
             mailboxes: Arc::new(Mailboxes::default()),
             views: Arc::default(),
             config: config.clone(),
+            instance: rand::random::<u64>().max(1),
             shutdown: shutdown.clone(),
             tasks: Tasks::default(),
             admissions: Arc::new(Admissions::default()),

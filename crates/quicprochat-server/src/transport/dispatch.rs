@@ -207,6 +207,7 @@ async fn login(state: &ServerState, session: &Session, body: Bytes) -> Result<Re
     Ok(Reply::ok(&v1::LoginResponse {
         key_package_stock: u32::try_from(outcome.key_package_stock.count).unwrap_or(u32::MAX),
         has_last_resort: outcome.key_package_stock.has_last_resort,
+        server_instance: state.instance,
     }))
 }
 

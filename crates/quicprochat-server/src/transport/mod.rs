@@ -48,6 +48,9 @@ pub(crate) struct ServerState {
     /// Decoded group views kept between commits.
     pub(crate) views: Arc<crate::domain::views::ViewCache>,
     pub(crate) config: ServerConfig,
+    /// Random and never 0, new at every start; told to clients at login
+    /// (`LoginResponse.server_instance`).
+    pub(crate) instance: u64,
     /// Cancelled when the server starts shutting down.
     pub(crate) shutdown: CancellationToken,
     /// Every task holding a quinn handle, so shutdown can drain and end them.
