@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use tokio::sync::{watch, Mutex};
 
-use crate::driver::{challenge, spawn_driver, ConnectionSlot, DriverHandle, LoginParams, ServerSession};
+use crate::driver::{challenge, spawn_driver, ConnectionSlot, DriverHandle, LoginParams};
 use crate::supervisor::{ConnectionStatus, SupervisorConfig};
 
 use crate::local_store::LocalStore;
@@ -148,8 +148,8 @@ impl QpcClient {
             identity,
         };
         profile.save()?;
-        // A new account has no queue behind it yet: nothing to compare.
-        let client = QpcClient::from_parts(profile, rpc, ServerSession::default(), options)?;
+        // A new account has no queue behind it yet: no instance to compare.
+        let client = QpcClient::from_parts(profile, rpc, 0, options)?;
         client.inner.lock().await.refill_key_packages(0, false).await?;
         Ok(client)
     }
@@ -159,7 +159,7 @@ impl QpcClient {
     pub async fn open(profile_dir: &Path, options: ClientOptions) -> Result<QpcClient, SdkError> {
         let profile = Profile::load(profile_dir)?;
         let (rpc, response) = LoginParams::from_profile(&profile, &options)?.connect_and_login().await?;
-        let client = QpcClient::from_parts(profile, rpc, ServerSession::from_login(&response), options)?;
+        let client = QpcClient::from_parts(profile, rpc, response.server_instance, options)?;
         {
             let mut inner = client.inner.lock().await;
             inner.refill_key_packages(response.key_package_stock, response.has_last_resort).await?;
@@ -174,14 +174,14 @@ impl QpcClient {
     fn from_parts(
         profile: Profile,
         rpc: RpcClient,
-        session: ServerSession,
+        instance: u64,
         options: ClientOptions,
     ) -> Result<QpcClient, SdkError> {
         let identity = Identity::from_bytes(&profile.identity.to_bytes())?;
         let mls = MlsClient::open(&profile.mls_db_path(), identity, &profile.username)?;
         let store = LocalStore::open(&profile.client_db_path())?;
         let params = LoginParams::from_profile(&profile, &options)?;
-        let link = ConnectionSlot::new(rpc, session);
+        let link = ConnectionSlot::new(rpc, instance);
         let push = KeptPush::default();
         let supervisor = options.supervisor.clone();
         let inner = Arc::new(Mutex::new(Inner {

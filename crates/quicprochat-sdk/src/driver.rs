@@ -23,29 +23,15 @@ use crate::profile::Profile;
 use crate::supervisor::{ConnectionStatus, Supervisor, SupervisorAction, SupervisorConfig};
 use crate::SdkError;
 
-/// What the server said about itself and our queue when we logged in.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct ServerSession {
-    /// Random, new at every server start; 0 when the server does not say.
-    pub(crate) instance: u64,
-    /// Our queue's head (highest seq assigned) when that server started.
-    pub(crate) queue_head_at_start: u64,
-}
-
-impl ServerSession {
-    pub(crate) fn from_login(response: &v1::LoginResponse) -> ServerSession {
-        ServerSession { instance: response.server_instance, queue_head_at_start: response.queue_head_at_start }
-    }
-}
-
 /// The current connection, shared by the client's operations and the driver,
-/// with what the server said at login on it.
+/// with the server instance it logged in to (`LoginResponse.server_instance`;
+/// 0 when not told).
 #[derive(Clone)]
-pub(crate) struct ConnectionSlot(Arc<StdMutex<(RpcClient, ServerSession)>>);
+pub(crate) struct ConnectionSlot(Arc<StdMutex<(RpcClient, u64)>>);
 
 impl ConnectionSlot {
-    pub(crate) fn new(rpc: RpcClient, session: ServerSession) -> ConnectionSlot {
-        ConnectionSlot(Arc::new(StdMutex::new((rpc, session))))
+    pub(crate) fn new(rpc: RpcClient, instance: u64) -> ConnectionSlot {
+        ConnectionSlot(Arc::new(StdMutex::new((rpc, instance))))
     }
 
     /// The current connection (a cheap clone).
@@ -53,18 +39,18 @@ impl ConnectionSlot {
         self.current().0
     }
 
-    /// The current connection and what the server said at login on it.
-    pub(crate) fn current(&self) -> (RpcClient, ServerSession) {
+    /// The current connection and the server instance it logged in to.
+    pub(crate) fn current(&self) -> (RpcClient, u64) {
         match self.0.lock() {
             Ok(slot) => slot.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
-    fn replace(&self, rpc: RpcClient, session: ServerSession) {
+    fn replace(&self, rpc: RpcClient, instance: u64) {
         match self.0.lock() {
-            Ok(mut slot) => *slot = (rpc, session),
-            Err(poisoned) => *poisoned.into_inner() = (rpc, session),
+            Ok(mut slot) => *slot = (rpc, instance),
+            Err(poisoned) => *poisoned.into_inner() = (rpc, instance),
         }
     }
 }
@@ -208,7 +194,7 @@ impl Driver {
                 let result = tokio::time::timeout(budget, self.params.connect_and_login()).await;
                 match result {
                     Ok(Ok((rpc, login))) => {
-                        self.link.replace(rpc, ServerSession::from_login(&login));
+                        self.link.replace(rpc, login.server_instance);
                         self.supervisor.handle_connected(Instant::now());
                     }
                     Ok(Err(error)) => {

@@ -19,13 +19,12 @@ use tokio::time::error::Elapsed;
 
 use crate::client::{Inner, QpcClient};
 use crate::content::Content;
-use crate::driver::ServerSession;
 use crate::local_store::{IncomingRecord, StoredMessage};
 use crate::{now_ms, SdkError};
 
 const CURSOR_KEY: &str = "delivery_cursor";
 /// The server instance (`LoginResponse.server_instance`) the cursor was
-/// last checked against ([`Inner::check_cursor`]).
+/// last checked against ([`Inner::rewind_cursor`]).
 const INSTANCE_KEY: &str = "server_instance";
 /// Queue entries that expired on the server before this device fetched
 /// them, not yet reported by [`QpcClient::take_expired_count`].
@@ -281,12 +280,7 @@ impl QpcClient {
     async fn subscribe(&self, deadline: tokio::time::Instant) -> Result<Option<PushStream>, SdkError> {
         let (rpc, after_seq) = {
             let inner = self.inner.lock().await;
-            let (rpc, session) = inner.link.current();
-            if inner.server_changed(session)? {
-                // Never subscribe from a cursor not checked against this server.
-                inner.check_cursor(inner.store.meta(CURSOR_KEY)?, session)?;
-            }
-            (rpc, inner.store.meta(CURSOR_KEY)?)
+            (inner.rpc(), inner.store.meta(CURSOR_KEY)?)
         };
         let _: v1::SubscribeResponse = rpc.call(Method::Subscribe, &v1::SubscribeRequest { after_seq }).await?;
         match tokio::time::timeout_at(deadline, rpc.accept_push()).await {
@@ -337,8 +331,8 @@ impl Inner {
     /// processed nothing, when they do not: the caller fetches instead.
     pub(crate) async fn receive_pushed(&mut self, entries: Vec<v1::QueueEntry>) -> Result<bool, SdkError> {
         let cursor = self.store.meta(CURSOR_KEY)?;
-        let (rpc, session) = self.link.current();
-        if self.server_changed(session)? {
+        let (rpc, instance) = self.link.current();
+        if self.server_changed(instance)? {
             // The cursor has not been checked against this server yet.
             return Ok(false);
         }
@@ -366,9 +360,9 @@ impl Inner {
             let cursor = self.store.meta(CURSOR_KEY)?;
             // One connection for the fetch and its Ack: both must reach the
             // server instance the cursor was checked against.
-            let (rpc, session) = self.link.current();
-            if self.server_changed(session)? {
-                self.check_cursor(cursor, session)?;
+            let (rpc, instance) = self.link.current();
+            if self.server_changed(instance)? {
+                self.rewind_cursor(&rpc, cursor, instance).await?;
                 continue;
             }
             let request = v1::FetchRequest { after_seq: cursor, limit: FETCH_LIMIT };
@@ -376,8 +370,7 @@ impl Inner {
             let count = response.entries.len();
             let head_seq = response.head_seq;
             if head_seq < cursor {
-                // A server that does not tell its instance (see `check_cursor`).
-                self.rewind_cursor(&rpc, cursor, session).await?;
+                self.rewind_cursor(&rpc, cursor, instance).await?;
                 continue;
             }
             if count == 0 && head_seq > cursor {
@@ -398,51 +391,38 @@ impl Inner {
         Ok(leavers)
     }
 
-    /// Whether the connection's server instance is not the one the cursor
+    /// Whether the connection's server `instance` is not the one the cursor
     /// was last checked against (a restarted server, or the first login
     /// since this version).
-    pub(crate) fn server_changed(&self, session: ServerSession) -> Result<bool, SdkError> {
-        Ok(session.instance != 0 && session.instance != self.store.meta(INSTANCE_KEY)?)
+    fn server_changed(&self, instance: u64) -> Result<bool, SdkError> {
+        Ok(instance != 0 && instance != self.store.meta(INSTANCE_KEY)?)
     }
 
-    /// Checks the cursor against a server instance not seen before: a server
-    /// restored from an older backup assigns again seqs the cursor already
-    /// passed, and fetching after the cursor would skip them for good. Our
-    /// queue's head when that server started is the highest seq it holds
-    /// from before; a cursor past it moves back to it (entries at or below
-    /// it were processed already). After a plain restart the cursor is at
-    /// or below that head and nothing moves.
-    pub(crate) fn check_cursor(&self, cursor: u64, session: ServerSession) -> Result<(), SdkError> {
-        let checked = cursor.min(session.queue_head_at_start);
-        if checked < cursor {
-            tracing::warn!(
-                cursor,
-                queue_head_at_start = session.queue_head_at_start,
-                "the server's queue is behind this device (restored from a backup?); fetching it again"
-            );
-        }
-        Ok(self.store.set_metas(&[(CURSOR_KEY, checked), (INSTANCE_KEY, session.instance)])?)
-    }
-
-    /// A fetch found the queue's head below the cursor on a server that did
-    /// not tell its instance at login (older than the instance check), so
-    /// it was restored from an older backup (or lost its data), and what it
-    /// held from before is not known. Moves the cursor back to just before
-    /// the oldest entry the server holds, never past its head: entries
-    /// fetched again that were processed before are dropped as duplicates
-    /// or fail to decrypt (their keys are used up) and are skipped.
-    async fn rewind_cursor(&mut self, rpc: &RpcClient, cursor: u64, session: ServerSession) -> Result<(), SdkError> {
+    /// Checks the cursor against the server behind `rpc` (whose instance is
+    /// `instance`), after a restart or when its queue's head is below the
+    /// cursor. A server restored from an older backup assigns again seqs
+    /// the cursor already passed; fetching after the cursor would skip them
+    /// for good. So the cursor moves back to just before the oldest entry
+    /// the server holds, if that is at or below it, and never past the
+    /// server's head. After a plain restart the server holds nothing at or
+    /// below the cursor (all of it was acknowledged) and nothing moves,
+    /// except when an `Ack` was lost: entries fetched again that were
+    /// processed before are dropped as duplicates or fail to decrypt (their
+    /// keys are used up) and are skipped.
+    async fn rewind_cursor(&mut self, rpc: &RpcClient, cursor: u64, instance: u64) -> Result<(), SdkError> {
         let request = v1::FetchRequest { after_seq: 0, limit: 1 };
         let response: v1::FetchResponse = rpc.call(Method::Fetch, &request).await?;
         let before_oldest = response.entries.first().map_or(u64::MAX, |entry| entry.seq.saturating_sub(1));
         let rewound = cursor.min(before_oldest).min(response.head_seq);
-        tracing::warn!(
-            cursor,
-            rewound,
-            head_seq = response.head_seq,
-            "the server's queue is behind this device (restored from a backup?); fetching it again"
-        );
-        Ok(self.store.set_metas(&[(CURSOR_KEY, rewound), (INSTANCE_KEY, session.instance)])?)
+        if rewound < cursor {
+            tracing::warn!(
+                cursor,
+                rewound,
+                head_seq = response.head_seq,
+                "the server's queue is behind this device (restored from a backup?); fetching it again"
+            );
+        }
+        Ok(self.store.set_metas(&[(CURSOR_KEY, rewound), (INSTANCE_KEY, instance)])?)
     }
 
     /// Processes `entries` in order (skipping any at or below the cursor),

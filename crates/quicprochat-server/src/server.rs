@@ -187,12 +187,10 @@ async fn open_store(
     let data_dir_error = |source| ServerError::DataDir { path: config.data_dir.display().to_string(), source };
     std::fs::create_dir_all(&config.data_dir).map_err(data_dir_error)?;
     let db_path = config.data_dir.join("qpc-server.db");
-    // Every account's queue head as of this start, told to clients at login.
-    let open = move || SqliteStore::open(db_path).and_then(|store| store.note_queue_heads().map(|()| store));
-    let sqlite = Arc::new(tokio::task::spawn_blocking(open).await.map_err(|join| ServerError::DataDir {
-        path: "database open task".into(),
-        source: std::io::Error::other(join),
-    })??);
+    let sqlite =
+        Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(db_path)).await.map_err(|join| {
+            ServerError::DataDir { path: "database open task".into(), source: std::io::Error::other(join) }
+        })??);
     let executor: Arc<dyn StorageExecutor> = sqlite.clone();
     Ok((Arc::new(TimedStore::new(sqlite, metrics.clone())), executor))
 }

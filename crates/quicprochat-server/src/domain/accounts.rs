@@ -53,9 +53,6 @@ pub struct AuthProof<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoginOutcome {
     pub key_package_stock: KeyPackageStock,
-    /// The account's queue head when the server started (see
-    /// `LoginResponse.queue_head_at_start`).
-    pub queue_head_at_start: u64,
 }
 
 /// A user's public identity.
@@ -161,10 +158,7 @@ pub fn login(store: &dyn Store, username: &str, proof: &AuthProof<'_>) -> Result
     if account.disabled {
         return Err(DomainError::denied(format!("account {username:?} is disabled")));
     }
-    Ok(LoginOutcome {
-        key_package_stock: store.key_package_stock(username)?,
-        queue_head_at_start: store.queue_head_at_start(username)?.unwrap_or(0),
-    })
+    Ok(LoginOutcome { key_package_stock: store.key_package_stock(username)? })
 }
 
 /// The identity key of `username`.

@@ -21,7 +21,6 @@ const CHECKS: &[(&str, Check)] = &[
     ("fetch_stops_at_the_payload_budget", fetch_stops_at_the_payload_budget),
     ("ack_deletes_and_frees", ack_deletes_and_frees),
     ("seq_monotonic_after_ack", seq_monotonic_after_ack),
-    ("queue_heads_noted_at_start", queue_heads_noted_at_start),
     ("idempotent_enqueue", idempotent_enqueue),
     ("unknown_recipient_writes_nothing", unknown_recipient_writes_nothing),
     ("commit_epoch_compare_and_set", commit_epoch_compare_and_set),
@@ -292,21 +291,6 @@ fn seq_monotonic_after_ack(store: &dyn Store) {
     send(store, "alice", b"m4", &["bob"]);
     assert_eq!(seqs(store, "bob"), [4], "seq never reused");
     assert_eq!(store.fetch("bob", 0, 10).unwrap().head_seq, 4);
-}
-
-fn queue_heads_noted_at_start(store: &dyn Store) {
-    users(store, &["alice", "bob"]);
-    group(store, &["alice", "bob"]);
-    assert_eq!(store.queue_head_at_start("bob").unwrap(), Some(0));
-    for id in [b"m1", b"m2"] {
-        send(store, "alice", id, &["bob"]);
-    }
-    assert_eq!(store.queue_head_at_start("bob").unwrap(), Some(0), "only noted when asked");
-    store.note_queue_heads().unwrap();
-    send(store, "alice", b"m3", &["bob"]);
-    assert_eq!(store.queue_head_at_start("bob").unwrap(), Some(2));
-    assert_eq!(store.queue_head_at_start("alice").unwrap(), Some(0));
-    assert_eq!(store.queue_head_at_start("nobody").unwrap(), None);
 }
 
 fn idempotent_enqueue(store: &dyn Store) {

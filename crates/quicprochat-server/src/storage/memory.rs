@@ -36,8 +36,6 @@ struct Inner {
 struct AccountRow {
     account: Account,
     last_seq: u64,
-    /// `last_seq` as of the last `note_queue_heads`.
-    queue_head_at_start: u64,
 }
 
 #[derive(Debug)]
@@ -99,7 +97,7 @@ impl Inner {
             return AccountCreation::UsernameTaken;
         }
         let account = Account { username: username.to_owned(), identity_key: identity_key.to_vec(), disabled: false };
-        self.accounts.insert(username.to_owned(), AccountRow { account, last_seq: 0, queue_head_at_start: 0 });
+        self.accounts.insert(username.to_owned(), AccountRow { account, last_seq: 0 });
         AccountCreation::Created
     }
 
@@ -205,17 +203,6 @@ impl Store for MemoryStore {
 
     fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
         Ok(self.lock()?.accounts.values().map(|row| row.account.clone()).collect())
-    }
-
-    fn note_queue_heads(&self) -> Result<(), StoreError> {
-        for row in self.lock()?.accounts.values_mut() {
-            row.queue_head_at_start = row.last_seq;
-        }
-        Ok(())
-    }
-
-    fn queue_head_at_start(&self, username: &str) -> Result<Option<u64>, StoreError> {
-        Ok(self.lock()?.accounts.get(username).map(|row| row.queue_head_at_start))
     }
 
     fn create_invite(

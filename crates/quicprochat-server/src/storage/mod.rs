@@ -85,14 +85,6 @@ pub trait Store: Send + Sync {
     /// Every account, ordered by username.
     fn list_accounts(&self) -> Result<Vec<Account>, StoreError>;
 
-    /// Records every account's queue head (the highest seq assigned so far)
-    /// as its head at this start; the server calls it once when it starts.
-    fn note_queue_heads(&self) -> Result<(), StoreError>;
-
-    /// `username`'s queue head as of the last [`Store::note_queue_heads`];
-    /// `None` if there is no such account.
-    fn queue_head_at_start(&self, username: &str) -> Result<Option<u64>, StoreError>;
-
     // --- invites ---
 
     /// Stores an invite `token` good for `uses` registrations until

@@ -73,14 +73,6 @@ where
         self.timed("list_accounts", |s| s.list_accounts())
     }
 
-    fn note_queue_heads(&self) -> Result<(), StoreError> {
-        self.timed("note_queue_heads", |s| s.note_queue_heads())
-    }
-
-    fn queue_head_at_start(&self, username: &str) -> Result<Option<u64>, StoreError> {
-        self.timed("queue_head_at_start", |s| s.queue_head_at_start(username))
-    }
-
     fn create_invite(
         &self,
         token: &str,

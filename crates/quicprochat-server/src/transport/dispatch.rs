@@ -208,7 +208,6 @@ async fn login(state: &ServerState, session: &Session, body: Bytes) -> Result<Re
         key_package_stock: u32::try_from(outcome.key_package_stock.count).unwrap_or(u32::MAX),
         has_last_resort: outcome.key_package_stock.has_last_resort,
         server_instance: state.instance,
-        queue_head_at_start: outcome.queue_head_at_start,
     }))
 }
 

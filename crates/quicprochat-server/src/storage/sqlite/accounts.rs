@@ -65,23 +65,6 @@ pub(super) fn require_account(
     }
 }
 
-/// Records every account's queue head as its head at this start.
-pub(super) fn note_queue_heads(connection: &Connection) -> Result<(), StoreError> {
-    connection
-        .prepare_cached("UPDATE accounts SET queue_head_at_start = last_seq WHERE queue_head_at_start != last_seq")
-        .and_then(|mut statement| statement.execute([]))
-        .during("note_queue_heads")
-        .map(drop)
-}
-
-/// `username`'s queue head as of the last [`note_queue_heads`].
-pub(super) fn queue_head_at_start(connection: &Connection, username: &str) -> Result<Option<u64>, StoreError> {
-    connection
-        .prepare_cached("SELECT queue_head_at_start FROM accounts WHERE username = ?1")
-        .and_then(|mut statement| statement.query_row(params![username], |row| row.get(0)).optional())
-        .during("queue_head_at_start")
-}
-
 pub(super) fn set_disabled(connection: &Connection, username: &str, disabled: bool) -> Result<(), StoreError> {
     let updated = connection
         .prepare_cached("UPDATE accounts SET disabled = ?2 WHERE username = ?1")

@@ -58,14 +58,6 @@ impl<A: Access> Store for A {
         self.query(accounts::list_accounts)
     }
 
-    fn note_queue_heads(&self) -> Result<(), StoreError> {
-        self.write("note_queue_heads", accounts::note_queue_heads)
-    }
-
-    fn queue_head_at_start(&self, username: &str) -> Result<Option<u64>, StoreError> {
-        self.query(|connection| accounts::queue_head_at_start(connection, username))
-    }
-
     fn create_invite(
         &self,
         token: &str,

@@ -133,12 +133,6 @@ CREATE INDEX groups_with_log ON groups(group_id) WHERE log_head > snapshot_throu
 -- one still kept.
 CREATE INDEX message_ids_by_row ON message_ids(message_row);
 "#,
-    r#"
--- Version 6: each account's queue head (`last_seq`) as of the server's
--- start, told to clients at login: a client whose cursor is past it after
--- a restart is ahead of a server restored from an older backup.
-ALTER TABLE accounts ADD COLUMN queue_head_at_start INTEGER NOT NULL DEFAULT 0;
-"#,
 ];
 
 /// Sets the per-connection pragmas: WAL, fsync on every commit, foreign keys.
@@ -256,14 +250,10 @@ mod tests {
         let connection = Connection::open(&path).unwrap();
         let version: usize = connection.query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
         assert_eq!(version, MIGRATIONS.len());
-        assert_eq!(version, 6);
+        assert_eq!(version, 5);
         let expiry_index: i64 = connection
             .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'message_ids_by_row'", [], |row| row.get(0))
             .unwrap();
         assert_eq!(expiry_index, 1, "version 5 indexes the idempotency records by message row");
-        let head: i64 = connection
-            .query_row("SELECT queue_head_at_start FROM accounts WHERE username = 'alice'", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(head, 0, "version 6 keeps each account's queue head at start, 0 until noted");
     }
 }
