@@ -279,8 +279,14 @@ impl QpcClient {
     /// lock) for the server to open the push stream. `None` at the deadline.
     async fn subscribe(&self, deadline: tokio::time::Instant) -> Result<Option<PushStream>, SdkError> {
         let (rpc, after_seq) = {
-            let inner = self.inner.lock().await;
-            (inner.rpc(), inner.store.meta(CURSOR_KEY)?)
+            let mut inner = self.inner.lock().await;
+            let (rpc, instance) = inner.link.current();
+            if inner.server_changed(instance)? {
+                // Never subscribe from a cursor not checked against this server.
+                let cursor = inner.store.meta(CURSOR_KEY)?;
+                inner.rewind_cursor(&rpc, cursor, instance).await?;
+            }
+            (rpc, inner.store.meta(CURSOR_KEY)?)
         };
         let _: v1::SubscribeResponse = rpc.call(Method::Subscribe, &v1::SubscribeRequest { after_seq }).await?;
         match tokio::time::timeout_at(deadline, rpc.accept_push()).await {
@@ -394,7 +400,7 @@ impl Inner {
     /// Whether the connection's server `instance` is not the one the cursor
     /// was last checked against (a restarted server, or the first login
     /// since this version).
-    fn server_changed(&self, instance: u64) -> Result<bool, SdkError> {
+    pub(crate) fn server_changed(&self, instance: u64) -> Result<bool, SdkError> {
         Ok(instance != 0 && instance != self.store.meta(INSTANCE_KEY)?)
     }
 
@@ -409,7 +415,13 @@ impl Inner {
     /// except when an `Ack` was lost: entries fetched again that were
     /// processed before are dropped as duplicates or fail to decrypt (their
     /// keys are used up) and are skipped.
-    async fn rewind_cursor(&mut self, rpc: &RpcClient, cursor: u64, instance: u64) -> Result<(), SdkError> {
+    ///
+    /// Left open: entries queued after a restore that expire before the
+    /// client logs in are neither delivered nor counted as expired; a
+    /// pushed event read from the old connection just before a reconnect
+    /// can be processed after this check; a Welcome fetched again for a
+    /// group left since can join it again at its old epoch.
+    pub(crate) async fn rewind_cursor(&mut self, rpc: &RpcClient, cursor: u64, instance: u64) -> Result<(), SdkError> {
         let request = v1::FetchRequest { after_seq: 0, limit: 1 };
         let response: v1::FetchResponse = rpc.call(Method::Fetch, &request).await?;
         let before_oldest = response.entries.first().map_or(u64::MAX, |entry| entry.seq.saturating_sub(1));
