@@ -281,12 +281,9 @@ impl QpcClient {
         let (rpc, after_seq) = {
             let mut inner = self.inner.lock().await;
             let (rpc, instance) = inner.link.current();
-            if inner.server_changed(instance)? {
-                // Never subscribe from a cursor not checked against this server.
-                let cursor = inner.store.meta(CURSOR_KEY)?;
-                inner.rewind_cursor(&rpc, cursor, instance).await?;
-            }
-            (rpc, inner.store.meta(CURSOR_KEY)?)
+            // Never subscribe from a cursor not checked against this server.
+            let cursor = inner.checked_cursor(&rpc, instance).await?;
+            (rpc, cursor)
         };
         let _: v1::SubscribeResponse = rpc.call(Method::Subscribe, &v1::SubscribeRequest { after_seq }).await?;
         match tokio::time::timeout_at(deadline, rpc.accept_push()).await {
@@ -363,14 +360,10 @@ impl Inner {
         let mut leavers: BTreeMap<Vec<u8>, Vec<String>> = BTreeMap::new();
         let mut welcomed = false;
         loop {
-            let cursor = self.store.meta(CURSOR_KEY)?;
             // One connection for the fetch and its Ack: both must reach the
             // server instance the cursor was checked against.
             let (rpc, instance) = self.link.current();
-            if self.server_changed(instance)? {
-                self.rewind_cursor(&rpc, cursor, instance).await?;
-                continue;
-            }
+            let cursor = self.checked_cursor(&rpc, instance).await?;
             let request = v1::FetchRequest { after_seq: cursor, limit: FETCH_LIMIT };
             let response: v1::FetchResponse = rpc.call(Method::Fetch, &request).await?;
             let count = response.entries.len();
@@ -400,8 +393,20 @@ impl Inner {
     /// Whether the connection's server `instance` is not the one the cursor
     /// was last checked against (a restarted server, or the first login
     /// since this version).
-    pub(crate) fn server_changed(&self, instance: u64) -> Result<bool, SdkError> {
+    fn server_changed(&self, instance: u64) -> Result<bool, SdkError> {
         Ok(instance != 0 && instance != self.store.meta(INSTANCE_KEY)?)
+    }
+
+    /// The stored cursor, first checked against the server behind `rpc`
+    /// ([`Inner::rewind_cursor`]) if its `instance` is not the one it was
+    /// last checked against.
+    async fn checked_cursor(&mut self, rpc: &RpcClient, instance: u64) -> Result<u64, SdkError> {
+        let cursor = self.store.meta(CURSOR_KEY)?;
+        if !self.server_changed(instance)? {
+            return Ok(cursor);
+        }
+        self.rewind_cursor(rpc, cursor, instance).await?;
+        Ok(self.store.meta(CURSOR_KEY)?)
     }
 
     /// Checks the cursor against the server behind `rpc` (whose instance is
@@ -421,7 +426,7 @@ impl Inner {
     /// pushed event read from the old connection just before a reconnect
     /// can be processed after this check; a Welcome fetched again for a
     /// group left since can join it again at its old epoch.
-    pub(crate) async fn rewind_cursor(&mut self, rpc: &RpcClient, cursor: u64, instance: u64) -> Result<(), SdkError> {
+    async fn rewind_cursor(&mut self, rpc: &RpcClient, cursor: u64, instance: u64) -> Result<(), SdkError> {
         let request = v1::FetchRequest { after_seq: 0, limit: 1 };
         let response: v1::FetchResponse = rpc.call(Method::Fetch, &request).await?;
         let before_oldest = response.entries.first().map_or(u64::MAX, |entry| entry.seq.saturating_sub(1));
