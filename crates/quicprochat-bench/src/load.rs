@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use crate::cpu::CpuMeter;
 use crate::histogram::{Latencies, Summary};
 use crate::setup::Pair;
+use crate::wire::{StepWire, WireCount};
 
 /// How long a step waits for pushes of acknowledged sends before counting them lost.
 const DELIVERY_GRACE: Duration = Duration::from_secs(10);
@@ -58,6 +59,8 @@ pub(crate) struct StepResult {
     pub(crate) duplicates: u64,
     /// The server's CPU time during the step, where `/proc` tells it.
     pub(crate) cpu: Option<StepCpu>,
+    /// Datagrams and QUIC frames per message (server target only).
+    pub(crate) wire: Option<StepWire>,
 }
 
 /// CPU time of one step per acknowledged message: the server's threads
@@ -176,6 +179,10 @@ pub(crate) async fn run_step(
     }
     let total = (rate * duration.as_secs_f64()).round().max(1.0) as u64;
     let meter = CpuMeter::start();
+    let wire_at_start = match target {
+        Target::Server { pairs, .. } => Some(wire_count(pairs)),
+        Target::Echo { .. } => None,
+    };
     let start = base.elapsed() + Duration::from_millis(20);
     let mut tasks = tokio::task::JoinSet::new();
     for seq in 0..total {
@@ -234,6 +241,7 @@ pub(crate) async fn run_step(
         lost: 0,
         duplicates: 0,
         cpu: None,
+        wire: None,
     };
     if let Target::Server { deliveries, .. } = target {
         let deadline = Instant::now() + DELIVERY_GRACE;
@@ -254,7 +262,15 @@ pub(crate) async fn run_step(
     // holds each message's whole server-side cost, its Ack included but
     // for the last few.
     result.cpu = meter.finish().and_then(|split| StepCpu::new(split, result.acknowledged));
+    if let (Target::Server { pairs, .. }, Some(start)) = (target, wire_at_start) {
+        result.wire = wire_count(pairs).since(start, result.acknowledged);
+    }
     result
+}
+
+/// The wire counters of every sender and recipient connection.
+fn wire_count(pairs: &[Pair]) -> WireCount {
+    WireCount::read(pairs.iter().flat_map(|pair| [&pair.sender, &pair.recipient]))
 }
 
 /// Subscribes `pair`'s recipient and records every push until the connection

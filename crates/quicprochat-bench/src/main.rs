@@ -6,6 +6,8 @@
 //! same framing, and a raw SQLite insert loop with the same durability. B4
 //! is fan-out (`fanout.rs`), B5 commit sequencing (`commits.rs`), B6
 //! handshakes and restart (`connections.rs`), B7 memory (`memory.rs`);
+//! `disk` times the data directory's fsyncs alone, the floor under every
+//! durable figure (`disk.rs`); `wire.rs` counts B3's datagrams per message.
 //! `--only` / `--skip` pick suites. `--quick` is the CI check: a few
 //! seconds, failing only on lost or duplicated messages or errors.
 
@@ -13,12 +15,14 @@ mod baseline;
 mod commits;
 mod connections;
 mod cpu;
+mod disk;
 mod fanout;
 mod fanout_baseline;
 mod histogram;
 mod load;
 mod memory;
 mod setup;
+mod wire;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -90,6 +94,9 @@ struct Args {
     /// B6: idle subscribed clients that must come back after a server restart (0 skips the restart).
     #[arg(long, default_value_t = 1000)]
     restart_clients: usize,
+    /// Disk: seconds of WAL-sized appends and fsyncs timed in the data directory's file system.
+    #[arg(long, default_value_t = 30.0)]
+    disk_secs: f64,
     /// B7: numbers of idle, logged-in, subscribed connections at which RSS is measured.
     #[arg(long, value_delimiter = ',', default_value = "1000,2000")]
     memory_connections: Vec<usize>,
@@ -120,6 +127,8 @@ enum Suite {
     B6,
     /// RSS per idle subscribed connection, and RSS held by one hostile connection.
     B7,
+    /// The data directory's disk alone: fsync latency and stalls over the p99 bound.
+    Disk,
 }
 
 impl Args {
@@ -158,6 +167,8 @@ struct Report {
     connections: Option<connections::ConnectionsResult>,
     /// B7.
     memory: Option<memory::MemoryResult>,
+    /// The disk alone, before any other suite.
+    disk: Option<disk::DiskResult>,
     lost: u64,
     duplicates: u64,
     /// Failed handshakes and clients that did not come back (B6; B3 counts
@@ -202,8 +213,14 @@ fn print_step(label: &str, connections: usize, step: &StepResult) {
             cpu.server_us_per_message, cpu.server_cores, cpu.server_alone_per_s, cpu.process_us_per_message
         )
     });
+    let wire = step.wire.map_or(String::new(), |wire| {
+        format!(
+            " | {:.2} datagrams/msg ({:.2} ACK frames, {} lost)",
+            wire.datagrams_per_message, wire.ack_frames_per_message, wire.lost_packets
+        )
+    });
     eprintln!(
-        "{label:<6} C={connections:<5} offered {:>8.0}/s achieved {:>8.0}/s | ack p50 {:.2} p99 {:.2} ms (from dispatch p50 {:.2}){delivery}{cpu} | errors {} lost {} dup {}",
+        "{label:<6} C={connections:<5} offered {:>8.0}/s achieved {:>8.0}/s | ack p50 {:.2} p99 {:.2} ms (from dispatch p50 {:.2}){delivery}{cpu}{wire} | errors {} lost {} dup {}",
         step.offered_per_s,
         step.achieved_per_s,
         step.ack.p50_ms,
@@ -285,11 +302,27 @@ async fn main() -> anyhow::Result<()> {
         args.handshake_clients = args.handshake_clients.min(20);
         args.restart_clients = args.restart_clients.min(20);
         args.memory_connections = vec![50];
+        args.disk_secs = args.disk_secs.min(1.0);
         vec![200.0, 1000.0]
     } else {
         (0..40).map(|i| args.start_rate * args.rate_factor.powi(i)).take_while(|rate| *rate < 2_000_000.0).collect()
     };
-    // B7 first: RSS deltas mean something only before the allocator holds
+    // The disk first, while nothing else uses it or the cores.
+    let disk = if args.runs(Suite::Disk) && args.disk_secs > 0.0 {
+        let dir = tempfile::tempdir().context("temporary dir for the disk probe")?;
+        eprintln!("disk: timing fsyncs in {} for {:.0} s", dir.path().display(), args.disk_secs);
+        let result = disk::run(
+            dir.path(),
+            Duration::from_secs_f64(args.disk_secs),
+            Duration::from_secs_f64(args.max_p99_ms / 1e3),
+        )
+        .context("disk probe")?;
+        eprintln!("disk: {}", disk::describe(&result));
+        Some(result)
+    } else {
+        None
+    };
+    // B7 first among the server suites: RSS deltas mean something only before the allocator holds
     // memory freed by earlier suites (see memory.rs).
     let memory = if args.runs(Suite::B7) && !args.memory_connections.is_empty() {
         eprintln!("B7: RSS of idle subscribed connections at N = {:?}", args.memory_connections);
@@ -412,6 +445,7 @@ async fn main() -> anyhow::Result<()> {
         commits: commit_results,
         connections,
         memory,
+        disk,
         lost,
         duplicates,
         errors,
@@ -481,6 +515,9 @@ fn print_summary(report: &Report) {
     }
     if let Some(result) = &report.memory {
         println!("B7 {}", memory::describe(result));
+    }
+    if let Some(result) = &report.disk {
+        println!("disk {}", disk::describe(result));
     }
     println!("lost {} duplicates {} errors {}", report.lost, report.duplicates, report.errors);
 }
