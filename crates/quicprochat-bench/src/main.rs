@@ -135,6 +135,24 @@ impl Args {
     fn runs(&self, suite: Suite) -> bool {
         (self.only.is_empty() || self.only.contains(&suite)) && !self.skip.contains(&suite)
     }
+
+    /// Refuses numbers that would stop the run part-way (a duration out of
+    /// range) or make it meaningless (a rate or bound of zero).
+    fn check(&self) -> anyhow::Result<()> {
+        let positive = [
+            ("--start-rate", self.start_rate),
+            ("--rate-factor", self.rate_factor),
+            ("--max-p99-ms", self.max_p99_ms),
+            ("--step-secs", self.step_secs),
+        ];
+        for (flag, value) in positive {
+            anyhow::ensure!(value.is_finite() && value > 0.0, "{flag} must be a positive number, not {value}");
+        }
+        for (flag, seconds) in [("--step-secs", self.step_secs), ("--disk-secs", self.disk_secs)] {
+            Duration::try_from_secs_f64(seconds).with_context(|| format!("{flag} {seconds}"))?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -291,6 +309,7 @@ async fn main() -> anyhow::Result<()> {
     if args.memory_client_child {
         return memory::serve_parent().await;
     }
+    args.check()?;
     let rates: Vec<f64> = if args.quick {
         args.connections = vec![1, 10];
         args.step_secs = 1.0;
@@ -311,12 +330,13 @@ async fn main() -> anyhow::Result<()> {
     let disk = if args.runs(Suite::Disk) && args.disk_secs > 0.0 {
         let dir = tempfile::tempdir().context("temporary dir for the disk probe")?;
         eprintln!("disk: timing fsyncs in {} for {:.0} s", dir.path().display(), args.disk_secs);
-        let result = disk::run(
-            dir.path(),
-            Duration::from_secs_f64(args.disk_secs),
-            Duration::from_secs_f64(args.max_p99_ms / 1e3),
-        )
-        .context("disk probe")?;
+        let duration = Duration::try_from_secs_f64(args.disk_secs).context("--disk-secs")?;
+        let bound = Duration::try_from_secs_f64(args.max_p99_ms / 1e3).context("--max-p99-ms")?;
+        // Blocking file I/O and sleeps: off the runtime's threads.
+        let result = tokio::task::spawn_blocking(move || disk::run(dir.path(), duration, bound))
+            .await
+            .context("the disk probe's thread")?
+            .context("disk probe")?;
         eprintln!("disk: {}", disk::describe(&result));
         Some(result)
     } else {
@@ -520,4 +540,27 @@ fn print_summary(report: &Report) {
         println!("disk {}", disk::describe(result));
     }
     println!("lost {} duplicates {} errors {}", report.lost, report.duplicates, report.errors);
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("qpc-bench").chain(extra.iter().copied())).unwrap()
+    }
+
+    /// Numbers that would panic as a duration or make a ramp meaningless
+    /// are refused up front, with the flag named; the defaults pass.
+    #[test]
+    fn bad_numbers_are_refused_before_the_run() {
+        assert!(args(&[]).check().is_ok());
+        assert!(args(&["--disk-secs=0"]).check().is_ok(), "0 skips the disk probe");
+        for bad in ["--step-secs=-1", "--step-secs=0", "--max-p99-ms=NaN", "--start-rate=inf", "--disk-secs=1e300"] {
+            let error = args(&[bad]).check().unwrap_err();
+            let flag = bad.split('=').next().unwrap();
+            assert!(format!("{error:#}").contains(flag), "{bad}: {error:#}");
+        }
+    }
 }
