@@ -149,10 +149,16 @@ impl Args {
             anyhow::ensure!(value.is_finite() && value > 0.0, "{flag} must be a positive number, not {value}");
         }
         for (flag, seconds) in [("--step-secs", self.step_secs), ("--disk-secs", self.disk_secs)] {
-            Duration::try_from_secs_f64(seconds).with_context(|| format!("{flag} {seconds}"))?;
+            flag_duration(flag, seconds)?;
         }
         Ok(())
     }
+}
+
+/// `seconds` given by `flag` as a duration; an error naming the flag if it
+/// is negative, not a number or too large.
+fn flag_duration(flag: &str, seconds: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(seconds).with_context(|| format!("{flag} {seconds}"))
 }
 
 #[derive(Debug, Serialize)]
@@ -330,8 +336,8 @@ async fn main() -> anyhow::Result<()> {
     let disk = if args.runs(Suite::Disk) && args.disk_secs > 0.0 {
         let dir = tempfile::tempdir().context("temporary dir for the disk probe")?;
         eprintln!("disk: timing fsyncs in {} for {:.0} s", dir.path().display(), args.disk_secs);
-        let duration = Duration::try_from_secs_f64(args.disk_secs).context("--disk-secs")?;
-        let bound = Duration::try_from_secs_f64(args.max_p99_ms / 1e3).context("--max-p99-ms")?;
+        let duration = flag_duration("--disk-secs", args.disk_secs)?;
+        let bound = flag_duration("--max-p99-ms", args.max_p99_ms / 1e3)?;
         // Blocking file I/O and sleeps: off the runtime's threads.
         let result = tokio::task::spawn_blocking(move || disk::run(dir.path(), duration, bound))
             .await

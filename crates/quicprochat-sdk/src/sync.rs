@@ -405,8 +405,7 @@ impl Inner {
         if !self.server_changed(instance)? {
             return Ok(cursor);
         }
-        self.rewind_cursor(rpc, cursor, instance).await?;
-        Ok(self.store.meta(CURSOR_KEY)?)
+        self.rewind_cursor(rpc, cursor, instance).await
     }
 
     /// Checks the cursor against the server behind `rpc` (whose instance is
@@ -415,7 +414,7 @@ impl Inner {
     /// the cursor already passed; fetching after the cursor would skip them
     /// for good. So the cursor moves back to just before the oldest entry
     /// the server holds, if that is at or below it, and never past the
-    /// server's head. After a plain restart the server holds nothing at or
+    /// server's head; returns the cursor as stored. After a plain restart the server holds nothing at or
     /// below the cursor (all of it was acknowledged) and nothing moves,
     /// except when an `Ack` was lost: entries fetched again that were
     /// processed before are dropped as duplicates or fail to decrypt (their
@@ -426,7 +425,7 @@ impl Inner {
     /// pushed event read from the old connection just before a reconnect
     /// can be processed after this check; a Welcome fetched again for a
     /// group left since can join it again at its old epoch.
-    async fn rewind_cursor(&mut self, rpc: &RpcClient, cursor: u64, instance: u64) -> Result<(), SdkError> {
+    async fn rewind_cursor(&mut self, rpc: &RpcClient, cursor: u64, instance: u64) -> Result<u64, SdkError> {
         let request = v1::FetchRequest { after_seq: 0, limit: 1 };
         let response: v1::FetchResponse = rpc.call(Method::Fetch, &request).await?;
         let before_oldest = response.entries.first().map_or(u64::MAX, |entry| entry.seq.saturating_sub(1));
@@ -439,7 +438,8 @@ impl Inner {
                 "the server's queue is behind this device (restored from a backup?); fetching it again"
             );
         }
-        Ok(self.store.set_metas(&[(CURSOR_KEY, rewound), (INSTANCE_KEY, instance)])?)
+        self.store.set_metas(&[(CURSOR_KEY, rewound), (INSTANCE_KEY, instance)])?;
+        Ok(rewound)
     }
 
     /// Processes `entries` in order (skipping any at or below the cursor),
