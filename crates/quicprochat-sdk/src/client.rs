@@ -274,15 +274,11 @@ impl QpcClient {
         let response: v1::ResolveUserResponse = inner.rpc().call(Method::ResolveUser, &request).await?;
         let ours = inner.mls.identity().public_key().to_vec();
         // A key the server reports must match what the member signs with in shared groups.
-        for conversation in inner.store.conversations()?.into_iter().filter(|c| c.active) {
-            if let Some(seen) = inner.mls.member_identity_key(&conversation.group_id, user)? {
-                if seen != response.identity_key.as_ref() {
-                    return Err(SdkError::InvalidInput(format!(
-                        "the server reports a different identity key for {user} than the one they use in {}",
-                        conversation.display_name()
-                    )));
-                }
-            }
+        if let Some(conversation) = inner.conversation_knowing_other_key(user, &response.identity_key)? {
+            return Err(SdkError::InvalidInput(format!(
+                "the server reports a different identity key for {user} than the one they use in {}",
+                conversation.display_name()
+            )));
         }
         Ok(SafetyNumber {
             user: user.to_owned(),
@@ -332,9 +328,13 @@ impl Inner {
         Ok(())
     }
 
+    /// The active conversation `target` names: a group name, or `@user` for
+    /// the direct conversation with `user` whose MLS roster is checked.
     pub(crate) fn active_conversation(&self, target: &str) -> Result<crate::local_store::Conversation, SdkError> {
-        self.store
-            .find_active(target)?
-            .ok_or_else(|| SdkError::InvalidInput(format!("no conversation named {target:?} (see `qpc group list`)")))
+        let found = match target.strip_prefix('@') {
+            Some(peer) => self.verified_direct(peer)?,
+            None => self.store.find_active(target)?,
+        };
+        found.ok_or_else(|| SdkError::InvalidInput(format!("no conversation named {target:?} (see `qpc group list`)")))
     }
 }

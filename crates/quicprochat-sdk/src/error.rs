@@ -44,6 +44,21 @@ pub enum SdkError {
     /// The local store failed.
     #[error("local store: {0}")]
     Store(#[from] rusqlite::Error),
+    /// `send @peer` found direct conversations with `peer` that hold
+    /// different identity keys for them: which one is `peer` is unclear.
+    #[error(
+        "more than one direct conversation with {peer}, and they show different identity keys for {peer}; \
+         compare safety numbers (`qpc verify {peer}`) and leave the wrong one"
+    )]
+    AmbiguousPeer {
+        /// The user named.
+        peer: String,
+    },
+    /// Something the server or another member sent was refused because it
+    /// does not match what MLS verifies (a Welcome for another group, a key
+    /// package for another user, ...).
+    #[error("refused: {0}")]
+    Refused(String),
     /// A commit kept losing the race for its epoch.
     #[error("gave up after {attempts} attempts: other members keep committing to group {group}")]
     CommitContention {

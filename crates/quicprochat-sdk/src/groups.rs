@@ -18,6 +18,7 @@ use quicprochat_proto::v1;
 use quicprochat_proto::{Method, Status};
 
 use crate::client::{GroupSummary, Inner, QpcClient};
+use crate::direct::group_name_problem;
 use crate::local_store::Conversation;
 use crate::{message_id, now_ms, random_id, SdkError};
 
@@ -27,8 +28,6 @@ const MAX_COMMIT_ATTEMPTS: u32 = 8;
 const MAX_UNKNOWN_OUTCOME_RETRIES: u32 = 6;
 /// First pause before such a resubmission; doubles each time (0.1 s … 3.2 s).
 const UNKNOWN_OUTCOME_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
-/// Longest group name.
-const MAX_GROUP_NAME_LEN: usize = 64;
 
 impl QpcClient {
     /// Creates a group named `name` with us as its only member.
@@ -122,29 +121,54 @@ impl Inner {
         for user in users {
             let request = v1::FetchKeyPackageRequest { username: user.clone() };
             let response: v1::FetchKeyPackageResponse = self.rpc().call(Method::FetchKeyPackage, &request).await?;
+            self.check_fetched_key_package(user, &response.key_package)?;
             key_packages.push(response.key_package.to_vec());
         }
         let group_id = conversation.group_id.clone();
         self.submit_commit_with_retry(conversation, |mls| mls.add_members(&group_id, &key_packages).map(Some)).await
     }
 
-    /// Finds or creates the direct conversation with `peer`.
-    pub(crate) async fn direct_conversation(&mut self, peer: &str) -> Result<Conversation, SdkError> {
-        if let Some(existing) = self.store.find_active(&format!("@{peer}"))? {
-            return Ok(existing);
+    /// A key package the server served for `user` must name `user`, and
+    /// carry the identity key `user` signs with in every group we share
+    /// with them: a server cannot pass off another account's package, or a
+    /// key of its own, as `user`'s.
+    fn check_fetched_key_package(&self, user: &str, key_package: &[u8]) -> Result<(), SdkError> {
+        let info = quicprochat_core::ds::validate_key_package(key_package)
+            .map_err(|error| SdkError::Refused(format!("the key package served for {user} is invalid: {error}")))?;
+        if info.username != user {
+            return Err(SdkError::Refused(format!(
+                "the server served a key package of {:?} when asked for {user:?}",
+                info.username
+            )));
         }
-        if peer == self.username {
-            return Err(SdkError::InvalidInput("cannot open a direct conversation with yourself".into()));
+        if let Some(conversation) = self.conversation_knowing_other_key(user, &info.identity_key)? {
+            return Err(SdkError::Refused(format!(
+                "the key package served for {user} has another identity key than {user} uses in {}; \
+                 compare safety numbers (`qpc verify {user}`)",
+                conversation.display_name()
+            )));
         }
-        // Resolve first so a typo does not leave an empty group behind.
-        let request = v1::ResolveUserRequest { username: peer.to_owned() };
-        let _: v1::ResolveUserResponse = self.rpc().call(Method::ResolveUser, &request).await?;
-        let (first, second) =
-            if self.username.as_str() < peer { (self.username.as_str(), peer) } else { (peer, self.username.as_str()) };
-        let name = format!("dm:{first}:{second}");
-        let conversation = self.create_group(&name, v1::GroupKind::Direct, Some(peer)).await?;
-        self.add_members(&conversation, &[peer.to_owned()]).await?;
-        Ok(conversation)
+        Ok(())
+    }
+
+    /// An active conversation in which `user` signs with a key other than
+    /// `identity_key`, if there is one.
+    pub(crate) fn conversation_knowing_other_key(
+        &self,
+        user: &str,
+        identity_key: &[u8],
+    ) -> Result<Option<Conversation>, SdkError> {
+        for conversation in self.store.conversations()?.into_iter().filter(|c| c.active) {
+            if !self.mls.has_group(&conversation.group_id)? {
+                continue;
+            }
+            if let Some(seen) = self.mls.member_identity_key(&conversation.group_id, user)? {
+                if seen != identity_key {
+                    return Ok(Some(conversation));
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Builds a commit with `build`, submits it, and merges it once accepted.
@@ -230,20 +254,7 @@ fn outcome_unknown(error: &quicprochat_rpc::RpcError) -> bool {
 }
 
 fn validate_group_name(name: &str) -> Result<(), SdkError> {
-    let problem = if name.is_empty() {
-        Some("is empty")
-    } else if name.chars().count() > MAX_GROUP_NAME_LEN {
-        Some("is longer than 64 characters")
-    } else if name.starts_with('@') || name.starts_with("dm:") {
-        Some("may not start with '@' or 'dm:' (those are direct conversations)")
-    } else if name.chars().any(char::is_control) {
-        Some("contains control characters")
-    } else if name.trim() != name {
-        Some("has leading or trailing spaces")
-    } else {
-        None
-    };
-    match problem {
+    match group_name_problem(name) {
         Some(problem) => Err(SdkError::InvalidInput(format!("group name {name:?} {problem}"))),
         None => Ok(()),
     }

@@ -14,6 +14,7 @@
 
 mod client;
 pub mod content;
+mod direct;
 mod driver;
 mod error;
 mod groups;

@@ -181,6 +181,27 @@ impl LocalStore {
             .optional()
     }
 
+    /// Active conversations recorded as direct with `peer` (to be checked
+    /// against their MLS roster before use), by group id.
+    pub fn direct_candidates(&self, peer: &str) -> rusqlite::Result<Vec<Conversation>> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT group_id, name, peer, active FROM conversations WHERE peer = ?1 AND active = 1 ORDER BY group_id",
+        )?;
+        let rows = statement.query_map(params![peer], |row| {
+            Ok(Conversation { group_id: row.get(0)?, name: row.get(1)?, peer: row.get(2)?, active: row.get(3)? })
+        })?;
+        rows.collect()
+    }
+
+    /// Changes how a conversation is recorded: its name and its direct peer.
+    pub fn set_conversation_kind(&self, group_id: &[u8], name: &str, peer: Option<&str>) -> rusqlite::Result<()> {
+        self.connection.execute(
+            "UPDATE conversations SET name = ?2, peer = ?3 WHERE group_id = ?1",
+            params![group_id, name, peer],
+        )?;
+        Ok(())
+    }
+
     /// Finds an active conversation by target: `@user` (direct) or a group name.
     pub fn find_active(&self, target: &str) -> rusqlite::Result<Option<Conversation>> {
         let found = self.conversations()?.into_iter().filter(|c| c.active).find(|conversation| {

@@ -12,13 +12,14 @@ use std::sync::{Arc, Mutex as StdMutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use quicprochat_core::Incoming;
-use quicprochat_proto::v1::{self, EntryKind, GroupKind};
+use quicprochat_proto::v1::{self, EntryKind};
 use quicprochat_proto::Method;
 use quicprochat_rpc::{PushStream, RpcClient, RpcError};
 use tokio::time::error::Elapsed;
 
 use crate::client::{Inner, QpcClient};
 use crate::content::Content;
+use crate::direct::short_id;
 use crate::local_store::{IncomingRecord, StoredMessage};
 use crate::{now_ms, SdkError};
 
@@ -491,12 +492,7 @@ impl Inner {
         let group_id = entry.group_id.as_ref();
         let kind = EntryKind::try_from(entry.kind).unwrap_or(EntryKind::Application);
         if kind == EntryKind::Welcome {
-            let joined = self.mls.join_from_welcome(&entry.payload)?;
-            let peer =
-                (entry.group_kind == GroupKind::Direct as i32).then(|| direct_peer(&entry.group_name, &self.username));
-            let name = self.unique_name(&entry.group_name, &joined)?;
-            self.store.add_conversation(&joined, &name, peer.flatten().as_deref(), now_ms())?;
-            return Ok(EntryEffect::Joined);
+            return self.join(entry);
         }
         match self.store.conversation(group_id)? {
             Some(conversation) if conversation.active && self.mls.has_group(group_id)? => {}
@@ -521,7 +517,10 @@ impl Inner {
                 Ok(EntryEffect::None)
             }
             Incoming::ProposalStored { sender } => Ok(EntryEffect::Leaving(sender)),
-            Incoming::CommitMerged { .. } => Ok(EntryEffect::None),
+            Incoming::CommitMerged { .. } => {
+                self.recheck_direct(group_id)?;
+                Ok(EntryEffect::None)
+            }
             Incoming::Ignored { reason } => {
                 tracing::debug!(seq = entry.seq, %reason, "ignored a group message");
                 Ok(EntryEffect::None)
@@ -529,15 +528,22 @@ impl Inner {
         }
     }
 
-    /// Keeps the shared group name, unless we already have an active group of
-    /// that name from someone else: then a short id suffix tells them apart.
-    fn unique_name(&self, name: &str, group_id: &[u8]) -> Result<String, SdkError> {
-        match self.store.find_active(name)? {
-            Some(existing) if existing.group_id != group_id && !name.starts_with("dm:") => {
-                Ok(format!("{name}#{}", &hex::encode(group_id)[..6]))
-            }
-            _ => Ok(name.to_owned()),
+    /// Joins the group of a Welcome entry. The Welcome must be for the
+    /// group the server queued it under; one for another group is dropped
+    /// at once (a member could otherwise show us a group the server does
+    /// not deliver, or one we hold under another name).
+    fn join(&mut self, entry: &v1::QueueEntry) -> Result<EntryEffect, SdkError> {
+        let joined = self.mls.join_from_welcome(&entry.payload)?;
+        if joined != entry.group_id.as_ref() {
+            self.mls.delete_group(&joined)?;
+            return Err(SdkError::Refused(format!(
+                "a Welcome queued for group {} is for group {}",
+                short_id(&entry.group_id),
+                short_id(&joined)
+            )));
         }
+        self.record_joined(entry, &joined)?;
+        Ok(EntryEffect::Joined)
     }
 }
 
@@ -554,16 +560,9 @@ enum EntryEffect {
     Leaving(String),
 }
 
-/// The other member of a direct conversation named `dm:a:b`.
-fn direct_peer(name: &str, me: &str) -> Option<String> {
-    let mut parts = name.strip_prefix("dm:")?.splitn(2, ':');
-    let (first, second) = (parts.next()?, parts.next()?);
-    Some(if first == me { second } else { first }.to_owned())
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{caught_up, continues, direct_peer, skipped, FETCH_LIMIT};
+    use super::{caught_up, continues, skipped, FETCH_LIMIT};
     use quicprochat_proto::v1::QueueEntry;
 
     fn entries(seqs: &[u64]) -> Vec<QueueEntry> {
@@ -602,12 +601,5 @@ mod tests {
         assert!(caught_up(0, 10, 10, 40));
         // Nothing moved forward (a confused server): done rather than loop.
         assert!(caught_up(5, 10, 10, 40));
-    }
-
-    #[test]
-    fn direct_peer_is_the_other_side() {
-        assert_eq!(direct_peer("dm:alice:bob", "alice").as_deref(), Some("bob"));
-        assert_eq!(direct_peer("dm:alice:bob", "bob").as_deref(), Some("alice"));
-        assert_eq!(direct_peer("team", "bob"), None);
     }
 }

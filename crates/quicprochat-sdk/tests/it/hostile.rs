@@ -1,0 +1,91 @@
+//! A hostile server or group creator against the client's own checks
+//! (security review 2026-12, F1): a direct conversation is the one whose
+//! MLS roster is exactly us and the peer, whatever name or kind the server
+//! gives a group. The server's database is edited under it, as a server
+//! that lies would.
+
+use crate::harness::{receive_n, texts, Harness};
+
+/// Relabels the groups `creator` created, in the running server's
+/// database, as the server itself could: every member fetching a Welcome
+/// afterwards sees `name` and `kind` (0 = named, 1 = direct).
+fn relabel_groups_of(harness: &Harness, creator: &str, name: &str, kind: i64) {
+    let path = harness.dir.path().join("server").join("qpc-server.db");
+    let connection = rusqlite::Connection::open(path).expect("open the server's database");
+    connection.busy_timeout(std::time::Duration::from_secs(5)).expect("busy timeout");
+    let changed = connection
+        .execute("UPDATE groups SET name = ?1, kind = ?2 WHERE creator = ?3", rusqlite::params![name, kind, creator])
+        .expect("relabel");
+    assert!(changed > 0, "{creator} created no group");
+}
+
+#[tokio::test]
+async fn a_group_labelled_direct_with_someone_else_never_receives_their_messages() {
+    let harness = Harness::start().await;
+    let alice = harness.register("alice").await;
+    let bob = harness.register("bob").await;
+    let mallory = harness.register("mallory").await;
+    // Mallory opens a direct conversation with bob, and the server calls it
+    // bob's direct conversation with alice (the name the review's attack
+    // chose, sorting before the real one).
+    mallory.send("@bob", "hi bob").await.expect("mallory's direct message");
+    relabel_groups_of(&harness, "mallory", "dm:alice:", 1);
+    let at_bob = receive_n(&bob, 1).await;
+    assert_eq!((at_bob[0].group.as_str(), at_bob[0].from.as_str()), ("@mallory", "mallory"), "named by its roster");
+
+    // Bob writes to alice: a new direct conversation with her, not mallory's group.
+    bob.send("@alice", "for alice only").await.expect("bob writes to alice");
+    let at_alice = receive_n(&alice, 1).await;
+    assert_eq!((texts(&at_alice), at_alice[0].group.as_str()), (vec!["for alice only"], "@bob"));
+    assert!(mallory.receive().await.expect("mallory receives").is_empty(), "mallory got nothing of bob's");
+    let mut groups: Vec<(String, Vec<String>)> =
+        bob.groups().await.expect("groups").into_iter().map(|group| (group.name, group.members)).collect();
+    groups.sort();
+    assert_eq!(
+        groups,
+        [
+            ("@alice".to_owned(), vec!["alice".to_owned(), "bob".to_owned()]),
+            ("@mallory".to_owned(), vec!["bob".to_owned(), "mallory".to_owned()]),
+        ]
+    );
+    // Once they exist, `@alice` keeps meaning the verified conversation.
+    bob.send("@alice", "again").await.expect("bob writes again");
+    assert_eq!(texts(&receive_n(&alice, 1).await), ["again"]);
+    assert!(mallory.receive().await.expect("mallory receives").is_empty());
+}
+
+#[tokio::test]
+async fn a_group_of_three_labelled_direct_is_a_named_group() {
+    let harness = Harness::start().await;
+    let alice = harness.register("alice").await;
+    let bob = harness.register("bob").await;
+    let mallory = harness.register("mallory").await;
+    mallory.create_group("club").await.expect("create");
+    mallory.add_members("club", &["alice".into(), "bob".into()]).await.expect("add");
+    relabel_groups_of(&harness, "mallory", "dm:alice:bob", 1);
+    bob.sync().await.expect("bob joins");
+    let groups = bob.groups().await.expect("groups");
+    assert_eq!(groups.len(), 1);
+    assert!(!groups[0].name.starts_with('@') && !groups[0].name.starts_with("dm:"), "{:?}", groups[0].name);
+    assert_eq!(groups[0].members, ["alice", "bob", "mallory"]);
+    assert!(bob.members("@alice").await.is_err(), "no direct conversation with alice yet");
+    bob.send("@alice", "just us").await.expect("bob writes to alice");
+    assert_eq!(texts(&receive_n(&alice, 1).await), ["just us"]);
+    assert!(mallory.receive().await.expect("mallory receives").is_empty(), "mallory is not in bob's @alice");
+}
+
+#[tokio::test]
+async fn a_named_group_cannot_pose_as_a_direct_conversation() {
+    let harness = Harness::start().await;
+    let _alice = harness.register("alice").await;
+    let bob = harness.register("bob").await;
+    let mallory = harness.register("mallory").await;
+    mallory.create_group("plain").await.expect("create");
+    mallory.add_members("plain", &["bob".into()]).await.expect("add");
+    relabel_groups_of(&harness, "mallory", "@alice", 0);
+    bob.sync().await.expect("bob joins");
+    let groups = bob.groups().await.expect("groups");
+    assert_eq!(groups.len(), 1);
+    assert!(groups[0].name.starts_with("group-"), "renamed: {:?}", groups[0].name);
+    assert!(bob.members("@alice").await.is_err());
+}
