@@ -84,6 +84,7 @@ struct Inner {
     storage_duration: HistogramFamily<OperationLabels>,
     uptime: Gauge<f64, AtomicU64>,
     open_connections: Gauge,
+    push_subscriptions: Gauge,
     rpcs_in_flight: Gauge,
     queue_depth: Gauge,
     stock_low: Counter,
@@ -109,6 +110,7 @@ impl Metrics {
         let storage_duration: HistogramFamily<OperationLabels> = Family::new_with_constructor(latency_histogram);
         let uptime = Gauge::<f64, AtomicU64>::default();
         let open_connections = Gauge::default();
+        let push_subscriptions = Gauge::default();
         let rpcs_in_flight = Gauge::default();
         let queue_depth = Gauge::default();
         let stock_low = Counter::default();
@@ -126,6 +128,11 @@ impl Metrics {
         );
         registry.register("uptime_seconds", "Seconds since the server started", uptime.clone());
         registry.register("open_connections", "Open client connections", open_connections.clone());
+        registry.register(
+            "push_subscriptions",
+            "Push tasks running (at most one per connection)",
+            push_subscriptions.clone(),
+        );
         registry.register("rpcs_in_flight", "RPCs being handled right now", rpcs_in_flight.clone());
         registry.register("queue_depth", "Unacknowledged queue entries across all accounts", queue_depth.clone());
         registry.register(
@@ -155,6 +162,7 @@ impl Metrics {
                 storage_duration,
                 uptime,
                 open_connections,
+                push_subscriptions,
                 rpcs_in_flight,
                 queue_depth,
                 stock_low,
@@ -173,6 +181,16 @@ impl Metrics {
         self.inner.rpc_requests.get_or_create(&labels).inc();
         let labels = MethodLabels { method: method.to_owned() };
         self.inner.rpc_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
+    }
+
+    /// A push task started; pair with [`Metrics::push_ended`].
+    pub fn push_started(&self) {
+        self.inner.push_subscriptions.inc();
+    }
+
+    /// A push task ended.
+    pub fn push_ended(&self) {
+        self.inner.push_subscriptions.dec();
     }
 
     /// An RPC started being handled; pair with [`Metrics::rpc_finished`].

@@ -2,8 +2,10 @@
 //! limiters (a token bucket of `burst` cells refilled at `burst` per
 //! `period`, see [`crate::config::RateLimit`]).
 //!
-//! [`RateLimiters`] owns four limiters: registrations per source address,
-//! key package fetches per requester and per target, and sends per account.
+//! [`RateLimiters`] owns six limiters: registrations per source address
+//! (an IPv6 address counts by its /64, see [`address_key`]), key package
+//! fetches per requester and per target, sends per account, commits and
+//! leaves per account, and group creations per account.
 //! Each `check_*` consumes one cell or returns [`RetryAfter`], the wait until
 //! a cell is free, which the transport sends as `RESOURCE_EXHAUSTED` with
 //! `retry_after_ms` (and counts with `Metrics::rate_limited(limit_name)`).
@@ -48,6 +50,25 @@ pub const KEY_PACKAGE_FETCH_PER_REQUESTER: &str = "key_package_fetch_per_request
 pub const KEY_PACKAGE_FETCH_PER_TARGET: &str = "key_package_fetch_per_target";
 /// Name of the per-account send limit.
 pub const SEND_PER_ACCOUNT: &str = "send_per_account";
+/// Name of the per-account limit on commits and leaves (each may make the
+/// server restore and check a group's view).
+pub const COMMIT_PER_ACCOUNT: &str = "commit_per_account";
+/// Name of the per-account group creation limit.
+pub const CREATE_GROUP_PER_ACCOUNT: &str = "create_group_per_account";
+
+/// The key a per-address limit counts `address` under: an IPv4 address
+/// (an IPv4-mapped IPv6 one too) as it is, an IPv6 address by its /64, the
+/// block one subscriber usually holds whole (so one /64 is one client,
+/// however many addresses it picks from it).
+pub fn address_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
+    }
+}
 
 /// A request was refused by the limit `limit`; a cell frees up after `wait`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -118,6 +139,8 @@ pub struct RateLimiters<C: Clock = DefaultClock> {
     fetch_by_requester: Limiter<String, C>,
     fetch_by_target: Limiter<String, C>,
     send: Limiter<String, C>,
+    commit: Limiter<String, C>,
+    create_group: Limiter<String, C>,
 }
 
 impl RateLimiters<DefaultClock> {
@@ -142,13 +165,15 @@ impl<C: Clock + Clone> RateLimiters<C> {
                 limits.key_package_fetch_per_target,
                 clock.clone(),
             ),
-            send: Limiter::new(SEND_PER_ACCOUNT, limits.send_per_account, clock),
+            send: Limiter::new(SEND_PER_ACCOUNT, limits.send_per_account, clock.clone()),
+            commit: Limiter::new(COMMIT_PER_ACCOUNT, limits.commit_per_account, clock.clone()),
+            create_group: Limiter::new(CREATE_GROUP_PER_ACCOUNT, limits.create_group_per_account, clock),
         }
     }
 
-    /// One registration attempt from `address`.
+    /// One registration attempt from `address` (counted by [`address_key`]).
     pub fn check_register(&self, address: IpAddr) -> Result<(), RetryAfter> {
-        self.register.check(&address)
+        self.register.check(&address_key(address))
     }
 
     /// One key package fetch by `requester` for `target`. Refused only by the
@@ -162,9 +187,19 @@ impl<C: Clock + Clone> RateLimiters<C> {
         }
     }
 
-    /// One message (or commit) sent by `account`.
+    /// One message sent by `account`.
     pub fn check_send(&self, account: &str) -> Result<(), RetryAfter> {
         self.send.check(&account.to_owned())
+    }
+
+    /// One commit or leave submitted by `account`.
+    pub fn check_commit(&self, account: &str) -> Result<(), RetryAfter> {
+        self.commit.check(&account.to_owned())
+    }
+
+    /// One group created by `account`.
+    pub fn check_create_group(&self, account: &str) -> Result<(), RetryAfter> {
+        self.create_group.check(&account.to_owned())
     }
 
     /// Forgets keys whose bucket is full again; call periodically.
@@ -173,6 +208,8 @@ impl<C: Clock + Clone> RateLimiters<C> {
         self.fetch_by_requester.limiter.retain_recent();
         self.fetch_by_target.limiter.retain_recent();
         self.send.limiter.retain_recent();
+        self.commit.limiter.retain_recent();
+        self.create_group.limiter.retain_recent();
     }
 
     /// Keys currently tracked across all limiters (for tests and metrics).
@@ -181,6 +218,8 @@ impl<C: Clock + Clone> RateLimiters<C> {
             + self.fetch_by_requester.limiter.len()
             + self.fetch_by_target.limiter.len()
             + self.send.limiter.len()
+            + self.commit.limiter.len()
+            + self.create_group.limiter.len()
     }
 }
 
@@ -199,6 +238,8 @@ mod tests {
             key_package_fetch_per_requester: RateLimit { burst: 5, period: MINUTE },
             key_package_fetch_per_target: RateLimit { burst: 2, period: MINUTE },
             send_per_account: RateLimit { burst: 4, period: Duration::from_secs(8) },
+            commit_per_account: RateLimit { burst: 2, period: MINUTE },
+            create_group_per_account: RateLimit { burst: 1, period: MINUTE },
         }
     }
 
@@ -284,6 +325,33 @@ mod tests {
             limiters.check_key_package_fetch("alice", "victim").unwrap(),
             KeyPackageGrant::LastResortOnly { .. }
         ));
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_address() {
+        let (limiters, _clock) = limiters();
+        for host in 1..=3 {
+            limiters.check_register(format!("2001:db8:1:2::{host:x}").parse().unwrap()).unwrap();
+        }
+        let other_host_same_64: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
+        assert_eq!(limiters.check_register(other_host_same_64).unwrap_err().limit, REGISTER_PER_ADDRESS);
+        limiters.check_register("2001:db8:1:3::1".parse().unwrap()).unwrap();
+        // An IPv4-mapped address is its IPv4 address.
+        assert_eq!(address_key("::ffff:192.0.2.7".parse().unwrap()), ip(7));
+        assert_eq!(address_key(ip(7)), ip(7));
+    }
+
+    #[test]
+    fn commits_and_group_creations_have_budgets_of_their_own() {
+        let (limiters, _clock) = limiters();
+        limiters.check_commit("mallory").unwrap();
+        limiters.check_commit("mallory").unwrap();
+        assert_eq!(limiters.check_commit("mallory").unwrap_err().limit, COMMIT_PER_ACCOUNT);
+        limiters.check_create_group("mallory").unwrap();
+        assert_eq!(limiters.check_create_group("mallory").unwrap_err().limit, CREATE_GROUP_PER_ACCOUNT);
+        limiters.check_send("mallory").unwrap();
+        limiters.check_commit("alice").unwrap();
+        limiters.check_create_group("alice").unwrap();
     }
 
     #[test]

@@ -289,6 +289,7 @@ async fn housekeeping(state: Arc<ServerState>) {
             _ = tick.tick() => {}
         }
         state.limiters.retain_recent();
+        end_pushes_of_disabled_accounts(&state).await;
         let store = state.store.clone();
         match tokio::task::spawn_blocking(move || store.total_queue_depth()).await {
             Ok(Ok(depth)) => state.metrics.set_queue_depth(depth),
@@ -299,6 +300,23 @@ async fn housekeeping(state: Arc<ServerState>) {
         // logged before the last stop). Bounded by the grace period, like
         // the shutdown sweep; a sweep cut short goes on in the background.
         snapshot_logged_groups(&state, ViewSource::KeptOrRestored).await;
+    }
+}
+
+/// Ends the push subscriptions of accounts disabled since (`qpc-server
+/// users disable` writes the database from another process, so the server
+/// learns of it here, within one housekeeping interval; their Fetch, Ack
+/// and Subscribe are refused at once).
+async fn end_pushes_of_disabled_accounts(state: &ServerState) {
+    let store = state.store.clone();
+    match tokio::task::spawn_blocking(move || store.disabled_accounts()).await {
+        Ok(Ok(disabled)) => {
+            for user in &disabled {
+                state.mailboxes.end_user(user);
+            }
+        }
+        Ok(Err(error)) => tracing::warn!(%error, "cannot list disabled accounts"),
+        Err(_) => {}
     }
 }
 

@@ -56,6 +56,16 @@ pub enum DsError {
         /// The view's epoch.
         current_epoch: u64,
     },
+    /// Something a member sent is larger than the DS lets it hold; peer error.
+    #[error("the {what} is {len} bytes; at most {max} are allowed")]
+    Oversized {
+        /// What is too large.
+        what: String,
+        /// Its size.
+        len: usize,
+        /// The cap.
+        max: usize,
+    },
     /// The message failed MLS validation (signature, sender, proposal or commit rules); peer error.
     #[error("invalid message: {reason}")]
     InvalidMessage {

@@ -1,7 +1,7 @@
 //! Stateless checks the Delivery Service runs on uploaded key packages and on
 //! application messages before storing or fanning them out. Nothing here decrypts.
 
-use openmls::prelude::tls_codec::DeserializeBytes as _;
+use openmls::prelude::tls_codec::{DeserializeBytes as _, Size as _};
 use openmls::prelude::{ContentType, KeyPackageIn, MlsMessageIn, ProtocolVersion, WireFormat};
 use openmls_rust_crypto::RustCrypto;
 
@@ -20,6 +20,11 @@ pub struct KeyPackageInfo {
     pub last_resort: bool,
     /// The HPKE init key; RFC 9420 §16.8: a KeyPackage (and so its init key) is used once.
     pub init_key: Vec<u8>,
+    /// Start of its lifetime (seconds since the Unix epoch).
+    pub not_before: u64,
+    /// End of its lifetime (seconds since the Unix epoch): no member may
+    /// process an Add of it afterwards.
+    pub not_after: u64,
 }
 
 /// Routing facts of an application message.
@@ -47,11 +52,23 @@ pub fn validate_key_package(bytes: &[u8]) -> Result<KeyPackageInfo, DsError> {
     let username = username_of(leaf.credential()).ok_or_else(|| DsError::InvalidCredential {
         reason: "not a BasicCredential with a UTF-8 username".to_owned(),
     })?;
+    super::precheck::check_leaf_size(leaf, "the key package's")?;
+    let extensions = key_package.extensions().tls_serialized_len();
+    if extensions > super::MAX_LEAF_EXTENSIONS_BYTES {
+        return Err(DsError::Oversized {
+            what: "key package's extensions".to_owned(),
+            len: extensions,
+            max: super::MAX_LEAF_EXTENSIONS_BYTES,
+        });
+    }
+    let lifetime = key_package.life_time();
     Ok(KeyPackageInfo {
         username,
         identity_key: leaf.signature_key().as_slice().to_vec(),
         last_resort: key_package.last_resort(),
         init_key: key_package.hpke_init_key().as_slice().to_vec(),
+        not_before: lifetime.not_before(),
+        not_after: lifetime.not_after(),
     })
 }
 

@@ -13,12 +13,13 @@ mod codec;
 mod deferred_tree;
 mod error;
 mod inspect;
+mod precheck;
 
 use deferred_tree::DeferredTree;
 use openmls::prelude::tls_codec::DeserializeBytes as _;
 use openmls::prelude::{
-    ContentType, LeafNodeIndex, MlsMessageBodyIn, MlsMessageIn, ProcessedMessageContent, Proposal, ProposalStore,
-    ProtocolMessage, PublicGroup, PublicProcessMessageError, RatchetTreeIn, Sender, StagedCommit, WireFormat,
+    LeafNodeIndex, MlsMessageBodyIn, MlsMessageIn, ProcessedMessageContent, Proposal, ProposalStore, ProtocolMessage,
+    PublicGroup, PublicProcessMessageError, RatchetTreeIn, Sender, StagedCommit,
 };
 use openmls_memory_storage::MemoryStorage;
 use openmls_rust_crypto::RustCrypto;
@@ -26,6 +27,10 @@ use openmls_rust_crypto::RustCrypto;
 pub use codec::MAX_VIEW_BYTES;
 pub use error::DsError;
 pub use inspect::{inspect_application, validate_key_package, ApplicationInfo, KeyPackageInfo};
+pub use precheck::{
+    inspect_handshake, HandshakeInfo, HandshakeKind, MAX_AUTHENTICATED_DATA_BYTES, MAX_LEAF_EXTENSIONS_BYTES,
+    MAX_LEAF_NODE_BYTES,
+};
 
 use crate::ciphersuite::is_allowed_ciphersuite;
 use crate::identity::username_of;
@@ -109,6 +114,9 @@ impl DsGroupView {
                     reason: format!("member at leaf {} has no UTF-8 BasicCredential", member.index),
                 });
             }
+            if let Some(leaf) = view.group.leaf(member.index) {
+                precheck::check_leaf_size(leaf, &format!("member at leaf {}", member.index))?;
+            }
         }
         Ok(view)
     }
@@ -152,12 +160,14 @@ impl DsGroupView {
     /// Errors if it is not a commit, is for another group or epoch, does not verify, or
     /// changes a member's credential or identity key; on error the view is unchanged.
     pub fn process_commit(&mut self, commit: &[u8]) -> Result<CommitOutcome, DsError> {
-        let protocol = self.parse_handshake(commit, ContentType::Commit, "commit")?;
+        let protocol = self.parse_handshake(commit, HandshakeKind::Commit)?;
         let processed = self.group.process_message(&self.crypto, protocol).map_err(process_error)?;
+        precheck::check_authenticated_data(processed.aad())?;
         let sender = username_of(processed.credential()).unwrap_or_default();
-        let sender_index = match processed.sender() {
-            Sender::Member(index) => Some(*index),
-            _ => None,
+        // External commits (a new member adding itself) are never accepted:
+        // they would skip the checks on added members and update paths.
+        let Sender::Member(sender_index) = *processed.sender() else {
+            return Err(DsError::InvalidMessage { reason: "only members may commit".to_owned() });
         };
         let ProcessedMessageContent::StagedCommitMessage(staged) = processed.into_content() else {
             return Err(DsError::WrongContentType { expected: "commit", found: "other content".to_owned() });
@@ -172,8 +182,9 @@ impl DsGroupView {
     /// Validates a proposal (PublicMessage) and stores it as pending so a later commit by
     /// reference validates. External proposals are rejected.
     pub fn process_proposal(&mut self, proposal: &[u8]) -> Result<ProposalOutcome, DsError> {
-        let protocol = self.parse_handshake(proposal, ContentType::Proposal, "proposal")?;
+        let protocol = self.parse_handshake(proposal, HandshakeKind::Proposal)?;
         let processed = self.group.process_message(&self.crypto, protocol).map_err(process_error)?;
+        precheck::check_authenticated_data(processed.aad())?;
         let sender = username_of(processed.credential()).unwrap_or_default();
         let ProcessedMessageContent::ProposalMessage(queued) = processed.into_content() else {
             return Err(DsError::InvalidMessage { reason: "only proposals from members are accepted".to_owned() });
@@ -188,25 +199,8 @@ impl DsGroupView {
     }
 
     /// Parses a PublicMessage of the expected content type for this group and epoch.
-    fn parse_handshake(
-        &self,
-        bytes: &[u8],
-        expected: ContentType,
-        expected_name: &'static str,
-    ) -> Result<ProtocolMessage, DsError> {
-        let message =
-            MlsMessageIn::tls_deserialize_exact_bytes(bytes).map_err(|err| DsError::malformed("MlsMessage", err))?;
-        let wire_format = message.wire_format();
-        if wire_format != WireFormat::PublicMessage {
-            return Err(DsError::WrongWireFormat { expected: "PublicMessage", found: format!("{wire_format:?}") });
-        }
-        let protocol = message.try_into_protocol_message().map_err(|err| DsError::malformed("PublicMessage", err))?;
-        if protocol.content_type() != expected {
-            return Err(DsError::WrongContentType {
-                expected: expected_name,
-                found: format!("{:?}", protocol.content_type()),
-            });
-        }
+    fn parse_handshake(&self, bytes: &[u8], kind: HandshakeKind) -> Result<ProtocolMessage, DsError> {
+        let protocol = precheck::parse_public(bytes, kind)?;
         if protocol.group_id() != self.group.group_id() {
             return Err(DsError::WrongGroup {
                 expected: hex::encode(self.group_id()),
@@ -226,10 +220,11 @@ impl DsGroupView {
 
     /// The AS binds a username to one identity key: a commit's update path may rotate
     /// HPKE keys but not the committer's credential or signature key.
-    fn check_update_path(&self, sender_index: Option<LeafNodeIndex>, staged: &StagedCommit) -> Result<(), DsError> {
-        let (Some(index), Some(new_leaf)) = (sender_index, staged.update_path_leaf_node()) else {
+    fn check_update_path(&self, index: LeafNodeIndex, staged: &StagedCommit) -> Result<(), DsError> {
+        let Some(new_leaf) = staged.update_path_leaf_node() else {
             return Ok(());
         };
+        precheck::check_leaf_size(new_leaf, "the committer's new")?;
         let Some(old_leaf) = self.group.leaf(index) else {
             return Err(DsError::InvalidMessage { reason: format!("committer leaf {index} is blank") });
         };
@@ -268,6 +263,7 @@ fn added_members(staged: &StagedCommit) -> Result<Vec<MemberInfo>, DsError> {
             let username = username_of(leaf.credential()).ok_or_else(|| DsError::InvalidCredential {
                 reason: "added member has no UTF-8 BasicCredential".to_owned(),
             })?;
+            precheck::check_leaf_size(leaf, &format!("added member {username:?}'s"))?;
             Ok(MemberInfo { username, identity_key: leaf.signature_key().as_slice().to_vec() })
         })
         .collect()

@@ -335,6 +335,10 @@ pub(crate) static KEYS: &[Key] = &[
     rate_limit_period!(key_package_fetch_per_target, "KEY_PACKAGE_FETCH_PER_TARGET"),
     rate_limit_burst!(send_per_account, "SEND_PER_ACCOUNT", "messages sent by one account"),
     rate_limit_period!(send_per_account, "SEND_PER_ACCOUNT"),
+    rate_limit_burst!(commit_per_account, "COMMIT_PER_ACCOUNT", "commits and leaves submitted by one account"),
+    rate_limit_period!(commit_per_account, "COMMIT_PER_ACCOUNT"),
+    rate_limit_burst!(create_group_per_account, "CREATE_GROUP_PER_ACCOUNT", "groups created by one account"),
+    rate_limit_period!(create_group_per_account, "CREATE_GROUP_PER_ACCOUNT"),
 ];
 
 /// The key at a dotted TOML path.

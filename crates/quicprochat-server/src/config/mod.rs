@@ -135,6 +135,10 @@ pub struct RateLimits {
     pub key_package_fetch_per_target: RateLimit,
     /// Messages sent per account.
     pub send_per_account: RateLimit,
+    /// Commits and leaves submitted per account.
+    pub commit_per_account: RateLimit,
+    /// Groups created per account.
+    pub create_group_per_account: RateLimit,
 }
 
 impl ServerConfig {
@@ -165,6 +169,8 @@ impl ServerConfig {
                 key_package_fetch_per_requester: RateLimit { burst: 200, period: Duration::from_secs(60) },
                 key_package_fetch_per_target: RateLimit { burst: 50, period: Duration::from_secs(60) },
                 send_per_account: RateLimit { burst: 1000, period: Duration::from_secs(10) },
+                commit_per_account: RateLimit { burst: 200, period: Duration::from_secs(60) },
+                create_group_per_account: RateLimit { burst: 100, period: Duration::from_secs(3600) },
             },
         }
     }

@@ -24,6 +24,11 @@ const SECTIONS: &[(&str, &str)] = &[
         "Token bucket: key package fetches per target account (protects its stock).",
     ),
     ("rate_limits.send_per_account", "Token bucket: messages sent per account."),
+    (
+        "rate_limits.commit_per_account",
+        "Token bucket: commits and leaves per account (each may cost the server a group view restore).",
+    ),
+    ("rate_limits.create_group_per_account", "Token bucket: groups created per account."),
 ];
 
 /// The doc line of a section (empty if it has none; a test checks all do).

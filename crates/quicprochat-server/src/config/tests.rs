@@ -87,6 +87,10 @@ const SAMPLES: &[(&str, [&str; 3])] = &[
     ("rate_limits.key_package_fetch_per_target.period", ["\"1s\"", "\"2s\"", "\"3s\""]),
     ("rate_limits.send_per_account.burst", ["1", "2", "3"]),
     ("rate_limits.send_per_account.period", ["\"1ms\"", "\"2s\"", "\"3s\""]),
+    ("rate_limits.commit_per_account.burst", ["1", "2", "3"]),
+    ("rate_limits.commit_per_account.period", ["\"1ms\"", "\"2s\"", "\"3s\""]),
+    ("rate_limits.create_group_per_account.burst", ["1", "2", "3"]),
+    ("rate_limits.create_group_per_account.period", ["\"1ms\"", "\"2s\"", "\"3s\""]),
 ];
 
 /// A TOML literal as an environment variable or flag would spell it.

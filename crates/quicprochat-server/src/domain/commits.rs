@@ -17,15 +17,15 @@
 
 use std::collections::BTreeSet;
 
-use quicprochat_core::ds::{CommitOutcome, MemberInfo};
-use quicprochat_core::DsGroupView;
+use quicprochat_core::ds::{inspect_handshake, CommitOutcome, HandshakeKind, MemberInfo};
 
 use super::accounts::session_account;
 use super::groups::{
-    is_member, load_group, load_roster, others, require_active_member, restore_view, DIRECT_GROUP_MAX_MEMBERS,
+    direct_pair, is_leaving, is_member, load_group, load_roster, others, require_active_member, restore_view, Roster,
+    DIRECT_GROUP_MAX_MEMBERS,
 };
 use super::snapshots::SNAPSHOT_AFTER_ENTRIES;
-use super::views::ViewCache;
+use super::views::{RestoreClaim, ViewCache};
 use super::{check_message_id, DomainError};
 use crate::storage::{
     CommitResult, CommitWrite, EntryKind, Fanout, GroupKind, GroupRoster, MessageRecord, NewMessage, ProposalResult,
@@ -34,6 +34,10 @@ use crate::storage::{
 
 /// How often a leave is re-processed when the group state changed under it.
 const LEAVE_ATTEMPTS: usize = 3;
+
+/// How long a client waits before retrying while another request restores
+/// the group's view.
+const RESTORE_RETRY_AFTER_MS: u64 = 50;
 
 /// Largest commit or Welcome a queue entry may carry. A Fetch answer or a
 /// push event holding it, with the entry's other fields (all bounded: ids,
@@ -125,38 +129,86 @@ fn check_added_members(store: &dyn Store, added: &[MemberInfo]) -> Result<(), Do
     Ok(())
 }
 
-/// Fails unless `session_user` may commit to `group` at `epoch` now.
-fn may_commit(group: &GroupRoster, session_user: &str, epoch: u64) -> Result<(), DomainError> {
-    require_active_member(group, session_user)?;
-    if epoch != group.epoch {
-        return Err(DomainError::StaleEpoch { current_epoch: group.epoch });
-    }
-    Ok(())
-}
-
-/// Validates the commit against the group's view (which it merges into)
-/// and the registry.
-fn process_commit(
-    store: &dyn Store,
-    session_user: &str,
-    kind: GroupKind,
-    view: &mut DsGroupView,
-    request: &SubmitCommit<'_>,
-) -> Result<CommitOutcome, DomainError> {
-    let outcome = view.process_commit(request.commit).map_err(|error| DomainError::from_ds("commit", error))?;
-    if outcome.sender != session_user {
-        return Err(DomainError::denied(format!("the commit is signed by {:?}, not by you", outcome.sender)));
-    }
-    check_added_members(store, &outcome.added)?;
-    if kind == GroupKind::Direct && outcome.members.len() > DIRECT_GROUP_MAX_MEMBERS {
+/// A direct group holds at most its two named accounts: nobody else can
+/// be added to it.
+fn check_direct_members(name: &str, outcome: &CommitOutcome) -> Result<(), DomainError> {
+    if outcome.members.len() > DIRECT_GROUP_MAX_MEMBERS {
         return Err(DomainError::invalid(format!(
             "a direct conversation has at most {DIRECT_GROUP_MAX_MEMBERS} members"
         )));
     }
+    let pair = direct_pair(name);
+    let named = |user: &str| pair.is_some_and(|(first, second)| user == first || user == second);
+    match outcome.added.iter().find(|member| !named(&member.username)) {
+        Some(stranger) => Err(DomainError::denied(format!(
+            "{:?} is not one of the two accounts of this direct conversation",
+            stranger.username
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The checks that need no group view: `bytes` is a PublicMessage of
+/// `kind` from a member, for `group_id` at `epoch`. Run before a view is
+/// restored, so a malformed request costs a parse.
+fn check_framing(bytes: &[u8], kind: HandshakeKind, group_id: &[u8], epoch: u64) -> Result<(), DomainError> {
+    let what = match kind {
+        HandshakeKind::Commit => "commit",
+        HandshakeKind::Proposal => "leave proposal",
+    };
+    let header = inspect_handshake(bytes, kind).map_err(|error| DomainError::from_ds(what, error))?;
+    if header.group_id != group_id {
+        return Err(DomainError::invalid(format!("the {what} is for another group")));
+    }
+    if header.epoch != epoch {
+        return Err(DomainError::invalid(format!(
+            "the {what} is for epoch {}, the request for epoch {epoch}",
+            header.epoch
+        )));
+    }
+    Ok(())
+}
+
+/// Claims the restore of `group_id`'s view, or tells the client to retry
+/// shortly while another request restores it.
+fn claim_restore<'a>(views: &'a ViewCache, group_id: &[u8]) -> Result<RestoreClaim<'a>, DomainError> {
+    views.claim_restore(group_id).ok_or_else(|| DomainError::Unavailable {
+        message: "the group's state is being loaded; retry shortly".to_owned(),
+        retry_after_ms: RESTORE_RETRY_AFTER_MS,
+    })
+}
+
+/// Fails unless `session_user` may commit to `group` (now at
+/// `current_epoch`) at `epoch`.
+fn may_commit(group: &impl Roster, current_epoch: u64, session_user: &str, epoch: u64) -> Result<(), DomainError> {
+    require_active_member(group, session_user)?;
+    if epoch != current_epoch {
+        return Err(DomainError::StaleEpoch { current_epoch });
+    }
+    Ok(())
+}
+
+/// The checks on a commit the view accepted: its signer is the session
+/// user, every added member is registered with the leaf's key, a direct
+/// group keeps to its two accounts, and a Welcome comes exactly with adds.
+fn check_accepted(
+    store: &dyn Store,
+    session_user: &str,
+    (kind, name): (GroupKind, &str),
+    outcome: &CommitOutcome,
+    request: &SubmitCommit<'_>,
+) -> Result<(), DomainError> {
+    if outcome.sender != session_user {
+        return Err(DomainError::denied(format!("the commit is signed by {:?}, not by you", outcome.sender)));
+    }
+    check_added_members(store, &outcome.added)?;
+    if kind == GroupKind::Direct {
+        check_direct_members(name, outcome)?;
+    }
     match (outcome.added.is_empty(), request.welcome.is_some()) {
         (false, false) => Err(DomainError::invalid("the commit adds members but no welcome was given")),
         (true, true) => Err(DomainError::invalid("a welcome was given but the commit adds nobody")),
-        _ => Ok(outcome),
+        _ => Ok(()),
     }
 }
 
@@ -181,20 +233,30 @@ pub fn submit_commit(
         return Ok(CommitAccepted { epoch: first.epoch + 1, recipients: Vec::new(), snapshot_due: None });
     }
     session_account(store, session_user)?;
-    may_commit(&roster, session_user, request.epoch)?;
+    may_commit(&roster, roster.epoch, session_user, request.epoch)?;
+    check_framing(request.commit, HandshakeKind::Commit, request.group_id, request.epoch)?;
     // The kept view is the state the roster was read with; otherwise the
     // whole record, whose epoch and roster then count.
     let (mut view, group) = match views.take(request.group_id, roster.state_version) {
         Some(view) => (view, roster),
         None => {
+            let _claim = claim_restore(views, request.group_id)?;
             let record = load_group(store, request.group_id)?;
-            let view = restore_view(&record)?;
-            let group = GroupRoster::from(record);
-            may_commit(&group, session_user, request.epoch)?;
-            (view, group)
+            may_commit(&record, record.epoch, session_user, request.epoch)?;
+            (restore_view(&record)?, GroupRoster::from(record))
         }
     };
-    let outcome = process_commit(store, session_user, group.kind, &mut view, request)?;
+    let outcome = match view.process_commit(request.commit) {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            // A commit the view refused left it unchanged: keep it.
+            let size = usize::try_from(group.snapshot_bytes).unwrap_or(usize::MAX);
+            views.put(request.group_id, group.state_version, size, view);
+            return Err(DomainError::from_ds("commit", error));
+        }
+    };
+    // Past this point the view holds the commit: refused now, it is dropped.
+    check_accepted(store, session_user, (group.kind, &group.name), &outcome, request)?;
 
     let new_members: Vec<String> = outcome.members.iter().map(|m| m.username.clone()).collect();
     let commit_recipients: Vec<String> = group
@@ -253,50 +315,88 @@ pub fn submit_commit(
 }
 
 /// Stores and fans out a self-Remove proposal of `session_user` and stops
-/// them from posting. A retry (same message id) succeeds without writing.
+/// them from posting. A retry (same message id) succeeds without writing,
+/// and so does a leave from a member already leaving in this epoch (the
+/// first one stands). Everything that needs no view is checked before one
+/// is restored.
 pub fn leave_group(
     store: &dyn Store,
+    views: &ViewCache,
     session_user: &str,
     request: &LeaveGroup<'_>,
     now_ms: u64,
 ) -> Result<(), DomainError> {
     check_message_id(request.message_id)?;
-    load_group(store, request.group_id)?;
+    let mut roster = load_roster(store, request.group_id)?;
     if earlier_use(store, session_user, request.message_id, request.group_id, EntryKind::Proposal)?.is_some() {
         return Ok(());
     }
     session_account(store, session_user)?;
     for _ in 0..LEAVE_ATTEMPTS {
-        let group = load_group(store, request.group_id)?;
-        if !is_member(&group, session_user) {
+        if !is_member(&roster, session_user) {
             return Err(DomainError::denied(format!("{session_user:?} is not a member of this group")));
         }
-        let mut view = restore_view(&group)?;
-        let outcome =
-            view.process_proposal(request.proposal).map_err(|error| DomainError::from_ds("leave proposal", error))?;
+        if is_leaving(&roster, session_user) {
+            return Ok(());
+        }
+        let header = inspect_handshake(request.proposal, HandshakeKind::Proposal)
+            .map_err(|error| DomainError::from_ds("leave proposal", error))?;
+        if header.group_id != request.group_id {
+            return Err(DomainError::invalid("the leave proposal is for another group"));
+        }
+        if header.epoch < roster.epoch {
+            return Err(DomainError::StaleEpoch { current_epoch: roster.epoch });
+        }
+        if header.epoch > roster.epoch {
+            return Err(DomainError::invalid(format!(
+                "the leave proposal is for epoch {}, the group is at epoch {}",
+                header.epoch, roster.epoch
+            )));
+        }
+        let mut view = match views.take(request.group_id, roster.state_version) {
+            Some(view) => view,
+            None => {
+                let _claim = claim_restore(views, request.group_id)?;
+                let record = load_group(store, request.group_id)?;
+                if record.state_version != roster.state_version {
+                    roster = GroupRoster::from(record);
+                    continue;
+                }
+                restore_view(&record)?
+            }
+        };
+        let outcome = match view.process_proposal(request.proposal) {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                // Unchanged by a proposal that failed: keep it.
+                let size = usize::try_from(roster.snapshot_bytes).unwrap_or(usize::MAX);
+                views.put(request.group_id, roster.state_version, size, view);
+                return Err(DomainError::from_ds("leave proposal", error));
+            }
+        };
         if outcome.sender != session_user || !outcome.self_remove {
             return Err(DomainError::invalid("a leave must be a proposal removing its own sender"));
         }
         let write = ProposalWrite {
-            group_id: group.group_id.clone(),
-            expected_state_version: group.state_version,
+            group_id: request.group_id.to_vec(),
+            expected_state_version: roster.state_version,
             leaving: vec![session_user.to_owned()],
             proposal: Fanout {
                 message: NewMessage {
                     message_id: request.message_id.to_vec(),
-                    group_id: group.group_id.clone(),
+                    group_id: request.group_id.to_vec(),
                     sender: session_user.to_owned(),
                     kind: EntryKind::Proposal,
                     payload: request.proposal.to_vec(),
-                    epoch: group.epoch,
+                    epoch: roster.epoch,
                     stored_at_ms: now_ms,
                 },
-                recipients: others(&group.members, session_user),
+                recipients: others(&roster.members, session_user),
             },
         };
         match store.apply_proposal(&write)? {
             ProposalResult::Applied(_) => return Ok(()),
-            ProposalResult::StateChanged { .. } => continue,
+            ProposalResult::StateChanged { .. } => roster = load_roster(store, request.group_id)?,
         }
     }
     Err(DomainError::Unavailable { message: "the group changed concurrently, retry".to_owned(), retry_after_ms: 50 })

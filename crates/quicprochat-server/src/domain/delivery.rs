@@ -2,6 +2,7 @@
 //! Push to subscribed connections is the transport's job; it can call
 //! [`fetch`] with its stored cursor whenever a delivery is reported.
 
+use super::accounts::session_account;
 use super::DomainError;
 use crate::storage::{FetchedQueue, Store};
 
@@ -21,13 +22,22 @@ pub fn effective_limit(limit: u32) -> u32 {
     }
 }
 
-/// Entries of the session user's queue with `seq > after_seq`, oldest first.
+/// Entries of the session user's queue with `seq > after_seq`, oldest
+/// first. A disabled account gets nothing.
 pub fn fetch(store: &dyn Store, session_user: &str, after_seq: u64, limit: u32) -> Result<FetchedQueue, DomainError> {
+    session_account(store, session_user)?;
     Ok(store.fetch(session_user, after_seq, effective_limit(limit))?)
 }
 
 /// Deletes the session user's entries with `seq <= up_to_seq`; returns how
-/// many were deleted.
+/// many were deleted. A disabled account can no longer acknowledge.
 pub fn ack(store: &dyn Store, session_user: &str, up_to_seq: u64) -> Result<u64, DomainError> {
+    session_account(store, session_user)?;
     Ok(store.ack(session_user, up_to_seq)?)
+}
+
+/// Fails unless the session user may subscribe to pushes (the account
+/// exists and is not disabled).
+pub fn may_subscribe(store: &dyn Store, session_user: &str) -> Result<(), DomainError> {
+    session_account(store, session_user).map(drop)
 }

@@ -63,6 +63,25 @@ fn check_group_name(name: &str) -> Result<(), DomainError> {
     Ok(())
 }
 
+/// The two accounts a direct group's name `dm:<a>:<b>` names (`a < b`).
+pub(crate) fn direct_pair(name: &str) -> Option<(&str, &str)> {
+    let (first, second) = name.strip_prefix("dm:")?.split_once(':')?;
+    (!first.is_empty() && first < second && !second.contains(':')).then_some((first, second))
+}
+
+/// A direct group is named `dm:<a>:<b>` for its two accounts, in order,
+/// one of them its creator. Clients never trust this name (they take a
+/// direct conversation's peer from the MLS roster); the rule keeps a
+/// creator from labelling a group as someone else's conversation.
+fn check_direct_name(name: &str, creator: &str) -> Result<(), DomainError> {
+    match direct_pair(name) {
+        Some((first, second)) if first == creator || second == creator => Ok(()),
+        _ => Err(DomainError::invalid(format!(
+            "a direct group is named dm:<a>:<b> for its two members in order, one of them you ({creator})"
+        ))),
+    }
+}
+
 /// Loads a group by id (checked for length first).
 /// The group's roster without its MLS state, or `NOT_FOUND`.
 pub(crate) fn load_roster(store: &dyn Store, group_id: &[u8]) -> Result<GroupRoster, DomainError> {
@@ -160,6 +179,9 @@ pub fn create_group(
 ) -> Result<u64, DomainError> {
     check_group_id(request.group_id)?;
     check_group_name(request.name)?;
+    if request.kind == GroupKind::Direct {
+        check_direct_name(request.name, session_user)?;
+    }
     let account = session_account(store, session_user)?;
     let view = DsGroupView::from_group_info(request.group_info, request.ratchet_tree)
         .map_err(|error| DomainError::from_ds("group info", error))?;

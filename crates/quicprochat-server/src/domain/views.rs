@@ -13,7 +13,7 @@
 //! state only because group ids are never reused (the store deletes no
 //! group); a cache belongs to one store.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -27,6 +27,8 @@ pub const DEFAULT_VIEW_CACHE_BYTES: usize = 64 * 1024 * 1024;
 #[derive(Debug)]
 pub struct ViewCache {
     inner: Mutex<Views>,
+    /// Groups whose view some request is restoring right now.
+    restoring: Mutex<HashSet<Vec<u8>>>,
     budget_bytes: usize,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -58,6 +60,20 @@ struct Kept {
     view: DsGroupView,
 }
 
+/// The right to restore one group's view; see [`ViewCache::claim_restore`].
+#[derive(Debug)]
+pub struct RestoreClaim<'a> {
+    cache: &'a ViewCache,
+    group_id: Vec<u8>,
+}
+
+impl Drop for RestoreClaim<'_> {
+    fn drop(&mut self) {
+        let mut restoring = self.cache.restoring.lock().unwrap_or_else(PoisonError::into_inner);
+        restoring.remove(&self.group_id);
+    }
+}
+
 impl Default for ViewCache {
     fn default() -> Self {
         ViewCache::with_budget(DEFAULT_VIEW_CACHE_BYTES)
@@ -69,6 +85,7 @@ impl ViewCache {
     pub fn with_budget(budget_bytes: usize) -> ViewCache {
         ViewCache {
             inner: Mutex::new(Views::default()),
+            restoring: Mutex::default(),
             budget_bytes,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -107,6 +124,14 @@ impl ViewCache {
         let kept = views.by_group.remove(group_id)?;
         views.bytes -= kept.stored_bytes;
         Some(kept.view)
+    }
+
+    /// Claims the restore of `group_id`'s view: `None` while another
+    /// request restores it (one restore in flight per group; the caller
+    /// tells its client to retry), else a claim held until dropped.
+    pub fn claim_restore(&self, group_id: &[u8]) -> Option<RestoreClaim<'_>> {
+        let mut restoring = self.restoring.lock().unwrap_or_else(PoisonError::into_inner);
+        restoring.insert(group_id.to_vec()).then(|| RestoreClaim { cache: self, group_id: group_id.to_vec() })
     }
 
     /// Hits and misses so far.

@@ -140,8 +140,10 @@ fn account_uniqueness(store: &dyn Store) {
     assert!(!alice.disabled);
     assert_eq!(store.get_account("bob").unwrap(), None);
 
+    assert!(store.disabled_accounts().unwrap().is_empty());
     store.set_account_disabled("alice", true).unwrap();
     assert!(store.get_account("alice").unwrap().unwrap().disabled);
+    assert_eq!(store.disabled_accounts().unwrap(), ["alice"]);
     let unknown = store.set_account_disabled("bob", true).unwrap_err();
     assert!(matches!(unknown, StoreError::UnknownAccount { .. }));
 }

@@ -205,6 +205,18 @@ impl Store for MemoryStore {
         Ok(self.lock()?.accounts.values().map(|row| row.account.clone()).collect())
     }
 
+    fn disabled_accounts(&self) -> Result<Vec<String>, StoreError> {
+        let state = self.lock()?;
+        let mut disabled: Vec<String> = state
+            .accounts
+            .values()
+            .filter(|row| row.account.disabled)
+            .map(|row| row.account.username.clone())
+            .collect();
+        disabled.sort();
+        Ok(disabled)
+    }
+
     fn create_invite(
         &self,
         token: &str,

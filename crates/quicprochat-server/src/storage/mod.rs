@@ -85,6 +85,9 @@ pub trait Store: Send + Sync {
     /// Every account, ordered by username.
     fn list_accounts(&self) -> Result<Vec<Account>, StoreError>;
 
+    /// The usernames of disabled accounts, in order.
+    fn disabled_accounts(&self) -> Result<Vec<String>, StoreError>;
+
     // --- invites ---
 
     /// Stores an invite `token` good for `uses` registrations until

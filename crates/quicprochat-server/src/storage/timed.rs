@@ -73,6 +73,10 @@ where
         self.timed("list_accounts", |s| s.list_accounts())
     }
 
+    fn disabled_accounts(&self) -> Result<Vec<String>, StoreError> {
+        self.timed("disabled_accounts", |s| s.disabled_accounts())
+    }
+
     fn create_invite(
         &self,
         token: &str,

@@ -1,5 +1,6 @@
 //! Admission of new connections: Retry for unvalidated addresses when many
-//! handshakes are pending, and a cap on open connections per source IP.
+//! handshakes are pending, and a cap on open connections per source IP (an
+//! IPv6 source by its /64, [`address_key`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -7,6 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::config::ConnectionLimits;
+use crate::rate_limit::address_key;
 
 /// What to do with a connection attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +32,7 @@ impl Admissions {
     /// Decides on an attempt from `ip` (`validated`: the address already
     /// answered a Retry; `may_retry`: a Retry is still possible).
     pub(crate) fn decide(&self, limits: &ConnectionLimits, ip: IpAddr, validated: bool, may_retry: bool) -> Admission {
+        let ip = address_key(ip);
         let open = self.per_address.lock().map(|map| map.get(&ip).copied().unwrap_or(0)).unwrap_or(0);
         if open >= limits.per_address {
             return Admission::Refuse;
@@ -43,6 +46,7 @@ impl Admissions {
 
     /// Counts an admitted connection until the returned guard is dropped.
     pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> AdmissionGuard {
+        let ip = address_key(ip);
         self.pending_handshakes.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut map) = self.per_address.lock() {
             *map.entry(ip).or_insert(0) += 1;
@@ -106,6 +110,18 @@ mod tests {
         assert_eq!(admissions.decide(&limits, other, true, false), Admission::Accept);
         drop(first);
         assert_eq!(admissions.decide(&limits, ip, true, false), Admission::Accept);
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_shares_one_cap() {
+        let admissions = Arc::new(Admissions::default());
+        let limits = limits(2, 100);
+        let _first = admissions.admit("2001:db8::1".parse().expect("an address"));
+        let _second = admissions.admit("2001:db8::2".parse().expect("an address"));
+        let same_64: IpAddr = "2001:db8::ffff".parse().expect("an address");
+        assert_eq!(admissions.decide(&limits, same_64, true, false), Admission::Refuse);
+        let next_64: IpAddr = "2001:db8:0:1::1".parse().expect("an address");
+        assert_eq!(admissions.decide(&limits, next_64, true, false), Admission::Accept);
     }
 
     #[test]

@@ -206,7 +206,8 @@ async fn serve_request(
     span.record("duration_us", started.elapsed().as_micros() as u64);
     span.in_scope(|| tracing::debug!("rpc done"));
     if let (Some(after_seq), Some(user)) = (subscribe_from, session.user()) {
-        state.tasks.spawn_connection_task(push_loop(connection.clone(), state.clone(), user, after_seq));
+        let ended = session.replace_push();
+        state.tasks.spawn_connection_task(push_loop(connection.clone(), state.clone(), user, after_seq, ended));
     }
 }
 

@@ -277,6 +277,7 @@ async fn authenticated(state: &ServerState, user: String, method: Method, body: 
                 Ok(v1::GroupKind::Direct) => GroupKind::Direct,
                 Err(_) => return Err(DomainError::InvalidArgument { message: "unknown group kind".into() }),
             };
+            state.limiters.check_create_group(&user).map_err(|refusal| limited(state, refusal))?;
             let now = now_ms();
             let epoch = blocking(state, move |store| {
                 let create = CreateGroup {
@@ -291,8 +292,14 @@ async fn authenticated(state: &ServerState, user: String, method: Method, body: 
             .await?;
             Ok(Reply::ok(&v1::CreateGroupResponse { epoch }))
         }
-        Method::SubmitCommit => submit_commit(state, user, body).await,
-        Method::LeaveGroup => leave_group(state, user, body).await,
+        Method::SubmitCommit => {
+            state.limiters.check_commit(&user).map_err(|refusal| limited(state, refusal))?;
+            submit_commit(state, user, body).await
+        }
+        Method::LeaveGroup => {
+            state.limiters.check_commit(&user).map_err(|refusal| limited(state, refusal))?;
+            leave_group(state, user, body).await
+        }
         Method::SendMessage => {
             let request: v1::SendMessageRequest = decode(&body)?;
             state.limiters.check_send(&user).map_err(|refusal| limited(state, refusal))?;
@@ -355,6 +362,7 @@ async fn authenticated(state: &ServerState, user: String, method: Method, body: 
         }
         Method::Subscribe => {
             let request: v1::SubscribeRequest = decode(&body)?;
+            blocking(state, move |store| delivery::may_subscribe(store, &user)).await?;
             let mut reply = Reply::ok(&v1::SubscribeResponse {});
             reply.subscribe_from = Some(request.after_seq);
             Ok(reply)
@@ -414,10 +422,11 @@ async fn leave_group(state: &ServerState, user: String, body: Bytes) -> Result<R
     let request: v1::LeaveGroupRequest = decode(&body)?;
     let now = now_ms();
     let mailboxes = Arc::clone(&state.mailboxes);
+    let views = Arc::clone(&state.views);
     blocking(state, move |store| {
         let leave =
             LeaveGroup { group_id: &request.group_id, proposal: &request.proposal, message_id: &request.message_id };
-        commits::leave_group(store, &user, &leave, now)?;
+        commits::leave_group(store, &views, &user, &leave, now)?;
         wake_roster(&mailboxes, store, &request.group_id);
         Ok(())
     })

@@ -8,12 +8,23 @@
 //! Only durable entries are put in a mailbox (the send path calls
 //! [`Mailboxes::deliver`] after the store acknowledged the write), so a
 //! re-read always finds at least what the mailbox held.
+//!
+//! An account holds at most [`MAX_SUBSCRIPTIONS_PER_ACCOUNT`] mailboxes: a
+//! new subscription past that ends the account's oldest (its push task
+//! stops), so subscribing many times holds no more than that many push
+//! tasks and batches. [`Mailboxes::end_user`] ends all of an account's
+//! subscriptions (a disabled account).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use quicprochat_proto::v1;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Push subscriptions one account may hold at once (every connection has
+/// at most one; see `push`).
+pub(crate) const MAX_SUBSCRIPTIONS_PER_ACCOUNT: usize = 8;
 
 /// Entries one mailbox holds before it drops them and asks for a re-read.
 const MAILBOX_ENTRIES: usize = 256;
@@ -45,6 +56,9 @@ pub(crate) struct Taken {
 pub(crate) struct Mailbox {
     inbox: Mutex<Inbox>,
     wake: Notify,
+    /// Cancelled when the subscription must end (replaced, evicted, the
+    /// account disabled); its push task watches it.
+    ended: CancellationToken,
 }
 
 impl Mailbox {
@@ -97,6 +111,22 @@ impl Mailbox {
     pub(crate) async fn delivered(&self) {
         self.wake.notified().await;
     }
+
+    /// Ends the subscription: its push task stops.
+    pub(crate) fn end(&self) {
+        self.ended.cancel();
+    }
+
+    /// Returns once the subscription was ended.
+    pub(crate) async fn ended(&self) {
+        self.ended.cancelled().await;
+    }
+
+    /// Whether the subscription was ended.
+    #[cfg(test)]
+    fn is_ended(&self) -> bool {
+        self.ended.is_cancelled()
+    }
 }
 
 /// Every push subscription's mailbox, by username.
@@ -115,7 +145,7 @@ pub(crate) struct Registration<'a> {
 }
 
 impl Registration<'_> {
-    pub(crate) fn mailbox(&self) -> &Mailbox {
+    pub(crate) fn mailbox(&self) -> &Arc<Mailbox> {
         &self.mailbox
     }
 }
@@ -145,10 +175,27 @@ impl Mailboxes {
     /// Registers a new mailbox for `username`'s queue. Register *before*
     /// reading the queue: an entry stored after the read then reaches the
     /// mailbox, and one stored before it is found by the read.
-    pub(crate) fn register(&self, username: &str) -> Registration<'_> {
-        let mailbox = Arc::new(Mailbox::default());
-        self.map_mut().entry(username.to_owned()).or_default().push(Arc::clone(&mailbox));
+    /// Past [`MAX_SUBSCRIPTIONS_PER_ACCOUNT`], the account's oldest
+    /// mailbox is ended and dropped from the map.
+    /// `ended` is the subscription's end signal (the connection ends it
+    /// when a new `Subscribe` replaces it).
+    pub(crate) fn register(&self, username: &str, ended: CancellationToken) -> Registration<'_> {
+        let mailbox = Arc::new(Mailbox { ended, ..Mailbox::default() });
+        let mut map = self.map_mut();
+        let list = map.entry(username.to_owned()).or_default();
+        while list.len() >= MAX_SUBSCRIPTIONS_PER_ACCOUNT {
+            list.remove(0).end();
+        }
+        list.push(Arc::clone(&mailbox));
+        drop(map);
         Registration { mailboxes: self, username: username.to_owned(), mailbox }
+    }
+
+    /// Ends every subscription of `username` (say, a disabled account).
+    pub(crate) fn end_user(&self, username: &str) {
+        for mailbox in self.map().get(username).into_iter().flatten() {
+            mailbox.end();
+        }
     }
 
     /// Hands a stored message to its recipients' mailboxes: `deliveries`
@@ -195,9 +242,9 @@ mod tests {
     #[test]
     fn delivers_to_every_mailbox_of_a_recipient_and_no_one_else() {
         let mailboxes = Mailboxes::default();
-        let first = mailboxes.register("alice");
-        let second = mailboxes.register("alice");
-        let other = mailboxes.register("bob");
+        let first = mailboxes.register("alice", CancellationToken::new());
+        let second = mailboxes.register("alice", CancellationToken::new());
+        let other = mailboxes.register("bob", CancellationToken::new());
         mailboxes.deliver(&entry(10), &[("alice".into(), 4), ("carol".into(), 9)]);
         assert_eq!(seqs(&first.mailbox().take()), [4]);
         assert_eq!(seqs(&second.mailbox().take()), [4]);
@@ -208,8 +255,8 @@ mod tests {
     #[test]
     fn dropping_a_registration_removes_its_mailbox() {
         let mailboxes = Mailboxes::default();
-        let first = mailboxes.register("alice");
-        let second = mailboxes.register("alice");
+        let first = mailboxes.register("alice", CancellationToken::new());
+        let second = mailboxes.register("alice", CancellationToken::new());
         drop(first);
         assert_eq!(mailboxes.subscribed_users(), 1);
         mailboxes.deliver(&entry(1), &[("alice".into(), 1)]);
@@ -221,7 +268,7 @@ mod tests {
     #[test]
     fn overflow_by_count_turns_into_a_reread() {
         let mailboxes = Mailboxes::default();
-        let registration = mailboxes.register("alice");
+        let registration = mailboxes.register("alice", CancellationToken::new());
         for seq in 1..=MAILBOX_ENTRIES as u64 + 1 {
             mailboxes.deliver(&entry(1), &[("alice".into(), seq)]);
         }
@@ -238,7 +285,7 @@ mod tests {
     #[test]
     fn overflow_by_bytes_turns_into_a_reread() {
         let mailboxes = Mailboxes::default();
-        let registration = mailboxes.register("alice");
+        let registration = mailboxes.register("alice", CancellationToken::new());
         mailboxes.deliver(&entry(MAILBOX_BYTES - 10), &[("alice".into(), 1)]);
         mailboxes.deliver(&entry(11), &[("alice".into(), 2)]);
         let taken = registration.mailbox().take();
@@ -248,7 +295,7 @@ mod tests {
     #[test]
     fn wake_asks_for_a_reread_and_drops_held_entries() {
         let mailboxes = Mailboxes::default();
-        let registration = mailboxes.register("alice");
+        let registration = mailboxes.register("alice", CancellationToken::new());
         mailboxes.deliver(&entry(1), &[("alice".into(), 1)]);
         mailboxes.wake(["alice"]);
         // Held until the re-read: later entries are not kept either.
@@ -257,10 +304,39 @@ mod tests {
         assert!(taken.reread && taken.entries.is_empty());
     }
 
+    #[test]
+    fn an_account_holds_a_bounded_number_of_subscriptions() {
+        let mailboxes = Mailboxes::default();
+        let registrations: Vec<_> = (0..MAX_SUBSCRIPTIONS_PER_ACCOUNT + 2)
+            .map(|_| mailboxes.register("mallory", CancellationToken::new()))
+            .collect();
+        let ended = registrations.iter().filter(|registration| registration.mailbox().is_ended()).count();
+        assert_eq!(ended, 2, "the two oldest were ended");
+        assert!(registrations[0].mailbox().is_ended() && registrations[1].mailbox().is_ended());
+        mailboxes.deliver(&entry(1), &[("mallory".into(), 1)]);
+        assert!(registrations[0].mailbox().take().entries.is_empty(), "an ended mailbox gets nothing");
+        assert_eq!(seqs(&registrations[2].mailbox().take()), [1]);
+        let bystander = mailboxes.register("bob", CancellationToken::new());
+        assert!(!bystander.mailbox().is_ended());
+        drop(registrations);
+        assert_eq!(mailboxes.subscribed_users(), 1, "only bob's");
+    }
+
+    #[test]
+    fn end_user_ends_every_subscription_of_that_user_only() {
+        let mailboxes = Mailboxes::default();
+        let first = mailboxes.register("alice", CancellationToken::new());
+        let second = mailboxes.register("alice", CancellationToken::new());
+        let other = mailboxes.register("bob", CancellationToken::new());
+        mailboxes.end_user("alice");
+        assert!(first.mailbox().is_ended() && second.mailbox().is_ended());
+        assert!(!other.mailbox().is_ended());
+    }
+
     #[tokio::test]
     async fn a_delivery_before_waiting_is_not_missed() {
         let mailboxes = Mailboxes::default();
-        let registration = mailboxes.register("alice");
+        let registration = mailboxes.register("alice", CancellationToken::new());
         mailboxes.deliver(&entry(1), &[("alice".into(), 1)]);
         tokio::time::timeout(std::time::Duration::from_secs(5), registration.mailbox().delivered())
             .await

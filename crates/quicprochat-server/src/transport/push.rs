@@ -6,6 +6,10 @@
 //! from the mailbox without a storage read as long as their seqs follow the
 //! cursor without a gap; anything else is re-read from the queue by cursor,
 //! so a push carries no gaps and no duplicates.
+//!
+//! A connection has at most one push task (a new `Subscribe` ends the old
+//! one) and an account a few (`mailbox::MAX_SUBSCRIPTIONS_PER_ACCOUNT`), so
+//! what subscriptions hold is bounded by connections, not by requests.
 
 use std::sync::Arc;
 
@@ -14,43 +18,92 @@ use prost::Message;
 use quicprochat_proto::v1::{PushEvent, QueueEntry};
 use quicprochat_proto::Frame;
 use quicprochat_rpc::stream::write_frame;
+use tokio_util::sync::CancellationToken;
 
 use super::dispatch::queue_entry;
-use super::mailbox::Taken;
+use super::mailbox::{Mailbox, Taken};
 use super::ServerState;
+
+/// Application error code of a push stream reset because its subscription
+/// ended (replaced by a newer one, evicted, or the account disabled).
+pub(crate) const PUSH_ENDED: u32 = 0x51;
 
 /// Entries read from the queue at a time.
 const PUSH_BATCH: u32 = 100;
 /// Encoded entry bytes per push frame (a frame carries at least one entry).
 const PUSH_FRAME_BYTES: usize = 4 * 1024 * 1024;
 
-/// Pushes `username`'s queue to `connection` until either side goes away.
+/// Pushes `username`'s queue to `connection` until either side goes away,
+/// shutdown, or `ended` (a newer `Subscribe` on the connection, too many
+/// subscriptions of the account, the account disabled). Ending drops the
+/// task at whatever it waits on, a write blocked by flow control included,
+/// with the entries it holds, and resets the stream.
 pub(crate) async fn push_loop(
     connection: quinn::Connection,
     state: Arc<ServerState>,
     username: String,
     after_seq: u64,
+    ended: CancellationToken,
 ) {
-    let mut send = match connection.open_uni().await {
+    state.metrics.push_started();
+    let _counted = PushCounted(&state.metrics);
+    // The client may never give credit for another stream: a replaced
+    // subscription must not wait for it.
+    let opened = tokio::select! {
+        biased;
+        () = ended.cancelled() => return,
+        opened = connection.open_uni() => opened,
+    };
+    let mut send = match opened {
         Ok(send) => send,
         Err(error) => {
             tracing::debug!(%error, "cannot open push stream");
             return;
         }
     };
+    let registration = state.mailboxes.register(&username, ended);
+    let mailbox = Arc::clone(registration.mailbox());
+    let stopped = tokio::select! {
+        biased;
+        () = mailbox.ended() => true,
+        () = pump(&connection, &state, &username, after_seq, &mailbox, &mut send) => false,
+    };
+    if stopped {
+        tracing::debug!(user = %username, "push subscription ended");
+        let _ = send.reset(PUSH_ENDED.into());
+    }
+}
+
+/// Counts a running push task in `qpc_push_subscriptions` until dropped.
+struct PushCounted<'a>(&'a crate::metrics::Metrics);
+
+impl Drop for PushCounted<'_> {
+    fn drop(&mut self) {
+        self.0.push_ended();
+    }
+}
+
+/// The body of [`push_loop`]: the stream's opening event, then the queue
+/// after `after_seq` and whatever reaches `mailbox`.
+async fn pump(
+    connection: &quinn::Connection,
+    state: &ServerState,
+    username: &str,
+    after_seq: u64,
+    mailbox: &Mailbox,
+    send: &mut quinn::SendStream,
+) {
     // An empty first event makes the stream visible to the client at once
     // (QUIC announces a stream only with its first bytes).
-    if write_event(&mut send, Vec::new()).await.is_err() {
+    if write_event(send, Vec::new()).await.is_err() {
         return;
     }
-    let registration = state.mailboxes.register(&username);
-    let mailbox = registration.mailbox();
     let mut cursor = after_seq;
     let mut reread = true;
     loop {
         if reread {
             let store = state.store.clone();
-            let user = username.clone();
+            let user = username.to_owned();
             let entries = match tokio::task::spawn_blocking(move || store.fetch(&user, cursor, PUSH_BATCH)).await {
                 Ok(Ok(queue)) => queue.items,
                 Ok(Err(error)) => {
@@ -61,7 +114,7 @@ pub(crate) async fn push_loop(
             };
             if let Some(last) = entries.last() {
                 cursor = last.seq;
-                if write_event(&mut send, entries.into_iter().map(queue_entry).collect()).await.is_err() {
+                if write_event(send, entries.into_iter().map(queue_entry).collect()).await.is_err() {
                     return;
                 }
                 continue;
@@ -70,7 +123,7 @@ pub(crate) async fn push_loop(
         let (fresh, gap) = in_order(mailbox.take(), &mut cursor);
         reread = gap;
         if !fresh.is_empty() {
-            if write_event(&mut send, fresh).await.is_err() {
+            if write_event(send, fresh).await.is_err() {
                 return;
             }
             continue;

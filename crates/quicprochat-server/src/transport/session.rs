@@ -6,6 +6,8 @@
 
 use std::sync::Mutex;
 
+use tokio_util::sync::CancellationToken;
+
 /// Login state of one connection.
 pub(crate) struct Session {
     /// The connection's TLS exporter (see `quicprochat_rpc::auth_exporter`).
@@ -19,6 +21,8 @@ pub(crate) struct Session {
 struct SessionState {
     challenge: Option<Vec<u8>>,
     user: Option<String>,
+    /// The end signal of the connection's push subscription, if any.
+    push: Option<CancellationToken>,
 }
 
 impl Session {
@@ -47,6 +51,17 @@ impl Session {
         }
     }
 
+    /// Starts a new push subscription: ends the connection's earlier one
+    /// (a connection has at most one) and returns the new one's end signal.
+    pub(crate) fn replace_push(&self) -> CancellationToken {
+        let ended = CancellationToken::new();
+        let earlier = self.state.lock().ok().and_then(|mut state| state.push.replace(ended.clone()));
+        if let Some(earlier) = earlier {
+            earlier.cancel();
+        }
+        ended
+    }
+
     /// The logged-in user, if any.
     pub(crate) fn user(&self) -> Option<String> {
         self.state.lock().ok().and_then(|state| state.user.clone())
@@ -68,5 +83,14 @@ mod tests {
         assert_eq!(session.user(), None);
         session.log_in("alice".into());
         assert_eq!(session.user().as_deref(), Some("alice"));
+    }
+
+    #[test]
+    fn a_new_push_subscription_ends_the_earlier_one() {
+        let session = Session::new([0; 32], ([127, 0, 0, 1], 1).into());
+        let first = session.replace_push();
+        let second = session.replace_push();
+        assert!(first.is_cancelled());
+        assert!(!second.is_cancelled());
     }
 }

@@ -1,10 +1,10 @@
 //! Domain tests: group creation, commits (ordering, fan-out, welcomes) and leaving.
 
-use super::submit;
 use super::{
     add, alice_bob_carol, assert_status, commit_request, drain, finish, gid, inbox, kinds, new_group, store, user, NOW,
 };
-use crate::domain::commits::{leave_group, submit_commit, LeaveGroup, SubmitCommit, MAX_ENTRY_PAYLOAD_LEN};
+use super::{leave, submit};
+use crate::domain::commits::{submit_commit, LeaveGroup, SubmitCommit, MAX_ENTRY_PAYLOAD_LEN};
 use crate::domain::groups::{create_group, members, CreateGroup};
 use crate::domain::messages::{send_message, SendMessage};
 use crate::domain::views::ViewCache;
@@ -64,6 +64,31 @@ fn create_group_checks_id_name_and_creator() {
     assert_eq!((roster.name.as_str(), roster.epoch, roster.members), ("friends", 0, vec!["alice".to_owned()]));
     assert_status(members(&store, "bob", &group_id), "PERMISSION_DENIED", "only members");
     assert_status(members(&store, "bob", &gid(9)), "NOT_FOUND", "no group");
+}
+
+/// Review F1, defence in depth: a direct group is named for its two
+/// accounts, one of them its creator, and takes nobody else.
+#[test]
+fn a_direct_group_names_its_two_accounts_and_takes_nobody_else() {
+    let store = store();
+    let alice = user(&store, "alice");
+    let bob = user(&store, "bob");
+    let mallory = user(&store, "mallory");
+    let group_id = gid(1);
+    let bootstrap = mallory.client.create_group(&group_id).unwrap();
+    let request = |name| CreateGroup {
+        group_id: &group_id,
+        name,
+        kind: GroupKind::Direct,
+        group_info: &bootstrap.group_info,
+        ratchet_tree: &bootstrap.ratchet_tree,
+    };
+    for forged in ["dm:alice:", "dm:alice:bob", "dm:mallory:bob", "dm:bob:mallory:x", "dm::mallory", "mallory"] {
+        assert_status(create_group(&store, "mallory", &request(forged), NOW), "INVALID_ARGUMENT", "dm:<a>:<b>");
+    }
+    assert_eq!(create_group(&store, "mallory", &request("dm:alice:mallory"), NOW).unwrap(), 0);
+    assert_status(add(&store, &mallory, &group_id, &[&bob], b"add-bob"), "PERMISSION_DENIED", "not one of the two");
+    assert_eq!(add(&store, &mallory, &group_id, &[&alice], b"add-alice").unwrap(), 1);
 }
 
 #[test]
@@ -167,9 +192,9 @@ fn leave_flow() {
     let late_ciphertext = bob.client.encrypt(&group_id, b"still here?").unwrap();
     let proposal = bob.client.leave_group(&group_id).unwrap();
     let request = LeaveGroup { group_id: &group_id, proposal: &proposal, message_id: b"bye" };
-    assert_status(leave_group(&store, "carol", &request, NOW), "INVALID_ARGUMENT", "own sender");
-    leave_group(&store, "bob", &request, NOW).unwrap();
-    leave_group(&store, "bob", &request, NOW).unwrap();
+    assert_status(leave(&store, "carol", &request, NOW), "INVALID_ARGUMENT", "own sender");
+    leave(&store, "bob", &request, NOW).unwrap();
+    leave(&store, "bob", &request, NOW).unwrap();
     assert_eq!(kinds(&inbox(&store, &alice)), [EntryKind::Proposal], "fanned out once");
     assert_eq!(kinds(&inbox(&store, &carol)), [EntryKind::Proposal]);
     assert!(inbox(&store, &bob).is_empty());

@@ -95,6 +95,16 @@ pub(super) fn submit(
     VIEWS.with(|views| submit_commit(store, views, session_user, request, now_ms)).map(|accepted| accepted.epoch)
 }
 
+/// [`leave_group`](crate::domain::commits::leave_group) with this test's view cache.
+pub(super) fn leave(
+    store: &dyn Store,
+    session_user: &str,
+    request: &crate::domain::commits::LeaveGroup<'_>,
+    now_ms: u64,
+) -> Result<(), DomainError> {
+    VIEWS.with(|views| crate::domain::commits::leave_group(store, views, session_user, request, now_ms))
+}
+
 /// Hits and misses of this test's view cache so far.
 pub(super) fn view_stats() -> ViewCacheStats {
     VIEWS.with(ViewCache::stats)

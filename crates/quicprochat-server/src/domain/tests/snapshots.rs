@@ -2,10 +2,10 @@
 //! way it was last stored, and snapshots only shorten the log.
 
 use super::{
-    add, add_with, alice_bob_carol, commit_request, drain, finish, gid, new_group, store, user, view_stats, User, NOW,
-    VIEWS,
+    add, add_with, alice_bob_carol, commit_request, drain, finish, gid, leave, new_group, store, user, view_stats,
+    User, NOW, VIEWS,
 };
-use crate::domain::commits::{leave_group, submit_commit, LeaveGroup};
+use crate::domain::commits::{submit_commit, LeaveGroup};
 use crate::domain::groups::members;
 use crate::domain::snapshots::{snapshot_group, snapshot_logged_groups, SnapshotOutcome, ViewSource};
 use crate::domain::views::ViewCache;
@@ -68,8 +68,7 @@ fn a_logged_leave_replays_so_a_commit_can_reference_it() {
     let group_id = gid(6);
     let (alice, bob, _carol) = alice_bob_carol(&store, &group_id);
     let proposal = bob.client.leave_group(&group_id).unwrap();
-    leave_group(&store, "bob", &LeaveGroup { group_id: &group_id, proposal: &proposal, message_id: b"bye" }, NOW)
-        .unwrap();
+    leave(&store, "bob", &LeaveGroup { group_id: &group_id, proposal: &proposal, message_id: b"bye" }, NOW).unwrap();
     let logged = store.get_group(&group_id).unwrap().unwrap();
     let kinds: Vec<EntryKind> = logged.log.iter().map(|entry| entry.kind).collect();
     assert_eq!(kinds, [EntryKind::Commit, EntryKind::Proposal]);

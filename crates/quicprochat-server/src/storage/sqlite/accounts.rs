@@ -48,6 +48,15 @@ pub(super) fn list_accounts(connection: &Connection) -> Result<Vec<Account>, Sto
     rows.collect::<Result<Vec<_>, _>>().during(OPERATION)
 }
 
+pub(super) fn disabled_accounts(connection: &Connection) -> Result<Vec<String>, StoreError> {
+    const OPERATION: &str = "disabled_accounts";
+    let mut statement = connection
+        .prepare_cached("SELECT username FROM accounts WHERE disabled = 1 ORDER BY username")
+        .during(OPERATION)?;
+    let rows = statement.query_map([], |row| row.get(0)).during(OPERATION)?;
+    rows.collect::<Result<Vec<_>, _>>().during(OPERATION)
+}
+
 /// Fails with `UnknownAccount` when `username` has no account.
 pub(super) fn require_account(
     connection: &Connection,

@@ -58,6 +58,10 @@ impl<A: Access> Store for A {
         self.query(accounts::list_accounts)
     }
 
+    fn disabled_accounts(&self) -> Result<Vec<String>, StoreError> {
+        self.query(accounts::disabled_accounts)
+    }
+
     fn create_invite(
         &self,
         token: &str,

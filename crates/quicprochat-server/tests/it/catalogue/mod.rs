@@ -11,6 +11,7 @@ mod framing;
 mod groups;
 mod key_packages;
 mod sessions;
+mod subscriptions;
 
 use std::time::Duration;
 
