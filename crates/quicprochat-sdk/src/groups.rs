@@ -128,10 +128,11 @@ impl Inner {
         self.submit_commit_with_retry(conversation, |mls| mls.add_members(&group_id, &key_packages).map(Some)).await
     }
 
-    /// A key package the server served for `user` must name `user`, and
-    /// carry the identity key `user` signs with in every group we share
-    /// with them: a server cannot pass off another account's package, or a
-    /// key of its own, as `user`'s.
+    /// A key package the server served for `user` must name `user`, carry
+    /// the identity key `user` signs with in every group we share with
+    /// them (a server cannot pass off another account's package, or a key
+    /// of its own, as `user`'s), and stay valid for
+    /// [`MIN_KEY_PACKAGE_REMAINING_SECS`](quicprochat_core::ds::MIN_KEY_PACKAGE_REMAINING_SECS).
     fn check_fetched_key_package(&self, user: &str, key_package: &[u8]) -> Result<(), SdkError> {
         let info = quicprochat_core::ds::validate_key_package(key_package)
             .map_err(|error| SdkError::Refused(format!("the key package served for {user} is invalid: {error}")))?;
@@ -141,6 +142,11 @@ impl Inner {
                 info.username
             )));
         }
+        // Every member must process the Add before the package expires.
+        let now = now_ms() / 1000;
+        let remaining = quicprochat_core::ds::MIN_KEY_PACKAGE_REMAINING_SECS;
+        quicprochat_core::ds::check_key_package_lifetime(info.not_before, info.not_after, now, remaining)
+            .map_err(|error| SdkError::Refused(format!("the key package served for {user}: {error}")))?;
         if let Some(conversation) = self.conversation_knowing_other_key(user, &info.identity_key)? {
             return Err(SdkError::Refused(format!(
                 "the key package served for {user} has another identity key than {user} uses in {}; \

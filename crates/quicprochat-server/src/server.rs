@@ -283,6 +283,7 @@ fn admit(incoming: quinn::Incoming, state: &Arc<ServerState>) {
 /// the queue-depth gauge and snapshot every group with logged commits.
 async fn housekeeping(state: Arc<ServerState>) {
     let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    let mut sweep: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             _ = state.shutdown.cancelled() => return,
@@ -297,10 +298,27 @@ async fn housekeeping(state: Arc<ServerState>) {
             Err(_) => return,
         }
         // Groups whose log no snapshot covers yet (at start: also commits
-        // logged before the last stop). Bounded by the grace period, like
-        // the shutdown sweep; a sweep cut short goes on in the background.
-        snapshot_logged_groups(&state, ViewSource::KeptOrRestored).await;
+        // logged before the last stop). One sweep at a time: a sweep still
+        // running when the next is due (many or large groups) is left to
+        // finish, and the next starts on a later tick.
+        if sweep.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
+            sweep = Some(spawn_snapshot_sweep(&state));
+        } else {
+            tracing::debug!("the last snapshot sweep is still running; this one is skipped");
+        }
     }
+}
+
+/// Snapshots every group with logged commits on a blocking thread (views
+/// kept or restored); the handle ends when the sweep does.
+fn spawn_snapshot_sweep(state: &ServerState) -> tokio::task::JoinHandle<()> {
+    let (store, views) = (state.store.clone(), state.views.clone());
+    tokio::task::spawn_blocking(move || {
+        match snapshots::snapshot_logged_groups(&*store, &views, ViewSource::KeptOrRestored) {
+            Ok(written) => tracing::debug!(written, "group snapshots stored"),
+            Err(error) => tracing::warn!(%error, "cannot list groups with logged commits"),
+        }
+    })
 }
 
 /// Ends the push subscriptions of accounts disabled since (`qpc-server

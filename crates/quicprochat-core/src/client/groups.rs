@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use openmls::prelude::tls_codec::{DeserializeBytes as _, Serialize as _};
 use openmls::prelude::{
     AddMembersError, Capabilities, CommitToPendingProposalsError, ExtensionType, GroupId, KeyPackage, KeyPackageIn,
-    KeyPackageNewError, LeafNodeIndex, MergeCommitError, MergePendingCommitError, MlsGroup, MlsGroupJoinConfig,
-    MlsMessageOut, NewGroupError, OpenMlsProvider, Proposal, ProtocolVersion, RemoveMembersError,
+    KeyPackageNewError, LeafNodeIndex, Lifetime, MergeCommitError, MergePendingCommitError, MlsGroup,
+    MlsGroupJoinConfig, MlsMessageOut, NewGroupError, OpenMlsProvider, Proposal, ProtocolVersion, RemoveMembersError,
     SenderRatchetConfiguration, PURE_PLAINTEXT_WIRE_FORMAT_POLICY,
 };
 
@@ -71,20 +71,36 @@ impl MlsClient {
     /// MlsMessage), in the client's ciphersuite (default: [`crate::DEFAULT_CIPHERSUITE`]).
     pub fn generate_key_packages(&self, count: usize) -> Result<Vec<Vec<u8>>, MlsError> {
         self.with_state("generate_key_package", Access::Write, || {
-            (0..count).map(|_| self.build_key_package(false)).collect()
+            (0..count).map(|_| self.build_key_package(false, None)).collect()
+        })
+    }
+
+    /// Like [`MlsClient::generate_key_packages`] with a lifetime of
+    /// `lifetime_secs` from now instead of OpenMLS's default (84 days).
+    pub fn generate_key_packages_expiring_in(
+        &self,
+        count: usize,
+        lifetime_secs: u64,
+    ) -> Result<Vec<Vec<u8>>, MlsError> {
+        let lifetime = Some(Lifetime::new(lifetime_secs));
+        self.with_state("generate_key_package", Access::Write, || {
+            (0..count).map(|_| self.build_key_package(false, lifetime)).collect()
         })
     }
 
     /// One last-resort KeyPackage (`mark_as_last_resort`), reusable by the server.
     pub fn generate_last_resort_key_package(&self) -> Result<Vec<u8>, MlsError> {
-        self.with_state("generate_key_package", Access::Write, || self.build_key_package(true))
+        self.with_state("generate_key_package", Access::Write, || self.build_key_package(true, None))
     }
 
-    fn build_key_package(&self, last_resort: bool) -> Result<Vec<u8>, MlsError> {
+    fn build_key_package(&self, last_resort: bool, lifetime: Option<Lifetime>) -> Result<Vec<u8>, MlsError> {
         const OP: &str = "generate_key_package";
         let mut builder = KeyPackage::builder().leaf_node_capabilities(leaf_capabilities());
         if last_resort {
             builder = builder.mark_as_last_resort();
+        }
+        if let Some(lifetime) = lifetime {
+            builder = builder.key_package_lifetime(lifetime);
         }
         let bundle = builder
             .build(self.ciphersuite, &self.provider, self.signer(), self.credential_with_key())

@@ -28,8 +28,8 @@ pub use codec::MAX_VIEW_BYTES;
 pub use error::DsError;
 pub use inspect::{inspect_application, validate_key_package, ApplicationInfo, KeyPackageInfo};
 pub use precheck::{
-    inspect_handshake, HandshakeInfo, HandshakeKind, MAX_AUTHENTICATED_DATA_BYTES, MAX_LEAF_EXTENSIONS_BYTES,
-    MAX_LEAF_NODE_BYTES,
+    check_key_package_lifetime, inspect_handshake, HandshakeInfo, HandshakeKind, MAX_AUTHENTICATED_DATA_BYTES,
+    MAX_LEAF_EXTENSIONS_BYTES, MAX_LEAF_NODE_BYTES, MIN_KEY_PACKAGE_REMAINING_SECS,
 };
 
 use crate::ciphersuite::is_allowed_ciphersuite;
@@ -44,6 +44,20 @@ pub struct MemberInfo {
     pub identity_key: Vec<u8>,
 }
 
+/// A member a commit adds, with its KeyPackage's lifetime.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddedMember {
+    /// Username from the member's BasicCredential.
+    pub username: String,
+    /// The member's signature key (identity key).
+    pub identity_key: Vec<u8>,
+    /// Start of the KeyPackage's lifetime (seconds since the Unix epoch).
+    pub not_before: u64,
+    /// End of the KeyPackage's lifetime: a member processing this commit
+    /// later refuses it (OpenMLS checks the lifetime of added leaves).
+    pub not_after: u64,
+}
+
 /// What an accepted commit changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommitOutcome {
@@ -52,7 +66,7 @@ pub struct CommitOutcome {
     /// The epoch after the commit.
     pub new_epoch: u64,
     /// Members added by the commit.
-    pub added: Vec<MemberInfo>,
+    pub added: Vec<AddedMember>,
     /// Usernames removed by the commit.
     pub removed: Vec<String>,
     /// Roster after the commit, sorted by username.
@@ -255,16 +269,23 @@ impl DsGroupView {
 }
 
 /// Members a staged commit adds; each must have a UTF-8 BasicCredential.
-fn added_members(staged: &StagedCommit) -> Result<Vec<MemberInfo>, DsError> {
+fn added_members(staged: &StagedCommit) -> Result<Vec<AddedMember>, DsError> {
     staged
         .add_proposals()
         .map(|add| {
-            let leaf = add.add_proposal().key_package().leaf_node();
+            let key_package = add.add_proposal().key_package();
+            let leaf = key_package.leaf_node();
             let username = username_of(leaf.credential()).ok_or_else(|| DsError::InvalidCredential {
                 reason: "added member has no UTF-8 BasicCredential".to_owned(),
             })?;
             precheck::check_leaf_size(leaf, &format!("added member {username:?}'s"))?;
-            Ok(MemberInfo { username, identity_key: leaf.signature_key().as_slice().to_vec() })
+            let lifetime = key_package.life_time();
+            Ok(AddedMember {
+                username,
+                identity_key: leaf.signature_key().as_slice().to_vec(),
+                not_before: lifetime.not_before(),
+                not_after: lifetime.not_after(),
+            })
         })
         .collect()
 }

@@ -26,6 +26,37 @@ pub const MAX_LEAF_NODE_BYTES: usize = 8 * 1024;
 /// Most bytes of authenticated data on a commit or proposal.
 pub const MAX_AUTHENTICATED_DATA_BYTES: usize = 1024;
 
+/// The least time a KeyPackage must have left when it is added (7 days):
+/// every member must be able to process the Add before it expires, and a
+/// member may be offline that long (the server asks for more: at least its
+/// retention).
+pub const MIN_KEY_PACKAGE_REMAINING_SECS: u64 = 7 * 24 * 3600;
+
+/// Fails unless a KeyPackage valid from `not_before` to `not_after` (seconds
+/// since the Unix epoch) may be added at `now` (same unit): its lifetime
+/// range is one OpenMLS accepts, it has begun, and it lasts at least
+/// `remaining` more seconds, so members that process the Add later do not
+/// refuse it as expired.
+pub fn check_key_package_lifetime(not_before: u64, not_after: u64, now: u64, remaining: u64) -> Result<(), DsError> {
+    let refuse = |reason: String| Err(DsError::InvalidKeyPackage { reason });
+    if !openmls::prelude::Lifetime::init(not_before, not_after).has_acceptable_range() {
+        return refuse(format!("its lifetime ({not_before} to {not_after}) is longer than members accept"));
+    }
+    if not_before > now {
+        return refuse(format!("it is not valid before {not_before} (now {now})"));
+    }
+    if not_after < now.saturating_add(remaining) {
+        let left = not_after.saturating_sub(now);
+        return refuse(format!(
+            "it expires in {} hours, and members need at least {} hours to process the add; \
+             its owner's client uploads fresh ones at its next login",
+            left / 3600,
+            remaining / 3600
+        ));
+    }
+    Ok(())
+}
+
 /// What the clear framing of a handshake message says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HandshakeInfo {
@@ -130,6 +161,17 @@ pub(crate) fn check_authenticated_data(aad: &[u8]) -> Result<(), DsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_packages_must_outlive_the_margin() {
+        let day = 24 * 3600;
+        let now = 1_000 * day;
+        assert!(check_key_package_lifetime(now - 3600, now + 84 * day, now, 30 * day).is_ok());
+        assert!(check_key_package_lifetime(now - 3600, now + 29 * day, now, 30 * day).is_err(), "expires too soon");
+        assert!(check_key_package_lifetime(now - 3600, now + 1, now, 0).is_ok());
+        assert!(check_key_package_lifetime(now + 60, now + 84 * day, now, 0).is_err(), "not valid yet");
+        assert!(check_key_package_lifetime(0, u64::MAX, now, 30 * day).is_err(), "a range no member accepts");
+    }
 
     #[test]
     fn garbage_and_wrong_framing_are_refused() {

@@ -6,8 +6,14 @@
 //! compare-and-set on the epoch: the first commit of an epoch wins, any
 //! other gets `STALE_EPOCH`. The accepted commit is appended to the group's
 //! log and goes to the old and new roster except its sender, the Welcome to
-//! the added members, in the same transaction. The view is not serialised
-//! here: `snapshots` does that after the answer.
+//! the added members, in the same transaction. A commit that adds members
+//! is stored with the view after it as the group's snapshot (so no restore
+//! ever replays an Add, whose KeyPackage lifetime OpenMLS checks against
+//! the clock); other commits leave serialising to `snapshots`, after the
+//! answer. Everything that needs no view (framing, group, epoch, a member
+//! sender, the commit budget in the transport) is checked before a view is
+//! restored, one restore at a time per group; a commit the view refuses
+//! leaves it kept.
 //!
 //! A leave is a self-Remove proposal: it is appended to the group's log
 //! (replayed into the view, so a later commit may reference it), fanned out
@@ -17,12 +23,15 @@
 
 use std::collections::BTreeSet;
 
-use quicprochat_core::ds::{inspect_handshake, CommitOutcome, HandshakeKind, MemberInfo};
+use quicprochat_core::ds::{
+    check_key_package_lifetime, inspect_handshake, AddedMember, CommitOutcome, HandshakeKind,
+    MIN_KEY_PACKAGE_REMAINING_SECS,
+};
 
 use super::accounts::session_account;
 use super::groups::{
-    direct_pair, is_leaving, is_member, load_group, load_roster, others, require_active_member, restore_view, Roster,
-    DIRECT_GROUP_MAX_MEMBERS,
+    direct_pair, is_leaving, is_member, load_group, load_roster, others, require_active_member, restore_view,
+    serialise_view, Roster, DIRECT_GROUP_MAX_MEMBERS,
 };
 use super::snapshots::SNAPSHOT_AFTER_ENTRIES;
 use super::views::{RestoreClaim, ViewCache};
@@ -70,6 +79,29 @@ pub struct SubmitCommit<'a> {
     pub message_id: &'a [u8],
 }
 
+/// What the server requires of commits beyond MLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitPolicy {
+    /// Now, in seconds since the Unix epoch (the clock KeyPackage
+    /// lifetimes are checked against).
+    pub now_s: u64,
+    /// How long every KeyPackage a commit adds must stay valid: the longer
+    /// of the delivery retention and [`MIN_KEY_PACKAGE_REMAINING_SECS`], so
+    /// every member processes the Add while it is valid and an Add never
+    /// turns unprocessable while it waits in a queue (review F4).
+    pub key_package_remaining_s: u64,
+}
+
+impl CommitPolicy {
+    /// The policy at `now_ms` for a server keeping entries `retention_secs`.
+    pub fn at(now_ms: u64, retention_secs: u64) -> CommitPolicy {
+        CommitPolicy {
+            now_s: now_ms / 1000,
+            key_package_remaining_s: retention_secs.max(MIN_KEY_PACKAGE_REMAINING_SECS),
+        }
+    }
+}
+
 /// An accepted commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitAccepted {
@@ -110,9 +142,14 @@ fn earlier_use(
 }
 
 /// Checks that every added member is a registered, enabled account whose
-/// identity key is the one in its leaf.
-fn check_added_members(store: &dyn Store, added: &[MemberInfo]) -> Result<(), DomainError> {
+/// identity key is the one in its leaf, with a KeyPackage that lasts as
+/// long as `policy` asks.
+fn check_added_members(store: &dyn Store, added: &[AddedMember], policy: &CommitPolicy) -> Result<(), DomainError> {
     for member in added {
+        let (now, remaining) = (policy.now_s, policy.key_package_remaining_s);
+        check_key_package_lifetime(member.not_before, member.not_after, now, remaining).map_err(|error| {
+            DomainError::invalid(format!("the key package adding {:?} cannot be used: {error}", member.username))
+        })?;
         let account = store
             .get_account(&member.username)?
             .ok_or_else(|| DomainError::invalid(format!("added member {:?} is not registered", member.username)))?;
@@ -193,6 +230,7 @@ fn may_commit(group: &impl Roster, current_epoch: u64, session_user: &str, epoch
 /// group keeps to its two accounts, and a Welcome comes exactly with adds.
 fn check_accepted(
     store: &dyn Store,
+    policy: &CommitPolicy,
     session_user: &str,
     (kind, name): (GroupKind, &str),
     outcome: &CommitOutcome,
@@ -201,7 +239,7 @@ fn check_accepted(
     if outcome.sender != session_user {
         return Err(DomainError::denied(format!("the commit is signed by {:?}, not by you", outcome.sender)));
     }
-    check_added_members(store, &outcome.added)?;
+    check_added_members(store, &outcome.added, policy)?;
     if kind == GroupKind::Direct {
         check_direct_members(name, outcome)?;
     }
@@ -222,6 +260,7 @@ pub fn submit_commit(
     session_user: &str,
     request: &SubmitCommit<'_>,
     now_ms: u64,
+    policy: &CommitPolicy,
 ) -> Result<CommitAccepted, DomainError> {
     check_message_id(request.message_id)?;
     check_entry_payload("commit", request.commit)?;
@@ -256,7 +295,7 @@ pub fn submit_commit(
         }
     };
     // Past this point the view holds the commit: refused now, it is dropped.
-    check_accepted(store, session_user, (group.kind, &group.name), &outcome, request)?;
+    check_accepted(store, policy, session_user, (group.kind, &group.name), &outcome, request)?;
 
     let new_members: Vec<String> = outcome.members.iter().map(|m| m.username.clone()).collect();
     let commit_recipients: Vec<String> = group
@@ -281,6 +320,11 @@ pub fn submit_commit(
         message: message(EntryKind::Welcome, welcome, outcome.new_epoch),
         recipients: outcome.added.iter().map(|m| m.username.clone()).collect(),
     });
+    // A commit that adds members is stored with the view after it, so no
+    // restore ever replays an Add: OpenMLS checks an added KeyPackage's
+    // lifetime against the clock, and a replay after it expired would fail.
+    let snapshot = if outcome.added.is_empty() { None } else { Some(serialise_view(&view)?) };
+    let snapshot_len = snapshot.as_ref().map(Vec::len);
     let write = CommitWrite {
         group_id: request.group_id.to_vec(),
         expected_epoch: group.epoch,
@@ -291,19 +335,22 @@ pub fn submit_commit(
             recipients: commit_recipients,
         },
         welcome,
+        snapshot,
     };
     match store.apply_commit(&write) {
         Ok(CommitResult::Applied(applied)) => {
-            // The view is serialised only by the next snapshot: estimate its
-            // size from the last snapshot's, scaled by the roster's growth.
+            // Without a snapshot the view is serialised only by the next
+            // one: estimate its size from the last snapshot's, scaled by
+            // the roster's growth.
             let members = (outcome.members.len().max(1), group.members.len().max(1));
             let estimate = group.snapshot_bytes.saturating_mul(members.0 as u64) / members.1 as u64;
-            let size = usize::try_from(estimate).unwrap_or(usize::MAX);
+            let size = snapshot_len.unwrap_or_else(|| usize::try_from(estimate).unwrap_or(usize::MAX));
             views.put(request.group_id, applied.state_version, size, view);
             let welcomed = applied.welcome.into_iter().flat_map(|welcome| welcome.deliveries);
             let recipients = applied.commit.deliveries.into_iter().chain(welcomed).map(|d| d.username).collect();
             let logged = (group.log_head + 1).saturating_sub(group.snapshot_through);
-            let snapshot_due = (logged >= SNAPSHOT_AFTER_ENTRIES).then_some(applied.state_version);
+            let snapshot_due =
+                (snapshot_len.is_none() && logged >= SNAPSHOT_AFTER_ENTRIES).then_some(applied.state_version);
             Ok(CommitAccepted { epoch: outcome.new_epoch, recipients, snapshot_due })
         }
         Ok(CommitResult::EpochMismatch { current_epoch }) => Err(DomainError::StaleEpoch { current_epoch }),

@@ -4,9 +4,10 @@
 //! Rate limiting of fetches (per requester and per target) is stateful and
 //! time-based, so it lives in the transport, not here.
 
-use quicprochat_core::ds::validate_key_package;
+use quicprochat_core::ds::{check_key_package_lifetime, validate_key_package};
 
 use super::accounts::session_account;
+use super::commits::CommitPolicy;
 use super::DomainError;
 use crate::storage::{Account, KeyPackageStock, KeyPackagesAdded, NewKeyPackage, Store};
 
@@ -85,13 +86,6 @@ pub fn upload(
         )));
     }
     let account = session_account(store, session_user)?;
-    let current = store.key_package_stock(session_user)?;
-    if current.count + key_packages.len() as u64 > MAX_STOCK {
-        return Err(DomainError::ResourceExhausted {
-            message: format!("at most {MAX_STOCK} key packages are kept per account, you have {}", current.count),
-            retry_after_ms: 0,
-        });
-    }
     let checked = key_packages
         .iter()
         .enumerate()
@@ -99,31 +93,68 @@ pub fn upload(
         .collect::<Result<Vec<_>, _>>()?;
     let last_resort =
         last_resort.map(|bytes| check_package(&account, bytes, "last-resort key package", true)).transpose()?;
-    match store.add_key_packages(session_user, &checked, last_resort.as_ref())? {
+    match store.add_key_packages(session_user, &checked, last_resort.as_ref(), MAX_STOCK)? {
         KeyPackagesAdded::Stored(stock) => Ok(stock.into()),
         KeyPackagesAdded::InitKeyInUse => Err(DomainError::AlreadyExists {
             message: "a key package's init key was uploaded before; every key package must be new".to_owned(),
         }),
+        KeyPackagesAdded::StockFull { count } => Err(DomainError::ResourceExhausted {
+            message: format!("at most {MAX_STOCK} key packages are kept per account, you have {count}"),
+            retry_after_ms: 0,
+        }),
     }
 }
 
-/// Consumes one key package of `target` for `requester`.
-pub fn fetch(store: &dyn Store, requester: &str, target: &str) -> Result<FetchedKeyPackage, DomainError> {
+/// Ordinary packages one fetch may discard because they expire too soon.
+const MAX_DISCARDED_PER_FETCH: usize = 64;
+
+/// Whether `key_package` may still be added under `policy` (it lasts long
+/// enough for every member to process the Add; see [`CommitPolicy`]).
+fn usable(key_package: &[u8], policy: &CommitPolicy) -> bool {
+    validate_key_package(key_package).is_ok_and(|info| {
+        check_key_package_lifetime(info.not_before, info.not_after, policy.now_s, policy.key_package_remaining_s)
+            .is_ok()
+    })
+}
+
+/// Consumes one key package of `target` for `requester`. Packages that
+/// expire too soon to be added under `policy` are discarded on the way
+/// (the owner's client refills when its stock runs low); a last-resort
+/// package that expires too soon is not served.
+pub fn fetch(
+    store: &dyn Store,
+    requester: &str,
+    target: &str,
+    policy: &CommitPolicy,
+) -> Result<FetchedKeyPackage, DomainError> {
     session_account(store, requester)?;
     let target_account = store
         .get_account(target)?
         .filter(|account| !account.disabled)
         .ok_or_else(|| DomainError::not_found(format!("no user named {target:?}")))?;
-    let taken = store
-        .take_key_package(&target_account.username)?
-        .ok_or_else(|| DomainError::not_found(format!("{target:?} has no key package left")))?;
-    Ok(FetchedKeyPackage { key_package: taken.key_package, last_resort: taken.last_resort })
+    let none_left = || DomainError::not_found(format!("{target:?} has no usable key package left"));
+    for _ in 0..MAX_DISCARDED_PER_FETCH {
+        let taken = store.take_key_package(&target_account.username)?.ok_or_else(none_left)?;
+        if usable(&taken.key_package, policy) {
+            return Ok(FetchedKeyPackage { key_package: taken.key_package, last_resort: taken.last_resort });
+        }
+        if taken.last_resort {
+            return Err(none_left());
+        }
+        tracing::debug!(user = %target, "discarded a key package that expires too soon to be added");
+    }
+    Err(none_left())
 }
 
 /// Serves `target`'s last-resort package without touching its stock: the
 /// answer when the per-target rate limit is exhausted, so an attacker
 /// draining a victim's packages cannot block legitimate adds.
-pub fn fetch_last_resort(store: &dyn Store, requester: &str, target: &str) -> Result<FetchedKeyPackage, DomainError> {
+pub fn fetch_last_resort(
+    store: &dyn Store,
+    requester: &str,
+    target: &str,
+    policy: &CommitPolicy,
+) -> Result<FetchedKeyPackage, DomainError> {
     session_account(store, requester)?;
     let target_account = store
         .get_account(target)?
@@ -131,11 +162,18 @@ pub fn fetch_last_resort(store: &dyn Store, requester: &str, target: &str) -> Re
         .ok_or_else(|| DomainError::not_found(format!("no user named {target:?}")))?;
     let key_package = store
         .last_resort_key_package(&target_account.username)?
-        .ok_or_else(|| DomainError::not_found(format!("{target:?} has no key package left")))?;
+        .filter(|key_package| usable(key_package, policy))
+        .ok_or_else(|| DomainError::not_found(format!("{target:?} has no usable key package left")))?;
     Ok(FetchedKeyPackage { key_package, last_resort: true })
 }
 
-/// The stock of `session_user`.
-pub fn stock(store: &dyn Store, session_user: &str) -> Result<StockReport, DomainError> {
-    Ok(store.key_package_stock(session_user)?.into())
+/// The stock of `session_user`. A last-resort package that expires too
+/// soon to be added under `policy` counts as none, so the client uploads
+/// a fresh one.
+pub fn stock(store: &dyn Store, session_user: &str, policy: &CommitPolicy) -> Result<StockReport, DomainError> {
+    let mut stock = store.key_package_stock(session_user)?;
+    if stock.has_last_resort {
+        stock.has_last_resort = store.last_resort_key_package(session_user)?.is_some_and(|kp| usable(&kp, policy));
+    }
+    Ok(stock.into())
 }

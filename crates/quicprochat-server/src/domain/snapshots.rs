@@ -87,8 +87,16 @@ fn snapshot_roster(
             (roster.log_head, state)
         }
         None if source == ViewSource::KeptOrRestored => {
+            // A group whose restores keep failing is tried less and less
+            // often; one a commit is restoring now is left to it.
+            if views.sweep_skips(group_id) {
+                return Ok(SnapshotOutcome::Skipped);
+            }
+            let Some(_claim) = views.claim_restore(group_id) else { return Ok(SnapshotOutcome::Skipped) };
             let record = load_group(store, group_id)?;
-            (record.log_head(), serialise_view(&restore_view(&record)?)?)
+            let restored = restore_view(&record);
+            views.sweep_restored(group_id, restored.is_ok());
+            (record.log_head(), serialise_view(&restored?)?)
         }
         None => return Ok(SnapshotOutcome::Skipped),
     };

@@ -29,6 +29,9 @@ pub struct ViewCache {
     inner: Mutex<Views>,
     /// Groups whose view some request is restoring right now.
     restoring: Mutex<HashSet<Vec<u8>>>,
+    /// Groups whose last restores by a housekeeping sweep failed: how many
+    /// failed in a row and how many more sweeps skip the group.
+    failed_restores: Mutex<HashMap<Vec<u8>, FailedRestores>>,
     budget_bytes: usize,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -60,6 +63,16 @@ struct Kept {
     view: DsGroupView,
 }
 
+/// Most sweeps skipped after failed restores (64 sweeps of 5 s: about five
+/// minutes between attempts at a group that never restores).
+pub const MAX_SKIPPED_SWEEPS: u32 = 64;
+
+#[derive(Debug, Default)]
+struct FailedRestores {
+    failures: u32,
+    skip_sweeps: u32,
+}
+
 /// The right to restore one group's view; see [`ViewCache::claim_restore`].
 #[derive(Debug)]
 pub struct RestoreClaim<'a> {
@@ -86,6 +99,7 @@ impl ViewCache {
         ViewCache {
             inner: Mutex::new(Views::default()),
             restoring: Mutex::default(),
+            failed_restores: Mutex::default(),
             budget_bytes,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -132,6 +146,32 @@ impl ViewCache {
     pub fn claim_restore(&self, group_id: &[u8]) -> Option<RestoreClaim<'_>> {
         let mut restoring = self.restoring.lock().unwrap_or_else(PoisonError::into_inner);
         restoring.insert(group_id.to_vec()).then(|| RestoreClaim { cache: self, group_id: group_id.to_vec() })
+    }
+
+    /// Whether a housekeeping sweep should leave `group_id` alone this
+    /// time, its recent restores having failed; counts the skip.
+    pub fn sweep_skips(&self, group_id: &[u8]) -> bool {
+        let mut failed = self.failed_restores.lock().unwrap_or_else(PoisonError::into_inner);
+        match failed.get_mut(group_id) {
+            Some(entry) if entry.skip_sweeps > 0 => {
+                entry.skip_sweeps -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Records how a sweep's restore of `group_id` went: after `n` failures
+    /// in a row the next `min(2^n, MAX_SKIPPED_SWEEPS)` sweeps skip it.
+    pub fn sweep_restored(&self, group_id: &[u8], succeeded: bool) {
+        let mut failed = self.failed_restores.lock().unwrap_or_else(PoisonError::into_inner);
+        if succeeded {
+            failed.remove(group_id);
+            return;
+        }
+        let entry = failed.entry(group_id.to_vec()).or_default();
+        entry.failures = entry.failures.saturating_add(1);
+        entry.skip_sweeps = 1u32.checked_shl(entry.failures).unwrap_or(u32::MAX).min(MAX_SKIPPED_SWEEPS);
     }
 
     /// Hits and misses so far.
@@ -204,6 +244,32 @@ mod tests {
         let client = MlsClient::open(&db, Identity::generate().unwrap(), "creator").unwrap();
         let bootstrap = client.create_group(group_id).unwrap();
         DsGroupView::from_group_info(&bootstrap.group_info, &bootstrap.ratchet_tree).unwrap()
+    }
+
+    #[test]
+    fn failed_sweep_restores_back_off_and_a_success_resets() {
+        let cache = ViewCache::default();
+        assert!(!cache.sweep_skips(b"g1"));
+        cache.sweep_restored(b"g1", false);
+        assert_eq!((0..3).map(|_| cache.sweep_skips(b"g1")).collect::<Vec<_>>(), [true, true, false]);
+        cache.sweep_restored(b"g1", false);
+        assert_eq!((0..5).filter(|_| cache.sweep_skips(b"g1")).count(), 4, "twice as long after two");
+        for _ in 0..20 {
+            cache.sweep_restored(b"g1", false);
+        }
+        assert_eq!((0..100).filter(|_| cache.sweep_skips(b"g1")).count(), MAX_SKIPPED_SWEEPS as usize);
+        cache.sweep_restored(b"g1", true);
+        assert!(!cache.sweep_skips(b"g1"));
+    }
+
+    #[test]
+    fn one_restore_per_group_at_a_time() {
+        let cache = ViewCache::default();
+        let claim = cache.claim_restore(b"g1").unwrap();
+        assert!(cache.claim_restore(b"g1").is_none());
+        assert!(cache.claim_restore(b"g2").is_some());
+        drop(claim);
+        assert!(cache.claim_restore(b"g1").is_some());
     }
 
     #[test]

@@ -117,6 +117,7 @@ fn commit_write(expected: u64, id: &[u8], members: &[&str], to: &[&str]) -> Comm
         new_members: names(members),
         commit: Fanout { message: m, recipients: names(to) },
         welcome: None,
+        snapshot: None,
     }
 }
 
@@ -150,7 +151,7 @@ fn account_uniqueness(store: &dyn Store) {
 
 fn key_packages_single_use(store: &dyn Store) {
     users(store, &["alice"]);
-    let stock = stored(store.add_key_packages("alice", &[kp(b"kp1"), kp(b"kp2")], Some(&kp(b"lr1"))).unwrap());
+    let stock = stored(store.add_key_packages("alice", &[kp(b"kp1"), kp(b"kp2")], Some(&kp(b"lr1")), 1000).unwrap());
     assert_eq!(stock, KeyPackageStock { count: 2, has_last_resort: true });
 
     let take = |expected: &[u8], last_resort: bool| {
@@ -164,15 +165,19 @@ fn key_packages_single_use(store: &dyn Store) {
     let stock = store.key_package_stock("alice").unwrap();
     assert_eq!(stock, KeyPackageStock { count: 0, has_last_resort: true });
 
-    stored(store.add_key_packages("alice", &[kp(b"kp3")], Some(&kp(b"lr2"))).unwrap());
-    let stock = stored(store.add_key_packages("alice", &[], None).unwrap());
+    stored(store.add_key_packages("alice", &[kp(b"kp3")], Some(&kp(b"lr2")), 1000).unwrap());
+    let stock = stored(store.add_key_packages("alice", &[], None, 1000).unwrap());
     assert_eq!(stock, KeyPackageStock { count: 1, has_last_resort: true });
     take(b"kp3", false);
     take(b"lr2", true);
 
     assert_eq!(store.take_key_package("nobody").unwrap(), None);
     assert_eq!(store.key_package_stock("nobody").unwrap(), KeyPackageStock::default());
-    let unknown = store.add_key_packages("nobody", &[kp(b"x")], None);
+    // The stock is 0 now: a cap of 1 takes one package, not two.
+    let full = store.add_key_packages("alice", &[kp(b"over1"), kp(b"over2")], None, 1).unwrap();
+    assert_eq!(full, KeyPackagesAdded::StockFull { count: 0 }, "the cap is checked with the insert");
+    assert_eq!(stored(store.add_key_packages("alice", &[kp(b"fits")], None, 1).unwrap()).count, 1);
+    let unknown = store.add_key_packages("nobody", &[kp(b"x")], None, 1000);
     assert!(matches!(unknown, Err(StoreError::UnknownAccount { .. })));
 }
 
@@ -185,12 +190,13 @@ pub(super) fn stored(added: KeyPackagesAdded) -> KeyPackageStock {
     match added {
         KeyPackagesAdded::Stored(stock) => stock,
         KeyPackagesAdded::InitKeyInUse => panic!("init key unexpectedly in use"),
+        KeyPackagesAdded::StockFull { count } => panic!("stock unexpectedly full at {count}"),
     }
 }
 
 fn init_keys_are_never_stored_twice(store: &dyn Store) {
     users(store, &["alice", "bob"]);
-    stored(store.add_key_packages("alice", &[kp(b"a1")], Some(&kp(b"a-lr"))).unwrap());
+    stored(store.add_key_packages("alice", &[kp(b"a1")], Some(&kp(b"a-lr")), 1000).unwrap());
     let before = store.key_package_stock("alice").unwrap();
     // Again, within one call, across accounts, and as a last resort: refused whole.
     for (user, batch, last_resort) in [
@@ -199,16 +205,16 @@ fn init_keys_are_never_stored_twice(store: &dyn Store) {
         ("bob", vec![kp(b"a1")], None),
         ("bob", vec![], Some(kp(b"a-lr"))),
     ] {
-        let added = store.add_key_packages(user, &batch, last_resort.as_ref()).unwrap();
+        let added = store.add_key_packages(user, &batch, last_resort.as_ref(), 1000).unwrap();
         assert_eq!(added, KeyPackagesAdded::InitKeyInUse, "{user} {batch:?}");
     }
     assert_eq!(store.key_package_stock("alice").unwrap(), before);
     assert_eq!(store.key_package_stock("bob").unwrap(), KeyPackageStock::default());
     // Re-uploading the last resort that the call replaces is allowed.
-    stored(store.add_key_packages("alice", &[], Some(&kp(b"a-lr"))).unwrap());
+    stored(store.add_key_packages("alice", &[], Some(&kp(b"a-lr")), 1000).unwrap());
     // A served (deleted) package's init key is free again; the DS keeps no history.
     assert_eq!(store.take_key_package("alice").unwrap().unwrap().key_package, b"a1");
-    assert_eq!(stored(store.add_key_packages("bob", &[kp(b"a1")], None).unwrap()).count, 1);
+    assert_eq!(stored(store.add_key_packages("bob", &[kp(b"a1")], None, 1000).unwrap()).count, 1);
 }
 
 fn fetch_by_cursor_and_limit(store: &dyn Store) {
@@ -502,10 +508,11 @@ fn proposal_marks_leaving(store: &dyn Store) {
     assert!(matches!(result, ProposalResult::StateChanged { current_epoch: 0, .. }));
     assert_eq!(store.queue_depth("alice").unwrap(), 1);
 
-    // A commit that keeps bob keeps him leaving; one that removes him clears it.
+    // A commit that keeps bob clears his leaving mark too: his proposal is
+    // gone with the epoch, and he sends it again (review F6).
     let keep = commit_write(0, b"c1", &["alice", "bob", "carol"], &["bob", "carol"]);
     store.apply_commit(&keep).unwrap();
-    assert_eq!(store.get_group(GROUP).unwrap().unwrap().leaving, ["bob"]);
+    assert!(store.get_group(GROUP).unwrap().unwrap().leaving.is_empty());
     let remove = commit_write(1, b"c2", &["alice", "carol"], &["bob", "carol"]);
     store.apply_commit(&remove).unwrap();
     let group = store.get_group(GROUP).unwrap().unwrap();
@@ -558,7 +565,7 @@ fn sqlite_reopen_keeps_everything() {
         let store = SqliteStore::open(&path).unwrap();
         users(&store, &["alice", "bob"]);
         group(&store, &["alice", "bob"]);
-        stored(store.add_key_packages("bob", &[kp(b"kp1")], Some(&kp(b"lr"))).unwrap());
+        stored(store.add_key_packages("bob", &[kp(b"kp1")], Some(&kp(b"lr")), 1000).unwrap());
         send(&store, "alice", b"m1", &["bob"]);
         send(&store, "alice", b"m2", &["bob"]);
         store.ack("bob", 1).unwrap();

@@ -64,6 +64,14 @@ impl MemoryStore {
     fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
         self.inner.lock().map_err(|_| StoreError::Poisoned)
     }
+
+    /// Replaces a group's stored snapshot with bytes no view decodes from.
+    #[cfg(test)]
+    pub(crate) fn corrupt_snapshot_for_tests(&self, group_id: &[u8]) {
+        if let Some(group) = self.inner.lock().expect("store lock").groups.get_mut(group_id) {
+            group.state = b"not a view".to_vec();
+        }
+    }
 }
 
 impl Inner {
@@ -270,9 +278,14 @@ impl Store for MemoryStore {
         username: &str,
         key_packages: &[NewKeyPackage],
         last_resort: Option<&NewKeyPackage>,
+        max_stock: u64,
     ) -> Result<KeyPackagesAdded, StoreError> {
         let mut inner = self.lock()?;
         inner.check_recipients(&[username.to_owned()])?;
+        let count = inner.stock(username).count;
+        if count.saturating_add(key_packages.len() as u64) > max_stock {
+            return Ok(KeyPackagesAdded::StockFull { count });
+        }
         let replaced = last_resort.and_then(|_| inner.key_packages.get(username)?.last_resort.as_ref());
         let mut in_use: BTreeSet<&[u8]> = inner
             .key_packages
@@ -383,7 +396,12 @@ impl Store for MemoryStore {
         if let Some(group) = inner.groups.get_mut(&write.group_id) {
             group.epoch = write.new_epoch;
             append_to_log(group, EntryKind::Commit, &write.commit.message.payload);
-            group.leaving.retain(|name| members.contains(name));
+            if let Some(state) = &write.snapshot {
+                group.state = state.clone();
+                group.snapshot_through = group.log_head();
+                group.log.clear();
+            }
+            group.leaving.clear();
             group.members = members.into_iter().collect();
         }
         let state_version = inner.groups.get(&write.group_id).map_or(0, |group| group.state_version);

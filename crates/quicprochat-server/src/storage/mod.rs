@@ -129,6 +129,7 @@ pub trait Store: Send + Sync {
         username: &str,
         key_packages: &[NewKeyPackage],
         last_resort: Option<&NewKeyPackage>,
+        max_stock: u64,
     ) -> Result<KeyPackagesAdded, StoreError>;
 
     /// Atomically removes and returns the oldest ordinary key package of

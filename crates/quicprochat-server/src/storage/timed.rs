@@ -108,8 +108,9 @@ where
         username: &str,
         key_packages: &[NewKeyPackage],
         last_resort: Option<&NewKeyPackage>,
+        max_stock: u64,
     ) -> Result<KeyPackagesAdded, StoreError> {
-        self.timed("add_key_packages", |s| s.add_key_packages(username, key_packages, last_resort))
+        self.timed("add_key_packages", |s| s.add_key_packages(username, key_packages, last_resort, max_stock))
     }
 
     fn take_key_package(&self, username: &str) -> Result<Option<TakenKeyPackage>, StoreError> {

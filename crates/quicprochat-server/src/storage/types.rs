@@ -42,6 +42,9 @@ pub enum KeyPackagesAdded {
     /// One package's init key is already stored (its own or another upload's):
     /// nothing was stored.
     InitKeyInUse,
+    /// The ordinary packages would take the stock past the cap the call
+    /// gave; nothing was stored. Carries the stock now.
+    StockFull { count: u64 },
 }
 
 /// A key package served by [`super::Store::take_key_package`].
@@ -254,11 +257,18 @@ pub struct CommitWrite {
     /// group is still there.
     pub expected_epoch: u64,
     pub new_epoch: u64,
-    /// The roster after the commit. Leaving flags of members that stay are kept.
+    /// The roster after the commit. Every leaving flag is cleared: a leave
+    /// proposal the commit did not include is gone with its epoch (its
+    /// member sends it again).
     pub new_members: Vec<String>,
     pub commit: Fanout,
     /// Enqueued before the commit, so an invitee sees its Welcome first.
     pub welcome: Option<Fanout>,
+    /// The group's view after the commit, stored as its snapshot (through
+    /// the commit's log entry) in the same transaction: a commit that adds
+    /// members carries one, so restoring the view never replays an Add
+    /// (whose KeyPackage lifetime would be checked against the clock again).
+    pub snapshot: Option<Vec<u8>>,
 }
 
 /// Result of [`super::Store::apply_commit`].

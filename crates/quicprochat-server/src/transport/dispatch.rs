@@ -18,7 +18,7 @@ use quicprochat_proto::{Method, Status};
 use super::session::Session;
 use super::{Mailboxes, ServerState};
 use crate::domain::accounts::AuthProof;
-use crate::domain::commits::{LeaveGroup, SubmitCommit};
+use crate::domain::commits::{CommitPolicy, LeaveGroup, SubmitCommit};
 use crate::domain::groups::CreateGroup;
 use crate::domain::messages::SendMessage;
 use crate::domain::snapshots::{self, ViewSource};
@@ -161,6 +161,11 @@ fn take_challenge(session: &Session) -> Result<Vec<u8>, DomainError> {
         .ok_or_else(|| DomainError::Unauthenticated { message: "ask for a challenge first (it is single-use)".into() })
 }
 
+/// What the server requires of commits and served key packages now.
+fn commit_policy(state: &ServerState) -> CommitPolicy {
+    CommitPolicy::at(now_ms(), state.config.retention.as_secs())
+}
+
 /// Turns a rate-limit refusal into `RESOURCE_EXHAUSTED` with a retry-after hint.
 fn limited(state: &ServerState, refusal: RetryAfter) -> DomainError {
     state.metrics.rate_limited(refusal.limit);
@@ -198,15 +203,17 @@ async fn login(state: &ServerState, session: &Session, body: Bytes) -> Result<Re
     let nonce = take_challenge(session)?;
     let exporter = session.exporter;
     let username = request.username.clone();
-    let outcome = blocking(state, move |store| {
+    let policy = commit_policy(state);
+    let stock = blocking(state, move |store| {
         let proof = AuthProof { nonce: &nonce, tls_exporter: &exporter, signature: &request.signature };
-        accounts::login(store, &request.username, &proof)
+        accounts::login(store, &request.username, &proof)?;
+        key_packages::stock(store, &request.username, &policy)
     })
     .await?;
     session.log_in(username);
     Ok(Reply::ok(&v1::LoginResponse {
-        key_package_stock: u32::try_from(outcome.key_package_stock.count).unwrap_or(u32::MAX),
-        has_last_resort: outcome.key_package_stock.has_last_resort,
+        key_package_stock: stock.stock,
+        has_last_resort: stock.has_last_resort,
         server_instance: state.instance,
     }))
 }
@@ -240,11 +247,12 @@ async fn authenticated(state: &ServerState, user: String, method: Method, body: 
             if let KeyPackageGrant::LastResortOnly { .. } = grant {
                 state.metrics.rate_limited(KEY_PACKAGE_FETCH_PER_TARGET);
             }
+            let policy = commit_policy(state);
             let (fetched, stock_low) = blocking(state, move |store| {
                 let fetched = match grant {
-                    KeyPackageGrant::Ordinary => key_packages::fetch(store, &user, &request.username)?,
+                    KeyPackageGrant::Ordinary => key_packages::fetch(store, &user, &request.username, &policy)?,
                     KeyPackageGrant::LastResortOnly { .. } => {
-                        key_packages::fetch_last_resort(store, &user, &request.username)?
+                        key_packages::fetch_last_resort(store, &user, &request.username, &policy)?
                     }
                 };
                 // Count the moment the stock falls below the refill mark, and every
@@ -263,7 +271,8 @@ async fn authenticated(state: &ServerState, user: String, method: Method, body: 
             }))
         }
         Method::KeyPackageStock => {
-            let report = blocking(state, move |store| key_packages::stock(store, &user)).await?;
+            let policy = commit_policy(state);
+            let report = blocking(state, move |store| key_packages::stock(store, &user, &policy)).await?;
             Ok(Reply::ok(&v1::KeyPackageStockResponse {
                 stock: report.stock,
                 low_water: report.low_water,
@@ -376,6 +385,7 @@ async fn authenticated(state: &ServerState, user: String, method: Method, body: 
 async fn submit_commit(state: &ServerState, user: String, body: Bytes) -> Result<Reply, DomainError> {
     let request: v1::SubmitCommitRequest = decode(&body)?;
     let now = now_ms();
+    let policy = commit_policy(state);
     let views = Arc::clone(&state.views);
     let mailboxes = Arc::clone(&state.mailboxes);
     let group_id = request.group_id.clone();
@@ -387,7 +397,7 @@ async fn submit_commit(state: &ServerState, user: String, body: Bytes) -> Result
             welcome: (!request.welcome.is_empty()).then_some(request.welcome.as_ref()),
             message_id: &request.message_id,
         };
-        let accepted = commits::submit_commit(store, &views, &user, &submit, now)?;
+        let accepted = commits::submit_commit(store, &views, &user, &submit, now, &policy)?;
         // Exactly who got an entry (a member removed by a concurrent commit
         // may be in neither roster); a retry wakes the current roster.
         if accepted.recipients.is_empty() {

@@ -1,7 +1,9 @@
 //! A group's view survives any stop whatever part of it is only in the
 //! group's log: after `kill -9` the commits accepted since the last
 //! snapshot are replayed (or snapshotted at start) and the next commit
-//! builds on them; a graceful stop snapshots the logged groups first.
+//! builds on them; a graceful stop snapshots the logged groups first. A
+//! commit that adds members is stored with its snapshot, so the logged
+//! commit here is a removal.
 
 use std::path::Path;
 
@@ -22,6 +24,28 @@ fn logged_entries(data_dir: &Path) -> i64 {
         row.get(0)
     })
     .expect("the group's row")
+}
+
+/// alice adds bob again (his last-resort package) in a commit the server
+/// must accept on its view as restored.
+async fn add_bob_again(server: &impl TestServer, alice: &quicprochat_core::Identity, alice_mls: &MlsClient) {
+    let alice_rpc = server.login("alice", alice).await;
+    let fetched: v1::FetchKeyPackageResponse = alice_rpc
+        .call(Method::FetchKeyPackage, &v1::FetchKeyPackageRequest { username: "bob".into() })
+        .await
+        .expect("bob's key package");
+    let add = alice_mls.add_members(&GROUP, &[fetched.key_package.to_vec()]).expect("add bob");
+    let submit = v1::SubmitCommitRequest {
+        group_id: GROUP.to_vec().into(),
+        epoch: add.epoch,
+        commit: add.commit.into(),
+        welcome: add.welcome.unwrap_or_default().into(),
+        message_id: b"add-bob-again".to_vec().into(),
+    };
+    let accepted: v1::SubmitCommitResponse =
+        alice_rpc.call(Method::SubmitCommit, &submit).await.expect("a commit on the restored view");
+    assert_eq!(accepted.epoch, 3);
+    alice_mls.merge_pending_commit(&GROUP).expect("merge");
 }
 
 /// alice removes bob in a commit the server must accept on its current view.
@@ -54,25 +78,28 @@ async fn commits_only_in_the_log_survive_kill_9() {
     let server = ServerProcess::start(&data);
     let started = std::time::Instant::now();
     let GroupOfTwo { alice, alice_mls, .. } = group_of_two(&server, dir.path(), &GROUP).await;
+    assert_eq!(logged_entries(&data), 0, "the add was stored with its snapshot");
+    remove_bob(&server, &alice, &alice_mls).await;
     server.kill();
     // Housekeeping snapshots logged groups every 5 s; before its second
-    // round the add can only be in the log.
+    // round the removal can only be in the log.
     if started.elapsed() < std::time::Duration::from_secs(4) {
-        assert_eq!(logged_entries(&data), 1, "the add is logged, not yet in a snapshot");
+        assert_eq!(logged_entries(&data), 1, "the removal is logged, not yet in a snapshot");
     }
 
     let restarted = ServerProcess::start(&data);
-    remove_bob(&restarted, &alice, &alice_mls).await;
+    add_bob_again(&restarted, &alice, &alice_mls).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_stop_snapshots_the_logged_groups() {
     let harness = Harness::start().await;
     let GroupOfTwo { alice, alice_mls, .. } = group_of_two(&harness, harness.dir(), &GROUP).await;
+    remove_bob(&harness, &alice, &alice_mls).await;
     harness.server.shutdown().await;
     let dir = harness.dir;
-    assert_eq!(logged_entries(&dir.path().join("data")), 0, "the stop stored a snapshot through the add");
+    assert_eq!(logged_entries(&dir.path().join("data")), 0, "the stop stored a snapshot through the removal");
 
     let harness = Harness::restart(dir).await;
-    remove_bob(&harness, &alice, &alice_mls).await;
+    add_bob_again(&harness, &alice, &alice_mls).await;
 }

@@ -3,7 +3,7 @@
 use super::{
     add, alice_bob_carol, assert_status, commit_request, drain, finish, gid, inbox, kinds, new_group, store, user, NOW,
 };
-use super::{leave, submit};
+use super::{leave, policy, submit};
 use crate::domain::commits::{submit_commit, LeaveGroup, SubmitCommit, MAX_ENTRY_PAYLOAD_LEN};
 use crate::domain::groups::{create_group, members, CreateGroup};
 use crate::domain::messages::{send_message, SendMessage};
@@ -91,6 +91,26 @@ fn a_direct_group_names_its_two_accounts_and_takes_nobody_else() {
     assert_eq!(add(&store, &mallory, &group_id, &[&alice], b"add-alice").unwrap(), 1);
 }
 
+/// Review F4: an Add whose KeyPackage expires before every member could
+/// process it (within the retention) is refused; one that lasts is taken.
+#[test]
+fn an_add_with_a_key_package_about_to_expire_is_refused() {
+    let store = store();
+    let alice = user(&store, "alice");
+    let erin = user(&store, "erin");
+    let group_id = gid(1);
+    new_group(&store, &alice, &group_id);
+    let day = 24 * 3600;
+    let short = erin.client.generate_key_packages_expiring_in(1, 29 * day).unwrap();
+    let pending = alice.client.add_members(&group_id, &short).unwrap();
+    let request = commit_request(&group_id, &pending, b"add-erin-short");
+    assert_status(finish(&alice, &group_id, submit(&store, "alice", &request, NOW)), "INVALID_ARGUMENT", "expires in");
+    let lasting = erin.client.generate_key_packages_expiring_in(1, 31 * day).unwrap();
+    let pending = alice.client.add_members(&group_id, &lasting).unwrap();
+    let request = commit_request(&group_id, &pending, b"add-erin");
+    assert_eq!(finish(&alice, &group_id, submit(&store, "alice", &request, NOW)).unwrap(), 1);
+}
+
 #[test]
 fn add_delivers_welcome_only_to_the_invitee() {
     let store = store();
@@ -124,7 +144,7 @@ fn commit_rules_welcome_sender_and_epoch() {
     let group_id = gid(1);
     new_group(&store, &alice, &group_id);
 
-    let package = crate::domain::key_packages::fetch(&store, "alice", "bob").unwrap().key_package;
+    let package = crate::domain::key_packages::fetch(&store, "alice", "bob", &policy()).unwrap().key_package;
     let pending = alice.client.add_members(&group_id, &[package]).unwrap();
     let mut request =
         SubmitCommit { group_id: &group_id, epoch: 0, commit: &pending.commit, welcome: None, message_id: b"c1" };
@@ -168,7 +188,7 @@ fn second_commit_of_an_epoch_is_stale() {
     drain(&store, &bob);
 
     // Both commit at epoch 1; alice's arrives first.
-    let package = crate::domain::key_packages::fetch(&store, "bob", "dave").unwrap().key_package;
+    let package = crate::domain::key_packages::fetch(&store, "bob", "dave", &policy()).unwrap().key_package;
     let bob_pending = bob.client.add_members(&group_id, &[package]).unwrap();
     assert_eq!(add(&store, &alice, &group_id, &[&carol], b"add-carol").unwrap(), 2);
     let request = commit_request(&group_id, &bob_pending, b"add-dave");
@@ -230,16 +250,16 @@ fn an_accepted_commit_names_everyone_who_got_an_entry() {
     new_group(&store, &alice, &group_id);
     add(&store, &alice, &group_id, &[&bob], b"add-bob").unwrap();
 
-    let package = crate::domain::key_packages::fetch(&store, "alice", "carol").unwrap().key_package;
+    let package = crate::domain::key_packages::fetch(&store, "alice", "carol", &policy()).unwrap().key_package;
     let pending = alice.client.add_members(&group_id, &[package]).unwrap();
     let request = commit_request(&group_id, &pending, b"add-carol");
     let views = ViewCache::default();
-    let accepted = submit_commit(&store, &views, "alice", &request, NOW).unwrap();
+    let accepted = submit_commit(&store, &views, "alice", &request, NOW, &policy()).unwrap();
     let mut recipients = accepted.recipients.clone();
     recipients.sort();
     recipients.dedup();
     assert_eq!(recipients, ["bob", "carol"], "bob gets the commit, carol the Welcome");
     assert!(!accepted.recipients.iter().any(|name| name == "alice"), "not the committer");
-    let retry = submit_commit(&store, &views, "alice", &request, NOW).unwrap();
+    let retry = submit_commit(&store, &views, "alice", &request, NOW, &policy()).unwrap();
     assert_eq!((retry.epoch, retry.recipients.len()), (accepted.epoch, 0), "a retry writes nothing");
 }

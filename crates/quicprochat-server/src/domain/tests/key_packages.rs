@@ -1,37 +1,38 @@
 //! Domain tests: key package upload, single-use fetch, last resort and stock.
 
-use super::{assert_status, client, store, user};
-use crate::domain::key_packages::{fetch, stock, upload, LOW_WATER, MAX_UPLOAD};
+use super::{assert_status, client, policy, store, user};
+use crate::domain::commits::CommitPolicy;
+use crate::domain::key_packages::{fetch, fetch_last_resort, stock, upload, LOW_WATER, MAX_UPLOAD};
 
 #[test]
 fn upload_fetch_single_use_then_last_resort() {
     let store = store();
     let alice = user(&store, "alice");
     let bob = user(&store, "bob");
-    let report = stock(&store, "alice").unwrap();
+    let report = stock(&store, "alice", &policy()).unwrap();
     assert_eq!((report.stock, report.low_water, report.has_last_resort), (3, LOW_WATER, true));
 
     let mut served = Vec::new();
     for _ in 0..3 {
-        let package = fetch(&store, &bob.name, &alice.name).unwrap();
+        let package = fetch(&store, &bob.name, &alice.name, &policy()).unwrap();
         assert!(!package.last_resort);
         assert!(!served.contains(&package.key_package), "never served twice");
         served.push(package.key_package);
     }
-    let first_last_resort = fetch(&store, &bob.name, &alice.name).unwrap();
-    let second_last_resort = fetch(&store, &bob.name, &alice.name).unwrap();
+    let first_last_resort = fetch(&store, &bob.name, &alice.name, &policy()).unwrap();
+    let second_last_resort = fetch(&store, &bob.name, &alice.name, &policy()).unwrap();
     assert!(first_last_resort.last_resort && second_last_resort.last_resort);
     assert_eq!(first_last_resort.key_package, second_last_resort.key_package);
-    let report = stock(&store, "alice").unwrap();
+    let report = stock(&store, "alice", &policy()).unwrap();
     assert_eq!((report.stock, report.has_last_resort), (0, true));
 
     // Refill; the new batch is served before the last resort again.
     let fresh = alice.client.generate_key_packages(2).unwrap();
     let report = upload(&store, &alice.name, &fresh, None).unwrap();
     assert_eq!(report.stock, 2);
-    assert_eq!(fetch(&store, &bob.name, &alice.name).unwrap().key_package, fresh[0]);
+    assert_eq!(fetch(&store, &bob.name, &alice.name, &policy()).unwrap().key_package, fresh[0]);
 
-    assert_status(fetch(&store, &bob.name, "nobody"), "NOT_FOUND", "nobody");
+    assert_status(fetch(&store, &bob.name, "nobody", &policy()), "NOT_FOUND", "nobody");
 }
 
 #[test]
@@ -51,7 +52,7 @@ fn fetch_without_stock_is_not_found() {
         signature: &signature,
     };
     super::register_open(&store, "carol", carol_client.identity().public_key(), &proof, 0).unwrap();
-    assert_status(fetch(&store, &bob.name, "carol"), "NOT_FOUND", "no key package");
+    assert_status(fetch(&store, &bob.name, "carol", &policy()), "NOT_FOUND", "no usable key package");
 }
 
 #[test]
@@ -79,8 +80,27 @@ fn upload_rejects_foreign_wrong_slot_and_garbage() {
     // One bad package rejects the whole upload.
     let mixed = vec![alice_package[0].clone(), forged[0].clone()];
     assert_status(upload(&store, "alice", &mixed, None), "PERMISSION_DENIED", "key package 1");
-    assert_eq!(stock(&store, "alice").unwrap().stock, 3);
+    assert_eq!(stock(&store, "alice", &policy()).unwrap().stock, 3);
 
     let too_many = vec![alice_package[0].clone(); MAX_UPLOAD + 1];
     assert_status(upload(&store, "alice", &too_many, None), "INVALID_ARGUMENT", "at most 100");
+}
+
+/// Review F4: packages that expire before every member could process an Add
+/// of them are not served (ordinary ones are discarded), and a last-resort
+/// package in that state counts as none, so its owner uploads a fresh one.
+#[test]
+fn packages_that_expire_too_soon_are_not_served() {
+    let store = store();
+    let alice = user(&store, "alice");
+    let bob = user(&store, "bob");
+    // Every package lives 84 days; ask for 85 more.
+    let demanding = CommitPolicy { key_package_remaining_s: 85 * 24 * 3600, ..policy() };
+    assert!(!stock(&store, "alice", &demanding).unwrap().has_last_resort);
+    assert_status(fetch(&store, &bob.name, &alice.name, &demanding), "NOT_FOUND", "no usable key package");
+    assert_eq!(stock(&store, "alice", &policy()).unwrap().stock, 0, "the three ordinary ones were discarded");
+    assert_status(fetch_last_resort(&store, &bob.name, &alice.name, &demanding), "NOT_FOUND", "no usable");
+    let fresh = alice.client.generate_key_packages(1).unwrap();
+    upload(&store, &alice.name, &fresh, None).unwrap();
+    assert_eq!(fetch(&store, &bob.name, &alice.name, &policy()).unwrap().key_package, fresh[0]);
 }

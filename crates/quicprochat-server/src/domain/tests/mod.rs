@@ -14,7 +14,7 @@ use quicprochat_core::identity::{auth_transcript, AuthPurpose, Identity};
 use quicprochat_core::{Incoming, PendingCommit};
 
 use super::accounts::{register, AuthProof, Registration};
-use super::commits::{submit_commit, SubmitCommit};
+use super::commits::{submit_commit, CommitPolicy, SubmitCommit};
 use super::groups::{create_group, CreateGroup};
 use super::views::{ViewCache, ViewCacheStats};
 use super::{delivery, DomainError};
@@ -85,6 +85,12 @@ thread_local! {
     pub(super) static VIEWS: ViewCache = ViewCache::default();
 }
 
+/// The commit policy now (real time: OpenMLS stamps key packages with the
+/// real clock) with the default 30-day retention.
+pub(super) fn policy() -> CommitPolicy {
+    CommitPolicy::at(crate::clock::now_ms(), 30 * 24 * 3600)
+}
+
 /// [`submit_commit`] with this test's view cache; the new epoch.
 pub(super) fn submit(
     store: &dyn Store,
@@ -92,7 +98,9 @@ pub(super) fn submit(
     request: &SubmitCommit<'_>,
     now_ms: u64,
 ) -> Result<u64, DomainError> {
-    VIEWS.with(|views| submit_commit(store, views, session_user, request, now_ms)).map(|accepted| accepted.epoch)
+    VIEWS
+        .with(|views| submit_commit(store, views, session_user, request, now_ms, &policy()))
+        .map(|accepted| accepted.epoch)
 }
 
 /// [`leave_group`](crate::domain::commits::leave_group) with this test's view cache.
@@ -157,11 +165,13 @@ pub(super) fn add_with(
     invitees: &[&User],
     message_id: &[u8],
 ) -> Result<u64, DomainError> {
-    let packages: Vec<Vec<u8>> =
-        invitees.iter().map(|invitee| kp::fetch(store, &committer.name, &invitee.name).unwrap().key_package).collect();
+    let packages: Vec<Vec<u8>> = invitees
+        .iter()
+        .map(|invitee| kp::fetch(store, &committer.name, &invitee.name, &policy()).unwrap().key_package)
+        .collect();
     let pending = committer.client.add_members(group_id, &packages).unwrap();
     let request = commit_request(group_id, &pending, message_id);
-    let accepted = submit_commit(store, views, &committer.name, &request, NOW);
+    let accepted = submit_commit(store, views, &committer.name, &request, NOW, &policy());
     finish(committer, group_id, accepted.map(|accepted| accepted.epoch))
 }
 

@@ -61,7 +61,7 @@ pub(super) fn last_resort_read_keeps_stock(store: &dyn Store) {
     assert_eq!(store.create_account("alice", &KEY, 1).unwrap(), AccountCreation::Created);
     assert_eq!(store.last_resort_key_package("alice").unwrap(), None);
     assert_eq!(store.last_resort_key_package("nobody").unwrap(), None);
-    super::stored(store.add_key_packages("alice", &[super::kp(b"kp-1")], Some(&super::kp(b"last"))).unwrap());
+    super::stored(store.add_key_packages("alice", &[super::kp(b"kp-1")], Some(&super::kp(b"last")), 1000).unwrap());
     assert_eq!(store.last_resort_key_package("alice").unwrap().as_deref(), Some(&b"last"[..]));
     assert_eq!(store.last_resort_key_package("alice").unwrap().as_deref(), Some(&b"last"[..]));
     let stock = store.key_package_stock("alice").unwrap();

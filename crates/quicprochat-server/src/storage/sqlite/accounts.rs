@@ -90,9 +90,16 @@ pub(super) fn add_key_packages(
     username: &str,
     key_packages: &[NewKeyPackage],
     last_resort: Option<&NewKeyPackage>,
+    max_stock: u64,
 ) -> Result<KeyPackagesAdded, StoreError> {
     const OPERATION: &str = "add_key_packages";
     require_account(connection, username, OPERATION)?;
+    // The cap is checked in the transaction that inserts: concurrent
+    // uploads cannot take the stock past it together.
+    let stock = key_package_stock(connection, username, OPERATION)?;
+    if stock.count.saturating_add(key_packages.len() as u64) > max_stock {
+        return Ok(KeyPackagesAdded::StockFull { count: stock.count });
+    }
     // Checked before any write, so a refused upload changes nothing. The
     // last-resort package this call replaces does not count as in use.
     let mut in_use = connection

@@ -239,7 +239,7 @@ fn group_version(connection: &Connection, group_id: &[u8], operation: &'static s
 }
 
 /// Moves the group to `epoch` and appends `payload` to its log; returns the
-/// new state version.
+/// new state version and the entry's seq.
 fn append_to_log(
     connection: &Connection,
     group_id: &[u8],
@@ -247,7 +247,7 @@ fn append_to_log(
     kind: EntryKind,
     payload: &[u8],
     operation: &'static str,
-) -> Result<u64, StoreError> {
+) -> Result<(u64, u64), StoreError> {
     let (state_version, seq): (u64, u64) = connection
         .prepare_cached(
             "UPDATE groups SET epoch = ?2, state_version = state_version + 1, log_head = log_head + 1
@@ -259,7 +259,7 @@ fn append_to_log(
         .prepare_cached("INSERT INTO group_log (group_id, seq, kind, payload) VALUES (?1, ?2, ?3, ?4)")
         .and_then(|mut statement| statement.execute(params![group_id, seq, encode_entry_kind(kind), payload]))
         .during(operation)?;
-    Ok(state_version)
+    Ok((state_version, seq))
 }
 
 pub(super) fn apply_commit(connection: &Connection, write: &CommitWrite) -> Result<CommitResult, StoreError> {
@@ -276,11 +276,18 @@ pub(super) fn apply_commit(connection: &Connection, write: &CommitWrite) -> Resu
     }
     let (old_members, _) = roster(connection, &write.group_id, OPERATION)?;
     let payload = &write.commit.message.payload;
-    let state_version =
+    let (state_version, seq) =
         append_to_log(connection, &write.group_id, write.new_epoch, EntryKind::Commit, payload, OPERATION)?;
+    if let Some(state) = &write.snapshot {
+        store_snapshot(connection, &write.group_id, seq, state, OPERATION)?;
+    }
     let old: BTreeSet<&str> = old_members.iter().map(String::as_str).collect();
     let new: BTreeSet<&str> = write.new_members.iter().map(String::as_str).collect();
     update_roster(connection, &write.group_id, &old, &new, OPERATION)?;
+    connection
+        .prepare_cached("UPDATE group_members SET leaving = 0 WHERE group_id = ?1 AND leaving = 1")
+        .and_then(|mut statement| statement.execute(params![write.group_id]))
+        .during(OPERATION)?;
     let welcome = write
         .welcome
         .as_ref()
@@ -312,27 +319,37 @@ pub(super) fn apply_proposal(connection: &Connection, write: &ProposalWrite) -> 
 }
 
 pub(super) fn write_snapshot(connection: &Connection, snapshot: &GroupSnapshot) -> Result<bool, StoreError> {
-    const OPERATION: &str = "write_snapshot";
+    store_snapshot(connection, &snapshot.group_id, snapshot.through, &snapshot.state, "write_snapshot")
+}
+
+/// Stores `state` as the group's view through log entry `through`, unless
+/// a snapshot at least as new is stored or the log does not reach it;
+/// drops the log entries it covers. Returns whether it was stored.
+fn store_snapshot(
+    connection: &Connection,
+    group_id: &[u8],
+    through: u64,
+    state: &[u8],
+    operation: &'static str,
+) -> Result<bool, StoreError> {
     let written = connection
         .prepare_cached(
             "UPDATE groups SET snapshot_through = ?2, snapshot_bytes = ?3
              WHERE group_id = ?1 AND snapshot_through < ?2 AND log_head >= ?2",
         )
-        .and_then(|mut statement| {
-            statement.execute(params![snapshot.group_id, snapshot.through, snapshot.state.len() as u64])
-        })
-        .during(OPERATION)?;
+        .and_then(|mut statement| statement.execute(params![group_id, through, state.len() as u64]))
+        .during(operation)?;
     if written == 0 {
         return Ok(false);
     }
     connection
         .prepare_cached("UPDATE group_snapshots SET state = ?2 WHERE group_id = ?1")
-        .and_then(|mut statement| statement.execute(params![snapshot.group_id, snapshot.state]))
-        .during(OPERATION)?;
+        .and_then(|mut statement| statement.execute(params![group_id, state]))
+        .during(operation)?;
     connection
         .prepare_cached("DELETE FROM group_log WHERE group_id = ?1 AND seq <= ?2")
-        .and_then(|mut statement| statement.execute(params![snapshot.group_id, snapshot.through]))
-        .during(OPERATION)?;
+        .and_then(|mut statement| statement.execute(params![group_id, through]))
+        .during(operation)?;
     Ok(true)
 }
 

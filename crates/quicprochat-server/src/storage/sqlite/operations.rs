@@ -104,8 +104,11 @@ impl<A: Access> Store for A {
         username: &str,
         key_packages: &[NewKeyPackage],
         last_resort: Option<&NewKeyPackage>,
+        max_stock: u64,
     ) -> Result<KeyPackagesAdded, StoreError> {
-        self.write("add_key_packages", |tx| accounts::add_key_packages(tx, username, key_packages, last_resort))
+        self.write("add_key_packages", |tx| {
+            accounts::add_key_packages(tx, username, key_packages, last_resort, max_stock)
+        })
     }
 
     fn take_key_package(&self, username: &str) -> Result<Option<TakenKeyPackage>, StoreError> {

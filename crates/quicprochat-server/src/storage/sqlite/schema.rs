@@ -238,6 +238,7 @@ mod tests {
             expected_epoch: 3,
             new_epoch: 4,
             new_members: vec!["alice".to_owned()],
+            snapshot: None,
             commit: Fanout { message: commit, recipients: Vec::new() },
             welcome: None,
         };
