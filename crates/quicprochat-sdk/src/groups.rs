@@ -73,7 +73,10 @@ impl QpcClient {
     }
 
     /// Leaves a group: asks the other members to remove us (the next member
-    /// online commits it) and stops reading it here at once.
+    /// online commits it) and stops showing it here at once. Until a commit
+    /// removes us, every commit that does not (its committer had not seen
+    /// the leave, or left it out) makes this client send the leave again
+    /// for the new epoch, whenever it syncs.
     pub async fn leave_group(&self, group: &str) -> Result<(), SdkError> {
         let mut inner = self.inner.lock().await;
         let conversation = inner.active_conversation(group)?;
@@ -85,7 +88,8 @@ impl QpcClient {
             message_id: message_id().into(),
         };
         let _: v1::LeaveGroupResponse = inner.rpc().call(Method::LeaveGroup, &request).await?;
-        inner.store.deactivate(&conversation.group_id)?;
+        let epoch = inner.mls.epoch(&conversation.group_id)?;
+        inner.store.leave(&conversation.group_id, epoch)?;
         Ok(())
     }
 }
@@ -220,6 +224,23 @@ impl Inner {
             }
         }
         Err(SdkError::CommitContention { group: conversation.display_name(), attempts: MAX_COMMIT_ATTEMPTS })
+    }
+
+    /// Sends our leave of `group_id` again for its current epoch (the last
+    /// one died with its epoch, left out of the commit that ended it).
+    pub(crate) async fn leave_again(&mut self, group_id: &[u8]) -> Result<(), SdkError> {
+        if self.store.leaving_epoch(group_id)?.is_none() || !self.mls.is_active(group_id)? {
+            return Ok(());
+        }
+        let proposal = self.mls.leave_group(group_id)?;
+        let request = v1::LeaveGroupRequest {
+            group_id: group_id.to_vec().into(),
+            proposal: proposal.into(),
+            message_id: message_id().into(),
+        };
+        let _: v1::LeaveGroupResponse = self.rpc().call(Method::LeaveGroup, &request).await?;
+        self.store.leave(group_id, self.mls.epoch(group_id)?)?;
+        Ok(())
     }
 
     /// Submits `request`, resubmitting it unchanged (same message id) while

@@ -110,6 +110,7 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_by_group ON messages (group_id, received_at_ms);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS leaving (group_id BLOB PRIMARY KEY, epoch INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     message_id BLOB NOT NULL UNIQUE,
@@ -131,7 +132,8 @@ impl LocalStore {
         Ok(LocalStore { connection })
     }
 
-    /// Records a conversation (idempotent on the group id).
+    /// Records a conversation (idempotent on the group id; a conversation
+    /// recorded before takes the new name and peer).
     pub fn add_conversation(
         &self,
         group_id: &[u8],
@@ -139,11 +141,42 @@ impl LocalStore {
         peer: Option<&str>,
         now_ms: u64,
     ) -> rusqlite::Result<()> {
-        self.connection.execute(
+        // Joined again: named and classified anew (the roster may differ
+        // from the last time), and no longer leaving.
+        let transaction = self.connection.unchecked_transaction()?;
+        transaction.execute(
             "INSERT INTO conversations (group_id, name, peer, active, created_at_ms) VALUES (?1, ?2, ?3, 1, ?4)
-             ON CONFLICT (group_id) DO UPDATE SET active = 1",
+             ON CONFLICT (group_id) DO UPDATE SET active = 1, name = ?2, peer = ?3",
             params![group_id, name, peer, now_ms as i64],
         )?;
+        transaction.execute("DELETE FROM leaving WHERE group_id = ?1", params![group_id])?;
+        transaction.commit()
+    }
+
+    /// Leaves a conversation: it is no longer shown or sent to, and until a
+    /// commit removes us, each commit that does not makes the client send
+    /// its leave again (the proposal, sent at `epoch`, died with the epoch).
+    pub fn leave(&self, group_id: &[u8], epoch: u64) -> rusqlite::Result<()> {
+        let transaction = self.connection.unchecked_transaction()?;
+        transaction.execute("UPDATE conversations SET active = 0 WHERE group_id = ?1", params![group_id])?;
+        transaction.execute(
+            "INSERT INTO leaving (group_id, epoch) VALUES (?1, ?2) ON CONFLICT (group_id) DO UPDATE SET epoch = ?2",
+            params![group_id, epoch as i64],
+        )?;
+        transaction.commit()
+    }
+
+    /// The epoch our pending leave of this group was sent in, if we are leaving it.
+    pub fn leaving_epoch(&self, group_id: &[u8]) -> rusqlite::Result<Option<u64>> {
+        self.connection
+            .query_row("SELECT epoch FROM leaving WHERE group_id = ?1", params![group_id], |row| row.get::<_, i64>(0))
+            .optional()
+            .map(|epoch| epoch.map(|epoch| epoch as u64))
+    }
+
+    /// We are no longer leaving this group (removed, or joined again).
+    pub fn stop_leaving(&self, group_id: &[u8]) -> rusqlite::Result<()> {
+        self.connection.execute("DELETE FROM leaving WHERE group_id = ?1", params![group_id])?;
         Ok(())
     }
 

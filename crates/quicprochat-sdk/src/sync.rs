@@ -7,7 +7,7 @@
 //! (sender, message id). A broken entry is logged and skipped, never allowed
 //! to block the queue.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -298,18 +298,24 @@ impl Inner {
     /// Syncs, then commits pending proposals (members leaving) in groups
     /// where we are the member designated to do it.
     pub(crate) async fn sync_and_settle(&mut self) -> Result<(), SdkError> {
-        let leavers = self.sync().await?;
-        self.settle(leavers).await
+        let due = self.sync().await?;
+        self.settle(due).await
     }
 
     /// After processing: flushes the outbox, then commits the leaves of
-    /// `leavers` in groups where we are the member designated to do it.
-    async fn settle(&mut self, leavers: BTreeMap<Vec<u8>, Vec<String>>) -> Result<(), SdkError> {
+    /// `due.leavers` in groups where we are the member designated to do it,
+    /// and sends our own leaves again where a commit left them out.
+    async fn settle(&mut self, due: Due) -> Result<(), SdkError> {
         // Whatever is still queued goes out now that the server answers.
         if let Err(error) = self.flush_outbox().await {
             tracing::debug!(%error, "outbox not flushed");
         }
-        for (group_id, leaving) in leavers {
+        for group_id in due.leave_again {
+            if let Err(error) = self.leave_again(&group_id).await {
+                tracing::warn!(group = %hex::encode(&group_id), %error, "could not send our leave again");
+            }
+        }
+        for (group_id, leaving) in due.leavers {
             let Some(conversation) = self.store.conversation(&group_id)? else { continue };
             if !conversation.active || !self.mls.is_active(&group_id)? {
                 continue;
@@ -347,18 +353,18 @@ impl Inner {
         if fresh.is_empty() {
             return Ok(true);
         }
-        let mut leavers = BTreeMap::new();
-        if self.apply(&rpc, fresh, cursor, &mut leavers).await?.welcomed {
+        let mut due = Due::default();
+        if self.apply(&rpc, fresh, cursor, &mut due).await?.welcomed {
             self.check_key_package_stock().await?;
         }
-        self.settle(leavers).await?;
+        self.settle(due).await?;
         Ok(true)
     }
 
-    /// Fetches and processes the queue until it is empty. Returns, per
-    /// group, the members whose leave proposals arrived.
-    pub(crate) async fn sync(&mut self) -> Result<BTreeMap<Vec<u8>, Vec<String>>, SdkError> {
-        let mut leavers: BTreeMap<Vec<u8>, Vec<String>> = BTreeMap::new();
+    /// Fetches and processes the queue until it is empty. Returns what is
+    /// due afterwards ([`Due`]).
+    pub(crate) async fn sync(&mut self) -> Result<Due, SdkError> {
+        let mut due = Due::default();
         let mut welcomed = false;
         loop {
             // One connection for the fetch and its Ack: both must reach the
@@ -378,7 +384,7 @@ impl Inner {
                 self.advance_cursor(head_seq, head_seq - cursor)?;
                 break;
             }
-            let applied = self.apply(&rpc, response.entries, cursor, &mut leavers).await?;
+            let applied = self.apply(&rpc, response.entries, cursor, &mut due).await?;
             welcomed |= applied.welcomed;
             let last_seq = applied.last_seq;
             if caught_up(count, cursor, last_seq, head_seq) {
@@ -388,7 +394,7 @@ impl Inner {
         if welcomed {
             self.check_key_package_stock().await?;
         }
-        Ok(leavers)
+        Ok(due)
     }
 
     /// Whether the connection's server `instance` is not the one the cursor
@@ -445,13 +451,14 @@ impl Inner {
 
     /// Processes `entries` in order (skipping any at or below the cursor),
     /// stores the new cursor, and only then acknowledges it on `rpc`. Adds the
-    /// members whose leave proposals arrived to `leavers`.
+    /// members whose leave proposals arrived, and the groups we must leave
+    /// again, to `due`.
     async fn apply(
         &mut self,
         rpc: &RpcClient,
         entries: Vec<v1::QueueEntry>,
         cursor: u64,
-        leavers: &mut BTreeMap<Vec<u8>, Vec<String>>,
+        due: &mut Due,
     ) -> Result<Applied, SdkError> {
         let expired = skipped(cursor, &entries);
         let mut welcomed = false;
@@ -462,7 +469,10 @@ impl Inner {
             }
             last_seq = entry.seq;
             match self.process_entry(&entry) {
-                Ok(EntryEffect::Leaving(user)) => leavers.entry(entry.group_id.to_vec()).or_default().push(user),
+                Ok(EntryEffect::Leaving(user)) => due.leavers.entry(entry.group_id.to_vec()).or_default().push(user),
+                Ok(EntryEffect::StillLeaving) => {
+                    due.leave_again.insert(entry.group_id.to_vec());
+                }
                 Ok(EntryEffect::Joined) => welcomed = true,
                 Ok(EntryEffect::None) => {}
                 Err(error) => tracing::warn!(seq = entry.seq, %error, "skipping an entry that cannot be processed"),
@@ -494,9 +504,16 @@ impl Inner {
         if kind == EntryKind::Welcome {
             return self.join(entry);
         }
-        match self.store.conversation(group_id)? {
-            Some(conversation) if conversation.active && self.mls.has_group(group_id)? => {}
+        let shown = match self.store.conversation(group_id)? {
+            Some(conversation) if conversation.active => true,
+            Some(_) if self.store.leaving_epoch(group_id)?.is_some() => false,
             _ => return Ok(EntryEffect::None),
+        };
+        if !self.mls.has_group(group_id)? {
+            return Ok(EntryEffect::None);
+        }
+        if !shown {
+            return self.process_while_leaving(entry);
         }
         match self.mls.process_incoming(group_id, &entry.payload)? {
             Incoming::Application { sender, plaintext, .. } => {
@@ -528,6 +545,21 @@ impl Inner {
         }
     }
 
+    /// An entry of a group we are leaving: its commits are processed (to
+    /// notice our removal, or that a commit left our leave out), nothing
+    /// in it is shown any more.
+    fn process_while_leaving(&mut self, entry: &v1::QueueEntry) -> Result<EntryEffect, SdkError> {
+        let group_id = entry.group_id.as_ref();
+        match self.mls.process_incoming(group_id, &entry.payload)? {
+            Incoming::CommitMerged { removed_self: true, .. } => {
+                self.store.stop_leaving(group_id)?;
+                Ok(EntryEffect::None)
+            }
+            Incoming::CommitMerged { .. } => Ok(EntryEffect::StillLeaving),
+            _ => Ok(EntryEffect::None),
+        }
+    }
+
     /// Joins the group of a Welcome entry. The Welcome must be for the
     /// group the server queued it under; one for another group is dropped
     /// at once (a member could otherwise show us a group the server does
@@ -547,6 +579,16 @@ impl Inner {
     }
 }
 
+/// What is due after processing entries: commits of other members' leaves
+/// and our own leaves to send again.
+#[derive(Default)]
+pub(crate) struct Due {
+    /// Per group, the members whose leave proposals arrived.
+    leavers: BTreeMap<Vec<u8>, Vec<String>>,
+    /// Groups we are leaving where a commit left our leave out.
+    leave_again: BTreeSet<Vec<u8>>,
+}
+
 /// What [`Inner::apply`] did: the seq it reached and whether a Welcome
 /// was among the entries.
 struct Applied {
@@ -558,6 +600,8 @@ enum EntryEffect {
     None,
     Joined,
     Leaving(String),
+    /// A commit in a group we are leaving did not remove us.
+    StillLeaving,
 }
 
 #[cfg(test)]

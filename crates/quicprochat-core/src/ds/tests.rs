@@ -127,3 +127,127 @@ fn checksummed_view(fuzz_input: &[u8]) -> Vec<u8> {
     blob.extend_from_slice(&digest);
     blob
 }
+
+/// Review F10: an external commit (a newcomer adding itself from a GroupInfo)
+/// is refused by the framing check before any view is used, and by the view.
+#[test]
+fn external_commits_are_refused() {
+    use openmls::prelude::tls_codec::Serialize as _;
+    use openmls::prelude::{BasicCredential, CredentialWithKey, MlsGroup, OpenMlsProvider as _};
+    use openmls_basic_credential::SignatureKeyPair;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, mut view) = alice_with_group(&dir);
+    let bootstrap = alice.export_group_bootstrap(&[9u8; 16]).unwrap();
+    let MlsMessageBodyIn::GroupInfo(group_info) =
+        MlsMessageIn::tls_deserialize_exact_bytes(&bootstrap.group_info).unwrap().extract()
+    else {
+        panic!("a GroupInfo");
+    };
+    let tree = RatchetTreeIn::tls_deserialize_exact_bytes(&bootstrap.ratchet_tree).unwrap();
+    let provider = openmls_rust_crypto::OpenMlsRustCrypto::default();
+    let signer = SignatureKeyPair::new(CLASSICAL_CIPHERSUITE.signature_algorithm()).unwrap();
+    let credential = CredentialWithKey {
+        credential: BasicCredential::new(b"mallory".to_vec()).into(),
+        signature_key: signer.public().into(),
+    };
+    let (_group, bundle) = MlsGroup::external_commit_builder()
+        .with_ratchet_tree(tree)
+        .build_group(&provider, group_info, credential)
+        .unwrap()
+        .load_psks(provider.storage())
+        .unwrap()
+        .build(provider.rand(), provider.crypto(), &signer, |_| true)
+        .unwrap()
+        .finalize(&provider)
+        .unwrap();
+    let commit = bundle.into_contents().0.tls_serialize_detached().unwrap();
+    let refused = inspect_handshake(&commit, HandshakeKind::Commit).unwrap_err();
+    assert!(refused.to_string().contains("only members"), "{refused}");
+    let refused = view.process_commit(&commit).unwrap_err();
+    assert!(matches!(refused, DsError::InvalidMessage { .. }), "{refused}");
+    assert_eq!(view.epoch(), 0, "nothing merged");
+}
+
+/// A one-member group of `name` built with raw OpenMLS (to set what
+/// `MlsClient` never sets), its signer and provider, and its DS view.
+fn raw_group(
+    name: &str,
+) -> (
+    openmls::prelude::MlsGroup,
+    openmls_basic_credential::SignatureKeyPair,
+    openmls_rust_crypto::OpenMlsRustCrypto,
+    DsGroupView,
+) {
+    use openmls::prelude::tls_codec::Serialize as _;
+    use openmls::prelude::{BasicCredential, CredentialWithKey, MlsGroup};
+    let provider = openmls_rust_crypto::OpenMlsRustCrypto::default();
+    let signer = openmls_basic_credential::SignatureKeyPair::new(CLASSICAL_CIPHERSUITE.signature_algorithm()).unwrap();
+    let credential = CredentialWithKey {
+        credential: BasicCredential::new(name.as_bytes().to_vec()).into(),
+        signature_key: signer.public().into(),
+    };
+    let group = MlsGroup::builder()
+        .ciphersuite(CLASSICAL_CIPHERSUITE)
+        .with_wire_format_policy(openmls::prelude::PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
+        .build(&provider, &signer, credential)
+        .unwrap();
+    let info = group.export_group_info(openmls::prelude::OpenMlsProvider::crypto(&provider), &signer, false).unwrap();
+    let tree = group.export_ratchet_tree();
+    let view =
+        DsGroupView::from_group_info(&info.tls_serialize_detached().unwrap(), &tree.tls_serialize_detached().unwrap())
+            .unwrap();
+    (group, signer, provider, view)
+}
+
+/// Review F3: a commit's authenticated data is capped, so a member cannot
+/// make every member's queue hold megabytes per commit.
+#[test]
+fn authenticated_data_over_the_cap_is_refused() {
+    use openmls::prelude::tls_codec::Serialize as _;
+    use openmls::prelude::LeafNodeParameters;
+    let (mut group, signer, provider, mut view) = raw_group("alice");
+    group.set_aad(vec![7; MAX_AUTHENTICATED_DATA_BYTES + 1]);
+    let bundle = group.self_update(&provider, &signer, LeafNodeParameters::default()).unwrap();
+    let commit = bundle.into_commit().tls_serialize_detached().unwrap();
+    let refused = view.process_commit(&commit).unwrap_err();
+    assert!(matches!(refused, DsError::Oversized { .. }), "{refused}");
+    assert_eq!(view.epoch(), 0, "nothing merged");
+
+    group.clear_pending_commit(openmls::prelude::OpenMlsProvider::storage(&provider)).unwrap();
+    group.set_aad(vec![7; 16]);
+    let bundle = group.self_update(&provider, &signer, LeafNodeParameters::default()).unwrap();
+    view.process_commit(&bundle.into_commit().tls_serialize_detached().unwrap()).unwrap();
+    assert_eq!(view.epoch(), 1, "small authenticated data is fine");
+}
+
+/// Review F3: a key package whose leaf carries more extension bytes than
+/// the cap is refused at upload, so no group state grows by it.
+#[test]
+fn leaf_extensions_over_the_cap_are_refused() {
+    use openmls::prelude::tls_codec::Serialize as _;
+    use openmls::prelude::{
+        BasicCredential, Capabilities, CredentialWithKey, Extension, ExtensionType, Extensions, KeyPackage,
+        UnknownExtension,
+    };
+    let provider = openmls_rust_crypto::OpenMlsRustCrypto::default();
+    let signer = openmls_basic_credential::SignatureKeyPair::new(CLASSICAL_CIPHERSUITE.signature_algorithm()).unwrap();
+    let credential = CredentialWithKey {
+        credential: BasicCredential::new(b"mallory".to_vec()).into(),
+        signature_key: signer.public().into(),
+    };
+    let package = |bytes: usize| {
+        let extension = Extension::Unknown(0xff00, UnknownExtension(vec![1; bytes]));
+        KeyPackage::builder()
+            .leaf_node_capabilities(Capabilities::builder().extensions(vec![ExtensionType::Unknown(0xff00)]).build())
+            .leaf_node_extensions(Extensions::single(extension).unwrap())
+            .build(CLASSICAL_CIPHERSUITE, &provider, &signer, credential.clone())
+            .unwrap()
+            .key_package()
+            .tls_serialize_detached()
+            .unwrap()
+    };
+    assert!(validate_key_package(&package(100)).is_ok());
+    let refused = validate_key_package(&package(MAX_LEAF_EXTENSIONS_BYTES)).unwrap_err();
+    assert!(matches!(refused, DsError::Oversized { .. }), "{refused}");
+}

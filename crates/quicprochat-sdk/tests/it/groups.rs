@@ -53,6 +53,32 @@ async fn leaving_member_is_removed_by_the_next_member() {
     assert!(carol.receive().await.expect("receive").is_empty());
 }
 
+/// Review F6: a commit built before the leave arrived leaves it out; the
+/// leaver's client sends it again for the new epoch, and it is committed.
+#[tokio::test]
+async fn a_leave_left_out_of_a_commit_is_sent_again_until_it_is_committed() {
+    let harness = Harness::start().await;
+    let (alice, bob, carol) = team_of_three(&harness).await;
+    let dave = harness.register("dave").await;
+    carol.leave_group("team").await.expect("carol leaves");
+    // bob has not seen the leave: his add leaves it out.
+    bob.add_members("team", &["dave".into()]).await.expect("bob adds dave");
+    assert_eq!(bob.members("team").await.expect("members"), ["alice", "bob", "carol", "dave"]);
+    // carol's client sees a commit that kept her and leaves again.
+    carol.sync().await.expect("carol syncs");
+    // alice, first by name of those staying, commits the new leave.
+    alice.sync().await.expect("alice syncs");
+    for client in [&alice, &bob, &dave] {
+        client.sync().await.expect("sync");
+        assert_eq!(client.members("team").await.expect("members"), ["alice", "bob", "dave"]);
+    }
+    carol.sync().await.expect("carol learns she is out");
+    assert!(carol.groups().await.expect("groups").is_empty());
+    bob.send("team", "carol is gone").await.expect("send");
+    assert_eq!(texts(&receive_n(&dave, 1).await), ["carol is gone"]);
+    assert!(carol.receive().await.expect("receive").is_empty());
+}
+
 #[tokio::test]
 async fn direct_conversation_is_created_once() {
     let harness = Harness::start().await;

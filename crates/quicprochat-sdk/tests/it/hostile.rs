@@ -89,3 +89,22 @@ async fn a_named_group_cannot_pose_as_a_direct_conversation() {
     assert!(groups[0].name.starts_with("group-"), "renamed: {:?}", groups[0].name);
     assert!(bob.members("@alice").await.is_err());
 }
+
+/// Review F13: a server that serves another account's key package when
+/// asked for alice's is caught before anything is committed.
+#[tokio::test]
+async fn a_key_package_served_for_the_wrong_user_is_refused() {
+    let harness = Harness::start().await;
+    let _alice = harness.register("alice").await;
+    let bob = harness.register("bob").await;
+    let _carol = harness.register("carol").await;
+    bob.create_group("team").await.expect("create");
+    let path = harness.dir.path().join("server").join("qpc-server.db");
+    let connection = rusqlite::Connection::open(path).expect("open the server's database");
+    connection.busy_timeout(std::time::Duration::from_secs(5)).expect("busy timeout");
+    connection.execute("DELETE FROM key_packages WHERE username = 'alice'", []).expect("drop alice's packages");
+    connection.execute("UPDATE key_packages SET username = 'alice' WHERE username = 'carol'", []).expect("swap");
+    let refused = bob.add_members("team", &["alice".into()]).await.expect_err("carol's package is not alice's");
+    assert!(refused.to_string().contains("key package of \"carol\""), "{refused}");
+    assert_eq!(bob.members("team").await.expect("members"), ["bob"]);
+}

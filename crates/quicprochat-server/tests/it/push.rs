@@ -110,3 +110,34 @@ async fn every_subscription_gets_the_queue_in_order_under_concurrent_sends_and_a
         assert_eq!(ids, expected, "{name} subscription: the queue's entries, in its order");
     }
 }
+
+/// Review F12: an account disabled while connected (`qpc-server users
+/// disable` writes the database from another process) loses Fetch, Ack and
+/// Subscribe at once, and its running push stream ends within one
+/// housekeeping round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_account_loses_fetch_ack_and_its_running_push() {
+    let harness = Harness::start().await;
+    let (rpc, _identity) = harness.register("mallory").await;
+    let _: v1::SubscribeResponse =
+        rpc.call(Method::Subscribe, &v1::SubscribeRequest { after_seq: 0 }).await.expect("subscribe");
+    let mut push = tokio::time::timeout(WAIT, rpc.accept_push()).await.expect("push stream in time").expect("push");
+    let opening = tokio::time::timeout(WAIT, push.next()).await.expect("opening event in time");
+    assert!(matches!(opening, Ok(Some(_))), "the stream opens with an empty event: {opening:?}");
+
+    let database = rusqlite::Connection::open(harness.dir().join("data").join("qpc-server.db")).expect("open");
+    database.busy_timeout(WAIT).expect("busy timeout");
+    database.execute("UPDATE accounts SET disabled = 1 WHERE username = 'mallory'", []).expect("disable");
+
+    let denied = quicprochat_proto::Status::PermissionDenied;
+    let fetch = rpc.call::<_, v1::FetchResponse>(Method::Fetch, &v1::FetchRequest { after_seq: 0, limit: 10 }).await;
+    assert_eq!(crate::harness::status_of(fetch), denied);
+    let ack = rpc.call::<_, v1::AckResponse>(Method::Ack, &v1::AckRequest { up_to_seq: 1 }).await;
+    assert_eq!(crate::harness::status_of(ack), denied);
+    let subscribe =
+        rpc.call::<_, v1::SubscribeResponse>(Method::Subscribe, &v1::SubscribeRequest { after_seq: 0 }).await;
+    assert_eq!(crate::harness::status_of(subscribe), denied);
+    // The housekeeping round (every 5 s) ends the running push stream.
+    let ended = tokio::time::timeout(Duration::from_secs(15), push.next()).await.expect("the push stream ended");
+    assert!(!matches!(ended, Ok(Some(_))), "no more events: {ended:?}");
+}
