@@ -83,10 +83,17 @@ impl Inner {
     }
 
     /// How a group just joined from `entry` (a Welcome for `group_id`) is
-    /// recorded: as the direct conversation with its other member when the
+    /// recorded: in place of a broken group it was rebuilt for (see
+    /// `fork`), as the direct conversation with its other member when the
     /// server calls it direct *and* the roster is exactly two accounts, as
     /// a named group (its name sanitised, and made unique) otherwise.
     pub(crate) fn record_joined(&self, entry: &v1::QueueEntry, group_id: &[u8]) -> Result<Conversation, SdkError> {
+        if let Some(broken) = self.replaced_by(group_id, &entry.group_name)? {
+            tracing::info!(group = %broken.name, "joined the group rebuilt in place of a broken one");
+            self.store.retire_broken(&broken.group_id)?;
+            self.store.add_conversation(group_id, &broken.name, None, crate::now_ms())?;
+            return Ok(Conversation { group_id: group_id.to_vec(), name: broken.name, peer: None, active: true });
+        }
         let direct = entry.group_kind == v1::GroupKind::Direct as i32;
         let peer = if direct { self.verified_peer(group_id)? } else { None };
         let name = match &peer {

@@ -59,6 +59,23 @@ pub enum SdkError {
     /// package for another user, ...).
     #[error("refused: {0}")]
     Refused(String),
+    /// The group forked: the server accepted a commit that the other
+    /// members cannot process. Nothing can be sent in it; it is rebuilt
+    /// without that member.
+    #[error(
+        "group {group} was broken by {culprit} at epoch {epoch}: the server accepted a commit of theirs that no \
+         other member can process; {rebuilder} rebuilds the group without {culprit}"
+    )]
+    GroupBroken {
+        /// The group concerned.
+        group: String,
+        /// The member whose commit broke it.
+        culprit: String,
+        /// The epoch of that commit.
+        epoch: u64,
+        /// Who rebuilds it (`you` when this client does).
+        rebuilder: String,
+    },
     /// A commit kept losing the race for its epoch.
     #[error("gave up after {attempts} attempts: other members keep committing to group {group}")]
     CommitContention {

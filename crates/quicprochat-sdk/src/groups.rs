@@ -81,6 +81,12 @@ impl QpcClient {
         let mut inner = self.inner.lock().await;
         let conversation = inner.active_conversation(group)?;
         inner.sync().await?;
+        if inner.store.broken(&conversation.group_id)?.is_some() {
+            // No leave can be committed in a group no one can follow: stop
+            // following it here (the server keeps us on its roster).
+            inner.store.retire_broken(&conversation.group_id)?;
+            return Ok(());
+        }
         let proposal = inner.mls.leave_group(&conversation.group_id)?;
         let request = v1::LeaveGroupRequest {
             group_id: conversation.group_id.clone().into(),
@@ -123,13 +129,18 @@ impl Inner {
     pub(crate) async fn add_members(&mut self, conversation: &Conversation, users: &[String]) -> Result<(), SdkError> {
         let mut key_packages = Vec::with_capacity(users.len());
         for user in users {
-            let request = v1::FetchKeyPackageRequest { username: user.clone() };
-            let response: v1::FetchKeyPackageResponse = self.rpc().call(Method::FetchKeyPackage, &request).await?;
-            self.check_fetched_key_package(user, &response.key_package)?;
-            key_packages.push(response.key_package.to_vec());
+            key_packages.push(self.fetch_key_package(user).await?);
         }
         let group_id = conversation.group_id.clone();
         self.submit_commit_with_retry(conversation, |mls| mls.add_members(&group_id, &key_packages).map(Some)).await
+    }
+
+    /// One key package of `user`, checked ([`Inner::check_fetched_key_package`]).
+    pub(crate) async fn fetch_key_package(&mut self, user: &str) -> Result<Vec<u8>, SdkError> {
+        let request = v1::FetchKeyPackageRequest { username: user.to_owned() };
+        let response: v1::FetchKeyPackageResponse = self.rpc().call(Method::FetchKeyPackage, &request).await?;
+        self.check_fetched_key_package(user, &response.key_package)?;
+        Ok(response.key_package.to_vec())
     }
 
     /// A key package the server served for `user` must name `user`, carry
@@ -191,6 +202,9 @@ impl Inner {
     ) -> Result<(), SdkError> {
         let group_id = &conversation.group_id;
         for _attempt in 0..MAX_COMMIT_ATTEMPTS {
+            // A broken group's epoch is one no other member shares: any
+            // commit in it is lost. Stop instead of retrying.
+            self.refuse_if_broken(conversation)?;
             let Some(pending) = build(&self.mls)? else {
                 return Ok(());
             };

@@ -17,6 +17,7 @@ pub mod content;
 mod direct;
 mod driver;
 mod error;
+mod fork;
 mod groups;
 pub mod local_store;
 mod messaging;

@@ -31,6 +31,16 @@ impl Conversation {
     }
 }
 
+/// How a group broke: the server accepted a commit of `culprit` for
+/// `epoch` that this device cannot process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broken {
+    /// The epoch the bad commit was for.
+    pub epoch: u64,
+    /// The member the commit names as its sender.
+    pub culprit: String,
+}
+
 /// Delivery state of a stored message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageState {
@@ -111,6 +121,7 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_by_group ON messages (group_id, received_at_ms);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS leaving (group_id BLOB PRIMARY KEY, epoch INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS broken_groups (group_id BLOB PRIMARY KEY, epoch INTEGER NOT NULL, culprit TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     message_id BLOB NOT NULL UNIQUE,
@@ -178,6 +189,44 @@ impl LocalStore {
     pub fn stop_leaving(&self, group_id: &[u8]) -> rusqlite::Result<()> {
         self.connection.execute("DELETE FROM leaving WHERE group_id = ?1", params![group_id])?;
         Ok(())
+    }
+
+    /// Records that the group forked at `epoch`: the server accepted a
+    /// commit of `culprit` that we cannot process. The first record stays.
+    pub fn mark_broken(&self, group_id: &[u8], epoch: u64, culprit: &str) -> rusqlite::Result<()> {
+        self.connection.execute(
+            "INSERT OR IGNORE INTO broken_groups (group_id, epoch, culprit) VALUES (?1, ?2, ?3)",
+            params![group_id, epoch as i64, culprit],
+        )?;
+        Ok(())
+    }
+
+    /// How the group broke, if it did.
+    pub fn broken(&self, group_id: &[u8]) -> rusqlite::Result<Option<Broken>> {
+        self.connection
+            .query_row("SELECT epoch, culprit FROM broken_groups WHERE group_id = ?1", params![group_id], |row| {
+                Ok(Broken { epoch: row.get::<_, i64>(0)? as u64, culprit: row.get(1)? })
+            })
+            .optional()
+    }
+
+    /// Every broken group, by group id.
+    pub fn broken_groups(&self) -> rusqlite::Result<Vec<(Vec<u8>, Broken)>> {
+        let mut statement =
+            self.connection.prepare_cached("SELECT group_id, epoch, culprit FROM broken_groups ORDER BY group_id")?;
+        let rows = statement.query_map([], |row| {
+            Ok((row.get(0)?, Broken { epoch: row.get::<_, i64>(1)? as u64, culprit: row.get(2)? }))
+        })?;
+        rows.collect()
+    }
+
+    /// A broken group is replaced (or given up): no longer active, no
+    /// longer broken.
+    pub fn retire_broken(&self, group_id: &[u8]) -> rusqlite::Result<()> {
+        let transaction = self.connection.unchecked_transaction()?;
+        transaction.execute("UPDATE conversations SET active = 0 WHERE group_id = ?1", params![group_id])?;
+        transaction.execute("DELETE FROM broken_groups WHERE group_id = ?1", params![group_id])?;
+        transaction.commit()
     }
 
     /// Marks a conversation as left (no more sending or receiving).

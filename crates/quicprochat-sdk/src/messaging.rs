@@ -45,6 +45,7 @@ impl QpcClient {
             Some(peer) => inner.direct_conversation(peer).await?,
             None => inner.active_conversation(target)?,
         };
+        inner.refuse_if_broken(&conversation)?;
         // OpenMLS cannot encrypt while proposals (e.g. a member's leave) are
         // pending: commit them first (a no-op when there are none).
         let group_id = conversation.group_id.clone();

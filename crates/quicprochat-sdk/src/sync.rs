@@ -310,6 +310,9 @@ impl Inner {
         if let Err(error) = self.flush_outbox().await {
             tracing::debug!(%error, "outbox not flushed");
         }
+        if due.rebuild {
+            self.rebuild_broken().await?;
+        }
         for group_id in due.leave_again {
             if let Err(error) = self.leave_again(&group_id).await {
                 tracing::warn!(group = %hex::encode(&group_id), %error, "could not send our leave again");
@@ -475,7 +478,13 @@ impl Inner {
                 }
                 Ok(EntryEffect::Joined) => welcomed = true,
                 Ok(EntryEffect::None) => {}
-                Err(error) => tracing::warn!(seq = entry.seq, %error, "skipping an entry that cannot be processed"),
+                Err(error) => match self.note_fork(&entry, &error) {
+                    Ok(Some(_culprit)) => due.rebuild = true,
+                    Ok(None) => tracing::warn!(seq = entry.seq, %error, "skipping an entry that cannot be processed"),
+                    Err(noting) => {
+                        tracing::warn!(seq = entry.seq, %error, %noting, "skipping an entry; cannot record a fork")
+                    }
+                },
             }
         }
         if last_seq > cursor {
@@ -587,6 +596,8 @@ pub(crate) struct Due {
     leavers: BTreeMap<Vec<u8>, Vec<String>>,
     /// Groups we are leaving where a commit left our leave out.
     leave_again: BTreeSet<Vec<u8>>,
+    /// A group forked: rebuild those this client is the rebuilder of.
+    rebuild: bool,
 }
 
 /// What [`Inner::apply`] did: the seq it reached and whether a Welcome

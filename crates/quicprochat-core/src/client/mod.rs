@@ -213,6 +213,14 @@ impl MlsClient {
         })
     }
 
+    /// The username of the member at leaf `leaf_index`, if that leaf is
+    /// occupied (e.g. to name the sender of a commit that fails to verify).
+    pub fn member_at(&self, group_id: &[u8], leaf_index: u32) -> Result<Option<String>, MlsError> {
+        self.with_group("member_at", group_id, Access::Read, |group| {
+            Ok(group.members().find(|m| m.index.u32() == leaf_index).map(|m| member_name(&m)))
+        })
+    }
+
     /// Identity key (signature public key) of a member, for safety numbers.
     pub fn member_identity_key(&self, group_id: &[u8], username: &str) -> Result<Option<Vec<u8>>, MlsError> {
         self.with_group("member_identity_key", group_id, Access::Read, |group| {

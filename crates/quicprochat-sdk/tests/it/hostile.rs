@@ -108,3 +108,110 @@ async fn a_key_package_served_for_the_wrong_user_is_refused() {
     assert!(refused.to_string().contains("key package of \"carol\""), "{refused}");
     assert_eq!(bob.members("team").await.expect("members"), ["bob"]);
 }
+
+/// An insider's raw access to the server: logged in as `name` with the
+/// identity of its profile, holding its MLS state.
+struct Insider {
+    rpc: quicprochat_rpc::RpcClient,
+    mls: quicprochat_core::MlsClient,
+}
+
+impl Insider {
+    async fn of(harness: &Harness, name: &str) -> Insider {
+        use quicprochat_core::{auth_transcript, AuthPurpose, Identity, MlsClient};
+        use quicprochat_proto::{v1, Method};
+        let profile = quicprochat_sdk::profile::Profile::load(&harness.profile(name)).expect("profile");
+        let identity = Identity::from_bytes(&profile.identity.to_bytes()).expect("identity");
+        let pin = quicprochat_rpc::PinnedServer::new(Some(profile.server_fingerprint));
+        let limits = quicprochat_rpc::transport::TransportLimits::default();
+        let rpc = quicprochat_rpc::RpcClient::connect(profile.server, pin, &limits, crate::harness::WAIT)
+            .await
+            .expect("connect");
+        let challenge: v1::ChallengeResponse =
+            rpc.call(Method::Challenge, &v1::ChallengeRequest {}).await.expect("challenge");
+        let exporter = rpc.auth_exporter().expect("exporter");
+        let transcript = auth_transcript(AuthPurpose::Login, &challenge.nonce, &exporter, name, identity.public_key());
+        let login =
+            v1::LoginRequest { username: name.into(), signature: identity.sign(&transcript).expect("sign").into() };
+        let _: v1::LoginResponse = rpc.call(Method::Login, &login).await.expect("login");
+        let mls = MlsClient::open(&profile.mls_db_path(), identity, name).expect("the insider's MLS state");
+        Insider { rpc, mls }
+    }
+
+    /// Commits a removal of `member` with one byte of the commit's
+    /// membership tag (its last bytes) flipped: the server cannot check
+    /// that tag and accepts the commit; no member can process it.
+    async fn commit_with_a_bad_tag(&self, group_id: &[u8], member: &str) {
+        use quicprochat_proto::{v1, Method};
+        let pending = self.mls.remove_members(group_id, &[member.to_owned()]).expect("a removal");
+        let mut commit = pending.commit;
+        let last = commit.len() - 1;
+        commit[last] ^= 0x01;
+        let request = v1::SubmitCommitRequest {
+            group_id: group_id.to_vec().into(),
+            epoch: pending.epoch,
+            commit: commit.into(),
+            welcome: Default::default(),
+            message_id: b"bad-tag".to_vec().into(),
+        };
+        let _: v1::SubmitCommitResponse =
+            self.rpc.call(Method::SubmitCommit, &request).await.expect("the server accepts what it cannot check");
+    }
+}
+
+/// Review F5: an insider's commit the server accepts but members cannot
+/// process breaks the group; the members are told who broke it, sends
+/// stop instead of retrying, and the first honest member by name rebuilds
+/// it without the insider, who receives nothing sent afterwards.
+#[tokio::test]
+async fn a_group_broken_by_an_insider_is_rebuilt_without_them() {
+    let harness = Harness::start().await;
+    let alice = harness.register("alice").await;
+    let bob = harness.register("bob").await;
+    let carol = harness.register("carol").await;
+    let mallory = harness.register("mallory").await;
+    alice.create_group("team").await.expect("create");
+    alice.add_members("team", &["bob".into(), "carol".into(), "mallory".into()]).await.expect("add");
+    for client in [&bob, &carol, &mallory] {
+        client.sync().await.expect("join");
+    }
+    alice.send("team", "before").await.expect("send");
+    assert_eq!(texts(&receive_n(&bob, 1).await), ["before"]);
+    let group_id = quicprochat_sdk::local_store::LocalStore::open(&harness.profile("bob").join("client.db"))
+        .expect("bob's store")
+        .find_active("team")
+        .expect("find")
+        .expect("team")
+        .group_id;
+    mallory.disconnect().await;
+    drop(mallory);
+
+    let insider = Insider::of(&harness, "mallory").await;
+    insider.commit_with_a_bad_tag(&group_id, "carol").await;
+
+    // bob notices first; he is not the rebuilder (alice is first by name).
+    bob.sync().await.expect("bob syncs");
+    let refused = bob.send("team", "anyone?").await.expect_err("a broken group takes no sends");
+    let message = refused.to_string();
+    assert!(message.contains("broken by mallory") && message.contains("alice rebuilds"), "{message}");
+
+    // alice notices, and rebuilds the group without mallory.
+    alice.sync().await.expect("alice syncs and rebuilds");
+    for client in [&bob, &carol] {
+        client.sync().await.expect("joins the rebuilt group");
+    }
+    for client in [&alice, &bob, &carol] {
+        assert_eq!(client.members("team").await.expect("members"), ["alice", "bob", "carol"]);
+        let groups: Vec<String> = client.groups().await.expect("groups").into_iter().map(|group| group.name).collect();
+        assert_eq!(groups, ["team"], "the broken group is retired");
+    }
+    bob.send("team", "after the repair").await.expect("bob sends in the rebuilt group");
+    assert_eq!(texts(&receive_n(&carol, 2).await), ["before", "after the repair"]);
+    assert_eq!(texts(&receive_n(&alice, 1).await), ["after the repair"]);
+
+    // mallory's own client shows nothing sent after her commit.
+    drop(insider);
+    let mallory = harness.open("mallory").await;
+    let seen = mallory.receive().await.expect("mallory receives");
+    assert!(seen.iter().all(|message| message.text != "after the repair" && message.text != "anyone?"), "{seen:?}");
+}
