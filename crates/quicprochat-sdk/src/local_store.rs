@@ -121,6 +121,7 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_by_group ON messages (group_id, received_at_ms);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS leaving (group_id BLOB PRIMARY KEY, epoch INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS unverified_joins (group_id BLOB PRIMARY KEY, epoch INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS broken_groups (group_id BLOB PRIMARY KEY, epoch INTEGER NOT NULL, culprit TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -188,6 +189,33 @@ impl LocalStore {
     /// We are no longer leaving this group (removed, or joined again).
     pub fn stop_leaving(&self, group_id: &[u8]) -> rusqlite::Result<()> {
         self.connection.execute("DELETE FROM leaving WHERE group_id = ?1", params![group_id])?;
+        Ok(())
+    }
+
+    /// Records that we joined the group at `epoch` from a Welcome not yet
+    /// checked against the commit the server sequenced for it.
+    pub fn mark_unverified(&self, group_id: &[u8], epoch: u64) -> rusqlite::Result<()> {
+        self.connection.execute(
+            "INSERT INTO unverified_joins (group_id, epoch) VALUES (?1, ?2)
+             ON CONFLICT (group_id) DO UPDATE SET epoch = ?2",
+            params![group_id, epoch as i64],
+        )?;
+        Ok(())
+    }
+
+    /// The epoch of our unchecked join of this group, if there is one.
+    pub fn unverified_join(&self, group_id: &[u8]) -> rusqlite::Result<Option<u64>> {
+        self.connection
+            .query_row("SELECT epoch FROM unverified_joins WHERE group_id = ?1", params![group_id], |row| {
+                row.get::<_, i64>(0)
+            })
+            .optional()
+            .map(|epoch| epoch.map(|epoch| epoch as u64))
+    }
+
+    /// The join of this group was checked (or given up).
+    pub fn clear_unverified(&self, group_id: &[u8]) -> rusqlite::Result<()> {
+        self.connection.execute("DELETE FROM unverified_joins WHERE group_id = ?1", params![group_id])?;
         Ok(())
     }
 

@@ -524,6 +524,9 @@ impl Inner {
         if !shown {
             return self.process_while_leaving(entry);
         }
+        if let Some(joined_epoch) = self.store.unverified_join(group_id)? {
+            return self.verify_join(entry, joined_epoch);
+        }
         match self.mls.process_incoming(group_id, &entry.payload)? {
             Incoming::Application { sender, plaintext, .. } => {
                 let content = Content::decode(&plaintext)
@@ -583,8 +586,42 @@ impl Inner {
                 short_id(&joined)
             )));
         }
-        self.record_joined(entry, &joined)?;
+        let conversation = self.record_joined(entry, &joined)?;
+        self.store.mark_unverified(&conversation.group_id, self.mls.epoch(&joined)?)?;
         Ok(EntryEffect::Joined)
+    }
+
+    /// The entry after a Welcome in our queue is the commit that added us,
+    /// as the server sequenced it for every member: its confirmation tag
+    /// must be the one of the epoch we joined. A Welcome whose group state
+    /// differs from the group the server holds (another tree, other
+    /// members) cannot have it; such a group is dropped before anything
+    /// in it is shown. Until the check, nothing else of the group is taken.
+    fn verify_join(&mut self, entry: &v1::QueueEntry, joined_epoch: u64) -> Result<EntryEffect, SdkError> {
+        let group_id = entry.group_id.as_ref();
+        let is_commit = EntryKind::try_from(entry.kind) == Ok(EntryKind::Commit);
+        let header =
+            quicprochat_core::ds::inspect_handshake(&entry.payload, quicprochat_core::ds::HandshakeKind::Commit);
+        let adding = match header {
+            Ok(header) if is_commit && header.epoch.checked_add(1) == Some(joined_epoch) => header,
+            _ => {
+                tracing::warn!(seq = entry.seq, "ignoring an entry of a group joined but not yet checked");
+                return Ok(EntryEffect::None);
+            }
+        };
+        let ours = self.mls.confirmation_tag(group_id)?;
+        if adding.confirmation_tag.as_deref() == Some(ours.as_slice()) {
+            self.store.clear_unverified(group_id)?;
+            return Ok(EntryEffect::None);
+        }
+        self.store.clear_unverified(group_id)?;
+        self.store.deactivate(group_id)?;
+        self.mls.delete_group(group_id)?;
+        Err(SdkError::Refused(format!(
+            "the Welcome to group {} from {} does not match the group the server holds; it was dropped",
+            short_id(group_id),
+            entry.sender
+        )))
     }
 }
 

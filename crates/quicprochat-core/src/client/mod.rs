@@ -213,6 +213,14 @@ impl MlsClient {
         })
     }
 
+    /// The confirmation tag of the group's current epoch (TLS-serialised),
+    /// to compare with the tag of the commit that started the epoch.
+    pub fn confirmation_tag(&self, group_id: &[u8]) -> Result<Vec<u8>, MlsError> {
+        self.with_group("confirmation_tag", group_id, Access::Read, |group| {
+            group.confirmation_tag().tls_serialize_detached().map_err(|err| MlsError::internal("confirmation_tag", err))
+        })
+    }
+
     /// The username of the member at leaf `leaf_index`, if that leaf is
     /// occupied (e.g. to name the sender of a commit that fails to verify).
     pub fn member_at(&self, group_id: &[u8], leaf_index: u32) -> Result<Option<String>, MlsError> {

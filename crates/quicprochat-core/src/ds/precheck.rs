@@ -14,7 +14,7 @@
 //! put no leaf extensions and no authenticated data, so the caps only stop
 //! a member from growing the group's state by megabytes per leaf.
 
-use openmls::prelude::tls_codec::{DeserializeBytes as _, Size as _};
+use openmls::prelude::tls_codec::{DeserializeBytes as _, Serialize as _, Size as _};
 use openmls::prelude::{ContentType, LeafNode, MlsMessageIn, ProtocolMessage, Sender, WireFormat};
 
 use super::DsError;
@@ -66,6 +66,10 @@ pub struct HandshakeInfo {
     pub epoch: u64,
     /// The sender's leaf index (always a member).
     pub sender_leaf: u32,
+    /// A commit's confirmation tag (TLS-serialised): what the new epoch's
+    /// confirmation key authenticates, the same for every member who
+    /// merges the commit.
+    pub confirmation_tag: Option<Vec<u8>>,
 }
 
 /// The handshake kinds the DS takes.
@@ -108,7 +112,13 @@ pub fn inspect_handshake(bytes: &[u8], kind: HandshakeKind) -> Result<HandshakeI
             })
         }
     };
-    Ok(HandshakeInfo { group_id: protocol.group_id().to_vec(), epoch: protocol.epoch().as_u64(), sender_leaf })
+    let confirmation_tag = public.confirmation_tag().and_then(|tag| tag.tls_serialize_detached().ok());
+    Ok(HandshakeInfo {
+        group_id: protocol.group_id().to_vec(),
+        epoch: protocol.epoch().as_u64(),
+        sender_leaf,
+        confirmation_tag,
+    })
 }
 
 /// Parses a PublicMessage of `kind` (any sender).

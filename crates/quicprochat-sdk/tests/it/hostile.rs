@@ -215,3 +215,60 @@ async fn a_group_broken_by_an_insider_is_rebuilt_without_them() {
     let seen = mallory.receive().await.expect("mallory receives");
     assert!(seen.iter().all(|message| message.text != "after the repair" && message.text != "anyone?"), "{seen:?}");
 }
+
+/// Review F8: an adder whose Welcome shows another group than the one the
+/// server holds (same id, another member list) is found out by the commit
+/// the server sequenced: the joiner drops the group before showing it.
+#[tokio::test]
+async fn a_welcome_that_does_not_match_the_servers_group_is_dropped() {
+    use quicprochat_proto::{v1, Method};
+    let harness = Harness::start().await;
+    let bob = harness.register("bob").await;
+    let _carol = harness.register("carol").await;
+    let mallory = harness.register("mallory").await;
+    mallory.disconnect().await;
+    drop(mallory);
+    let insider = Insider::of(&harness, "mallory").await;
+    let group_id = vec![0x5au8; 16];
+    let bootstrap = insider.mls.create_group(&group_id).expect("the real group");
+    let create = v1::CreateGroupRequest {
+        group_id: group_id.clone().into(),
+        name: "real".into(),
+        kind: v1::GroupKind::Named as i32,
+        group_info: bootstrap.group_info.into(),
+        ratchet_tree: bootstrap.ratchet_tree.into(),
+    };
+    let _: v1::CreateGroupResponse = insider.rpc.call(Method::CreateGroup, &create).await.expect("create");
+    let fetch = |user: &str| {
+        let request = v1::FetchKeyPackageRequest { username: user.into() };
+        let rpc = insider.rpc.clone();
+        async move {
+            let fetched: v1::FetchKeyPackageResponse =
+                rpc.call(Method::FetchKeyPackage, &request).await.expect("fetch");
+            fetched.key_package.to_vec()
+        }
+    };
+    let (bob_real, bob_fake, carol_fake) = (fetch("bob").await, fetch("bob").await, fetch("carol").await);
+    let real = insider.mls.add_members(&group_id, &[bob_real]).expect("the real add");
+    // A second state of mallory's with a group of the same id, bob and carol in it.
+    let fake_dir = tempfile::tempdir().expect("tempdir");
+    let profile = quicprochat_sdk::profile::Profile::load(&harness.profile("mallory")).expect("profile");
+    let identity = quicprochat_core::Identity::from_bytes(&profile.identity.to_bytes()).expect("identity");
+    let fake_mls =
+        quicprochat_core::MlsClient::open(&fake_dir.path().join("fake.db"), identity, "mallory").expect("fake state");
+    fake_mls.create_group(&group_id).expect("a fake group of the same id");
+    let fake = fake_mls.add_members(&group_id, &[bob_fake, carol_fake]).expect("the fake add");
+    let submit = v1::SubmitCommitRequest {
+        group_id: group_id.clone().into(),
+        epoch: real.epoch,
+        commit: real.commit.into(),
+        welcome: fake.welcome.expect("a Welcome").into(),
+        message_id: b"add-bob".to_vec().into(),
+    };
+    let _: v1::SubmitCommitResponse =
+        insider.rpc.call(Method::SubmitCommit, &submit).await.expect("the server cannot check a Welcome");
+
+    bob.sync().await.expect("bob syncs");
+    assert!(bob.groups().await.expect("groups").is_empty(), "the fake group was dropped");
+    assert!(bob.receive().await.expect("receive").is_empty());
+}
