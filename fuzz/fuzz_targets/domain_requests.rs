@@ -13,12 +13,12 @@ use quicprochat_core::{Identity, MlsClient};
 use quicprochat_proto::{decode_message, v1, Method};
 use quicprochat_server::config::RegistrationPolicy;
 use quicprochat_server::domain::accounts::{self, AuthProof, Registration};
-use quicprochat_server::domain::commits::{self, LeaveGroup, SubmitCommit};
+use quicprochat_server::domain::commits::{self, CommitPolicy, LeaveGroup, SubmitCommit};
 use quicprochat_server::domain::groups::{self, CreateGroup};
 use quicprochat_server::domain::messages::{self, SendMessage};
 use quicprochat_server::domain::views::ViewCache;
 use quicprochat_server::domain::{delivery, key_packages};
-use quicprochat_server::storage::{GroupKind, MemoryStore, Store};
+use quicprochat_server::storage::{GroupKind, KeyPackageServed, MemoryStore, Store};
 
 const NOW: u64 = 1_800_000_000_000;
 
@@ -30,6 +30,8 @@ struct World {
     group_info: Vec<u8>,
     ratchet_tree: Vec<u8>,
     add_commit: Vec<u8>,
+    /// The init key of the package the add uses (served to alice).
+    add_init_key: Vec<u8>,
     welcome: Vec<u8>,
     message: Vec<u8>,
 }
@@ -46,6 +48,7 @@ fn world() -> &'static World {
         let group_id = vec![7u8; 16];
         let bootstrap = alice.create_group(&group_id).expect("group");
         let key_package = bob.generate_key_packages(1).expect("kp").remove(0);
+        let add_init_key = quicprochat_core::ds::validate_key_package(&key_package).expect("kp").init_key;
         let pending = alice.add_members(&group_id, &[key_package]).expect("add");
         alice.merge_pending_commit(&group_id).expect("merge");
         let message = alice.encrypt(&group_id, b"hello").expect("encrypt");
@@ -56,10 +59,20 @@ fn world() -> &'static World {
             group_info: bootstrap.group_info,
             ratchet_tree: bootstrap.ratchet_tree,
             add_commit: pending.commit,
+            add_init_key,
             welcome: pending.welcome.expect("welcome"),
             message,
         }
     })
+}
+
+/// The commit policy of a server with the default 30-day retention, now
+/// (key packages are stamped with the real clock).
+fn policy() -> CommitPolicy {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(NOW, |elapsed| elapsed.as_millis() as u64);
+    CommitPolicy::at(now_ms, 30 * 24 * 3600)
 }
 
 /// A store with alice and bob registered and the group at epoch 0 (alice only).
@@ -75,6 +88,15 @@ fn store(world: &World) -> MemoryStore {
         ratchet_tree: &world.ratchet_tree,
     };
     groups::create_group(&store, "alice", &create, NOW).expect("group");
+    // As if alice had fetched the key package her add commit uses.
+    let served = KeyPackageServed {
+        requester: "alice".to_owned(),
+        init_key: world.add_init_key.clone(),
+        target: "bob".to_owned(),
+        last_resort: false,
+        served_at_ms: NOW,
+    };
+    store.record_served(&served, 0).expect("served");
     store
 }
 
@@ -118,8 +140,10 @@ fn dispatch(store: &dyn Store, method: Method, user: Option<&str>, body: &[u8]) 
             let last_resort = (!r.last_resort.is_empty()).then_some(&r.last_resort[..]);
             let _ = key_packages::upload(store, user, &packages, last_resort);
         }
-        Method::FetchKeyPackage => drop(key_packages::fetch(store, user, &decode!(v1::FetchKeyPackageRequest).username)),
-        Method::KeyPackageStock => drop(key_packages::stock(store, user)),
+        Method::FetchKeyPackage => {
+            drop(key_packages::fetch(store, user, &decode!(v1::FetchKeyPackageRequest).username, &policy()))
+        }
+        Method::KeyPackageStock => drop(key_packages::stock(store, user, &policy())),
         Method::CreateGroup => {
             let r = decode!(v1::CreateGroupRequest);
             let kind = if r.kind == v1::GroupKind::Direct as i32 { GroupKind::Direct } else { GroupKind::Named };
@@ -138,12 +162,12 @@ fn dispatch(store: &dyn Store, method: Method, user: Option<&str>, body: &[u8]) 
             let submit =
                 SubmitCommit { group_id: &r.group_id, epoch: r.epoch, commit: &r.commit, welcome, message_id: &r.message_id };
             // A cache per call: each run has its own store, and a cache belongs to one store.
-            let _ = commits::submit_commit(store, &ViewCache::default(), user, &submit, NOW);
+            let _ = commits::submit_commit(store, &ViewCache::default(), user, &submit, NOW, &policy());
         }
         Method::LeaveGroup => {
             let r = decode!(v1::LeaveGroupRequest);
             let leave = LeaveGroup { group_id: &r.group_id, proposal: &r.proposal, message_id: &r.message_id };
-            let _ = commits::leave_group(store, user, &leave, NOW);
+            let _ = commits::leave_group(store, &ViewCache::default(), user, &leave, NOW);
         }
         Method::SendMessage => {
             let r = decode!(v1::SendMessageRequest);

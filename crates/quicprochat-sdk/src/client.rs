@@ -78,14 +78,35 @@ pub struct SafetyNumber {
 }
 
 pub(crate) struct Inner {
-    pub(crate) username: String,
+    /// What processing needs no server for: account, MLS state, local store.
+    pub(crate) local: Local,
     /// The current connection; the driver swaps it on reconnect.
     pub(crate) link: ConnectionSlot,
-    pub(crate) mls: MlsClient,
-    pub(crate) store: LocalStore,
     /// The push stream `receive_wait` keeps between calls; the driver clears it on reconnect.
     pub(crate) push: KeptPush,
     pub(crate) options: ClientOptions,
+}
+
+/// The part of a client that works without the server: the account name,
+/// the MLS state and the local store. Processing a queue entry needs only
+/// this (see `entries`); [`Inner`] derefs to it.
+pub(crate) struct Local {
+    pub(crate) username: String,
+    pub(crate) mls: MlsClient,
+    pub(crate) store: LocalStore,
+}
+
+impl std::ops::Deref for Inner {
+    type Target = Local;
+    fn deref(&self) -> &Local {
+        &self.local
+    }
+}
+
+impl std::ops::DerefMut for Inner {
+    fn deref_mut(&mut self) -> &mut Local {
+        &mut self.local
+    }
 }
 
 /// A logged-in quicprochat client bound to one profile.
@@ -185,10 +206,8 @@ impl QpcClient {
         let push = KeptPush::default();
         let supervisor = options.supervisor.clone();
         let inner = Arc::new(Mutex::new(Inner {
-            username: profile.username.clone(),
+            local: Local { username: profile.username.clone(), mls, store },
             link: link.clone(),
-            mls,
-            store,
             push: push.clone(),
             options,
         }));

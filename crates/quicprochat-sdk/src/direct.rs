@@ -13,7 +13,7 @@
 
 use quicprochat_proto::v1;
 
-use crate::client::Inner;
+use crate::client::{Inner, Local};
 use crate::local_store::Conversation;
 use crate::SdkError;
 
@@ -72,7 +72,7 @@ fn sanitised_group_name(name: &str, group_id: &[u8]) -> String {
     }
 }
 
-impl Inner {
+impl Local {
     /// The account this group is the direct conversation with, from its
     /// MLS roster now; `None` when the roster is not exactly us and one other.
     pub(crate) fn verified_peer(&self, group_id: &[u8]) -> Result<Option<String>, SdkError> {
@@ -160,7 +160,9 @@ impl Inner {
         }
         Ok(chosen.map(|(conversation, _)| conversation))
     }
+}
 
+impl Inner {
     /// Finds the verified direct conversation with `peer`, or creates one.
     pub(crate) async fn direct_conversation(&mut self, peer: &str) -> Result<Conversation, SdkError> {
         if peer == self.username {

@@ -21,11 +21,11 @@
 use quicprochat_core::ds::{inspect_handshake, HandshakeKind};
 use quicprochat_proto::v1::{self, EntryKind};
 
-use crate::client::Inner;
+use crate::client::{Inner, Local};
 use crate::local_store::{Broken, Conversation};
 use crate::SdkError;
 
-impl Inner {
+impl Local {
     /// After `entry` failed with `error`: whether it forked the group (a
     /// commit for our current epoch that MLS refuses). If so the group is
     /// marked broken and the culprit returned.
@@ -76,6 +76,34 @@ impl Inner {
         })
     }
 
+    /// The broken conversation a group just joined (`group_id`, named
+    /// `server_name` by the server) replaces, if any: its roster holds us,
+    /// lies within the broken group's last roster, and leaves out the culprit.
+    pub(crate) fn replaced_by(&self, group_id: &[u8], server_name: &str) -> Result<Option<Conversation>, SdkError> {
+        let joined = self.mls.members(group_id)?;
+        if !joined.contains(&self.username) {
+            return Ok(None);
+        }
+        let mut found: Option<Conversation> = None;
+        for (old_id, broken) in self.store.broken_groups()? {
+            let Some(old) = self.store.conversation(&old_id)? else { continue };
+            if !old.active || old.peer.is_some() || joined.contains(&broken.culprit) {
+                continue;
+            }
+            let roster = self.mls.members(&old_id)?;
+            if !joined.iter().all(|member| roster.contains(member)) {
+                continue;
+            }
+            // The server's name only chooses among several candidates.
+            if found.is_none() || old.name == server_name {
+                found = Some(old);
+            }
+        }
+        Ok(found)
+    }
+}
+
+impl Inner {
     /// Rebuilds every broken group this client is the rebuilder of (also
     /// one whose rebuild an earlier run did not finish).
     pub(crate) async fn rebuild_broken(&mut self) -> Result<(), SdkError> {
@@ -120,31 +148,5 @@ impl Inner {
         }
         tracing::info!(group = %broken_group.name, culprit = %broken.culprit, "rebuilt a broken group");
         Ok(())
-    }
-
-    /// The broken conversation a group just joined (`group_id`, named
-    /// `server_name` by the server) replaces, if any: its roster holds us,
-    /// lies within the broken group's last roster, and leaves out the culprit.
-    pub(crate) fn replaced_by(&self, group_id: &[u8], server_name: &str) -> Result<Option<Conversation>, SdkError> {
-        let joined = self.mls.members(group_id)?;
-        if !joined.contains(&self.username) {
-            return Ok(None);
-        }
-        let mut found: Option<Conversation> = None;
-        for (old_id, broken) in self.store.broken_groups()? {
-            let Some(old) = self.store.conversation(&old_id)? else { continue };
-            if !old.active || old.peer.is_some() || joined.contains(&broken.culprit) {
-                continue;
-            }
-            let roster = self.mls.members(&old_id)?;
-            if !joined.iter().all(|member| roster.contains(member)) {
-                continue;
-            }
-            // The server's name only chooses among several candidates.
-            if found.is_none() || old.name == server_name {
-                found = Some(old);
-            }
-        }
-        Ok(found)
     }
 }

@@ -16,8 +16,11 @@ mod client;
 pub mod content;
 mod direct;
 mod driver;
+mod entries;
 mod error;
 mod fork;
+#[doc(hidden)]
+pub mod fuzzing;
 mod groups;
 pub mod local_store;
 mod messaging;

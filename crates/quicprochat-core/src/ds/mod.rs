@@ -56,6 +56,8 @@ pub struct AddedMember {
     /// End of the KeyPackage's lifetime: a member processing this commit
     /// later refuses it (OpenMLS checks the lifetime of added leaves).
     pub not_after: u64,
+    /// The KeyPackage's HPKE init key (which package was used).
+    pub init_key: Vec<u8>,
 }
 
 /// What an accepted commit changed.
@@ -285,6 +287,7 @@ fn added_members(staged: &StagedCommit) -> Result<Vec<AddedMember>, DsError> {
                 identity_key: leaf.signature_key().as_slice().to_vec(),
                 not_before: lifetime.not_before(),
                 not_after: lifetime.not_after(),
+                init_key: key_package.hpke_init_key().as_slice().to_vec(),
             })
         })
         .collect()

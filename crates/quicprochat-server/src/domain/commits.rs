@@ -215,6 +215,14 @@ fn claim_restore<'a>(views: &'a ViewCache, group_id: &[u8]) -> Result<RestoreCla
     })
 }
 
+/// The refusal of an Add whose key package the committer was not served
+/// (review F7: an add must use a package fetched for it, once).
+fn not_served(username: &str) -> DomainError {
+    DomainError::denied(format!(
+        "the key package adding {username:?} was not served to you, or was used already; fetch one first"
+    ))
+}
+
 /// Fails unless `session_user` may commit to `group` (now at
 /// `current_epoch`) at `epoch`.
 fn may_commit(group: &impl Roster, current_epoch: u64, session_user: &str, epoch: u64) -> Result<(), DomainError> {
@@ -240,6 +248,11 @@ fn check_accepted(
         return Err(DomainError::denied(format!("the commit is signed by {:?}, not by you", outcome.sender)));
     }
     check_added_members(store, &outcome.added, policy)?;
+    for member in &outcome.added {
+        if !store.was_served(session_user, &member.init_key)? {
+            return Err(not_served(&member.username));
+        }
+    }
     if kind == GroupKind::Direct {
         check_direct_members(name, outcome)?;
     }
@@ -336,6 +349,7 @@ pub fn submit_commit(
         },
         welcome,
         snapshot,
+        served: outcome.added.iter().map(|member| member.init_key.clone()).collect(),
     };
     match store.apply_commit(&write) {
         Ok(CommitResult::Applied(applied)) => {
@@ -354,6 +368,10 @@ pub fn submit_commit(
             Ok(CommitAccepted { epoch: outcome.new_epoch, recipients, snapshot_due })
         }
         Ok(CommitResult::EpochMismatch { current_epoch }) => Err(DomainError::StaleEpoch { current_epoch }),
+        Ok(CommitResult::NotServed { init_key }) => {
+            let added = outcome.added.iter().find(|member| member.init_key == init_key);
+            Err(not_served(added.map_or("a member", |member| member.username.as_str())))
+        }
         Err(StoreError::Conflict { .. }) => {
             Err(DomainError::invalid("message_id was already used for another message"))
         }

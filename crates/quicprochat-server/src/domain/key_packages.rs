@@ -4,12 +4,12 @@
 //! Rate limiting of fetches (per requester and per target) is stateful and
 //! time-based, so it lives in the transport, not here.
 
-use quicprochat_core::ds::{check_key_package_lifetime, validate_key_package};
+use quicprochat_core::ds::{check_key_package_lifetime, validate_key_package, KeyPackageInfo};
 
 use super::accounts::session_account;
 use super::commits::CommitPolicy;
 use super::DomainError;
-use crate::storage::{Account, KeyPackageStock, KeyPackagesAdded, NewKeyPackage, Store};
+use crate::storage::{Account, KeyPackageServed, KeyPackageStock, KeyPackagesAdded, NewKeyPackage, Store};
 
 /// Clients refill their stock when it falls below this.
 pub const LOW_WATER: u32 = 10;
@@ -108,13 +108,42 @@ pub fn upload(
 /// Ordinary packages one fetch may discard because they expire too soon.
 const MAX_DISCARDED_PER_FETCH: usize = 64;
 
-/// Whether `key_package` may still be added under `policy` (it lasts long
-/// enough for every member to process the Add; see [`CommitPolicy`]).
-fn usable(key_package: &[u8], policy: &CommitPolicy) -> bool {
-    validate_key_package(key_package).is_ok_and(|info| {
+/// How long a served key package stays usable by its requester's commit.
+pub const SERVED_FOR_MS: u64 = 24 * 3600 * 1000;
+
+/// `key_package`'s details if it may still be added under `policy` (it
+/// lasts long enough for every member to process the Add; see
+/// [`CommitPolicy`]).
+fn usable_info(key_package: &[u8], policy: &CommitPolicy) -> Option<KeyPackageInfo> {
+    validate_key_package(key_package).ok().filter(|info| {
         check_key_package_lifetime(info.not_before, info.not_after, policy.now_s, policy.key_package_remaining_s)
             .is_ok()
     })
+}
+
+fn usable(key_package: &[u8], policy: &CommitPolicy) -> bool {
+    usable_info(key_package, policy).is_some()
+}
+
+/// Records that `requester` was served the package of `target` whose
+/// details are `info`, so one commit of theirs may add `target` with it.
+fn record_served(
+    store: &dyn Store,
+    requester: &str,
+    target: &str,
+    info: KeyPackageInfo,
+    last_resort: bool,
+    policy: &CommitPolicy,
+) -> Result<(), DomainError> {
+    let now_ms = policy.now_s.saturating_mul(1000);
+    let served = KeyPackageServed {
+        requester: requester.to_owned(),
+        init_key: info.init_key,
+        target: target.to_owned(),
+        last_resort,
+        served_at_ms: now_ms,
+    };
+    Ok(store.record_served(&served, now_ms.saturating_sub(SERVED_FOR_MS))?)
 }
 
 /// Consumes one key package of `target` for `requester`. Packages that
@@ -135,7 +164,8 @@ pub fn fetch(
     let none_left = || DomainError::not_found(format!("{target:?} has no usable key package left"));
     for _ in 0..MAX_DISCARDED_PER_FETCH {
         let taken = store.take_key_package(&target_account.username)?.ok_or_else(none_left)?;
-        if usable(&taken.key_package, policy) {
+        if let Some(info) = usable_info(&taken.key_package, policy) {
+            record_served(store, requester, target, info, taken.last_resort, policy)?;
             return Ok(FetchedKeyPackage { key_package: taken.key_package, last_resort: taken.last_resort });
         }
         if taken.last_resort {
@@ -162,8 +192,10 @@ pub fn fetch_last_resort(
         .ok_or_else(|| DomainError::not_found(format!("no user named {target:?}")))?;
     let key_package = store
         .last_resort_key_package(&target_account.username)?
-        .filter(|key_package| usable(key_package, policy))
         .ok_or_else(|| DomainError::not_found(format!("{target:?} has no usable key package left")))?;
+    let info = usable_info(&key_package, policy)
+        .ok_or_else(|| DomainError::not_found(format!("{target:?} has no usable key package left")))?;
+    record_served(store, requester, target, info, true, policy)?;
     Ok(FetchedKeyPackage { key_package, last_resort: true })
 }
 

@@ -4,8 +4,8 @@
 
 use super::{
     AccountCreation, CommitResult, CommitWrite, EntryKind, Fanout, FetchedQueue, GroupCreation, GroupKind,
-    GroupLogEntry, GroupSnapshot, KeyPackageStock, KeyPackagesAdded, MemoryStore, NewGroup, NewKeyPackage, NewMessage,
-    ProposalResult, ProposalWrite, SqliteStore, Store, StoreError, MAX_FETCH_PAYLOAD_BYTES,
+    GroupLogEntry, GroupSnapshot, KeyPackageServed, KeyPackageStock, KeyPackagesAdded, MemoryStore, NewGroup,
+    NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, SqliteStore, Store, StoreError, MAX_FETCH_PAYLOAD_BYTES,
 };
 
 mod invites;
@@ -24,6 +24,8 @@ const CHECKS: &[(&str, Check)] = &[
     ("idempotent_enqueue", idempotent_enqueue),
     ("unknown_recipient_writes_nothing", unknown_recipient_writes_nothing),
     ("commit_epoch_compare_and_set", commit_epoch_compare_and_set),
+    ("served_key_packages_are_used_once", served_key_packages_are_used_once),
+    ("commit_with_a_snapshot_empties_the_log", commit_with_a_snapshot_empties_the_log),
     ("welcome_only_to_its_recipients", welcome_only_to_its_recipients),
     ("proposal_marks_leaving", proposal_marks_leaving),
     ("snapshots_shorten_the_log", snapshots_shorten_the_log),
@@ -118,6 +120,7 @@ fn commit_write(expected: u64, id: &[u8], members: &[&str], to: &[&str]) -> Comm
         commit: Fanout { message: m, recipients: names(to) },
         welcome: None,
         snapshot: None,
+        served: Vec::new(),
     }
 }
 
@@ -361,6 +364,51 @@ fn unknown_recipient_writes_nothing(store: &dyn Store) {
     assert_eq!((group.epoch, group.state.as_slice()), (0, b"state-0".as_slice()));
     assert!(group.log.is_empty());
     assert_eq!(store.queue_depth("bob").unwrap(), 0);
+}
+
+fn served(requester: &str, init_key: &[u8], at_ms: u64) -> KeyPackageServed {
+    KeyPackageServed {
+        requester: requester.to_owned(),
+        init_key: init_key.to_vec(),
+        target: "carol".to_owned(),
+        last_resort: false,
+        served_at_ms: at_ms,
+    }
+}
+
+fn served_key_packages_are_used_once(store: &dyn Store) {
+    users(store, &["alice", "bob", "carol"]);
+    group(store, &["alice", "bob"]);
+    store.record_served(&served("alice", b"k1", 100), 0).unwrap();
+    store.record_served(&served("alice", b"old", 10), 0).unwrap();
+    assert!(store.was_served("alice", b"k1").unwrap());
+    assert!(!store.was_served("bob", b"k1").unwrap(), "served to alice only");
+    // A later record of alice's forgets hers older than its horizon.
+    store.record_served(&served("alice", b"k2", 200), 50).unwrap();
+    assert!(!store.was_served("alice", b"old").unwrap());
+
+    let mut write = commit_write(0, b"c1", &["alice", "bob", "carol"], &["bob", "carol"]);
+    write.served = vec![b"k1".to_vec(), b"missing".to_vec()];
+    let refused = store.apply_commit(&write).unwrap();
+    assert_eq!(refused, CommitResult::NotServed { init_key: b"missing".to_vec() });
+    assert!(store.was_served("alice", b"k1").unwrap(), "a refused commit uses nothing up");
+    assert_eq!(store.get_group(GROUP).unwrap().unwrap().epoch, 0, "nor writes anything");
+    write.served = vec![b"k1".to_vec()];
+    assert!(matches!(store.apply_commit(&write).unwrap(), CommitResult::Applied(_)));
+    assert!(!store.was_served("alice", b"k1").unwrap(), "used up");
+    assert!(store.was_served("alice", b"k2").unwrap());
+}
+
+fn commit_with_a_snapshot_empties_the_log(store: &dyn Store) {
+    users(store, &["alice", "bob", "carol"]);
+    group(store, &["alice", "bob"]);
+    let mut write = commit_write(0, b"c1", &["alice", "bob", "carol"], &["bob", "carol"]);
+    write.snapshot = Some(b"state-1".to_vec());
+    assert!(matches!(store.apply_commit(&write).unwrap(), CommitResult::Applied(_)));
+    let group = store.get_group(GROUP).unwrap().unwrap();
+    assert!(group.log.is_empty(), "the snapshot covers the commit");
+    assert_eq!((group.state.as_slice(), group.snapshot_through, group.epoch), (b"state-1".as_slice(), 1, 1));
+    assert!(store.groups_with_log().unwrap().is_empty());
 }
 
 fn commit_epoch_compare_and_set(store: &dyn Store) {

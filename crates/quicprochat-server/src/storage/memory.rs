@@ -10,8 +10,8 @@ use std::sync::{Mutex, MutexGuard};
 use super::{
     Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, EnqueueOutcome, EntryKind, Expired,
     FetchBudget, FetchedQueue, GroupCreation, GroupLogEntry, GroupRecord, GroupRoster, GroupSnapshot, GroupSummary,
-    InviteUse, InvitedAccountCreation, KeyPackageStock, KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage,
-    NewMessage, ProposalResult, ProposalWrite, QueueItem, Store, StoreError, TakenKeyPackage,
+    InviteUse, InvitedAccountCreation, KeyPackageServed, KeyPackageStock, KeyPackagesAdded, MessageRecord, NewGroup,
+    NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, QueueItem, Store, StoreError, TakenKeyPackage,
 };
 
 /// In-memory [`Store`].
@@ -30,6 +30,8 @@ struct Inner {
     message_ids: HashMap<(String, Vec<u8>), MessageRecord>,
     queues: HashMap<String, BTreeMap<u64, u64>>,
     last_message_row: u64,
+    /// Key packages served and not used, by (requester, init key): when.
+    served: HashMap<(String, Vec<u8>), u64>,
 }
 
 #[derive(Debug)]
@@ -316,6 +318,17 @@ impl Store for MemoryStore {
         Ok(row.last_resort.as_ref().map(|kept| TakenKeyPackage { key_package: kept.data.clone(), last_resort: true }))
     }
 
+    fn record_served(&self, served: &KeyPackageServed, forget_before_ms: u64) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        inner.served.retain(|(requester, _), at| requester != &served.requester || *at >= forget_before_ms);
+        inner.served.insert((served.requester.clone(), served.init_key.clone()), served.served_at_ms);
+        Ok(())
+    }
+
+    fn was_served(&self, requester: &str, init_key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.lock()?.served.contains_key(&(requester.to_owned(), init_key.to_vec())))
+    }
+
     fn last_resort_key_package(&self, username: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .lock()?
@@ -391,6 +404,15 @@ impl Store for MemoryStore {
         inner.check_recipients(&write.commit.recipients)?;
         if let Some(welcome) = &write.welcome {
             inner.check_recipients(&welcome.recipients)?;
+        }
+        let sender = &write.commit.message.sender;
+        if let Some(missing) =
+            write.served.iter().find(|key| !inner.served.contains_key(&(sender.clone(), key.to_vec())))
+        {
+            return Ok(CommitResult::NotServed { init_key: missing.clone() });
+        }
+        for key in &write.served {
+            inner.served.remove(&(sender.clone(), key.clone()));
         }
         let members: BTreeSet<String> = write.new_members.iter().cloned().collect();
         if let Some(group) = inner.groups.get_mut(&write.group_id) {

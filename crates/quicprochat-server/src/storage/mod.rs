@@ -44,8 +44,9 @@ pub(crate) use types::FetchBudget;
 pub use types::{
     Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, EnqueueOutcome, EntryKind, Expired,
     Fanout, FetchedQueue, GroupCreation, GroupKind, GroupLogEntry, GroupRecord, GroupRoster, GroupSnapshot,
-    GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageStock, KeyPackagesAdded, MessageRecord, NewGroup,
-    NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, QueueItem, TakenKeyPackage, MAX_FETCH_PAYLOAD_BYTES,
+    GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageServed, KeyPackageStock, KeyPackagesAdded,
+    MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, QueueItem, TakenKeyPackage,
+    MAX_FETCH_PAYLOAD_BYTES,
 };
 
 /// Work for a [`StorageExecutor`]: runs against a store and returns what to
@@ -136,6 +137,16 @@ pub trait Store: Send + Sync {
     /// `username`; when none is left, returns the last-resort one without
     /// removing it. `None` if there is neither.
     fn take_key_package(&self, username: &str) -> Result<Option<TakenKeyPackage>, StoreError>;
+
+    /// Records that a key package was served (see [`KeyPackageServed`]);
+    /// serving the same package to the same requester again renews the
+    /// record. Records of the requester older than `forget_before_ms` are
+    /// dropped in the same call.
+    fn record_served(&self, served: &KeyPackageServed, forget_before_ms: u64) -> Result<(), StoreError>;
+
+    /// Whether the key package with `init_key` was served to `requester`
+    /// and not used since.
+    fn was_served(&self, requester: &str, init_key: &[u8]) -> Result<bool, StoreError>;
 
     /// The account's last-resort package, without touching its ordinary
     /// stock (served when a per-target fetch limit is exhausted).

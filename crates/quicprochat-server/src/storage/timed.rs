@@ -10,9 +10,9 @@ use std::time::Instant;
 
 use super::{
     Account, AccountCreation, CommitResult, CommitWrite, EnqueueOutcome, Expired, FetchedQueue, GroupCreation,
-    GroupRecord, GroupRoster, GroupSnapshot, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageStock,
-    KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, Store,
-    StoreError, TakenKeyPackage,
+    GroupRecord, GroupRoster, GroupSnapshot, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageServed,
+    KeyPackageStock, KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult,
+    ProposalWrite, Store, StoreError, TakenKeyPackage,
 };
 use crate::metrics::Metrics;
 
@@ -115,6 +115,14 @@ where
 
     fn take_key_package(&self, username: &str) -> Result<Option<TakenKeyPackage>, StoreError> {
         self.timed("take_key_package", |s| s.take_key_package(username))
+    }
+
+    fn record_served(&self, served: &KeyPackageServed, forget_before_ms: u64) -> Result<(), StoreError> {
+        self.timed("record_served", |s| s.record_served(served, forget_before_ms))
+    }
+
+    fn was_served(&self, requester: &str, init_key: &[u8]) -> Result<bool, StoreError> {
+        self.timed("was_served", |s| s.was_served(requester, init_key))
     }
 
     fn last_resort_key_package(&self, username: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -55,6 +55,19 @@ pub struct TakenKeyPackage {
     pub last_resort: bool,
 }
 
+/// A key package served to `requester`: the one use it may make of it is
+/// a commit of its own that adds `target` with it (review F7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPackageServed {
+    pub requester: String,
+    /// The package's HPKE init key (unique among stored packages).
+    pub init_key: Vec<u8>,
+    pub target: String,
+    /// Served from the target's last-resort slot.
+    pub last_resort: bool,
+    pub served_at_ms: u64,
+}
+
 /// Whether a group is a named group or a 1:1 conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupKind {
@@ -264,6 +277,10 @@ pub struct CommitWrite {
     pub commit: Fanout,
     /// Enqueued before the commit, so an invitee sees its Welcome first.
     pub welcome: Option<Fanout>,
+    /// Init keys of the key packages the commit adds members with: each
+    /// must have been served to the committer (the commit's sender) and
+    /// not used since; the write consumes them.
+    pub served: Vec<Vec<u8>>,
     /// The group's view after the commit, stored as its snapshot (through
     /// the commit's log entry) in the same transaction: a commit that adds
     /// members carries one, so restoring the view never replays an Add
@@ -278,6 +295,11 @@ pub enum CommitResult {
     /// Another commit moved the group on first; nothing was written.
     EpochMismatch {
         current_epoch: u64,
+    },
+    /// A key package the commit adds was not served to its sender, or was
+    /// used already; nothing was written.
+    NotServed {
+        init_key: Vec<u8>,
     },
 }
 

@@ -105,10 +105,41 @@ fn an_add_with_a_key_package_about_to_expire_is_refused() {
     let pending = alice.client.add_members(&group_id, &short).unwrap();
     let request = commit_request(&group_id, &pending, b"add-erin-short");
     assert_status(finish(&alice, &group_id, submit(&store, "alice", &request, NOW)), "INVALID_ARGUMENT", "expires in");
-    let lasting = erin.client.generate_key_packages_expiring_in(1, 31 * day).unwrap();
-    let pending = alice.client.add_members(&group_id, &lasting).unwrap();
-    let request = commit_request(&group_id, &pending, b"add-erin");
-    assert_eq!(finish(&alice, &group_id, submit(&store, "alice", &request, NOW)).unwrap(), 1);
+    // One that lasts, served to alice as the server's stock serves it.
+    assert_eq!(add(&store, &alice, &group_id, &[&erin], b"add-erin").unwrap(), 1);
+}
+
+/// Review F7: an Add must use a key package the committer was served, and
+/// uses it up; a package taken from elsewhere (reused, or never fetched)
+/// is refused.
+#[test]
+fn an_add_must_use_a_key_package_served_to_the_committer_once() {
+    let store = store();
+    let alice = user(&store, "alice");
+    let bob = user(&store, "bob");
+    let carol = user(&store, "carol");
+    let (first, second) = (gid(1), gid(2));
+    new_group(&store, &alice, &first);
+    new_group(&store, &alice, &second);
+    // Never fetched: bob's own package, handed to alice out of band.
+    let unserved = bob.client.generate_key_packages(1).unwrap();
+    let pending = alice.client.add_members(&first, &unserved).unwrap();
+    let request = commit_request(&first, &pending, b"add-bob-unserved");
+    assert_status(finish(&alice, &first, submit(&store, "alice", &request, NOW)), "PERMISSION_DENIED", "not served");
+    // Served to carol, used by alice.
+    let to_carol = crate::domain::key_packages::fetch(&store, "carol", "bob", &policy()).unwrap().key_package;
+    let pending = alice.client.add_members(&first, &[to_carol]).unwrap();
+    let request = commit_request(&first, &pending, b"add-bob-carols");
+    assert_status(finish(&alice, &first, submit(&store, "alice", &request, NOW)), "PERMISSION_DENIED", "not served");
+    // Served to alice: used once, then no more (the same package in a second group).
+    let served = crate::domain::key_packages::fetch(&store, "alice", "bob", &policy()).unwrap().key_package;
+    let pending = alice.client.add_members(&first, std::slice::from_ref(&served)).unwrap();
+    let request = commit_request(&first, &pending, b"add-bob");
+    assert_eq!(finish(&alice, &first, submit(&store, "alice", &request, NOW)).unwrap(), 1);
+    let pending = alice.client.add_members(&second, &[served]).unwrap();
+    let request = commit_request(&second, &pending, b"add-bob-again");
+    assert_status(finish(&alice, &second, submit(&store, "alice", &request, NOW)), "PERMISSION_DENIED", "used already");
+    let _ = carol;
 }
 
 #[test]

@@ -5,7 +5,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::SqlResultExt;
 use crate::storage::{
-    Account, AccountCreation, KeyPackageStock, KeyPackagesAdded, NewKeyPackage, StoreError, TakenKeyPackage,
+    Account, AccountCreation, KeyPackageServed, KeyPackageStock, KeyPackagesAdded, NewKeyPackage, StoreError,
+    TakenKeyPackage,
 };
 
 pub(super) fn create_account(
@@ -180,4 +181,62 @@ pub(super) fn key_package_stock(
             })
         })
         .during(operation)
+}
+
+pub(super) fn record_served(
+    connection: &Connection,
+    served: &KeyPackageServed,
+    forget_before_ms: u64,
+) -> Result<(), StoreError> {
+    const OPERATION: &str = "record_served";
+    connection
+        .prepare_cached("DELETE FROM key_packages_served WHERE requester = ?1 AND served_at_ms < ?2")
+        .and_then(|mut statement| statement.execute(params![served.requester, forget_before_ms as i64]))
+        .during(OPERATION)?;
+    connection
+        .prepare_cached(
+            "INSERT INTO key_packages_served (requester, init_key, target, last_resort, served_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (requester, init_key) DO UPDATE SET served_at_ms = ?5",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                served.requester,
+                served.init_key,
+                served.target,
+                served.last_resort,
+                served.served_at_ms as i64
+            ])
+        })
+        .during(OPERATION)?;
+    Ok(())
+}
+
+pub(super) fn was_served(connection: &Connection, requester: &str, init_key: &[u8]) -> Result<bool, StoreError> {
+    connection
+        .prepare_cached("SELECT 1 FROM key_packages_served WHERE requester = ?1 AND init_key = ?2")
+        .and_then(|mut statement| statement.exists(params![requester, init_key]))
+        .during("was_served")
+}
+
+/// Consumes the served records of `init_keys` for `requester` (a commit's
+/// adds); `Some(key)` names one that is missing, and then nothing changed.
+pub(super) fn consume_served(
+    connection: &Connection,
+    requester: &str,
+    init_keys: &[Vec<u8>],
+    operation: &'static str,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    for key in init_keys {
+        if !was_served(connection, requester, key)? {
+            return Ok(Some(key.clone()));
+        }
+    }
+    let mut delete = connection
+        .prepare_cached("DELETE FROM key_packages_served WHERE requester = ?1 AND init_key = ?2")
+        .during(operation)?;
+    for key in init_keys {
+        delete.execute(params![requester, key]).during(operation)?;
+    }
+    Ok(None)
 }

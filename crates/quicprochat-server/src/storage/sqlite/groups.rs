@@ -274,6 +274,11 @@ pub(super) fn apply_commit(connection: &Connection, write: &CommitWrite) -> Resu
             detail: "message id already used by this sender".to_owned(),
         });
     }
+    // Before any write: a refused commit changes nothing.
+    let sender = &write.commit.message.sender;
+    if let Some(init_key) = super::accounts::consume_served(connection, sender, &write.served, OPERATION)? {
+        return Ok(CommitResult::NotServed { init_key });
+    }
     let (old_members, _) = roster(connection, &write.group_id, OPERATION)?;
     let payload = &write.commit.message.payload;
     let (state_version, seq) =

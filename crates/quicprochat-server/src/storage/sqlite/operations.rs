@@ -10,9 +10,9 @@ use rusqlite::Connection;
 use super::{accounts, delivery, expiry, groups, invites};
 use crate::storage::{
     Account, AccountCreation, CommitResult, CommitWrite, EnqueueOutcome, Expired, FetchedQueue, GroupCreation,
-    GroupRecord, GroupRoster, GroupSnapshot, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageStock,
-    KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, Store,
-    StoreError, TakenKeyPackage,
+    GroupRecord, GroupRoster, GroupSnapshot, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageServed,
+    KeyPackageStock, KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult,
+    ProposalWrite, Store, StoreError, TakenKeyPackage,
 };
 
 /// How the SQL operations reach a connection.
@@ -113,6 +113,14 @@ impl<A: Access> Store for A {
 
     fn take_key_package(&self, username: &str) -> Result<Option<TakenKeyPackage>, StoreError> {
         self.write("take_key_package", |tx| accounts::take_key_package(tx, username))
+    }
+
+    fn record_served(&self, served: &KeyPackageServed, forget_before_ms: u64) -> Result<(), StoreError> {
+        self.write("record_served", |tx| accounts::record_served(tx, served, forget_before_ms))
+    }
+
+    fn was_served(&self, requester: &str, init_key: &[u8]) -> Result<bool, StoreError> {
+        self.query(|connection| accounts::was_served(connection, requester, init_key))
     }
 
     fn last_resort_key_package(&self, username: &str) -> Result<Option<Vec<u8>>, StoreError> {

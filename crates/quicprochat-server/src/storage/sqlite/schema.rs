@@ -133,6 +133,18 @@ CREATE INDEX groups_with_log ON groups(group_id) WHERE log_head > snapshot_throu
 -- one still kept.
 CREATE INDEX message_ids_by_row ON message_ids(message_row);
 "#,
+    r#"
+-- Version 6: key packages served and not used yet. A commit may add a
+-- member only with a package served to its committer, and uses it up.
+CREATE TABLE key_packages_served (
+    requester    TEXT NOT NULL,
+    init_key     BLOB NOT NULL,
+    target       TEXT NOT NULL,
+    last_resort  INTEGER NOT NULL,
+    served_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (requester, init_key)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Sets the per-connection pragmas: WAL, fsync on every commit, foreign keys.
@@ -239,6 +251,7 @@ mod tests {
             new_epoch: 4,
             new_members: vec!["alice".to_owned()],
             snapshot: None,
+            served: Vec::new(),
             commit: Fanout { message: commit, recipients: Vec::new() },
             welcome: None,
         };
@@ -251,10 +264,14 @@ mod tests {
         let connection = Connection::open(&path).unwrap();
         let version: usize = connection.query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
         assert_eq!(version, MIGRATIONS.len());
-        assert_eq!(version, 5);
+        assert_eq!(version, 6);
         let expiry_index: i64 = connection
             .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'message_ids_by_row'", [], |row| row.get(0))
             .unwrap();
         assert_eq!(expiry_index, 1, "version 5 indexes the idempotency records by message row");
+        let served: i64 = connection
+            .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'key_packages_served'", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(served, 1, "version 6 records the key packages served");
     }
 }
