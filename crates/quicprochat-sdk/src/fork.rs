@@ -1,9 +1,9 @@
 //! A group the server keeps but its members cannot follow (security review
 //! F5): the server accepted a commit for our current epoch that MLS
 //! refuses here (a flipped confirmation or membership tag, path secrets
-//! that decrypt for no one, a key package that expired). The server cannot
-//! check those, so it sequences the group past a state nobody honest
-//! shares; retrying commits against it only loses the epoch again.
+//! that decrypt for no one, a PSK no one has). The server cannot check
+//! those, so it sequences the group past a state nobody honest shares;
+//! retrying commits against it only loses the epoch again.
 //!
 //! What this client does (design in ARCHITECTURE.md, "Forked groups"):
 //! - **Detect**: a commit for our epoch that fails with a peer error marks
