@@ -38,7 +38,7 @@ use quicprochat_rpc::RpcClient;
 use serde::Serialize;
 
 use crate::histogram::{Latencies, Summary};
-use crate::setup::{close_now, register, register_many, BenchServer};
+use crate::setup::{close_now, register, register_many, serve_key_packages, BenchServer};
 
 /// Registrations in flight while building a group.
 const REGISTER_IN_FLIGHT: usize = 32;
@@ -208,24 +208,18 @@ async fn build_group(server: &BenchServer, members: usize, extra_adds: usize) ->
     let (creator, creator_identity) = register(server.address(), &format!("{prefix}-creator")).await?;
     let extra = format!("{prefix}-extra");
     let (extra_rpc, extra_identity) = register(server.address(), &extra).await?;
-    close_now(&extra_rpc);
     let names: Vec<String> = (1..members).map(|index| format!("{prefix}-m{index}")).collect();
     let registered = register_many(server.address(), &names, REGISTER_IN_FLIGHT).await?;
-    let identities: Vec<Identity> = registered
-        .into_iter()
-        .map(|(rpc, identity)| {
-            close_now(&rpc);
-            identity
-        })
-        .collect();
+    let (rpcs, identities): (Vec<RpcClient>, Vec<Identity>) = registered.into_iter().unzip();
 
     // Member key packages and the extra member's, on a blocking thread: each
     // is an MLS key generation plus a few SQLite writes.
     let key_state = state.clone();
     let extra_name = extra.clone();
+    let key_names = names.clone();
     let (member_packages, extra_key_packages) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let mut packages = Vec::with_capacity(identities.len());
-        for (identity, name) in identities.into_iter().zip(&names) {
+        for (identity, name) in identities.into_iter().zip(&key_names) {
             let mls = MlsClient::open(&key_state.join(format!("{name}.db")), identity, name)?;
             packages.push(mls.generate_key_packages(1)?.remove(0));
         }
@@ -234,6 +228,15 @@ async fn build_group(server: &BenchServer, members: usize, extra_adds: usize) ->
     })
     .await
     .context("key package task")??;
+    // The server adds a member only with a package served to the committer.
+    let mut served = Vec::with_capacity(member_packages.len());
+    for ((rpc, name), package) in rpcs.iter().zip(&names).zip(member_packages) {
+        served.extend(serve_key_packages(rpc, name, vec![package], &creator).await?);
+        close_now(rpc);
+    }
+    let member_packages = served;
+    let extra_key_packages = serve_key_packages(&extra_rpc, &extra, extra_key_packages, &creator).await?;
+    close_now(&extra_rpc);
 
     let mls = MlsClient::open(&state.join("creator.db"), creator_identity, &format!("{prefix}-creator"))?;
     let group_id = format!("commit-grp{members:06}").into_bytes(); // 16 bytes

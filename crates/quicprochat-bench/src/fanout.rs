@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::histogram::{Latencies, Summary};
-use crate::setup::{register, BenchServer};
+use crate::setup::{register, serve_key_packages, BenchServer};
 
 /// How long one message may take to reach every member before the run fails.
 const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -94,7 +94,8 @@ pub(crate) async fn run(
         let name = format!("fan-m{index}");
         let (rpc, identity) = register(server.address(), &name).await?;
         let mls = MlsClient::open(&state.join(format!("{name}.db")), identity, &name)?;
-        key_packages.push(mls.generate_key_packages(1)?.remove(0));
+        let package = mls.generate_key_packages(1)?;
+        key_packages.extend(serve_key_packages(&rpc, &name, package, &sender).await?);
         member_rpcs.push(rpc);
         if index % 100 == 99 {
             eprint!(".");
@@ -110,7 +111,6 @@ pub(crate) async fn run(
         ratchet_tree: bootstrap.ratchet_tree.into(),
     };
     let _: v1::CreateGroupResponse = sender.call(Method::CreateGroup, &create).await?;
-    // The members upload nothing: their packages go straight into the commit.
     let pending = sender_mls.add_members(&group_id, &key_packages)?;
     let submit = v1::SubmitCommitRequest {
         group_id: group_id.clone().into(),

@@ -112,6 +112,34 @@ pub(crate) fn close_now(rpc: &RpcClient) {
     rpc.connection().close(CLOSE_CLIENT_DONE.into(), b"bench done");
 }
 
+/// Uploads `packages` of `owner` on its connection `owner_rpc`, then has
+/// `fetcher` fetch as many of `owner`'s: the server adds a member only with
+/// a package served to the committer (one add per fetch).
+pub(crate) async fn serve_key_packages(
+    owner_rpc: &RpcClient,
+    owner: &str,
+    packages: Vec<Vec<u8>>,
+    fetcher: &RpcClient,
+) -> anyhow::Result<Vec<Vec<u8>>> {
+    let count = packages.len();
+    for chunk in packages.chunks(100) {
+        let upload = v1::UploadKeyPackagesRequest {
+            key_packages: chunk.iter().cloned().map(Into::into).collect(),
+            last_resort: Bytes::new(),
+        };
+        let _: v1::UploadKeyPackagesResponse =
+            owner_rpc.call(Method::UploadKeyPackages, &upload).await.context("upload key packages")?;
+    }
+    let mut served = Vec::with_capacity(count);
+    for _ in 0..count {
+        let request = v1::FetchKeyPackageRequest { username: owner.to_owned() };
+        let fetched: v1::FetchKeyPackageResponse =
+            fetcher.call(Method::FetchKeyPackage, &request).await.context("fetch a key package")?;
+        served.push(fetched.key_package.to_vec());
+    }
+    Ok(served)
+}
+
 /// A new connection registered (and so logged in) as `name`.
 pub(crate) async fn register(server: ServerAddress, name: &str) -> anyhow::Result<(RpcClient, Identity)> {
     let rpc = connect(server.addr, server.pin()).await?;
