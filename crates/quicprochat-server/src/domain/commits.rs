@@ -28,6 +28,8 @@ use quicprochat_core::ds::{
     MIN_KEY_PACKAGE_REMAINING_SECS,
 };
 
+use quicprochat_core::DsGroupView;
+
 use super::accounts::session_account;
 use super::groups::{
     direct_pair, is_leaving, is_member, load_group, load_roster, others, require_active_member, restore_view,
@@ -206,6 +208,13 @@ fn check_framing(bytes: &[u8], kind: HandshakeKind, group_id: &[u8], epoch: u64)
     Ok(())
 }
 
+/// Keeps `view`, which a refused commit or proposal left as it was: the
+/// state of `roster`'s version (the view changes only when it accepts).
+fn keep_unchanged(views: &ViewCache, group_id: &[u8], roster: &GroupRoster, view: DsGroupView) {
+    let size = usize::try_from(roster.snapshot_bytes).unwrap_or(usize::MAX);
+    views.put(group_id, roster.state_version, size, view);
+}
+
 /// Claims the restore of `group_id`'s view, or tells the client to retry
 /// shortly while another request restores it.
 fn claim_restore<'a>(views: &'a ViewCache, group_id: &[u8]) -> Result<RestoreClaim<'a>, DomainError> {
@@ -301,9 +310,7 @@ pub fn submit_commit(
     let outcome = match view.process_commit(request.commit) {
         Ok(outcome) => outcome,
         Err(error) => {
-            // A commit the view refused left it unchanged: keep it.
-            let size = usize::try_from(group.snapshot_bytes).unwrap_or(usize::MAX);
-            views.put(request.group_id, group.state_version, size, view);
+            keep_unchanged(views, request.group_id, &group, view);
             return Err(DomainError::from_ds("commit", error));
         }
     };
@@ -433,9 +440,7 @@ pub fn leave_group(
         let outcome = match view.process_proposal(request.proposal) {
             Ok(outcome) => outcome,
             Err(error) => {
-                // Unchanged by a proposal that failed: keep it.
-                let size = usize::try_from(roster.snapshot_bytes).unwrap_or(usize::MAX);
-                views.put(request.group_id, roster.state_version, size, view);
+                keep_unchanged(views, request.group_id, &roster, view);
                 return Err(DomainError::from_ds("leave proposal", error));
             }
         };

@@ -14,7 +14,7 @@ use quicprochat_proto::{Method, Status};
 use quicprochat_rpc::RpcClient;
 use quicprochat_server::config::RateLimit;
 
-use super::{Bench, Connection, Outcome};
+use super::{submit, Bench, Connection, Outcome};
 use crate::harness::{alice_and_bob, clone_identity, http_get, sample, TestServer};
 
 /// Commits and leaves each account may submit in this catalogue.
@@ -28,17 +28,6 @@ const NEVER: Duration = Duration::from_secs(30 * 24 * 3600);
 async fn full_reads(metrics: SocketAddr) -> f64 {
     let (_, body) = tokio::task::spawn_blocking(move || http_get(metrics, "/metrics")).await.expect("scrape");
     sample(&body, r#"qpc_storage_operation_duration_seconds_count{operation="get_group"}"#)
-}
-
-async fn submit(rpc: &RpcClient, group_id: &[u8], epoch: u64, commit: Vec<u8>, message_id: &[u8]) -> Outcome {
-    let request = v1::SubmitCommitRequest {
-        group_id: group_id.to_vec().into(),
-        epoch,
-        commit: commit.into(),
-        welcome: Default::default(),
-        message_id: message_id.to_vec().into(),
-    };
-    Outcome::of(rpc.call::<_, v1::SubmitCommitResponse>(Method::SubmitCommit, &request).await)
 }
 
 async fn leave(rpc: &RpcClient, group_id: &[u8], proposal: Vec<u8>, message_id: &[u8]) -> Outcome {

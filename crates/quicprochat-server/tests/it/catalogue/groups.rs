@@ -8,7 +8,7 @@ use quicprochat_proto::v1;
 use quicprochat_proto::{Method, Status};
 use quicprochat_rpc::RpcClient;
 
-use super::{Bench, Connection, Outcome};
+use super::{submit, Bench, Connection, Outcome};
 use crate::harness::{alice_and_bob, clone_identity, TestServer};
 
 async fn send(rpc: &RpcClient, group_id: &[u8], message_id: &[u8], ciphertext: Vec<u8>) -> Outcome {
@@ -18,17 +18,6 @@ async fn send(rpc: &RpcClient, group_id: &[u8], message_id: &[u8], ciphertext: V
         ciphertext: ciphertext.into(),
     };
     Outcome::of(rpc.call::<_, v1::SendMessageResponse>(Method::SendMessage, &request).await)
-}
-
-async fn submit(rpc: &RpcClient, group_id: &[u8], epoch: u64, commit: Vec<u8>, message_id: &[u8]) -> Outcome {
-    let request = v1::SubmitCommitRequest {
-        group_id: group_id.to_vec().into(),
-        epoch,
-        commit: commit.into(),
-        welcome: Default::default(),
-        message_id: message_id.to_vec().into(),
-    };
-    Outcome::of(rpc.call::<_, v1::SubmitCommitResponse>(Method::SubmitCommit, &request).await)
 }
 
 /// Joins `mls` to the group whose Welcome waits in `rpc`'s queue.

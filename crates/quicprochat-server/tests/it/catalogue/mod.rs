@@ -124,6 +124,24 @@ impl Bench {
     }
 }
 
+/// `SubmitCommit` of `commit` (no Welcome) for `group_id` at `epoch` on `rpc`.
+pub(crate) async fn submit(
+    rpc: &RpcClient,
+    group_id: &[u8],
+    epoch: u64,
+    commit: Vec<u8>,
+    message_id: &[u8],
+) -> Outcome {
+    let request = v1::SubmitCommitRequest {
+        group_id: group_id.to_vec().into(),
+        epoch,
+        commit: commit.into(),
+        welcome: Default::default(),
+        message_id: message_id.to_vec().into(),
+    };
+    Outcome::of(rpc.call::<_, v1::SubmitCommitResponse>(Method::SubmitCommit, &request).await)
+}
+
 /// A frame header as the client would write it.
 pub(crate) fn header(len: u32, method: u16, kind: FrameKind) -> Vec<u8> {
     let mut bytes = len.to_be_bytes().to_vec();
