@@ -126,7 +126,7 @@ fn dispatch(store: &dyn Store, method: Method, user: Option<&str>, body: &[u8]) 
             Method::Login => {
                 let r = decode!(v1::LoginRequest);
                 let proof = AuthProof { nonce: b"nonce", tls_exporter: b"exporter", signature: &r.signature };
-                let _ = accounts::login(store, &r.username, &proof);
+                let _ = accounts::login(store, &r.username, &proof, &policy());
             }
             _ => {}
         }

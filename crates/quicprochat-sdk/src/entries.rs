@@ -22,11 +22,31 @@ pub(crate) enum EntryEffect {
     Leaving(String),
     /// A commit in a group we are leaving did not remove us.
     StillLeaving,
+    /// A commit for our epoch that MLS refuses broke the group (see `fork`).
+    Forked,
 }
 
 impl Local {
+    /// Processes one queue entry as `recv` does: [`Local::process_entry`],
+    /// and on failure the fork check ([`Local::note_fork`]). An error is an
+    /// entry to skip.
+    pub(crate) fn take_entry(&mut self, entry: &v1::QueueEntry) -> Result<EntryEffect, SdkError> {
+        let error = match self.process_entry(entry) {
+            Ok(effect) => return Ok(effect),
+            Err(error) => error,
+        };
+        match self.note_fork(entry, &error) {
+            Ok(Some(_culprit)) => Ok(EntryEffect::Forked),
+            Ok(None) => Err(error),
+            Err(noting) => {
+                tracing::warn!(seq = entry.seq, %noting, "cannot record a fork");
+                Err(error)
+            }
+        }
+    }
+
     /// Processes one queue entry (see the module doc).
-    pub(crate) fn process_entry(&mut self, entry: &v1::QueueEntry) -> Result<EntryEffect, SdkError> {
+    fn process_entry(&mut self, entry: &v1::QueueEntry) -> Result<EntryEffect, SdkError> {
         let group_id = entry.group_id.as_ref();
         let kind = EntryKind::try_from(entry.kind).unwrap_or(EntryKind::Application);
         if kind == EntryKind::Welcome {

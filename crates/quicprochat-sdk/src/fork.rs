@@ -40,9 +40,11 @@ impl Local {
         if !active || header.group_id != group_id || header.epoch != self.mls.epoch(group_id)? {
             return Ok(None);
         }
-        // The leaf the commit names (its signature may not verify: a
-        // server could name someone else, as it could drop their messages).
-        let culprit = self.mls.member_at(group_id, header.sender_leaf)?.unwrap_or_else(|| entry.sender.clone());
+        // The member at the leaf the commit names, in our own tree (its
+        // signature may not verify: a server could name someone else, as
+        // it could drop their messages). Never the server's `sender` field:
+        // a commit from a leaf we hold no member at is no member's.
+        let Some(culprit) = self.mls.member_at(group_id, header.sender_leaf)? else { return Ok(None) };
         self.store.mark_broken(group_id, header.epoch, &culprit)?;
         tracing::warn!(
             group = %hex::encode(group_id),

@@ -36,12 +36,6 @@ impl EntryProcessor {
     pub fn process(&mut self, bytes: &[u8]) -> Result<(), SdkError> {
         let entry: v1::QueueEntry = quicprochat_proto::decode_message(bytes)
             .map_err(|error| SdkError::InvalidInput(format!("not a queue entry: {error}")))?;
-        match self.local.process_entry(&entry) {
-            Ok(_effect) => Ok(()),
-            Err(error) => {
-                self.local.note_fork(&entry, &error)?;
-                Err(error)
-            }
-        }
+        self.local.take_entry(&entry).map(drop)
     }
 }

@@ -243,7 +243,9 @@ impl Inner {
     /// Sends our leave of `group_id` again for its current epoch (the last
     /// one died with its epoch, left out of the commit that ended it).
     pub(crate) async fn leave_again(&mut self, group_id: &[u8]) -> Result<(), SdkError> {
-        if self.store.leaving_epoch(group_id)?.is_none() || !self.mls.is_active(group_id)? {
+        let Some(sent_in) = self.store.leaving_epoch(group_id)? else { return Ok(()) };
+        if !self.mls.is_active(group_id)? || sent_in >= self.mls.epoch(group_id)? {
+            // Removed meanwhile, or our leave for this epoch is out already.
             return Ok(());
         }
         let proposal = self.mls.leave_group(group_id)?;

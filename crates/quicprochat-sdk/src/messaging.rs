@@ -45,9 +45,9 @@ impl QpcClient {
             Some(peer) => inner.direct_conversation(peer).await?,
             None => inner.active_conversation(target)?,
         };
-        inner.refuse_if_broken(&conversation)?;
         // OpenMLS cannot encrypt while proposals (e.g. a member's leave) are
-        // pending: commit them first (a no-op when there are none).
+        // pending: commit them first (a no-op when there are none; a broken
+        // group is refused here).
         let group_id = conversation.group_id.clone();
         inner.submit_commit_with_retry(&conversation, |mls| mls.commit_pending_proposals(&group_id)).await?;
         let message_id = message_id();

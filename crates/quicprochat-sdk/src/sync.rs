@@ -469,20 +469,15 @@ impl Inner {
                 continue;
             }
             last_seq = entry.seq;
-            match self.process_entry(&entry) {
+            match self.take_entry(&entry) {
                 Ok(EntryEffect::Leaving(user)) => due.leavers.entry(entry.group_id.to_vec()).or_default().push(user),
                 Ok(EntryEffect::StillLeaving) => {
                     due.leave_again.insert(entry.group_id.to_vec());
                 }
                 Ok(EntryEffect::Joined) => welcomed = true,
+                Ok(EntryEffect::Forked) => due.rebuild = true,
                 Ok(EntryEffect::None) => {}
-                Err(error) => match self.note_fork(&entry, &error) {
-                    Ok(Some(_culprit)) => due.rebuild = true,
-                    Ok(None) => tracing::warn!(seq = entry.seq, %error, "skipping an entry that cannot be processed"),
-                    Err(noting) => {
-                        tracing::warn!(seq = entry.seq, %error, %noting, "skipping an entry; cannot record a fork")
-                    }
-                },
+                Err(error) => tracing::warn!(seq = entry.seq, %error, "skipping an entry that cannot be processed"),
             }
         }
         if last_seq > cursor {

@@ -314,11 +314,17 @@ async fn housekeeping(state: Arc<ServerState>) {
 fn spawn_snapshot_sweep(state: &ServerState) -> tokio::task::JoinHandle<()> {
     let (store, views) = (state.store.clone(), state.views.clone());
     tokio::task::spawn_blocking(move || {
-        match snapshots::snapshot_logged_groups(&*store, &views, ViewSource::KeptOrRestored) {
-            Ok(written) => tracing::debug!(written, "group snapshots stored"),
-            Err(error) => tracing::warn!(%error, "cannot list groups with logged commits"),
-        }
+        let source = ViewSource::KeptOrRestored;
+        report_sweep(source, snapshots::snapshot_logged_groups(&*store, &views, source));
     })
+}
+
+/// Logs what a sweep of the logged groups did.
+fn report_sweep(source: ViewSource, swept: Result<usize, crate::domain::DomainError>) {
+    match swept {
+        Ok(written) => tracing::debug!(written, ?source, "group snapshots stored"),
+        Err(error) => tracing::warn!(%error, "cannot list groups with logged commits"),
+    }
 }
 
 /// Ends the push subscriptions of accounts disabled since (`qpc-server
@@ -371,17 +377,17 @@ async fn shut_down(endpoint: quinn::Endpoint, drivers: DriverTasks, state: &Serv
     drivers.stop().await;
     // Logged commits of groups whose view is still decoded: snapshotting
     // them now is cheap and leaves the next start less to replay.
-    snapshot_logged_groups(state, ViewSource::Kept).await;
+    snapshot_kept_groups(state).await;
 }
 
-/// Snapshots every group with logged commits on a blocking thread, waiting
-/// at most the shutdown grace period for it.
-async fn snapshot_logged_groups(state: &ServerState, source: ViewSource) {
+/// Snapshots every group with logged commits whose view is still kept, on
+/// a blocking thread, waiting at most the shutdown grace period for it.
+async fn snapshot_kept_groups(state: &ServerState) {
     let (store, views) = (state.store.clone(), state.views.clone());
+    let source = ViewSource::Kept;
     let sweep = tokio::task::spawn_blocking(move || snapshots::snapshot_logged_groups(&*store, &views, source));
     match tokio::time::timeout(state.config.shutdown_grace, sweep).await {
-        Ok(Ok(Ok(written))) => tracing::debug!(written, ?source, "group snapshots stored"),
-        Ok(Ok(Err(error))) => tracing::warn!(%error, "cannot list groups with logged commits"),
+        Ok(Ok(swept)) => report_sweep(source, swept),
         Ok(Err(_)) | Err(_) => tracing::warn!(?source, "group snapshots did not finish"),
     }
 }

@@ -54,13 +54,11 @@ pub fn validate_key_package(bytes: &[u8]) -> Result<KeyPackageInfo, DsError> {
     })?;
     super::precheck::check_leaf_size(leaf, "the key package's")?;
     let extensions = key_package.extensions().tls_serialized_len();
-    if extensions > super::MAX_LEAF_EXTENSIONS_BYTES {
-        return Err(DsError::Oversized {
-            what: "key package's extensions".to_owned(),
-            len: extensions,
-            max: super::MAX_LEAF_EXTENSIONS_BYTES,
-        });
-    }
+    super::precheck::check_size(
+        || "key package's extensions".to_owned(),
+        extensions,
+        super::MAX_LEAF_EXTENSIONS_BYTES,
+    )?;
     let lifetime = key_package.life_time();
     Ok(KeyPackageInfo {
         username,

@@ -139,33 +139,25 @@ pub(crate) fn parse_public(bytes: &[u8], kind: HandshakeKind) -> Result<Protocol
     Ok(protocol)
 }
 
-/// Fails if `leaf` is larger than the caps allow; `whose` names it in the error.
-pub(crate) fn check_leaf_size(leaf: &LeafNode, whose: &str) -> Result<(), DsError> {
-    let extensions = leaf.extensions().tls_serialized_len();
-    if extensions > MAX_LEAF_EXTENSIONS_BYTES {
-        return Err(DsError::Oversized {
-            what: format!("{whose} leaf's extensions"),
-            len: extensions,
-            max: MAX_LEAF_EXTENSIONS_BYTES,
-        });
-    }
-    let whole = leaf.tls_serialized_len();
-    if whole > MAX_LEAF_NODE_BYTES {
-        return Err(DsError::Oversized { what: format!("{whose} leaf"), len: whole, max: MAX_LEAF_NODE_BYTES });
+/// Fails with [`DsError::Oversized`] if `len` is over `max`; `what` (built
+/// only then) names what is too large.
+pub(crate) fn check_size(what: impl FnOnce() -> String, len: usize, max: usize) -> Result<(), DsError> {
+    if len > max {
+        return Err(DsError::Oversized { what: what(), len, max });
     }
     Ok(())
 }
 
+/// Fails if `leaf` is larger than the caps allow; `whose` names it in the error.
+pub(crate) fn check_leaf_size(leaf: &LeafNode, whose: &str) -> Result<(), DsError> {
+    let extensions = leaf.extensions().tls_serialized_len();
+    check_size(|| format!("{whose} leaf's extensions"), extensions, MAX_LEAF_EXTENSIONS_BYTES)?;
+    check_size(|| format!("{whose} leaf"), leaf.tls_serialized_len(), MAX_LEAF_NODE_BYTES)
+}
+
 /// Fails if a handshake's authenticated data is over the cap.
 pub(crate) fn check_authenticated_data(aad: &[u8]) -> Result<(), DsError> {
-    if aad.len() > MAX_AUTHENTICATED_DATA_BYTES {
-        return Err(DsError::Oversized {
-            what: "authenticated data".to_owned(),
-            len: aad.len(),
-            max: MAX_AUTHENTICATED_DATA_BYTES,
-        });
-    }
-    Ok(())
+    check_size(|| "authenticated data".to_owned(), aad.len(), MAX_AUTHENTICATED_DATA_BYTES)
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@
 
 use quicprochat_core::identity::{auth_transcript, verify_signature, AuthPurpose};
 
+use super::commits::CommitPolicy;
 use super::{invites, DomainError};
 use crate::config::RegistrationPolicy;
 use crate::storage::{Account, AccountCreation, InviteUse, InvitedAccountCreation, KeyPackageStock, Store};
@@ -149,7 +150,12 @@ pub fn register(
 /// Challenge–response login with the stored identity key. The signature is
 /// checked before the disabled flag, so only the key holder learns that an
 /// account is disabled.
-pub fn login(store: &dyn Store, username: &str, proof: &AuthProof<'_>) -> Result<LoginOutcome, DomainError> {
+pub fn login(
+    store: &dyn Store,
+    username: &str,
+    proof: &AuthProof<'_>,
+    policy: &CommitPolicy,
+) -> Result<LoginOutcome, DomainError> {
     let unauthenticated = || DomainError::Unauthenticated { message: LOGIN_FAILED.to_owned() };
     let account = store.get_account(username)?.ok_or_else(unauthenticated)?;
     let transcript =
@@ -158,7 +164,7 @@ pub fn login(store: &dyn Store, username: &str, proof: &AuthProof<'_>) -> Result
     if account.disabled {
         return Err(DomainError::denied(format!("account {username:?} is disabled")));
     }
-    Ok(LoginOutcome { key_package_stock: store.key_package_stock(username)? })
+    Ok(LoginOutcome { key_package_stock: super::key_packages::usable_stock(store, username, policy)? })
 }
 
 /// The identity key of `username`.

@@ -188,24 +188,24 @@ fn check_direct_members(name: &str, outcome: &CommitOutcome) -> Result<(), Domai
 }
 
 /// The checks that need no group view: `bytes` is a PublicMessage of
-/// `kind` from a member, for `group_id` at `epoch`. Run before a view is
-/// restored, so a malformed request costs a parse.
-fn check_framing(bytes: &[u8], kind: HandshakeKind, group_id: &[u8], epoch: u64) -> Result<(), DomainError> {
-    let what = match kind {
-        HandshakeKind::Commit => "commit",
-        HandshakeKind::Proposal => "leave proposal",
-    };
+/// `kind` from a member, for `group_id`; returns its epoch for the caller
+/// to compare. Run before a view is restored, so a malformed request costs
+/// a parse.
+fn check_framing(bytes: &[u8], kind: HandshakeKind, group_id: &[u8]) -> Result<u64, DomainError> {
+    let what = framing_name(kind);
     let header = inspect_handshake(bytes, kind).map_err(|error| DomainError::from_ds(what, error))?;
     if header.group_id != group_id {
         return Err(DomainError::invalid(format!("the {what} is for another group")));
     }
-    if header.epoch != epoch {
-        return Err(DomainError::invalid(format!(
-            "the {what} is for epoch {}, the request for epoch {epoch}",
-            header.epoch
-        )));
+    Ok(header.epoch)
+}
+
+/// What a handshake of `kind` is called in errors.
+fn framing_name(kind: HandshakeKind) -> &'static str {
+    match kind {
+        HandshakeKind::Commit => "commit",
+        HandshakeKind::Proposal => "leave proposal",
     }
-    Ok(())
 }
 
 /// Keeps `view`, which a refused commit or proposal left as it was: the
@@ -295,7 +295,13 @@ pub fn submit_commit(
     }
     session_account(store, session_user)?;
     may_commit(&roster, roster.epoch, session_user, request.epoch)?;
-    check_framing(request.commit, HandshakeKind::Commit, request.group_id, request.epoch)?;
+    let framed_epoch = check_framing(request.commit, HandshakeKind::Commit, request.group_id)?;
+    if framed_epoch != request.epoch {
+        return Err(DomainError::invalid(format!(
+            "the commit is for epoch {framed_epoch}, the request for epoch {}",
+            request.epoch
+        )));
+    }
     // The kept view is the state the roster was read with; otherwise the
     // whole record, whose epoch and roster then count.
     let (mut view, group) = match views.take(request.group_id, roster.state_version) {
@@ -411,18 +417,14 @@ pub fn leave_group(
         if is_leaving(&roster, session_user) {
             return Ok(());
         }
-        let header = inspect_handshake(request.proposal, HandshakeKind::Proposal)
-            .map_err(|error| DomainError::from_ds("leave proposal", error))?;
-        if header.group_id != request.group_id {
-            return Err(DomainError::invalid("the leave proposal is for another group"));
-        }
-        if header.epoch < roster.epoch {
+        let framed_epoch = check_framing(request.proposal, HandshakeKind::Proposal, request.group_id)?;
+        if framed_epoch < roster.epoch {
             return Err(DomainError::StaleEpoch { current_epoch: roster.epoch });
         }
-        if header.epoch > roster.epoch {
+        if framed_epoch > roster.epoch {
             return Err(DomainError::invalid(format!(
-                "the leave proposal is for epoch {}, the group is at epoch {}",
-                header.epoch, roster.epoch
+                "the leave proposal is for epoch {framed_epoch}, the group is at epoch {}",
+                roster.epoch
             )));
         }
         let mut view = match views.take(request.group_id, roster.state_version) {

@@ -190,11 +190,9 @@ pub fn fetch_last_resort(
         .get_account(target)?
         .filter(|account| !account.disabled)
         .ok_or_else(|| DomainError::not_found(format!("no user named {target:?}")))?;
-    let key_package = store
-        .last_resort_key_package(&target_account.username)?
-        .ok_or_else(|| DomainError::not_found(format!("{target:?} has no usable key package left")))?;
-    let info = usable_info(&key_package, policy)
-        .ok_or_else(|| DomainError::not_found(format!("{target:?} has no usable key package left")))?;
+    let none_left = || DomainError::not_found(format!("{target:?} has no usable key package left"));
+    let key_package = store.last_resort_key_package(&target_account.username)?.ok_or_else(none_left)?;
+    let info = usable_info(&key_package, policy).ok_or_else(none_left)?;
     record_served(store, requester, target, info, true, policy)?;
     Ok(FetchedKeyPackage { key_package, last_resort: true })
 }
@@ -203,9 +201,19 @@ pub fn fetch_last_resort(
 /// soon to be added under `policy` counts as none, so the client uploads
 /// a fresh one.
 pub fn stock(store: &dyn Store, session_user: &str, policy: &CommitPolicy) -> Result<StockReport, DomainError> {
-    let mut stock = store.key_package_stock(session_user)?;
+    Ok(usable_stock(store, session_user, policy)?.into())
+}
+
+/// The stored stock of `username`, its last-resort package counted only
+/// while it may be added under `policy`.
+pub(crate) fn usable_stock(
+    store: &dyn Store,
+    username: &str,
+    policy: &CommitPolicy,
+) -> Result<KeyPackageStock, DomainError> {
+    let mut stock = store.key_package_stock(username)?;
     if stock.has_last_resort {
-        stock.has_last_resort = store.last_resort_key_package(session_user)?.is_some_and(|kp| usable(&kp, policy));
+        stock.has_last_resort = store.last_resort_key_package(username)?.is_some_and(|kp| usable(&kp, policy));
     }
-    Ok(stock.into())
+    Ok(stock)
 }

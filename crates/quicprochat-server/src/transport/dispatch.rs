@@ -204,16 +204,15 @@ async fn login(state: &ServerState, session: &Session, body: Bytes) -> Result<Re
     let exporter = session.exporter;
     let username = request.username.clone();
     let policy = commit_policy(state);
-    let stock = blocking(state, move |store| {
+    let outcome = blocking(state, move |store| {
         let proof = AuthProof { nonce: &nonce, tls_exporter: &exporter, signature: &request.signature };
-        accounts::login(store, &request.username, &proof)?;
-        key_packages::stock(store, &request.username, &policy)
+        accounts::login(store, &request.username, &proof, &policy)
     })
     .await?;
     session.log_in(username);
     Ok(Reply::ok(&v1::LoginResponse {
-        key_package_stock: stock.stock,
-        has_last_resort: stock.has_last_resort,
+        key_package_stock: u32::try_from(outcome.key_package_stock.count).unwrap_or(u32::MAX),
+        has_last_resort: outcome.key_package_stock.has_last_resort,
         server_instance: state.instance,
     }))
 }

@@ -153,18 +153,29 @@ pub(crate) async fn alice_and_bob(harness: &impl TestServer) -> (Identity, MlsCl
     (pair.alice, pair.alice_mls, pair.bob, group_id)
 }
 
-/// `creator` registers a group `group_id` with the server, fetches one key
-/// package of `member` and commits adding them.
-pub(crate) async fn create_group_with(rpc: &RpcClient, creator: &MlsClient, group_id: &[u8], member: &str) {
+/// `creator` makes a named group `group_id` of its own and registers it
+/// with the server as `name`.
+pub(crate) async fn register_group(
+    rpc: &RpcClient,
+    creator: &MlsClient,
+    group_id: &[u8],
+    name: &str,
+) -> Result<v1::CreateGroupResponse, RpcError> {
     let bootstrap = creator.create_group(group_id).expect("create");
     let create = v1::CreateGroupRequest {
         group_id: group_id.to_vec().into(),
-        name: "team".into(),
+        name: name.into(),
         kind: v1::GroupKind::Named as i32,
         group_info: bootstrap.group_info.into(),
         ratchet_tree: bootstrap.ratchet_tree.into(),
     };
-    let _: v1::CreateGroupResponse = rpc.call(Method::CreateGroup, &create).await.expect("create group");
+    rpc.call(Method::CreateGroup, &create).await
+}
+
+/// `creator` registers a group `group_id` with the server, fetches one key
+/// package of `member` and commits adding them.
+pub(crate) async fn create_group_with(rpc: &RpcClient, creator: &MlsClient, group_id: &[u8], member: &str) {
+    register_group(rpc, creator, group_id, "team").await.expect("create group");
     let fetched: v1::FetchKeyPackageResponse = rpc
         .call(Method::FetchKeyPackage, &v1::FetchKeyPackageRequest { username: member.into() })
         .await

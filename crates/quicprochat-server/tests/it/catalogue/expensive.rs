@@ -15,7 +15,7 @@ use quicprochat_rpc::RpcClient;
 use quicprochat_server::config::RateLimit;
 
 use super::{submit, Bench, Connection, Outcome};
-use crate::harness::{alice_and_bob, clone_identity, http_get, sample, TestServer};
+use crate::harness::{alice_and_bob, clone_identity, http_get, register_group, sample, TestServer};
 
 /// Commits and leaves each account may submit in this catalogue.
 const COMMIT_BUDGET: u32 = 6;
@@ -40,15 +40,7 @@ async fn leave(rpc: &RpcClient, group_id: &[u8], proposal: Vec<u8>, message_id: 
 }
 
 async fn create(rpc: &RpcClient, mls: &MlsClient, group_id: &[u8]) -> Outcome {
-    let bootstrap = mls.create_group(group_id).expect("create");
-    let request = v1::CreateGroupRequest {
-        group_id: group_id.to_vec().into(),
-        name: "mine".into(),
-        kind: v1::GroupKind::Named as i32,
-        group_info: bootstrap.group_info.into(),
-        ratchet_tree: bootstrap.ratchet_tree.into(),
-    };
-    Outcome::of(rpc.call::<_, v1::CreateGroupResponse>(Method::CreateGroup, &request).await)
+    Outcome::of(register_group(rpc, mls, group_id, "mine").await)
 }
 
 #[tokio::test]
