@@ -72,6 +72,7 @@ pub(crate) fn bench_config(data_dir: &Path, listen: SocketAddr, transport: Trans
     config.rate_limits.register_per_address = unlimited;
     config.rate_limits.key_package_fetch_per_requester = unlimited;
     config.rate_limits.key_package_fetch_per_target = unlimited;
+    config.rate_limits.last_resort_per_pair = unlimited;
     config.rate_limits.send_per_account = unlimited;
     config.rate_limits.commit_per_account = unlimited;
     config.rate_limits.create_group_per_account = unlimited;

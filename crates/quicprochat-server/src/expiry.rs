@@ -1,7 +1,11 @@
 //! Retention: what no recipient acknowledged within `delivery.retention`
 //! (queue entries and their message bodies), and idempotency records as
 //! old, are deleted by a task that runs until shutdown, a chunk per storage
-//! call so that no call holds the writer for long.
+//! call so that no call holds the writer for long. Housekeeping holds each
+//! queue to `delivery.max_queue_entries` with [`trim_all_queues`] (every 5
+//! s), so a queue outgrows its quota only by what arrives in between.
+//!
+//! [`Store::trim_queues`]: crate::storage::Store::trim_queues
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +71,43 @@ async fn expire_all_before(state: &ServerState, before_ms: u64) -> bool {
             );
         }
         if !expired.more || state.shutdown.is_cancelled() {
+            return true;
+        }
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return true,
+            _ = tokio::time::sleep(BETWEEN_CHUNKS) => {}
+        }
+    }
+}
+
+/// Trims every queue over `delivery.max_queue_entries`, a chunk of queues
+/// per storage call. Returns `false` when the runtime is going away.
+pub(crate) async fn trim_all_queues(state: &ServerState) -> bool {
+    let max_entries = state.config.max_queue_entries;
+    loop {
+        let store = state.store.clone();
+        let trimmed = match tokio::task::spawn_blocking(move || store.trim_queues(max_entries, CHUNK)).await {
+            Ok(Ok(trimmed)) => trimmed,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "trimming queues failed; retrying at the next round");
+                return true;
+            }
+            Err(join) if join.is_panic() => {
+                tracing::error!("trimming queues panicked; retrying at the next round");
+                return true;
+            }
+            Err(_) => return false,
+        };
+        state.metrics.trimmed(&trimmed);
+        if trimmed.queue_entries > 0 {
+            tracing::warn!(
+                queues = trimmed.queues,
+                entries = trimmed.queue_entries,
+                max_queue_entries = max_entries,
+                "deleted the oldest unacknowledged entries of queues over their quota"
+            );
+        }
+        if !trimmed.more || state.shutdown.is_cancelled() {
             return true;
         }
         tokio::select! {

@@ -21,6 +21,8 @@
 //! - `key_package_stock_low_total`: times an account's stock was reported low;
 //! - `expired_queue_entries_total`, `expired_message_ids_total`: what
 //!   expiry deleted after the retention period;
+//! - `trimmed_queue_entries_total`: entries deleted unacknowledged from
+//!   queues over `delivery.max_queue_entries`;
 //! - `rate_limited_total{limit}`: requests refused by a rate limit;
 //! - `draining`: 0 while ready, 1 once shutdown has begun.
 
@@ -35,7 +37,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::storage::Expired;
+use crate::storage::{Expired, TrimmedQueues};
 
 /// Latency buckets: 50 µs doubling 19 times, up to ~13 s.
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -90,6 +92,7 @@ struct Inner {
     stock_low: Counter,
     expired_entries: Counter,
     expired_message_ids: Counter,
+    trimmed_entries: Counter,
     rate_limited: Family<LimitLabels, Counter>,
     draining_gauge: Gauge,
     draining: AtomicBool,
@@ -116,6 +119,7 @@ impl Metrics {
         let stock_low = Counter::default();
         let expired_entries = Counter::default();
         let expired_message_ids = Counter::default();
+        let trimmed_entries = Counter::default();
         let rate_limited = Family::<LimitLabels, Counter>::default();
         let draining_gauge = Gauge::default();
 
@@ -150,6 +154,11 @@ impl Metrics {
             "Idempotency records forgotten after the retention period",
             expired_message_ids.clone(),
         );
+        registry.register(
+            "trimmed_queue_entries",
+            "Queue entries deleted unacknowledged from queues over their quota",
+            trimmed_entries.clone(),
+        );
         registry.register("rate_limited", "Requests refused by a rate limit, by limit", rate_limited.clone());
         registry.register("draining", "1 while the server drains for shutdown, else 0", draining_gauge.clone());
 
@@ -168,6 +177,7 @@ impl Metrics {
                 stock_low,
                 expired_entries,
                 expired_message_ids,
+                trimmed_entries,
                 rate_limited,
                 draining_gauge,
                 draining: AtomicBool::new(false),
@@ -233,6 +243,11 @@ impl Metrics {
     pub fn expired(&self, expired: &Expired) {
         self.inner.expired_entries.inc_by(expired.queue_entries);
         self.inner.expired_message_ids.inc_by(expired.message_ids);
+    }
+
+    /// Entries trimmed from queues over their quota.
+    pub fn trimmed(&self, trimmed: &TrimmedQueues) {
+        self.inner.trimmed_entries.inc_by(trimmed.queue_entries);
     }
 
     /// A request was refused by the rate limit named `limit`.

@@ -2,10 +2,11 @@
 //! limiters (a token bucket of `burst` cells refilled at `burst` per
 //! `period`, see [`crate::config::RateLimit`]).
 //!
-//! [`RateLimiters`] owns six limiters: registrations per source address
+//! [`RateLimiters`] owns seven limiters: registrations per source address
 //! (an IPv6 address counts by its /64, see [`address_key`]), key package
-//! fetches per requester and per target, sends per account, commits and
-//! leaves per account, and group creations per account.
+//! fetches per requester and per target, last-resort packages served per
+//! (requester, target) pair, sends per account, commits and leaves per
+//! account, and group creations per account.
 //! Each `check_*` consumes one cell or returns [`RetryAfter`], the wait until
 //! a cell is free, which the transport sends as `RESOURCE_EXHAUSTED` with
 //! `retry_after_ms` (and counts with `Metrics::rate_limited(limit_name)`).
@@ -26,6 +27,14 @@
 //! answers [`KeyPackageGrant::LastResortOnly`] rather than refusing: the
 //! caller should then serve the last-resort package without consuming an
 //! ordinary one, so an attack on the target's stock never locks out adders.
+//!
+//! Each serving of a last-resort package lets the requester add the target
+//! once (the grant is consumed by the commit), so the last-resort package
+//! is budgeted per (requester, target) pair
+//! ([`RateLimiters::check_last_resort`]): one account cannot add someone to
+//! groups without end once their stock is gone. The budget is per pair and
+//! not per target on purpose: a budget shared by every requester would let
+//! one attacker spend it and lock everybody else out of adding the victim.
 //!
 //! This module does not see the network or the store; the clock is
 //! `governor`'s (injectable for tests).
@@ -48,6 +57,8 @@ pub const REGISTER_PER_ADDRESS: &str = "register_per_address";
 pub const KEY_PACKAGE_FETCH_PER_REQUESTER: &str = "key_package_fetch_per_requester";
 /// Name of the per-target key package fetch limit.
 pub const KEY_PACKAGE_FETCH_PER_TARGET: &str = "key_package_fetch_per_target";
+/// Name of the limit on last-resort packages served per (requester, target).
+pub const LAST_RESORT_PER_PAIR: &str = "last_resort_per_pair";
 /// Name of the per-account send limit.
 pub const SEND_PER_ACCOUNT: &str = "send_per_account";
 /// Name of the per-account limit on commits and leaves (each may make the
@@ -138,6 +149,7 @@ pub struct RateLimiters<C: Clock = DefaultClock> {
     register: Limiter<IpAddr, C>,
     fetch_by_requester: Limiter<String, C>,
     fetch_by_target: Limiter<String, C>,
+    last_resort: Limiter<(String, String), C>,
     send: Limiter<String, C>,
     commit: Limiter<String, C>,
     create_group: Limiter<String, C>,
@@ -165,6 +177,7 @@ impl<C: Clock + Clone> RateLimiters<C> {
                 limits.key_package_fetch_per_target,
                 clock.clone(),
             ),
+            last_resort: Limiter::new(LAST_RESORT_PER_PAIR, limits.last_resort_per_pair, clock.clone()),
             send: Limiter::new(SEND_PER_ACCOUNT, limits.send_per_account, clock.clone()),
             commit: Limiter::new(COMMIT_PER_ACCOUNT, limits.commit_per_account, clock.clone()),
             create_group: Limiter::new(CREATE_GROUP_PER_ACCOUNT, limits.create_group_per_account, clock),
@@ -187,6 +200,12 @@ impl<C: Clock + Clone> RateLimiters<C> {
         }
     }
 
+    /// One serving of `target`'s last-resort key package to `requester`;
+    /// ask only when that package is about to be served.
+    pub fn check_last_resort(&self, requester: &str, target: &str) -> Result<(), RetryAfter> {
+        self.last_resort.check(&(requester.to_owned(), target.to_owned()))
+    }
+
     /// One message sent by `account`.
     pub fn check_send(&self, account: &str) -> Result<(), RetryAfter> {
         self.send.check(&account.to_owned())
@@ -207,6 +226,7 @@ impl<C: Clock + Clone> RateLimiters<C> {
         self.register.limiter.retain_recent();
         self.fetch_by_requester.limiter.retain_recent();
         self.fetch_by_target.limiter.retain_recent();
+        self.last_resort.limiter.retain_recent();
         self.send.limiter.retain_recent();
         self.commit.limiter.retain_recent();
         self.create_group.limiter.retain_recent();
@@ -217,6 +237,7 @@ impl<C: Clock + Clone> RateLimiters<C> {
         self.register.limiter.len()
             + self.fetch_by_requester.limiter.len()
             + self.fetch_by_target.limiter.len()
+            + self.last_resort.limiter.len()
             + self.send.limiter.len()
             + self.commit.limiter.len()
             + self.create_group.limiter.len()
@@ -237,6 +258,7 @@ mod tests {
             register_per_address: RateLimit { burst: 3, period: MINUTE },
             key_package_fetch_per_requester: RateLimit { burst: 5, period: MINUTE },
             key_package_fetch_per_target: RateLimit { burst: 2, period: MINUTE },
+            last_resort_per_pair: RateLimit { burst: 2, period: MINUTE },
             send_per_account: RateLimit { burst: 4, period: Duration::from_secs(8) },
             commit_per_account: RateLimit { burst: 2, period: MINUTE },
             create_group_per_account: RateLimit { burst: 1, period: MINUTE },
@@ -352,6 +374,18 @@ mod tests {
         limiters.check_send("mallory").unwrap();
         limiters.check_commit("alice").unwrap();
         limiters.check_create_group("alice").unwrap();
+    }
+
+    #[test]
+    fn last_resort_packages_are_budgeted_per_requester_and_target() {
+        let (limiters, _clock) = limiters();
+        limiters.check_last_resort("mallory", "bob").unwrap();
+        limiters.check_last_resort("mallory", "bob").unwrap();
+        let refused = limiters.check_last_resort("mallory", "bob").unwrap_err();
+        assert_eq!(refused.limit, LAST_RESORT_PER_PAIR);
+        // Mallory spending her budget for bob leaves everyone else's intact.
+        limiters.check_last_resort("alice", "bob").unwrap();
+        limiters.check_last_resort("mallory", "carol").unwrap();
     }
 
     #[test]

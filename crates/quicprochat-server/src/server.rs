@@ -115,7 +115,7 @@ impl RunningServer {
             shutdown: shutdown.clone(),
             tasks: Tasks::default(),
             admissions: Arc::new(Admissions::default()),
-            limiters: RateLimiters::new(&config.rate_limits),
+            limiters: Arc::new(RateLimiters::new(&config.rate_limits)),
             metrics,
         });
         tracing::info!(
@@ -279,8 +279,9 @@ fn admit(incoming: quinn::Incoming, state: &Arc<ServerState>) {
     }
 }
 
-/// Periodic upkeep until shutdown: forget idle rate-limit keys, refresh
-/// the queue-depth gauge and snapshot every group with logged commits.
+/// Periodic upkeep until shutdown: forget idle rate-limit keys, end the
+/// pushes of disabled accounts, refresh the queue-depth gauge, trim queues
+/// over their quota and snapshot every group with logged commits.
 async fn housekeeping(state: Arc<ServerState>) {
     let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
     let mut sweep: Option<tokio::task::JoinHandle<()>> = None;
@@ -296,6 +297,9 @@ async fn housekeeping(state: Arc<ServerState>) {
             Ok(Ok(depth)) => state.metrics.set_queue_depth(depth),
             Ok(Err(error)) => tracing::warn!(%error, "cannot read queue depth"),
             Err(_) => return,
+        }
+        if !crate::expiry::trim_all_queues(&state).await {
+            return;
         }
         // Groups whose log no snapshot covers yet (at start: also commits
         // logged before the last stop). One sweep at a time: a sweep still

@@ -184,6 +184,17 @@ pub(crate) static KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "delivery.max_queue_entries",
+        env: "QPC_DELIVERY_MAX_QUEUE_ENTRIES",
+        flag: None,
+        doc: "Most unacknowledged entries one queue keeps; the oldest beyond it are deleted at the next expiry round (the client reports them as expired). Bounds what senders can pile up for an offline user.",
+        render: |config| config.max_queue_entries.to_string(),
+        apply: |config, raw| {
+            config.max_queue_entries = integer_in(raw, 100, 100_000_000, "an integer")?;
+            Ok(())
+        },
+    },
+    Key {
         name: "registration.policy",
         env: "QPC_REGISTRATION",
         flag: Some("--registration"),
@@ -333,6 +344,12 @@ pub(crate) static KEYS: &[Key] = &[
         "fetches of one account's key packages"
     ),
     rate_limit_period!(key_package_fetch_per_target, "KEY_PACKAGE_FETCH_PER_TARGET"),
+    rate_limit_burst!(
+        last_resort_per_pair,
+        "LAST_RESORT_PER_PAIR",
+        "last-resort key packages of one account served to one requester"
+    ),
+    rate_limit_period!(last_resort_per_pair, "LAST_RESORT_PER_PAIR"),
     rate_limit_burst!(send_per_account, "SEND_PER_ACCOUNT", "messages sent by one account"),
     rate_limit_period!(send_per_account, "SEND_PER_ACCOUNT"),
     rate_limit_burst!(commit_per_account, "COMMIT_PER_ACCOUNT", "commits and leaves submitted by one account"),

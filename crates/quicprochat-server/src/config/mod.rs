@@ -57,6 +57,9 @@ pub struct ServerConfig {
     /// How long an unacknowledged queue entry, and a message id kept for
     /// idempotent retries, is kept.
     pub retention: Duration,
+    /// Most unacknowledged entries one queue keeps; older ones are
+    /// deleted (the client reports them as expired).
+    pub max_queue_entries: u64,
     /// Who may register.
     pub registration: RegistrationPolicy,
     /// QUIC limits per connection.
@@ -133,6 +136,9 @@ pub struct RateLimits {
     pub key_package_fetch_per_requester: RateLimit,
     /// Key package fetches per target account (protects the victim's stock).
     pub key_package_fetch_per_target: RateLimit,
+    /// Last-resort key packages of one target served to one requester
+    /// (bounds how often one account can add someone with it).
+    pub last_resort_per_pair: RateLimit,
     /// Messages sent per account.
     pub send_per_account: RateLimit,
     /// Commits and leaves submitted per account.
@@ -154,6 +160,7 @@ impl ServerConfig {
             storage_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
             retention: THIRTY_DAYS,
+            max_queue_entries: 100_000,
             registration: RegistrationPolicy::Open,
             transport: TransportLimits::default(),
             connections: ConnectionLimits {
@@ -168,6 +175,7 @@ impl ServerConfig {
                 register_per_address: RateLimit { burst: 10, period: Duration::from_secs(3600) },
                 key_package_fetch_per_requester: RateLimit { burst: 200, period: Duration::from_secs(60) },
                 key_package_fetch_per_target: RateLimit { burst: 50, period: Duration::from_secs(60) },
+                last_resort_per_pair: RateLimit { burst: 5, period: Duration::from_secs(3600) },
                 send_per_account: RateLimit { burst: 1000, period: Duration::from_secs(10) },
                 commit_per_account: RateLimit { burst: 200, period: Duration::from_secs(60) },
                 create_group_per_account: RateLimit { burst: 100, period: Duration::from_secs(3600) },

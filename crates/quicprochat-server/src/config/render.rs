@@ -23,6 +23,10 @@ const SECTIONS: &[(&str, &str)] = &[
         "rate_limits.key_package_fetch_per_target",
         "Token bucket: key package fetches per target account (protects its stock).",
     ),
+    (
+        "rate_limits.last_resort_per_pair",
+        "Token bucket: one account's last-resort key package served to one requester (each lets them add it once).",
+    ),
     ("rate_limits.send_per_account", "Token bucket: messages sent per account."),
     (
         "rate_limits.commit_per_account",

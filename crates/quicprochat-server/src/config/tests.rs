@@ -79,6 +79,7 @@ const SAMPLES: &[(&str, [&str; 3])] = &[
     ("connections.retry_above_pending", ["0", "1", "2"]),
     ("connections.per_address", ["1", "2", "3"]),
     ("connections.stream_read_timeout", ["\"1s\"", "\"2s\"", "\"3s\""]),
+    ("delivery.max_queue_entries", ["100", "5000", "100000000"]),
     ("rate_limits.register_per_address.burst", ["1", "2", "3"]),
     ("rate_limits.register_per_address.period", ["\"1s\"", "\"2m\"", "\"30days\""]),
     ("rate_limits.key_package_fetch_per_requester.burst", ["1", "2", "1000000"]),
@@ -89,6 +90,8 @@ const SAMPLES: &[(&str, [&str; 3])] = &[
     ("rate_limits.send_per_account.period", ["\"1ms\"", "\"2s\"", "\"3s\""]),
     ("rate_limits.commit_per_account.burst", ["1", "2", "3"]),
     ("rate_limits.commit_per_account.period", ["\"1ms\"", "\"2s\"", "\"3s\""]),
+    ("rate_limits.last_resort_per_pair.burst", ["1", "2", "3"]),
+    ("rate_limits.last_resort_per_pair.period", ["\"1s\"", "\"2s\"", "\"3s\""]),
     ("rate_limits.create_group_per_account.burst", ["1", "2", "3"]),
     ("rate_limits.create_group_per_account.period", ["\"1ms\"", "\"2s\"", "\"3s\""]),
 ];

@@ -146,15 +146,22 @@ fn record_served(
     Ok(store.record_served(&served, now_ms.saturating_sub(SERVED_FOR_MS))?)
 }
 
+/// Asked just before a last-resort package is served (the transport's
+/// per-pair budget, `RateLimiters::check_last_resort`); an error refuses
+/// the fetch and nothing is recorded.
+pub type LastResortBudget<'a> = &'a (dyn Fn() -> Result<(), DomainError> + Send + Sync);
+
 /// Consumes one key package of `target` for `requester`. Packages that
 /// expire too soon to be added under `policy` are discarded on the way
 /// (the owner's client refills when its stock runs low); a last-resort
-/// package that expires too soon is not served.
+/// package that expires too soon is not served, nor one past
+/// `last_resort_budget`.
 pub fn fetch(
     store: &dyn Store,
     requester: &str,
     target: &str,
     policy: &CommitPolicy,
+    last_resort_budget: LastResortBudget<'_>,
 ) -> Result<FetchedKeyPackage, DomainError> {
     session_account(store, requester)?;
     let target_account = store
@@ -165,6 +172,9 @@ pub fn fetch(
     for _ in 0..MAX_DISCARDED_PER_FETCH {
         let taken = store.take_key_package(&target_account.username)?.ok_or_else(none_left)?;
         if let Some(info) = usable_info(&taken.key_package, policy) {
+            if taken.last_resort {
+                last_resort_budget()?;
+            }
             record_served(store, requester, target, info, taken.last_resort, policy)?;
             return Ok(FetchedKeyPackage { key_package: taken.key_package, last_resort: taken.last_resort });
         }
@@ -184,6 +194,7 @@ pub fn fetch_last_resort(
     requester: &str,
     target: &str,
     policy: &CommitPolicy,
+    last_resort_budget: LastResortBudget<'_>,
 ) -> Result<FetchedKeyPackage, DomainError> {
     session_account(store, requester)?;
     let target_account = store
@@ -193,6 +204,7 @@ pub fn fetch_last_resort(
     let none_left = || DomainError::not_found(format!("{target:?} has no usable key package left"));
     let key_package = store.last_resort_key_package(&target_account.username)?.ok_or_else(none_left)?;
     let info = usable_info(&key_package, policy).ok_or_else(none_left)?;
+    last_resort_budget()?;
     record_served(store, requester, target, info, true, policy)?;
     Ok(FetchedKeyPackage { key_package, last_resort: true })
 }

@@ -37,6 +37,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("last_resort_read_keeps_stock", invites::last_resort_read_keeps_stock),
     ("expiry_takes_what_is_older_and_nothing_else", retention::expiry_takes_what_is_older_and_nothing_else),
     ("expiry_stops_at_its_limit", retention::expiry_stops_at_its_limit),
+    ("queues_are_trimmed_to_their_quota", retention::queues_are_trimmed_to_their_quota),
 ];
 
 fn run_all(make_store: impl Fn() -> (Box<dyn Store>, Option<tempfile::TempDir>)) {

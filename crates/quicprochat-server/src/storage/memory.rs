@@ -12,6 +12,7 @@ use super::{
     FetchBudget, FetchedQueue, GroupCreation, GroupLogEntry, GroupRecord, GroupRoster, GroupSnapshot, GroupSummary,
     InviteUse, InvitedAccountCreation, KeyPackageServed, KeyPackageStock, KeyPackagesAdded, MessageRecord, NewGroup,
     NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, QueueItem, Store, StoreError, TakenKeyPackage,
+    TrimmedQueues, TRIM_ENTRY_BUDGET,
 };
 
 /// In-memory [`Store`].
@@ -159,6 +160,29 @@ impl Inner {
             );
         }
         EnqueueOutcome { message_row: row, stored_at_ms: message.stored_at_ms, duplicate: false, deliveries }
+    }
+
+    /// Deletes `username`'s entries up to `up_to_seq` and the messages no
+    /// queue references any more; how many entries went.
+    fn ack(&mut self, username: &str, up_to_seq: u64) -> u64 {
+        let Some(queue) = self.queues.get_mut(username) else {
+            return 0;
+        };
+        let kept = queue.split_off(&up_to_seq.saturating_add(1));
+        let acked = std::mem::replace(queue, kept);
+        for row in acked.values() {
+            let unreferenced = match self.messages.get_mut(row) {
+                Some(stored) => {
+                    stored.references = stored.references.saturating_sub(1);
+                    stored.references == 0
+                }
+                None => false,
+            };
+            if unreferenced {
+                self.messages.remove(row);
+            }
+        }
+        acked.len() as u64
     }
 
     fn queue_item(&self, seq: u64, row: u64) -> Result<QueueItem, StoreError> {
@@ -506,25 +530,7 @@ impl Store for MemoryStore {
     }
 
     fn ack(&self, username: &str, up_to_seq: u64) -> Result<u64, StoreError> {
-        let mut inner = self.lock()?;
-        let Some(queue) = inner.queues.get_mut(username) else {
-            return Ok(0);
-        };
-        let kept = queue.split_off(&up_to_seq.saturating_add(1));
-        let acked = std::mem::replace(queue, kept);
-        for row in acked.values() {
-            let unreferenced = match inner.messages.get_mut(row) {
-                Some(stored) => {
-                    stored.references = stored.references.saturating_sub(1);
-                    stored.references == 0
-                }
-                None => false,
-            };
-            if unreferenced {
-                inner.messages.remove(row);
-            }
-        }
-        Ok(acked.len() as u64)
+        Ok(self.lock()?.ack(username, up_to_seq))
     }
 
     fn queue_depth(&self, username: &str) -> Result<u64, StoreError> {
@@ -537,6 +543,29 @@ impl Store for MemoryStore {
 
     fn stored_message_count(&self) -> Result<u64, StoreError> {
         Ok(self.lock()?.messages.len() as u64)
+    }
+
+    fn trim_queues(&self, max_entries: u64, limit: u32) -> Result<TrimmedQueues, StoreError> {
+        let mut inner = self.lock()?;
+        let mut over: Vec<(String, u64, u64)> = inner
+            .queues
+            .iter()
+            .filter_map(|(username, queue)| {
+                let oldest = *queue.keys().next()?;
+                let cut = inner.accounts.get(username)?.last_seq.checked_sub(max_entries)?;
+                (oldest <= cut).then(|| (username.clone(), oldest, cut))
+            })
+            .collect();
+        // In name order, as on SQLite.
+        over.sort_unstable();
+        let mut trimmed = TrimmedQueues { more: over.len() > limit as usize, ..TrimmedQueues::default() };
+        for (username, oldest, cut) in over.into_iter().take(limit as usize) {
+            let budget_cut = oldest.saturating_add(TRIM_ENTRY_BUDGET - 1);
+            trimmed.more |= budget_cut < cut;
+            trimmed.queue_entries += inner.ack(&username, cut.min(budget_cut));
+            trimmed.queues += 1;
+        }
+        Ok(trimmed)
     }
 
     fn expire(&self, before_ms: u64, limit: u32) -> Result<Expired, StoreError> {

@@ -46,7 +46,7 @@ pub use types::{
     Fanout, FetchedQueue, GroupCreation, GroupKind, GroupLogEntry, GroupRecord, GroupRoster, GroupSnapshot,
     GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageServed, KeyPackageStock, KeyPackagesAdded,
     MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, QueueItem, TakenKeyPackage,
-    MAX_FETCH_PAYLOAD_BYTES,
+    TrimmedQueues, MAX_FETCH_PAYLOAD_BYTES,
 };
 
 /// Work for a [`StorageExecutor`]: runs against a store and returns what to
@@ -231,4 +231,17 @@ pub trait Store: Send + Sync {
     /// row stored with a clock that was wrong holds back those after it
     /// until the cutoff passes its time.
     fn expire(&self, before_ms: u64, limit: u32) -> Result<Expired, StoreError>;
+
+    /// Holds every queue to its quota: from each queue whose entries span
+    /// more than `max_entries` sequence numbers (its head minus its oldest
+    /// entry), deletes the oldest entries so that at most `max_entries`
+    /// remain, and the messages no queue references any more, as an ack
+    /// would. One call trims at most `limit` queues and about
+    /// [`TRIM_ENTRY_BUDGET`] entries per queue; `more` says when it stopped
+    /// at either bound. The owner's client sees the gap in its sequence
+    /// numbers and reports the entries as expired.
+    fn trim_queues(&self, max_entries: u64, limit: u32) -> Result<TrimmedQueues, StoreError>;
 }
+
+/// Most entries one [`Store::trim_queues`] call deletes from one queue.
+pub const TRIM_ENTRY_BUDGET: u64 = 10_000;

@@ -16,7 +16,8 @@
 //! checkpoints on a thread of their own), `operations` (every [`Store`](super::Store)
 //! method as SQL, over an [`operations::Access`]), `accounts` (accounts and
 //! key packages), `invites`, `groups` (groups, commits, proposals),
-//! `delivery` (message fan-out and queues). This file owns the connections
+//! `delivery` (message fan-out and queues), `expiry` (retention) and
+//! `quota` (queue quotas). This file owns the connections
 //! and error mapping only.
 
 mod accounts;
@@ -27,6 +28,7 @@ mod group_commit;
 mod groups;
 mod invites;
 mod operations;
+mod quota;
 mod schema;
 mod storage_thread;
 

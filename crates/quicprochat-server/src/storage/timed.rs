@@ -12,7 +12,7 @@ use super::{
     Account, AccountCreation, CommitResult, CommitWrite, EnqueueOutcome, Expired, FetchedQueue, GroupCreation,
     GroupRecord, GroupRoster, GroupSnapshot, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageServed,
     KeyPackageStock, KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult,
-    ProposalWrite, Store, StoreError, TakenKeyPackage,
+    ProposalWrite, Store, StoreError, TakenKeyPackage, TrimmedQueues,
 };
 use crate::metrics::Metrics;
 
@@ -195,6 +195,10 @@ where
 
     fn expire(&self, before_ms: u64, limit: u32) -> Result<Expired, StoreError> {
         self.timed("expire", |s| s.expire(before_ms, limit))
+    }
+
+    fn trim_queues(&self, max_entries: u64, limit: u32) -> Result<TrimmedQueues, StoreError> {
+        self.timed("trim_queues", |s| s.trim_queues(max_entries, limit))
     }
 }
 

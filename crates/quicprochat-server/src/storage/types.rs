@@ -390,6 +390,17 @@ pub struct Expired {
     pub more: bool,
 }
 
+/// Result of [`super::Store::trim_queues`]: what one call deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TrimmedQueues {
+    /// Queues that were over their quota.
+    pub queues: u64,
+    /// Queue entries deleted from them.
+    pub queue_entries: u64,
+    /// A limit was reached: more may be over quota.
+    pub more: bool,
+}
+
 /// Result of [`super::Store::fetch`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FetchedQueue {

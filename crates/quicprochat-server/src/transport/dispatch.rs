@@ -169,6 +169,11 @@ fn commit_policy(state: &ServerState) -> CommitPolicy {
 /// Turns a rate-limit refusal into `RESOURCE_EXHAUSTED` with a retry-after hint.
 fn limited(state: &ServerState, refusal: RetryAfter) -> DomainError {
     state.metrics.rate_limited(refusal.limit);
+    refused(refusal)
+}
+
+/// The error a rate limit's refusal is answered with.
+fn refused(refusal: RetryAfter) -> DomainError {
     DomainError::ResourceExhausted {
         message: format!("rate limit {} reached; retry in {:?}", refusal.limit, refusal.wait),
         retry_after_ms: refusal.retry_after_ms(),
@@ -247,11 +252,19 @@ async fn authenticated(state: &ServerState, user: String, method: Method, body: 
                 state.metrics.rate_limited(KEY_PACKAGE_FETCH_PER_TARGET);
             }
             let policy = commit_policy(state);
+            let (limiters, metrics) = (Arc::clone(&state.limiters), state.metrics.clone());
             let (fetched, stock_low) = blocking(state, move |store| {
+                let (requester, target) = (user.as_str(), request.username.as_str());
+                let budget = || {
+                    limiters.check_last_resort(requester, target).map_err(|refusal| {
+                        metrics.rate_limited(refusal.limit);
+                        refused(refusal)
+                    })
+                };
                 let fetched = match grant {
-                    KeyPackageGrant::Ordinary => key_packages::fetch(store, &user, &request.username, &policy)?,
+                    KeyPackageGrant::Ordinary => key_packages::fetch(store, requester, target, &policy, &budget)?,
                     KeyPackageGrant::LastResortOnly { .. } => {
-                        key_packages::fetch_last_resort(store, &user, &request.username, &policy)?
+                        key_packages::fetch_last_resort(store, requester, target, &policy, &budget)?
                     }
                 };
                 // Count the moment the stock falls below the refill mark, and every

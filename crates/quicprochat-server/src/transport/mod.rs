@@ -60,5 +60,5 @@ pub(crate) struct ServerState {
     /// Every metric the server exports.
     pub(crate) metrics: Metrics,
     /// Per-address and per-account rate limits.
-    pub(crate) limiters: RateLimiters,
+    pub(crate) limiters: Arc<RateLimiters>,
 }

@@ -131,16 +131,20 @@ async fn key_package_exhaustion_keeps_last_resort_and_adds_still_work() {
     let (mallory, _) = harness.register("mallory").await;
     let fetch = v1::FetchKeyPackageRequest { username: "bob".into() };
     let mut served_last_resort = 0;
-    for _ in 0..10 {
+    for _ in 0..7 {
         let response: v1::FetchKeyPackageResponse = mallory.call(Method::FetchKeyPackage, &fetch).await.expect("fetch");
         served_last_resort += usize::from(response.last_resort);
     }
-    assert_eq!(served_last_resort, 8, "after the burst only the last-resort package is served");
+    assert_eq!(served_last_resort, 5, "after the burst only the last-resort package is served");
+    // ... and that only `last_resort_per_pair` (5) times to her.
+    let past_budget = mallory.call::<_, v1::FetchKeyPackageResponse>(Method::FetchKeyPackage, &fetch).await;
+    assert_eq!(status_of(past_budget), Status::ResourceExhausted);
     let stock: v1::KeyPackageStockResponse =
         bob_rpc.call(Method::KeyPackageStock, &v1::KeyPackageStockRequest {}).await.expect("stock");
     assert_eq!((stock.stock, stock.has_last_resort), (3, true), "the attack consumed only the burst");
 
-    // A legitimate add still works, with the last-resort package.
+    // A legitimate add still works, with the last-resort package: mallory
+    // spent her own budget for bob, not alice's.
     let (alice_rpc, alice) = harness.register("alice").await;
     let alice_mls =
         MlsClient::open(&harness.dir.path().join("alice.db"), crate::harness::clone_identity(&alice), "alice")

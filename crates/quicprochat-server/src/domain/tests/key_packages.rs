@@ -1,8 +1,9 @@
 //! Domain tests: key package upload, single-use fetch, last resort and stock.
 
-use super::{assert_status, client, policy, store, user};
+use super::{assert_status, client, policy, store, unlimited, user};
 use crate::domain::commits::CommitPolicy;
 use crate::domain::key_packages::{fetch, fetch_last_resort, stock, upload, LOW_WATER, MAX_UPLOAD};
+use crate::domain::DomainError;
 
 #[test]
 fn upload_fetch_single_use_then_last_resort() {
@@ -14,13 +15,13 @@ fn upload_fetch_single_use_then_last_resort() {
 
     let mut served = Vec::new();
     for _ in 0..3 {
-        let package = fetch(&store, &bob.name, &alice.name, &policy()).unwrap();
+        let package = fetch(&store, &bob.name, &alice.name, &policy(), &unlimited).unwrap();
         assert!(!package.last_resort);
         assert!(!served.contains(&package.key_package), "never served twice");
         served.push(package.key_package);
     }
-    let first_last_resort = fetch(&store, &bob.name, &alice.name, &policy()).unwrap();
-    let second_last_resort = fetch(&store, &bob.name, &alice.name, &policy()).unwrap();
+    let first_last_resort = fetch(&store, &bob.name, &alice.name, &policy(), &unlimited).unwrap();
+    let second_last_resort = fetch(&store, &bob.name, &alice.name, &policy(), &unlimited).unwrap();
     assert!(first_last_resort.last_resort && second_last_resort.last_resort);
     assert_eq!(first_last_resort.key_package, second_last_resort.key_package);
     let report = stock(&store, "alice", &policy()).unwrap();
@@ -30,9 +31,31 @@ fn upload_fetch_single_use_then_last_resort() {
     let fresh = alice.client.generate_key_packages(2).unwrap();
     let report = upload(&store, &alice.name, &fresh, None).unwrap();
     assert_eq!(report.stock, 2);
-    assert_eq!(fetch(&store, &bob.name, &alice.name, &policy()).unwrap().key_package, fresh[0]);
+    assert_eq!(fetch(&store, &bob.name, &alice.name, &policy(), &unlimited).unwrap().key_package, fresh[0]);
 
-    assert_status(fetch(&store, &bob.name, "nobody", &policy()), "NOT_FOUND", "nobody");
+    assert_status(fetch(&store, &bob.name, "nobody", &policy(), &unlimited), "NOT_FOUND", "nobody");
+}
+
+#[test]
+fn the_last_resort_package_is_served_only_within_its_budget() {
+    let store = store();
+    let alice = user(&store, "alice");
+    let bob = user(&store, "bob");
+    for _ in 0..3 {
+        fetch(&store, &bob.name, &alice.name, &policy(), &unlimited).unwrap();
+    }
+    let spent = || Err(DomainError::ResourceExhausted { message: "budget spent".into(), retry_after_ms: 5 });
+    assert_status(fetch(&store, &bob.name, &alice.name, &policy(), &spent), "RESOURCE_EXHAUSTED", "budget spent");
+    assert_status(
+        fetch_last_resort(&store, &bob.name, &alice.name, &policy(), &spent),
+        "RESOURCE_EXHAUSTED",
+        "budget spent",
+    );
+    // An ordinary package never asks the budget.
+    let fresh = alice.client.generate_key_packages(1).unwrap();
+    upload(&store, &alice.name, &fresh, None).unwrap();
+    assert_eq!(fetch(&store, &bob.name, &alice.name, &policy(), &spent).unwrap().key_package, fresh[0]);
+    assert!(fetch(&store, &bob.name, &alice.name, &policy(), &unlimited).unwrap().last_resort);
 }
 
 #[test]
@@ -52,7 +75,7 @@ fn fetch_without_stock_is_not_found() {
         signature: &signature,
     };
     super::register_open(&store, "carol", carol_client.identity().public_key(), &proof, 0).unwrap();
-    assert_status(fetch(&store, &bob.name, "carol", &policy()), "NOT_FOUND", "no usable key package");
+    assert_status(fetch(&store, &bob.name, "carol", &policy(), &unlimited), "NOT_FOUND", "no usable key package");
 }
 
 #[test]
@@ -97,10 +120,10 @@ fn packages_that_expire_too_soon_are_not_served() {
     // Every package lives 84 days; ask for 85 more.
     let demanding = CommitPolicy { key_package_remaining_s: 85 * 24 * 3600, ..policy() };
     assert!(!stock(&store, "alice", &demanding).unwrap().has_last_resort);
-    assert_status(fetch(&store, &bob.name, &alice.name, &demanding), "NOT_FOUND", "no usable key package");
+    assert_status(fetch(&store, &bob.name, &alice.name, &demanding, &unlimited), "NOT_FOUND", "no usable key package");
     assert_eq!(stock(&store, "alice", &policy()).unwrap().stock, 0, "the three ordinary ones were discarded");
-    assert_status(fetch_last_resort(&store, &bob.name, &alice.name, &demanding), "NOT_FOUND", "no usable");
+    assert_status(fetch_last_resort(&store, &bob.name, &alice.name, &demanding, &unlimited), "NOT_FOUND", "no usable");
     let fresh = alice.client.generate_key_packages(1).unwrap();
     upload(&store, &alice.name, &fresh, None).unwrap();
-    assert_eq!(fetch(&store, &bob.name, &alice.name, &policy()).unwrap().key_package, fresh[0]);
+    assert_eq!(fetch(&store, &bob.name, &alice.name, &policy(), &unlimited).unwrap().key_package, fresh[0]);
 }

@@ -91,6 +91,11 @@ pub(super) fn policy() -> CommitPolicy {
     CommitPolicy::at(crate::clock::now_ms(), 30 * 24 * 3600)
 }
 
+/// A last-resort budget that never runs out (key package fetches).
+pub(super) fn unlimited() -> Result<(), DomainError> {
+    Ok(())
+}
+
 /// [`submit_commit`] with this test's view cache; the new epoch.
 pub(super) fn submit(
     store: &dyn Store,
@@ -167,7 +172,7 @@ pub(super) fn add_with(
 ) -> Result<u64, DomainError> {
     let packages: Vec<Vec<u8>> = invitees
         .iter()
-        .map(|invitee| kp::fetch(store, &committer.name, &invitee.name, &policy()).unwrap().key_package)
+        .map(|invitee| kp::fetch(store, &committer.name, &invitee.name, &policy(), &unlimited).unwrap().key_package)
         .collect();
     let pending = committer.client.add_members(group_id, &packages).unwrap();
     let request = commit_request(group_id, &pending, message_id);

@@ -1,8 +1,9 @@
-//! Conformance checks for expiry: messages and idempotency records stored
-//! before a cutoff go, oldest first, and nothing newer does.
+//! Conformance checks for expiry (messages and idempotency records stored
+//! before a cutoff go, oldest first, and nothing newer does) and for queue
+//! quotas (a queue over its quota loses its oldest entries).
 
 use super::{group, message, names, seqs, users};
-use crate::storage::{EntryKind, Expired, Store};
+use crate::storage::{EntryKind, Expired, Store, TrimmedQueues};
 
 fn send_at(store: &dyn Store, id: &[u8], at: u64, to: &[&str]) {
     let outcome = store.enqueue(&message("alice", id, EntryKind::Application, at), &names(to)).unwrap();
@@ -60,4 +61,37 @@ pub(super) fn expiry_stops_at_its_limit(store: &dyn Store) {
     assert_eq!(second, Expired { queue_entries: 1, messages: 1, message_ids: 1, more: false });
     assert_eq!(store.stored_message_count().unwrap(), 0);
     assert_eq!(store.expire(1_000, 2).unwrap(), Expired::default());
+}
+
+pub(super) fn queues_are_trimmed_to_their_quota(store: &dyn Store) {
+    users(store, &["alice", "bob", "carol", "dave"]);
+    group(store, &["alice", "bob", "carol", "dave"]);
+    for n in 0..6u64 {
+        let recipients: &[&str] = if n < 2 { &["bob", "carol", "dave"] } else { &["bob", "carol"] };
+        send_at(store, format!("m{n}").as_bytes(), 100 + n, recipients);
+    }
+    store.ack("carol", 3).unwrap();
+    // bob holds 1..=6 (over a quota of 4), carol 4..=6, dave 1..=2.
+    assert_eq!(store.trim_queues(4, 10).unwrap(), TrimmedQueues { queues: 1, queue_entries: 2, more: false });
+    assert_eq!(seqs(store, "bob"), [3, 4, 5, 6], "the oldest went");
+    assert_eq!(seqs(store, "carol"), [4, 5, 6]);
+    assert_eq!(seqs(store, "dave"), [1, 2]);
+    // m0 and m1 are still held by dave; nothing is left to trim.
+    assert_eq!(store.stored_message_count().unwrap(), 6);
+    assert_eq!(store.trim_queues(4, 10).unwrap(), TrimmedQueues::default());
+
+    // One queue per call, in name order; a message trimmed from its last
+    // queue goes.
+    let calls: Vec<TrimmedQueues> = (0..3).map(|_| store.trim_queues(1, 1).unwrap()).collect();
+    let expected = [(3, true), (2, true), (1, false)].map(|(queue_entries, more)| TrimmedQueues {
+        queues: 1,
+        queue_entries,
+        more,
+    });
+    assert_eq!(calls, expected, "bob, carol, dave");
+    assert_eq!((seqs(store, "bob"), seqs(store, "carol"), seqs(store, "dave")), (vec![6], vec![6], vec![2]));
+    assert_eq!(store.stored_message_count().unwrap(), 2, "m1 (dave) and m5");
+    // Sequence numbers go on from the head.
+    send_at(store, b"after", 200, &["bob"]);
+    assert_eq!(seqs(store, "bob"), [6, 7]);
 }

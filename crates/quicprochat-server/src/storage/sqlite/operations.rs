@@ -7,12 +7,12 @@
 
 use rusqlite::Connection;
 
-use super::{accounts, delivery, expiry, groups, invites};
+use super::{accounts, delivery, expiry, groups, invites, quota};
 use crate::storage::{
     Account, AccountCreation, CommitResult, CommitWrite, EnqueueOutcome, Expired, FetchedQueue, GroupCreation,
     GroupRecord, GroupRoster, GroupSnapshot, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageServed,
     KeyPackageStock, KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult,
-    ProposalWrite, Store, StoreError, TakenKeyPackage,
+    ProposalWrite, Store, StoreError, TakenKeyPackage, TrimmedQueues,
 };
 
 /// How the SQL operations reach a connection.
@@ -198,5 +198,15 @@ impl<A: Access> Store for A {
 
     fn expire(&self, before_ms: u64, limit: u32) -> Result<Expired, StoreError> {
         self.write("expire", |tx| expiry::expire(tx, before_ms, limit))
+    }
+
+    fn trim_queues(&self, max_entries: u64, limit: u32) -> Result<TrimmedQueues, StoreError> {
+        // Found on the read side, so the scan never holds the writer; a
+        // queue acknowledged meanwhile only makes the trim smaller.
+        let over = self.read("trim_queues", |connection| quota::queues_over_quota(connection, max_entries, limit))?;
+        if over.is_empty() {
+            return Ok(TrimmedQueues::default());
+        }
+        self.write("trim_queues", |tx| quota::trim_queues(tx, &over))
     }
 }

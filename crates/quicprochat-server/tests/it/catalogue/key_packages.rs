@@ -45,7 +45,7 @@ async fn upload(rpc: &RpcClient, key_packages: Vec<Vec<u8>>, last_resort: Vec<u8
 async fn key_packages_catalogue() {
     let mut bench = Bench::start().await;
     let (alice_rpc, alice) = bench.harness.register("alice").await;
-    let (_bob_rpc, bob) = bench.harness.register("bob").await;
+    let (bob_rpc, bob) = bench.harness.register("bob").await;
     let alice_mls =
         MlsClient::open(&bench.harness.dir().join("alice.db"), clone_identity(&alice), "alice").expect("mls");
     let bob_mls = MlsClient::open(&bench.harness.dir().join("bob.db"), clone_identity(&bob), "bob").expect("mls");
@@ -145,5 +145,35 @@ async fn key_packages_catalogue() {
         .case("key package of an unknown user", rpc, Outcome::Status(Status::NotFound), Connection::Survives, outcome)
         .await;
 
-    assert_eq!(bench.cases(), 12);
+    // Bob drains alice's one ordinary package, then takes her last-resort
+    // package as often as one requester may (each lets him add her once).
+    let last_resort = alice_mls.generate_last_resort_key_package().expect("kp");
+    let _ = upload(rpc, vec![], last_resort).await;
+    let fetch_alice = || async {
+        Outcome::of(
+            bob_rpc
+                .call::<_, v1::FetchKeyPackageResponse>(
+                    Method::FetchKeyPackage,
+                    &v1::FetchKeyPackageRequest { username: "alice".into() },
+                )
+                .await,
+        )
+    };
+    for _ in 0..=LAST_RESORT_BURST {
+        assert_eq!(fetch_alice().await, Outcome::Served, "within the budget");
+    }
+    bench
+        .case(
+            "last-resort package past the requester's budget for that user",
+            &bob_rpc,
+            Outcome::Status(Status::ResourceExhausted),
+            Connection::Survives,
+            fetch_alice(),
+        )
+        .await;
+
+    assert_eq!(bench.cases(), 13);
 }
+
+/// `rate_limits.last_resort_per_pair.burst` by default.
+const LAST_RESORT_BURST: usize = 5;
