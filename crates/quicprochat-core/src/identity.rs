@@ -11,6 +11,8 @@ use openmls_rust_crypto::RustCrypto;
 use openmls_traits::signatures::Signer;
 use serde::{Deserialize, Serialize};
 
+use crate::device::{verify_member, CredentialError, MemberCredential, VerifiedMember};
+
 /// Length of an Ed25519 public key.
 pub const PUBLIC_KEY_LEN: usize = 32;
 
@@ -186,15 +188,20 @@ pub fn auth_transcript(
     transcript
 }
 
-/// The MLS credential for `username`: a BasicCredential whose identity is the UTF-8 name.
-pub(crate) fn credential_for(username: &str) -> Credential {
-    BasicCredential::new(username.as_bytes().to_vec()).into()
-}
-
-/// The username in a BasicCredential, if it is one and is valid UTF-8.
+/// The account named by a credential (a device's credential, see
+/// [`crate::device`]), if it is a BasicCredential of either form. Names
+/// only: [`member_of`] checks a linked device's certificate.
 pub(crate) fn username_of(credential: &Credential) -> Option<String> {
     let basic = BasicCredential::try_from(credential.clone()).ok()?;
-    String::from_utf8(basic.identity().to_vec()).ok()
+    MemberCredential::parse(basic.identity()).ok().map(|member| member.username().to_owned())
+}
+
+/// The member whose leaf (or key package) has `credential` and signs with
+/// `signature_key`, its certificate checked ([`verify_member`]).
+pub(crate) fn member_of(credential: &Credential, signature_key: &[u8]) -> Result<VerifiedMember, CredentialError> {
+    let basic = BasicCredential::try_from(credential.clone())
+        .map_err(|_| CredentialError::Malformed { reason: "not a BasicCredential" })?;
+    verify_member(basic.identity(), signature_key)
 }
 
 #[cfg(test)]
@@ -263,8 +270,16 @@ mod tests {
     }
 
     #[test]
-    fn credential_roundtrip() {
-        let credential = credential_for("bob");
-        assert_eq!(username_of(&credential).as_deref(), Some("bob"));
+    fn credentials_name_their_account_and_linked_ones_are_checked() {
+        let plain: Credential = BasicCredential::new(b"bob".to_vec()).into();
+        assert_eq!(username_of(&plain).as_deref(), Some("bob"));
+        let account = Identity::generate().unwrap();
+        let device = Identity::generate().unwrap();
+        let certificate = crate::device::certify_device(&account, "bob", device.public_key()).unwrap();
+        let linked = MemberCredential::linked("bob", account.public_key(), &certificate);
+        let linked: Credential = BasicCredential::new(linked.to_identity()).into();
+        assert_eq!(username_of(&linked).as_deref(), Some("bob"));
+        assert_eq!(member_of(&linked, device.public_key()).unwrap().account_key, account.public_key());
+        assert!(member_of(&linked, account.public_key()).is_err(), "certified for another key");
     }
 }

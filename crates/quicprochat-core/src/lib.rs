@@ -7,6 +7,8 @@
 //! Module map:
 //! - [`ciphersuite`]: which MLS ciphersuites the project allows.
 //! - [`identity`]: the Ed25519 identity key and the login/register transcript.
+//! - [`device`]: device ids, device certificates and the MLS credential of
+//!   an account's device.
 //! - [`safety`]: safety numbers users compare out of band.
 //! - [`client`]: one user's MLS state ([`MlsClient`]), persisted in SQLite.
 //! - [`ds`]: the server's secret-free view of a group ([`DsGroupView`]) and
@@ -17,6 +19,7 @@
 
 pub mod ciphersuite;
 pub mod client;
+pub mod device;
 pub mod ds;
 pub mod identity;
 pub mod safety;
@@ -25,6 +28,7 @@ pub use ciphersuite::{is_allowed_ciphersuite, CLASSICAL_CIPHERSUITE, DEFAULT_CIP
 pub use client::{
     GroupBootstrap, Incoming, MlsClient, MlsError, PendingCommit, MAXIMUM_FORWARD_DISTANCE, OUT_OF_ORDER_TOLERANCE,
 };
+pub use device::{verify_member, CredentialError, DeviceId, MemberCredential, VerifiedMember};
 pub use ds::{
     inspect_application, validate_key_package, ApplicationInfo, CommitOutcome, DsError, DsGroupView, KeyPackageInfo,
     MemberInfo, ProposalOutcome,

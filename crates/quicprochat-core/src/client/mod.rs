@@ -37,7 +37,8 @@ use provider::ClientProvider;
 use state_lock::{Held, StateLock};
 
 use crate::ciphersuite::{is_allowed_ciphersuite, DEFAULT_CIPHERSUITE};
-use crate::identity::{credential_for, username_of, Identity};
+use crate::device::{verify_member, MemberCredential};
+use crate::identity::{username_of, Identity};
 
 /// What a group creator hands to the Delivery Service so it can follow the group.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,6 +102,9 @@ pub struct MlsClient {
     provider: ClientProvider,
     identity: Identity,
     username: String,
+    /// Our MLS credential: the plain username, or a linked device's
+    /// credential with its certificate ([`MlsClient::as_linked_device`]).
+    credential: MemberCredential,
     ciphersuite: Ciphersuite,
     /// Groups loaded from storage, by group id, kept between calls.
     groups: RefCell<HashMap<Vec<u8>, MlsGroup>>,
@@ -160,10 +164,25 @@ impl MlsClient {
             provider,
             identity,
             username: username.to_owned(),
+            credential: MemberCredential::AccountKeyed { username: username.to_owned() },
             ciphersuite,
             groups: RefCell::new(HashMap::new()),
             state_lock,
         })
+    }
+
+    /// Makes this client a linked device of its account: its key packages
+    /// and leaves carry `credential`, which must name this client's user and
+    /// certify its identity key (see [`crate::device`]).
+    pub fn as_linked_device(mut self, credential: MemberCredential) -> Result<MlsClient, MlsError> {
+        let invalid = |reason: String| MlsError::InvalidArgument { operation: "as_linked_device", reason };
+        let member = verify_member(&credential.to_identity(), self.identity.public_key())
+            .map_err(|error| invalid(error.to_string()))?;
+        if member.username != self.username {
+            return Err(invalid(format!("the credential names {:?}, not {:?}", member.username, self.username)));
+        }
+        self.credential = credential;
+        Ok(self)
     }
 
     /// The username in our credential.
@@ -338,7 +357,7 @@ impl MlsClient {
 
     pub(crate) fn credential_with_key(&self) -> CredentialWithKey {
         CredentialWithKey {
-            credential: credential_for(&self.username),
+            credential: BasicCredential::new(self.credential.to_identity()).into(),
             signature_key: SignaturePublicKey::from(self.identity.public_key().to_vec()),
         }
     }

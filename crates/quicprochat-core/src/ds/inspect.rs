@@ -7,15 +7,20 @@ use openmls_rust_crypto::RustCrypto;
 
 use super::DsError;
 use crate::ciphersuite::is_allowed_ciphersuite;
-use crate::identity::username_of;
+use crate::device::DeviceId;
+use crate::identity::member_of;
 
 /// What the server learns from a valid KeyPackage.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyPackageInfo {
-    /// Username from the BasicCredential.
+    /// The account named by the credential.
     pub username: String,
-    /// The leaf's signature key (the user's identity key).
+    /// The account key the device is certified by (the identity key the
+    /// account registered; the device key itself for a device keyed by it).
     pub identity_key: Vec<u8>,
+    /// The device: its id and its key (the leaf's signature key).
+    pub device_id: DeviceId,
+    pub device_key: Vec<u8>,
     /// Whether it carries the last-resort extension (may be served more than once).
     pub last_resort: bool,
     /// The HPKE init key; RFC 9420 §16.8: a KeyPackage (and so its init key) is used once.
@@ -49,9 +54,9 @@ pub fn validate_key_package(bytes: &[u8]) -> Result<KeyPackageInfo, DsError> {
         return Err(DsError::CiphersuiteNotAllowed { ciphersuite: ciphersuite.into() });
     }
     let leaf = key_package.leaf_node();
-    let username = username_of(leaf.credential()).ok_or_else(|| DsError::InvalidCredential {
-        reason: "not a BasicCredential with a UTF-8 username".to_owned(),
-    })?;
+    let device_key = leaf.signature_key().as_slice();
+    let member = member_of(leaf.credential(), device_key)
+        .map_err(|error| DsError::InvalidCredential { reason: error.to_string() })?;
     super::precheck::check_leaf_size(leaf, "the key package's")?;
     let extensions = key_package.extensions().tls_serialized_len();
     super::precheck::check_size(
@@ -61,8 +66,10 @@ pub fn validate_key_package(bytes: &[u8]) -> Result<KeyPackageInfo, DsError> {
     )?;
     let lifetime = key_package.life_time();
     Ok(KeyPackageInfo {
-        username,
-        identity_key: leaf.signature_key().as_slice().to_vec(),
+        username: member.username,
+        identity_key: member.account_key,
+        device_id: member.device_id,
+        device_key: device_key.to_vec(),
         last_resort: key_package.last_resort(),
         init_key: key_package.hpke_init_key().as_slice().to_vec(),
         not_before: lifetime.not_before(),

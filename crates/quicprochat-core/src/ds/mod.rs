@@ -33,24 +33,30 @@ pub use precheck::{
 };
 
 use crate::ciphersuite::is_allowed_ciphersuite;
-use crate::identity::username_of;
+use crate::device::DeviceId;
+use crate::identity::{member_of, username_of};
 
 /// A group member as the DS sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberInfo {
-    /// Username from the member's BasicCredential.
+    /// The account named by the member's credential.
     pub username: String,
-    /// The member's signature key (identity key).
+    /// The account key the member's device is certified by.
     pub identity_key: Vec<u8>,
+    /// The member's device (derived from its leaf's signature key).
+    pub device_id: DeviceId,
 }
 
 /// A member a commit adds, with its KeyPackage's lifetime.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AddedMember {
-    /// Username from the member's BasicCredential.
+    /// The account named by the member's credential.
     pub username: String,
-    /// The member's signature key (identity key).
+    /// The account key the member's device is certified by.
     pub identity_key: Vec<u8>,
+    /// The member's device and its key (the leaf's signature key).
+    pub device_id: DeviceId,
+    pub device_key: Vec<u8>,
     /// Start of the KeyPackage's lifetime (seconds since the Unix epoch).
     pub not_before: u64,
     /// End of the KeyPackage's lifetime: a member processing this commit
@@ -125,10 +131,8 @@ impl DsGroupView {
                 .map_err(|err| DsError::InvalidGroupInfo { reason: err.to_string() })?;
         let view = DsGroupView { storage, group, crypto };
         for member in view.group.members() {
-            if username_of(&member.credential).is_none() {
-                return Err(DsError::InvalidCredential {
-                    reason: format!("member at leaf {} has no UTF-8 BasicCredential", member.index),
-                });
+            if let Err(error) = member_of(&member.credential, &member.signature_key) {
+                return Err(DsError::InvalidCredential { reason: format!("member at leaf {}: {error}", member.index) });
             }
             if let Some(leaf) = view.group.leaf(member.index) {
                 precheck::check_leaf_size(leaf, &format!("member at leaf {}", member.index))?;
@@ -152,17 +156,28 @@ impl DsGroupView {
         self.group.ciphersuite()
     }
 
-    /// The current roster, sorted by username.
+    /// The current roster, one entry per leaf (an account with several
+    /// devices has several), sorted by username and device.
     pub fn members(&self) -> Vec<MemberInfo> {
         let mut members: Vec<MemberInfo> = self
             .group
             .members()
-            .map(|member| MemberInfo {
-                username: username_of(&member.credential).unwrap_or_default(),
-                identity_key: member.signature_key,
+            .map(|member| match member_of(&member.credential, &member.signature_key) {
+                Ok(verified) => MemberInfo {
+                    username: verified.username,
+                    identity_key: verified.account_key,
+                    device_id: verified.device_id,
+                },
+                // Unreachable: every leaf was checked when it entered the view
+                // (the GroupInfo, an Add), and an update path keeps credential and key.
+                Err(_) => MemberInfo {
+                    username: username_of(&member.credential).unwrap_or_default(),
+                    device_id: DeviceId::of_key(&member.signature_key),
+                    identity_key: member.signature_key,
+                },
             })
             .collect();
-        members.sort_by(|a, b| a.username.cmp(&b.username));
+        members.sort_by(|a, b| (&a.username, a.device_id).cmp(&(&b.username, b.device_id)));
         members
     }
 
@@ -277,14 +292,16 @@ fn added_members(staged: &StagedCommit) -> Result<Vec<AddedMember>, DsError> {
         .map(|add| {
             let key_package = add.add_proposal().key_package();
             let leaf = key_package.leaf_node();
-            let username = username_of(leaf.credential()).ok_or_else(|| DsError::InvalidCredential {
-                reason: "added member has no UTF-8 BasicCredential".to_owned(),
-            })?;
-            precheck::check_leaf_size(leaf, &format!("added member {username:?}'s"))?;
+            let device_key = leaf.signature_key().as_slice();
+            let member = member_of(leaf.credential(), device_key)
+                .map_err(|error| DsError::InvalidCredential { reason: format!("added member: {error}") })?;
+            precheck::check_leaf_size(leaf, &format!("added member {:?}'s", member.username))?;
             let lifetime = key_package.life_time();
             Ok(AddedMember {
-                username,
-                identity_key: leaf.signature_key().as_slice().to_vec(),
+                username: member.username,
+                identity_key: member.account_key,
+                device_id: member.device_id,
+                device_key: device_key.to_vec(),
                 not_before: lifetime.not_before(),
                 not_after: lifetime.not_after(),
                 init_key: key_package.hpke_init_key().as_slice().to_vec(),

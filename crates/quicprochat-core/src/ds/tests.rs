@@ -27,7 +27,11 @@ fn view_from_group_info() {
     assert_eq!(view.ciphersuite(), CLASSICAL_CIPHERSUITE);
     assert_eq!(
         view.members(),
-        vec![MemberInfo { username: "alice".to_owned(), identity_key: alice.identity().public_key().to_vec() }]
+        vec![MemberInfo {
+            username: "alice".to_owned(),
+            identity_key: alice.identity().public_key().to_vec(),
+            device_id: crate::DeviceId::of_key(alice.identity().public_key()),
+        }]
     );
     assert!(view.is_member("alice"));
     assert!(!view.is_member("bob"));
@@ -250,4 +254,69 @@ fn leaf_extensions_over_the_cap_are_refused() {
     assert!(validate_key_package(&package(100)).is_ok());
     let refused = validate_key_package(&package(MAX_LEAF_EXTENSIONS_BYTES)).unwrap_err();
     assert!(matches!(refused, DsError::Oversized { .. }), "{refused}");
+}
+
+/// A second device of alice's, linked with a certificate by `account`.
+fn linked_device(dir: &tempfile::TempDir, account: &Identity, name: &str) -> (MlsClient, Vec<u8>) {
+    let device = Identity::generate().unwrap();
+    let device_key = device.public_key().to_vec();
+    let certificate = crate::device::certify_device(account, "alice", &device_key).unwrap();
+    let credential = crate::MemberCredential::linked("alice", account.public_key(), &certificate);
+    let client = MlsClient::open_with_ciphersuite(&dir.path().join(name), device, "alice", CLASSICAL_CIPHERSUITE)
+        .unwrap()
+        .as_linked_device(credential)
+        .unwrap();
+    (client, device_key)
+}
+
+#[test]
+fn a_linked_device_is_a_member_of_its_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, mut view) = alice_with_group(&dir);
+    let (phone, phone_key) = linked_device(&dir, alice.identity(), "phone.db");
+    let package = phone.generate_key_packages(1).unwrap().remove(0);
+    let info = validate_key_package(&package).unwrap();
+    assert_eq!(info.username, "alice");
+    assert_eq!(info.identity_key, alice.identity().public_key(), "certified by alice's account key");
+    assert_eq!((info.device_id, info.device_key.as_slice()), (crate::DeviceId::of_key(&phone_key), &phone_key[..]));
+
+    let commit = alice.add_members(&[9u8; 16], &[package]).unwrap();
+    let outcome = view.process_commit(&commit.commit).unwrap();
+    assert_eq!(outcome.added.len(), 1);
+    assert_eq!(outcome.added[0].identity_key, alice.identity().public_key());
+    let devices: Vec<(&str, crate::DeviceId)> =
+        outcome.members.iter().map(|member| (member.username.as_str(), member.device_id)).collect();
+    let mut expected = vec![
+        ("alice", crate::DeviceId::of_key(alice.identity().public_key())),
+        ("alice", crate::DeviceId::of_key(&phone_key)),
+    ];
+    expected.sort();
+    assert_eq!(devices, expected, "one entry per device");
+}
+
+#[test]
+fn a_device_certified_by_another_key_shows_that_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice_account = Identity::generate().unwrap();
+    // A server (or anyone) certifying its own device for "alice" with its own key:
+    // the package is well formed, and names the forger's key, which the server
+    // and every client compare with the one they know for alice.
+    let forger = Identity::generate().unwrap();
+    let (rogue, _) = linked_device(&dir, &forger, "rogue.db");
+    let info = validate_key_package(&rogue.generate_key_packages(1).unwrap().remove(0)).unwrap();
+    assert_eq!(info.identity_key, forger.public_key());
+    assert_ne!(info.identity_key, alice_account.public_key());
+
+    // A credential whose certificate is for another device key cannot be used at all.
+    let other_device = Identity::generate().unwrap();
+    let certificate = crate::device::certify_device(&alice_account, "alice", other_device.public_key()).unwrap();
+    let stolen = crate::MemberCredential::linked("alice", alice_account.public_key(), &certificate);
+    let client = MlsClient::open_with_ciphersuite(
+        &dir.path().join("stolen.db"),
+        Identity::generate().unwrap(),
+        "alice",
+        CLASSICAL_CIPHERSUITE,
+    )
+    .unwrap();
+    assert!(client.as_linked_device(stolen).is_err());
 }

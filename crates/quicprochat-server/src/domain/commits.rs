@@ -171,7 +171,9 @@ fn check_added_members(store: &dyn Store, added: &[AddedMember], policy: &Commit
 /// A direct group holds at most its two named accounts: nobody else can
 /// be added to it.
 fn check_direct_members(name: &str, outcome: &CommitOutcome) -> Result<(), DomainError> {
-    if outcome.members.len() > DIRECT_GROUP_MAX_MEMBERS {
+    // Accounts, not leaves: each account may have several devices.
+    let accounts: std::collections::BTreeSet<&str> = outcome.members.iter().map(|m| m.username.as_str()).collect();
+    if accounts.len() > DIRECT_GROUP_MAX_MEMBERS {
         return Err(DomainError::invalid(format!(
             "a direct conversation has at most {DIRECT_GROUP_MAX_MEMBERS} members"
         )));
@@ -323,7 +325,9 @@ pub fn submit_commit(
     // Past this point the view holds the commit: refused now, it is dropped.
     check_accepted(store, policy, session_user, (group.kind, &group.name), &outcome, request)?;
 
-    let new_members: Vec<String> = outcome.members.iter().map(|m| m.username.clone()).collect();
+    // One entry per account (the view lists a leaf per device, sorted by account).
+    let mut new_members: Vec<String> = outcome.members.iter().map(|m| m.username.clone()).collect();
+    new_members.dedup();
     let commit_recipients: Vec<String> = group
         .members
         .iter()

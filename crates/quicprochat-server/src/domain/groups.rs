@@ -19,7 +19,7 @@ pub const GROUP_ID_LEN: usize = 16;
 /// Longest group name, in characters.
 pub const MAX_GROUP_NAME_LEN: usize = 64;
 
-/// Most members of a [`GroupKind::Direct`] group.
+/// Most member accounts of a [`GroupKind::Direct`] group (each may have several devices).
 pub const DIRECT_GROUP_MAX_MEMBERS: usize = 2;
 
 /// A group registration request.
