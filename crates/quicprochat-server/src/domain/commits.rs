@@ -378,7 +378,7 @@ pub fn submit_commit(
             let size = snapshot_len.unwrap_or_else(|| usize::try_from(estimate).unwrap_or(usize::MAX));
             views.put(request.group_id, applied.state_version, size, view);
             let welcomed = applied.welcome.into_iter().flat_map(|welcome| welcome.deliveries);
-            let recipients = applied.commit.deliveries.into_iter().chain(welcomed).map(|d| d.username).collect();
+            let recipients = applied.commit.deliveries.into_iter().chain(welcomed).map(|d| d.queue).collect();
             let logged = (group.log_head + 1).saturating_sub(group.snapshot_through);
             let snapshot_due =
                 (snapshot_len.is_none() && logged >= SNAPSHOT_AFTER_ENTRIES).then_some(applied.state_version);

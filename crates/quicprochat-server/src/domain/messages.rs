@@ -85,7 +85,7 @@ pub fn send_message(
         stored_at_ms: outcome.stored_at_ms,
         duplicate: outcome.duplicate,
         fanout: (!outcome.duplicate).then(|| Fanout {
-            deliveries: outcome.deliveries.into_iter().map(|delivery| (delivery.username, delivery.seq)).collect(),
+            deliveries: outcome.deliveries.into_iter().map(|delivery| (delivery.queue, delivery.seq)).collect(),
             group_name: group.name,
             group_kind: group.kind,
             epoch: info.epoch,

@@ -32,6 +32,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("fanout_to_many_takes_each_recipients_next_seq", fanout_to_many_takes_each_recipients_next_seq),
     ("groups_listing_and_id_taken", groups_listing_and_id_taken),
     ("list_accounts_sorted", invites::list_accounts_sorted),
+    ("accounts_have_a_first_device", invites::accounts_have_a_first_device),
     ("invite_uses_and_expiry", invites::invite_uses_and_expiry),
     ("account_with_invite_is_atomic", invites::account_with_invite_is_atomic),
     ("last_resort_read_keeps_stock", invites::last_resort_read_keeps_stock),
@@ -311,7 +312,7 @@ fn idempotent_enqueue(store: &dyn Store) {
     let first = store.enqueue(&message("alice", b"m1", EntryKind::Application, 100), &names(&["bob"])).unwrap();
     assert!(!first.duplicate);
     assert_eq!(first.deliveries.len(), 1);
-    assert_eq!((first.deliveries[0].username.as_str(), first.deliveries[0].seq), ("bob", 1));
+    assert_eq!((first.deliveries[0].queue.as_str(), first.deliveries[0].seq), ("bob", 1));
 
     let retry = store.enqueue(&message("alice", b"m1", EntryKind::Application, 999), &names(&["bob"])).unwrap();
     assert!(retry.duplicate);
@@ -475,7 +476,7 @@ fn fanout_to_many_takes_each_recipients_next_seq(store: &dyn Store) {
     send(store, "alice", b"m1", &["bob"]);
     let many = message("alice", b"m2", EntryKind::Application, 100);
     let outcome = store.enqueue(&many, &names(&["dave", "bob", "carol", "bob"])).unwrap();
-    let deliveries: Vec<(&str, u64)> = outcome.deliveries.iter().map(|d| (d.username.as_str(), d.seq)).collect();
+    let deliveries: Vec<(&str, u64)> = outcome.deliveries.iter().map(|d| (d.queue.as_str(), d.seq)).collect();
     assert_eq!(deliveries, [("bob", 2), ("carol", 1), ("dave", 1)], "sorted, each once, each its own next seq");
     send(store, "alice", b"m3", &["carol", "dave", "bob"]);
     assert_eq!(seqs(store, "bob"), [1, 2, 3]);

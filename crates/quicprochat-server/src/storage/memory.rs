@@ -7,12 +7,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
+use quicprochat_core::DeviceId;
+
 use super::{
-    Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, EnqueueOutcome, EntryKind, Expired,
-    FetchBudget, FetchedQueue, GroupCreation, GroupLogEntry, GroupRecord, GroupRoster, GroupSnapshot, GroupSummary,
-    InviteUse, InvitedAccountCreation, KeyPackageServed, KeyPackageStock, KeyPackagesAdded, MessageRecord, NewGroup,
-    NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, QueueItem, Store, StoreError, TakenKeyPackage,
-    TrimmedQueues, TRIM_ENTRY_BUDGET,
+    Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, Device, EnqueueOutcome, EntryKind,
+    Expired, FetchBudget, FetchedQueue, GroupCreation, GroupLogEntry, GroupRecord, GroupRoster, GroupSnapshot,
+    GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageServed, KeyPackageStock, KeyPackagesAdded,
+    MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, QueueItem, Store, StoreError,
+    TakenKeyPackage, TrimmedQueues, FIRST_DEVICE_LABEL, TRIM_ENTRY_BUDGET,
 };
 
 /// In-memory [`Store`].
@@ -23,7 +25,9 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    accounts: BTreeMap<String, AccountRow>,
+    accounts: BTreeMap<String, Account>,
+    /// Devices by queue name.
+    devices: BTreeMap<String, DeviceRow>,
     invites: HashMap<String, InviteRow>,
     key_packages: HashMap<String, KeyPackageRow>,
     groups: BTreeMap<Vec<u8>, GroupRecord>,
@@ -36,8 +40,8 @@ struct Inner {
 }
 
 #[derive(Debug)]
-struct AccountRow {
-    account: Account,
+struct DeviceRow {
+    device: Device,
     last_seq: u64,
 }
 
@@ -103,13 +107,29 @@ impl Inner {
         }
     }
 
-    fn insert_account(&mut self, username: &str, identity_key: &[u8]) -> AccountCreation {
+    fn insert_account(&mut self, username: &str, identity_key: &[u8], created_at_ms: u64) -> AccountCreation {
         if self.accounts.contains_key(username) {
             return AccountCreation::UsernameTaken;
         }
         let account = Account { username: username.to_owned(), identity_key: identity_key.to_vec(), disabled: false };
-        self.accounts.insert(username.to_owned(), AccountRow { account, last_seq: 0 });
+        self.accounts.insert(username.to_owned(), account);
+        let device = Device {
+            queue: username.to_owned(),
+            username: username.to_owned(),
+            device_id: DeviceId::of_key(identity_key),
+            device_key: identity_key.to_vec(),
+            certificate: None,
+            label: FIRST_DEVICE_LABEL.to_owned(),
+            created_at_ms,
+            removed_at_ms: None,
+        };
+        self.devices.insert(username.to_owned(), DeviceRow { device, last_seq: 0 });
         AccountCreation::Created
+    }
+
+    /// The device row of a queue that may receive (not removed).
+    fn receiving_device(&mut self, queue: &str) -> Option<&mut DeviceRow> {
+        self.devices.get_mut(queue).filter(|row| row.device.removed_at_ms.is_none())
     }
 
     fn duplicate_of(&self, message: &NewMessage) -> Option<EnqueueOutcome> {
@@ -123,7 +143,7 @@ impl Inner {
     }
 
     fn check_recipients(&self, recipients: &[String]) -> Result<(), StoreError> {
-        match recipients.iter().find(|r| !self.accounts.contains_key(*r)) {
+        match recipients.iter().find(|r| self.devices.get(*r).is_none_or(|row| row.device.removed_at_ms.is_some())) {
             Some(unknown) => Err(StoreError::UnknownAccount { username: unknown.clone() }),
             None => Ok(()),
         }
@@ -137,11 +157,11 @@ impl Inner {
         let unique: BTreeSet<&String> = recipients.iter().collect();
         let mut deliveries = Vec::with_capacity(unique.len());
         for username in unique {
-            if let Some(account) = self.accounts.get_mut(username) {
-                account.last_seq += 1;
-                let seq = account.last_seq;
+            if let Some(device) = self.receiving_device(username) {
+                device.last_seq += 1;
+                let seq = device.last_seq;
                 self.queues.entry(username.clone()).or_default().insert(seq, row);
-                deliveries.push(Delivery { username: username.clone(), seq });
+                deliveries.push(Delivery { queue: username.clone(), seq });
             }
         }
         if !deliveries.is_empty() {
@@ -216,13 +236,13 @@ impl Store for MemoryStore {
         &self,
         username: &str,
         identity_key: &[u8],
-        _created_at_ms: u64,
+        created_at_ms: u64,
     ) -> Result<AccountCreation, StoreError> {
-        Ok(self.lock()?.insert_account(username, identity_key))
+        Ok(self.lock()?.insert_account(username, identity_key, created_at_ms))
     }
 
     fn get_account(&self, username: &str) -> Result<Option<Account>, StoreError> {
-        Ok(self.lock()?.accounts.get(username).map(|row| row.account.clone()))
+        Ok(self.lock()?.accounts.get(username).cloned())
     }
 
     fn set_account_disabled(&self, username: &str, disabled: bool) -> Result<(), StoreError> {
@@ -231,12 +251,33 @@ impl Store for MemoryStore {
             .accounts
             .get_mut(username)
             .ok_or_else(|| StoreError::UnknownAccount { username: username.to_owned() })?;
-        row.account.disabled = disabled;
+        row.disabled = disabled;
         Ok(())
     }
 
+    fn devices(&self, username: &str) -> Result<Vec<Device>, StoreError> {
+        let inner = self.lock()?;
+        let mut devices: Vec<Device> = inner
+            .devices
+            .values()
+            .filter(|row| row.device.username == username)
+            .map(|row| row.device.clone())
+            .collect();
+        devices.sort_by(|a, b| (a.created_at_ms, &a.queue).cmp(&(b.created_at_ms, &b.queue)));
+        Ok(devices)
+    }
+
+    fn device_by_key(&self, username: &str, device_key: &[u8]) -> Result<Option<Device>, StoreError> {
+        let inner = self.lock()?;
+        Ok(inner
+            .devices
+            .values()
+            .find(|row| row.device.username == username && row.device.device_key == device_key)
+            .map(|row| row.device.clone()))
+    }
+
     fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
-        Ok(self.lock()?.accounts.values().map(|row| row.account.clone()).collect())
+        Ok(self.lock()?.accounts.values().cloned().collect())
     }
 
     fn disabled_accounts(&self) -> Result<Vec<String>, StoreError> {
@@ -244,8 +285,8 @@ impl Store for MemoryStore {
         let mut disabled: Vec<String> = state
             .accounts
             .values()
-            .filter(|row| row.account.disabled)
-            .map(|row| row.account.username.clone())
+            .filter(|account| account.disabled)
+            .map(|account| account.username.clone())
             .collect();
         disabled.sort();
         Ok(disabled)
@@ -292,7 +333,7 @@ impl Store for MemoryStore {
             InviteUse::Expired => return Ok(InvitedAccountCreation::InviteExpired),
             InviteUse::Exhausted => return Ok(InvitedAccountCreation::InviteExhausted),
         };
-        if inner.insert_account(username, identity_key) == AccountCreation::UsernameTaken {
+        if inner.insert_account(username, identity_key, created_at_ms) == AccountCreation::UsernameTaken {
             return Ok(InvitedAccountCreation::UsernameTaken);
         }
         inner.take_invite_use(invite_token);
@@ -513,7 +554,7 @@ impl Store for MemoryStore {
 
     fn fetch(&self, username: &str, after_seq: u64, limit: u32) -> Result<FetchedQueue, StoreError> {
         let inner = self.lock()?;
-        let head_seq = inner.accounts.get(username).map_or(0, |row| row.last_seq);
+        let head_seq = inner.devices.get(username).map_or(0, |row| row.last_seq);
         let Some(queue) = inner.queues.get(username) else {
             return Ok(FetchedQueue { items: Vec::new(), head_seq });
         };
@@ -552,7 +593,7 @@ impl Store for MemoryStore {
             .iter()
             .filter_map(|(username, queue)| {
                 let oldest = *queue.keys().next()?;
-                let cut = inner.accounts.get(username)?.last_seq.checked_sub(max_entries)?;
+                let cut = inner.devices.get(username)?.last_seq.checked_sub(max_entries)?;
                 (oldest <= cut).then(|| (username.clone(), oldest, cut))
             })
             .collect();

@@ -42,11 +42,11 @@ pub use sqlite::SqliteStore;
 pub use timed::TimedStore;
 pub(crate) use types::FetchBudget;
 pub use types::{
-    Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, EnqueueOutcome, EntryKind, Expired,
-    Fanout, FetchedQueue, GroupCreation, GroupKind, GroupLogEntry, GroupRecord, GroupRoster, GroupSnapshot,
-    GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageServed, KeyPackageStock, KeyPackagesAdded,
-    MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, QueueItem, TakenKeyPackage,
-    TrimmedQueues, MAX_FETCH_PAYLOAD_BYTES,
+    queue_name, Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, Device, EnqueueOutcome,
+    EntryKind, Expired, Fanout, FetchedQueue, GroupCreation, GroupKind, GroupLogEntry, GroupRecord, GroupRoster,
+    GroupSnapshot, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageServed, KeyPackageStock,
+    KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, QueueItem,
+    TakenKeyPackage, TrimmedQueues, FIRST_DEVICE_LABEL, MAX_FETCH_PAYLOAD_BYTES,
 };
 
 /// Work for a [`StorageExecutor`]: runs against a store and returns what to
@@ -70,7 +70,9 @@ pub trait StorageExecutor: Send + Sync {
 pub trait Store: Send + Sync {
     // --- accounts ---
 
-    /// Binds `username` to `identity_key`, unless the name is taken.
+    /// Binds `username` to `identity_key`, unless the name is taken, and
+    /// gives it its first device: keyed by `identity_key` (the account key),
+    /// its queue named `username`.
     fn create_account(
         &self,
         username: &str,
@@ -82,6 +84,12 @@ pub trait Store: Send + Sync {
 
     /// Fails with [`StoreError::UnknownAccount`] if there is no such account.
     fn set_account_disabled(&self, username: &str, disabled: bool) -> Result<(), StoreError>;
+
+    /// The devices of `username` (removed ones included), oldest first.
+    fn devices(&self, username: &str) -> Result<Vec<Device>, StoreError>;
+
+    /// The device of `username` keyed by `device_key`, removed or not.
+    fn device_by_key(&self, username: &str, device_key: &[u8]) -> Result<Option<Device>, StoreError>;
 
     /// Every account, ordered by username.
     fn list_accounts(&self) -> Result<Vec<Account>, StoreError>;
@@ -191,30 +199,31 @@ pub trait Store: Send + Sync {
 
     // --- delivery ---
 
-    /// Stores `message` once and appends it to each recipient's queue.
+    /// Stores `message` once and appends it to each recipient queue (a
+    /// device's queue name, [`Device::queue`]).
     /// Idempotent on `(message.sender, message.message_id)`: a repeat writes
     /// nothing and returns the first outcome with `duplicate: true` and no
-    /// deliveries. Every recipient must be an account.
+    /// deliveries. Every recipient must be a device that was not removed.
     fn enqueue(&self, message: &NewMessage, recipients: &[String]) -> Result<EnqueueOutcome, StoreError>;
 
     /// The idempotency record of `(sender, message_id)`, if that pair was used.
     fn lookup_message(&self, sender: &str, message_id: &[u8]) -> Result<Option<MessageRecord>, StoreError>;
 
-    /// Up to `limit` entries of `username`'s queue with `seq > after_seq`, in
+    /// Up to `limit` entries of the device queue `queue` with `seq > after_seq`, in
     /// order, and the highest seq ever assigned in that queue. The entries
     /// stop before one whose payload would take their total past
     /// [`MAX_FETCH_PAYLOAD_BYTES`] (the first entry is always returned), so
     /// fewer than `limit` entries with `head_seq` beyond the last means
     /// "fetch again".
-    fn fetch(&self, username: &str, after_seq: u64, limit: u32) -> Result<FetchedQueue, StoreError>;
+    fn fetch(&self, queue: &str, after_seq: u64, limit: u32) -> Result<FetchedQueue, StoreError>;
 
-    /// Deletes the entries with `seq <= up_to_seq` from `username`'s queue and
+    /// Deletes the entries with `seq <= up_to_seq` from the device queue `queue` and
     /// every message no queue references any more. Returns how many entries
     /// were deleted.
-    fn ack(&self, username: &str, up_to_seq: u64) -> Result<u64, StoreError>;
+    fn ack(&self, queue: &str, up_to_seq: u64) -> Result<u64, StoreError>;
 
-    /// Number of unacked entries in `username`'s queue.
-    fn queue_depth(&self, username: &str) -> Result<u64, StoreError>;
+    /// Number of unacked entries in the device queue `queue`.
+    fn queue_depth(&self, queue: &str) -> Result<u64, StoreError>;
 
     /// Number of unacked entries across every queue (for metrics).
     fn total_queue_depth(&self) -> Result<u64, StoreError>;

@@ -9,7 +9,7 @@ use std::ops::Deref;
 use std::time::Instant;
 
 use super::{
-    Account, AccountCreation, CommitResult, CommitWrite, EnqueueOutcome, Expired, FetchedQueue, GroupCreation,
+    Account, AccountCreation, CommitResult, CommitWrite, Device, EnqueueOutcome, Expired, FetchedQueue, GroupCreation,
     GroupRecord, GroupRoster, GroupSnapshot, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageServed,
     KeyPackageStock, KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult,
     ProposalWrite, Store, StoreError, TakenKeyPackage, TrimmedQueues,
@@ -67,6 +67,14 @@ where
 
     fn set_account_disabled(&self, username: &str, disabled: bool) -> Result<(), StoreError> {
         self.timed("set_account_disabled", |s| s.set_account_disabled(username, disabled))
+    }
+
+    fn devices(&self, username: &str) -> Result<Vec<Device>, StoreError> {
+        self.timed("devices", |s| s.devices(username))
+    }
+
+    fn device_by_key(&self, username: &str, device_key: &[u8]) -> Result<Option<Device>, StoreError> {
+        self.timed("device_by_key", |s| s.device_by_key(username, device_key))
     }
 
     fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {

@@ -1,5 +1,7 @@
 //! Plain records crossing the [`super::Store`] trait. No Protobuf, SQL or MLS
-//! types: bytes, strings and integers only.
+//! types: bytes, strings and integers only (and device ids).
+
+use quicprochat_core::DeviceId;
 
 /// A registered account.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -8,6 +10,39 @@ pub struct Account {
     /// Ed25519 public key (32 bytes) bound at registration.
     pub identity_key: Vec<u8>,
     pub disabled: bool,
+}
+
+/// A device of an account, with its queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// The device's queue name: the username for the device keyed by the
+    /// account key, `username#<device id>` for a linked device
+    /// ([`queue_name`]). Every queue operation takes it.
+    pub queue: String,
+    pub username: String,
+    pub device_id: DeviceId,
+    /// Ed25519 public key; the device's MLS signature and login key.
+    pub device_key: Vec<u8>,
+    /// The account key's certificate (`None` for the device keyed by it).
+    pub certificate: Option<Vec<u8>>,
+    pub label: String,
+    pub created_at_ms: u64,
+    /// When the device was removed; it can no longer log in or receive.
+    pub removed_at_ms: Option<u64>,
+}
+
+/// The label of an account's first device (the one registration makes).
+pub const FIRST_DEVICE_LABEL: &str = "first device";
+
+/// The queue name of `username`'s device `device_id`: the username itself
+/// for the device keyed by the account key (`account_keyed`), else
+/// `username#<device id>` (no username contains `#`).
+pub fn queue_name(username: &str, device_id: &DeviceId, account_keyed: bool) -> String {
+    if account_keyed {
+        username.to_owned()
+    } else {
+        format!("{username}#{device_id}")
+    }
 }
 
 /// Result of [`super::Store::create_account`].
@@ -234,7 +269,8 @@ pub struct Fanout {
 /// One queue entry written by an enqueue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
-    pub username: String,
+    /// The device queue it went to (see [`Device::queue`]).
+    pub queue: String,
     pub seq: u64,
 }
 

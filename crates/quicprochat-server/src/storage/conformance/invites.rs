@@ -1,7 +1,11 @@
-//! Conformance checks for account listing, invites and the last-resort
-//! key package read.
+//! Conformance checks for account listing, devices, invites and the
+//! last-resort key package read.
 
-use crate::storage::{AccountCreation, InviteUse, InvitedAccountCreation, Store, StoreError};
+use quicprochat_core::DeviceId;
+
+use crate::storage::{
+    AccountCreation, Device, InviteUse, InvitedAccountCreation, Store, StoreError, FIRST_DEVICE_LABEL,
+};
 
 const KEY: [u8; 32] = [7; 32];
 
@@ -66,4 +70,27 @@ pub(super) fn last_resort_read_keeps_stock(store: &dyn Store) {
     assert_eq!(store.last_resort_key_package("alice").unwrap().as_deref(), Some(&b"last"[..]));
     let stock = store.key_package_stock("alice").unwrap();
     assert_eq!((stock.count, stock.has_last_resort), (1, true), "reading the last resort consumed nothing");
+}
+
+pub(super) fn accounts_have_a_first_device(store: &dyn Store) {
+    assert!(store.devices("alice").unwrap().is_empty());
+    assert_eq!(store.create_account("alice", &KEY, 42).unwrap(), AccountCreation::Created);
+    let devices = store.devices("alice").unwrap();
+    let first = Device {
+        queue: "alice".to_owned(),
+        username: "alice".to_owned(),
+        device_id: DeviceId::of_key(&KEY),
+        device_key: KEY.to_vec(),
+        certificate: None,
+        label: FIRST_DEVICE_LABEL.to_owned(),
+        created_at_ms: 42,
+        removed_at_ms: None,
+    };
+    assert_eq!(devices, std::slice::from_ref(&first), "keyed by the account key, its queue named after the account");
+    assert_eq!(store.device_by_key("alice", &KEY).unwrap(), Some(first));
+    assert_eq!(store.device_by_key("alice", &[8; 32]).unwrap(), None);
+    assert_eq!(store.device_by_key("bob", &KEY).unwrap(), None);
+    // A taken name gives no second device.
+    assert_eq!(store.create_account("alice", &[8; 32], 43).unwrap(), AccountCreation::UsernameTaken);
+    assert_eq!(store.devices("alice").unwrap().len(), 1);
 }

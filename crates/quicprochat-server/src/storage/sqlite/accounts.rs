@@ -3,10 +3,12 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use quicprochat_core::DeviceId;
+
 use super::SqlResultExt;
 use crate::storage::{
-    Account, AccountCreation, KeyPackageServed, KeyPackageStock, KeyPackagesAdded, NewKeyPackage, StoreError,
-    TakenKeyPackage,
+    Account, AccountCreation, Device, KeyPackageServed, KeyPackageStock, KeyPackagesAdded, NewKeyPackage, StoreError,
+    TakenKeyPackage, FIRST_DEVICE_LABEL,
 };
 
 pub(super) fn create_account(
@@ -22,7 +24,104 @@ pub(super) fn create_account(
         )
         .and_then(|mut statement| statement.execute(params![username, identity_key, created_at_ms]))
         .during("create_account")?;
-    Ok(if inserted == 1 { AccountCreation::Created } else { AccountCreation::UsernameTaken })
+    if inserted == 0 {
+        return Ok(AccountCreation::UsernameTaken);
+    }
+    // Its first device is keyed by the account key, and its queue is named
+    // after the account.
+    let device_id = DeviceId::of_key(identity_key);
+    connection
+        .prepare_cached(
+            "INSERT INTO devices (queue, username, device_id, device_key, label, created_at_ms)
+             VALUES (?1, ?1, ?2, ?3, ?4, ?5)",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                username,
+                device_id.as_bytes().as_slice(),
+                identity_key,
+                FIRST_DEVICE_LABEL,
+                created_at_ms
+            ])
+        })
+        .during("create_account")?;
+    Ok(AccountCreation::Created)
+}
+
+/// The devices of `username` (removed ones included), oldest first.
+pub(super) fn devices(connection: &Connection, username: &str) -> Result<Vec<Device>, StoreError> {
+    const OPERATION: &str = "devices";
+    connection
+        .prepare_cached(&format!("{DEVICE_COLUMNS} WHERE username = ?1 ORDER BY created_at_ms, queue"))
+        .and_then(|mut statement| {
+            statement.query_map(params![username], device_row)?.collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .during(OPERATION)?
+        .into_iter()
+        .map(|raw| raw.decode(OPERATION))
+        .collect()
+}
+
+/// The device of `username` whose key is `device_key`, if any.
+pub(super) fn device_by_key(
+    connection: &Connection,
+    username: &str,
+    device_key: &[u8],
+) -> Result<Option<Device>, StoreError> {
+    const OPERATION: &str = "device_by_key";
+    connection
+        .prepare_cached(&format!("{DEVICE_COLUMNS} WHERE username = ?1 AND device_key = ?2"))
+        .and_then(|mut statement| statement.query_row(params![username, device_key], device_row).optional())
+        .during(OPERATION)?
+        .map(|raw| raw.decode(OPERATION))
+        .transpose()
+}
+
+const DEVICE_COLUMNS: &str = "SELECT queue, username, device_id, device_key, certificate, label, created_at_ms,
+                                     removed_at_ms FROM devices";
+
+/// A device row before its id is checked.
+struct RawDevice {
+    queue: String,
+    username: String,
+    device_id: Vec<u8>,
+    device_key: Vec<u8>,
+    certificate: Option<Vec<u8>>,
+    label: String,
+    created_at_ms: u64,
+    removed_at_ms: Option<u64>,
+}
+
+impl RawDevice {
+    fn decode(self, operation: &'static str) -> Result<Device, StoreError> {
+        let device_id = DeviceId::from_bytes(&self.device_id).ok_or_else(|| StoreError::Corrupt {
+            operation,
+            detail: format!("device {} has an id of {} bytes", self.queue, self.device_id.len()),
+        })?;
+        Ok(Device {
+            queue: self.queue,
+            username: self.username,
+            device_id,
+            device_key: self.device_key,
+            certificate: self.certificate,
+            label: self.label,
+            created_at_ms: self.created_at_ms,
+            removed_at_ms: self.removed_at_ms,
+        })
+    }
+}
+
+fn device_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawDevice> {
+    Ok(RawDevice {
+        queue: row.get(0)?,
+        username: row.get(1)?,
+        device_id: row.get(2)?,
+        device_key: row.get(3)?,
+        certificate: row.get(4)?,
+        label: row.get(5)?,
+        created_at_ms: row.get(6)?,
+        removed_at_ms: row.get(7)?,
+    })
 }
 
 pub(super) fn get_account(connection: &Connection, username: &str) -> Result<Option<Account>, StoreError> {

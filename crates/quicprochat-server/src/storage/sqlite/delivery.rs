@@ -160,16 +160,14 @@ fn enqueue_for(
         .map_err(|error| StoreError::Corrupt { operation, detail: format!("recipient list: {error}") })?;
     let mut deliveries: Vec<Delivery> = connection
         .prepare_cached(
-            "UPDATE accounts SET last_seq = last_seq + 1
-             WHERE username IN (SELECT value FROM json_each(?1)) RETURNING username, last_seq",
+            "UPDATE devices SET last_seq = last_seq + 1
+             WHERE queue IN (SELECT value FROM json_each(?1)) AND removed_at_ms IS NULL RETURNING queue, last_seq",
         )
         .and_then(|mut statement| {
-            statement
-                .query_map(params![names], |row| Ok(Delivery { username: row.get(0)?, seq: row.get(1)? }))?
-                .collect()
+            statement.query_map(params![names], |row| Ok(Delivery { queue: row.get(0)?, seq: row.get(1)? }))?.collect()
         })
         .during(operation)?;
-    let updated: BTreeSet<&str> = deliveries.iter().map(|delivery| delivery.username.as_str()).collect();
+    let updated: BTreeSet<&str> = deliveries.iter().map(|delivery| delivery.queue.as_str()).collect();
     if updated != unique {
         // An unknown recipient (or, defensively, a name the JSON round
         // trip changed): nothing of this fan-out may stay.
@@ -179,12 +177,12 @@ fn enqueue_for(
     // Each queue row takes the sequence number just assigned to its account.
     connection
         .prepare_cached(
-            "INSERT INTO queue (username, seq, message_row)
-             SELECT username, last_seq, ?2 FROM accounts WHERE username IN (SELECT value FROM json_each(?1))",
+            "INSERT INTO queue (device, seq, message_row)
+             SELECT queue, last_seq, ?2 FROM devices WHERE queue IN (SELECT value FROM json_each(?1))",
         )
         .and_then(|mut statement| statement.execute(params![names, message_row]))
         .during(operation)?;
-    deliveries.sort_by(|a, b| a.username.cmp(&b.username));
+    deliveries.sort_by(|a, b| a.queue.cmp(&b.queue));
     Ok(deliveries)
 }
 
@@ -196,17 +194,19 @@ fn enqueue_each(
     operation: &'static str,
 ) -> Result<Vec<Delivery>, StoreError> {
     let mut next_seq = connection
-        .prepare_cached("UPDATE accounts SET last_seq = last_seq + 1 WHERE username = ?1 RETURNING last_seq")
+        .prepare_cached(
+            "UPDATE devices SET last_seq = last_seq + 1 WHERE queue = ?1 AND removed_at_ms IS NULL RETURNING last_seq",
+        )
         .during(operation)?;
     let mut insert_entry = connection
-        .prepare_cached("INSERT INTO queue (username, seq, message_row) VALUES (?1, ?2, ?3)")
+        .prepare_cached("INSERT INTO queue (device, seq, message_row) VALUES (?1, ?2, ?3)")
         .during(operation)?;
     let mut deliveries = Vec::with_capacity(recipients.len());
-    for &username in recipients {
-        let seq: Option<u64> = next_seq.query_row(params![username], |row| row.get(0)).optional().during(operation)?;
-        let seq = seq.ok_or_else(|| StoreError::UnknownAccount { username: username.to_owned() })?;
-        insert_entry.execute(params![username, seq, message_row]).during(operation)?;
-        deliveries.push(Delivery { username: username.to_owned(), seq });
+    for &queue in recipients {
+        let seq: Option<u64> = next_seq.query_row(params![queue], |row| row.get(0)).optional().during(operation)?;
+        let seq = seq.ok_or_else(|| StoreError::UnknownAccount { username: queue.to_owned() })?;
+        insert_entry.execute(params![queue, seq, message_row]).during(operation)?;
+        deliveries.push(Delivery { queue: queue.to_owned(), seq });
     }
     Ok(deliveries)
 }
@@ -266,7 +266,7 @@ impl RawItem {
 
 pub(super) fn fetch(
     connection: &Connection,
-    username: &str,
+    queue: &str,
     after_seq: u64,
     limit: u32,
 ) -> Result<FetchedQueue, StoreError> {
@@ -280,11 +280,11 @@ pub(super) fn fetch(
              FROM queue q
              JOIN messages m ON m.id = q.message_row
              LEFT JOIN groups g ON g.group_id = m.group_id
-             WHERE q.username = ?1 AND q.seq > ?2
+             WHERE q.device = ?1 AND q.seq > ?2
              ORDER BY q.seq LIMIT ?3",
         )
         .during(OPERATION)?;
-    let mut rows = statement.query(params![username, after_seq, limit]).during(OPERATION)?;
+    let mut rows = statement.query(params![queue, after_seq, limit]).during(OPERATION)?;
     let mut items = Vec::new();
     let mut budget = FetchBudget::default();
     while let Some(row) = rows.next().during(OPERATION)? {
@@ -295,19 +295,19 @@ pub(super) fn fetch(
         items.push(item.decode()?);
     }
     let head_seq: Option<u64> = connection
-        .prepare_cached("SELECT last_seq FROM accounts WHERE username = ?1")
-        .and_then(|mut statement| statement.query_row(params![username], |row| row.get(0)).optional())
+        .prepare_cached("SELECT last_seq FROM devices WHERE queue = ?1")
+        .and_then(|mut statement| statement.query_row(params![queue], |row| row.get(0)).optional())
         .during(OPERATION)?;
     Ok(FetchedQueue { items, head_seq: head_seq.unwrap_or(0) })
 }
 
-pub(super) fn ack(connection: &Connection, username: &str, up_to_seq: u64) -> Result<u64, StoreError> {
+pub(super) fn ack(connection: &Connection, queue: &str, up_to_seq: u64) -> Result<u64, StoreError> {
     const OPERATION: &str = "ack";
     let up_to_seq = up_to_seq.min(i64::MAX as u64);
     let acked_rows: Vec<u64> = connection
-        .prepare_cached("DELETE FROM queue WHERE username = ?1 AND seq <= ?2 RETURNING message_row")
+        .prepare_cached("DELETE FROM queue WHERE device = ?1 AND seq <= ?2 RETURNING message_row")
         .and_then(|mut statement| {
-            statement.query_map(params![username, up_to_seq], |row| row.get(0))?.collect::<rusqlite::Result<Vec<_>>>()
+            statement.query_map(params![queue, up_to_seq], |row| row.get(0))?.collect::<rusqlite::Result<Vec<_>>>()
         })
         .during(OPERATION)?;
     let distinct: BTreeSet<u64> = acked_rows.iter().copied().collect();
@@ -323,10 +323,10 @@ pub(super) fn ack(connection: &Connection, username: &str, up_to_seq: u64) -> Re
     Ok(acked_rows.len() as u64)
 }
 
-pub(super) fn queue_depth(connection: &Connection, username: &str) -> Result<u64, StoreError> {
+pub(super) fn queue_depth(connection: &Connection, queue: &str) -> Result<u64, StoreError> {
     connection
-        .prepare_cached("SELECT COUNT(*) FROM queue WHERE username = ?1")
-        .and_then(|mut statement| statement.query_row(params![username], |row| row.get(0)))
+        .prepare_cached("SELECT COUNT(*) FROM queue WHERE device = ?1")
+        .and_then(|mut statement| statement.query_row(params![queue], |row| row.get(0)))
         .during("queue_depth")
 }
 

@@ -9,7 +9,7 @@ use rusqlite::Connection;
 
 use super::{accounts, delivery, expiry, groups, invites, quota};
 use crate::storage::{
-    Account, AccountCreation, CommitResult, CommitWrite, EnqueueOutcome, Expired, FetchedQueue, GroupCreation,
+    Account, AccountCreation, CommitResult, CommitWrite, Device, EnqueueOutcome, Expired, FetchedQueue, GroupCreation,
     GroupRecord, GroupRoster, GroupSnapshot, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageServed,
     KeyPackageStock, KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult,
     ProposalWrite, Store, StoreError, TakenKeyPackage, TrimmedQueues,
@@ -52,6 +52,14 @@ impl<A: Access> Store for A {
 
     fn set_account_disabled(&self, username: &str, disabled: bool) -> Result<(), StoreError> {
         self.write("set_account_disabled", |tx| accounts::set_disabled(tx, username, disabled))
+    }
+
+    fn devices(&self, username: &str) -> Result<Vec<Device>, StoreError> {
+        self.query(|connection| accounts::devices(connection, username))
+    }
+
+    fn device_by_key(&self, username: &str, device_key: &[u8]) -> Result<Option<Device>, StoreError> {
+        self.query(|connection| accounts::device_by_key(connection, username, device_key))
     }
 
     fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {

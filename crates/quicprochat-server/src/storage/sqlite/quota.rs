@@ -22,7 +22,7 @@ impl OverQuota {
 }
 
 /// Up to `limit` queues holding more than `max_entries` sequence numbers:
-/// a pass over the accounts, with an index lookup (the oldest entry) only
+/// a pass over the devices, with an index lookup (the oldest entry) only
 /// for those that ever received more than `max_entries`.
 pub(super) fn queues_over_quota(
     connection: &Connection,
@@ -33,12 +33,12 @@ pub(super) fn queues_over_quota(
     let max_entries = max_entries.min(i64::MAX as u64 - 1) as i64;
     let mut queues: Vec<(String, u64, u64)> = connection
         .prepare_cached(
-            "SELECT username, oldest, last_seq - ?1 FROM
-               (SELECT a.username, a.last_seq,
-                       (SELECT MIN(q.seq) FROM queue q WHERE q.username = a.username) AS oldest
-                FROM accounts a WHERE a.last_seq > ?1)
+            "SELECT queue, oldest, last_seq - ?1 FROM
+               (SELECT d.queue, d.last_seq,
+                       (SELECT MIN(q.seq) FROM queue q WHERE q.device = d.queue) AS oldest
+                FROM devices d WHERE d.last_seq > ?1)
              WHERE oldest <= last_seq - ?1
-             ORDER BY username LIMIT ?2",
+             ORDER BY queue LIMIT ?2",
         )
         .and_then(|mut statement| {
             statement
@@ -57,10 +57,10 @@ pub(super) fn queues_over_quota(
 /// each by an ack up to its cut, at most [`TRIM_ENTRY_BUDGET`] entries.
 pub(super) fn trim_queues(connection: &Connection, over: &OverQuota) -> Result<TrimmedQueues, StoreError> {
     let mut trimmed = TrimmedQueues { more: over.more, ..TrimmedQueues::default() };
-    for (username, oldest, cut) in &over.queues {
+    for (queue, oldest, cut) in &over.queues {
         let budget_cut = oldest.saturating_add(TRIM_ENTRY_BUDGET - 1);
         trimmed.more |= budget_cut < *cut;
-        trimmed.queue_entries += delivery::ack(connection, username, (*cut).min(budget_cut))?;
+        trimmed.queue_entries += delivery::ack(connection, queue, (*cut).min(budget_cut))?;
         trimmed.queues += 1;
     }
     Ok(trimmed)

@@ -145,7 +145,69 @@ CREATE TABLE key_packages_served (
     PRIMARY KEY (requester, init_key)
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- Version 7: devices (issue 18). An account has one or more devices, each
+-- with its own queue, named `queue`: the username for the device keyed by
+-- the account key (every account's first device, and the only one before
+-- version 7), `username#<device id>` for a linked device. Each account gets
+-- its device row here; its device id (a hash of its key) is filled in by
+-- `fill_device_ids` in the same transaction. Queues and their sequence
+-- numbers move to the device, entries kept.
+CREATE TABLE devices (
+    queue         TEXT PRIMARY KEY,
+    username      TEXT NOT NULL REFERENCES accounts(username),
+    device_id     BLOB NOT NULL,
+    device_key    BLOB NOT NULL,
+    -- The account key's certificate; NULL for the device keyed by it.
+    certificate   BLOB,
+    label         TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    -- Set when the device is removed: it can no longer log in or receive.
+    removed_at_ms INTEGER,
+    -- Highest queue seq ever assigned to this device; never decreases.
+    last_seq      INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (username, device_id)
+) STRICT;
+INSERT INTO devices (queue, username, device_id, device_key, label, created_at_ms, last_seq)
+    SELECT username, username, x'', identity_key, 'first device', created_at_ms, last_seq FROM accounts;
+ALTER TABLE accounts DROP COLUMN last_seq;
+
+CREATE TABLE device_queue (
+    device      TEXT NOT NULL REFERENCES devices(queue),
+    seq         INTEGER NOT NULL,
+    message_row INTEGER NOT NULL REFERENCES messages(id),
+    PRIMARY KEY (device, seq)
+) STRICT, WITHOUT ROWID;
+INSERT INTO device_queue (device, seq, message_row) SELECT username, seq, message_row FROM queue;
+DROP TABLE queue;
+ALTER TABLE device_queue RENAME TO queue;
+CREATE INDEX queue_by_message ON queue(message_row);
+"#,
 ];
+
+/// A migration's step in Rust, run in its transaction after its SQL.
+type MigrationStep = fn(&Connection) -> Result<(), StoreError>;
+
+/// Rust-side steps of migrations: (the version the migration moves to, the step).
+const MIGRATION_STEPS: &[(usize, MigrationStep)] = &[(7, fill_device_ids)];
+
+/// Version 7: the device id of each device row, a hash of its key that SQL
+/// cannot compute.
+fn fill_device_ids(connection: &Connection) -> Result<(), StoreError> {
+    const OPERATION: &str = "migrate";
+    let devices: Vec<(String, Vec<u8>)> = connection
+        .prepare("SELECT queue, device_key FROM devices")
+        .and_then(|mut statement| {
+            statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .during(OPERATION)?;
+    let mut update = connection.prepare("UPDATE devices SET device_id = ?2 WHERE queue = ?1").during(OPERATION)?;
+    for (queue, key) in devices {
+        let device_id = quicprochat_core::DeviceId::of_key(&key);
+        update.execute(rusqlite::params![queue, device_id.as_bytes().as_slice()]).during(OPERATION)?;
+    }
+    Ok(())
+}
 
 /// Sets the per-connection pragmas: WAL, fsync on every commit, foreign keys.
 pub(super) fn configure(connection: &Connection) -> Result<(), StoreError> {
@@ -175,6 +237,9 @@ pub(super) fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
     for (index, migration) in MIGRATIONS.iter().enumerate().skip(current) {
         let transaction = connection.transaction().during("migrate")?;
         transaction.execute_batch(migration).during("migrate")?;
+        for (_, step) in MIGRATION_STEPS.iter().filter(|(version, _)| *version == index + 1) {
+            step(&transaction)?;
+        }
         transaction.pragma_update(None, "user_version", index + 1).during("migrate")?;
         transaction.commit().during("migrate")?;
     }
@@ -200,6 +265,71 @@ mod tests {
         assert_eq!(synchronous, 2, "synchronous = FULL");
         let mode: String = connection.query_row("PRAGMA journal_mode", [], |row| row.get(0)).unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    /// A database written by a version-6 server (one queue per account)
+    /// opens with one device per account, keyed by the account key, whose
+    /// queue keeps the account's entries and sequence numbers.
+    #[test]
+    fn version_6_database_gets_a_device_per_account_and_keeps_its_queues() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qpc.db");
+        let (alice_key, bob_key) = ([1u8; 32], [2u8; 32]);
+        {
+            let mut connection = Connection::open(&path).unwrap();
+            let transaction = connection.transaction().unwrap();
+            for migration in &MIGRATIONS[..6] {
+                transaction.execute_batch(migration).unwrap();
+            }
+            transaction.pragma_update(None, "user_version", 6).unwrap();
+            transaction.commit().unwrap();
+            for (name, key, last_seq) in [("alice", alice_key, 0), ("bob", bob_key, 7)] {
+                connection
+                    .execute(
+                        "INSERT INTO accounts (username, identity_key, created_at_ms, last_seq) VALUES (?1, ?2, 5, ?3)",
+                        rusqlite::params![name, key.as_slice(), last_seq],
+                    )
+                    .unwrap();
+            }
+            connection
+                .execute_batch(
+                    "INSERT INTO groups (group_id, name, kind, creator, epoch, state_version, created_at_ms)
+                         VALUES (x'01', 'team', 0, 'alice', 0, 1, 5);
+                     INSERT INTO messages (id, message_id, group_id, sender, kind, epoch, stored_at_ms, payload)
+                         VALUES (1, x'aa', x'01', 'alice', 0, 0, 6, x'0102'),
+                                (2, x'bb', x'01', 'alice', 0, 0, 7, x'0304');
+                     INSERT INTO queue (username, seq, message_row) VALUES ('bob', 6, 1), ('bob', 7, 2);",
+                )
+                .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        for (name, key) in [("alice", alice_key), ("bob", bob_key)] {
+            let devices = store.devices(name).unwrap();
+            assert_eq!(devices.len(), 1, "{name}");
+            let device = &devices[0];
+            assert_eq!((device.queue.as_str(), device.device_key.as_slice()), (name, key.as_slice()));
+            assert_eq!(device.device_id, quicprochat_core::DeviceId::of_key(&key));
+            assert_eq!((device.certificate.as_ref(), device.removed_at_ms), (None, None));
+        }
+        let queued = store.fetch("bob", 0, 10).unwrap();
+        let entries: Vec<(u64, &[u8])> = queued.items.iter().map(|item| (item.seq, item.payload.as_slice())).collect();
+        assert_eq!(entries, [(6, [1u8, 2].as_slice()), (7, [3u8, 4].as_slice())], "queued messages are kept");
+        assert_eq!(queued.head_seq, 7);
+        // Sequence numbers go on from the account's.
+        let message = NewMessage {
+            message_id: b"cc".to_vec(),
+            group_id: vec![1],
+            sender: "alice".to_owned(),
+            kind: EntryKind::Application,
+            payload: vec![5],
+            epoch: 0,
+            stored_at_ms: 8,
+        };
+        let outcome = store.enqueue(&message, &["bob".to_owned(), "alice".to_owned()]).unwrap();
+        let seqs: Vec<(&str, u64)> = outcome.deliveries.iter().map(|d| (d.queue.as_str(), d.seq)).collect();
+        assert_eq!(seqs, [("alice", 1), ("bob", 8)]);
+        assert_eq!(store.ack("bob", 8).unwrap(), 3);
+        assert_eq!(store.stored_message_count().unwrap(), 1, "alice still holds the new one");
     }
 
     /// A database written by a version-1 server (before invites, init keys
@@ -264,7 +394,7 @@ mod tests {
         let connection = Connection::open(&path).unwrap();
         let version: usize = connection.query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
         assert_eq!(version, MIGRATIONS.len());
-        assert_eq!(version, 6);
+        assert_eq!(version, 7);
         let expiry_index: i64 = connection
             .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'message_ids_by_row'", [], |row| row.get(0))
             .unwrap();
