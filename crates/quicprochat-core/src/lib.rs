@@ -9,6 +9,8 @@
 //! - [`identity`]: the Ed25519 identity key and the login/register transcript.
 //! - [`device`]: device ids, device certificates and the MLS credential of
 //!   an account's device.
+//! - [`link`]: linking a new device end to end (link code, request MAC,
+//!   the bundle sealed to the new device with HPKE).
 //! - [`safety`]: safety numbers users compare out of band.
 //! - [`client`]: one user's MLS state ([`MlsClient`]), persisted in SQLite.
 //! - [`ds`]: the server's secret-free view of a group ([`DsGroupView`]) and
@@ -22,6 +24,7 @@ pub mod client;
 pub mod device;
 pub mod ds;
 pub mod identity;
+pub mod link;
 pub mod safety;
 
 pub use ciphersuite::{is_allowed_ciphersuite, CLASSICAL_CIPHERSUITE, DEFAULT_CIPHERSUITE};
