@@ -14,6 +14,7 @@ use quicprochat_proto::{decode_message, v1, Method};
 use quicprochat_server::config::RegistrationPolicy;
 use quicprochat_server::domain::accounts::{self, AuthProof, Registration};
 use quicprochat_server::domain::commits::{self, CommitPolicy, LeaveGroup, SubmitCommit};
+use quicprochat_server::domain::devices::{self, AddDevice, Caller};
 use quicprochat_server::domain::groups::{self, CreateGroup};
 use quicprochat_server::domain::messages::{self, SendMessage};
 use quicprochat_server::domain::views::ViewCache;
@@ -87,7 +88,7 @@ fn store(world: &World) -> MemoryStore {
         group_info: &world.group_info,
         ratchet_tree: &world.ratchet_tree,
     };
-    groups::create_group(&store, "alice", &create, NOW).expect("group");
+    groups::create_group(&store, Caller::first_device("alice"), &create, NOW).expect("group");
     // As if alice had fetched the key package her add commit uses.
     let served = KeyPackageServed {
         requester: "alice".to_owned(),
@@ -126,7 +127,7 @@ fn dispatch(store: &dyn Store, method: Method, user: Option<&str>, body: &[u8]) 
             Method::Login => {
                 let r = decode!(v1::LoginRequest);
                 let proof = AuthProof { nonce: b"nonce", tls_exporter: b"exporter", signature: &r.signature };
-                let _ = accounts::login(store, &r.username, &proof, &policy());
+                let _ = accounts::login(store, &r.username, &r.device_key, &proof, &policy());
             }
             _ => {}
         }
@@ -141,7 +142,7 @@ fn dispatch(store: &dyn Store, method: Method, user: Option<&str>, body: &[u8]) 
             let _ = key_packages::upload(store, user, &packages, last_resort);
         }
         Method::FetchKeyPackage => {
-            drop(key_packages::fetch(store, user, &decode!(v1::FetchKeyPackageRequest).username, &policy()))
+            drop(key_packages::fetch(store, user, &decode!(v1::FetchKeyPackageRequest).username, &policy(), &|| Ok(())))
         }
         Method::KeyPackageStock => drop(key_packages::stock(store, user, &policy())),
         Method::CreateGroup => {
@@ -154,7 +155,7 @@ fn dispatch(store: &dyn Store, method: Method, user: Option<&str>, body: &[u8]) 
                 group_info: &r.group_info,
                 ratchet_tree: &r.ratchet_tree,
             };
-            let _ = groups::create_group(store, user, &create, NOW);
+            let _ = groups::create_group(store, Caller::first_device(user), &create, NOW);
         }
         Method::SubmitCommit => {
             let r = decode!(v1::SubmitCommitRequest);
@@ -162,24 +163,34 @@ fn dispatch(store: &dyn Store, method: Method, user: Option<&str>, body: &[u8]) 
             let submit =
                 SubmitCommit { group_id: &r.group_id, epoch: r.epoch, commit: &r.commit, welcome, message_id: &r.message_id };
             // A cache per call: each run has its own store, and a cache belongs to one store.
-            let _ = commits::submit_commit(store, &ViewCache::default(), user, &submit, NOW, &policy());
+            let _ = commits::submit_commit(store, &ViewCache::default(), Caller::first_device(user), &submit, NOW, &policy());
         }
         Method::LeaveGroup => {
             let r = decode!(v1::LeaveGroupRequest);
             let leave = LeaveGroup { group_id: &r.group_id, proposal: &r.proposal, message_id: &r.message_id };
-            let _ = commits::leave_group(store, &ViewCache::default(), user, &leave, NOW);
+            let _ = commits::leave_group(store, &ViewCache::default(), Caller::first_device(user), &leave, NOW);
         }
         Method::SendMessage => {
             let r = decode!(v1::SendMessageRequest);
             let send = SendMessage { group_id: &r.group_id, message_id: &r.message_id, ciphertext: &r.ciphertext };
-            let _ = messages::send_message(store, user, &send, NOW);
+            let _ = messages::send_message(store, Caller::first_device(user), &send, NOW);
         }
         Method::GroupMembers => drop(groups::members(store, user, &decode!(v1::GroupMembersRequest).group_id)),
         Method::Fetch => {
             let r = decode!(v1::FetchRequest);
-            let _ = delivery::fetch(store, user, r.after_seq, r.limit);
+            let _ = delivery::fetch(store, Caller::first_device(user), r.after_seq, r.limit);
         }
-        Method::Ack => drop(delivery::ack(store, user, decode!(v1::AckRequest).up_to_seq)),
+        Method::Ack => drop(delivery::ack(store, Caller::first_device(user), decode!(v1::AckRequest).up_to_seq)),
+        Method::AddDevice => {
+            let r = decode!(v1::AddDeviceRequest);
+            let add = AddDevice { device_key: &r.device_key, certificate: &r.certificate, label: &r.label };
+            let _ = devices::add_device(store, Caller::first_device(user), &add, 16, NOW);
+        }
+        Method::ListDevices => drop(devices::list_devices(store, Caller::first_device(user))),
+        Method::RemoveDevice => {
+            let r = decode!(v1::RemoveDeviceRequest);
+            let _ = devices::remove_device(store, Caller::first_device(user), &r.device_id, NOW);
+        }
         _ => {}
     }
 }

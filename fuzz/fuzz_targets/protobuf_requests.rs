@@ -38,5 +38,12 @@ fuzz_target!(|data: &[u8]| {
         Method::Ack => check::<v1::AckRequest>(body),
         Method::Subscribe => check::<v1::SubscribeRequest>(body),
         Method::Push => check::<v1::PushEvent>(body),
+        Method::AddDevice => check::<v1::AddDeviceRequest>(body),
+        Method::ListDevices => check::<v1::ListDevicesRequest>(body),
+        Method::RemoveDevice => check::<v1::RemoveDeviceRequest>(body),
+        Method::LinkStart => check::<v1::LinkStartRequest>(body),
+        Method::LinkFetch => check::<v1::LinkFetchRequest>(body),
+        Method::LinkApprove => check::<v1::LinkApproveRequest>(body),
+        Method::LinkWait => check::<v1::LinkWaitRequest>(body),
     }
 });

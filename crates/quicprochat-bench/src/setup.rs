@@ -170,7 +170,11 @@ pub(crate) async fn login_on(rpc: &RpcClient, name: &str, identity: &Identity) -
     let challenge: v1::ChallengeResponse = rpc.call(Method::Challenge, &v1::ChallengeRequest {}).await?;
     let exporter = rpc.auth_exporter()?;
     let transcript = auth_transcript(AuthPurpose::Login, &challenge.nonce, &exporter, name, identity.public_key());
-    let request = v1::LoginRequest { username: name.into(), signature: identity.sign(&transcript)?.into() };
+    let request = v1::LoginRequest {
+        username: name.into(),
+        signature: identity.sign(&transcript)?.into(),
+        device_key: Default::default(),
+    };
     let _: v1::LoginResponse = rpc.call(Method::Login, &request).await.with_context(|| format!("log in {name}"))?;
     Ok(())
 }

@@ -84,6 +84,21 @@ methods! {
     Subscribe = 32, req KIB, resp KIB;
     /// A `PushEvent` on the server-opened push stream (no response).
     Push = 40, req MAX_FRAME_LEN, resp 0;
+    /// `AddDeviceRequest` → `AddDeviceResponse`.
+    AddDevice = 50, req KIB, resp KIB;
+    /// `ListDevicesRequest` → `ListDevicesResponse` (the current devices,
+    /// at most `devices.max_per_account`, each about 200 bytes).
+    ListDevices = 51, req KIB, resp 64 * KIB;
+    /// `RemoveDeviceRequest` → `RemoveDeviceResponse`.
+    RemoveDevice = 52, req KIB, resp KIB;
+    /// `LinkStartRequest` → `LinkStartResponse` (no session; an X-Wing link key is 1216 bytes).
+    LinkStart = 53, req 4 * KIB, resp KIB;
+    /// `LinkFetchRequest` → `LinkFetchResponse`.
+    LinkFetch = 54, req KIB, resp 4 * KIB;
+    /// `LinkApproveRequest` → `LinkApproveResponse` (a sealed bundle is at most 16 KiB).
+    LinkApprove = 55, req 20 * KIB, resp KIB;
+    /// `LinkWaitRequest` → `LinkWaitResponse` (no session).
+    LinkWait = 56, req KIB, resp 20 * KIB;
 }
 
 impl std::fmt::Display for Method {

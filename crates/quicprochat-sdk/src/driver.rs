@@ -90,8 +90,11 @@ impl LoginParams {
         let (nonce, exporter) = challenge(&rpc).await?;
         let transcript =
             auth_transcript(AuthPurpose::Login, &nonce, &exporter, &self.username, self.identity.public_key());
-        let request =
-            v1::LoginRequest { username: self.username.clone(), signature: self.identity.sign(&transcript)?.into() };
+        let request = v1::LoginRequest {
+            username: self.username.clone(),
+            signature: self.identity.sign(&transcript)?.into(),
+            device_key: Default::default(),
+        };
         let response: v1::LoginResponse = rpc.call(Method::Login, &request).await?;
         Ok((rpc, response))
     }

@@ -2,8 +2,9 @@
 //! limiters (a token bucket of `burst` cells refilled at `burst` per
 //! `period`, see [`crate::config::RateLimit`]).
 //!
-//! [`RateLimiters`] owns seven limiters: registrations per source address
-//! (an IPv6 address counts by its /64, see [`address_key`]), key package
+//! [`RateLimiters`] owns eight limiters: registrations and device links
+//! started per source address (an IPv6 address counts by its /64, see
+//! [`address_key`]), key package
 //! fetches per requester and per target, last-resort packages served per
 //! (requester, target) pair, sends per account, commits and leaves per
 //! account, and group creations per account.
@@ -53,6 +54,8 @@ use crate::config::{RateLimit, RateLimits};
 
 /// Name of the registration limit (metrics label, logs).
 pub const REGISTER_PER_ADDRESS: &str = "register_per_address";
+/// Name of the limit on device links started per address.
+pub const LINK_PER_ADDRESS: &str = "link_per_address";
 /// Name of the per-requester key package fetch limit.
 pub const KEY_PACKAGE_FETCH_PER_REQUESTER: &str = "key_package_fetch_per_requester";
 /// Name of the per-target key package fetch limit.
@@ -147,6 +150,7 @@ fn quota(limit: RateLimit) -> Quota {
 #[derive(Debug)]
 pub struct RateLimiters<C: Clock = DefaultClock> {
     register: Limiter<IpAddr, C>,
+    link: Limiter<IpAddr, C>,
     fetch_by_requester: Limiter<String, C>,
     fetch_by_target: Limiter<String, C>,
     last_resort: Limiter<(String, String), C>,
@@ -167,6 +171,7 @@ impl<C: Clock + Clone> RateLimiters<C> {
     pub fn with_clock(limits: &RateLimits, clock: C) -> Self {
         RateLimiters {
             register: Limiter::new(REGISTER_PER_ADDRESS, limits.register_per_address, clock.clone()),
+            link: Limiter::new(LINK_PER_ADDRESS, limits.link_per_address, clock.clone()),
             fetch_by_requester: Limiter::new(
                 KEY_PACKAGE_FETCH_PER_REQUESTER,
                 limits.key_package_fetch_per_requester,
@@ -187,6 +192,11 @@ impl<C: Clock + Clone> RateLimiters<C> {
     /// One registration attempt from `address` (counted by [`address_key`]).
     pub fn check_register(&self, address: IpAddr) -> Result<(), RetryAfter> {
         self.register.check(&address_key(address))
+    }
+
+    /// One device link started from `address` (counted by [`address_key`]).
+    pub fn check_link(&self, address: IpAddr) -> Result<(), RetryAfter> {
+        self.link.check(&address_key(address))
     }
 
     /// One key package fetch by `requester` for `target`. Refused only by the
@@ -224,6 +234,7 @@ impl<C: Clock + Clone> RateLimiters<C> {
     /// Forgets keys whose bucket is full again; call periodically.
     pub fn retain_recent(&self) {
         self.register.limiter.retain_recent();
+        self.link.limiter.retain_recent();
         self.fetch_by_requester.limiter.retain_recent();
         self.fetch_by_target.limiter.retain_recent();
         self.last_resort.limiter.retain_recent();
@@ -235,6 +246,7 @@ impl<C: Clock + Clone> RateLimiters<C> {
     /// Keys currently tracked across all limiters (for tests and metrics).
     pub fn tracked_keys(&self) -> usize {
         self.register.limiter.len()
+            + self.link.limiter.len()
             + self.fetch_by_requester.limiter.len()
             + self.fetch_by_target.limiter.len()
             + self.last_resort.limiter.len()
@@ -256,6 +268,7 @@ mod tests {
     fn limits() -> RateLimits {
         RateLimits {
             register_per_address: RateLimit { burst: 3, period: MINUTE },
+            link_per_address: RateLimit { burst: 1, period: MINUTE },
             key_package_fetch_per_requester: RateLimit { burst: 5, period: MINUTE },
             key_package_fetch_per_target: RateLimit { burst: 2, period: MINUTE },
             last_resort_per_pair: RateLimit { burst: 2, period: MINUTE },
@@ -386,6 +399,15 @@ mod tests {
         // Mallory spending her budget for bob leaves everyone else's intact.
         limiters.check_last_resort("alice", "bob").unwrap();
         limiters.check_last_resort("mallory", "carol").unwrap();
+    }
+
+    #[test]
+    fn device_links_are_budgeted_per_address_apart_from_registrations() {
+        let (limiters, _clock) = limiters();
+        limiters.check_link(ip(1)).unwrap();
+        assert_eq!(limiters.check_link(ip(1)).unwrap_err().limit, LINK_PER_ADDRESS);
+        limiters.check_register(ip(1)).unwrap();
+        limiters.check_link(ip(2)).unwrap();
     }
 
     #[test]

@@ -116,6 +116,7 @@ impl RunningServer {
             tasks: Tasks::default(),
             admissions: Arc::new(Admissions::default()),
             limiters: Arc::new(RateLimiters::new(&config.rate_limits)),
+            links: crate::transport::link_relay::LinkRelay::new(config.link_code_ttl),
             metrics,
         });
         tracing::info!(

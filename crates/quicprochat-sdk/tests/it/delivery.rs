@@ -34,8 +34,11 @@ async fn raw_login(harness: &Harness, name: &str) -> (RpcClient, Profile) {
     let exporter = rpc.auth_exporter().expect("exporter");
     let transcript =
         auth_transcript(AuthPurpose::Login, &challenge.nonce, &exporter, name, profile.identity.public_key());
-    let login =
-        v1::LoginRequest { username: name.into(), signature: profile.identity.sign(&transcript).expect("sign").into() };
+    let login = v1::LoginRequest {
+        username: name.into(),
+        signature: profile.identity.sign(&transcript).expect("sign").into(),
+        device_key: Default::default(),
+    };
     let _: v1::LoginResponse = rpc.call(Method::Login, &login).await.expect("login");
     (rpc, profile)
 }

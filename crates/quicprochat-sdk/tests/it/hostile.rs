@@ -104,6 +104,16 @@ async fn a_key_package_served_for_the_wrong_user_is_refused() {
     connection.busy_timeout(std::time::Duration::from_secs(5)).expect("busy timeout");
     connection.execute("DELETE FROM key_packages WHERE username = 'alice'", []).expect("drop alice's packages");
     connection.execute("UPDATE key_packages SET username = 'alice' WHERE username = 'carol'", []).expect("swap");
+    // The server's own check (packages come from a current device of the
+    // account) is relabelled too: carol's device posing as one of alice's.
+    connection
+        .execute(
+            "INSERT INTO devices (queue, username, device_id, device_key, label, created_at_ms)
+             SELECT 'alice#rogue', 'alice', device_id, device_key, 'rogue', created_at_ms FROM devices
+             WHERE queue = 'carol'",
+            [],
+        )
+        .expect("a rogue device");
     let refused = bob.add_members("team", &["alice".into()]).await.expect_err("carol's package is not alice's");
     assert!(refused.to_string().contains("key package of \"carol\""), "{refused}");
     assert_eq!(bob.members("team").await.expect("members"), ["bob"]);
@@ -131,8 +141,11 @@ impl Insider {
             rpc.call(Method::Challenge, &v1::ChallengeRequest {}).await.expect("challenge");
         let exporter = rpc.auth_exporter().expect("exporter");
         let transcript = auth_transcript(AuthPurpose::Login, &challenge.nonce, &exporter, name, identity.public_key());
-        let login =
-            v1::LoginRequest { username: name.into(), signature: identity.sign(&transcript).expect("sign").into() };
+        let login = v1::LoginRequest {
+            username: name.into(),
+            signature: identity.sign(&transcript).expect("sign").into(),
+            device_key: Default::default(),
+        };
         let _: v1::LoginResponse = rpc.call(Method::Login, &login).await.expect("login");
         let mls = MlsClient::open(&profile.mls_db_path(), identity, name).expect("the insider's MLS state");
         Insider { rpc, mls }

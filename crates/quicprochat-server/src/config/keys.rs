@@ -195,6 +195,28 @@ pub(crate) static KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "devices.max_per_account",
+        env: "QPC_DEVICES_MAX_PER_ACCOUNT",
+        flag: None,
+        doc: "Most devices one account may have at once (a removed device frees its place).",
+        render: |config| config.max_devices_per_account.to_string(),
+        apply: |config, raw| {
+            config.max_devices_per_account = u32_in(raw, 1, 64, "an integer")?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "devices.link_code_ttl",
+        env: "QPC_DEVICES_LINK_CODE_TTL",
+        flag: None,
+        doc: "How long a device link code stays usable after the new device shows it.",
+        render: |config| duration_literal(config.link_code_ttl),
+        apply: |config, raw| {
+            config.link_code_ttl = duration_in(raw, SECOND, HOUR)?;
+            Ok(())
+        },
+    },
+    Key {
         name: "registration.policy",
         env: "QPC_REGISTRATION",
         flag: Some("--registration"),
@@ -332,6 +354,8 @@ pub(crate) static KEYS: &[Key] = &[
     },
     rate_limit_burst!(register_per_address, "REGISTER_PER_ADDRESS", "registrations per source IP address"),
     rate_limit_period!(register_per_address, "REGISTER_PER_ADDRESS"),
+    rate_limit_burst!(link_per_address, "LINK_PER_ADDRESS", "device links started from one source IP address"),
+    rate_limit_period!(link_per_address, "LINK_PER_ADDRESS"),
     rate_limit_burst!(
         key_package_fetch_per_requester,
         "KEY_PACKAGE_FETCH_PER_REQUESTER",

@@ -60,6 +60,10 @@ pub struct ServerConfig {
     /// Most unacknowledged entries one queue keeps; older ones are
     /// deleted (the client reports them as expired).
     pub max_queue_entries: u64,
+    /// Most current devices of one account.
+    pub max_devices_per_account: u32,
+    /// How long a device link code stays usable.
+    pub link_code_ttl: Duration,
     /// Who may register.
     pub registration: RegistrationPolicy,
     /// QUIC limits per connection.
@@ -132,6 +136,8 @@ pub struct RateLimit {
 pub struct RateLimits {
     /// Registrations per source IP address.
     pub register_per_address: RateLimit,
+    /// Device links started per source IP address.
+    pub link_per_address: RateLimit,
     /// Key package fetches per requesting account.
     pub key_package_fetch_per_requester: RateLimit,
     /// Key package fetches per target account (protects the victim's stock).
@@ -161,6 +167,8 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             retention: THIRTY_DAYS,
             max_queue_entries: 100_000,
+            max_devices_per_account: 16,
+            link_code_ttl: Duration::from_secs(600),
             registration: RegistrationPolicy::Open,
             transport: TransportLimits::default(),
             connections: ConnectionLimits {
@@ -173,6 +181,7 @@ impl ServerConfig {
             },
             rate_limits: RateLimits {
                 register_per_address: RateLimit { burst: 10, period: Duration::from_secs(3600) },
+                link_per_address: RateLimit { burst: 10, period: Duration::from_secs(3600) },
                 key_package_fetch_per_requester: RateLimit { burst: 200, period: Duration::from_secs(60) },
                 key_package_fetch_per_target: RateLimit { burst: 50, period: Duration::from_secs(60) },
                 last_resort_per_pair: RateLimit { burst: 5, period: Duration::from_secs(3600) },

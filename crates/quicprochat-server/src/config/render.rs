@@ -14,10 +14,15 @@ const SECTIONS: &[(&str, &str)] = &[
     ("log", "Logs go to stderr; stdout carries only the readiness line."),
     ("timeouts", "Deadlines."),
     ("delivery", "Message queues."),
+    ("devices", "Devices of an account."),
     ("registration", "Account registration."),
     ("transport", "QUIC limits per connection: they bound what one client can make the server hold."),
     ("connections", "Limits across the endpoint."),
     ("rate_limits.register_per_address", "Token bucket: registrations per source IP address."),
+    (
+        "rate_limits.link_per_address",
+        "Token bucket: device links started per source IP address (an IPv6 /64 counts as one).",
+    ),
     ("rate_limits.key_package_fetch_per_requester", "Token bucket: key package fetches per requesting account."),
     (
         "rate_limits.key_package_fetch_per_target",

@@ -51,9 +51,11 @@ pub struct AuthProof<'a> {
 }
 
 /// What a successful login reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginOutcome {
     pub key_package_stock: KeyPackageStock,
+    /// The queue of the device that logged in.
+    pub queue: String,
 }
 
 /// A user's public identity.
@@ -153,18 +155,25 @@ pub fn register(
 pub fn login(
     store: &dyn Store,
     username: &str,
+    device_key: &[u8],
     proof: &AuthProof<'_>,
     policy: &CommitPolicy,
 ) -> Result<LoginOutcome, DomainError> {
     let unauthenticated = || DomainError::Unauthenticated { message: LOGIN_FAILED.to_owned() };
     let account = store.get_account(username)?.ok_or_else(unauthenticated)?;
-    let transcript =
-        auth_transcript(AuthPurpose::Login, proof.nonce, proof.tls_exporter, username, &account.identity_key);
-    verify_signature(&account.identity_key, &transcript, proof.signature).map_err(|_| unauthenticated())?;
+    // No device key: the account's first device, keyed by the account key.
+    let device_key = if device_key.is_empty() { account.identity_key.as_slice() } else { device_key };
+    let device = store.device_by_key(username, device_key)?.ok_or_else(unauthenticated)?;
+    let transcript = auth_transcript(AuthPurpose::Login, proof.nonce, proof.tls_exporter, username, device_key);
+    verify_signature(device_key, &transcript, proof.signature).map_err(|_| unauthenticated())?;
     if account.disabled {
         return Err(DomainError::denied(format!("account {username:?} is disabled")));
     }
-    Ok(LoginOutcome { key_package_stock: super::key_packages::usable_stock(store, username, policy)? })
+    if device.removed_at_ms.is_some() {
+        return Err(DomainError::denied(format!("this device was removed from {username:?}'s account")));
+    }
+    let key_package_stock = super::key_packages::usable_stock(store, username, policy)?;
+    Ok(LoginOutcome { key_package_stock, queue: device.queue })
 }
 
 /// The identity key of `username`.

@@ -31,6 +31,7 @@ use quicprochat_core::ds::{
 use quicprochat_core::DsGroupView;
 
 use super::accounts::session_account;
+use super::devices::{added_queue, check_added_device, queues_of, require_current_device, Caller};
 use super::groups::{
     direct_pair, is_leaving, is_member, load_group, load_roster, others, require_active_member, restore_view,
     serialise_view, Roster, DIRECT_GROUP_MAX_MEMBERS,
@@ -164,6 +165,7 @@ fn check_added_members(store: &dyn Store, added: &[AddedMember], policy: &Commit
                 member.username
             )));
         }
+        check_added_device(store, member)?;
     }
     Ok(())
 }
@@ -281,11 +283,12 @@ fn check_accepted(
 pub fn submit_commit(
     store: &dyn Store,
     views: &ViewCache,
-    session_user: &str,
+    caller: Caller<'_>,
     request: &SubmitCommit<'_>,
     now_ms: u64,
     policy: &CommitPolicy,
 ) -> Result<CommitAccepted, DomainError> {
+    let session_user = caller.username;
     check_message_id(request.message_id)?;
     check_entry_payload("commit", request.commit)?;
     if let Some(welcome) = request.welcome {
@@ -296,6 +299,7 @@ pub fn submit_commit(
         return Ok(CommitAccepted { epoch: first.epoch + 1, recipients: Vec::new(), snapshot_due: None });
     }
     session_account(store, session_user)?;
+    require_current_device(store, caller)?;
     may_commit(&roster, roster.epoch, session_user, request.epoch)?;
     let framed_epoch = check_framing(request.commit, HandshakeKind::Commit, request.group_id)?;
     if framed_epoch != request.epoch {
@@ -328,11 +332,13 @@ pub fn submit_commit(
     // One entry per account (the view lists a leaf per device, sorted by account).
     let mut new_members: Vec<String> = outcome.members.iter().map(|m| m.username.clone()).collect();
     new_members.dedup();
+    // Every device of the roster before and after, but the committing one.
+    let new_devices = queues_of(&outcome.members);
     let commit_recipients: Vec<String> = group
-        .members
+        .devices
         .iter()
-        .chain(&new_members)
-        .filter(|name| name.as_str() != session_user)
+        .chain(&new_devices)
+        .filter(|queue| queue.as_str() != caller.queue)
         .collect::<BTreeSet<_>>()
         .into_iter()
         .cloned()
@@ -348,7 +354,7 @@ pub fn submit_commit(
     };
     let welcome = request.welcome.map(|welcome| Fanout {
         message: message(EntryKind::Welcome, welcome, outcome.new_epoch),
-        recipients: outcome.added.iter().map(|m| m.username.clone()).collect(),
+        recipients: outcome.added.iter().map(added_queue).collect(),
     });
     // A commit that adds members is stored with the view after it, so no
     // restore ever replays an Add: OpenMLS checks an added KeyPackage's
@@ -360,6 +366,7 @@ pub fn submit_commit(
         expected_epoch: group.epoch,
         new_epoch: outcome.new_epoch,
         new_members,
+        new_devices,
         commit: Fanout {
             message: message(EntryKind::Commit, request.commit, group.epoch),
             recipients: commit_recipients,
@@ -404,16 +411,18 @@ pub fn submit_commit(
 pub fn leave_group(
     store: &dyn Store,
     views: &ViewCache,
-    session_user: &str,
+    caller: Caller<'_>,
     request: &LeaveGroup<'_>,
     now_ms: u64,
 ) -> Result<(), DomainError> {
+    let session_user = caller.username;
     check_message_id(request.message_id)?;
     let mut roster = load_roster(store, request.group_id)?;
     if earlier_use(store, session_user, request.message_id, request.group_id, EntryKind::Proposal)?.is_some() {
         return Ok(());
     }
     session_account(store, session_user)?;
+    require_current_device(store, caller)?;
     for _ in 0..LEAVE_ATTEMPTS {
         if !is_member(&roster, session_user) {
             return Err(DomainError::denied(format!("{session_user:?} is not a member of this group")));
@@ -467,7 +476,7 @@ pub fn leave_group(
                     epoch: roster.epoch,
                     stored_at_ms: now_ms,
                 },
-                recipients: others(&roster.members, session_user),
+                recipients: others(&roster.devices, caller.queue),
             },
         };
         match store.apply_proposal(&write)? {

@@ -1,8 +1,9 @@
-//! Delivery queue access for the session user: fetch by cursor and ack.
+//! Delivery queue access for the session's device: fetch by cursor and ack.
 //! Push to subscribed connections is the transport's job; it can call
 //! [`fetch`] with its stored cursor whenever a delivery is reported.
 
 use super::accounts::session_account;
+use super::devices::{require_current_device, Caller};
 use super::DomainError;
 use crate::storage::{FetchedQueue, Store};
 
@@ -22,22 +23,28 @@ pub fn effective_limit(limit: u32) -> u32 {
     }
 }
 
-/// Entries of the session user's queue with `seq > after_seq`, oldest
-/// first. A disabled account gets nothing.
-pub fn fetch(store: &dyn Store, session_user: &str, after_seq: u64, limit: u32) -> Result<FetchedQueue, DomainError> {
-    session_account(store, session_user)?;
-    Ok(store.fetch(session_user, after_seq, effective_limit(limit))?)
+/// Entries of the caller's device queue with `seq > after_seq`, oldest
+/// first. A disabled account or a removed device gets nothing.
+pub fn fetch(store: &dyn Store, caller: Caller<'_>, after_seq: u64, limit: u32) -> Result<FetchedQueue, DomainError> {
+    may_read(store, caller)?;
+    Ok(store.fetch(caller.queue, after_seq, effective_limit(limit))?)
 }
 
-/// Deletes the session user's entries with `seq <= up_to_seq`; returns how
-/// many were deleted. A disabled account can no longer acknowledge.
-pub fn ack(store: &dyn Store, session_user: &str, up_to_seq: u64) -> Result<u64, DomainError> {
-    session_account(store, session_user)?;
-    Ok(store.ack(session_user, up_to_seq)?)
+/// Deletes the entries of the caller's device queue with
+/// `seq <= up_to_seq`; returns how many were deleted. A disabled account
+/// or a removed device can no longer acknowledge.
+pub fn ack(store: &dyn Store, caller: Caller<'_>, up_to_seq: u64) -> Result<u64, DomainError> {
+    may_read(store, caller)?;
+    Ok(store.ack(caller.queue, up_to_seq)?)
 }
 
-/// Fails unless the session user may subscribe to pushes (the account
-/// exists and is not disabled).
-pub fn may_subscribe(store: &dyn Store, session_user: &str) -> Result<(), DomainError> {
-    session_account(store, session_user).map(drop)
+/// Fails unless the caller may subscribe to pushes (the account exists
+/// and is not disabled, the device was not removed).
+pub fn may_subscribe(store: &dyn Store, caller: Caller<'_>) -> Result<(), DomainError> {
+    may_read(store, caller)
+}
+
+fn may_read(store: &dyn Store, caller: Caller<'_>) -> Result<(), DomainError> {
+    session_account(store, caller.username)?;
+    require_current_device(store, caller)
 }

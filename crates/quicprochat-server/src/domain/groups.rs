@@ -10,6 +10,7 @@
 use quicprochat_core::ds::DsGroupView;
 
 use super::accounts::session_account;
+use super::devices::{queues_of, require_current_device, Caller};
 use super::DomainError;
 use crate::storage::{EntryKind, GroupCreation, GroupKind, GroupRecord, GroupRoster, GroupSummary, NewGroup, Store};
 
@@ -124,6 +125,8 @@ pub(crate) fn serialise_view(view: &DsGroupView) -> Result<Vec<u8>, DomainError>
 pub(crate) trait Roster {
     fn members(&self) -> &[String];
     fn leaving(&self) -> &[String];
+    /// The queues of the members' devices, sorted.
+    fn devices(&self) -> &[String];
 }
 
 impl Roster for GroupRecord {
@@ -133,6 +136,9 @@ impl Roster for GroupRecord {
     fn leaving(&self) -> &[String] {
         &self.leaving
     }
+    fn devices(&self) -> &[String] {
+        &self.devices
+    }
 }
 
 impl Roster for GroupRoster {
@@ -141,6 +147,9 @@ impl Roster for GroupRoster {
     }
     fn leaving(&self) -> &[String] {
         &self.leaving
+    }
+    fn devices(&self) -> &[String] {
+        &self.devices
     }
 }
 
@@ -163,6 +172,15 @@ pub(crate) fn require_active_member(group: &impl Roster, username: &str) -> Resu
     Ok(())
 }
 
+/// Fails unless the caller's device is in the roster: only a device that
+/// is a leaf of the group may post to it.
+pub(crate) fn require_member_device(group: &impl Roster, caller: Caller<'_>) -> Result<(), DomainError> {
+    if group.devices().binary_search_by(|queue| queue.as_str().cmp(caller.queue)).is_err() {
+        return Err(DomainError::denied("this device is not a member of the group (another device of yours is)"));
+    }
+    Ok(())
+}
+
 /// Roster minus `sender`, in roster order.
 pub(crate) fn others(members: &[String], sender: &str) -> Vec<String> {
     members.iter().filter(|member| member.as_str() != sender).cloned().collect()
@@ -173,16 +191,18 @@ pub(crate) fn others(members: &[String], sender: &str) -> Vec<String> {
 /// registration succeeds again.
 pub fn create_group(
     store: &dyn Store,
-    session_user: &str,
+    caller: Caller<'_>,
     request: &CreateGroup<'_>,
     now_ms: u64,
 ) -> Result<u64, DomainError> {
+    let session_user = caller.username;
     check_group_id(request.group_id)?;
     check_group_name(request.name)?;
     if request.kind == GroupKind::Direct {
         check_direct_name(request.name, session_user)?;
     }
     let account = session_account(store, session_user)?;
+    require_current_device(store, caller)?;
     let view = DsGroupView::from_group_info(request.group_info, request.ratchet_tree)
         .map_err(|error| DomainError::from_ds("group info", error))?;
     if view.group_id() != request.group_id {
@@ -195,10 +215,14 @@ pub fn create_group(
         )));
     }
     let members = view.members();
-    let sole_member_is_creator =
-        members.len() == 1 && members[0].username == session_user && members[0].identity_key == account.identity_key;
+    let sole_member_is_creator = members.len() == 1
+        && members[0].username == session_user
+        && members[0].identity_key == account.identity_key
+        && queues_of(&members) == [caller.queue];
     if !sole_member_is_creator {
-        return Err(DomainError::invalid("a new group must have exactly one member: you, with your identity key"));
+        return Err(DomainError::invalid(
+            "a new group must have exactly one member: you, on this device, with your account's key",
+        ));
     }
     let group = NewGroup {
         group_id: request.group_id.to_vec(),
@@ -208,6 +232,7 @@ pub fn create_group(
         epoch: 0,
         state: serialise_view(&view)?,
         members: vec![session_user.to_owned()],
+        devices: vec![caller.queue.to_owned()],
         created_at_ms: now_ms,
     };
     match store.create_group(&group)? {

@@ -46,8 +46,10 @@ pub struct FetchedKeyPackage {
     pub last_resort: bool,
 }
 
-/// Checks one uploaded package: valid, owned by `account`, in the right slot.
+/// Checks one uploaded package: valid, owned by `account` (made by one of
+/// its current devices), in the right slot.
 fn check_package(
+    store: &dyn Store,
     account: &Account,
     bytes: &[u8],
     slot: &str,
@@ -59,6 +61,11 @@ fn check_package(
     }
     if info.identity_key != account.identity_key {
         return Err(DomainError::denied(format!("{slot} is signed by another identity key than your account's")));
+    }
+    match store.device_by_key(&account.username, &info.device_key)? {
+        Some(device) if device.removed_at_ms.is_none() => {}
+        Some(_) => return Err(DomainError::denied(format!("{slot} is from a device removed from your account"))),
+        None => return Err(DomainError::denied(format!("{slot} is not from a device of your account"))),
     }
     if info.last_resort != expect_last_resort {
         let message = if expect_last_resort {
@@ -89,10 +96,10 @@ pub fn upload(
     let checked = key_packages
         .iter()
         .enumerate()
-        .map(|(index, bytes)| check_package(&account, bytes, &format!("key package {index}"), false))
+        .map(|(index, bytes)| check_package(store, &account, bytes, &format!("key package {index}"), false))
         .collect::<Result<Vec<_>, _>>()?;
     let last_resort =
-        last_resort.map(|bytes| check_package(&account, bytes, "last-resort key package", true)).transpose()?;
+        last_resort.map(|bytes| check_package(store, &account, bytes, "last-resort key package", true)).transpose()?;
     match store.add_key_packages(session_user, &checked, last_resort.as_ref(), MAX_STOCK)? {
         KeyPackagesAdded::Stored(stock) => Ok(stock.into()),
         KeyPackagesAdded::InitKeyInUse => Err(DomainError::AlreadyExists {
@@ -123,6 +130,13 @@ fn usable_info(key_package: &[u8], policy: &CommitPolicy) -> Option<KeyPackageIn
 
 fn usable(key_package: &[u8], policy: &CommitPolicy) -> bool {
     usable_info(key_package, policy).is_some()
+}
+
+/// Whether the package described by `info` comes from a current device of
+/// `owner` (a removed device's packages are never served; a failed lookup
+/// counts as not current).
+fn from_current_device(store: &dyn Store, owner: &str, info: &KeyPackageInfo) -> bool {
+    matches!(store.device_by_key(owner, &info.device_key), Ok(Some(device)) if device.removed_at_ms.is_none())
 }
 
 /// Records that `requester` was served the package of `target` whose
@@ -171,7 +185,8 @@ pub fn fetch(
     let none_left = || DomainError::not_found(format!("{target:?} has no usable key package left"));
     for _ in 0..MAX_DISCARDED_PER_FETCH {
         let taken = store.take_key_package(&target_account.username)?.ok_or_else(none_left)?;
-        if let Some(info) = usable_info(&taken.key_package, policy) {
+        let usable = usable_info(&taken.key_package, policy);
+        if let Some(info) = usable.filter(|info| from_current_device(store, target, info)) {
             if taken.last_resort {
                 last_resort_budget()?;
             }
@@ -181,7 +196,7 @@ pub fn fetch(
         if taken.last_resort {
             return Err(none_left());
         }
-        tracing::debug!(user = %target, "discarded a key package that expires too soon to be added");
+        tracing::debug!(user = %target, "discarded a key package that expires too soon or whose device was removed");
     }
     Err(none_left())
 }
@@ -203,7 +218,9 @@ pub fn fetch_last_resort(
         .ok_or_else(|| DomainError::not_found(format!("no user named {target:?}")))?;
     let none_left = || DomainError::not_found(format!("{target:?} has no usable key package left"));
     let key_package = store.last_resort_key_package(&target_account.username)?.ok_or_else(none_left)?;
-    let info = usable_info(&key_package, policy).ok_or_else(none_left)?;
+    let info = usable_info(&key_package, policy)
+        .filter(|info| from_current_device(store, target, info))
+        .ok_or_else(none_left)?;
     last_resort_budget()?;
     record_served(store, requester, target, info, true, policy)?;
     Ok(FetchedKeyPackage { key_package, last_resort: true })

@@ -6,7 +6,8 @@
 use quicprochat_core::ds::inspect_application;
 
 use super::accounts::session_account;
-use super::groups::{check_group_id, load_roster, others, require_active_member};
+use super::devices::{require_current_device, Caller};
+use super::groups::{check_group_id, load_roster, others, require_active_member, require_member_device};
 use super::{check_message_id, DomainError};
 use crate::storage::{EntryKind, GroupKind, NewMessage, Store};
 
@@ -45,10 +46,11 @@ pub struct Fanout {
 /// Stores an application message once and queues it for every other member.
 pub fn send_message(
     store: &dyn Store,
-    session_user: &str,
+    caller: Caller<'_>,
     request: &SendMessage<'_>,
     now_ms: u64,
 ) -> Result<SentMessage, DomainError> {
+    let session_user = caller.username;
     check_message_id(request.message_id)?;
     check_group_id(request.group_id)?;
     if let Some(first) = store.lookup_message(session_user, request.message_id)? {
@@ -64,7 +66,9 @@ pub fn send_message(
     }
     let group = load_roster(store, request.group_id)?;
     session_account(store, session_user)?;
+    require_current_device(store, caller)?;
     require_active_member(&group, session_user)?;
+    require_member_device(&group, caller)?;
     if info.epoch > group.epoch {
         return Err(DomainError::invalid(format!(
             "the ciphertext is for epoch {}, the group is at epoch {}",
@@ -80,7 +84,9 @@ pub fn send_message(
         epoch: info.epoch,
         stored_at_ms: now_ms,
     };
-    let outcome = store.enqueue(&message, &others(&group.members, session_user))?;
+    // Every device of the roster but the sending one: the sender's other
+    // devices get a copy too.
+    let outcome = store.enqueue(&message, &others(&group.devices, caller.queue))?;
     Ok(SentMessage {
         stored_at_ms: outcome.stored_at_ms,
         duplicate: outcome.duplicate,

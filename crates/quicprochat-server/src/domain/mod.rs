@@ -14,13 +14,15 @@
 //! Modules: [`accounts`] (usernames, register, login), [`invites`],
 //! [`key_packages`],
 //! [`groups`] (create, members), [`commits`] (submit commit, leave),
-//! [`messages`] (application messages), [`delivery`] (fetch, ack), [`views`],
+//! [`messages`] (application messages), [`delivery`] (fetch, ack),
+//! [`devices`] (the caller's device, device queues of a roster), [`views`],
 //! [`snapshots`] (storing decoded views, which shortens the group logs).
 //! Errors map 1:1 onto wire status codes through [`DomainError`].
 
 pub mod accounts;
 pub mod commits;
 pub mod delivery;
+pub mod devices;
 mod error;
 pub mod groups;
 pub mod invites;

@@ -33,6 +33,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("groups_listing_and_id_taken", groups_listing_and_id_taken),
     ("list_accounts_sorted", invites::list_accounts_sorted),
     ("accounts_have_a_first_device", invites::accounts_have_a_first_device),
+    ("devices_are_added_and_removed", invites::devices_are_added_and_removed),
     ("invite_uses_and_expiry", invites::invite_uses_and_expiry),
     ("account_with_invite_is_atomic", invites::account_with_invite_is_atomic),
     ("last_resort_read_keeps_stock", invites::last_resort_read_keeps_stock),
@@ -84,6 +85,7 @@ fn group(store: &dyn Store, members: &[&str]) {
             epoch: 0,
             state: b"state-0".to_vec(),
             members: names(members),
+            devices: names(members),
             created_at_ms: 5,
         })
         .unwrap();
@@ -119,6 +121,7 @@ fn commit_write(expected: u64, id: &[u8], members: &[&str], to: &[&str]) -> Comm
         expected_epoch: expected,
         new_epoch: expected + 1,
         new_members: names(members),
+        new_devices: names(members),
         commit: Fanout { message: m, recipients: names(to) },
         welcome: None,
         snapshot: None,
@@ -586,6 +589,7 @@ fn groups_listing_and_id_taken(store: &dyn Store) {
             epoch: 0,
             state: vec![],
             members: names(&["bob"]),
+            devices: names(&["bob"]),
             created_at_ms: 6,
         })
         .unwrap();

@@ -9,12 +9,13 @@ use std::sync::{Mutex, MutexGuard};
 
 use quicprochat_core::DeviceId;
 
+use super::NewDevice;
 use super::{
-    Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, Device, EnqueueOutcome, EntryKind,
-    Expired, FetchBudget, FetchedQueue, GroupCreation, GroupLogEntry, GroupRecord, GroupRoster, GroupSnapshot,
-    GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageServed, KeyPackageStock, KeyPackagesAdded,
-    MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, QueueItem, Store, StoreError,
-    TakenKeyPackage, TrimmedQueues, FIRST_DEVICE_LABEL, TRIM_ENTRY_BUDGET,
+    queue_name, Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, Device, DeviceAdded,
+    EnqueueOutcome, EntryKind, Expired, FetchBudget, FetchedQueue, GroupCreation, GroupLogEntry, GroupRecord,
+    GroupRoster, GroupSnapshot, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageServed, KeyPackageStock,
+    KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, QueueItem,
+    Store, StoreError, TakenKeyPackage, TrimmedQueues, FIRST_DEVICE_LABEL, TRIM_ENTRY_BUDGET,
 };
 
 /// In-memory [`Store`].
@@ -81,6 +82,11 @@ impl MemoryStore {
     }
 }
 
+/// `names` sorted, each once (as the SQLite store lists them).
+fn sorted_unique(names: &[String]) -> Vec<String> {
+    names.iter().cloned().collect::<BTreeSet<String>>().into_iter().collect()
+}
+
 impl Inner {
     fn stock(&self, username: &str) -> KeyPackageStock {
         self.key_packages
@@ -143,7 +149,8 @@ impl Inner {
     }
 
     fn check_recipients(&self, recipients: &[String]) -> Result<(), StoreError> {
-        match recipients.iter().find(|r| self.devices.get(*r).is_none_or(|row| row.device.removed_at_ms.is_some())) {
+        // A removed device gets nothing (`insert_fanout` skips it); an unknown queue fails.
+        match recipients.iter().find(|r| !self.devices.contains_key(*r)) {
             Some(unknown) => Err(StoreError::UnknownAccount { username: unknown.clone() }),
             None => Ok(()),
         }
@@ -267,6 +274,10 @@ impl Store for MemoryStore {
         Ok(devices)
     }
 
+    fn device(&self, queue: &str) -> Result<Option<Device>, StoreError> {
+        Ok(self.lock()?.devices.get(queue).map(|row| row.device.clone()))
+    }
+
     fn device_by_key(&self, username: &str, device_key: &[u8]) -> Result<Option<Device>, StoreError> {
         let inner = self.lock()?;
         Ok(inner
@@ -274,6 +285,58 @@ impl Store for MemoryStore {
             .values()
             .find(|row| row.device.username == username && row.device.device_key == device_key)
             .map(|row| row.device.clone()))
+    }
+
+    fn add_device(&self, device: &NewDevice, max_devices: u64) -> Result<DeviceAdded, StoreError> {
+        let mut inner = self.lock()?;
+        if !inner.accounts.contains_key(&device.username) {
+            return Ok(DeviceAdded::UnknownAccount);
+        }
+        let of_account = || inner.devices.values().filter(|row| row.device.username == device.username);
+        if of_account().any(|row| row.device.device_key == device.device_key) {
+            return Ok(DeviceAdded::KeyInUse);
+        }
+        let current = of_account().filter(|row| row.device.removed_at_ms.is_none()).count() as u64;
+        if current >= max_devices {
+            return Ok(DeviceAdded::TooMany { current });
+        }
+        let queue = queue_name(&device.username, &device.device_id, false);
+        let row = DeviceRow {
+            device: Device {
+                queue: queue.clone(),
+                username: device.username.clone(),
+                device_id: device.device_id,
+                device_key: device.device_key.clone(),
+                certificate: Some(device.certificate.clone()),
+                label: device.label.clone(),
+                created_at_ms: device.created_at_ms,
+                removed_at_ms: None,
+            },
+            last_seq: 0,
+        };
+        inner.devices.insert(queue.clone(), row);
+        Ok(DeviceAdded::Added { queue })
+    }
+
+    fn remove_device(&self, username: &str, device_id: &DeviceId, now_ms: u64) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        let removed = inner
+            .devices
+            .values_mut()
+            .find(|row| {
+                row.device.username == username
+                    && row.device.device_id == *device_id
+                    && row.device.removed_at_ms.is_none()
+            })
+            .map(|row| {
+                row.device.removed_at_ms = Some(now_ms);
+                row.device.queue.clone()
+            });
+        let Some(queue) = removed else {
+            return Ok(false);
+        };
+        inner.ack(&queue, u64::MAX);
+        Ok(true)
     }
 
     fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
@@ -425,6 +488,7 @@ impl Store for MemoryStore {
             log: Vec::new(),
             members: members.into_iter().collect(),
             leaving: Vec::new(),
+            devices: sorted_unique(&group.devices),
             created_at_ms: group.created_at_ms,
         };
         inner.groups.insert(group.group_id.clone(), record);
@@ -490,6 +554,7 @@ impl Store for MemoryStore {
             }
             group.leaving.clear();
             group.members = members.into_iter().collect();
+            group.devices = sorted_unique(&write.new_devices);
         }
         let state_version = inner.groups.get(&write.group_id).map_or(0, |group| group.state_version);
         let welcome = write.welcome.as_ref().map(|w| inner.insert_fanout(&w.message, &w.recipients, false));

@@ -37,16 +37,18 @@ mod types;
 mod conformance;
 
 pub use error::StoreError;
+use quicprochat_core::DeviceId;
+
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 pub use timed::TimedStore;
 pub(crate) use types::FetchBudget;
 pub use types::{
-    queue_name, Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, Device, EnqueueOutcome,
-    EntryKind, Expired, Fanout, FetchedQueue, GroupCreation, GroupKind, GroupLogEntry, GroupRecord, GroupRoster,
-    GroupSnapshot, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageServed, KeyPackageStock,
-    KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, QueueItem,
-    TakenKeyPackage, TrimmedQueues, FIRST_DEVICE_LABEL, MAX_FETCH_PAYLOAD_BYTES,
+    queue_name, Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, Device, DeviceAdded,
+    EnqueueOutcome, EntryKind, Expired, Fanout, FetchedQueue, GroupCreation, GroupKind, GroupLogEntry, GroupRecord,
+    GroupRoster, GroupSnapshot, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageServed, KeyPackageStock,
+    KeyPackagesAdded, MessageRecord, NewDevice, NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite,
+    QueueItem, TakenKeyPackage, TrimmedQueues, FIRST_DEVICE_LABEL, MAX_FETCH_PAYLOAD_BYTES,
 };
 
 /// Work for a [`StorageExecutor`]: runs against a store and returns what to
@@ -88,8 +90,22 @@ pub trait Store: Send + Sync {
     /// The devices of `username` (removed ones included), oldest first.
     fn devices(&self, username: &str) -> Result<Vec<Device>, StoreError>;
 
+    /// The device whose queue is `queue`, removed or not.
+    fn device(&self, queue: &str) -> Result<Option<Device>, StoreError>;
+
     /// The device of `username` keyed by `device_key`, removed or not.
     fn device_by_key(&self, username: &str, device_key: &[u8]) -> Result<Option<Device>, StoreError>;
+
+    /// Adds a linked device to an account, its queue named
+    /// `username#<device id>`, unless the key is in use on the account or
+    /// the account has `max_devices` current devices. Checks first, then
+    /// writes: a refusal writes nothing.
+    fn add_device(&self, device: &NewDevice, max_devices: u64) -> Result<DeviceAdded, StoreError>;
+
+    /// Marks the device of `username` with `device_id` removed at `now_ms`
+    /// and drops its queue (entries and the bodies no other queue holds).
+    /// Returns whether a current device was removed.
+    fn remove_device(&self, username: &str, device_id: &DeviceId, now_ms: u64) -> Result<bool, StoreError>;
 
     /// Every account, ordered by username.
     fn list_accounts(&self) -> Result<Vec<Account>, StoreError>;
@@ -203,7 +219,8 @@ pub trait Store: Send + Sync {
     /// device's queue name, [`Device::queue`]).
     /// Idempotent on `(message.sender, message.message_id)`: a repeat writes
     /// nothing and returns the first outcome with `duplicate: true` and no
-    /// deliveries. Every recipient must be a device that was not removed.
+    /// deliveries. Every recipient must be a device's queue; a removed
+    /// device's is skipped (it gets nothing).
     fn enqueue(&self, message: &NewMessage, recipients: &[String]) -> Result<EnqueueOutcome, StoreError>;
 
     /// The idempotency record of `(sender, message_id)`, if that pair was used.

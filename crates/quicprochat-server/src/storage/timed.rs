@@ -8,12 +8,15 @@
 use std::ops::Deref;
 use std::time::Instant;
 
+use quicprochat_core::DeviceId;
+
 use super::{
     Account, AccountCreation, CommitResult, CommitWrite, Device, EnqueueOutcome, Expired, FetchedQueue, GroupCreation,
     GroupRecord, GroupRoster, GroupSnapshot, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageServed,
     KeyPackageStock, KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult,
     ProposalWrite, Store, StoreError, TakenKeyPackage, TrimmedQueues,
 };
+use super::{DeviceAdded, NewDevice};
 use crate::metrics::Metrics;
 
 /// Times every call to the store `inner` points to (an `Arc` of a store, or
@@ -73,8 +76,20 @@ where
         self.timed("devices", |s| s.devices(username))
     }
 
+    fn device(&self, queue: &str) -> Result<Option<Device>, StoreError> {
+        self.timed("device", |s| s.device(queue))
+    }
+
     fn device_by_key(&self, username: &str, device_key: &[u8]) -> Result<Option<Device>, StoreError> {
         self.timed("device_by_key", |s| s.device_by_key(username, device_key))
+    }
+
+    fn add_device(&self, device: &NewDevice, max_devices: u64) -> Result<DeviceAdded, StoreError> {
+        self.timed("add_device", |s| s.add_device(device, max_devices))
+    }
+
+    fn remove_device(&self, username: &str, device_id: &DeviceId, now_ms: u64) -> Result<bool, StoreError> {
+        self.timed("remove_device", |s| s.remove_device(username, device_id, now_ms))
     }
 
     fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {

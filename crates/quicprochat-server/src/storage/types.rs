@@ -31,6 +31,30 @@ pub struct Device {
     pub removed_at_ms: Option<u64>,
 }
 
+/// A device to add to an account ([`super::Store::add_device`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDevice {
+    pub username: String,
+    pub device_id: DeviceId,
+    pub device_key: Vec<u8>,
+    pub certificate: Vec<u8>,
+    pub label: String,
+    pub created_at_ms: u64,
+}
+
+/// Result of [`super::Store::add_device`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceAdded {
+    /// Stored, with this queue name.
+    Added { queue: String },
+    /// The account has a device with this key already (removed or not).
+    KeyInUse,
+    /// The account has `max_devices` current devices already.
+    TooMany { current: u64 },
+    /// No such account.
+    UnknownAccount,
+}
+
 /// The label of an account's first device (the one registration makes).
 pub const FIRST_DEVICE_LABEL: &str = "first device";
 
@@ -121,6 +145,8 @@ pub struct NewGroup {
     /// Serialized DS public group view.
     pub state: Vec<u8>,
     pub members: Vec<String>,
+    /// The queues of the members' devices (one per leaf).
+    pub devices: Vec<String>,
     pub created_at_ms: u64,
 }
 
@@ -154,6 +180,9 @@ pub struct GroupRecord {
     /// Members that asked to leave and may no longer post, sorted. Always a
     /// subset of `members`.
     pub leaving: Vec<String>,
+    /// The queues of the members' devices, one per leaf, sorted: what the
+    /// group's messages fan out to.
+    pub devices: Vec<String>,
     pub created_at_ms: u64,
 }
 
@@ -205,6 +234,8 @@ pub struct GroupRoster {
     pub members: Vec<String>,
     /// Members that asked to leave, sorted; a subset of `members`.
     pub leaving: Vec<String>,
+    /// The queues of the members' devices, one per leaf, sorted.
+    pub devices: Vec<String>,
 }
 
 impl From<GroupRecord> for GroupRoster {
@@ -221,6 +252,7 @@ impl From<GroupRecord> for GroupRoster {
             snapshot_bytes: record.state.len() as u64,
             members: record.members,
             leaving: record.leaving,
+            devices: record.devices,
         }
     }
 }
@@ -310,6 +342,8 @@ pub struct CommitWrite {
     /// proposal the commit did not include is gone with its epoch (its
     /// member sends it again).
     pub new_members: Vec<String>,
+    /// The queues of the devices in the roster after the commit.
+    pub new_devices: Vec<String>,
     pub commit: Fanout,
     /// Enqueued before the commit, so an invitee sees its Welcome first.
     pub welcome: Option<Fanout>,

@@ -184,7 +184,7 @@ async fn serve_request(
     let span = tracing::info_span!(
         "rpc",
         %method,
-        user = session.user().as_deref().unwrap_or("-"),
+        user = session.user().map_or_else(|| "-".to_owned(), |user| user.queue),
         status = tracing::field::Empty,
         duration_us = tracing::field::Empty,
     );
@@ -207,7 +207,7 @@ async fn serve_request(
     span.in_scope(|| tracing::debug!("rpc done"));
     if let (Some(after_seq), Some(user)) = (subscribe_from, session.user()) {
         let ended = session.replace_push();
-        state.tasks.spawn_connection_task(push_loop(connection.clone(), state.clone(), user, after_seq, ended));
+        state.tasks.spawn_connection_task(push_loop(connection.clone(), state.clone(), user.queue, after_seq, ended));
     }
 }
 

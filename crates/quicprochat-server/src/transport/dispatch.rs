@@ -9,16 +9,19 @@
 
 use crate::clock::now_ms;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use prost::Message;
 use quicprochat_proto::v1;
 use quicprochat_proto::{Method, Status};
 
-use super::session::Session;
+use super::link_relay::{Approval, StartedLink};
+use super::session::{Session, SessionUser};
 use super::{Mailboxes, ServerState};
 use crate::domain::accounts::AuthProof;
 use crate::domain::commits::{CommitPolicy, LeaveGroup, SubmitCommit};
+use crate::domain::devices::{self, AddDevice, Caller};
 use crate::domain::groups::CreateGroup;
 use crate::domain::messages::SendMessage;
 use crate::domain::snapshots::{self, ViewSource};
@@ -142,6 +145,8 @@ pub(crate) async fn dispatch(state: &ServerState, session: &Session, method: Met
         Method::Ping => Ok(Reply::ok(&v1::PingResponse { server_time_ms: now_ms() })),
         Method::Register => register(state, session, body).await,
         Method::Login => login(state, session, body).await,
+        Method::LinkStart => link_start(state, session, body),
+        Method::LinkWait => link_wait(state, body).await,
         _ => match session.user() {
             None => Err(DomainError::Unauthenticated { message: "log in first".into() }),
             Some(user) => authenticated(state, user, method, body).await,
@@ -180,6 +185,43 @@ fn refused(refusal: RetryAfter) -> DomainError {
     }
 }
 
+/// A new device files a link (no session needed; limited per address).
+fn link_start(state: &ServerState, session: &Session, body: Bytes) -> Result<Reply, DomainError> {
+    let request: v1::LinkStartRequest = decode(&body)?;
+    state.limiters.check_link(session.remote.ip()).map_err(|refusal| limited(state, refusal))?;
+    let started = StartedLink {
+        device_key: request.device_key.to_vec(),
+        link_key: request.link_key.to_vec(),
+        label: request.label,
+        mac: request.mac.to_vec(),
+    };
+    let published = quicprochat_core::link::LinkRequest {
+        device_key: started.device_key.clone(),
+        link_key: started.link_key.clone(),
+        label: started.label.clone(),
+    };
+    published.check_form().map_err(|error| DomainError::invalid(error.to_string()))?;
+    if started.mac.len() != 32 {
+        return Err(DomainError::invalid("a link MAC is 32 bytes"));
+    }
+    let now = Instant::now();
+    let expires_at = state.links.start(&request.link_id, started, now)?;
+    let expires_in_ms = u64::try_from(expires_at.duration_since(now).as_millis()).unwrap_or(u64::MAX);
+    Ok(Reply::ok(&v1::LinkStartResponse { expires_in_ms }))
+}
+
+/// The new device waits for its link's approval, up to half the RPC deadline.
+async fn link_wait(state: &ServerState, body: Bytes) -> Result<Reply, DomainError> {
+    let request: v1::LinkWaitRequest = decode(&body)?;
+    let response = match state.links.wait(&request.link_id, state.config.rpc_timeout / 2).await? {
+        Some(approval) => {
+            v1::LinkWaitResponse { approved: true, username: approval.username, sealed: approval.sealed.into() }
+        }
+        None => v1::LinkWaitResponse::default(),
+    };
+    Ok(Reply::ok(&response))
+}
+
 async fn register(state: &ServerState, session: &Session, body: Bytes) -> Result<Reply, DomainError> {
     let request: v1::RegisterRequest = decode(&body)?;
     state.limiters.check_register(session.remote.ip()).map_err(|refusal| limited(state, refusal))?;
@@ -199,7 +241,8 @@ async fn register(state: &ServerState, session: &Session, body: Bytes) -> Result
     })
     .await?;
     tracing::info!(user = %account.username, "registered");
-    session.log_in(account.username.clone());
+    // Registration makes the account's first device, keyed by the account key.
+    session.log_in(account.username.clone(), account.username.clone());
     Ok(Reply::ok(&v1::RegisterResponse { username: account.username }))
 }
 
@@ -211,10 +254,10 @@ async fn login(state: &ServerState, session: &Session, body: Bytes) -> Result<Re
     let policy = commit_policy(state);
     let outcome = blocking(state, move |store| {
         let proof = AuthProof { nonce: &nonce, tls_exporter: &exporter, signature: &request.signature };
-        accounts::login(store, &request.username, &proof, &policy)
+        accounts::login(store, &request.username, &request.device_key, &proof, &policy)
     })
     .await?;
-    session.log_in(username);
+    session.log_in(username, outcome.queue.clone());
     Ok(Reply::ok(&v1::LoginResponse {
         key_package_stock: u32::try_from(outcome.key_package_stock.count).unwrap_or(u32::MAX),
         has_last_resort: outcome.key_package_stock.has_last_resort,
@@ -222,7 +265,13 @@ async fn login(state: &ServerState, session: &Session, body: Bytes) -> Result<Re
     }))
 }
 
-async fn authenticated(state: &ServerState, user: String, method: Method, body: Bytes) -> Result<Reply, DomainError> {
+async fn authenticated(
+    state: &ServerState,
+    session_user: SessionUser,
+    method: Method,
+    body: Bytes,
+) -> Result<Reply, DomainError> {
+    let SessionUser { username: user, queue } = session_user;
     match method {
         Method::ResolveUser => {
             let request: v1::ResolveUserRequest = decode(&body)?;
@@ -308,18 +357,18 @@ async fn authenticated(state: &ServerState, user: String, method: Method, body: 
                     group_info: &request.group_info,
                     ratchet_tree: &request.ratchet_tree,
                 };
-                groups::create_group(store, &user, &create, now)
+                groups::create_group(store, Caller { username: &user, queue: &queue }, &create, now)
             })
             .await?;
             Ok(Reply::ok(&v1::CreateGroupResponse { epoch }))
         }
         Method::SubmitCommit => {
             state.limiters.check_commit(&user).map_err(|refusal| limited(state, refusal))?;
-            submit_commit(state, user, body).await
+            submit_commit(state, SessionUser { username: user, queue }, body).await
         }
         Method::LeaveGroup => {
             state.limiters.check_commit(&user).map_err(|refusal| limited(state, refusal))?;
-            leave_group(state, user, body).await
+            leave_group(state, SessionUser { username: user, queue }, body).await
         }
         Method::SendMessage => {
             let request: v1::SendMessageRequest = decode(&body)?;
@@ -334,7 +383,7 @@ async fn authenticated(state: &ServerState, user: String, method: Method, body: 
                         message_id: &request.message_id,
                         ciphertext: &request.ciphertext,
                     };
-                    let sent = messages::send_message(store, &user, &send, now)?;
+                    let sent = messages::send_message(store, Caller { username: &user, queue: &queue }, &send, now)?;
                     let handover = match sent.fanout {
                         Some(fanout) => Handover::Deliver {
                             entry: Arc::new(v1::QueueEntry {
@@ -369,8 +418,10 @@ async fn authenticated(state: &ServerState, user: String, method: Method, body: 
         }
         Method::Fetch => {
             let request: v1::FetchRequest = decode(&body)?;
-            let queue =
-                blocking(state, move |store| delivery::fetch(store, &user, request.after_seq, request.limit)).await?;
+            let queue = blocking(state, move |store| {
+                delivery::fetch(store, Caller { username: &user, queue: &queue }, request.after_seq, request.limit)
+            })
+            .await?;
             Ok(Reply::ok(&v1::FetchResponse {
                 entries: queue.items.into_iter().map(queue_entry).collect(),
                 head_seq: queue.head_seq,
@@ -378,23 +429,95 @@ async fn authenticated(state: &ServerState, user: String, method: Method, body: 
         }
         Method::Ack => {
             let request: v1::AckRequest = decode(&body)?;
-            let deleted = durably(state, move |store| delivery::ack(store, &user, request.up_to_seq), |_| {}).await?;
+            let ack = move |store: &dyn Store| {
+                delivery::ack(store, Caller { username: &user, queue: &queue }, request.up_to_seq)
+            };
+            let deleted = durably(state, ack, |_| {}).await?;
             Ok(Reply::ok(&v1::AckResponse { deleted: u32::try_from(deleted).unwrap_or(u32::MAX) }))
         }
         Method::Subscribe => {
             let request: v1::SubscribeRequest = decode(&body)?;
-            blocking(state, move |store| delivery::may_subscribe(store, &user)).await?;
+            blocking(state, move |store| delivery::may_subscribe(store, Caller { username: &user, queue: &queue }))
+                .await?;
             let mut reply = Reply::ok(&v1::SubscribeResponse {});
             reply.subscribe_from = Some(request.after_seq);
             Ok(reply)
         }
-        Method::Challenge | Method::Register | Method::Login | Method::Ping | Method::Push => {
-            Err(DomainError::InvalidArgument { message: format!("{method} is not callable here") })
+        Method::AddDevice => {
+            let request: v1::AddDeviceRequest = decode(&body)?;
+            let (max, now) = (u64::from(state.config.max_devices_per_account), now_ms());
+            let device_id = blocking(state, move |store| {
+                let add = AddDevice {
+                    device_key: &request.device_key,
+                    certificate: &request.certificate,
+                    label: &request.label,
+                };
+                devices::add_device(store, Caller { username: &user, queue: &queue }, &add, max, now)
+            })
+            .await?;
+            Ok(Reply::ok(&v1::AddDeviceResponse { device_id: device_id.as_bytes().to_vec().into() }))
         }
+        Method::ListDevices => {
+            let _: v1::ListDevicesRequest = decode(&body)?;
+            let list =
+                blocking(state, move |store| devices::list_devices(store, Caller { username: &user, queue: &queue }))
+                    .await?;
+            let devices = list
+                .into_iter()
+                .map(|device| v1::DeviceInfo {
+                    device_id: device.device_id.as_bytes().to_vec().into(),
+                    device_key: device.device_key.into(),
+                    certificate: device.certificate.unwrap_or_default().into(),
+                    label: device.label,
+                    created_at_ms: device.created_at_ms,
+                })
+                .collect();
+            Ok(Reply::ok(&v1::ListDevicesResponse { devices }))
+        }
+        Method::RemoveDevice => {
+            let request: v1::RemoveDeviceRequest = decode(&body)?;
+            let now = now_ms();
+            let removed = blocking(state, move |store| {
+                devices::remove_device(store, Caller { username: &user, queue: &queue }, &request.device_id, now)
+            })
+            .await?;
+            // Its push tasks end now; its other requests are refused from now on.
+            state.mailboxes.end_queue(&removed);
+            Ok(Reply::ok(&v1::RemoveDeviceResponse {}))
+        }
+        Method::LinkFetch => {
+            let request: v1::LinkFetchRequest = decode(&body)?;
+            let started = state.links.fetch(&request.link_id, Instant::now())?;
+            Ok(Reply::ok(&v1::LinkFetchResponse {
+                device_key: started.device_key.into(),
+                link_key: started.link_key.into(),
+                label: started.label,
+                mac: started.mac.into(),
+            }))
+        }
+        Method::LinkApprove => {
+            let request: v1::LinkApproveRequest = decode(&body)?;
+            let device_key = state.links.device_key(&request.link_id, Instant::now())?;
+            let approver = user.clone();
+            blocking(state, move |store| {
+                devices::check_link_approval(store, Caller { username: &approver, queue: &queue }, &device_key)
+            })
+            .await?;
+            let approval = Approval { username: user, sealed: request.sealed.to_vec() };
+            state.links.approve(&request.link_id, approval, Instant::now())?;
+            Ok(Reply::ok(&v1::LinkApproveResponse {}))
+        }
+        Method::Challenge
+        | Method::Register
+        | Method::Login
+        | Method::Ping
+        | Method::Push
+        | Method::LinkStart
+        | Method::LinkWait => Err(DomainError::InvalidArgument { message: format!("{method} is not callable here") }),
     }
 }
 
-async fn submit_commit(state: &ServerState, user: String, body: Bytes) -> Result<Reply, DomainError> {
+async fn submit_commit(state: &ServerState, user: SessionUser, body: Bytes) -> Result<Reply, DomainError> {
     let request: v1::SubmitCommitRequest = decode(&body)?;
     let now = now_ms();
     let policy = commit_policy(state);
@@ -409,7 +532,7 @@ async fn submit_commit(state: &ServerState, user: String, body: Bytes) -> Result
             welcome: (!request.welcome.is_empty()).then_some(request.welcome.as_ref()),
             message_id: &request.message_id,
         };
-        let accepted = commits::submit_commit(store, &views, &user, &submit, now, &policy)?;
+        let accepted = commits::submit_commit(store, &views, user.caller(), &submit, now, &policy)?;
         // Exactly who got an entry (a member removed by a concurrent commit
         // may be in neither roster); a retry wakes the current roster.
         if accepted.recipients.is_empty() {
@@ -440,7 +563,7 @@ fn snapshot_later(state: &ServerState, group_id: Bytes, state_version: u64) {
     });
 }
 
-async fn leave_group(state: &ServerState, user: String, body: Bytes) -> Result<Reply, DomainError> {
+async fn leave_group(state: &ServerState, user: SessionUser, body: Bytes) -> Result<Reply, DomainError> {
     let request: v1::LeaveGroupRequest = decode(&body)?;
     let now = now_ms();
     let mailboxes = Arc::clone(&state.mailboxes);
@@ -448,7 +571,7 @@ async fn leave_group(state: &ServerState, user: String, body: Bytes) -> Result<R
     blocking(state, move |store| {
         let leave =
             LeaveGroup { group_id: &request.group_id, proposal: &request.proposal, message_id: &request.message_id };
-        commits::leave_group(store, &views, &user, &leave, now)?;
+        commits::leave_group(store, &views, user.caller(), &leave, now)?;
         wake_roster(&mailboxes, store, &request.group_id);
         Ok(())
     })
@@ -462,10 +585,10 @@ fn wake_roster(mailboxes: &Mailboxes, store: &dyn Store, group_id: &[u8]) {
     mailboxes.wake(roster_of(store, group_id).iter().map(String::as_str));
 }
 
-/// The group's current members (none if the roster cannot be read).
+/// The queues of the group's current devices (none if the roster cannot be read).
 fn roster_of(store: &dyn Store, group_id: &[u8]) -> Vec<String> {
     match store.group_roster(group_id) {
-        Ok(Some(group)) => group.members,
+        Ok(Some(group)) => group.devices,
         _ => Vec::new(),
     }
 }

@@ -129,7 +129,7 @@ impl Mailbox {
     }
 }
 
-/// Every push subscription's mailbox, by username.
+/// Every push subscription's mailbox, by device queue.
 #[derive(Default)]
 pub(crate) struct Mailboxes {
     /// Read-locked by every hand-over (each mailbox has its own lock),
@@ -140,7 +140,7 @@ pub(crate) struct Mailboxes {
 /// A subscription's mailbox, registered until this is dropped.
 pub(crate) struct Registration<'a> {
     mailboxes: &'a Mailboxes,
-    username: String,
+    queue: String,
     mailbox: Arc<Mailbox>,
 }
 
@@ -153,10 +153,10 @@ impl Registration<'_> {
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
         let mut map = self.mailboxes.map_mut();
-        if let Some(list) = map.get_mut(&self.username) {
+        if let Some(list) = map.get_mut(&self.queue) {
             list.retain(|mailbox| !Arc::ptr_eq(mailbox, &self.mailbox));
             if list.is_empty() {
-                map.remove(&self.username);
+                map.remove(&self.queue);
             }
         }
     }
@@ -172,29 +172,41 @@ impl Mailboxes {
         self.by_user.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Registers a new mailbox for `username`'s queue. Register *before*
+    /// Registers a new mailbox for the device queue `queue`. Register *before*
     /// reading the queue: an entry stored after the read then reaches the
     /// mailbox, and one stored before it is found by the read.
     /// Past [`MAX_SUBSCRIPTIONS_PER_ACCOUNT`], the account's oldest
     /// mailbox is ended and dropped from the map.
     /// `ended` is the subscription's end signal (the connection ends it
     /// when a new `Subscribe` replaces it).
-    pub(crate) fn register(&self, username: &str, ended: CancellationToken) -> Registration<'_> {
+    pub(crate) fn register(&self, queue: &str, ended: CancellationToken) -> Registration<'_> {
         let mailbox = Arc::new(Mailbox { ended, ..Mailbox::default() });
         let mut map = self.map_mut();
-        let list = map.entry(username.to_owned()).or_default();
+        let list = map.entry(queue.to_owned()).or_default();
         while list.len() >= MAX_SUBSCRIPTIONS_PER_ACCOUNT {
             list.remove(0).end();
         }
         list.push(Arc::clone(&mailbox));
         drop(map);
-        Registration { mailboxes: self, username: username.to_owned(), mailbox }
+        Registration { mailboxes: self, queue: queue.to_owned(), mailbox }
     }
 
-    /// Ends every subscription of `username` (say, a disabled account).
-    pub(crate) fn end_user(&self, username: &str) {
-        for mailbox in self.map().get(username).into_iter().flatten() {
+    /// Ends every subscription of the device queue `queue` (a removed device).
+    pub(crate) fn end_queue(&self, queue: &str) {
+        for mailbox in self.map().get(queue).into_iter().flatten() {
             mailbox.end();
+        }
+    }
+
+    /// Ends every subscription of every device of `username` (say, a
+    /// disabled account): the queues named `username` and `username#...`.
+    pub(crate) fn end_user(&self, username: &str) {
+        let of_user =
+            |queue: &str| queue.strip_prefix(username).is_some_and(|rest| rest.is_empty() || rest.starts_with('#'));
+        for (_, list) in self.map().iter().filter(|(queue, _)| of_user(queue)) {
+            for mailbox in list {
+                mailbox.end();
+            }
         }
     }
 
@@ -202,8 +214,8 @@ impl Mailboxes {
     /// are `(recipient, seq)` of the queue entries just made durable.
     pub(crate) fn deliver(&self, entry: &SharedEntry, deliveries: &[(String, u64)]) {
         let map = self.map();
-        for (username, seq) in deliveries {
-            for mailbox in map.get(username).into_iter().flatten() {
+        for (queue, seq) in deliveries {
+            for mailbox in map.get(queue).into_iter().flatten() {
                 mailbox.put(*seq, entry);
             }
         }
@@ -211,10 +223,10 @@ impl Mailboxes {
 
     /// Wakes these users' push tasks to re-read their queues (for entries
     /// the caller does not hand over, such as commits and welcomes).
-    pub(crate) fn wake<'a>(&self, usernames: impl IntoIterator<Item = &'a str>) {
+    pub(crate) fn wake<'a>(&self, queues: impl IntoIterator<Item = &'a str>) {
         let map = self.map();
-        for username in usernames {
-            for mailbox in map.get(username).into_iter().flatten() {
+        for queue in queues {
+            for mailbox in map.get(queue).into_iter().flatten() {
                 mailbox.ask_reread();
             }
         }

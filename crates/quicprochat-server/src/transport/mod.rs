@@ -10,6 +10,8 @@
 //! - `push`: the server-opened stream that pushes queue entries to a
 //!   subscribed connection; `mailbox`: how the send path hands it the
 //!   entries it just stored, so a push needs no storage read.
+//! - `link_relay`: pending device links between a new device and an
+//!   approving one (in memory, minutes long).
 //! - `tasks`: every task of ours holding a quinn handle is spawned there;
 //!   `drivers`: quinn's own tasks, spawned through the endpoint's runtime.
 //!   Shutdown ends both, so the socket is closed when it returns.
@@ -18,6 +20,7 @@ mod admission;
 mod connection;
 mod dispatch;
 mod drivers;
+pub(crate) mod link_relay;
 mod mailbox;
 mod push;
 mod session;
@@ -61,4 +64,6 @@ pub(crate) struct ServerState {
     pub(crate) metrics: Metrics,
     /// Per-address and per-account rate limits.
     pub(crate) limiters: Arc<RateLimiters>,
+    /// Device links waiting for approval.
+    pub(crate) links: link_relay::LinkRelay,
 }

@@ -33,7 +33,7 @@ const PUSH_BATCH: u32 = 100;
 /// Encoded entry bytes per push frame (a frame carries at least one entry).
 const PUSH_FRAME_BYTES: usize = 4 * 1024 * 1024;
 
-/// Pushes `username`'s queue to `connection` until either side goes away,
+/// Pushes the device queue `queue` to `connection` until either side goes away,
 /// shutdown, or `ended` (a newer `Subscribe` on the connection, too many
 /// subscriptions of the account, the account disabled). Ending drops the
 /// task at whatever it waits on, a write blocked by flow control included,
@@ -41,7 +41,7 @@ const PUSH_FRAME_BYTES: usize = 4 * 1024 * 1024;
 pub(crate) async fn push_loop(
     connection: quinn::Connection,
     state: Arc<ServerState>,
-    username: String,
+    queue: String,
     after_seq: u64,
     ended: CancellationToken,
 ) {
@@ -61,15 +61,15 @@ pub(crate) async fn push_loop(
             return;
         }
     };
-    let registration = state.mailboxes.register(&username, ended);
+    let registration = state.mailboxes.register(&queue, ended);
     let mailbox = Arc::clone(registration.mailbox());
     let stopped = tokio::select! {
         biased;
         () = mailbox.ended() => true,
-        () = pump(&connection, &state, &username, after_seq, &mailbox, &mut send) => false,
+        () = pump(&connection, &state, &queue, after_seq, &mailbox, &mut send) => false,
     };
     if stopped {
-        tracing::debug!(user = %username, "push subscription ended");
+        tracing::debug!(%queue, "push subscription ended");
         let _ = send.reset(PUSH_ENDED.into());
     }
 }
@@ -88,7 +88,7 @@ impl Drop for PushCounted<'_> {
 async fn pump(
     connection: &quinn::Connection,
     state: &ServerState,
-    username: &str,
+    queue: &str,
     after_seq: u64,
     mailbox: &Mailbox,
     send: &mut quinn::SendStream,
@@ -103,7 +103,7 @@ async fn pump(
     loop {
         if reread {
             let store = state.store.clone();
-            let user = username.to_owned();
+            let user = queue.to_owned();
             let entries = match tokio::task::spawn_blocking(move || store.fetch(&user, cursor, PUSH_BATCH)).await {
                 Ok(Ok(queue)) => queue.items,
                 Ok(Err(error)) => {

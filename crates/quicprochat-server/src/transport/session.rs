@@ -8,6 +8,8 @@ use std::sync::Mutex;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::devices::Caller;
+
 /// Login state of one connection.
 pub(crate) struct Session {
     /// The connection's TLS exporter (see `quicprochat_rpc::auth_exporter`).
@@ -17,10 +19,25 @@ pub(crate) struct Session {
     state: Mutex<SessionState>,
 }
 
+/// The account and device a session logged in as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SessionUser {
+    pub(crate) username: String,
+    /// The queue of the device the session logged in with.
+    pub(crate) queue: String,
+}
+
+impl SessionUser {
+    /// The session as the domain sees a request's origin.
+    pub(crate) fn caller(&self) -> Caller<'_> {
+        Caller { username: &self.username, queue: &self.queue }
+    }
+}
+
 #[derive(Default)]
 struct SessionState {
     challenge: Option<Vec<u8>>,
-    user: Option<String>,
+    user: Option<SessionUser>,
     /// The end signal of the connection's push subscription, if any.
     push: Option<CancellationToken>,
 }
@@ -44,10 +61,11 @@ impl Session {
         self.state.lock().ok().and_then(|mut state| state.challenge.take())
     }
 
-    /// Marks the connection as logged in as `username`.
-    pub(crate) fn log_in(&self, username: String) {
+    /// Marks the connection as logged in as `username` on the device whose
+    /// queue is `queue`.
+    pub(crate) fn log_in(&self, username: String, queue: String) {
         if let Ok(mut state) = self.state.lock() {
-            state.user = Some(username);
+            state.user = Some(SessionUser { username, queue });
         }
     }
 
@@ -62,8 +80,8 @@ impl Session {
         ended
     }
 
-    /// The logged-in user, if any.
-    pub(crate) fn user(&self) -> Option<String> {
+    /// The logged-in user and device, if any.
+    pub(crate) fn user(&self) -> Option<SessionUser> {
         self.state.lock().ok().and_then(|state| state.user.clone())
     }
 }
@@ -81,8 +99,9 @@ mod tests {
         assert_eq!(session.take_challenge(), Some(nonce));
         assert_eq!(session.take_challenge(), None);
         assert_eq!(session.user(), None);
-        session.log_in("alice".into());
-        assert_eq!(session.user().as_deref(), Some("alice"));
+        session.log_in("alice".into(), "alice#0102030405060708".into());
+        let user = session.user().expect("logged in");
+        assert_eq!(user.caller(), Caller { username: "alice", queue: "alice#0102030405060708" });
     }
 
     #[test]

@@ -75,6 +75,16 @@ pub(crate) trait TestServer {
         rpc
     }
 
+    /// A new connection logged in as `name` on the linked device keyed by `device`.
+    async fn login_device(&self, name: &str, device: &Identity) -> RpcClient {
+        let rpc = self.connect().await;
+        let nonce = challenge(&rpc).await;
+        let mut request = login_request(device, name, &nonce, &rpc.auth_exporter().expect("exporter"));
+        request.device_key = device.public_key().to_vec().into();
+        let _: v1::LoginResponse = rpc.call(Method::Login, &request).await.expect("device login");
+        rpc
+    }
+
     async fn connect(&self) -> RpcClient {
         let pin = PinnedServer::new(Some(self.fingerprint()));
         RpcClient::connect(self.addr(), pin, &TransportLimits::default(), WAIT).await.expect("connect")
@@ -107,7 +117,11 @@ pub(crate) async fn challenge(rpc: &RpcClient) -> Vec<u8> {
 /// A login request signed for `rpc`'s connection (or for another exporter).
 pub(crate) fn login_request(identity: &Identity, name: &str, nonce: &[u8], exporter: &[u8]) -> v1::LoginRequest {
     let transcript = auth_transcript(AuthPurpose::Login, nonce, exporter, name, identity.public_key());
-    v1::LoginRequest { username: name.into(), signature: identity.sign(&transcript).expect("sign").into() }
+    v1::LoginRequest {
+        username: name.into(),
+        signature: identity.sign(&transcript).expect("sign").into(),
+        device_key: Default::default(),
+    }
 }
 
 /// The status of a failed call.

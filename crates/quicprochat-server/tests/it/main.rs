@@ -5,6 +5,7 @@ mod auth;
 mod catalogue;
 mod config_cli;
 mod crash;
+mod devices;
 mod disk;
 mod drain;
 mod group_log;

@@ -70,7 +70,7 @@ fn try_login(
     exporter: &[u8],
 ) -> Result<(), crate::domain::DomainError> {
     let proof = AuthProof { nonce: NONCE, tls_exporter: exporter, signature };
-    login(store, name, &proof, &super::policy()).map(|_| ())
+    login(store, name, &[], &proof, &super::policy()).map(|_| ())
 }
 
 #[test]
@@ -83,7 +83,7 @@ fn register_then_login() {
 
     let good = alice.login_signature("alice", AuthPurpose::Login, EXPORTER);
     let proof = AuthProof { nonce: NONCE, tls_exporter: EXPORTER, signature: &good };
-    let outcome = login(&store, "alice", &proof, &super::policy()).unwrap();
+    let outcome = login(&store, "alice", &[], &proof, &super::policy()).unwrap();
     assert_eq!(outcome.key_package_stock.count, 0);
 
     let resolved = resolve_user(&store, "alice").unwrap();

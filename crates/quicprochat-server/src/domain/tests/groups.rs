@@ -5,6 +5,7 @@ use super::{
 };
 use super::{leave, policy, submit};
 use crate::domain::commits::{submit_commit, LeaveGroup, SubmitCommit, MAX_ENTRY_PAYLOAD_LEN};
+use crate::domain::devices::Caller;
 use crate::domain::groups::{create_group, members, CreateGroup};
 use crate::domain::messages::{send_message, SendMessage};
 use crate::domain::views::ViewCache;
@@ -28,37 +29,49 @@ fn create_group_checks_id_name_and_creator() {
     good.group_info = &bootstrap.group_info;
     good.ratchet_tree = &bootstrap.ratchet_tree;
 
-    assert_status(create_group(&store, "alice", &request(&[1; 15], "x"), NOW), "INVALID_ARGUMENT", "16 bytes");
-    assert_status(create_group(&store, "alice", &CreateGroup { name: "", ..good }, NOW), "INVALID_ARGUMENT", "1 to 64");
+    assert_status(
+        create_group(&store, Caller::first_device("alice"), &request(&[1; 15], "x"), NOW),
+        "INVALID_ARGUMENT",
+        "16 bytes",
+    );
+    assert_status(
+        create_group(&store, Caller::first_device("alice"), &CreateGroup { name: "", ..good }, NOW),
+        "INVALID_ARGUMENT",
+        "1 to 64",
+    );
     let long = "n".repeat(65);
     assert_status(
-        create_group(&store, "alice", &CreateGroup { name: &long, ..good }, NOW),
+        create_group(&store, Caller::first_device("alice"), &CreateGroup { name: &long, ..good }, NOW),
         "INVALID_ARGUMENT",
         "1 to 64",
     );
     assert_status(
-        create_group(&store, "alice", &CreateGroup { name: "a\nb", ..good }, NOW),
+        create_group(&store, Caller::first_device("alice"), &CreateGroup { name: "a\nb", ..good }, NOW),
         "INVALID_ARGUMENT",
         "control",
     );
     assert_status(
-        create_group(&store, "alice", &CreateGroup { group_id: &[2; 16], ..good }, NOW),
+        create_group(&store, Caller::first_device("alice"), &CreateGroup { group_id: &[2; 16], ..good }, NOW),
         "INVALID_ARGUMENT",
         "another group id",
     );
     assert_status(
-        create_group(&store, "alice", &CreateGroup { group_info: b"junk", ..good }, NOW),
+        create_group(&store, Caller::first_device("alice"), &CreateGroup { group_info: b"junk", ..good }, NOW),
         "INVALID_ARGUMENT",
         "group info",
     );
-    assert_status(create_group(&store, "bob", &good, NOW), "INVALID_ARGUMENT", "exactly one member");
+    assert_status(
+        create_group(&store, Caller::first_device("bob"), &good, NOW),
+        "INVALID_ARGUMENT",
+        "exactly one member",
+    );
 
-    assert_eq!(create_group(&store, "alice", &good, NOW).unwrap(), 0);
-    assert_eq!(create_group(&store, "alice", &good, NOW).unwrap(), 0, "creator retry");
+    assert_eq!(create_group(&store, Caller::first_device("alice"), &good, NOW).unwrap(), 0);
+    assert_eq!(create_group(&store, Caller::first_device("alice"), &good, NOW).unwrap(), 0, "creator retry");
     let bob_bootstrap = bob.client.create_group(&group_id).unwrap();
     let taken =
         CreateGroup { group_info: &bob_bootstrap.group_info, ratchet_tree: &bob_bootstrap.ratchet_tree, ..good };
-    assert_status(create_group(&store, "bob", &taken, NOW), "ALREADY_EXISTS", "already exists");
+    assert_status(create_group(&store, Caller::first_device("bob"), &taken, NOW), "ALREADY_EXISTS", "already exists");
 
     let roster = members(&store, "alice", &group_id).unwrap();
     assert_eq!((roster.name.as_str(), roster.epoch, roster.members), ("friends", 0, vec!["alice".to_owned()]));
@@ -84,9 +97,13 @@ fn a_direct_group_names_its_two_accounts_and_takes_nobody_else() {
         ratchet_tree: &bootstrap.ratchet_tree,
     };
     for forged in ["dm:alice:", "dm:alice:bob", "dm:mallory:bob", "dm:bob:mallory:x", "dm::mallory", "mallory"] {
-        assert_status(create_group(&store, "mallory", &request(forged), NOW), "INVALID_ARGUMENT", "dm:<a>:<b>");
+        assert_status(
+            create_group(&store, Caller::first_device("mallory"), &request(forged), NOW),
+            "INVALID_ARGUMENT",
+            "dm:<a>:<b>",
+        );
     }
-    assert_eq!(create_group(&store, "mallory", &request("dm:alice:mallory"), NOW).unwrap(), 0);
+    assert_eq!(create_group(&store, Caller::first_device("mallory"), &request("dm:alice:mallory"), NOW).unwrap(), 0);
     assert_status(add(&store, &mallory, &group_id, &[&bob], b"add-bob"), "PERMISSION_DENIED", "not one of the two");
     assert_eq!(add(&store, &mallory, &group_id, &[&alice], b"add-alice").unwrap(), 1);
 }
@@ -258,7 +275,7 @@ fn leave_flow() {
 
     // Bob can no longer post, even with a message encrypted before leaving.
     let late = SendMessage { group_id: &group_id, message_id: b"late", ciphertext: &late_ciphertext };
-    assert_status(send_message(&store, "bob", &late, NOW), "PERMISSION_DENIED", "leaving");
+    assert_status(send_message(&store, Caller::first_device("bob"), &late, NOW), "PERMISSION_DENIED", "leaving");
 
     // Alice commits the pending removal; the DS validates it by reference.
     drain(&store, &alice);
@@ -290,12 +307,12 @@ fn an_accepted_commit_names_everyone_who_got_an_entry() {
     let pending = alice.client.add_members(&group_id, &[package]).unwrap();
     let request = commit_request(&group_id, &pending, b"add-carol");
     let views = ViewCache::default();
-    let accepted = submit_commit(&store, &views, "alice", &request, NOW, &policy()).unwrap();
+    let accepted = submit_commit(&store, &views, Caller::first_device("alice"), &request, NOW, &policy()).unwrap();
     let mut recipients = accepted.recipients.clone();
     recipients.sort();
     recipients.dedup();
     assert_eq!(recipients, ["bob", "carol"], "bob gets the commit, carol the Welcome");
     assert!(!accepted.recipients.iter().any(|name| name == "alice"), "not the committer");
-    let retry = submit_commit(&store, &views, "alice", &request, NOW, &policy()).unwrap();
+    let retry = submit_commit(&store, &views, Caller::first_device("alice"), &request, NOW, &policy()).unwrap();
     assert_eq!((retry.epoch, retry.recipients.len()), (accepted.epoch, 0), "a retry writes nothing");
 }

@@ -2,6 +2,7 @@
 //! `quicprochat_core` (one SQLite state file per client in a temp dir).
 
 mod accounts;
+mod devices;
 mod groups;
 mod key_packages;
 mod messages;
@@ -9,6 +10,7 @@ mod registration;
 mod snapshots;
 mod views;
 
+use crate::domain::devices::Caller;
 use quicprochat_core::client::MlsClient;
 use quicprochat_core::identity::{auth_transcript, AuthPurpose, Identity};
 use quicprochat_core::{Incoming, PendingCommit};
@@ -104,7 +106,7 @@ pub(super) fn submit(
     now_ms: u64,
 ) -> Result<u64, DomainError> {
     VIEWS
-        .with(|views| submit_commit(store, views, session_user, request, now_ms, &policy()))
+        .with(|views| submit_commit(store, views, Caller::first_device(session_user), request, now_ms, &policy()))
         .map(|accepted| accepted.epoch)
 }
 
@@ -115,7 +117,9 @@ pub(super) fn leave(
     request: &crate::domain::commits::LeaveGroup<'_>,
     now_ms: u64,
 ) -> Result<(), DomainError> {
-    VIEWS.with(|views| crate::domain::commits::leave_group(store, views, session_user, request, now_ms))
+    VIEWS.with(|views| {
+        crate::domain::commits::leave_group(store, views, Caller::first_device(session_user), request, now_ms)
+    })
 }
 
 /// Hits and misses of this test's view cache so far.
@@ -146,7 +150,7 @@ pub(super) fn new_group(store: &dyn Store, creator: &User, group_id: &[u8]) {
         group_info: &bootstrap.group_info,
         ratchet_tree: &bootstrap.ratchet_tree,
     };
-    assert_eq!(create_group(store, &creator.name, &request, NOW).unwrap(), 0);
+    assert_eq!(create_group(store, Caller::first_device(&creator.name), &request, NOW).unwrap(), 0);
 }
 
 /// `committer` adds `invitees` (fetching their key packages) and submits the
@@ -176,7 +180,7 @@ pub(super) fn add_with(
         .collect();
     let pending = committer.client.add_members(group_id, &packages).unwrap();
     let request = commit_request(group_id, &pending, message_id);
-    let accepted = submit_commit(store, views, &committer.name, &request, NOW, &policy());
+    let accepted = submit_commit(store, views, Caller::first_device(&committer.name), &request, NOW, &policy());
     finish(committer, group_id, accepted.map(|accepted| accepted.epoch))
 }
 
@@ -206,7 +210,7 @@ pub(super) fn finish(committer: &User, group_id: &[u8], result: Result<u64, Doma
 
 /// Every entry in `user`'s queue, without acking.
 pub(super) fn inbox(store: &dyn Store, user: &User) -> Vec<QueueItem> {
-    delivery::fetch(store, &user.name, 0, 500).unwrap().items
+    delivery::fetch(store, Caller::first_device(&user.name), 0, 500).unwrap().items
 }
 
 pub(super) fn kinds(items: &[QueueItem]) -> Vec<EntryKind> {
@@ -229,7 +233,7 @@ pub(super) fn drain(store: &dyn Store, user: &User) -> Vec<Vec<u8>> {
         }
     }
     if let Some(last) = items.last() {
-        delivery::ack(store, &user.name, last.seq).unwrap();
+        delivery::ack(store, Caller::first_device(&user.name), last.seq).unwrap();
     }
     plaintexts
 }

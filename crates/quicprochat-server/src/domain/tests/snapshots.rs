@@ -6,6 +6,7 @@ use super::{
     view_stats, User, NOW, VIEWS,
 };
 use crate::domain::commits::{submit_commit, LeaveGroup};
+use crate::domain::devices::Caller;
 use crate::domain::groups::members;
 use crate::domain::snapshots::{snapshot_group, snapshot_logged_groups, SnapshotOutcome, ViewSource};
 use crate::domain::views::ViewCache;
@@ -26,7 +27,7 @@ fn remove_with(store: &dyn Store, views: &ViewCache, committer: &User, group_id:
     let pending = committer.client.remove_members(group_id, &[member.to_owned()]).unwrap();
     let message_id = format!("remove-{member}");
     let request = commit_request(group_id, &pending, message_id.as_bytes());
-    let accepted = submit_commit(store, views, &committer.name, &request, NOW, &policy());
+    let accepted = submit_commit(store, views, Caller::first_device(&committer.name), &request, NOW, &policy());
     finish(committer, group_id, accepted.map(|accepted| accepted.epoch)).unwrap()
 }
 
@@ -103,7 +104,8 @@ fn a_logged_leave_replays_so_a_commit_can_reference_it() {
     drain(&store, &alice);
     let pending = alice.client.commit_pending_proposals(&group_id).unwrap().unwrap();
     let removal = commit_request(&group_id, &pending, b"remove-bob");
-    let accepted = submit_commit(&store, &ViewCache::with_budget(0), "alice", &removal, NOW, &policy());
+    let accepted =
+        submit_commit(&store, &ViewCache::with_budget(0), Caller::first_device("alice"), &removal, NOW, &policy());
     assert_eq!(finish(&alice, &group_id, accepted.map(|accepted| accepted.epoch)).unwrap(), 2);
     assert_eq!(members(&store, "alice", &group_id).unwrap().members, ["alice", "carol"]);
 }

@@ -4,7 +4,8 @@
 use quicprochat_core::DeviceId;
 
 use crate::storage::{
-    AccountCreation, Device, InviteUse, InvitedAccountCreation, Store, StoreError, FIRST_DEVICE_LABEL,
+    AccountCreation, Device, DeviceAdded, EntryKind, InviteUse, InvitedAccountCreation, NewDevice, NewMessage, Store,
+    StoreError, FIRST_DEVICE_LABEL,
 };
 
 const KEY: [u8; 32] = [7; 32];
@@ -93,4 +94,63 @@ pub(super) fn accounts_have_a_first_device(store: &dyn Store) {
     // A taken name gives no second device.
     assert_eq!(store.create_account("alice", &[8; 32], 43).unwrap(), AccountCreation::UsernameTaken);
     assert_eq!(store.devices("alice").unwrap().len(), 1);
+}
+
+pub(super) fn devices_are_added_and_removed(store: &dyn Store) {
+    assert_eq!(store.create_account("alice", &KEY, 1).unwrap(), AccountCreation::Created);
+    let phone_key = [9u8; 32];
+    let phone = |key: &[u8; 32], username: &str| NewDevice {
+        username: username.to_owned(),
+        device_id: DeviceId::of_key(key),
+        device_key: key.to_vec(),
+        certificate: vec![1; 64],
+        label: "phone".to_owned(),
+        created_at_ms: 2,
+    };
+    let queue = format!("alice#{}", DeviceId::of_key(&phone_key));
+    assert_eq!(store.add_device(&phone(&phone_key, "alice"), 2).unwrap(), DeviceAdded::Added { queue: queue.clone() });
+    assert_eq!(store.add_device(&phone(&phone_key, "alice"), 16).unwrap(), DeviceAdded::KeyInUse);
+    assert_eq!(store.add_device(&phone(&KEY, "alice"), 16).unwrap(), DeviceAdded::KeyInUse, "the account key's device");
+    assert_eq!(store.add_device(&phone(&[10; 32], "alice"), 2).unwrap(), DeviceAdded::TooMany { current: 2 });
+    assert_eq!(store.add_device(&phone(&[10; 32], "nobody"), 2).unwrap(), DeviceAdded::UnknownAccount);
+    let devices = store.devices("alice").unwrap();
+    assert_eq!(devices.iter().map(|d| d.queue.as_str()).collect::<Vec<_>>(), ["alice", queue.as_str()]);
+    assert_eq!(devices[1].certificate.as_deref(), Some([1u8; 64].as_slice()));
+
+    // Each device has its own queue and sequence numbers.
+    let message = |id: &[u8]| NewMessage {
+        message_id: id.to_vec(),
+        group_id: b"group-0000000001".to_vec(),
+        sender: "bob".to_owned(),
+        kind: EntryKind::Application,
+        payload: id.to_vec(),
+        epoch: 0,
+        stored_at_ms: 3,
+    };
+    let outcome = store.enqueue(&message(b"m1"), &["alice".to_owned(), queue.clone()]).unwrap();
+    let seqs: Vec<(&str, u64)> = outcome.deliveries.iter().map(|d| (d.queue.as_str(), d.seq)).collect();
+    assert_eq!(seqs, [("alice", 1), (queue.as_str(), 1)]);
+    store.enqueue(&message(b"m2"), std::slice::from_ref(&queue)).unwrap();
+    assert_eq!(store.queue_depth(&queue).unwrap(), 2);
+
+    // Removal drops the queue and the bodies only it held; the removed
+    // device receives nothing more, and a removed device frees its slot.
+    let phone_id = DeviceId::of_key(&phone_key);
+    assert!(store.remove_device("alice", &phone_id, 4).unwrap());
+    assert!(!store.remove_device("alice", &phone_id, 5).unwrap(), "once");
+    assert_eq!(store.queue_depth(&queue).unwrap(), 0);
+    assert_eq!(store.stored_message_count().unwrap(), 1, "m1 stays for alice's first device");
+    assert_eq!(store.create_account("bob", &[11; 32], 1).unwrap(), AccountCreation::Created);
+    for recipients in
+        [vec![queue.clone(), "alice".to_owned()], vec![queue.clone(), "alice".to_owned(), "bob".to_owned()]]
+    {
+        let id = format!("m3-{}", recipients.len());
+        let skipped = store.enqueue(&message(id.as_bytes()), &recipients).unwrap();
+        assert_eq!(skipped.deliveries.len(), recipients.len() - 1, "the removed device is skipped");
+    }
+    assert_eq!(store.queue_depth(&queue).unwrap(), 0);
+    let unknown = store.enqueue(&message(b"m4"), &["alice#0000000000000000".to_owned()]);
+    assert!(matches!(unknown, Err(StoreError::UnknownAccount { .. })));
+    assert_eq!(store.devices("alice").unwrap()[1].removed_at_ms, Some(4));
+    assert!(matches!(store.add_device(&phone(&[10; 32], "alice"), 2).unwrap(), DeviceAdded::Added { .. }));
 }

@@ -6,6 +6,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use quicprochat_core::DeviceId;
 
 use super::SqlResultExt;
+use crate::storage::{queue_name, DeviceAdded, NewDevice};
 use crate::storage::{
     Account, AccountCreation, Device, KeyPackageServed, KeyPackageStock, KeyPackagesAdded, NewKeyPackage, StoreError,
     TakenKeyPackage, FIRST_DEVICE_LABEL,
@@ -62,6 +63,17 @@ pub(super) fn devices(connection: &Connection, username: &str) -> Result<Vec<Dev
         .collect()
 }
 
+/// The device whose queue is `queue`, if any.
+pub(super) fn device(connection: &Connection, queue: &str) -> Result<Option<Device>, StoreError> {
+    const OPERATION: &str = "device";
+    connection
+        .prepare_cached(&format!("{DEVICE_COLUMNS} WHERE queue = ?1"))
+        .and_then(|mut statement| statement.query_row(params![queue], device_row).optional())
+        .during(OPERATION)?
+        .map(|raw| raw.decode(OPERATION))
+        .transpose()
+}
+
 /// The device of `username` whose key is `device_key`, if any.
 pub(super) fn device_by_key(
     connection: &Connection,
@@ -75,6 +87,69 @@ pub(super) fn device_by_key(
         .during(OPERATION)?
         .map(|raw| raw.decode(OPERATION))
         .transpose()
+}
+
+pub(super) fn add_device(
+    connection: &Connection,
+    device: &NewDevice,
+    max_devices: u64,
+) -> Result<DeviceAdded, StoreError> {
+    const OPERATION: &str = "add_device";
+    if get_account(connection, &device.username)?.is_none() {
+        return Ok(DeviceAdded::UnknownAccount);
+    }
+    if device_by_key(connection, &device.username, &device.device_key)?.is_some() {
+        return Ok(DeviceAdded::KeyInUse);
+    }
+    let current: u64 = connection
+        .prepare_cached("SELECT COUNT(*) FROM devices WHERE username = ?1 AND removed_at_ms IS NULL")
+        .and_then(|mut statement| statement.query_row(params![device.username], |row| row.get(0)))
+        .during(OPERATION)?;
+    if current >= max_devices {
+        return Ok(DeviceAdded::TooMany { current });
+    }
+    let queue = queue_name(&device.username, &device.device_id, false);
+    connection
+        .prepare_cached(
+            "INSERT INTO devices (queue, username, device_id, device_key, certificate, label, created_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                queue,
+                device.username,
+                device.device_id.as_bytes().as_slice(),
+                device.device_key,
+                device.certificate,
+                device.label,
+                device.created_at_ms
+            ])
+        })
+        .during(OPERATION)?;
+    Ok(DeviceAdded::Added { queue })
+}
+
+pub(super) fn remove_device(
+    connection: &Connection,
+    username: &str,
+    device_id: &DeviceId,
+    now_ms: u64,
+) -> Result<bool, StoreError> {
+    const OPERATION: &str = "remove_device";
+    let queue: Option<String> = connection
+        .prepare_cached(
+            "UPDATE devices SET removed_at_ms = ?3
+             WHERE username = ?1 AND device_id = ?2 AND removed_at_ms IS NULL RETURNING queue",
+        )
+        .and_then(|mut statement| {
+            statement.query_row(params![username, device_id.as_bytes().as_slice(), now_ms], |row| row.get(0)).optional()
+        })
+        .during(OPERATION)?;
+    let Some(queue) = queue else {
+        return Ok(false);
+    };
+    super::delivery::ack(connection, &queue, i64::MAX as u64)?;
+    Ok(true)
 }
 
 const DEVICE_COLUMNS: &str = "SELECT queue, username, device_id, device_key, certificate, label, created_at_ms,

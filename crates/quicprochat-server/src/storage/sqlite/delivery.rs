@@ -168,17 +168,20 @@ fn enqueue_for(
         })
         .during(operation)?;
     let updated: BTreeSet<&str> = deliveries.iter().map(|delivery| delivery.queue.as_str()).collect();
-    if updated != unique {
-        // An unknown recipient (or, defensively, a name the JSON round
-        // trip changed): nothing of this fan-out may stay.
-        let missing = unique.iter().find(|name| !updated.contains(*name)).map_or_else(String::new, |n| (*n).to_owned());
-        return Err(StoreError::UnknownAccount { username: missing });
+    for missing in unique.difference(&updated) {
+        // A removed device gets nothing; an unknown recipient (or,
+        // defensively, a name the JSON round trip changed) fails the call,
+        // and nothing of this fan-out may stay.
+        if !is_removed_device(connection, missing, operation)? {
+            return Err(StoreError::UnknownAccount { username: (*missing).to_owned() });
+        }
     }
     // Each queue row takes the sequence number just assigned to its account.
     connection
         .prepare_cached(
             "INSERT INTO queue (device, seq, message_row)
-             SELECT queue, last_seq, ?2 FROM devices WHERE queue IN (SELECT value FROM json_each(?1))",
+             SELECT queue, last_seq, ?2 FROM devices
+             WHERE queue IN (SELECT value FROM json_each(?1)) AND removed_at_ms IS NULL",
         )
         .and_then(|mut statement| statement.execute(params![names, message_row]))
         .during(operation)?;
@@ -204,11 +207,24 @@ fn enqueue_each(
     let mut deliveries = Vec::with_capacity(recipients.len());
     for &queue in recipients {
         let seq: Option<u64> = next_seq.query_row(params![queue], |row| row.get(0)).optional().during(operation)?;
-        let seq = seq.ok_or_else(|| StoreError::UnknownAccount { username: queue.to_owned() })?;
+        let Some(seq) = seq else {
+            if is_removed_device(connection, queue, operation)? {
+                continue;
+            }
+            return Err(StoreError::UnknownAccount { username: queue.to_owned() });
+        };
         insert_entry.execute(params![queue, seq, message_row]).during(operation)?;
         deliveries.push(Delivery { queue: queue.to_owned(), seq });
     }
     Ok(deliveries)
+}
+
+/// Whether `queue` is the queue of a removed device (which receives nothing).
+fn is_removed_device(connection: &Connection, queue: &str, operation: &'static str) -> Result<bool, StoreError> {
+    connection
+        .prepare_cached("SELECT 1 FROM devices WHERE queue = ?1 AND removed_at_ms IS NOT NULL")
+        .and_then(|mut statement| statement.exists(params![queue]))
+        .during(operation)
 }
 
 /// A fetched row before its enums are decoded.

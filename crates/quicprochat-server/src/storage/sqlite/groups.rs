@@ -60,7 +60,39 @@ pub(super) fn create_group(connection: &Connection, group: &NewGroup) -> Result<
         .during(OPERATION)?;
     let members: BTreeSet<&str> = group.members.iter().map(String::as_str).collect();
     update_roster(connection, &group.group_id, &BTreeSet::new(), &members, OPERATION)?;
+    let devices: BTreeSet<&str> = group.devices.iter().map(String::as_str).collect();
+    update_devices(connection, &group.group_id, &BTreeSet::new(), &devices, OPERATION)?;
     Ok(GroupCreation::Created)
+}
+
+/// Moves the device roster of `group_id` from `old` to `new`, writing only
+/// the difference.
+fn update_devices(
+    connection: &Connection,
+    group_id: &[u8],
+    old: &BTreeSet<&str>,
+    new: &BTreeSet<&str>,
+    operation: &'static str,
+) -> Result<(), StoreError> {
+    let mut delete =
+        connection.prepare_cached("DELETE FROM group_devices WHERE group_id = ?1 AND device = ?2").during(operation)?;
+    for gone in old.difference(new) {
+        delete.execute(params![group_id, gone]).during(operation)?;
+    }
+    let mut insert =
+        connection.prepare_cached("INSERT INTO group_devices (group_id, device) VALUES (?1, ?2)").during(operation)?;
+    for joined in new.difference(old) {
+        insert.execute(params![group_id, joined]).during(operation)?;
+    }
+    Ok(())
+}
+
+/// The device queues of a group's roster, sorted.
+fn devices(connection: &Connection, group_id: &[u8], operation: &'static str) -> Result<Vec<String>, StoreError> {
+    connection
+        .prepare_cached("SELECT device FROM group_devices WHERE group_id = ?1 ORDER BY device")
+        .and_then(|mut statement| statement.query_map(params![group_id], |row| row.get(0))?.collect())
+        .during(operation)
 }
 
 /// Moves the roster of `group_id` from `old` to `new`: rows of members
@@ -124,6 +156,7 @@ pub(super) fn group_roster(connection: &Connection, group_id: &[u8]) -> Result<O
         return Ok(None);
     };
     let (members, leaving) = roster(connection, group_id, OPERATION)?;
+    let devices = devices(connection, group_id, OPERATION)?;
     Ok(Some(GroupRoster {
         name,
         kind: decode_group_kind(kind, OPERATION)?,
@@ -134,6 +167,7 @@ pub(super) fn group_roster(connection: &Connection, group_id: &[u8]) -> Result<O
         snapshot_bytes,
         members,
         leaving,
+        devices,
     }))
 }
 
@@ -170,6 +204,7 @@ pub(super) fn get_group(connection: &Connection, group_id: &[u8]) -> Result<Opti
         detail: format!("group {} has no snapshot", hex::encode(group_id)),
     })?;
     let (members, leaving) = roster(connection, group_id, OPERATION)?;
+    let devices = devices(connection, group_id, OPERATION)?;
     Ok(Some(GroupRecord {
         group_id: group_id.to_vec(),
         name,
@@ -182,6 +217,7 @@ pub(super) fn get_group(connection: &Connection, group_id: &[u8]) -> Result<Opti
         snapshot_through,
         members,
         leaving,
+        devices,
         created_at_ms,
     }))
 }
@@ -289,6 +325,10 @@ pub(super) fn apply_commit(connection: &Connection, write: &CommitWrite) -> Resu
     let old: BTreeSet<&str> = old_members.iter().map(String::as_str).collect();
     let new: BTreeSet<&str> = write.new_members.iter().map(String::as_str).collect();
     update_roster(connection, &write.group_id, &old, &new, OPERATION)?;
+    let old_devices = devices(connection, &write.group_id, OPERATION)?;
+    let old: BTreeSet<&str> = old_devices.iter().map(String::as_str).collect();
+    let new: BTreeSet<&str> = write.new_devices.iter().map(String::as_str).collect();
+    update_devices(connection, &write.group_id, &old, &new, OPERATION)?;
     connection
         .prepare_cached("UPDATE group_members SET leaving = 0 WHERE group_id = ?1 AND leaving = 1")
         .and_then(|mut statement| statement.execute(params![write.group_id]))

@@ -5,6 +5,7 @@
 //! group commit and reads on its read connection; the storage thread's
 //! `BatchStore` runs everything on the write connection inside its batch.
 
+use quicprochat_core::DeviceId;
 use rusqlite::Connection;
 
 use super::{accounts, delivery, expiry, groups, invites, quota};
@@ -14,6 +15,7 @@ use crate::storage::{
     KeyPackageStock, KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult,
     ProposalWrite, Store, StoreError, TakenKeyPackage, TrimmedQueues,
 };
+use crate::storage::{DeviceAdded, NewDevice};
 
 /// How the SQL operations reach a connection.
 pub trait Access: Send + Sync {
@@ -58,8 +60,20 @@ impl<A: Access> Store for A {
         self.query(|connection| accounts::devices(connection, username))
     }
 
+    fn device(&self, queue: &str) -> Result<Option<Device>, StoreError> {
+        self.query(|connection| accounts::device(connection, queue))
+    }
+
     fn device_by_key(&self, username: &str, device_key: &[u8]) -> Result<Option<Device>, StoreError> {
         self.query(|connection| accounts::device_by_key(connection, username, device_key))
+    }
+
+    fn add_device(&self, device: &NewDevice, max_devices: u64) -> Result<DeviceAdded, StoreError> {
+        self.write("add_device", |tx| accounts::add_device(tx, device, max_devices))
+    }
+
+    fn remove_device(&self, username: &str, device_id: &DeviceId, now_ms: u64) -> Result<bool, StoreError> {
+        self.write("remove_device", |tx| accounts::remove_device(tx, username, device_id, now_ms))
     }
 
     fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {

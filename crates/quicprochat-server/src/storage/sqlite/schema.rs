@@ -183,6 +183,17 @@ DROP TABLE queue;
 ALTER TABLE device_queue RENAME TO queue;
 CREATE INDEX queue_by_message ON queue(message_row);
 "#,
+    r#"
+-- Version 8: the devices of a group's roster, one row per MLS leaf, named
+-- by their queues: what the group's messages fan out to. Every member so
+-- far is its account's first device, whose queue is the username.
+CREATE TABLE group_devices (
+    group_id BLOB NOT NULL REFERENCES groups(group_id),
+    device   TEXT NOT NULL,
+    PRIMARY KEY (group_id, device)
+) STRICT, WITHOUT ROWID;
+INSERT INTO group_devices (group_id, device) SELECT group_id, username FROM group_members;
+"#,
 ];
 
 /// A migration's step in Rust, run in its transaction after its SQL.
@@ -380,6 +391,7 @@ mod tests {
             expected_epoch: 3,
             new_epoch: 4,
             new_members: vec!["alice".to_owned()],
+            new_devices: vec!["alice".to_owned()],
             snapshot: None,
             served: Vec::new(),
             commit: Fanout { message: commit, recipients: Vec::new() },
@@ -394,7 +406,7 @@ mod tests {
         let connection = Connection::open(&path).unwrap();
         let version: usize = connection.query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
         assert_eq!(version, MIGRATIONS.len());
-        assert_eq!(version, 7);
+        assert_eq!(version, 8);
         let expiry_index: i64 = connection
             .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'message_ids_by_row'", [], |row| row.get(0))
             .unwrap();

@@ -6,6 +6,7 @@
 //! that changed the file), and that a bystander connection is still served. Every case is listed by name in
 //! the test output (`--nocapture`); `docs/TESTING.md` explains how to add one.
 
+mod devices;
 mod expensive;
 mod floods;
 mod framing;

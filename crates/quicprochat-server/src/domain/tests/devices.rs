@@ -1,0 +1,178 @@
+//! Domain tests: devices. A linked device logs in with its own key and has
+//! a queue of its own; a group's messages reach every device of the roster
+//! but the sending one; the server takes no key package and no leaf from a
+//! device its account did not register, or removed.
+
+use quicprochat_core::client::MlsClient;
+use quicprochat_core::device::certify_device;
+use quicprochat_core::identity::{auth_transcript, AuthPurpose, Identity};
+use quicprochat_core::{DeviceId, MemberCredential};
+
+use super::{
+    add, assert_status, client, gid, inbox, new_group, policy, register_open, sign, store, unlimited, user, User,
+    EXPORTER, NONCE, NOW,
+};
+use crate::domain::accounts::{login, AuthProof};
+use crate::domain::devices::Caller;
+use crate::domain::key_packages as kp;
+use crate::domain::messages::{send_message, SendMessage};
+use crate::storage::{DeviceAdded, MemoryStore, NewDevice, Store};
+
+/// Registers `name` with no key packages (so a fetch for it serves its
+/// other devices' packages).
+fn bare_user(store: &dyn Store, name: &str) -> User {
+    let (client, dir) = client(name);
+    let signature = sign(client.identity(), AuthPurpose::Register, name, EXPORTER);
+    let proof = AuthProof { nonce: NONCE, tls_exporter: EXPORTER, signature: &signature };
+    register_open(store, name, client.identity().public_key(), &proof, NOW).unwrap();
+    User { name: name.to_owned(), client, _dir: dir }
+}
+
+/// A device of `owner`'s account certified by `account` (the owner's
+/// account key, or a forger's), as an MLS client with its own key.
+fn device_of(owner: &User, account: &Identity) -> (User, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let device = Identity::generate().unwrap();
+    let device_key = device.public_key().to_vec();
+    let certificate = certify_device(account, &owner.name, &device_key).unwrap();
+    let credential = MemberCredential::linked(&owner.name, account.public_key(), &certificate);
+    let client = MlsClient::open(&dir.path().join("device.db"), device, &owner.name)
+        .unwrap()
+        .as_linked_device(credential)
+        .unwrap();
+    (User { name: owner.name.clone(), client, _dir: dir }, certificate)
+}
+
+/// A linked device of `owner`, registered, with two key packages uploaded;
+/// returns it and its queue.
+fn linked_device(store: &dyn Store, owner: &User) -> (User, String) {
+    let (device, certificate) = device_of(owner, owner.client.identity());
+    let device_key = device.client.identity().public_key().to_vec();
+    let new = NewDevice {
+        username: owner.name.clone(),
+        device_id: DeviceId::of_key(&device_key),
+        device_key,
+        certificate,
+        label: "phone".to_owned(),
+        created_at_ms: NOW,
+    };
+    let DeviceAdded::Added { queue } = store.add_device(&new, 16).unwrap() else { panic!("device not added") };
+    kp::upload(store, &owner.name, &device.client.generate_key_packages(2).unwrap(), None).unwrap();
+    (device, queue)
+}
+
+fn device_login(store: &dyn Store, name: &str, device: &Identity) -> Result<String, crate::domain::DomainError> {
+    let transcript = auth_transcript(AuthPurpose::Login, NONCE, EXPORTER, name, device.public_key());
+    let signature = device.sign(&transcript).unwrap();
+    let proof = AuthProof { nonce: NONCE, tls_exporter: EXPORTER, signature: &signature };
+    login(store, name, device.public_key(), &proof, &policy()).map(|outcome| outcome.queue)
+}
+
+#[test]
+fn a_linked_device_logs_in_with_its_own_key_until_removed() {
+    let store = store();
+    let alice = bare_user(&store, "alice");
+    let (phone, queue) = linked_device(&store, &alice);
+    let phone_id = DeviceId::of_key(phone.client.identity().public_key());
+    assert_eq!(queue, format!("alice#{phone_id}"));
+    assert_eq!(device_login(&store, "alice", phone.client.identity()).unwrap(), queue);
+    assert_eq!(device_login(&store, "alice", alice.client.identity()).unwrap(), "alice", "the first device");
+    let stranger = Identity::generate().unwrap();
+    assert_status(device_login(&store, "alice", &stranger), "UNAUTHENTICATED", "");
+
+    assert!(store.remove_device("alice", &phone_id, NOW + 1).unwrap());
+    assert_status(device_login(&store, "alice", phone.client.identity()), "PERMISSION_DENIED", "removed");
+    let more = phone.client.generate_key_packages(1).unwrap();
+    assert_status(kp::upload(&store, "alice", &more, None), "PERMISSION_DENIED", "removed");
+}
+
+#[test]
+fn messages_reach_every_device_but_the_sending_one() {
+    let store = store();
+    let alice = bare_user(&store, "alice");
+    let bob = user(&store, "bob");
+    let (phone, phone_queue) = linked_device(&store, &alice);
+    let group_id = gid(1);
+    new_group(&store, &alice, &group_id);
+    // Alice's stock is her phone's packages: this adds bob and her phone.
+    add(&store, &alice, &group_id, &[&bob, &phone], b"add").unwrap();
+    let welcomes = |queue: &str| store.fetch(queue, 0, 10).unwrap().items.len();
+    // The Welcome and the commit to each new device, nothing to the committing one.
+    assert_eq!((welcomes("bob"), welcomes(&phone_queue), welcomes("alice")), (2, 2, 0));
+    bob.client.join_from_welcome(&inbox(&store, &bob)[0].payload).unwrap();
+    phone.client.join_from_welcome(&store.fetch(&phone_queue, 0, 10).unwrap().items[0].payload).unwrap();
+
+    let deliveries = |sender: &User, caller: Caller<'_>, id: &[u8]| {
+        let ciphertext = sender.client.encrypt(&group_id, b"hi").unwrap();
+        let request = SendMessage { group_id: &group_id, message_id: id, ciphertext: &ciphertext };
+        let fanout = send_message(&store, caller, &request, NOW).unwrap().fanout.unwrap();
+        fanout.deliveries.into_iter().map(|(queue, _)| queue).collect::<Vec<_>>()
+    };
+    let mut expected = vec!["bob".to_owned(), phone_queue.clone()];
+    expected.sort();
+    assert_eq!(deliveries(&alice, Caller::first_device("alice"), b"m1"), expected, "her phone gets a copy");
+    let phone_caller = Caller { username: "alice", queue: &phone_queue };
+    assert_eq!(deliveries(&phone, phone_caller, b"m2"), ["alice", "bob"], "and her first device from the phone");
+    let mut to_alice = vec!["alice".to_owned(), phone_queue.clone()];
+    to_alice.sort();
+    assert_eq!(deliveries(&bob, Caller::first_device("bob"), b"m3"), to_alice, "both of alice's devices");
+
+    // A device of the account that is not in the group may not post to it.
+    let (laptop, laptop_queue) = linked_device(&store, &alice);
+    let ciphertext = alice.client.encrypt(&group_id, b"from elsewhere").unwrap();
+    let request = SendMessage { group_id: &group_id, message_id: b"m4", ciphertext: &ciphertext };
+    let outsider = Caller { username: "alice", queue: &laptop_queue };
+    assert_status(send_message(&store, outsider, &request, NOW), "PERMISSION_DENIED", "this device");
+    drop(laptop);
+}
+
+#[test]
+fn the_server_takes_no_key_package_or_leaf_from_a_device_the_account_did_not_register() {
+    let store = store();
+    let alice = bare_user(&store, "alice");
+    let bob = user(&store, "bob");
+    // Certified by alice's own account key, but never registered.
+    let (unregistered, _) = device_of(&alice, alice.client.identity());
+    let packages = unregistered.client.generate_key_packages(1).unwrap();
+    assert_status(kp::upload(&store, "alice", &packages, None), "PERMISSION_DENIED", "not from a device");
+    // Certified by another key altogether.
+    let forger = Identity::generate().unwrap();
+    let (forged, _) = device_of(&alice, &forger);
+    let forged_packages = forged.client.generate_key_packages(1).unwrap();
+    assert_status(kp::upload(&store, "alice", &forged_packages, None), "PERMISSION_DENIED", "identity key");
+
+    // A package it got some other way: the add is refused before anything
+    // else (and a fetch would never serve it: see the removed device below).
+    let group_id = gid(2);
+    new_group(&store, &bob, &group_id);
+    let refused = submit_add(&store, &bob, &group_id, packages, b"add-unregistered");
+    assert_status(refused, "PERMISSION_DENIED", "not from a device");
+
+    // A removed device's packages are not served any more, and a package
+    // served before the removal no longer adds it.
+    let (phone, _) = linked_device(&store, &alice);
+    let phone_id = DeviceId::of_key(phone.client.identity().public_key());
+    let served = kp::fetch(&store, "bob", "alice", &policy(), &unlimited).unwrap().key_package;
+    store.remove_device("alice", &phone_id, NOW).unwrap();
+    assert_status(kp::fetch(&store, "bob", "alice", &policy(), &unlimited), "NOT_FOUND", "no usable key package");
+    let refused = submit_add(&store, &bob, &group_id, vec![served], b"add-removed");
+    assert_status(refused, "PERMISSION_DENIED", "removed");
+}
+
+/// `committer` adds the members of `packages` to `group_id` and submits
+/// the commit (merged if accepted, cleared if not).
+fn submit_add(
+    store: &MemoryStore,
+    committer: &User,
+    group_id: &[u8],
+    packages: Vec<Vec<u8>>,
+    message_id: &[u8],
+) -> Result<u64, crate::domain::DomainError> {
+    let pending = committer.client.add_members(group_id, &packages).unwrap();
+    let request = super::commit_request(group_id, &pending, message_id);
+    let caller = Caller::first_device(&committer.name);
+    let result = super::VIEWS
+        .with(|views| crate::domain::commits::submit_commit(store, views, caller, &request, NOW, &policy()))
+        .map(|accepted| accepted.epoch);
+    super::finish(committer, group_id, result)
+}
