@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::now_ms;
+use crate::storage::{Expired, Store, StoreError, TrimmedQueues};
 use crate::transport::ServerState;
 
 /// Messages (and, separately, idempotency records) deleted per storage call.
@@ -47,22 +48,9 @@ pub(crate) async fn expire_until_shutdown(state: Arc<ServerState>) {
 /// Expires everything stored before `before_ms`, chunk by chunk. Returns
 /// `false` when the runtime is going away.
 async fn expire_all_before(state: &ServerState, before_ms: u64) -> bool {
-    loop {
-        let store = state.store.clone();
-        let expired = match tokio::task::spawn_blocking(move || store.expire(before_ms, CHUNK)).await {
-            Ok(Ok(expired)) => expired,
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "expiry failed; retrying at the next round");
-                return true;
-            }
-            Err(join) if join.is_panic() => {
-                tracing::error!("expiry panicked; retrying at the next round");
-                return true;
-            }
-            // Cancelled: the runtime is shutting down.
-            Err(_) => return false,
-        };
-        state.metrics.expired(&expired);
+    let step = move |store: &dyn Store| store.expire(before_ms, CHUNK);
+    in_chunks(state, "expiry", step, |expired: &Expired| {
+        state.metrics.expired(expired);
         if expired.queue_entries > 0 {
             tracing::info!(
                 entries = expired.queue_entries,
@@ -70,35 +58,18 @@ async fn expire_all_before(state: &ServerState, before_ms: u64) -> bool {
                 "deleted messages no recipient acknowledged within the retention period"
             );
         }
-        if !expired.more || state.shutdown.is_cancelled() {
-            return true;
-        }
-        tokio::select! {
-            _ = state.shutdown.cancelled() => return true,
-            _ = tokio::time::sleep(BETWEEN_CHUNKS) => {}
-        }
-    }
+        expired.more
+    })
+    .await
 }
 
 /// Trims every queue over `delivery.max_queue_entries`, a chunk of queues
 /// per storage call. Returns `false` when the runtime is going away.
 pub(crate) async fn trim_all_queues(state: &ServerState) -> bool {
     let max_entries = state.config.max_queue_entries;
-    loop {
-        let store = state.store.clone();
-        let trimmed = match tokio::task::spawn_blocking(move || store.trim_queues(max_entries, CHUNK)).await {
-            Ok(Ok(trimmed)) => trimmed,
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "trimming queues failed; retrying at the next round");
-                return true;
-            }
-            Err(join) if join.is_panic() => {
-                tracing::error!("trimming queues panicked; retrying at the next round");
-                return true;
-            }
-            Err(_) => return false,
-        };
-        state.metrics.trimmed(&trimmed);
+    let step = move |store: &dyn Store| store.trim_queues(max_entries, CHUNK);
+    in_chunks(state, "trimming queues", step, |trimmed: &TrimmedQueues| {
+        state.metrics.trimmed(trimmed);
         if trimmed.queue_entries > 0 {
             tracing::warn!(
                 queues = trimmed.queues,
@@ -107,7 +78,36 @@ pub(crate) async fn trim_all_queues(state: &ServerState) -> bool {
                 "deleted the oldest unacknowledged entries of queues over their quota"
             );
         }
-        if !trimmed.more || state.shutdown.is_cancelled() {
+        trimmed.more
+    })
+    .await
+}
+
+/// Runs `step` on a blocking thread, call after call with a pause between
+/// two, while `report` (told each result) says more is due. A failure waits
+/// for the next round. Returns `false` when the runtime is going away.
+async fn in_chunks<T: Send + 'static>(
+    state: &ServerState,
+    what: &str,
+    step: impl Fn(&dyn Store) -> Result<T, StoreError> + Clone + Send + 'static,
+    report: impl Fn(&T) -> bool,
+) -> bool {
+    loop {
+        let (store, step) = (state.store.clone(), step.clone());
+        let done = match tokio::task::spawn_blocking(move || step(&*store)).await {
+            Ok(Ok(done)) => done,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "{what} failed; retrying at the next round");
+                return true;
+            }
+            Err(join) if join.is_panic() => {
+                tracing::error!("{what} panicked; retrying at the next round");
+                return true;
+            }
+            // Cancelled: the runtime is shutting down.
+            Err(_) => return false,
+        };
+        if !report(&done) || state.shutdown.is_cancelled() {
             return true;
         }
         tokio::select! {

@@ -59,32 +59,10 @@ pub(super) fn create_group(connection: &Connection, group: &NewGroup) -> Result<
         .and_then(|mut statement| statement.execute(params![group.group_id, group.state]))
         .during(OPERATION)?;
     let members: BTreeSet<&str> = group.members.iter().map(String::as_str).collect();
-    update_roster(connection, &group.group_id, &BTreeSet::new(), &members, OPERATION)?;
+    update_roster(connection, RosterTable::Members, &group.group_id, &BTreeSet::new(), &members, OPERATION)?;
     let devices: BTreeSet<&str> = group.devices.iter().map(String::as_str).collect();
-    update_devices(connection, &group.group_id, &BTreeSet::new(), &devices, OPERATION)?;
+    update_roster(connection, RosterTable::Devices, &group.group_id, &BTreeSet::new(), &devices, OPERATION)?;
     Ok(GroupCreation::Created)
-}
-
-/// Moves the device roster of `group_id` from `old` to `new`, writing only
-/// the difference.
-fn update_devices(
-    connection: &Connection,
-    group_id: &[u8],
-    old: &BTreeSet<&str>,
-    new: &BTreeSet<&str>,
-    operation: &'static str,
-) -> Result<(), StoreError> {
-    let mut delete =
-        connection.prepare_cached("DELETE FROM group_devices WHERE group_id = ?1 AND device = ?2").during(operation)?;
-    for gone in old.difference(new) {
-        delete.execute(params![group_id, gone]).during(operation)?;
-    }
-    let mut insert =
-        connection.prepare_cached("INSERT INTO group_devices (group_id, device) VALUES (?1, ?2)").during(operation)?;
-    for joined in new.difference(old) {
-        insert.execute(params![group_id, joined]).during(operation)?;
-    }
-    Ok(())
 }
 
 /// The device queues of a group's roster, sorted.
@@ -95,25 +73,46 @@ fn devices(connection: &Connection, group_id: &[u8], operation: &'static str) ->
         .during(operation)
 }
 
-/// Moves the roster of `group_id` from `old` to `new`: rows of members
-/// who stay are left as they are (with their leaving flag), so a commit
+/// A group's roster table: its members (accounts, with their leaving
+/// flag) or its devices (one per leaf).
+#[derive(Clone, Copy)]
+enum RosterTable {
+    Members,
+    Devices,
+}
+
+impl RosterTable {
+    fn delete(self) -> &'static str {
+        match self {
+            RosterTable::Members => "DELETE FROM group_members WHERE group_id = ?1 AND username = ?2",
+            RosterTable::Devices => "DELETE FROM group_devices WHERE group_id = ?1 AND device = ?2",
+        }
+    }
+
+    fn insert(self) -> &'static str {
+        match self {
+            RosterTable::Members => "INSERT INTO group_members (group_id, username, leaving) VALUES (?1, ?2, 0)",
+            RosterTable::Devices => "INSERT INTO group_devices (group_id, device) VALUES (?1, ?2)",
+        }
+    }
+}
+
+/// Moves a roster table of `group_id` from `old` to `new`: rows that stay
+/// are left as they are (a member keeps its leaving flag), so a commit
 /// writes only who joined or left.
 fn update_roster(
     connection: &Connection,
+    table: RosterTable,
     group_id: &[u8],
     old: &BTreeSet<&str>,
     new: &BTreeSet<&str>,
     operation: &'static str,
 ) -> Result<(), StoreError> {
-    let mut delete = connection
-        .prepare_cached("DELETE FROM group_members WHERE group_id = ?1 AND username = ?2")
-        .during(operation)?;
+    let mut delete = connection.prepare_cached(table.delete()).during(operation)?;
     for gone in old.difference(new) {
         delete.execute(params![group_id, gone]).during(operation)?;
     }
-    let mut insert = connection
-        .prepare_cached("INSERT INTO group_members (group_id, username, leaving) VALUES (?1, ?2, 0)")
-        .during(operation)?;
+    let mut insert = connection.prepare_cached(table.insert()).during(operation)?;
     for joined in new.difference(old) {
         insert.execute(params![group_id, joined]).during(operation)?;
     }
@@ -324,11 +323,11 @@ pub(super) fn apply_commit(connection: &Connection, write: &CommitWrite) -> Resu
     }
     let old: BTreeSet<&str> = old_members.iter().map(String::as_str).collect();
     let new: BTreeSet<&str> = write.new_members.iter().map(String::as_str).collect();
-    update_roster(connection, &write.group_id, &old, &new, OPERATION)?;
+    update_roster(connection, RosterTable::Members, &write.group_id, &old, &new, OPERATION)?;
     let old_devices = devices(connection, &write.group_id, OPERATION)?;
     let old: BTreeSet<&str> = old_devices.iter().map(String::as_str).collect();
     let new: BTreeSet<&str> = write.new_devices.iter().map(String::as_str).collect();
-    update_devices(connection, &write.group_id, &old, &new, OPERATION)?;
+    update_roster(connection, RosterTable::Devices, &write.group_id, &old, &new, OPERATION)?;
     connection
         .prepare_cached("UPDATE group_members SET leaving = 0 WHERE group_id = ?1 AND leaving = 1")
         .and_then(|mut statement| statement.execute(params![write.group_id]))
