@@ -6,8 +6,10 @@
 //! both, base64url, one token ([`LinkCode`]). It publishes its device key and
 //! an HPKE public key ([`LinkRequest`]) with a MAC under the secret
 //! ([`LinkCode::authenticate`]), so a server that swaps either key is caught
-//! by the approving device, which holds the code. The approving device seals
-//! the bundle (the account key, the new device's certificate) with HPKE
+//! by the approving device, which holds the code. The approving device (the
+//! one keyed by the account key: only it holds the account's private key,
+//! and it never leaves it) seals the bundle (the account's public key, the
+//! new device's certificate) with HPKE
 //! (RFC 9180) in PSK mode: X-Wing (ML-KEM-768 + X25519, the KEM of the
 //! project's MLS suite), HKDF-SHA256, ChaCha20-Poly1305, `psk` = the secret,
 //! `psk_id` = the link id. Opening needs both the new device's HPKE private
@@ -28,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::device::{verify_certificate, CredentialError};
-use crate::identity::{Identity, PUBLIC_KEY_LEN};
+use crate::identity::PUBLIC_KEY_LEN;
 
 /// Length of a link id.
 pub const LINK_ID_LEN: usize = 16;
@@ -48,7 +50,16 @@ pub const MAX_SEALED_BUNDLE_LEN: usize = 16 * 1024;
 /// Domain separation of the request MAC and the HPKE info.
 const LINK_LABEL: &[u8] = b"qpc-link-v1";
 
+/// Domain separation of [`LinkCode::wait_proof`].
+const WAIT_LABEL: &[u8] = b"qpc-link-wait-v1";
+
 type HmacSha256 = Hmac<Sha256>;
+
+/// SHA-256 of a wait proof: what the server keeps and compares.
+pub fn proof_hash(proof: &[u8]) -> Vec<u8> {
+    use sha2::Digest as _;
+    Sha256::digest(proof).to_vec()
+}
 
 /// Why linking refused something.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -134,6 +145,22 @@ impl LinkCode {
         Ok(self.mac(request)?.finalize().into_bytes().to_vec())
     }
 
+    /// What the new device shows to collect its bundle (`LinkWait`): a value
+    /// derived from the secret, which the server cannot compute before the
+    /// new device reveals it, and which reveals nothing of the secret.
+    pub fn wait_proof(&self) -> Result<Vec<u8>, LinkError> {
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.secret).map_err(crypto)?;
+        mac.update(WAIT_LABEL);
+        mac.update(&self.link_id);
+        Ok(mac.finalize().into_bytes().to_vec())
+    }
+
+    /// The hash of [`LinkCode::wait_proof`] the new device files with its
+    /// link, so the server can check the proof later.
+    pub fn wait_proof_hash(&self) -> Result<Vec<u8>, LinkError> {
+        Ok(proof_hash(&self.wait_proof()?))
+    }
+
     /// Checks the MAC the server relayed with `request` (constant time).
     pub fn check(&self, request: &LinkRequest, mac: &[u8]) -> Result<(), LinkError> {
         request.check_form()?;
@@ -209,9 +236,10 @@ fn crypto(error: impl std::fmt::Debug) -> LinkError {
 /// What the approving device hands the new one.
 pub struct LinkBundle {
     pub username: String,
-    /// The account key pair (the new device certifies nothing with it
-    /// unless the user links another device from it).
-    pub account: Identity,
+    /// The account's public key. The private key stays on the device keyed
+    /// by it: a linked device that is removed later must not be able to log
+    /// in as that device or certify others.
+    pub account_key: Vec<u8>,
     /// The account key's certificate of the new device's key.
     pub certificate: Vec<u8>,
 }
@@ -220,7 +248,7 @@ pub struct LinkBundle {
 struct BundleWire {
     version: u32,
     username: String,
-    account: String,
+    account_key: String,
     certificate: String,
 }
 
@@ -229,7 +257,7 @@ pub fn seal_bundle(code: &LinkCode, request: &LinkRequest, bundle: &LinkBundle) 
     let wire = BundleWire {
         version: 1,
         username: bundle.username.clone(),
-        account: URL_SAFE_NO_PAD.encode(bundle.account.to_bytes()),
+        account_key: URL_SAFE_NO_PAD.encode(&bundle.account_key),
         certificate: URL_SAFE_NO_PAD.encode(&bundle.certificate),
     };
     let plain = serde_json::to_vec(&wire).map_err(crypto)?;
@@ -292,18 +320,18 @@ pub fn open_bundle(
     if wire.version != 1 {
         return Err(bad(format!("unknown version {}", wire.version)));
     }
-    let account_bytes = URL_SAFE_NO_PAD.decode(&wire.account).map_err(|error| bad(error.to_string()))?;
-    let account = Identity::from_bytes(&account_bytes).map_err(|error| bad(error.to_string()))?;
+    let account_key = URL_SAFE_NO_PAD.decode(&wire.account_key).map_err(|error| bad(error.to_string()))?;
     let certificate = URL_SAFE_NO_PAD.decode(&wire.certificate).map_err(|error| bad(error.to_string()))?;
-    verify_certificate(account.public_key(), &wire.username, device_key, &certificate)
+    verify_certificate(&account_key, &wire.username, device_key, &certificate)
         .map_err(|error: CredentialError| bad(error.to_string()))?;
-    Ok(LinkBundle { username: wire.username, account, certificate })
+    Ok(LinkBundle { username: wire.username, account_key, certificate })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::device::certify_device;
+    use crate::identity::Identity;
 
     fn new_device() -> (Identity, LinkKeyPair, LinkRequest) {
         let device = Identity::generate().unwrap();
@@ -348,6 +376,9 @@ mod tests {
         let only_link_key = LinkRequest { link_key: swapped.link_key, ..request.clone() };
         assert_eq!(code.check(&only_link_key, &mac), Err(LinkError::Mismatch));
         assert_eq!(LinkCode::generate().check(&request, &mac), Err(LinkError::Mismatch), "another code");
+        let proof = code.wait_proof().unwrap();
+        assert_eq!(proof_hash(&proof), code.wait_proof_hash().unwrap());
+        assert_ne!(proof, LinkCode::generate().wait_proof().unwrap());
         let renamed = LinkRequest { label: "laptop".into(), ..request.clone() };
         assert_eq!(code.check(&renamed, &mac), Err(LinkError::Mismatch));
         let short = LinkRequest { device_key: vec![1; 31], ..request };
@@ -360,14 +391,17 @@ mod tests {
         let (device, keys, request) = new_device();
         let account = Identity::generate().unwrap();
         let certificate = certify_device(&account, "alice", device.public_key()).unwrap();
-        let account_copy = Identity::from_bytes(&account.to_bytes()).unwrap();
-        let bundle = LinkBundle { username: "alice".into(), account: account_copy, certificate: certificate.clone() };
+        let bundle = LinkBundle {
+            username: "alice".into(),
+            account_key: account.public_key().to_vec(),
+            certificate: certificate.clone(),
+        };
         let sealed = seal_bundle(&code, &request, &bundle).unwrap();
         assert!(sealed.len() < MAX_SEALED_BUNDLE_LEN);
 
         let opened = open_bundle(&code, &keys, device.public_key(), &sealed).unwrap();
         assert_eq!(opened.username, "alice");
-        assert_eq!(opened.account.public_key(), account.public_key());
+        assert_eq!(opened.account_key, account.public_key());
         assert_eq!(opened.certificate, certificate);
 
         // The relayed bytes open with neither the key alone nor the code alone.

@@ -16,7 +16,7 @@ use quicprochat_core::DeviceId;
 
 use super::accounts::session_account;
 use super::DomainError;
-use crate::storage::{queue_name, Device, DeviceAdded, NewDevice, Store};
+use crate::storage::{queue_name, Device, DeviceAdded, DeviceRemoval, NewDevice, Store};
 
 /// Who makes a request: the session's account and the queue of the device
 /// it logged in with.
@@ -82,7 +82,7 @@ pub const MAX_DEVICE_LABEL_LEN: usize = 64;
 
 /// Fails unless the caller's device is still a current device of its
 /// account (a removed device's session may still be open).
-pub(crate) fn require_current_device(store: &dyn Store, caller: Caller<'_>) -> Result<(), DomainError> {
+pub fn require_current_device(store: &dyn Store, caller: Caller<'_>) -> Result<(), DomainError> {
     let device = store.device(caller.queue)?;
     let current = device.is_some_and(|device| device.username == caller.username && device.removed_at_ms.is_none());
     if !current {
@@ -179,17 +179,11 @@ pub fn remove_device(
     require_current_device(store, caller)?;
     let device_id = DeviceId::from_bytes(device_id)
         .ok_or_else(|| DomainError::invalid(format!("a device id is {DEVICE_ID_LEN} bytes")))?;
-    let current: Vec<Device> =
-        store.devices(caller.username)?.into_iter().filter(|device| device.removed_at_ms.is_none()).collect();
-    let Some(target) = current.iter().find(|device| device.device_id == device_id) else {
-        return Err(DomainError::not_found(format!("your account has no device {device_id}")));
-    };
-    if current.len() == 1 {
-        return Err(DomainError::invalid("this is your account's only device; an account keeps at least one"));
+    match store.remove_device(caller.username, &device_id, now_ms)? {
+        DeviceRemoval::Removed { queue } => Ok(queue),
+        DeviceRemoval::NotFound => Err(DomainError::not_found(format!("your account has no device {device_id}"))),
+        DeviceRemoval::LastDevice => {
+            Err(DomainError::invalid("this is your account's only device; an account keeps at least one"))
+        }
     }
-    let queue = target.queue.clone();
-    if !store.remove_device(caller.username, &device_id, now_ms)? {
-        return Err(DomainError::not_found(format!("your account has no device {device_id}")));
-    }
-    Ok(queue)
 }

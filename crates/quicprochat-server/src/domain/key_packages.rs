@@ -75,7 +75,7 @@ fn check_package(
         };
         return Err(DomainError::invalid(message));
     }
-    Ok(NewKeyPackage { data: bytes.to_vec(), init_key: info.init_key })
+    Ok(NewKeyPackage { data: bytes.to_vec(), init_key: info.init_key, device_id: info.device_id })
 }
 
 /// Adds validated key packages of `session_user` and, when given, replaces
@@ -133,10 +133,10 @@ fn usable(key_package: &[u8], policy: &CommitPolicy) -> bool {
 }
 
 /// Whether the package described by `info` comes from a current device of
-/// `owner` (a removed device's packages are never served; a failed lookup
-/// counts as not current).
-fn from_current_device(store: &dyn Store, owner: &str, info: &KeyPackageInfo) -> bool {
-    matches!(store.device_by_key(owner, &info.device_key), Ok(Some(device)) if device.removed_at_ms.is_none())
+/// `owner` (a removed device's packages are never served; its removal
+/// deletes them, this is the check behind that).
+fn from_current_device(store: &dyn Store, owner: &str, info: &KeyPackageInfo) -> Result<bool, DomainError> {
+    Ok(matches!(store.device_by_key(owner, &info.device_key)?, Some(device) if device.removed_at_ms.is_none()))
 }
 
 /// Records that `requester` was served the package of `target` whose
@@ -185,8 +185,11 @@ pub fn fetch(
     let none_left = || DomainError::not_found(format!("{target:?} has no usable key package left"));
     for _ in 0..MAX_DISCARDED_PER_FETCH {
         let taken = store.take_key_package(&target_account.username)?.ok_or_else(none_left)?;
-        let usable = usable_info(&taken.key_package, policy);
-        if let Some(info) = usable.filter(|info| from_current_device(store, target, info)) {
+        let usable = match usable_info(&taken.key_package, policy) {
+            Some(info) if from_current_device(store, target, &info)? => Some(info),
+            _ => None,
+        };
+        if let Some(info) = usable {
             if taken.last_resort {
                 last_resort_budget()?;
             }
@@ -218,9 +221,10 @@ pub fn fetch_last_resort(
         .ok_or_else(|| DomainError::not_found(format!("no user named {target:?}")))?;
     let none_left = || DomainError::not_found(format!("{target:?} has no usable key package left"));
     let key_package = store.last_resort_key_package(&target_account.username)?.ok_or_else(none_left)?;
-    let info = usable_info(&key_package, policy)
-        .filter(|info| from_current_device(store, target, info))
-        .ok_or_else(none_left)?;
+    let info = usable_info(&key_package, policy).ok_or_else(none_left)?;
+    if !from_current_device(store, target, &info)? {
+        return Err(none_left());
+    }
     last_resort_budget()?;
     record_served(store, requester, target, info, true, policy)?;
     Ok(FetchedKeyPackage { key_package, last_resort: true })

@@ -2,6 +2,8 @@
 //! [`MemoryStore`] and a fresh [`SqliteStore`], so both keep the same
 //! semantics. Backend-specific tests (SQLite reopen) are at the end.
 
+use quicprochat_core::DeviceId;
+
 use super::{
     AccountCreation, CommitResult, CommitWrite, EntryKind, Fanout, FetchedQueue, GroupCreation, GroupKind,
     GroupLogEntry, GroupSnapshot, KeyPackageServed, KeyPackageStock, KeyPackagesAdded, MemoryStore, NewGroup,
@@ -191,7 +193,7 @@ fn key_packages_single_use(store: &dyn Store) {
 
 /// A key package whose init key is derived from its bytes.
 pub(super) fn kp(data: &[u8]) -> NewKeyPackage {
-    NewKeyPackage { data: data.to_vec(), init_key: [b"init-", data].concat() }
+    NewKeyPackage { data: data.to_vec(), init_key: [b"init-", data].concat(), device_id: DeviceId::of_key(&[7; 32]) }
 }
 
 pub(super) fn stored(added: KeyPackagesAdded) -> KeyPackageStock {

@@ -9,7 +9,6 @@ use std::sync::{Mutex, MutexGuard};
 
 use quicprochat_core::DeviceId;
 
-use super::NewDevice;
 use super::{
     queue_name, Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, Device, DeviceAdded,
     EnqueueOutcome, EntryKind, Expired, FetchBudget, FetchedQueue, GroupCreation, GroupLogEntry, GroupRecord,
@@ -17,6 +16,7 @@ use super::{
     KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, QueueItem,
     Store, StoreError, TakenKeyPackage, TrimmedQueues, FIRST_DEVICE_LABEL, TRIM_ENTRY_BUDGET,
 };
+use super::{DeviceRemoval, NewDevice};
 
 /// In-memory [`Store`].
 #[derive(Debug, Default)]
@@ -318,25 +318,27 @@ impl Store for MemoryStore {
         Ok(DeviceAdded::Added { queue })
     }
 
-    fn remove_device(&self, username: &str, device_id: &DeviceId, now_ms: u64) -> Result<bool, StoreError> {
+    fn remove_device(&self, username: &str, device_id: &DeviceId, now_ms: u64) -> Result<DeviceRemoval, StoreError> {
         let mut inner = self.lock()?;
-        let removed = inner
-            .devices
-            .values_mut()
-            .find(|row| {
-                row.device.username == username
-                    && row.device.device_id == *device_id
-                    && row.device.removed_at_ms.is_none()
-            })
-            .map(|row| {
-                row.device.removed_at_ms = Some(now_ms);
-                row.device.queue.clone()
-            });
-        let Some(queue) = removed else {
-            return Ok(false);
+        let current = |row: &DeviceRow| row.device.username == username && row.device.removed_at_ms.is_none();
+        let count = inner.devices.values().filter(|row| current(row)).count();
+        let Some(row) = inner.devices.values_mut().find(|row| current(row) && row.device.device_id == *device_id)
+        else {
+            return Ok(DeviceRemoval::NotFound);
         };
+        if count <= 1 {
+            return Ok(DeviceRemoval::LastDevice);
+        }
+        row.device.removed_at_ms = Some(now_ms);
+        let queue = row.device.queue.clone();
         inner.ack(&queue, u64::MAX);
-        Ok(true)
+        if let Some(stock) = inner.key_packages.get_mut(username) {
+            stock.ordinary.retain(|package| package.device_id != *device_id);
+            if stock.last_resort.as_ref().is_some_and(|package| package.device_id == *device_id) {
+                stock.last_resort = None;
+            }
+        }
+        Ok(DeviceRemoval::Removed { queue })
     }
 
     fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {

@@ -45,10 +45,10 @@ pub use timed::TimedStore;
 pub(crate) use types::FetchBudget;
 pub use types::{
     queue_name, Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, Device, DeviceAdded,
-    EnqueueOutcome, EntryKind, Expired, Fanout, FetchedQueue, GroupCreation, GroupKind, GroupLogEntry, GroupRecord,
-    GroupRoster, GroupSnapshot, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageServed, KeyPackageStock,
-    KeyPackagesAdded, MessageRecord, NewDevice, NewGroup, NewKeyPackage, NewMessage, ProposalResult, ProposalWrite,
-    QueueItem, TakenKeyPackage, TrimmedQueues, FIRST_DEVICE_LABEL, MAX_FETCH_PAYLOAD_BYTES,
+    DeviceRemoval, EnqueueOutcome, EntryKind, Expired, Fanout, FetchedQueue, GroupCreation, GroupKind, GroupLogEntry,
+    GroupRecord, GroupRoster, GroupSnapshot, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageServed,
+    KeyPackageStock, KeyPackagesAdded, MessageRecord, NewDevice, NewGroup, NewKeyPackage, NewMessage, ProposalResult,
+    ProposalWrite, QueueItem, TakenKeyPackage, TrimmedQueues, FIRST_DEVICE_LABEL, MAX_FETCH_PAYLOAD_BYTES,
 };
 
 /// Work for a [`StorageExecutor`]: runs against a store and returns what to
@@ -103,9 +103,12 @@ pub trait Store: Send + Sync {
     fn add_device(&self, device: &NewDevice, max_devices: u64) -> Result<DeviceAdded, StoreError>;
 
     /// Marks the device of `username` with `device_id` removed at `now_ms`
-    /// and drops its queue (entries and the bodies no other queue holds).
-    /// Returns whether a current device was removed.
-    fn remove_device(&self, username: &str, device_id: &DeviceId, now_ms: u64) -> Result<bool, StoreError>;
+    /// and drops its queue (entries and the bodies no other queue holds) and
+    /// its key packages (its last-resort one too, if the account's is its),
+    /// unless it is the account's only current device: checked in the same
+    /// transaction, so two removals at once never leave an account without
+    /// a device.
+    fn remove_device(&self, username: &str, device_id: &DeviceId, now_ms: u64) -> Result<DeviceRemoval, StoreError>;
 
     /// Every account, ordered by username.
     fn list_accounts(&self) -> Result<Vec<Account>, StoreError>;

@@ -16,7 +16,7 @@ use super::{
     KeyPackageStock, KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult,
     ProposalWrite, Store, StoreError, TakenKeyPackage, TrimmedQueues,
 };
-use super::{DeviceAdded, NewDevice};
+use super::{DeviceAdded, DeviceRemoval, NewDevice};
 use crate::metrics::Metrics;
 
 /// Times every call to the store `inner` points to (an `Arc` of a store, or
@@ -88,7 +88,7 @@ where
         self.timed("add_device", |s| s.add_device(device, max_devices))
     }
 
-    fn remove_device(&self, username: &str, device_id: &DeviceId, now_ms: u64) -> Result<bool, StoreError> {
+    fn remove_device(&self, username: &str, device_id: &DeviceId, now_ms: u64) -> Result<DeviceRemoval, StoreError> {
         self.timed("remove_device", |s| s.remove_device(username, device_id, now_ms))
     }
 

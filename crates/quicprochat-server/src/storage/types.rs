@@ -55,6 +55,17 @@ pub enum DeviceAdded {
     UnknownAccount,
 }
 
+/// Result of [`super::Store::remove_device`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceRemoval {
+    /// Removed; its queue was this.
+    Removed { queue: String },
+    /// No current device of the account has this id.
+    NotFound,
+    /// It is the account's only current device, which is never removed.
+    LastDevice,
+}
+
 /// The label of an account's first device (the one registration makes).
 pub const FIRST_DEVICE_LABEL: &str = "first device";
 
@@ -91,6 +102,8 @@ pub struct NewKeyPackage {
     pub data: Vec<u8>,
     /// Its HPKE init key: unique among every stored package.
     pub init_key: Vec<u8>,
+    /// The device that made it: its packages go when it is removed.
+    pub device_id: DeviceId,
 }
 
 /// Outcome of [`super::Store::add_key_packages`].

@@ -194,6 +194,7 @@ fn link_start(state: &ServerState, session: &Session, body: Bytes) -> Result<Rep
         link_key: request.link_key.to_vec(),
         label: request.label,
         mac: request.mac.to_vec(),
+        wait_proof_hash: request.wait_proof_hash.to_vec(),
     };
     let published = quicprochat_core::link::LinkRequest {
         device_key: started.device_key.clone(),
@@ -201,8 +202,8 @@ fn link_start(state: &ServerState, session: &Session, body: Bytes) -> Result<Rep
         label: started.label.clone(),
     };
     published.check_form().map_err(|error| DomainError::invalid(error.to_string()))?;
-    if started.mac.len() != 32 {
-        return Err(DomainError::invalid("a link MAC is 32 bytes"));
+    if started.mac.len() != 32 || started.wait_proof_hash.len() != 32 {
+        return Err(DomainError::invalid("a link MAC and a wait proof hash are 32 bytes each"));
     }
     let now = Instant::now();
     let expires_at = state.links.start(&request.link_id, started, now)?;
@@ -213,7 +214,7 @@ fn link_start(state: &ServerState, session: &Session, body: Bytes) -> Result<Rep
 /// The new device waits for its link's approval, up to half the RPC deadline.
 async fn link_wait(state: &ServerState, body: Bytes) -> Result<Reply, DomainError> {
     let request: v1::LinkWaitRequest = decode(&body)?;
-    let response = match state.links.wait(&request.link_id, state.config.rpc_timeout / 2).await? {
+    let response = match state.links.wait(&request.link_id, &request.proof, state.config.rpc_timeout / 2).await? {
         Some(approval) => {
             v1::LinkWaitResponse { approved: true, username: approval.username, sealed: approval.sealed.into() }
         }
@@ -272,6 +273,23 @@ async fn authenticated(
     body: Bytes,
 ) -> Result<Reply, DomainError> {
     let SessionUser { username: user, queue } = session_user;
+    // The requests whose domain call does not check the session's device
+    // check it here: a removed device's open session gets nothing more.
+    if matches!(
+        method,
+        Method::ResolveUser
+            | Method::UploadKeyPackages
+            | Method::FetchKeyPackage
+            | Method::KeyPackageStock
+            | Method::GroupMembers
+            | Method::LinkFetch
+    ) {
+        let (username, device) = (user.clone(), queue.clone());
+        blocking(state, move |store| {
+            devices::require_current_device(store, Caller { username: &username, queue: &device })
+        })
+        .await?;
+    }
     match method {
         Method::ResolveUser => {
             let request: v1::ResolveUserRequest = decode(&body)?;

@@ -29,6 +29,9 @@ pub(crate) const LINK_ID_LEN: usize = quicprochat_core::link::LINK_ID_LEN;
 /// Largest sealed bundle the relay keeps.
 pub(crate) const MAX_SEALED_LEN: usize = quicprochat_core::link::MAX_SEALED_BUNDLE_LEN;
 
+/// Sealed bundle bytes the relay holds at once, across all links.
+pub(crate) const MAX_APPROVED_BYTES: usize = 32 * 1024 * 1024;
+
 /// What the new device published.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StartedLink {
@@ -36,6 +39,8 @@ pub(crate) struct StartedLink {
     pub(crate) link_key: Vec<u8>,
     pub(crate) label: String,
     pub(crate) mac: Vec<u8>,
+    /// SHA-256 of the proof the new device shows when it waits.
+    pub(crate) wait_proof_hash: Vec<u8>,
 }
 
 /// What the approving device left for the new one.
@@ -83,6 +88,11 @@ impl LinkRelay {
         if links.contains_key(&id) {
             return Err(DomainError::AlreadyExists { message: "this link id is in use; make a new code".into() });
         }
+        // One pending link per device key: approvals need the key registered
+        // on the approver's account, so the bundles held stay few per account.
+        if links.values().any(|link| link.started.device_key == started.device_key) {
+            return Err(DomainError::AlreadyExists { message: "a link for this device key is pending already".into() });
+        }
         if links.len() >= MAX_PENDING_LINKS {
             return Err(DomainError::Unavailable {
                 message: "too many device links are pending; retry in a minute".into(),
@@ -112,6 +122,18 @@ impl LinkRelay {
             return Err(DomainError::invalid(format!("a sealed bundle is at most {MAX_SEALED_LEN} bytes")));
         }
         let mut links = self.links()?;
+        let held: usize = links
+            .values()
+            .filter(|link| link.expires_at > now)
+            .filter_map(|link| link.approval.as_ref())
+            .map(|approval| approval.sealed.len())
+            .sum();
+        if held + approval.sealed.len() > MAX_APPROVED_BYTES {
+            return Err(DomainError::Unavailable {
+                message: "the link relay is full; retry in a minute".into(),
+                retry_after_ms: 60_000,
+            });
+        }
         let link = links.get_mut(&id).filter(|link| link.expires_at > now).ok_or_else(not_found)?;
         if link.approval.is_some() {
             return Err(DomainError::AlreadyExists { message: "this link was approved already".into() });
@@ -131,9 +153,23 @@ impl LinkRelay {
     }
 
     /// Waits up to `timeout` for the link's approval; hands it over once
-    /// (the link is then gone). `None` when it is still pending.
-    pub(crate) async fn wait(&self, id: &[u8], timeout: Duration) -> Result<Option<Approval>, DomainError> {
+    /// (the link is then gone) to whoever shows the proof whose hash the link
+    /// was started with. `None` when it is still pending.
+    pub(crate) async fn wait(
+        &self,
+        id: &[u8],
+        proof: &[u8],
+        timeout: Duration,
+    ) -> Result<Option<Approval>, DomainError> {
         let id = link_id(id)?;
+        let proof_hash = quicprochat_core::link::proof_hash(proof);
+        {
+            let links = self.links()?;
+            let link = links.get(&id).ok_or_else(not_found)?;
+            if link.started.wait_proof_hash != proof_hash {
+                return Err(DomainError::denied("this is not the device that started the link"));
+            }
+        }
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let approved = {
@@ -164,10 +200,17 @@ mod tests {
     use super::*;
 
     fn started() -> StartedLink {
-        StartedLink { device_key: vec![1; 32], link_key: vec![2; 1216], label: "phone".into(), mac: vec![3; 32] }
+        StartedLink {
+            device_key: vec![1; 32],
+            link_key: vec![2; 1216],
+            label: "phone".into(),
+            mac: vec![3; 32],
+            wait_proof_hash: quicprochat_core::link::proof_hash(PROOF),
+        }
     }
 
     const ID: [u8; LINK_ID_LEN] = [7; LINK_ID_LEN];
+    const PROOF: &[u8] = b"the new device's proof";
 
     #[tokio::test]
     async fn a_link_is_fetched_approved_once_and_handed_over_once() {
@@ -175,10 +218,14 @@ mod tests {
         let now = Instant::now();
         relay.start(&ID, started(), now).unwrap();
         assert_eq!(relay.start(&ID, started(), now).unwrap_err().status_name(), "ALREADY_EXISTS");
+        let same_key = relay.start(&[6; LINK_ID_LEN], started(), now).unwrap_err();
+        assert_eq!(same_key.status_name(), "ALREADY_EXISTS", "one pending link per device key");
         assert_eq!(relay.fetch(&ID, now).unwrap(), started());
-        assert_eq!(relay.wait(&ID, Duration::from_millis(1)).await.unwrap(), None, "still pending");
+        assert_eq!(relay.wait(&ID, PROOF, Duration::from_millis(1)).await.unwrap(), None, "still pending");
+        let stranger = relay.wait(&ID, b"a guess", Duration::from_millis(1)).await.unwrap_err();
+        assert_eq!(stranger.status_name(), "PERMISSION_DENIED", "only the device that started it");
 
-        let waiting = relay.wait(&ID, Duration::from_secs(30));
+        let waiting = relay.wait(&ID, PROOF, Duration::from_secs(30));
         let approval = Approval { username: "alice".into(), sealed: vec![9; 100] };
         let approve = async {
             tokio::task::yield_now().await;
@@ -187,7 +234,7 @@ mod tests {
         let (handed, ()) = tokio::join!(waiting, approve);
         assert_eq!(handed.unwrap(), Some(approval.clone()));
         assert_eq!(relay.approve(&ID, approval, now).unwrap_err().status_name(), "NOT_FOUND", "used up");
-        assert_eq!(relay.wait(&ID, Duration::from_millis(1)).await.unwrap_err().status_name(), "NOT_FOUND");
+        assert_eq!(relay.wait(&ID, PROOF, Duration::from_millis(1)).await.unwrap_err().status_name(), "NOT_FOUND");
     }
 
     #[tokio::test]
@@ -202,12 +249,13 @@ mod tests {
 
         let later = now + Duration::from_secs(601);
         let other = [8; LINK_ID_LEN];
-        relay.start(&other, started(), now).unwrap();
+        let other_device = StartedLink { device_key: vec![4; 32], ..started() };
+        relay.start(&other, other_device, now).unwrap();
         assert_eq!(relay.fetch(&other, later).unwrap_err().status_name(), "NOT_FOUND", "expired");
         assert_eq!(relay.approve(&other, approval, later).unwrap_err().status_name(), "NOT_FOUND");
         assert_eq!(relay.start(&[1, 2], started(), now).unwrap_err().status_name(), "INVALID_ARGUMENT");
         let huge = Approval { username: "alice".into(), sealed: vec![0; MAX_SEALED_LEN + 1] };
-        relay.start(&[5; LINK_ID_LEN], started(), now).unwrap();
+        relay.start(&[5; LINK_ID_LEN], StartedLink { device_key: vec![5; 32], ..started() }, now).unwrap();
         assert_eq!(relay.approve(&[5; LINK_ID_LEN], huge, now).unwrap_err().status_name(), "INVALID_ARGUMENT");
     }
 }

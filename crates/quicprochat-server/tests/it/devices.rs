@@ -32,11 +32,18 @@ async fn a_device_links_through_the_relay_and_only_it_opens_the_bundle() {
         link_key: published.link_key.clone().into(),
         label: published.label.clone(),
         mac: code.authenticate(&published).expect("mac").into(),
+        wait_proof_hash: code.wait_proof_hash().expect("proof hash").into(),
     };
     let started: v1::LinkStartResponse = newcomer.call(Method::LinkStart, &start).await.expect("start");
     assert!(started.expires_in_ms > 0);
     let pending: v1::LinkWaitResponse = newcomer
-        .call(Method::LinkWait, &v1::LinkWaitRequest { link_id: code.link_id.to_vec().into() })
+        .call(
+            Method::LinkWait,
+            &v1::LinkWaitRequest {
+                link_id: code.link_id.to_vec().into(),
+                proof: code.wait_proof().expect("proof").into(),
+            },
+        )
         .await
         .expect("wait");
     assert!(!pending.approved, "nothing approved yet");
@@ -62,11 +69,7 @@ async fn a_device_links_through_the_relay_and_only_it_opens_the_bundle() {
         label: relayed.label.clone(),
     };
     let _: v1::AddDeviceResponse = alice_rpc.call(Method::AddDevice, &add).await.expect("add device");
-    let bundle = LinkBundle {
-        username: "alice".into(),
-        account: Identity::from_bytes(&alice.to_bytes()).expect("copy"),
-        certificate,
-    };
+    let bundle = LinkBundle { username: "alice".into(), account_key: alice.public_key().to_vec(), certificate };
     let sealed = seal_bundle(&typed, &relayed, &bundle).expect("seal");
     let approve = v1::LinkApproveRequest { link_id: typed.link_id.to_vec().into(), sealed: sealed.clone().into() };
     let _: v1::LinkApproveResponse = alice_rpc.call(Method::LinkApprove, &approve).await.expect("approve");
@@ -74,7 +77,11 @@ async fn a_device_links_through_the_relay_and_only_it_opens_the_bundle() {
     assert_eq!(status_of(again), Status::AlreadyExists, "a link is approved once");
 
     // The new device gets exactly the bytes the approver sealed, once.
-    let wait = v1::LinkWaitRequest { link_id: code.link_id.to_vec().into() };
+    let wait =
+        v1::LinkWaitRequest { link_id: code.link_id.to_vec().into(), proof: code.wait_proof().expect("proof").into() };
+    let guess = v1::LinkWaitRequest { link_id: code.link_id.to_vec().into(), proof: vec![0; 32].into() };
+    let stolen = alice_rpc.call::<_, v1::LinkWaitResponse>(Method::LinkWait, &guess).await;
+    assert_eq!(status_of(stolen), Status::PermissionDenied, "only the device holding the code collects it");
     let approved: v1::LinkWaitResponse = newcomer.call(Method::LinkWait, &wait).await.expect("wait");
     assert!(approved.approved);
     assert_eq!((approved.username.as_str(), approved.sealed.as_ref()), ("alice", sealed.as_slice()));
@@ -90,7 +97,7 @@ async fn a_device_links_through_the_relay_and_only_it_opens_the_bundle() {
 
     // Only the new device, holding the code, opens what the server relayed.
     let opened = open_bundle(&code, &keys, phone.public_key(), &approved.sealed).expect("open");
-    assert_eq!(opened.account.public_key(), alice.public_key());
+    assert_eq!(opened.account_key, alice.public_key());
     let server_keys = LinkKeyPair::generate().expect("keys");
     assert_eq!(open_bundle(&code, &server_keys, phone.public_key(), &approved.sealed).err(), Some(LinkError::Unsealed));
     assert_eq!(

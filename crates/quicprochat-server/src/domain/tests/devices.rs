@@ -16,7 +16,7 @@ use crate::domain::accounts::{login, AuthProof};
 use crate::domain::devices::Caller;
 use crate::domain::key_packages as kp;
 use crate::domain::messages::{send_message, SendMessage};
-use crate::storage::{DeviceAdded, MemoryStore, NewDevice, Store};
+use crate::storage::{DeviceAdded, DeviceRemoval, MemoryStore, NewDevice, Store};
 
 /// Registers `name` with no key packages (so a fetch for it serves its
 /// other devices' packages).
@@ -80,7 +80,7 @@ fn a_linked_device_logs_in_with_its_own_key_until_removed() {
     let stranger = Identity::generate().unwrap();
     assert_status(device_login(&store, "alice", &stranger), "UNAUTHENTICATED", "");
 
-    assert!(store.remove_device("alice", &phone_id, NOW + 1).unwrap());
+    assert!(matches!(store.remove_device("alice", &phone_id, NOW + 1).unwrap(), DeviceRemoval::Removed { .. }));
     assert_status(device_login(&store, "alice", phone.client.identity()), "PERMISSION_DENIED", "removed");
     let more = phone.client.generate_key_packages(1).unwrap();
     assert_status(kp::upload(&store, "alice", &more, None), "PERMISSION_DENIED", "removed");

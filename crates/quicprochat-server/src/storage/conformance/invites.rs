@@ -4,8 +4,8 @@
 use quicprochat_core::DeviceId;
 
 use crate::storage::{
-    AccountCreation, Device, DeviceAdded, EntryKind, InviteUse, InvitedAccountCreation, NewDevice, NewMessage, Store,
-    StoreError, FIRST_DEVICE_LABEL,
+    AccountCreation, Device, DeviceAdded, DeviceRemoval, EntryKind, InviteUse, InvitedAccountCreation, KeyPackageStock,
+    NewDevice, NewKeyPackage, NewMessage, Store, StoreError, FIRST_DEVICE_LABEL,
 };
 
 const KEY: [u8; 32] = [7; 32];
@@ -133,11 +133,26 @@ pub(super) fn devices_are_added_and_removed(store: &dyn Store) {
     store.enqueue(&message(b"m2"), std::slice::from_ref(&queue)).unwrap();
     assert_eq!(store.queue_depth(&queue).unwrap(), 2);
 
+    // Key packages of both devices; the phone's last-resort one is the account's.
+    let package = |name: &[u8], key: &[u8; 32]| NewKeyPackage {
+        data: name.to_vec(),
+        init_key: [b"init-", name].concat(),
+        device_id: DeviceId::of_key(key),
+    };
+    let packages = [package(b"first-1", &KEY), package(b"phone-1", &phone_key), package(b"phone-2", &phone_key)];
+    store.add_key_packages("alice", &packages, Some(&package(b"phone-lr", &phone_key)), 1000).unwrap();
+    assert_eq!(store.key_package_stock("alice").unwrap(), KeyPackageStock { count: 3, has_last_resort: true });
+
     // Removal drops the queue and the bodies only it held; the removed
     // device receives nothing more, and a removed device frees its slot.
     let phone_id = DeviceId::of_key(&phone_key);
-    assert!(store.remove_device("alice", &phone_id, 4).unwrap());
-    assert!(!store.remove_device("alice", &phone_id, 5).unwrap(), "once");
+    assert_eq!(store.remove_device("alice", &phone_id, 4).unwrap(), DeviceRemoval::Removed { queue: queue.clone() });
+    assert_eq!(store.remove_device("alice", &phone_id, 5).unwrap(), DeviceRemoval::NotFound, "once");
+    assert_eq!(
+        store.key_package_stock("alice").unwrap(),
+        KeyPackageStock { count: 1, has_last_resort: false },
+        "its key packages went with it"
+    );
     assert_eq!(store.queue_depth(&queue).unwrap(), 0);
     assert_eq!(store.stored_message_count().unwrap(), 1, "m1 stays for alice's first device");
     assert_eq!(store.create_account("bob", &[11; 32], 1).unwrap(), AccountCreation::Created);
@@ -153,4 +168,9 @@ pub(super) fn devices_are_added_and_removed(store: &dyn Store) {
     assert!(matches!(unknown, Err(StoreError::UnknownAccount { .. })));
     assert_eq!(store.devices("alice").unwrap()[1].removed_at_ms, Some(4));
     assert!(matches!(store.add_device(&phone(&[10; 32], "alice"), 2).unwrap(), DeviceAdded::Added { .. }));
+    // An account keeps its last current device.
+    assert!(matches!(store.remove_device("alice", &DeviceId::of_key(&KEY), 6).unwrap(), DeviceRemoval::Removed { .. }));
+    let last = DeviceId::of_key(&[10; 32]);
+    assert_eq!(store.remove_device("alice", &last, 7).unwrap(), DeviceRemoval::LastDevice);
+    assert_eq!(store.devices("alice").unwrap().iter().filter(|d| d.removed_at_ms.is_none()).count(), 1);
 }

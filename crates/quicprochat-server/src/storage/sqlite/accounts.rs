@@ -6,7 +6,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use quicprochat_core::DeviceId;
 
 use super::SqlResultExt;
-use crate::storage::{queue_name, DeviceAdded, NewDevice};
+use crate::storage::{queue_name, DeviceAdded, DeviceRemoval, NewDevice};
 use crate::storage::{
     Account, AccountCreation, Device, KeyPackageServed, KeyPackageStock, KeyPackagesAdded, NewKeyPackage, StoreError,
     TakenKeyPackage, FIRST_DEVICE_LABEL,
@@ -134,22 +134,36 @@ pub(super) fn remove_device(
     username: &str,
     device_id: &DeviceId,
     now_ms: u64,
-) -> Result<bool, StoreError> {
+) -> Result<DeviceRemoval, StoreError> {
     const OPERATION: &str = "remove_device";
+    let current: u64 = connection
+        .prepare_cached("SELECT COUNT(*) FROM devices WHERE username = ?1 AND removed_at_ms IS NULL")
+        .and_then(|mut statement| statement.query_row(params![username], |row| row.get(0)))
+        .during(OPERATION)?;
     let queue: Option<String> = connection
         .prepare_cached(
             "UPDATE devices SET removed_at_ms = ?3
-             WHERE username = ?1 AND device_id = ?2 AND removed_at_ms IS NULL RETURNING queue",
+             WHERE username = ?1 AND device_id = ?2 AND removed_at_ms IS NULL AND ?4 > 1 RETURNING queue",
         )
         .and_then(|mut statement| {
-            statement.query_row(params![username, device_id.as_bytes().as_slice(), now_ms], |row| row.get(0)).optional()
+            statement
+                .query_row(params![username, device_id.as_bytes().as_slice(), now_ms, current], |row| row.get(0))
+                .optional()
         })
         .during(OPERATION)?;
     let Some(queue) = queue else {
-        return Ok(false);
+        let exists = connection
+            .prepare_cached("SELECT 1 FROM devices WHERE username = ?1 AND device_id = ?2 AND removed_at_ms IS NULL")
+            .and_then(|mut statement| statement.exists(params![username, device_id.as_bytes().as_slice()]))
+            .during(OPERATION)?;
+        return Ok(if exists { DeviceRemoval::LastDevice } else { DeviceRemoval::NotFound });
     };
     super::delivery::ack(connection, &queue, i64::MAX as u64)?;
-    Ok(true)
+    connection
+        .prepare_cached("DELETE FROM key_packages WHERE username = ?1 AND device_id = ?2")
+        .and_then(|mut statement| statement.execute(params![username, device_id.as_bytes().as_slice()]))
+        .during(OPERATION)?;
+    Ok(DeviceRemoval::Removed { queue })
 }
 
 const DEVICE_COLUMNS: &str = "SELECT queue, username, device_id, device_key, certificate, label, created_at_ms,
@@ -293,17 +307,22 @@ pub(super) fn add_key_packages(
         }
     }
     let mut insert = connection
-        .prepare_cached("INSERT INTO key_packages (username, data, last_resort, init_key) VALUES (?1, ?2, ?3, ?4)")
+        .prepare_cached(
+            "INSERT INTO key_packages (username, data, last_resort, init_key, device_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
         .during(OPERATION)?;
     if let Some(last_resort) = last_resort {
         connection
             .prepare_cached("DELETE FROM key_packages WHERE username = ?1 AND last_resort = 1")
             .and_then(|mut statement| statement.execute(params![username]))
             .during(OPERATION)?;
-        insert.execute(params![username, last_resort.data, true, last_resort.init_key]).during(OPERATION)?;
+        let device = last_resort.device_id.as_bytes().as_slice();
+        insert.execute(params![username, last_resort.data, true, last_resort.init_key, device]).during(OPERATION)?;
     }
     for new in key_packages {
-        insert.execute(params![username, new.data, false, new.init_key]).during(OPERATION)?;
+        insert
+            .execute(params![username, new.data, false, new.init_key, new.device_id.as_bytes().as_slice()])
+            .during(OPERATION)?;
     }
     key_package_stock(connection, username, OPERATION).map(KeyPackagesAdded::Stored)
 }

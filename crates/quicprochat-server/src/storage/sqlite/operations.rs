@@ -15,7 +15,7 @@ use crate::storage::{
     KeyPackageStock, KeyPackagesAdded, MessageRecord, NewGroup, NewKeyPackage, NewMessage, ProposalResult,
     ProposalWrite, Store, StoreError, TakenKeyPackage, TrimmedQueues,
 };
-use crate::storage::{DeviceAdded, NewDevice};
+use crate::storage::{DeviceAdded, DeviceRemoval, NewDevice};
 
 /// How the SQL operations reach a connection.
 pub trait Access: Send + Sync {
@@ -72,7 +72,7 @@ impl<A: Access> Store for A {
         self.write("add_device", |tx| accounts::add_device(tx, device, max_devices))
     }
 
-    fn remove_device(&self, username: &str, device_id: &DeviceId, now_ms: u64) -> Result<bool, StoreError> {
+    fn remove_device(&self, username: &str, device_id: &DeviceId, now_ms: u64) -> Result<DeviceRemoval, StoreError> {
         self.write("remove_device", |tx| accounts::remove_device(tx, username, device_id, now_ms))
     }
 

@@ -194,6 +194,13 @@ CREATE TABLE group_devices (
 ) STRICT, WITHOUT ROWID;
 INSERT INTO group_devices (group_id, device) SELECT group_id, username FROM group_members;
 "#,
+    r#"
+-- Version 9: the device that made each key package, so removing a device
+-- deletes its packages. Every package so far is its account's first
+-- device's, whose queue is the username.
+ALTER TABLE key_packages ADD COLUMN device_id BLOB;
+UPDATE key_packages SET device_id = (SELECT device_id FROM devices WHERE devices.queue = key_packages.username);
+"#,
 ];
 
 /// A migration's step in Rust, run in its transaction after its SQL.
@@ -406,7 +413,7 @@ mod tests {
         let connection = Connection::open(&path).unwrap();
         let version: usize = connection.query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
         assert_eq!(version, MIGRATIONS.len());
-        assert_eq!(version, 8);
+        assert_eq!(version, 9);
         let expiry_index: i64 = connection
             .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'message_ids_by_row'", [], |row| row.get(0))
             .unwrap();

@@ -144,6 +144,7 @@ async fn start_link(rpc: &RpcClient, code: &LinkCode, device: &Identity, keys: &
         link_key: published.link_key.clone().into(),
         label: published.label.clone(),
         mac: code.authenticate(&published).expect("mac").into(),
+        wait_proof_hash: code.wait_proof_hash().expect("proof hash").into(),
     };
     Outcome::of(rpc.call::<_, v1::LinkStartResponse>(Method::LinkStart, &request).await)
 }
