@@ -9,7 +9,7 @@ use quicprochat_core::identity::Identity;
 use quicprochat_core::link::{open_bundle, seal_bundle, LinkBundle, LinkCode, LinkError, LinkKeyPair, LinkRequest};
 use quicprochat_proto::{v1, Method, Status};
 
-use crate::harness::{status_of, Harness, TestServer};
+use crate::harness::{link_start_request, status_of, Harness, TestServer};
 
 #[tokio::test]
 async fn a_device_links_through_the_relay_and_only_it_opens_the_bundle() {
@@ -20,20 +20,8 @@ async fn a_device_links_through_the_relay_and_only_it_opens_the_bundle() {
     // The new device: its keys, the code it shows, its published request.
     let (code, phone, keys) =
         (LinkCode::generate(), Identity::generate().expect("key"), LinkKeyPair::generate().expect("keys"));
-    let published = LinkRequest {
-        device_key: phone.public_key().to_vec(),
-        link_key: keys.public_key().to_vec(),
-        label: "phone".into(),
-    };
     let newcomer = harness.connect().await;
-    let start = v1::LinkStartRequest {
-        link_id: code.link_id.to_vec().into(),
-        device_key: published.device_key.clone().into(),
-        link_key: published.link_key.clone().into(),
-        label: published.label.clone(),
-        mac: code.authenticate(&published).expect("mac").into(),
-        wait_proof_hash: code.wait_proof_hash().expect("proof hash").into(),
-    };
+    let start = link_start_request(&code, &phone, &keys);
     let started: v1::LinkStartResponse = newcomer.call(Method::LinkStart, &start).await.expect("start");
     assert!(started.expires_in_ms > 0);
     let pending: v1::LinkWaitResponse = newcomer

@@ -124,6 +124,28 @@ pub(crate) fn login_request(identity: &Identity, name: &str, nonce: &[u8], expor
     }
 }
 
+/// The `LinkStart` of a new device keyed by `device`, with the link key of
+/// `keys`, under `code` (labelled "phone").
+pub(crate) fn link_start_request(
+    code: &quicprochat_core::link::LinkCode,
+    device: &Identity,
+    keys: &quicprochat_core::link::LinkKeyPair,
+) -> v1::LinkStartRequest {
+    let published = quicprochat_core::link::LinkRequest {
+        device_key: device.public_key().to_vec(),
+        link_key: keys.public_key().to_vec(),
+        label: "phone".into(),
+    };
+    v1::LinkStartRequest {
+        link_id: code.link_id.to_vec().into(),
+        mac: code.authenticate(&published).expect("mac").into(),
+        wait_proof_hash: code.wait_proof_hash().expect("proof hash").into(),
+        device_key: published.device_key.into(),
+        link_key: published.link_key.into(),
+        label: published.label,
+    }
+}
+
 /// The status of a failed call.
 pub(crate) fn status_of<T: std::fmt::Debug>(result: Result<T, RpcError>) -> quicprochat_proto::Status {
     match result {

@@ -9,14 +9,14 @@
 
 use quicprochat_core::device::certify_device;
 use quicprochat_core::identity::Identity;
-use quicprochat_core::link::{LinkCode, LinkKeyPair, LinkRequest};
+use quicprochat_core::link::{LinkCode, LinkKeyPair};
 use quicprochat_core::DeviceId;
 use quicprochat_proto::v1;
 use quicprochat_proto::{Method, Status};
 use quicprochat_rpc::RpcClient;
 
 use super::{Bench, Connection, Outcome};
-use crate::harness::TestServer;
+use crate::harness::{link_start_request, TestServer};
 
 /// Most devices per account in this catalogue: the first plus two linked ones.
 const MAX_DEVICES: u32 = 3;
@@ -133,19 +133,7 @@ async fn devices_catalogue() {
 
 /// A new device's link request, published on `rpc` (not logged in).
 async fn start_link(rpc: &RpcClient, code: &LinkCode, device: &Identity, keys: &LinkKeyPair) -> Outcome {
-    let published = LinkRequest {
-        device_key: device.public_key().to_vec(),
-        link_key: keys.public_key().to_vec(),
-        label: "phone".into(),
-    };
-    let request = v1::LinkStartRequest {
-        link_id: code.link_id.to_vec().into(),
-        device_key: published.device_key.clone().into(),
-        link_key: published.link_key.clone().into(),
-        label: published.label.clone(),
-        mac: code.authenticate(&published).expect("mac").into(),
-        wait_proof_hash: code.wait_proof_hash().expect("proof hash").into(),
-    };
+    let request = link_start_request(code, device, keys);
     Outcome::of(rpc.call::<_, v1::LinkStartResponse>(Method::LinkStart, &request).await)
 }
 
