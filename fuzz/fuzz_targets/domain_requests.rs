@@ -139,7 +139,7 @@ fn dispatch(store: &dyn Store, method: Method, user: Option<&str>, body: &[u8]) 
             let r = decode!(v1::UploadKeyPackagesRequest);
             let packages: Vec<Vec<u8>> = r.key_packages.iter().map(|kp| kp.to_vec()).collect();
             let last_resort = (!r.last_resort.is_empty()).then_some(&r.last_resort[..]);
-            let _ = key_packages::upload(store, user, &packages, last_resort);
+            let _ = key_packages::upload(store, Caller::first_device(user), &packages, last_resort);
         }
         Method::FetchKeyPackage => {
             drop(key_packages::fetch(store, user, &decode!(v1::FetchKeyPackageRequest).username, &policy(), &|| Ok(())))

@@ -8,6 +8,7 @@ use quicprochat_core::ds::{check_key_package_lifetime, validate_key_package, Key
 
 use super::accounts::session_account;
 use super::commits::CommitPolicy;
+use super::devices::Caller;
 use super::DomainError;
 use crate::storage::{Account, KeyPackageServed, KeyPackageStock, KeyPackagesAdded, NewKeyPackage, Store};
 
@@ -46,10 +47,12 @@ pub struct FetchedKeyPackage {
     pub last_resort: bool,
 }
 
-/// Checks one uploaded package: valid, owned by `account` (made by one of
-/// its current devices), in the right slot.
+/// Checks one uploaded package: valid, owned by `account`, made by the
+/// uploading device (`caller`, a current device: each device uploads its
+/// own), in the right slot.
 fn check_package(
     store: &dyn Store,
+    caller: Caller<'_>,
     account: &Account,
     bytes: &[u8],
     slot: &str,
@@ -63,8 +66,13 @@ fn check_package(
         return Err(DomainError::denied(format!("{slot} is signed by another identity key than your account's")));
     }
     match store.device_by_key(&account.username, &info.device_key)? {
-        Some(device) if device.removed_at_ms.is_none() => {}
-        Some(_) => return Err(DomainError::denied(format!("{slot} is from a device removed from your account"))),
+        Some(device) if device.removed_at_ms.is_some() => {
+            return Err(DomainError::denied(format!("{slot} is from a device removed from your account")))
+        }
+        Some(device) if device.queue != caller.queue => {
+            return Err(DomainError::denied(format!("{slot} is another device's; each device uploads its own")))
+        }
+        Some(_) => {}
         None => return Err(DomainError::denied(format!("{slot} is not from a device of your account"))),
     }
     if info.last_resort != expect_last_resort {
@@ -82,10 +90,11 @@ fn check_package(
 /// its last-resort package. All-or-nothing: one bad package rejects the call.
 pub fn upload(
     store: &dyn Store,
-    session_user: &str,
+    caller: Caller<'_>,
     key_packages: &[Vec<u8>],
     last_resort: Option<&[u8]>,
 ) -> Result<StockReport, DomainError> {
+    let session_user = caller.username;
     if key_packages.len() > MAX_UPLOAD {
         return Err(DomainError::invalid(format!(
             "at most {MAX_UPLOAD} key packages per upload, got {}",
@@ -96,10 +105,11 @@ pub fn upload(
     let checked = key_packages
         .iter()
         .enumerate()
-        .map(|(index, bytes)| check_package(store, &account, bytes, &format!("key package {index}"), false))
+        .map(|(index, bytes)| check_package(store, caller, &account, bytes, &format!("key package {index}"), false))
         .collect::<Result<Vec<_>, _>>()?;
-    let last_resort =
-        last_resort.map(|bytes| check_package(store, &account, bytes, "last-resort key package", true)).transpose()?;
+    let last_resort = last_resort
+        .map(|bytes| check_package(store, caller, &account, bytes, "last-resort key package", true))
+        .transpose()?;
     match store.add_key_packages(session_user, &checked, last_resort.as_ref(), MAX_STOCK)? {
         KeyPackagesAdded::Stored(stock) => Ok(stock.into()),
         KeyPackagesAdded::InitKeyInUse => Err(DomainError::AlreadyExists {

@@ -304,7 +304,7 @@ async fn authenticated(
             let report = blocking(state, move |store| {
                 let packages: Vec<Vec<u8>> = request.key_packages.iter().map(|package| package.to_vec()).collect();
                 let last_resort = (!request.last_resort.is_empty()).then_some(request.last_resort.as_ref());
-                key_packages::upload(store, &user, &packages, last_resort)
+                key_packages::upload(store, Caller { username: &user, queue: &queue }, &packages, last_resort)
             })
             .await?;
             Ok(Reply::ok(&v1::UploadKeyPackagesResponse { stock: report.stock, low_water: report.low_water }))

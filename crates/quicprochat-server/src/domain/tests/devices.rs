@@ -57,7 +57,11 @@ fn linked_device(store: &dyn Store, owner: &User) -> (User, String) {
         created_at_ms: NOW,
     };
     let DeviceAdded::Added { queue } = store.add_device(&new, 16).unwrap() else { panic!("device not added") };
-    kp::upload(store, &owner.name, &device.client.generate_key_packages(2).unwrap(), None).unwrap();
+    let packages = device.client.generate_key_packages(2).unwrap();
+    // Each device uploads its own packages.
+    let first_device = Caller::first_device(&owner.name);
+    assert_status(kp::upload(store, first_device, &packages, None), "PERMISSION_DENIED", "another device's");
+    kp::upload(store, Caller { username: &owner.name, queue: &queue }, &packages, None).unwrap();
     (device, queue)
 }
 
@@ -83,7 +87,8 @@ fn a_linked_device_logs_in_with_its_own_key_until_removed() {
     assert!(matches!(store.remove_device("alice", &phone_id, NOW + 1).unwrap(), DeviceRemoval::Removed { .. }));
     assert_status(device_login(&store, "alice", phone.client.identity()), "PERMISSION_DENIED", "removed");
     let more = phone.client.generate_key_packages(1).unwrap();
-    assert_status(kp::upload(&store, "alice", &more, None), "PERMISSION_DENIED", "removed");
+    let phone_caller = Caller { username: "alice", queue: &queue };
+    assert_status(kp::upload(&store, phone_caller, &more, None), "PERMISSION_DENIED", "removed");
 }
 
 #[test]
@@ -134,12 +139,20 @@ fn the_server_takes_no_key_package_or_leaf_from_a_device_the_account_did_not_reg
     // Certified by alice's own account key, but never registered.
     let (unregistered, _) = device_of(&alice, alice.client.identity());
     let packages = unregistered.client.generate_key_packages(1).unwrap();
-    assert_status(kp::upload(&store, "alice", &packages, None), "PERMISSION_DENIED", "not from a device");
+    assert_status(
+        kp::upload(&store, Caller::first_device("alice"), &packages, None),
+        "PERMISSION_DENIED",
+        "not from a device",
+    );
     // Certified by another key altogether.
     let forger = Identity::generate().unwrap();
     let (forged, _) = device_of(&alice, &forger);
     let forged_packages = forged.client.generate_key_packages(1).unwrap();
-    assert_status(kp::upload(&store, "alice", &forged_packages, None), "PERMISSION_DENIED", "identity key");
+    assert_status(
+        kp::upload(&store, Caller::first_device("alice"), &forged_packages, None),
+        "PERMISSION_DENIED",
+        "identity key",
+    );
 
     // A package it got some other way: the add is refused before anything
     // else (and a fetch would never serve it: see the removed device below).

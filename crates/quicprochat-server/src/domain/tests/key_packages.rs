@@ -2,6 +2,7 @@
 
 use super::{assert_status, client, policy, store, unlimited, user};
 use crate::domain::commits::CommitPolicy;
+use crate::domain::devices::Caller;
 use crate::domain::key_packages::{fetch, fetch_last_resort, stock, upload, LOW_WATER, MAX_UPLOAD};
 use crate::domain::DomainError;
 
@@ -29,7 +30,7 @@ fn upload_fetch_single_use_then_last_resort() {
 
     // Refill; the new batch is served before the last resort again.
     let fresh = alice.client.generate_key_packages(2).unwrap();
-    let report = upload(&store, &alice.name, &fresh, None).unwrap();
+    let report = upload(&store, Caller::first_device(&alice.name), &fresh, None).unwrap();
     assert_eq!(report.stock, 2);
     assert_eq!(fetch(&store, &bob.name, &alice.name, &policy(), &unlimited).unwrap().key_package, fresh[0]);
 
@@ -53,7 +54,7 @@ fn the_last_resort_package_is_served_only_within_its_budget() {
     );
     // An ordinary package never asks the budget.
     let fresh = alice.client.generate_key_packages(1).unwrap();
-    upload(&store, &alice.name, &fresh, None).unwrap();
+    upload(&store, Caller::first_device(&alice.name), &fresh, None).unwrap();
     assert_eq!(fetch(&store, &bob.name, &alice.name, &policy(), &spent).unwrap().key_package, fresh[0]);
     assert!(fetch(&store, &bob.name, &alice.name, &policy(), &unlimited).unwrap().last_resort);
 }
@@ -84,29 +85,37 @@ fn upload_rejects_foreign_wrong_slot_and_garbage() {
     let alice = user(&store, "alice");
     let _bob = user(&store, "bob");
     let alice_package = alice.client.generate_key_packages(1).unwrap();
-    assert_status(upload(&store, "bob", &alice_package, None), "PERMISSION_DENIED", "\"alice\"");
+    assert_status(upload(&store, Caller::first_device("bob"), &alice_package, None), "PERMISSION_DENIED", "\"alice\"");
 
     // Same username, another identity key: an impersonation attempt.
     let (impostor, _dir) = client("alice");
     let forged = impostor.generate_key_packages(1).unwrap();
-    assert_status(upload(&store, "alice", &forged, None), "PERMISSION_DENIED", "identity key");
+    assert_status(upload(&store, Caller::first_device("alice"), &forged, None), "PERMISSION_DENIED", "identity key");
 
     let last_resort = alice.client.generate_last_resort_key_package().unwrap();
     assert_status(
-        upload(&store, "alice", std::slice::from_ref(&last_resort), None),
+        upload(&store, Caller::first_device("alice"), std::slice::from_ref(&last_resort), None),
         "INVALID_ARGUMENT",
         "last_resort slot",
     );
-    assert_status(upload(&store, "alice", &[], Some(&alice_package[0])), "INVALID_ARGUMENT", "lacks the last-resort");
-    assert_status(upload(&store, "alice", &[vec![1, 2, 3]], None), "INVALID_ARGUMENT", "key package 0");
+    assert_status(
+        upload(&store, Caller::first_device("alice"), &[], Some(&alice_package[0])),
+        "INVALID_ARGUMENT",
+        "lacks the last-resort",
+    );
+    assert_status(
+        upload(&store, Caller::first_device("alice"), &[vec![1, 2, 3]], None),
+        "INVALID_ARGUMENT",
+        "key package 0",
+    );
 
     // One bad package rejects the whole upload.
     let mixed = vec![alice_package[0].clone(), forged[0].clone()];
-    assert_status(upload(&store, "alice", &mixed, None), "PERMISSION_DENIED", "key package 1");
+    assert_status(upload(&store, Caller::first_device("alice"), &mixed, None), "PERMISSION_DENIED", "key package 1");
     assert_eq!(stock(&store, "alice", &policy()).unwrap().stock, 3);
 
     let too_many = vec![alice_package[0].clone(); MAX_UPLOAD + 1];
-    assert_status(upload(&store, "alice", &too_many, None), "INVALID_ARGUMENT", "at most 100");
+    assert_status(upload(&store, Caller::first_device("alice"), &too_many, None), "INVALID_ARGUMENT", "at most 100");
 }
 
 /// Review F4: packages that expire before every member could process an Add
@@ -124,6 +133,6 @@ fn packages_that_expire_too_soon_are_not_served() {
     assert_eq!(stock(&store, "alice", &policy()).unwrap().stock, 0, "the three ordinary ones were discarded");
     assert_status(fetch_last_resort(&store, &bob.name, &alice.name, &demanding, &unlimited), "NOT_FOUND", "no usable");
     let fresh = alice.client.generate_key_packages(1).unwrap();
-    upload(&store, &alice.name, &fresh, None).unwrap();
+    upload(&store, Caller::first_device(&alice.name), &fresh, None).unwrap();
     assert_eq!(fetch(&store, &bob.name, &alice.name, &policy(), &unlimited).unwrap().key_package, fresh[0]);
 }

@@ -69,7 +69,7 @@ pub(super) fn user(store: &dyn Store, name: &str) -> User {
     register_open(store, name, identity.public_key(), &proof, NOW).unwrap();
     let packages = client.generate_key_packages(3).unwrap();
     let last_resort = client.generate_last_resort_key_package().unwrap();
-    kp::upload(store, name, &packages, Some(&last_resort)).unwrap();
+    kp::upload(store, Caller::first_device(name), &packages, Some(&last_resort)).unwrap();
     User { name: name.to_owned(), client, _dir: dir }
 }
 
