@@ -134,17 +134,23 @@ fn dispatch(store: &dyn Store, method: Method, user: Option<&str>, body: &[u8]) 
         return;
     };
     match method {
-        Method::ResolveUser => drop(accounts::resolve_user(store, &decode!(v1::ResolveUserRequest).username)),
+        Method::ResolveUser => {
+            drop(accounts::resolve_user(store, Caller::first_device(user), &decode!(v1::ResolveUserRequest).username))
+        }
         Method::UploadKeyPackages => {
             let r = decode!(v1::UploadKeyPackagesRequest);
             let packages: Vec<Vec<u8>> = r.key_packages.iter().map(|kp| kp.to_vec()).collect();
             let last_resort = (!r.last_resort.is_empty()).then_some(&r.last_resort[..]);
             let _ = key_packages::upload(store, Caller::first_device(user), &packages, last_resort);
         }
-        Method::FetchKeyPackage => {
-            drop(key_packages::fetch(store, user, &decode!(v1::FetchKeyPackageRequest).username, &policy(), &|| Ok(())))
-        }
-        Method::KeyPackageStock => drop(key_packages::stock(store, user, &policy())),
+        Method::FetchKeyPackage => drop(key_packages::fetch(
+            store,
+            Caller::first_device(user),
+            &decode!(v1::FetchKeyPackageRequest).username,
+            &policy(),
+            &|| Ok(()),
+        )),
+        Method::KeyPackageStock => drop(key_packages::stock(store, Caller::first_device(user), &policy())),
         Method::CreateGroup => {
             let r = decode!(v1::CreateGroupRequest);
             let kind = if r.kind == v1::GroupKind::Direct as i32 { GroupKind::Direct } else { GroupKind::Named };
@@ -160,10 +166,22 @@ fn dispatch(store: &dyn Store, method: Method, user: Option<&str>, body: &[u8]) 
         Method::SubmitCommit => {
             let r = decode!(v1::SubmitCommitRequest);
             let welcome = (!r.welcome.is_empty()).then_some(&r.welcome[..]);
-            let submit =
-                SubmitCommit { group_id: &r.group_id, epoch: r.epoch, commit: &r.commit, welcome, message_id: &r.message_id };
+            let submit = SubmitCommit {
+                group_id: &r.group_id,
+                epoch: r.epoch,
+                commit: &r.commit,
+                welcome,
+                message_id: &r.message_id,
+            };
             // A cache per call: each run has its own store, and a cache belongs to one store.
-            let _ = commits::submit_commit(store, &ViewCache::default(), Caller::first_device(user), &submit, NOW, &policy());
+            let _ = commits::submit_commit(
+                store,
+                &ViewCache::default(),
+                Caller::first_device(user),
+                &submit,
+                NOW,
+                &policy(),
+            );
         }
         Method::LeaveGroup => {
             let r = decode!(v1::LeaveGroupRequest);
@@ -175,7 +193,9 @@ fn dispatch(store: &dyn Store, method: Method, user: Option<&str>, body: &[u8]) 
             let send = SendMessage { group_id: &r.group_id, message_id: &r.message_id, ciphertext: &r.ciphertext };
             let _ = messages::send_message(store, Caller::first_device(user), &send, NOW);
         }
-        Method::GroupMembers => drop(groups::members(store, user, &decode!(v1::GroupMembersRequest).group_id)),
+        Method::GroupMembers => {
+            drop(groups::members(store, Caller::first_device(user), &decode!(v1::GroupMembersRequest).group_id))
+        }
         Method::Fetch => {
             let r = decode!(v1::FetchRequest);
             let _ = delivery::fetch(store, Caller::first_device(user), r.after_seq, r.limit);

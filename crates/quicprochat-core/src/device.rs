@@ -22,7 +22,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::identity::{verify_signature, Identity, IdentityError, PUBLIC_KEY_LEN};
+use crate::identity::{length_prefixed, verify_signature, Identity, IdentityError, PUBLIC_KEY_LEN};
 
 /// Length of a device id.
 pub const DEVICE_ID_LEN: usize = 8;
@@ -114,14 +114,7 @@ impl std::fmt::Display for DeviceId {
 /// each field preceded by its length as a big-endian u32 ("qpc-device-certificate-v1",
 /// username, device id, device key).
 pub fn certificate_transcript(username: &str, device_id: &DeviceId, device_key: &[u8]) -> Vec<u8> {
-    let fields: [&[u8]; 4] = [CERTIFICATE_LABEL, username.as_bytes(), device_id.as_bytes(), device_key];
-    let mut transcript = Vec::with_capacity(fields.iter().map(|field| 4 + field.len()).sum());
-    for field in fields {
-        let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
-        transcript.extend_from_slice(&len.to_be_bytes());
-        transcript.extend_from_slice(field);
-    }
-    transcript
+    length_prefixed(&[CERTIFICATE_LABEL, username.as_bytes(), device_id.as_bytes(), device_key])
 }
 
 /// The account key's certificate for the device of `username` keyed by `device_key`.
@@ -219,6 +212,18 @@ impl MemberCredential {
             certificate: certificate.to_vec(),
         })
     }
+}
+
+/// Longest device label (bytes).
+pub const MAX_DEVICE_LABEL_LEN: usize = 64;
+
+/// Checks a device's label, as shown in device lists: 1 to
+/// [`MAX_DEVICE_LABEL_LEN`] bytes without control characters.
+pub fn check_device_label(label: &str) -> Result<(), &'static str> {
+    if label.is_empty() || label.len() > MAX_DEVICE_LABEL_LEN || label.chars().any(char::is_control) {
+        return Err("a device label is 1 to 64 bytes without control characters");
+    }
+    Ok(())
 }
 
 /// A username as a credential may carry it: 1 to 64 bytes of UTF-8 without

@@ -176,9 +176,14 @@ pub fn auth_transcript(
     username: &str,
     identity_key: &[u8],
 ) -> Vec<u8> {
-    let fields: [&[u8]; 6] = [AUTH_LABEL, purpose.label(), nonce, tls_exporter, username.as_bytes(), identity_key];
-    let total: usize = fields.iter().map(|field| 4 + field.len()).sum();
-    let mut transcript = Vec::with_capacity(total);
+    length_prefixed(&[AUTH_LABEL, purpose.label(), nonce, tls_exporter, username.as_bytes(), identity_key])
+}
+
+/// `fields` concatenated, each preceded by its length as a big-endian u32:
+/// the encoding of every domain-separated transcript the project signs or
+/// MACs (login, device certificates, link requests).
+pub(crate) fn length_prefixed(fields: &[&[u8]]) -> Vec<u8> {
+    let mut transcript = Vec::with_capacity(fields.iter().map(|field| 4 + field.len()).sum());
     for field in fields {
         // Fields longer than 4 GiB cannot reach here from any bounded frame; saturate anyway.
         let len = u32::try_from(field.len()).unwrap_or(u32::MAX);

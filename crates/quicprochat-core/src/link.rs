@@ -29,8 +29,8 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::device::{verify_certificate, CredentialError};
-use crate::identity::PUBLIC_KEY_LEN;
+use crate::device::{check_device_label, verify_certificate, CredentialError};
+use crate::identity::{length_prefixed, PUBLIC_KEY_LEN};
 
 /// Length of a link id.
 pub const LINK_ID_LEN: usize = 16;
@@ -42,8 +42,6 @@ const LINK_CODE_VERSION: u8 = 1;
 pub const LINK_CODE_LEN: usize = (4 * (1 + LINK_ID_LEN + LINK_SECRET_LEN)).div_ceil(3);
 /// Longest text [`LinkCode::parse`] looks at (a pasted code with spaces around).
 pub const MAX_LINK_CODE_INPUT: usize = 256;
-/// Longest device label a link request may carry (bytes).
-pub const MAX_LABEL_LEN: usize = 64;
 /// Largest sealed bundle [`open_bundle`] reads.
 pub const MAX_SEALED_BUNDLE_LEN: usize = 16 * 1024;
 
@@ -170,10 +168,8 @@ impl LinkCode {
     fn mac(&self, request: &LinkRequest) -> Result<HmacSha256, LinkError> {
         // HMAC takes a key of any length, so this does not fail.
         let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.secret).map_err(crypto)?;
-        for field in [LINK_LABEL, &self.link_id, &request.device_key, &request.link_key, request.label.as_bytes()] {
-            mac.update(&u32::try_from(field.len()).unwrap_or(u32::MAX).to_be_bytes());
-            mac.update(field);
-        }
+        let fields = [LINK_LABEL, &self.link_id, &request.device_key, &request.link_key, request.label.as_bytes()];
+        mac.update(&length_prefixed(&fields));
         Ok(mac)
     }
 }
@@ -197,10 +193,7 @@ impl LinkRequest {
         if self.link_key.len() != X_WING_PUBLIC_KEY_LEN {
             return Err(LinkError::BadRequest { reason: "the link key is not an X-Wing public key" });
         }
-        if self.label.is_empty() || self.label.len() > MAX_LABEL_LEN || self.label.chars().any(char::is_control) {
-            return Err(LinkError::BadRequest { reason: "the label is empty, too long or has control characters" });
-        }
-        Ok(())
+        check_device_label(&self.label).map_err(|reason| LinkError::BadRequest { reason })
     }
 }
 

@@ -18,8 +18,7 @@ pub struct KeyPackageInfo {
     /// The account key the device is certified by (the identity key the
     /// account registered; the device key itself for a device keyed by it).
     pub identity_key: Vec<u8>,
-    /// The device: its id and its key (the leaf's signature key).
-    pub device_id: DeviceId,
+    /// The device's key (the leaf's signature key).
     pub device_key: Vec<u8>,
     /// Whether it carries the last-resort extension (may be served more than once).
     pub last_resort: bool,
@@ -30,6 +29,13 @@ pub struct KeyPackageInfo {
     /// End of its lifetime (seconds since the Unix epoch): no member may
     /// process an Add of it afterwards.
     pub not_after: u64,
+}
+
+impl KeyPackageInfo {
+    /// The device that made the package (derived from its key).
+    pub fn device_id(&self) -> DeviceId {
+        DeviceId::of_key(&self.device_key)
+    }
 }
 
 /// Routing facts of an application message.
@@ -68,7 +74,6 @@ pub fn validate_key_package(bytes: &[u8]) -> Result<KeyPackageInfo, DsError> {
     Ok(KeyPackageInfo {
         username: member.username,
         identity_key: member.account_key,
-        device_id: member.device_id,
         device_key: device_key.to_vec(),
         last_resort: key_package.last_resort(),
         init_key: key_package.hpke_init_key().as_slice().to_vec(),

@@ -54,8 +54,7 @@ pub struct AddedMember {
     pub username: String,
     /// The account key the member's device is certified by.
     pub identity_key: Vec<u8>,
-    /// The member's device and its key (the leaf's signature key).
-    pub device_id: DeviceId,
+    /// The member's device key (the leaf's signature key).
     pub device_key: Vec<u8>,
     /// Start of the KeyPackage's lifetime (seconds since the Unix epoch).
     pub not_before: u64,
@@ -64,6 +63,13 @@ pub struct AddedMember {
     pub not_after: u64,
     /// The KeyPackage's HPKE init key (which package was used).
     pub init_key: Vec<u8>,
+}
+
+impl AddedMember {
+    /// The added device (derived from its key).
+    pub fn device_id(&self) -> DeviceId {
+        DeviceId::of_key(&self.device_key)
+    }
 }
 
 /// What an accepted commit changed.
@@ -300,7 +306,6 @@ fn added_members(staged: &StagedCommit) -> Result<Vec<AddedMember>, DsError> {
             Ok(AddedMember {
                 username: member.username,
                 identity_key: member.account_key,
-                device_id: member.device_id,
                 device_key: device_key.to_vec(),
                 not_before: lifetime.not_before(),
                 not_after: lifetime.not_after(),

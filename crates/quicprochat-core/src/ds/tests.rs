@@ -278,7 +278,7 @@ fn a_linked_device_is_a_member_of_its_account() {
     let info = validate_key_package(&package).unwrap();
     assert_eq!(info.username, "alice");
     assert_eq!(info.identity_key, alice.identity().public_key(), "certified by alice's account key");
-    assert_eq!((info.device_id, info.device_key.as_slice()), (crate::DeviceId::of_key(&phone_key), &phone_key[..]));
+    assert_eq!((info.device_id(), info.device_key.as_slice()), (crate::DeviceId::of_key(&phone_key), &phone_key[..]));
 
     let commit = alice.add_members(&[9u8; 16], &[package]).unwrap();
     let outcome = view.process_commit(&commit.commit).unwrap();

@@ -33,10 +33,7 @@ impl LocalStore {
 
     /// The epoch our pending leave of this group was sent in, if we are leaving it.
     pub fn leaving_epoch(&self, group_id: &[u8]) -> rusqlite::Result<Option<u64>> {
-        self.connection
-            .query_row("SELECT epoch FROM leaving WHERE group_id = ?1", params![group_id], |row| row.get::<_, i64>(0))
-            .optional()
-            .map(|epoch| epoch.map(|epoch| epoch as u64))
+        self.group_epoch("SELECT epoch FROM leaving WHERE group_id = ?1", group_id)
     }
 
     /// We are no longer leaving this group (removed, or joined again).
@@ -58,10 +55,13 @@ impl LocalStore {
 
     /// The epoch of our unchecked join of this group, if there is one.
     pub fn unverified_join(&self, group_id: &[u8]) -> rusqlite::Result<Option<u64>> {
+        self.group_epoch("SELECT epoch FROM unverified_joins WHERE group_id = ?1", group_id)
+    }
+
+    /// The epoch `query` (one row's epoch for a group id) finds for `group_id`.
+    fn group_epoch(&self, query: &str, group_id: &[u8]) -> rusqlite::Result<Option<u64>> {
         self.connection
-            .query_row("SELECT epoch FROM unverified_joins WHERE group_id = ?1", params![group_id], |row| {
-                row.get::<_, i64>(0)
-            })
+            .query_row(query, params![group_id], |row| row.get::<_, i64>(0))
             .optional()
             .map(|epoch| epoch.map(|epoch| epoch as u64))
     }

@@ -21,6 +21,7 @@
 use quicprochat_core::identity::{auth_transcript, verify_signature, AuthPurpose};
 
 use super::commits::CommitPolicy;
+use super::devices::{require_current_device, Caller};
 use super::{invites, DomainError};
 use crate::config::RegistrationPolicy;
 use crate::storage::{Account, AccountCreation, InviteUse, InvitedAccountCreation, KeyPackageStock, Store};
@@ -169,7 +170,7 @@ pub fn login(
     if account.disabled {
         return Err(DomainError::denied(format!("account {username:?} is disabled")));
     }
-    if device.removed_at_ms.is_some() {
+    if !device.is_current() {
         return Err(DomainError::denied(format!("this device was removed from {username:?}'s account")));
     }
     let key_package_stock = super::key_packages::usable_stock(store, username, policy)?;
@@ -177,7 +178,8 @@ pub fn login(
 }
 
 /// The identity key of `username`.
-pub fn resolve_user(store: &dyn Store, username: &str) -> Result<ResolvedUser, DomainError> {
+pub fn resolve_user(store: &dyn Store, caller: Caller<'_>, username: &str) -> Result<ResolvedUser, DomainError> {
+    require_current_device(store, caller)?;
     let account =
         store.get_account(username)?.ok_or_else(|| DomainError::not_found(format!("no user named {username:?}")))?;
     Ok(ResolvedUser { username: account.username, identity_key: account.identity_key })

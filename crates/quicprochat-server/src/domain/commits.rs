@@ -30,8 +30,7 @@ use quicprochat_core::ds::{
 
 use quicprochat_core::DsGroupView;
 
-use super::accounts::session_account;
-use super::devices::{added_queue, check_added_device, queues_of, require_current_device, Caller};
+use super::devices::{added_queue, check_added_device, queues_of, session_device, Caller};
 use super::groups::{
     direct_pair, is_leaving, is_member, load_group, load_roster, others, require_active_member, restore_view,
     serialise_view, Roster, DIRECT_GROUP_MAX_MEMBERS,
@@ -298,8 +297,7 @@ pub fn submit_commit(
     if let Some(first) = earlier_use(store, session_user, request.message_id, request.group_id, EntryKind::Commit)? {
         return Ok(CommitAccepted { epoch: first.epoch + 1, recipients: Vec::new(), snapshot_due: None });
     }
-    session_account(store, session_user)?;
-    require_current_device(store, caller)?;
+    session_device(store, caller)?;
     may_commit(&roster, roster.epoch, session_user, request.epoch)?;
     let framed_epoch = check_framing(request.commit, HandshakeKind::Commit, request.group_id)?;
     if framed_epoch != request.epoch {
@@ -421,8 +419,7 @@ pub fn leave_group(
     if earlier_use(store, session_user, request.message_id, request.group_id, EntryKind::Proposal)?.is_some() {
         return Ok(());
     }
-    session_account(store, session_user)?;
-    require_current_device(store, caller)?;
+    session_device(store, caller)?;
     for _ in 0..LEAVE_ATTEMPTS {
         if !is_member(&roster, session_user) {
             return Err(DomainError::denied(format!("{session_user:?} is not a member of this group")));

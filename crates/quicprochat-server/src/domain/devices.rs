@@ -10,13 +10,13 @@
 //! device keyed by the account key and `username#<device id>` for a linked
 //! device ([`crate::storage::queue_name`]).
 
-use quicprochat_core::device::{verify_certificate, DEVICE_ID_LEN};
+use quicprochat_core::device::{check_device_label, verify_certificate, DEVICE_ID_LEN};
 use quicprochat_core::ds::{AddedMember, MemberInfo};
 use quicprochat_core::DeviceId;
 
 use super::accounts::session_account;
 use super::DomainError;
-use crate::storage::{queue_name, Device, DeviceAdded, DeviceRemoval, NewDevice, Store};
+use crate::storage::{queue_name, Account, Device, DeviceAdded, DeviceRemoval, NewDevice, Store};
 
 /// Who makes a request: the session's account and the queue of the device
 /// it logged in with.
@@ -51,7 +51,7 @@ pub(crate) fn queues_of(members: &[MemberInfo]) -> Vec<String> {
 
 /// The queue of a device a commit adds.
 pub(crate) fn added_queue(member: &AddedMember) -> String {
-    member_queue(&member.username, &member.identity_key, &member.device_id)
+    member_queue(&member.username, &member.identity_key, &member.device_id())
 }
 
 /// Fails unless the device a commit adds is a current device of its
@@ -65,7 +65,7 @@ pub(crate) fn check_added_device(store: &dyn Store, member: &AddedMember) -> Res
         ))
     };
     let device = store.device_by_key(&member.username, &member.device_key)?.ok_or_else(not_a_device)?;
-    if device.removed_at_ms.is_some() {
+    if !device.is_current() {
         return Err(DomainError::denied(format!(
             "the key package adding {:?} is from a device removed from that account",
             member.username
@@ -77,14 +77,20 @@ pub(crate) fn check_added_device(store: &dyn Store, member: &AddedMember) -> Res
     Ok(())
 }
 
-/// Longest device label (bytes).
-pub const MAX_DEVICE_LABEL_LEN: usize = 64;
+/// The caller's account ([`session_account`]: it exists and is not
+/// disabled), once its device is checked to be current too: every request
+/// of a session starts here.
+pub(crate) fn session_device(store: &dyn Store, caller: Caller<'_>) -> Result<Account, DomainError> {
+    let account = session_account(store, caller.username)?;
+    require_current_device(store, caller)?;
+    Ok(account)
+}
 
 /// Fails unless the caller's device is still a current device of its
 /// account (a removed device's session may still be open).
 pub fn require_current_device(store: &dyn Store, caller: Caller<'_>) -> Result<(), DomainError> {
     let device = store.device(caller.queue)?;
-    let current = device.is_some_and(|device| device.username == caller.username && device.removed_at_ms.is_none());
+    let current = device.is_some_and(|device| device.username == caller.username && device.is_current());
     if !current {
         return Err(DomainError::denied(format!("this device was removed from {:?}'s account", caller.username)));
     }
@@ -101,9 +107,8 @@ pub fn add_device(
     max_devices: u64,
     now_ms: u64,
 ) -> Result<DeviceId, DomainError> {
-    let account = session_account(store, caller.username)?;
-    require_current_device(store, caller)?;
-    check_label(request.label)?;
+    let account = session_device(store, caller)?;
+    check_device_label(request.label).map_err(DomainError::invalid)?;
     verify_certificate(&account.identity_key, caller.username, request.device_key, request.certificate)
         .map_err(|error| DomainError::invalid(format!("the device certificate is refused: {error}")))?;
     let device_id = DeviceId::of_key(request.device_key);
@@ -138,32 +143,21 @@ pub struct AddDevice<'a> {
     pub label: &'a str,
 }
 
-fn check_label(label: &str) -> Result<(), DomainError> {
-    if label.is_empty() || label.len() > MAX_DEVICE_LABEL_LEN || label.chars().any(char::is_control) {
-        return Err(DomainError::invalid(format!(
-            "a device label is 1 to {MAX_DEVICE_LABEL_LEN} bytes without control characters"
-        )));
-    }
-    Ok(())
-}
-
 /// Fails unless `device_key` (a link's new device) is a current device of
 /// the caller's account: a device approves a link only after registering
 /// the new device ([`add_device`]).
 pub fn check_link_approval(store: &dyn Store, caller: Caller<'_>, device_key: &[u8]) -> Result<(), DomainError> {
-    session_account(store, caller.username)?;
-    require_current_device(store, caller)?;
+    session_device(store, caller)?;
     match store.device_by_key(caller.username, device_key)? {
-        Some(device) if device.removed_at_ms.is_none() => Ok(()),
+        Some(device) if device.is_current() => Ok(()),
         _ => Err(DomainError::invalid("register the new device (AddDevice) before approving its link")),
     }
 }
 
 /// The current devices of the caller's account, oldest first.
 pub fn list_devices(store: &dyn Store, caller: Caller<'_>) -> Result<Vec<Device>, DomainError> {
-    session_account(store, caller.username)?;
-    require_current_device(store, caller)?;
-    Ok(store.devices(caller.username)?.into_iter().filter(|device| device.removed_at_ms.is_none()).collect())
+    session_device(store, caller)?;
+    Ok(store.devices(caller.username)?.into_iter().filter(Device::is_current).collect())
 }
 
 /// Removes the device `device_id` of the caller's account; returns its
@@ -175,8 +169,7 @@ pub fn remove_device(
     device_id: &[u8],
     now_ms: u64,
 ) -> Result<String, DomainError> {
-    session_account(store, caller.username)?;
-    require_current_device(store, caller)?;
+    session_device(store, caller)?;
     let device_id = DeviceId::from_bytes(device_id)
         .ok_or_else(|| DomainError::invalid(format!("a device id is {DEVICE_ID_LEN} bytes")))?;
     match store.remove_device(caller.username, &device_id, now_ms)? {

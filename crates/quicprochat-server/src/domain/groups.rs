@@ -9,8 +9,7 @@
 
 use quicprochat_core::ds::DsGroupView;
 
-use super::accounts::session_account;
-use super::devices::{queues_of, require_current_device, Caller};
+use super::devices::{queues_of, require_current_device, session_device, Caller};
 use super::DomainError;
 use crate::storage::{EntryKind, GroupCreation, GroupKind, GroupRecord, GroupRoster, GroupSummary, NewGroup, Store};
 
@@ -201,8 +200,7 @@ pub fn create_group(
     if request.kind == GroupKind::Direct {
         check_direct_name(request.name, session_user)?;
     }
-    let account = session_account(store, session_user)?;
-    require_current_device(store, caller)?;
+    let account = session_device(store, caller)?;
     let view = DsGroupView::from_group_info(request.group_info, request.ratchet_tree)
         .map_err(|error| DomainError::from_ds("group info", error))?;
     if view.group_id() != request.group_id {
@@ -255,9 +253,10 @@ pub fn create_group(
 }
 
 /// The roster of a group; only its members may ask.
-pub fn members(store: &dyn Store, session_user: &str, group_id: &[u8]) -> Result<GroupMembers, DomainError> {
+pub fn members(store: &dyn Store, caller: Caller<'_>, group_id: &[u8]) -> Result<GroupMembers, DomainError> {
+    require_current_device(store, caller)?;
     let group = load_group(store, group_id)?;
-    if !is_member(&group, session_user) {
+    if !is_member(&group, caller.username) {
         return Err(DomainError::denied("only members may list a group's members"));
     }
     Ok(GroupMembers { name: group.name, epoch: group.epoch, members: group.members })

@@ -6,9 +6,8 @@
 
 use quicprochat_core::ds::{check_key_package_lifetime, validate_key_package, KeyPackageInfo};
 
-use super::accounts::session_account;
 use super::commits::CommitPolicy;
-use super::devices::Caller;
+use super::devices::{require_current_device, session_device, Caller};
 use super::DomainError;
 use crate::storage::{Account, KeyPackageServed, KeyPackageStock, KeyPackagesAdded, NewKeyPackage, Store};
 
@@ -66,7 +65,7 @@ fn check_package(
         return Err(DomainError::denied(format!("{slot} is signed by another identity key than your account's")));
     }
     match store.device_by_key(&account.username, &info.device_key)? {
-        Some(device) if device.removed_at_ms.is_some() => {
+        Some(device) if !device.is_current() => {
             return Err(DomainError::denied(format!("{slot} is from a device removed from your account")))
         }
         Some(device) if device.queue != caller.queue => {
@@ -83,7 +82,7 @@ fn check_package(
         };
         return Err(DomainError::invalid(message));
     }
-    Ok(NewKeyPackage { data: bytes.to_vec(), init_key: info.init_key, device_id: info.device_id })
+    Ok(NewKeyPackage { data: bytes.to_vec(), device_id: info.device_id(), init_key: info.init_key })
 }
 
 /// Adds validated key packages of `session_user` and, when given, replaces
@@ -101,7 +100,7 @@ pub fn upload(
             key_packages.len()
         )));
     }
-    let account = session_account(store, session_user)?;
+    let account = session_device(store, caller)?;
     let checked = key_packages
         .iter()
         .enumerate()
@@ -146,7 +145,7 @@ fn usable(key_package: &[u8], policy: &CommitPolicy) -> bool {
 /// `owner` (a removed device's packages are never served; its removal
 /// deletes them, this is the check behind that).
 fn from_current_device(store: &dyn Store, owner: &str, info: &KeyPackageInfo) -> Result<bool, DomainError> {
-    Ok(matches!(store.device_by_key(owner, &info.device_key)?, Some(device) if device.removed_at_ms.is_none()))
+    Ok(matches!(store.device_by_key(owner, &info.device_key)?, Some(device) if device.is_current()))
 }
 
 /// Records that `requester` was served the package of `target` whose
@@ -182,12 +181,13 @@ pub type LastResortBudget<'a> = &'a (dyn Fn() -> Result<(), DomainError> + Send 
 /// `last_resort_budget`.
 pub fn fetch(
     store: &dyn Store,
-    requester: &str,
+    caller: Caller<'_>,
     target: &str,
     policy: &CommitPolicy,
     last_resort_budget: LastResortBudget<'_>,
 ) -> Result<FetchedKeyPackage, DomainError> {
-    session_account(store, requester)?;
+    session_device(store, caller)?;
+    let requester = caller.username;
     let target_account = store
         .get_account(target)?
         .filter(|account| !account.disabled)
@@ -219,12 +219,13 @@ pub fn fetch(
 /// draining a victim's packages cannot block legitimate adds.
 pub fn fetch_last_resort(
     store: &dyn Store,
-    requester: &str,
+    caller: Caller<'_>,
     target: &str,
     policy: &CommitPolicy,
     last_resort_budget: LastResortBudget<'_>,
 ) -> Result<FetchedKeyPackage, DomainError> {
-    session_account(store, requester)?;
+    session_device(store, caller)?;
+    let requester = caller.username;
     let target_account = store
         .get_account(target)?
         .filter(|account| !account.disabled)
@@ -243,8 +244,9 @@ pub fn fetch_last_resort(
 /// The stock of `session_user`. A last-resort package that expires too
 /// soon to be added under `policy` counts as none, so the client uploads
 /// a fresh one.
-pub fn stock(store: &dyn Store, session_user: &str, policy: &CommitPolicy) -> Result<StockReport, DomainError> {
-    Ok(usable_stock(store, session_user, policy)?.into())
+pub fn stock(store: &dyn Store, caller: Caller<'_>, policy: &CommitPolicy) -> Result<StockReport, DomainError> {
+    require_current_device(store, caller)?;
+    Ok(usable_stock(store, caller.username, policy)?.into())
 }
 
 /// The stored stock of `username`, its last-resort package counted only

@@ -5,8 +5,7 @@
 
 use quicprochat_core::ds::inspect_application;
 
-use super::accounts::session_account;
-use super::devices::{require_current_device, Caller};
+use super::devices::{session_device, Caller};
 use super::groups::{check_group_id, load_roster, others, require_active_member, require_member_device};
 use super::{check_message_id, DomainError};
 use crate::storage::{EntryKind, GroupKind, NewMessage, Store};
@@ -65,8 +64,7 @@ pub fn send_message(
         return Err(DomainError::invalid("the ciphertext is for another group than the request's"));
     }
     let group = load_roster(store, request.group_id)?;
-    session_account(store, session_user)?;
-    require_current_device(store, caller)?;
+    session_device(store, caller)?;
     require_active_member(&group, session_user)?;
     require_member_device(&group, caller)?;
     if info.epoch > group.epoch {

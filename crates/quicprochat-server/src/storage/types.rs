@@ -69,6 +69,13 @@ pub enum DeviceRemoval {
 /// The label of an account's first device (the one registration makes).
 pub const FIRST_DEVICE_LABEL: &str = "first device";
 
+impl Device {
+    /// Whether the device was not removed.
+    pub fn is_current(&self) -> bool {
+        self.removed_at_ms.is_none()
+    }
+}
+
 /// The queue name of `username`'s device `device_id`: the username itself
 /// for the device keyed by the account key (`account_keyed`), else
 /// `username#<device id>` (no username contains `#`).

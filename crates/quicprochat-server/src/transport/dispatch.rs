@@ -16,12 +16,14 @@ use prost::Message;
 use quicprochat_proto::v1;
 use quicprochat_proto::{Method, Status};
 
+use quicprochat_core::link::LinkRequest;
+
 use super::link_relay::{Approval, StartedLink};
 use super::session::{Session, SessionUser};
 use super::{Mailboxes, ServerState};
 use crate::domain::accounts::AuthProof;
 use crate::domain::commits::{CommitPolicy, LeaveGroup, SubmitCommit};
-use crate::domain::devices::{self, AddDevice, Caller};
+use crate::domain::devices::{self, AddDevice};
 use crate::domain::groups::CreateGroup;
 use crate::domain::messages::SendMessage;
 use crate::domain::snapshots::{self, ViewSource};
@@ -189,22 +191,20 @@ fn refused(refusal: RetryAfter) -> DomainError {
 fn link_start(state: &ServerState, session: &Session, body: Bytes) -> Result<Reply, DomainError> {
     let request: v1::LinkStartRequest = decode(&body)?;
     state.limiters.check_link(session.remote.ip()).map_err(|refusal| limited(state, refusal))?;
-    let started = StartedLink {
+    let published = LinkRequest {
         device_key: request.device_key.to_vec(),
         link_key: request.link_key.to_vec(),
         label: request.label,
+    };
+    published.check_form().map_err(|error| DomainError::invalid(error.to_string()))?;
+    if request.mac.len() != 32 || request.wait_proof_hash.len() != 32 {
+        return Err(DomainError::invalid("a link MAC and a wait proof hash are 32 bytes each"));
+    }
+    let started = StartedLink {
+        request: published,
         mac: request.mac.to_vec(),
         wait_proof_hash: request.wait_proof_hash.to_vec(),
     };
-    let published = quicprochat_core::link::LinkRequest {
-        device_key: started.device_key.clone(),
-        link_key: started.link_key.clone(),
-        label: started.label.clone(),
-    };
-    published.check_form().map_err(|error| DomainError::invalid(error.to_string()))?;
-    if started.mac.len() != 32 || started.wait_proof_hash.len() != 32 {
-        return Err(DomainError::invalid("a link MAC and a wait proof hash are 32 bytes each"));
-    }
     let now = Instant::now();
     let expires_at = state.links.start(&request.link_id, started, now)?;
     let expires_in_ms = u64::try_from(expires_at.duration_since(now).as_millis()).unwrap_or(u64::MAX);
@@ -268,32 +268,15 @@ async fn login(state: &ServerState, session: &Session, body: Bytes) -> Result<Re
 
 async fn authenticated(
     state: &ServerState,
-    session_user: SessionUser,
+    user: SessionUser,
     method: Method,
     body: Bytes,
 ) -> Result<Reply, DomainError> {
-    let SessionUser { username: user, queue } = session_user;
-    // The requests whose domain call does not check the session's device
-    // check it here: a removed device's open session gets nothing more.
-    if matches!(
-        method,
-        Method::ResolveUser
-            | Method::UploadKeyPackages
-            | Method::FetchKeyPackage
-            | Method::KeyPackageStock
-            | Method::GroupMembers
-            | Method::LinkFetch
-    ) {
-        let (username, device) = (user.clone(), queue.clone());
-        blocking(state, move |store| {
-            devices::require_current_device(store, Caller { username: &username, queue: &device })
-        })
-        .await?;
-    }
     match method {
         Method::ResolveUser => {
             let request: v1::ResolveUserRequest = decode(&body)?;
-            let resolved = blocking(state, move |store| accounts::resolve_user(store, &request.username)).await?;
+            let resolved =
+                blocking(state, move |store| accounts::resolve_user(store, user.caller(), &request.username)).await?;
             Ok(Reply::ok(&v1::ResolveUserResponse {
                 username: resolved.username,
                 identity_key: resolved.identity_key.into(),
@@ -304,7 +287,7 @@ async fn authenticated(
             let report = blocking(state, move |store| {
                 let packages: Vec<Vec<u8>> = request.key_packages.iter().map(|package| package.to_vec()).collect();
                 let last_resort = (!request.last_resort.is_empty()).then_some(request.last_resort.as_ref());
-                key_packages::upload(store, Caller { username: &user, queue: &queue }, &packages, last_resort)
+                key_packages::upload(store, user.caller(), &packages, last_resort)
             })
             .await?;
             Ok(Reply::ok(&v1::UploadKeyPackagesResponse { stock: report.stock, low_water: report.low_water }))
@@ -313,7 +296,7 @@ async fn authenticated(
             let request: v1::FetchKeyPackageRequest = decode(&body)?;
             let grant = state
                 .limiters
-                .check_key_package_fetch(&user, &request.username)
+                .check_key_package_fetch(&user.username, &request.username)
                 .map_err(|refusal| limited(state, refusal))?;
             if let KeyPackageGrant::LastResortOnly { .. } = grant {
                 state.metrics.rate_limited(KEY_PACKAGE_FETCH_PER_TARGET);
@@ -321,7 +304,7 @@ async fn authenticated(
             let policy = commit_policy(state);
             let (limiters, metrics) = (Arc::clone(&state.limiters), state.metrics.clone());
             let (fetched, stock_low) = blocking(state, move |store| {
-                let (requester, target) = (user.as_str(), request.username.as_str());
+                let (requester, target) = (user.username.as_str(), request.username.as_str());
                 let budget = || {
                     limiters.check_last_resort(requester, target).map_err(|refusal| {
                         metrics.rate_limited(refusal.limit);
@@ -329,9 +312,9 @@ async fn authenticated(
                     })
                 };
                 let fetched = match grant {
-                    KeyPackageGrant::Ordinary => key_packages::fetch(store, requester, target, &policy, &budget)?,
+                    KeyPackageGrant::Ordinary => key_packages::fetch(store, user.caller(), target, &policy, &budget)?,
                     KeyPackageGrant::LastResortOnly { .. } => {
-                        key_packages::fetch_last_resort(store, requester, target, &policy, &budget)?
+                        key_packages::fetch_last_resort(store, user.caller(), target, &policy, &budget)?
                     }
                 };
                 // Count the moment the stock falls below the refill mark, and every
@@ -351,7 +334,7 @@ async fn authenticated(
         }
         Method::KeyPackageStock => {
             let policy = commit_policy(state);
-            let report = blocking(state, move |store| key_packages::stock(store, &user, &policy)).await?;
+            let report = blocking(state, move |store| key_packages::stock(store, user.caller(), &policy)).await?;
             Ok(Reply::ok(&v1::KeyPackageStockResponse {
                 stock: report.stock,
                 low_water: report.low_water,
@@ -365,7 +348,7 @@ async fn authenticated(
                 Ok(v1::GroupKind::Direct) => GroupKind::Direct,
                 Err(_) => return Err(DomainError::InvalidArgument { message: "unknown group kind".into() }),
             };
-            state.limiters.check_create_group(&user).map_err(|refusal| limited(state, refusal))?;
+            state.limiters.check_create_group(&user.username).map_err(|refusal| limited(state, refusal))?;
             let now = now_ms();
             let epoch = blocking(state, move |store| {
                 let create = CreateGroup {
@@ -375,22 +358,22 @@ async fn authenticated(
                     group_info: &request.group_info,
                     ratchet_tree: &request.ratchet_tree,
                 };
-                groups::create_group(store, Caller { username: &user, queue: &queue }, &create, now)
+                groups::create_group(store, user.caller(), &create, now)
             })
             .await?;
             Ok(Reply::ok(&v1::CreateGroupResponse { epoch }))
         }
         Method::SubmitCommit => {
-            state.limiters.check_commit(&user).map_err(|refusal| limited(state, refusal))?;
-            submit_commit(state, SessionUser { username: user, queue }, body).await
+            state.limiters.check_commit(&user.username).map_err(|refusal| limited(state, refusal))?;
+            submit_commit(state, user, body).await
         }
         Method::LeaveGroup => {
-            state.limiters.check_commit(&user).map_err(|refusal| limited(state, refusal))?;
-            leave_group(state, SessionUser { username: user, queue }, body).await
+            state.limiters.check_commit(&user.username).map_err(|refusal| limited(state, refusal))?;
+            leave_group(state, user, body).await
         }
         Method::SendMessage => {
             let request: v1::SendMessageRequest = decode(&body)?;
-            state.limiters.check_send(&user).map_err(|refusal| limited(state, refusal))?;
+            state.limiters.check_send(&user.username).map_err(|refusal| limited(state, refusal))?;
             let now = now_ms();
             let mailboxes = Arc::clone(&state.mailboxes);
             let (_, stored_at_ms) = durably(
@@ -401,7 +384,7 @@ async fn authenticated(
                         message_id: &request.message_id,
                         ciphertext: &request.ciphertext,
                     };
-                    let sent = messages::send_message(store, Caller { username: &user, queue: &queue }, &send, now)?;
+                    let sent = messages::send_message(store, user.caller(), &send, now)?;
                     let handover = match sent.fanout {
                         Some(fanout) => Handover::Deliver {
                             entry: Arc::new(v1::QueueEntry {
@@ -410,7 +393,7 @@ async fn authenticated(
                                 group_id: request.group_id,
                                 group_name: fanout.group_name,
                                 group_kind: wire_group_kind(fanout.group_kind),
-                                sender: user,
+                                sender: user.username,
                                 kind: v1::EntryKind::Application as i32,
                                 payload: request.ciphertext,
                                 stored_at_ms: sent.stored_at_ms,
@@ -431,15 +414,14 @@ async fn authenticated(
         }
         Method::GroupMembers => {
             let request: v1::GroupMembersRequest = decode(&body)?;
-            let roster = blocking(state, move |store| groups::members(store, &user, &request.group_id)).await?;
+            let roster = blocking(state, move |store| groups::members(store, user.caller(), &request.group_id)).await?;
             Ok(Reply::ok(&v1::GroupMembersResponse { name: roster.name, epoch: roster.epoch, members: roster.members }))
         }
         Method::Fetch => {
             let request: v1::FetchRequest = decode(&body)?;
-            let queue = blocking(state, move |store| {
-                delivery::fetch(store, Caller { username: &user, queue: &queue }, request.after_seq, request.limit)
-            })
-            .await?;
+            let queue =
+                blocking(state, move |store| delivery::fetch(store, user.caller(), request.after_seq, request.limit))
+                    .await?;
             Ok(Reply::ok(&v1::FetchResponse {
                 entries: queue.items.into_iter().map(queue_entry).collect(),
                 head_seq: queue.head_seq,
@@ -447,16 +429,13 @@ async fn authenticated(
         }
         Method::Ack => {
             let request: v1::AckRequest = decode(&body)?;
-            let ack = move |store: &dyn Store| {
-                delivery::ack(store, Caller { username: &user, queue: &queue }, request.up_to_seq)
-            };
+            let ack = move |store: &dyn Store| delivery::ack(store, user.caller(), request.up_to_seq);
             let deleted = durably(state, ack, |_| {}).await?;
             Ok(Reply::ok(&v1::AckResponse { deleted: u32::try_from(deleted).unwrap_or(u32::MAX) }))
         }
         Method::Subscribe => {
             let request: v1::SubscribeRequest = decode(&body)?;
-            blocking(state, move |store| delivery::may_subscribe(store, Caller { username: &user, queue: &queue }))
-                .await?;
+            blocking(state, move |store| delivery::may_subscribe(store, user.caller())).await?;
             let mut reply = Reply::ok(&v1::SubscribeResponse {});
             reply.subscribe_from = Some(request.after_seq);
             Ok(reply)
@@ -470,16 +449,14 @@ async fn authenticated(
                     certificate: &request.certificate,
                     label: &request.label,
                 };
-                devices::add_device(store, Caller { username: &user, queue: &queue }, &add, max, now)
+                devices::add_device(store, user.caller(), &add, max, now)
             })
             .await?;
             Ok(Reply::ok(&v1::AddDeviceResponse { device_id: device_id.as_bytes().to_vec().into() }))
         }
         Method::ListDevices => {
             let _: v1::ListDevicesRequest = decode(&body)?;
-            let list =
-                blocking(state, move |store| devices::list_devices(store, Caller { username: &user, queue: &queue }))
-                    .await?;
+            let list = blocking(state, move |store| devices::list_devices(store, user.caller())).await?;
             let devices = list
                 .into_iter()
                 .map(|device| v1::DeviceInfo {
@@ -495,33 +472,31 @@ async fn authenticated(
         Method::RemoveDevice => {
             let request: v1::RemoveDeviceRequest = decode(&body)?;
             let now = now_ms();
-            let removed = blocking(state, move |store| {
-                devices::remove_device(store, Caller { username: &user, queue: &queue }, &request.device_id, now)
-            })
-            .await?;
+            let removed =
+                blocking(state, move |store| devices::remove_device(store, user.caller(), &request.device_id, now))
+                    .await?;
             // Its push tasks end now; its other requests are refused from now on.
             state.mailboxes.end_queue(&removed);
             Ok(Reply::ok(&v1::RemoveDeviceResponse {}))
         }
         Method::LinkFetch => {
             let request: v1::LinkFetchRequest = decode(&body)?;
-            let started = state.links.fetch(&request.link_id, Instant::now())?;
+            let session = user.clone();
+            blocking(state, move |store| devices::require_current_device(store, session.caller())).await?;
+            let StartedLink { request: published, mac, .. } = state.links.fetch(&request.link_id, Instant::now())?;
             Ok(Reply::ok(&v1::LinkFetchResponse {
-                device_key: started.device_key.into(),
-                link_key: started.link_key.into(),
-                label: started.label,
-                mac: started.mac.into(),
+                device_key: published.device_key.into(),
+                link_key: published.link_key.into(),
+                label: published.label,
+                mac: mac.into(),
             }))
         }
         Method::LinkApprove => {
             let request: v1::LinkApproveRequest = decode(&body)?;
             let device_key = state.links.device_key(&request.link_id, Instant::now())?;
             let approver = user.clone();
-            blocking(state, move |store| {
-                devices::check_link_approval(store, Caller { username: &approver, queue: &queue }, &device_key)
-            })
-            .await?;
-            let approval = Approval { username: user, sealed: request.sealed.to_vec() };
+            blocking(state, move |store| devices::check_link_approval(store, approver.caller(), &device_key)).await?;
+            let approval = Approval { username: user.username, sealed: request.sealed.to_vec() };
             state.links.approve(&request.link_id, approval, Instant::now())?;
             Ok(Reply::ok(&v1::LinkApproveResponse {}))
         }

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use quicprochat_core::link::LinkRequest;
 use tokio::sync::Notify;
 
 use crate::domain::DomainError;
@@ -35,9 +36,8 @@ pub(crate) const MAX_APPROVED_BYTES: usize = 32 * 1024 * 1024;
 /// What the new device published.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StartedLink {
-    pub(crate) device_key: Vec<u8>,
-    pub(crate) link_key: Vec<u8>,
-    pub(crate) label: String,
+    /// The new device's keys and label, as the approving device checks them.
+    pub(crate) request: LinkRequest,
     pub(crate) mac: Vec<u8>,
     /// SHA-256 of the proof the new device shows when it waits.
     pub(crate) wait_proof_hash: Vec<u8>,
@@ -90,7 +90,7 @@ impl LinkRelay {
         }
         // One pending link per device key: approvals need the key registered
         // on the approver's account, so the bundles held stay few per account.
-        if links.values().any(|link| link.started.device_key == started.device_key) {
+        if links.values().any(|link| link.started.request.device_key == started.request.device_key) {
             return Err(DomainError::AlreadyExists { message: "a link for this device key is pending already".into() });
         }
         if links.len() >= MAX_PENDING_LINKS {
@@ -149,7 +149,7 @@ impl LinkRelay {
         let id = link_id(id)?;
         let links = self.links()?;
         let link = links.get(&id).filter(|link| link.expires_at > now).ok_or_else(not_found)?;
-        Ok(link.started.device_key.clone())
+        Ok(link.started.request.device_key.clone())
     }
 
     /// Waits up to `timeout` for the link's approval; hands it over once
@@ -201,9 +201,7 @@ mod tests {
 
     fn started() -> StartedLink {
         StartedLink {
-            device_key: vec![1; 32],
-            link_key: vec![2; 1216],
-            label: "phone".into(),
+            request: LinkRequest { device_key: vec![1; 32], link_key: vec![2; 1216], label: "phone".into() },
             mac: vec![3; 32],
             wait_proof_hash: quicprochat_core::link::proof_hash(PROOF),
         }
@@ -249,13 +247,16 @@ mod tests {
 
         let later = now + Duration::from_secs(601);
         let other = [8; LINK_ID_LEN];
-        let other_device = StartedLink { device_key: vec![4; 32], ..started() };
+        let mut other_device = started();
+        other_device.request.device_key = vec![4; 32];
         relay.start(&other, other_device, now).unwrap();
         assert_eq!(relay.fetch(&other, later).unwrap_err().status_name(), "NOT_FOUND", "expired");
         assert_eq!(relay.approve(&other, approval, later).unwrap_err().status_name(), "NOT_FOUND");
         assert_eq!(relay.start(&[1, 2], started(), now).unwrap_err().status_name(), "INVALID_ARGUMENT");
         let huge = Approval { username: "alice".into(), sealed: vec![0; MAX_SEALED_LEN + 1] };
-        relay.start(&[5; LINK_ID_LEN], StartedLink { device_key: vec![5; 32], ..started() }, now).unwrap();
+        let mut fifth = started();
+        fifth.request.device_key = vec![5; 32];
+        relay.start(&[5; LINK_ID_LEN], fifth, now).unwrap();
         assert_eq!(relay.approve(&[5; LINK_ID_LEN], huge, now).unwrap_err().status_name(), "INVALID_ARGUMENT");
     }
 }

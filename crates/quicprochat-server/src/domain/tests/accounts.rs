@@ -1,5 +1,6 @@
 //! Domain tests: registration, login and username rules.
 
+use crate::domain::devices::Caller;
 use quicprochat_core::identity::{AuthPurpose, Identity};
 
 use super::{assert_status, register_open, sign, store, EXPORTER, NONCE, NOW};
@@ -86,9 +87,9 @@ fn register_then_login() {
     let outcome = login(&store, "alice", &[], &proof, &super::policy()).unwrap();
     assert_eq!(outcome.key_package_stock.count, 0);
 
-    let resolved = resolve_user(&store, "alice").unwrap();
+    let resolved = resolve_user(&store, Caller::first_device("alice"), "alice").unwrap();
     assert_eq!(resolved.identity_key, alice.identity.public_key());
-    assert_status(resolve_user(&store, "bob"), "NOT_FOUND", "bob");
+    assert_status(resolve_user(&store, Caller::first_device("alice"), "bob"), "NOT_FOUND", "bob");
 }
 
 #[test]

@@ -165,9 +165,13 @@ fn the_server_takes_no_key_package_or_leaf_from_a_device_the_account_did_not_reg
     // served before the removal no longer adds it.
     let (phone, _) = linked_device(&store, &alice);
     let phone_id = DeviceId::of_key(phone.client.identity().public_key());
-    let served = kp::fetch(&store, "bob", "alice", &policy(), &unlimited).unwrap().key_package;
+    let served = kp::fetch(&store, Caller::first_device("bob"), "alice", &policy(), &unlimited).unwrap().key_package;
     store.remove_device("alice", &phone_id, NOW).unwrap();
-    assert_status(kp::fetch(&store, "bob", "alice", &policy(), &unlimited), "NOT_FOUND", "no usable key package");
+    assert_status(
+        kp::fetch(&store, Caller::first_device("bob"), "alice", &policy(), &unlimited),
+        "NOT_FOUND",
+        "no usable key package",
+    );
     let refused = submit_add(&store, &bob, &group_id, vec![served], b"add-removed");
     assert_status(refused, "PERMISSION_DENIED", "removed");
 }

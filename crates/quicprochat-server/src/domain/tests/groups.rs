@@ -73,10 +73,10 @@ fn create_group_checks_id_name_and_creator() {
         CreateGroup { group_info: &bob_bootstrap.group_info, ratchet_tree: &bob_bootstrap.ratchet_tree, ..good };
     assert_status(create_group(&store, Caller::first_device("bob"), &taken, NOW), "ALREADY_EXISTS", "already exists");
 
-    let roster = members(&store, "alice", &group_id).unwrap();
+    let roster = members(&store, Caller::first_device("alice"), &group_id).unwrap();
     assert_eq!((roster.name.as_str(), roster.epoch, roster.members), ("friends", 0, vec!["alice".to_owned()]));
-    assert_status(members(&store, "bob", &group_id), "PERMISSION_DENIED", "only members");
-    assert_status(members(&store, "bob", &gid(9)), "NOT_FOUND", "no group");
+    assert_status(members(&store, Caller::first_device("bob"), &group_id), "PERMISSION_DENIED", "only members");
+    assert_status(members(&store, Caller::first_device("bob"), &gid(9)), "NOT_FOUND", "no group");
 }
 
 /// Review F1, defence in depth: a direct group is named for its two
@@ -145,13 +145,17 @@ fn an_add_must_use_a_key_package_served_to_the_committer_once() {
     assert_status(finish(&alice, &first, submit(&store, "alice", &request, NOW)), "PERMISSION_DENIED", "not served");
     // Served to carol, used by alice.
     let to_carol =
-        crate::domain::key_packages::fetch(&store, "carol", "bob", &policy(), &super::unlimited).unwrap().key_package;
+        crate::domain::key_packages::fetch(&store, Caller::first_device("carol"), "bob", &policy(), &super::unlimited)
+            .unwrap()
+            .key_package;
     let pending = alice.client.add_members(&first, &[to_carol]).unwrap();
     let request = commit_request(&first, &pending, b"add-bob-carols");
     assert_status(finish(&alice, &first, submit(&store, "alice", &request, NOW)), "PERMISSION_DENIED", "not served");
     // Served to alice: used once, then no more (the same package in a second group).
     let served =
-        crate::domain::key_packages::fetch(&store, "alice", "bob", &policy(), &super::unlimited).unwrap().key_package;
+        crate::domain::key_packages::fetch(&store, Caller::first_device("alice"), "bob", &policy(), &super::unlimited)
+            .unwrap()
+            .key_package;
     let pending = alice.client.add_members(&first, std::slice::from_ref(&served)).unwrap();
     let request = commit_request(&first, &pending, b"add-bob");
     assert_eq!(finish(&alice, &first, submit(&store, "alice", &request, NOW)).unwrap(), 1);
@@ -176,7 +180,7 @@ fn add_delivers_welcome_only_to_the_invitee() {
     assert!(inbox(&store, &carol).is_empty(), "outsiders get nothing");
     drain(&store, &bob);
     assert_eq!(bob.client.epoch(&group_id).unwrap(), 1);
-    assert_eq!(members(&store, "bob", &group_id).unwrap().members, ["alice", "bob"]);
+    assert_eq!(members(&store, Caller::first_device("bob"), &group_id).unwrap().members, ["alice", "bob"]);
 
     // Retrying the accepted commit is answered from the idempotency record.
     let retry =
@@ -195,7 +199,9 @@ fn commit_rules_welcome_sender_and_epoch() {
     new_group(&store, &alice, &group_id);
 
     let package =
-        crate::domain::key_packages::fetch(&store, "alice", "bob", &policy(), &super::unlimited).unwrap().key_package;
+        crate::domain::key_packages::fetch(&store, Caller::first_device("alice"), "bob", &policy(), &super::unlimited)
+            .unwrap()
+            .key_package;
     let pending = alice.client.add_members(&group_id, &[package]).unwrap();
     let mut request =
         SubmitCommit { group_id: &group_id, epoch: 0, commit: &pending.commit, welcome: None, message_id: b"c1" };
@@ -240,14 +246,16 @@ fn second_commit_of_an_epoch_is_stale() {
 
     // Both commit at epoch 1; alice's arrives first.
     let package =
-        crate::domain::key_packages::fetch(&store, "bob", "dave", &policy(), &super::unlimited).unwrap().key_package;
+        crate::domain::key_packages::fetch(&store, Caller::first_device("bob"), "dave", &policy(), &super::unlimited)
+            .unwrap()
+            .key_package;
     let bob_pending = bob.client.add_members(&group_id, &[package]).unwrap();
     assert_eq!(add(&store, &alice, &group_id, &[&carol], b"add-carol").unwrap(), 2);
     let request = commit_request(&group_id, &bob_pending, b"add-dave");
     let result = finish(&bob, &group_id, submit(&store, "bob", &request, NOW));
     assert_eq!(result.unwrap_err().current_epoch(), 2);
     assert!(inbox(&store, &dave).is_empty(), "the losing welcome is not delivered");
-    assert_eq!(members(&store, "bob", &group_id).unwrap().members, ["alice", "bob", "carol"]);
+    assert_eq!(members(&store, Caller::first_device("bob"), &group_id).unwrap().members, ["alice", "bob", "carol"]);
 
     // Bob catches up and retries successfully.
     drain(&store, &bob);
@@ -282,14 +290,14 @@ fn leave_flow() {
     let pending = alice.client.commit_pending_proposals(&group_id).unwrap().unwrap();
     let commit = commit_request(&group_id, &pending, b"remove-bob");
     assert_eq!(finish(&alice, &group_id, submit(&store, "alice", &commit, NOW)).unwrap(), 2);
-    assert_eq!(members(&store, "alice", &group_id).unwrap().members, ["alice", "carol"]);
+    assert_eq!(members(&store, Caller::first_device("alice"), &group_id).unwrap().members, ["alice", "carol"]);
     assert!(store.get_group(&group_id).unwrap().unwrap().leaving.is_empty());
     assert_eq!(kinds(&inbox(&store, &bob)), [EntryKind::Commit], "the removed member learns it");
     drain(&store, &bob);
     assert!(!bob.client.is_active(&group_id).unwrap());
     drain(&store, &carol);
     assert_eq!(carol.client.epoch(&group_id).unwrap(), 2);
-    assert_status(members(&store, "bob", &group_id), "PERMISSION_DENIED", "only members");
+    assert_status(members(&store, Caller::first_device("bob"), &group_id), "PERMISSION_DENIED", "only members");
 }
 
 #[test]
@@ -302,8 +310,15 @@ fn an_accepted_commit_names_everyone_who_got_an_entry() {
     new_group(&store, &alice, &group_id);
     add(&store, &alice, &group_id, &[&bob], b"add-bob").unwrap();
 
-    let package =
-        crate::domain::key_packages::fetch(&store, "alice", "carol", &policy(), &super::unlimited).unwrap().key_package;
+    let package = crate::domain::key_packages::fetch(
+        &store,
+        Caller::first_device("alice"),
+        "carol",
+        &policy(),
+        &super::unlimited,
+    )
+    .unwrap()
+    .key_package;
     let pending = alice.client.add_members(&group_id, &[package]).unwrap();
     let request = commit_request(&group_id, &pending, b"add-carol");
     let views = ViewCache::default();

@@ -11,30 +11,38 @@ fn upload_fetch_single_use_then_last_resort() {
     let store = store();
     let alice = user(&store, "alice");
     let bob = user(&store, "bob");
-    let report = stock(&store, "alice", &policy()).unwrap();
+    let report = stock(&store, Caller::first_device("alice"), &policy()).unwrap();
     assert_eq!((report.stock, report.low_water, report.has_last_resort), (3, LOW_WATER, true));
 
     let mut served = Vec::new();
     for _ in 0..3 {
-        let package = fetch(&store, &bob.name, &alice.name, &policy(), &unlimited).unwrap();
+        let package = fetch(&store, Caller::first_device(&bob.name), &alice.name, &policy(), &unlimited).unwrap();
         assert!(!package.last_resort);
         assert!(!served.contains(&package.key_package), "never served twice");
         served.push(package.key_package);
     }
-    let first_last_resort = fetch(&store, &bob.name, &alice.name, &policy(), &unlimited).unwrap();
-    let second_last_resort = fetch(&store, &bob.name, &alice.name, &policy(), &unlimited).unwrap();
+    let first_last_resort = fetch(&store, Caller::first_device(&bob.name), &alice.name, &policy(), &unlimited).unwrap();
+    let second_last_resort =
+        fetch(&store, Caller::first_device(&bob.name), &alice.name, &policy(), &unlimited).unwrap();
     assert!(first_last_resort.last_resort && second_last_resort.last_resort);
     assert_eq!(first_last_resort.key_package, second_last_resort.key_package);
-    let report = stock(&store, "alice", &policy()).unwrap();
+    let report = stock(&store, Caller::first_device("alice"), &policy()).unwrap();
     assert_eq!((report.stock, report.has_last_resort), (0, true));
 
     // Refill; the new batch is served before the last resort again.
     let fresh = alice.client.generate_key_packages(2).unwrap();
     let report = upload(&store, Caller::first_device(&alice.name), &fresh, None).unwrap();
     assert_eq!(report.stock, 2);
-    assert_eq!(fetch(&store, &bob.name, &alice.name, &policy(), &unlimited).unwrap().key_package, fresh[0]);
+    assert_eq!(
+        fetch(&store, Caller::first_device(&bob.name), &alice.name, &policy(), &unlimited).unwrap().key_package,
+        fresh[0]
+    );
 
-    assert_status(fetch(&store, &bob.name, "nobody", &policy(), &unlimited), "NOT_FOUND", "nobody");
+    assert_status(
+        fetch(&store, Caller::first_device(&bob.name), "nobody", &policy(), &unlimited),
+        "NOT_FOUND",
+        "nobody",
+    );
 }
 
 #[test]
@@ -43,20 +51,27 @@ fn the_last_resort_package_is_served_only_within_its_budget() {
     let alice = user(&store, "alice");
     let bob = user(&store, "bob");
     for _ in 0..3 {
-        fetch(&store, &bob.name, &alice.name, &policy(), &unlimited).unwrap();
+        fetch(&store, Caller::first_device(&bob.name), &alice.name, &policy(), &unlimited).unwrap();
     }
     let spent = || Err(DomainError::ResourceExhausted { message: "budget spent".into(), retry_after_ms: 5 });
-    assert_status(fetch(&store, &bob.name, &alice.name, &policy(), &spent), "RESOURCE_EXHAUSTED", "budget spent");
     assert_status(
-        fetch_last_resort(&store, &bob.name, &alice.name, &policy(), &spent),
+        fetch(&store, Caller::first_device(&bob.name), &alice.name, &policy(), &spent),
+        "RESOURCE_EXHAUSTED",
+        "budget spent",
+    );
+    assert_status(
+        fetch_last_resort(&store, Caller::first_device(&bob.name), &alice.name, &policy(), &spent),
         "RESOURCE_EXHAUSTED",
         "budget spent",
     );
     // An ordinary package never asks the budget.
     let fresh = alice.client.generate_key_packages(1).unwrap();
     upload(&store, Caller::first_device(&alice.name), &fresh, None).unwrap();
-    assert_eq!(fetch(&store, &bob.name, &alice.name, &policy(), &spent).unwrap().key_package, fresh[0]);
-    assert!(fetch(&store, &bob.name, &alice.name, &policy(), &unlimited).unwrap().last_resort);
+    assert_eq!(
+        fetch(&store, Caller::first_device(&bob.name), &alice.name, &policy(), &spent).unwrap().key_package,
+        fresh[0]
+    );
+    assert!(fetch(&store, Caller::first_device(&bob.name), &alice.name, &policy(), &unlimited).unwrap().last_resort);
 }
 
 #[test]
@@ -76,7 +91,11 @@ fn fetch_without_stock_is_not_found() {
         signature: &signature,
     };
     super::register_open(&store, "carol", carol_client.identity().public_key(), &proof, 0).unwrap();
-    assert_status(fetch(&store, &bob.name, "carol", &policy(), &unlimited), "NOT_FOUND", "no usable key package");
+    assert_status(
+        fetch(&store, Caller::first_device(&bob.name), "carol", &policy(), &unlimited),
+        "NOT_FOUND",
+        "no usable key package",
+    );
 }
 
 #[test]
@@ -112,7 +131,7 @@ fn upload_rejects_foreign_wrong_slot_and_garbage() {
     // One bad package rejects the whole upload.
     let mixed = vec![alice_package[0].clone(), forged[0].clone()];
     assert_status(upload(&store, Caller::first_device("alice"), &mixed, None), "PERMISSION_DENIED", "key package 1");
-    assert_eq!(stock(&store, "alice", &policy()).unwrap().stock, 3);
+    assert_eq!(stock(&store, Caller::first_device("alice"), &policy()).unwrap().stock, 3);
 
     let too_many = vec![alice_package[0].clone(); MAX_UPLOAD + 1];
     assert_status(upload(&store, Caller::first_device("alice"), &too_many, None), "INVALID_ARGUMENT", "at most 100");
@@ -128,11 +147,26 @@ fn packages_that_expire_too_soon_are_not_served() {
     let bob = user(&store, "bob");
     // Every package lives 84 days; ask for 85 more.
     let demanding = CommitPolicy { key_package_remaining_s: 85 * 24 * 3600, ..policy() };
-    assert!(!stock(&store, "alice", &demanding).unwrap().has_last_resort);
-    assert_status(fetch(&store, &bob.name, &alice.name, &demanding, &unlimited), "NOT_FOUND", "no usable key package");
-    assert_eq!(stock(&store, "alice", &policy()).unwrap().stock, 0, "the three ordinary ones were discarded");
-    assert_status(fetch_last_resort(&store, &bob.name, &alice.name, &demanding, &unlimited), "NOT_FOUND", "no usable");
+    assert!(!stock(&store, Caller::first_device("alice"), &demanding).unwrap().has_last_resort);
+    assert_status(
+        fetch(&store, Caller::first_device(&bob.name), &alice.name, &demanding, &unlimited),
+        "NOT_FOUND",
+        "no usable key package",
+    );
+    assert_eq!(
+        stock(&store, Caller::first_device("alice"), &policy()).unwrap().stock,
+        0,
+        "the three ordinary ones were discarded"
+    );
+    assert_status(
+        fetch_last_resort(&store, Caller::first_device(&bob.name), &alice.name, &demanding, &unlimited),
+        "NOT_FOUND",
+        "no usable",
+    );
     let fresh = alice.client.generate_key_packages(1).unwrap();
     upload(&store, Caller::first_device(&alice.name), &fresh, None).unwrap();
-    assert_eq!(fetch(&store, &bob.name, &alice.name, &policy(), &unlimited).unwrap().key_package, fresh[0]);
+    assert_eq!(
+        fetch(&store, Caller::first_device(&bob.name), &alice.name, &policy(), &unlimited).unwrap().key_package,
+        fresh[0]
+    );
 }

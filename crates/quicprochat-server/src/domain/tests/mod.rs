@@ -176,7 +176,11 @@ pub(super) fn add_with(
 ) -> Result<u64, DomainError> {
     let packages: Vec<Vec<u8>> = invitees
         .iter()
-        .map(|invitee| kp::fetch(store, &committer.name, &invitee.name, &policy(), &unlimited).unwrap().key_package)
+        .map(|invitee| {
+            kp::fetch(store, Caller::first_device(&committer.name), &invitee.name, &policy(), &unlimited)
+                .unwrap()
+                .key_package
+        })
         .collect();
     let pending = committer.client.add_members(group_id, &packages).unwrap();
     let request = commit_request(group_id, &pending, message_id);

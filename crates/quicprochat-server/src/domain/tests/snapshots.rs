@@ -81,7 +81,7 @@ fn commits_replay_from_the_log_until_a_snapshot_covers_them() {
     let before = view_stats();
     add(&store, &alice, &group_id, &[&dave], b"add-dave-again").unwrap();
     assert_eq!(view_stats().hits, before.hits + 1, "the snapshot put the view back");
-    assert_eq!(members(&store, "alice", &group_id).unwrap().members, ["alice", "bob", "dave"]);
+    assert_eq!(members(&store, Caller::first_device("alice"), &group_id).unwrap().members, ["alice", "bob", "dave"]);
     let restored = crate::domain::groups::restore_view(&store.get_group(&group_id).unwrap().unwrap()).unwrap();
     assert_eq!(restored.epoch(), 6);
 }
@@ -107,7 +107,7 @@ fn a_logged_leave_replays_so_a_commit_can_reference_it() {
     let accepted =
         submit_commit(&store, &ViewCache::with_budget(0), Caller::first_device("alice"), &removal, NOW, &policy());
     assert_eq!(finish(&alice, &group_id, accepted.map(|accepted| accepted.epoch)).unwrap(), 2);
-    assert_eq!(members(&store, "alice", &group_id).unwrap().members, ["alice", "carol"]);
+    assert_eq!(members(&store, Caller::first_device("alice"), &group_id).unwrap().members, ["alice", "carol"]);
 }
 
 #[test]
@@ -146,7 +146,7 @@ fn at_start_every_group_with_a_log_is_snapshotted() {
     assert_eq!(snapshot_logged_groups(&store, &nothing_kept, ViewSource::KeptOrRestored).unwrap(), 2);
     assert!(store.groups_with_log().unwrap().is_empty());
     assert_eq!(add_uncached(&store, &alice, &first, &carol, b"add-carol-1"), 3);
-    assert_eq!(members(&store, "alice", &first).unwrap().members, ["alice", "carol"]);
+    assert_eq!(members(&store, Caller::first_device("alice"), &first).unwrap().members, ["alice", "carol"]);
 }
 
 /// Review F4: a group whose restore fails is left alone by the next sweeps,

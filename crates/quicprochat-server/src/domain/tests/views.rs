@@ -6,6 +6,7 @@ use super::{
     view_stats, NOW,
 };
 use crate::domain::commits::{LeaveGroup, SubmitCommit};
+use crate::domain::devices::Caller;
 use crate::domain::groups::members;
 
 #[test]
@@ -21,7 +22,7 @@ fn a_commit_takes_the_view_the_previous_commit_kept() {
     assert_eq!(after_first.hits, 0, "nothing was kept before the first commit");
     add(&store, &alice, &group_id, &[&carol], b"add-carol").unwrap();
     assert_eq!(view_stats().hits, 1, "the second commit took the first one's view");
-    assert_eq!(members(&store, "alice", &group_id).unwrap().members, ["alice", "bob", "carol"]);
+    assert_eq!(members(&store, Caller::first_device("alice"), &group_id).unwrap().members, ["alice", "bob", "carol"]);
 }
 
 #[test]
@@ -61,5 +62,5 @@ fn a_leave_makes_the_kept_view_stale_and_a_failed_commit_keeps_it() {
     let before = view_stats();
     add(&store, &alice, &group_id, &[&dave], b"add-dave").unwrap();
     assert_eq!(view_stats().hits, before.hits + 1, "the next commit took the view the forged one left");
-    assert_eq!(members(&store, "alice", &group_id).unwrap().members, ["alice", "carol", "dave"]);
+    assert_eq!(members(&store, Caller::first_device("alice"), &group_id).unwrap().members, ["alice", "carol", "dave"]);
 }
