@@ -26,6 +26,17 @@ pub enum MlsError {
         /// What OpenMLS reported.
         reason: String,
     },
+    /// A leaf (or key package) whose credential does not verify, or that a
+    /// caller's [`MemberCheck`](super::MemberCheck) refused: a device its
+    /// account did not certify (e.g. under another account key than the one
+    /// known for that account); not retryable.
+    #[error("refused a device of {username}: {reason}")]
+    RefusedMember {
+        /// The account the leaf claims.
+        username: String,
+        /// Why it is refused.
+        reason: String,
+    },
     /// A key package given to `add_members` does not validate or has another ciphersuite; not retryable.
     #[error("key package #{index} rejected: {reason}")]
     InvalidKeyPackage {
@@ -118,6 +129,7 @@ impl MlsError {
                 | MlsError::InvalidMessage { .. }
                 | MlsError::InvalidKeyPackage { .. }
                 | MlsError::WrongGroup { .. }
+                | MlsError::RefusedMember { .. }
         )
     }
 

@@ -14,7 +14,7 @@ use openmls::prelude::{
 
 use super::{Access, GroupBootstrap, MlsClient, MlsError, PendingCommit};
 use crate::ciphersuite::{CLASSICAL_CIPHERSUITE, DEFAULT_CIPHERSUITE};
-use crate::identity::username_of;
+use crate::identity::{member_of, username_of};
 
 /// How many past epochs' secrets are kept so late application messages still decrypt.
 pub(crate) const MAX_PAST_EPOCHS: usize = 5;
@@ -189,13 +189,13 @@ impl MlsClient {
                 group.ciphersuite()
             )));
         }
-        if username_of(key_package.leaf_node().credential()).is_none() {
-            return Err(reject("credential is not a UTF-8 BasicCredential".to_owned()));
-        }
+        let leaf = key_package.leaf_node();
+        member_of(leaf.credential(), leaf.signature_key().as_slice()).map_err(|e| reject(e.to_string()))?;
         Ok(key_package)
     }
 
-    /// Commit removing the members with these usernames (error if one is not a member).
+    /// Commit removing the members with these usernames, every device of
+    /// each (error if one is not a member).
     /// Also commits any pending proposals; members already removed by a pending
     /// proposal are not removed twice.
     pub fn remove_members(&self, group_id: &[u8], usernames: &[String]) -> Result<PendingCommit, MlsError> {
@@ -207,17 +207,22 @@ impl MlsClient {
             let own_index = group.own_leaf_index();
             let mut indices = BTreeSet::new();
             for username in usernames {
-                let member = group
+                // Every device of the account: each is a leaf of its own.
+                let leaves: Vec<LeafNodeIndex> = group
                     .members()
-                    .find(|m| username_of(&m.credential).as_deref() == Some(username.as_str()))
-                    .ok_or_else(|| MlsError::NotAMember { username: username.clone() })?;
-                if member.index == own_index {
+                    .filter(|m| username_of(&m.credential).as_deref() == Some(username.as_str()))
+                    .map(|m| m.index)
+                    .collect();
+                if leaves.is_empty() {
+                    return Err(MlsError::NotAMember { username: username.clone() });
+                }
+                if leaves.contains(&own_index) {
                     return Err(MlsError::InvalidArgument {
                         operation: OP,
                         reason: "cannot remove ourselves; use leave_group".to_owned(),
                     });
                 }
-                indices.insert(member.index);
+                indices.extend(leaves);
             }
             let already_proposed: BTreeSet<LeafNodeIndex> = group
                 .pending_proposals()

@@ -4,16 +4,23 @@
 //! Incoming commits are merged at once and proposals are stored as pending; our own
 //! messages echoed back by the DS and handshakes from past epochs are reported as
 //! [`Incoming::Ignored`].
+//!
+//! Every leaf a commit or a Welcome brings in must carry a credential that
+//! verifies (a linked device's certificate under the account key it names)
+//! and pass the caller's [`MemberCheck`]; otherwise nothing is merged or
+//! joined and the error is [`MlsError::RefusedMember`].
 
 use openmls::prelude::tls_codec::DeserializeBytes as _;
 use openmls::prelude::{
-    CreateMessageError, MlsGroup, MlsMessageBodyIn, MlsMessageIn, OpenMlsProvider, ProcessMessageError,
-    ProcessedMessageContent, ProtocolMessage, RatchetTreeIn, Sender, StagedWelcome, ValidationError, WelcomeError,
+    CreateMessageError, Credential, LeafNode, MlsGroup, MlsMessageBodyIn, MlsMessageIn, OpenMlsProvider,
+    ProcessMessageError, ProcessedMessageContent, ProtocolMessage, RatchetTreeIn, Sender, StagedWelcome,
+    ValidationError, WelcomeError,
 };
 
 use super::groups::{join_config, merge_error};
-use super::{Access, Incoming, MlsClient, MlsError};
-use crate::identity::username_of;
+use super::{any_verified_member, Access, Incoming, MemberCheck, MlsClient, MlsError};
+use crate::device::{DeviceId, VerifiedMember};
+use crate::identity::{member_of, username_of};
 
 const UNKNOWN_SENDER: &str = "<invalid credential>";
 
@@ -33,8 +40,15 @@ impl MlsClient {
 
     /// Joins from a Welcome (MlsMessage bytes) that carries the ratchet tree; returns the group id.
     /// A stale, inactive copy of the same group (we were removed earlier) is replaced.
+    /// Every member's credential must verify.
     pub fn join_from_welcome(&self, welcome: &[u8]) -> Result<Vec<u8>, MlsError> {
-        self.join(welcome, None)
+        self.join(welcome, None, &any_verified_member)
+    }
+
+    /// Like [`MlsClient::join_from_welcome`], with every member of the group
+    /// also passing `check`; when one does not, nothing is stored.
+    pub fn join_from_welcome_checked(&self, welcome: &[u8], check: MemberCheck<'_>) -> Result<Vec<u8>, MlsError> {
+        self.join(welcome, None, check)
     }
 
     /// Like [`MlsClient::join_from_welcome`], with the ratchet tree supplied separately
@@ -42,15 +56,25 @@ impl MlsClient {
     pub fn join_from_welcome_with_tree(&self, welcome: &[u8], ratchet_tree: &[u8]) -> Result<Vec<u8>, MlsError> {
         let tree = RatchetTreeIn::tls_deserialize_exact_bytes(ratchet_tree)
             .map_err(|err| MlsError::Malformed { what: "ratchet tree", reason: err.to_string() })?;
-        self.join(welcome, Some(tree))
+        self.join(welcome, Some(tree), &any_verified_member)
     }
 
-    fn join(&self, welcome: &[u8], ratchet_tree: Option<RatchetTreeIn>) -> Result<Vec<u8>, MlsError> {
+    fn join(
+        &self,
+        welcome: &[u8],
+        ratchet_tree: Option<RatchetTreeIn>,
+        check: MemberCheck<'_>,
+    ) -> Result<Vec<u8>, MlsError> {
         const OP: &str = "join_from_welcome";
-        self.with_state(OP, Access::Write, || self.join_locked(welcome, ratchet_tree))
+        self.with_state(OP, Access::Write, || self.join_locked(welcome, ratchet_tree, check))
     }
 
-    fn join_locked(&self, welcome: &[u8], ratchet_tree: Option<RatchetTreeIn>) -> Result<Vec<u8>, MlsError> {
+    fn join_locked(
+        &self,
+        welcome: &[u8],
+        ratchet_tree: Option<RatchetTreeIn>,
+        check: MemberCheck<'_>,
+    ) -> Result<Vec<u8>, MlsError> {
         const OP: &str = "join_from_welcome";
         let message = parse_message(welcome)?;
         let MlsMessageBodyIn::Welcome(welcome) = message.extract() else {
@@ -80,6 +104,9 @@ impl MlsClient {
             builder = builder.with_ratchet_tree(tree);
         }
         let staged = builder.build().map_err(|err| welcome_error(OP, err))?;
+        for member in staged.members() {
+            check_leaf(&member.credential, &member.signature_key, check)?;
+        }
         let group = staged.into_group(&self.provider).map_err(|err| welcome_error(OP, err))?;
         let group_id = group.group_id().to_vec();
         self.keep(group);
@@ -88,12 +115,25 @@ impl MlsClient {
 
     /// Processes one incoming handshake or application message (MlsMessage bytes) for a
     /// group we hold. Commits are merged immediately; proposals are stored as pending.
+    /// Every leaf a commit brings in must have a credential that verifies.
     pub fn process_incoming(&self, group_id: &[u8], message: &[u8]) -> Result<Incoming, MlsError> {
+        self.process_incoming_checked(group_id, message, &any_verified_member)
+    }
+
+    /// Like [`MlsClient::process_incoming`], with every leaf a commit brings
+    /// in (added, updated, or the committer's new leaf) also passing `check`;
+    /// when one does not, the commit is not merged.
+    pub fn process_incoming_checked(
+        &self,
+        group_id: &[u8],
+        message: &[u8],
+        check: MemberCheck<'_>,
+    ) -> Result<Incoming, MlsError> {
         const OP: &str = "process_incoming";
         let protocol = parse_message(message)?
             .try_into_protocol_message()
             .map_err(|err| MlsError::Malformed { what: "PublicMessage or PrivateMessage", reason: err.to_string() })?;
-        self.with_group(OP, group_id, Access::Write, |group| self.process_protocol(group, group_id, protocol))
+        self.with_group(OP, group_id, Access::Write, |group| self.process_protocol(group, group_id, protocol, check))
     }
 
     fn process_protocol(
@@ -101,6 +141,7 @@ impl MlsClient {
         group: &mut MlsGroup,
         group_id: &[u8],
         protocol: ProtocolMessage,
+        check: MemberCheck<'_>,
     ) -> Result<Incoming, MlsError> {
         const OP: &str = "process_incoming";
         if protocol.group_id() != group.group_id() {
@@ -124,12 +165,33 @@ impl MlsClient {
         };
         let sender = username_of(processed.credential()).unwrap_or_else(|| UNKNOWN_SENDER.to_owned());
         let from_self = *processed.sender() == Sender::Member(group.own_leaf_index());
+        // The sender's leaf as it is now. A message from a past epoch may
+        // come from a leaf since removed or taken by another member: the
+        // device is known only while the leaf still holds the credential
+        // the message was verified with (a linked credential's certificate
+        // names its device key, so equal credentials are one device).
+        let sender_device = match processed.sender() {
+            Sender::Member(index) => group
+                .member_at(*index)
+                .filter(|member| &member.credential == processed.credential())
+                .map(|member| DeviceId::of_key(&member.signature_key)),
+            _ => None,
+        };
         let epoch = processed.epoch().as_u64();
         match processed.into_content() {
             ProcessedMessageContent::ApplicationMessage(app) => {
-                Ok(Incoming::Application { sender, plaintext: app.into_bytes(), epoch })
+                Ok(Incoming::Application { sender, device: sender_device, plaintext: app.into_bytes(), epoch })
             }
             ProcessedMessageContent::StagedCommitMessage(staged) => {
+                for add in staged.add_proposals() {
+                    check_leaf_node(add.add_proposal().key_package().leaf_node(), check)?;
+                }
+                for update in staged.update_proposals() {
+                    check_leaf_node(update.update_proposal().leaf_node(), check)?;
+                }
+                if let Some(leaf) = staged.update_path_leaf_node() {
+                    check_leaf_node(leaf, check)?;
+                }
                 let removed_self = staged.self_removed();
                 group.merge_staged_commit(&self.provider, *staged).map_err(|err| merge_error(OP, err))?;
                 Ok(Incoming::CommitMerged { sender, new_epoch: group.epoch().as_u64(), removed_self })
@@ -157,6 +219,25 @@ impl MlsClient {
             _ => Err(MlsError::InvalidMessage { operation: OP, reason: "unsupported message content".to_owned() }),
         }
     }
+}
+
+/// Checks a leaf entering the group: its credential verifies, then `check`.
+fn check_leaf_node(leaf: &LeafNode, check: MemberCheck<'_>) -> Result<VerifiedMember, MlsError> {
+    check_leaf(leaf.credential(), leaf.signature_key().as_slice(), check)
+}
+
+fn check_leaf(
+    credential: &Credential,
+    signature_key: &[u8],
+    check: MemberCheck<'_>,
+) -> Result<VerifiedMember, MlsError> {
+    let refused = |reason: String| MlsError::RefusedMember {
+        username: username_of(credential).unwrap_or_else(|| UNKNOWN_SENDER.to_owned()),
+        reason,
+    };
+    let member = member_of(credential, signature_key).map_err(|error| refused(error.to_string()))?;
+    check(&member).map_err(refused)?;
+    Ok(member)
 }
 
 /// Future epochs are an error (we missed commits); past-epoch handshakes are ignored.

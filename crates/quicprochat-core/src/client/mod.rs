@@ -37,8 +37,28 @@ use provider::ClientProvider;
 use state_lock::{Held, StateLock};
 
 use crate::ciphersuite::{is_allowed_ciphersuite, DEFAULT_CIPHERSUITE};
-use crate::device::{verify_member, MemberCredential};
-use crate::identity::{username_of, Identity};
+use crate::device::{verify_member, DeviceId, MemberCredential, VerifiedMember};
+use crate::identity::{member_of, username_of, Identity};
+
+/// Decides whether a member whose credential verified (a leaf joining a
+/// group, or every leaf of a group joined) is accepted: a client compares
+/// its account key with the one it knows for that account. `Err` carries
+/// the reason, shown to the user.
+pub type MemberCheck<'a> = &'a dyn Fn(&VerifiedMember) -> Result<(), String>;
+
+/// A [`MemberCheck`] that accepts every member whose credential verifies.
+pub fn any_verified_member(_member: &VerifiedMember) -> Result<(), String> {
+    Ok(())
+}
+
+/// One leaf of a group, as its credential proves it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupMember {
+    /// The leaf's index in the tree.
+    pub leaf_index: u32,
+    /// The account, device and account key the leaf's credential proves.
+    pub member: VerifiedMember,
+}
 
 /// What a group creator hands to the Delivery Service so it can follow the group.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +87,9 @@ pub enum Incoming {
     Application {
         /// Username of the sender.
         sender: String,
+        /// The sender's device (derived from its leaf's signature key);
+        /// `None` for a message of a past epoch whose leaf has left since.
+        device: Option<DeviceId>,
         /// The decrypted bytes.
         plaintext: Vec<u8>,
         /// Epoch the message was sent in.
@@ -223,13 +246,37 @@ impl MlsClient {
         self.with_group("epoch", group_id, Access::Read, |group| Ok(group.epoch().as_u64()))
     }
 
-    /// Usernames of the current members (from their credentials), sorted.
+    /// Usernames of the current members (from their credentials), sorted,
+    /// each account once however many of its devices are leaves.
     pub fn members(&self, group_id: &[u8]) -> Result<Vec<String>, MlsError> {
         self.with_group("members", group_id, Access::Read, |group| {
             let mut names: Vec<String> = group.members().map(|m| member_name(&m)).collect();
             names.sort();
+            names.dedup();
             Ok(names)
         })
+    }
+
+    /// Every leaf of the group with the device its credential proves, by
+    /// leaf index. A leaf whose credential does not verify is an error
+    /// (every leaf is checked when it enters, see [`MemberCheck`]).
+    pub fn member_devices(&self, group_id: &[u8]) -> Result<Vec<GroupMember>, MlsError> {
+        self.with_group("member_devices", group_id, Access::Read, |group| {
+            group
+                .members()
+                .map(|m| {
+                    let member = member_of(&m.credential, &m.signature_key).map_err(|error| {
+                        MlsError::RefusedMember { username: member_name(&m), reason: error.to_string() }
+                    })?;
+                    Ok(GroupMember { leaf_index: m.index.u32(), member })
+                })
+                .collect()
+        })
+    }
+
+    /// Our own device id (derived from our signature key).
+    pub fn device_id(&self) -> DeviceId {
+        DeviceId::of_key(self.identity.public_key())
     }
 
     /// The confirmation tag of the group's current epoch (TLS-serialised),

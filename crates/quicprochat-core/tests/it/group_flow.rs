@@ -48,7 +48,12 @@ fn full_flow(ciphersuite: Ciphersuite) {
     for receiver in [&bob, &carol] {
         assert_eq!(
             receiver.process_incoming(&GROUP, &hello).unwrap(),
-            Incoming::Application { sender: "alice".to_owned(), plaintext: b"hello".to_vec(), epoch: 1 }
+            Incoming::Application {
+                sender: "alice".to_owned(),
+                device: Some(alice.device_id()),
+                plaintext: b"hello".to_vec(),
+                epoch: 1
+            }
         );
     }
     assert!(matches!(alice.process_incoming(&GROUP, &hello).unwrap(), Incoming::Ignored { .. }));
@@ -93,7 +98,12 @@ fn full_flow(ciphersuite: Ciphersuite) {
     assert!(matches!(bob.encrypt(&GROUP, b"still here?"), Err(MlsError::Inactive { .. })));
     assert_eq!(
         carol.process_incoming(&GROUP, &secret).unwrap(),
-        Incoming::Application { sender: "alice".to_owned(), plaintext: b"after bob left".to_vec(), epoch: 2 }
+        Incoming::Application {
+            sender: "alice".to_owned(),
+            device: Some(alice.device_id()),
+            plaintext: b"after bob left".to_vec(),
+            epoch: 2
+        }
     );
 }
 

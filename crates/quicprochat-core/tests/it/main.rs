@@ -2,6 +2,7 @@
 //! its own SQLite state, followed by a Delivery Service view.
 #![allow(clippy::unwrap_used)]
 
+mod devices;
 mod group_flow;
 mod harness;
 mod hostile_ingress;
