@@ -22,6 +22,7 @@ pub(crate) fn message_json(message: &StoredMessage) -> serde_json::Value {
         "sent_at": message.sent_at_ms,
         "received_at": message.received_at_ms,
         "state": state_name(message.state),
+        "device": message.device,
     })
 }
 
@@ -91,6 +92,7 @@ mod tests {
             sent_at_ms: 3_723_000,
             received_at_ms: 3_723_004,
             state: MessageState::Received,
+            device: Some("0123456789abcdef".into()),
         };
         assert_eq!(message_line(&message), "[01:02:03] team <bob> hi");
         let value = message_json(&message);
@@ -98,5 +100,6 @@ mod tests {
             assert!(value.get(key).is_some(), "{key}");
         }
         assert_eq!(value["sent_at"], 3_723_000);
+        assert_eq!(value["device"], "0123456789abcdef", "the sender's device");
     }
 }

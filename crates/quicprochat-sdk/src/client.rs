@@ -73,7 +73,7 @@ pub struct SafetyNumber {
     pub user: String,
     /// 60 digits in groups of 5; both sides see the same digits.
     pub digits: String,
-    /// The other user's identity key as the server reports it (hex).
+    /// The other user's account key (hex), as pinned here.
     pub their_key: String,
 }
 
@@ -92,6 +92,9 @@ pub(crate) struct Inner {
 /// this (see `entries`); [`Inner`] derefs to it.
 pub(crate) struct Local {
     pub(crate) username: String,
+    /// Our account's key (the public key the account's devices are
+    /// certified by); safety numbers are computed over it.
+    pub(crate) account_key: Vec<u8>,
     pub(crate) mls: MlsClient,
     pub(crate) store: LocalStore,
 }
@@ -201,16 +204,14 @@ impl QpcClient {
         let identity = Identity::from_bytes(&profile.identity.to_bytes())?;
         let mls = MlsClient::open(&profile.mls_db_path(), identity, &profile.username)?;
         let store = LocalStore::open(&profile.client_db_path())?;
+        let account_key = profile.identity.public_key().to_vec();
         let params = LoginParams::from_profile(&profile, &options)?;
         let link = ConnectionSlot::new(rpc, instance);
         let push = KeptPush::default();
         let supervisor = options.supervisor.clone();
-        let inner = Arc::new(Mutex::new(Inner {
-            local: Local { username: profile.username.clone(), mls, store },
-            link: link.clone(),
-            push: push.clone(),
-            options,
-        }));
+        let local = Local { username: profile.username.clone(), account_key, mls, store };
+        local.pin_known_accounts()?;
+        let inner = Arc::new(Mutex::new(Inner { local, link: link.clone(), push: push.clone(), options }));
         let (status_tx, status) = watch::channel(ConnectionStatus::Connected);
         let driver = spawn_driver(params, link.clone(), Arc::downgrade(&inner), status_tx, supervisor);
         Ok(QpcClient {
@@ -284,24 +285,21 @@ impl QpcClient {
         Ok(inner.mls.members(&conversation.group_id)?)
     }
 
-    /// The safety number between us and `user`, from the identity key the
-    /// server holds for them. Compare the digits out of band.
+    /// The safety number between us and `user`, over both account keys
+    /// (so it does not change when either links or removes a device). The
+    /// server's key for `user` must be the one pinned here. Compare the
+    /// digits out of band.
     pub async fn safety_number(&self, user: &str) -> Result<SafetyNumber, SdkError> {
         let inner = self.inner.lock().await;
         let user = user.trim_start_matches('@');
         let request = v1::ResolveUserRequest { username: user.to_owned() };
         let response: v1::ResolveUserResponse = inner.rpc().call(Method::ResolveUser, &request).await?;
-        let ours = inner.mls.identity().public_key().to_vec();
-        // A key the server reports must match what the member signs with in shared groups.
-        if let Some(conversation) = inner.conversation_knowing_other_key(user, &response.identity_key)? {
-            return Err(SdkError::InvalidInput(format!(
-                "the server reports a different identity key for {user} than the one they use in {}",
-                conversation.display_name()
-            )));
-        }
+        // The key the server reports must be the one pinned here (first
+        // seen in a group, a key package or an earlier `verify`).
+        inner.check_and_pin(user, &response.identity_key)?;
         Ok(SafetyNumber {
             user: user.to_owned(),
-            digits: safety_number(&inner.username, &ours, user, &response.identity_key),
+            digits: safety_number(&inner.username, &inner.account_key, user, &response.identity_key),
             their_key: hex::encode(&response.identity_key),
         })
     }

@@ -139,7 +139,7 @@ impl Local {
 
     /// The direct conversation with `peer` whose MLS roster is exactly us
     /// and `peer`, or `None`. Several (both sides opened one at once) are
-    /// fine while they agree on `peer`'s identity key: the one with the
+    /// fine while they agree on `peer`'s account key: the one with the
     /// smallest group id is used, the same on both sides. When they hold
     /// different keys for `peer`, which of them is `peer` is ambiguous and
     /// nothing is chosen.
@@ -149,7 +149,7 @@ impl Local {
             if self.verified_peer(&candidate.group_id)?.as_deref() != Some(peer) {
                 continue;
             }
-            let Some(key) = self.mls.member_identity_key(&candidate.group_id, peer)? else { continue };
+            let Some(key) = self.mls.member_account_key(&candidate.group_id, peer)? else { continue };
             match &chosen {
                 Some((_, chosen_key)) if *chosen_key != key => {
                     return Err(SdkError::AmbiguousPeer { peer: peer.to_owned() });

@@ -66,12 +66,13 @@ impl Local {
         if let Some(joined_epoch) = self.store.unverified_join(group_id)? {
             return self.verify_join(entry, joined_epoch);
         }
-        match self.mls.process_incoming(group_id, &entry.payload)? {
-            Incoming::Application { sender, plaintext, .. } => {
+        match self.mls.process_incoming_checked(group_id, &entry.payload, &|member| self.check_member(member))? {
+            Incoming::Application { sender, device, plaintext, .. } => {
                 let content = Content::decode(&plaintext)
                     .map_err(|error| SdkError::InvalidInput(format!("message from {sender}: {error}")))?;
                 self.store.insert_incoming(&IncomingRecord {
                     sender: &sender,
+                    sender_device: device.as_ref().map(|device| device.as_bytes().as_slice()),
                     message_id: &content.id_bytes(),
                     group_id,
                     text: &content.text,
@@ -86,6 +87,7 @@ impl Local {
             }
             Incoming::ProposalStored { sender } => Ok(EntryEffect::Leaving(sender)),
             Incoming::CommitMerged { .. } => {
+                self.pin_roster(group_id)?;
                 self.recheck_direct(group_id)?;
                 Ok(EntryEffect::None)
             }
@@ -101,7 +103,7 @@ impl Local {
     /// in it is shown any more.
     fn process_while_leaving(&mut self, entry: &v1::QueueEntry) -> Result<EntryEffect, SdkError> {
         let group_id = entry.group_id.as_ref();
-        match self.mls.process_incoming(group_id, &entry.payload)? {
+        match self.mls.process_incoming_checked(group_id, &entry.payload, &|member| self.check_member(member))? {
             Incoming::CommitMerged { removed_self: true, .. } => {
                 self.store.stop_leaving(group_id)?;
                 Ok(EntryEffect::None)
@@ -116,7 +118,7 @@ impl Local {
     /// at once (a member could otherwise show us a group the server does
     /// not deliver, or one we hold under another name).
     fn join(&mut self, entry: &v1::QueueEntry) -> Result<EntryEffect, SdkError> {
-        let joined = self.mls.join_from_welcome(&entry.payload)?;
+        let joined = self.mls.join_from_welcome_checked(&entry.payload, &|member| self.check_member(member))?;
         if joined != entry.group_id.as_ref() {
             self.mls.delete_group(&joined)?;
             return Err(SdkError::Refused(format!(
@@ -125,6 +127,7 @@ impl Local {
                 short_id(&joined)
             )));
         }
+        self.pin_roster(&joined)?;
         let conversation = self.record_joined(entry, &joined)?;
         self.store.mark_unverified(&conversation.group_id, self.mls.epoch(&joined)?)?;
         Ok(EntryEffect::Joined)

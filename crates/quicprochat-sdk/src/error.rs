@@ -54,6 +54,17 @@ pub enum SdkError {
         /// The user named.
         peer: String,
     },
+    /// A device offered as `user`'s (a key package the server served, or
+    /// the server's key for `verify`) whose account key is not the one
+    /// pinned for `user`, or whose certificate does not verify: a device
+    /// `user`'s account did not certify.
+    #[error("refused a device of {user}: {reason}")]
+    UnknownDevice {
+        /// The account the device claims.
+        user: String,
+        /// Why it is refused.
+        reason: String,
+    },
     /// Something the server or another member sent was refused because it
     /// does not match what MLS verifies (a Welcome for another group, a key
     /// package for another user, ...).
@@ -63,8 +74,8 @@ pub enum SdkError {
     /// members cannot process. Nothing can be sent in it; it is rebuilt
     /// without that member.
     #[error(
-        "group {group} was broken by {culprit} at epoch {epoch}: the server accepted a commit of theirs that no \
-         other member can process; {rebuilder} rebuilds the group without {culprit}"
+        "group {group} was broken by {culprit} at epoch {epoch}: the server accepted a commit of theirs that this \
+         device cannot process ({reason}); {rebuilder} rebuilds the group without {culprit}"
     )]
     GroupBroken {
         /// The group concerned.
@@ -73,6 +84,8 @@ pub enum SdkError {
         culprit: String,
         /// The epoch of that commit.
         epoch: u64,
+        /// Why this device refused the commit.
+        reason: String,
         /// Who rebuilds it (`you` when this client does).
         rebuilder: String,
     },

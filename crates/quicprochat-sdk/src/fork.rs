@@ -45,7 +45,7 @@ impl Local {
         // it could drop their messages). Never the server's `sender` field:
         // a commit from a leaf we hold no member at is no member's.
         let Some(culprit) = self.mls.member_at(group_id, header.sender_leaf)? else { return Ok(None) };
-        self.store.mark_broken(group_id, header.epoch, &culprit)?;
+        self.store.mark_broken(group_id, header.epoch, &culprit, &error.to_string())?;
         tracing::warn!(
             group = %hex::encode(group_id),
             epoch = header.epoch,
@@ -74,6 +74,7 @@ impl Local {
             group: conversation.display_name(),
             culprit: broken.culprit,
             epoch: broken.epoch,
+            reason: broken.reason,
             rebuilder,
         })
     }

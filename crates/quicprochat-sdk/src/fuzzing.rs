@@ -20,9 +20,12 @@ pub struct EntryProcessor {
 impl EntryProcessor {
     /// Opens (creating) the MLS state and local store of `username` in `dir`.
     pub fn open(dir: &Path, identity: Identity, username: &str) -> Result<EntryProcessor, SdkError> {
+        let account_key = identity.public_key().to_vec();
         let mls = MlsClient::open(&dir.join("mls.db"), identity, username)?;
         let store = LocalStore::open(&dir.join("client.db"))?;
-        Ok(EntryProcessor { local: Local { username: username.to_owned(), mls, store } })
+        let local = Local { username: username.to_owned(), account_key, mls, store };
+        local.pin_known_accounts()?;
+        Ok(EntryProcessor { local })
     }
 
     /// A key package of this account, so a peer can add it to a group.

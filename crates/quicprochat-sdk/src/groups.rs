@@ -143,14 +143,15 @@ impl Inner {
         Ok(response.key_package.to_vec())
     }
 
-    /// A key package the server served for `user` must name `user`, carry
-    /// the identity key `user` signs with in every group we share with
-    /// them (a server cannot pass off another account's package, or a key
-    /// of its own, as `user`'s), and stay valid for
+    /// A key package the server served for `user` must name `user`, be of
+    /// a device certified by the account key pinned for `user` (pinning it
+    /// when none is: a server cannot pass off another account's package,
+    /// or a device of its own, as `user`'s), and stay valid for
     /// [`MIN_KEY_PACKAGE_REMAINING_SECS`](quicprochat_core::ds::MIN_KEY_PACKAGE_REMAINING_SECS).
     fn check_fetched_key_package(&self, user: &str, key_package: &[u8]) -> Result<(), SdkError> {
-        let info = quicprochat_core::ds::validate_key_package(key_package)
-            .map_err(|error| SdkError::Refused(format!("the key package served for {user} is invalid: {error}")))?;
+        let info = quicprochat_core::ds::validate_key_package(key_package).map_err(|error| {
+            SdkError::UnknownDevice { user: user.to_owned(), reason: format!("its key package is invalid: {error}") }
+        })?;
         if info.username != user {
             return Err(SdkError::Refused(format!(
                 "the server served a key package of {:?} when asked for {user:?}",
@@ -162,34 +163,7 @@ impl Inner {
         let remaining = quicprochat_core::ds::MIN_KEY_PACKAGE_REMAINING_SECS;
         quicprochat_core::ds::check_key_package_lifetime(info.not_before, info.not_after, now, remaining)
             .map_err(|error| SdkError::Refused(format!("the key package served for {user}: {error}")))?;
-        if let Some(conversation) = self.conversation_knowing_other_key(user, &info.identity_key)? {
-            return Err(SdkError::Refused(format!(
-                "the key package served for {user} has another identity key than {user} uses in {}; \
-                 compare safety numbers (`qpc verify {user}`)",
-                conversation.display_name()
-            )));
-        }
-        Ok(())
-    }
-
-    /// An active conversation in which `user` signs with a key other than
-    /// `identity_key`, if there is one.
-    pub(crate) fn conversation_knowing_other_key(
-        &self,
-        user: &str,
-        identity_key: &[u8],
-    ) -> Result<Option<Conversation>, SdkError> {
-        for conversation in self.store.conversations()?.into_iter().filter(|c| c.active) {
-            if !self.mls.has_group(&conversation.group_id)? {
-                continue;
-            }
-            if let Some(seen) = self.mls.member_identity_key(&conversation.group_id, user)? {
-                if seen != identity_key {
-                    return Ok(Some(conversation));
-                }
-            }
-        }
-        Ok(None)
+        self.check_and_pin(user, &info.identity_key)
     }
 
     /// Builds a commit with `build`, submits it, and merges it once accepted.

@@ -25,6 +25,7 @@ mod groups;
 pub mod local_store;
 mod messaging;
 pub mod outbox;
+mod pins;
 pub mod profile;
 pub mod supervisor;
 mod sync;

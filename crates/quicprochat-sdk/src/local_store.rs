@@ -1,5 +1,6 @@
 //! The client's local store (`client.db`): conversations, message history
-//! (incoming and outgoing, with delivery state) and the delivery cursor.
+//! (incoming and outgoing, with delivery state and the sending device), the
+//! delivery cursor and the pinned account keys (`known_accounts`).
 //!
 //! Messages are keyed by (sender, message id), so a message delivered twice
 //! is stored, and shown, once.
@@ -9,8 +10,10 @@ use std::path::Path;
 use rusqlite::{params, Connection, OptionalExtension};
 
 mod group_marks;
+mod known_accounts;
 
 pub use group_marks::Broken;
+pub use known_accounts::Pinned;
 
 /// A conversation as the user sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +88,10 @@ pub struct StoredMessage {
     pub received_at_ms: u64,
     /// Delivery state.
     pub state: MessageState,
+    /// The sending device's id (16 hex digits), when known: every message
+    /// this version stores, but not those stored before devices existed,
+    /// nor one from a past epoch whose sender's leaf left since.
+    pub device: Option<String>,
 }
 
 /// The local store.
@@ -110,6 +117,7 @@ CREATE TABLE IF NOT EXISTS messages (
     state TEXT NOT NULL,
     shown INTEGER NOT NULL,
     error TEXT,
+    sender_device BLOB,
     PRIMARY KEY (sender, message_id)
 );
 CREATE INDEX IF NOT EXISTS messages_by_group ON messages (group_id, received_at_ms);
@@ -117,6 +125,11 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS leaving (group_id BLOB PRIMARY KEY, epoch INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS unverified_joins (group_id BLOB PRIMARY KEY, epoch INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS broken_groups (group_id BLOB PRIMARY KEY, epoch INTEGER NOT NULL, culprit TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS known_accounts (
+    username TEXT PRIMARY KEY,
+    account_key BLOB NOT NULL,
+    first_seen_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     message_id BLOB NOT NULL UNIQUE,
@@ -135,6 +148,7 @@ impl LocalStore {
         connection.pragma_update(None, "synchronous", "FULL")?;
         connection.busy_timeout(std::time::Duration::from_secs(5))?;
         connection.execute_batch(SCHEMA)?;
+        add_missing_columns(&connection)?;
         Ok(LocalStore { connection })
     }
 
@@ -290,6 +304,25 @@ impl LocalStore {
     }
 }
 
+/// Columns added after a table was first released (`CREATE TABLE IF NOT
+/// EXISTS` leaves an existing table as it is): added where missing.
+const ADDED_COLUMNS: &[(&str, &str, &str)] =
+    &[("messages", "sender_device", "BLOB"), ("broken_groups", "reason", "TEXT")];
+
+fn add_missing_columns(connection: &Connection) -> rusqlite::Result<()> {
+    for (table, column, kind) in ADDED_COLUMNS {
+        let present: bool = connection.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
+            params![table, column],
+            |row| row.get(0),
+        )?;
+        if !present {
+            connection.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// Inserts a message unless `(sender, message id)` is known; returns whether it was new.
 pub(crate) fn insert_message(
     connection: &Connection,
@@ -299,8 +332,8 @@ pub(crate) fn insert_message(
 ) -> rusqlite::Result<bool> {
     let inserted = connection.execute(
         "INSERT OR IGNORE INTO messages
-             (sender, message_id, group_id, text, sent_at_ms, received_at_ms, state, shown)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             (sender, message_id, group_id, text, sent_at_ms, received_at_ms, state, shown, sender_device)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             message.sender,
             message.message_id,
@@ -309,19 +342,21 @@ pub(crate) fn insert_message(
             message.sent_at_ms as i64,
             message.received_at_ms as i64,
             state.as_str(),
-            shown
+            shown,
+            message.sender_device
         ],
     )?;
     Ok(inserted == 1)
 }
 
 const SELECT_MESSAGES: &str = "SELECT m.message_id, CASE WHEN c.peer IS NULL THEN c.name ELSE '@' || c.peer END,
-        m.sender, m.text, m.sent_at_ms, m.received_at_ms, m.state, m.rowid
+        m.sender, m.text, m.sent_at_ms, m.received_at_ms, m.state, m.rowid, m.sender_device
      FROM messages m JOIN conversations c ON c.group_id = m.group_id";
 
 fn stored_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
     let id: Vec<u8> = row.get(0)?;
     let state: String = row.get(6)?;
+    let device: Option<Vec<u8>> = row.get(8)?;
     Ok(StoredMessage {
         id: hex::encode(id),
         group: row.get(1)?,
@@ -330,6 +365,7 @@ fn stored_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
         sent_at_ms: row.get::<_, i64>(4)? as u64,
         received_at_ms: row.get::<_, i64>(5)? as u64,
         state: MessageState::parse(&state),
+        device: device.map(hex::encode),
     })
 }
 
@@ -337,6 +373,8 @@ fn stored_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
 pub struct IncomingRecord<'a> {
     /// Sender username.
     pub sender: &'a str,
+    /// The sending device's id, when known.
+    pub sender_device: Option<&'a [u8]>,
     /// Client-generated id.
     pub message_id: &'a [u8],
     /// Group id.
@@ -354,7 +392,15 @@ mod tests {
     use super::*;
 
     fn record<'a>(sender: &'a str, id: &'a [u8], text: &'a str, at: u64) -> IncomingRecord<'a> {
-        IncomingRecord { sender, message_id: id, group_id: b"g1", text, sent_at_ms: at, received_at_ms: at }
+        IncomingRecord {
+            sender,
+            sender_device: Some(b"\x01\x02"),
+            message_id: id,
+            group_id: b"g1",
+            text,
+            sent_at_ms: at,
+            received_at_ms: at,
+        }
     }
 
     #[test]
@@ -387,6 +433,39 @@ mod tests {
         assert_eq!(history[1].group, "@bob");
         assert_eq!(store.find_active("@bob").expect("find").map(|c| c.name), Some("dm:alice:bob".to_owned()));
         assert_eq!(store.find_active("bob").expect("find"), None);
+    }
+
+    /// `client.db` as the release before devices made it.
+    const SCHEMA_BEFORE_DEVICES: &str = "
+        CREATE TABLE conversations (group_id BLOB PRIMARY KEY, name TEXT NOT NULL, peer TEXT,
+            active INTEGER NOT NULL DEFAULT 1, created_at_ms INTEGER NOT NULL);
+        CREATE TABLE messages (sender TEXT NOT NULL, message_id BLOB NOT NULL, group_id BLOB NOT NULL,
+            text TEXT NOT NULL, sent_at_ms INTEGER NOT NULL, received_at_ms INTEGER NOT NULL,
+            state TEXT NOT NULL, shown INTEGER NOT NULL, error TEXT, PRIMARY KEY (sender, message_id));
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        INSERT INTO conversations VALUES (x'6731', 'team', NULL, 1, 1);
+        INSERT INTO messages VALUES ('bob', x'6d31', x'6731', 'before the upgrade', 5, 6, 'received', 0, NULL);
+        INSERT INTO meta VALUES ('cursor', 7);
+    ";
+
+    #[test]
+    fn a_store_made_before_devices_keeps_its_history_and_gains_device_columns() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("client.db");
+        Connection::open(&path).expect("old store").execute_batch(SCHEMA_BEFORE_DEVICES).expect("old schema");
+        let mut store = LocalStore::open(&path).expect("open after the upgrade");
+        assert_eq!(store.meta("cursor").expect("cursor"), 7);
+        let kept = store.take_unshown().expect("unshown");
+        assert_eq!(
+            kept.iter().map(|m| (m.from.as_str(), m.text.as_str())).collect::<Vec<_>>(),
+            [("bob", "before the upgrade")]
+        );
+        assert_eq!(kept[0].device, None, "no device was recorded before devices existed");
+        assert!(store.insert_incoming(&record("carol", b"m2", "after", 8)).expect("insert"));
+        assert_eq!(store.history(b"g1", 10).expect("history")[1].device.as_deref(), Some("0102"));
+        assert_eq!(store.pinned_account_key("bob").expect("pins"), None);
+        drop(store);
+        LocalStore::open(&path).expect("a second open adds nothing twice");
     }
 
     #[test]

@@ -55,8 +55,10 @@ impl QpcClient {
         let content = Content { v: 1, id: hex::encode(&message_id), text: text.to_owned(), sent_at };
         let ciphertext = inner.mls.encrypt(&conversation.group_id, &content.encode())?;
         let username = inner.username.clone();
+        let device = inner.mls.device_id();
         let record = IncomingRecord {
             sender: &username,
+            sender_device: Some(device.as_bytes()),
             message_id: &message_id,
             group_id: &conversation.group_id,
             text,
@@ -79,6 +81,7 @@ impl QpcClient {
             sent_at_ms: sent_at,
             received_at_ms: sent_at,
             state,
+            device: Some(device.to_hex()),
         })
     }
 

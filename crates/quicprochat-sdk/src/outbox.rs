@@ -106,6 +106,7 @@ mod tests {
     fn record<'a>(id: &'a [u8]) -> IncomingRecord<'a> {
         IncomingRecord {
             sender: "alice",
+            sender_device: None,
             message_id: id,
             group_id: b"g1",
             text: "hi",

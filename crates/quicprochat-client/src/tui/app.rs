@@ -230,6 +230,8 @@ impl App {
             sent_at_ms: self.now_ms,
             received_at_ms: self.now_ms,
             state: MessageState::Pending,
+            // This device's; the SDK's stored message names it once sent.
+            device: None,
         }));
         self.scroll = 0;
         vec![Command::Send { target: conversation.name.clone(), text, local_id }]

@@ -16,6 +16,7 @@ pub(super) fn message(group: &str, from: &str, id: &str, text: &str, state: Mess
         sent_at_ms: 45_296_000, // 12:34:56
         received_at_ms: 45_296_000,
         state,
+        device: None,
     }
 }
 

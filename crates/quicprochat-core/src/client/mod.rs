@@ -295,13 +295,18 @@ impl MlsClient {
         })
     }
 
-    /// Identity key (signature public key) of a member, for safety numbers.
-    pub fn member_identity_key(&self, group_id: &[u8], username: &str) -> Result<Option<Vec<u8>>, MlsError> {
-        self.with_group("member_identity_key", group_id, Access::Read, |group| {
-            Ok(group
-                .members()
-                .find(|m| username_of(&m.credential).as_deref() == Some(username))
-                .map(|m| m.signature_key))
+    /// The account key a member's devices are certified by (its credential
+    /// verified), for safety numbers; `None` when `username` is no member.
+    pub fn member_account_key(&self, group_id: &[u8], username: &str) -> Result<Option<Vec<u8>>, MlsError> {
+        self.with_group("member_account_key", group_id, Access::Read, |group| {
+            let Some(leaf) = group.members().find(|m| username_of(&m.credential).as_deref() == Some(username)) else {
+                return Ok(None);
+            };
+            let member = member_of(&leaf.credential, &leaf.signature_key).map_err(|error| MlsError::RefusedMember {
+                username: username.to_owned(),
+                reason: error.to_string(),
+            })?;
+            Ok(Some(member.account_key))
         })
     }
 

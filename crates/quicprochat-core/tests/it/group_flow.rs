@@ -61,14 +61,14 @@ fn full_flow(ciphersuite: Ciphersuite) {
     assert_delivers(&carol, &bob, b"hi bob");
 
     // Safety numbers from the group roster match on both sides.
-    let carol_key = alice.member_identity_key(&GROUP, "carol").unwrap().unwrap();
+    let carol_key = alice.member_account_key(&GROUP, "carol").unwrap().unwrap();
     assert_eq!(carol_key, carol.identity().public_key());
-    let alice_key = carol.member_identity_key(&GROUP, "alice").unwrap().unwrap();
+    let alice_key = carol.member_account_key(&GROUP, "alice").unwrap().unwrap();
     assert_eq!(
         safety_number("alice", alice.identity().public_key(), "carol", &carol_key),
         safety_number("carol", carol.identity().public_key(), "alice", &alice_key)
     );
-    assert_eq!(alice.member_identity_key(&GROUP, "mallory").unwrap(), None);
+    assert_eq!(alice.member_account_key(&GROUP, "mallory").unwrap(), None);
 
     // Bob sends in epoch 1; carol reads it only after the next commit (past-epoch secrets).
     let late = bob.encrypt(&GROUP, b"sent before removal").unwrap();

@@ -15,6 +15,9 @@ pub struct Broken {
     pub epoch: u64,
     /// The member the commit names as its sender.
     pub culprit: String,
+    /// Why this device refused the commit (empty for a group marked broken
+    /// before the reason was kept).
+    pub reason: String,
 }
 
 impl LocalStore {
@@ -74,10 +77,10 @@ impl LocalStore {
 
     /// Records that the group forked at `epoch`: the server accepted a
     /// commit of `culprit` that we cannot process. The first record stays.
-    pub fn mark_broken(&self, group_id: &[u8], epoch: u64, culprit: &str) -> rusqlite::Result<()> {
+    pub fn mark_broken(&self, group_id: &[u8], epoch: u64, culprit: &str, reason: &str) -> rusqlite::Result<()> {
         self.connection.execute(
-            "INSERT OR IGNORE INTO broken_groups (group_id, epoch, culprit) VALUES (?1, ?2, ?3)",
-            params![group_id, epoch as i64, culprit],
+            "INSERT OR IGNORE INTO broken_groups (group_id, epoch, culprit, reason) VALUES (?1, ?2, ?3, ?4)",
+            params![group_id, epoch as i64, culprit, reason],
         )?;
         Ok(())
     }
@@ -85,18 +88,21 @@ impl LocalStore {
     /// How the group broke, if it did.
     pub fn broken(&self, group_id: &[u8]) -> rusqlite::Result<Option<Broken>> {
         self.connection
-            .query_row("SELECT epoch, culprit FROM broken_groups WHERE group_id = ?1", params![group_id], |row| {
-                Ok(Broken { epoch: row.get::<_, i64>(0)? as u64, culprit: row.get(1)? })
-            })
+            .query_row(
+                "SELECT epoch, culprit, COALESCE(reason, '') FROM broken_groups WHERE group_id = ?1",
+                params![group_id],
+                |row| Ok(Broken { epoch: row.get::<_, i64>(0)? as u64, culprit: row.get(1)?, reason: row.get(2)? }),
+            )
             .optional()
     }
 
     /// Every broken group, by group id.
     pub fn broken_groups(&self) -> rusqlite::Result<Vec<(Vec<u8>, Broken)>> {
-        let mut statement =
-            self.connection.prepare_cached("SELECT group_id, epoch, culprit FROM broken_groups ORDER BY group_id")?;
+        let mut statement = self.connection.prepare_cached(
+            "SELECT group_id, epoch, culprit, COALESCE(reason, '') FROM broken_groups ORDER BY group_id",
+        )?;
         let rows = statement.query_map([], |row| {
-            Ok((row.get(0)?, Broken { epoch: row.get::<_, i64>(1)? as u64, culprit: row.get(2)? }))
+            Ok((row.get(0)?, Broken { epoch: row.get::<_, i64>(1)? as u64, culprit: row.get(2)?, reason: row.get(3)? }))
         })?;
         rows.collect()
     }

@@ -121,13 +121,13 @@ async fn a_key_package_served_for_the_wrong_user_is_refused() {
 
 /// An insider's raw access to the server: logged in as `name` with the
 /// identity of its profile, holding its MLS state.
-struct Insider {
-    rpc: quicprochat_rpc::RpcClient,
-    mls: quicprochat_core::MlsClient,
+pub(crate) struct Insider {
+    pub(crate) rpc: quicprochat_rpc::RpcClient,
+    pub(crate) mls: quicprochat_core::MlsClient,
 }
 
 impl Insider {
-    async fn of(harness: &Harness, name: &str) -> Insider {
+    pub(crate) async fn of(harness: &Harness, name: &str) -> Insider {
         use quicprochat_core::{auth_transcript, AuthPurpose, Identity, MlsClient};
         use quicprochat_proto::{v1, Method};
         let profile = quicprochat_sdk::profile::Profile::load(&harness.profile(name)).expect("profile");

@@ -15,3 +15,4 @@ mod interaction;
 mod killed;
 mod resilience;
 mod restart;
+mod rogue_device;
