@@ -110,3 +110,29 @@ async fn a_device_the_server_adds_to_an_account_is_refused_by_its_contacts() {
         other => panic!("expected the group to be broken by carol, got {other:?}"),
     }
 }
+
+/// A device upgraded from the release before pins: on its first open it
+/// pins the account keys of every roster it holds, so a rogue device added
+/// afterwards meets a pin, not a first sighting.
+#[tokio::test]
+async fn an_upgraded_device_pins_the_accounts_of_the_groups_it_holds() {
+    let harness = Harness::start().await;
+    let (_alice, bob, _carol) = team_of_three(&harness).await;
+    bob.disconnect().await;
+    drop(bob);
+    let store_path = harness.profile("bob").join("client.db");
+    let store = quicprochat_sdk::local_store::LocalStore::open(&store_path).expect("bob's store");
+    // As the previous release left it: no pins, never filled.
+    rusqlite::Connection::open(&store_path)
+        .expect("bob's store")
+        .execute_batch("DELETE FROM known_accounts; DELETE FROM meta WHERE key = 'pinned_rosters';")
+        .expect("back to the previous release's state");
+    assert_eq!(store.pinned_account_key("alice").expect("pins"), None);
+
+    let _bob = harness.open("bob").await;
+    for name in ["alice", "bob", "carol"] {
+        let profile = quicprochat_sdk::profile::Profile::load(&harness.profile(name)).expect("profile");
+        let (pinned, _) = store.pinned_account_key(name).expect("pins").unwrap_or_else(|| panic!("{name} pinned"));
+        assert_eq!(pinned, profile.identity.public_key(), "{name}'s account key");
+    }
+}
