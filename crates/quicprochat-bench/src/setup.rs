@@ -133,7 +133,7 @@ pub(crate) async fn serve_key_packages(
     }
     let mut served = Vec::with_capacity(count);
     for _ in 0..count {
-        let request = v1::FetchKeyPackageRequest { username: owner.to_owned() };
+        let request = v1::FetchKeyPackageRequest { username: owner.to_owned(), device_id: Default::default() };
         let fetched: v1::FetchKeyPackageResponse =
             fetcher.call(Method::FetchKeyPackage, &request).await.context("fetch a key package")?;
         served.push(fetched.key_package.to_vec());
@@ -253,8 +253,12 @@ pub(crate) async fn make_pair(server: &BenchServer, index: usize, payload_len: u
         ratchet_tree: bootstrap.ratchet_tree.into(),
     };
     let _: v1::CreateGroupResponse = sender.call(Method::CreateGroup, &create).await?;
-    let fetched: v1::FetchKeyPackageResponse =
-        sender.call(Method::FetchKeyPackage, &v1::FetchKeyPackageRequest { username: format!("r{index}") }).await?;
+    let fetched: v1::FetchKeyPackageResponse = sender
+        .call(
+            Method::FetchKeyPackage,
+            &v1::FetchKeyPackageRequest { username: format!("r{index}"), device_id: Default::default() },
+        )
+        .await?;
     let pending = sender_mls.add_members(&group_id, &[fetched.key_package.to_vec()])?;
     let submit = v1::SubmitCommitRequest {
         group_id: group_id.clone().into(),

@@ -137,7 +137,7 @@ impl Inner {
 
     /// One key package of `user`, checked ([`Inner::check_fetched_key_package`]).
     pub(crate) async fn fetch_key_package(&mut self, user: &str) -> Result<Vec<u8>, SdkError> {
-        let request = v1::FetchKeyPackageRequest { username: user.to_owned() };
+        let request = v1::FetchKeyPackageRequest { username: user.to_owned(), device_id: Default::default() };
         let response: v1::FetchKeyPackageResponse = self.rpc().call(Method::FetchKeyPackage, &request).await?;
         self.check_fetched_key_package(user, &response.key_package)?;
         Ok(response.key_package.to_vec())

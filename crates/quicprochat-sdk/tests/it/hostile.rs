@@ -253,7 +253,7 @@ async fn a_welcome_that_does_not_match_the_servers_group_is_dropped() {
     };
     let _: v1::CreateGroupResponse = insider.rpc.call(Method::CreateGroup, &create).await.expect("create");
     let fetch = |user: &str| {
-        let request = v1::FetchKeyPackageRequest { username: user.into() };
+        let request = v1::FetchKeyPackageRequest { username: user.into(), device_id: Default::default() };
         let rpc = insider.rpc.clone();
         async move {
             let fetched: v1::FetchKeyPackageResponse =

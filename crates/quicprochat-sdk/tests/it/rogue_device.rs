@@ -88,7 +88,10 @@ async fn a_device_the_server_adds_to_an_account_is_refused_by_its_contacts() {
         .group_id;
     let fetched: v1::FetchKeyPackageResponse = carol
         .rpc
-        .call(Method::FetchKeyPackage, &v1::FetchKeyPackageRequest { username: "alice".into() })
+        .call(
+            Method::FetchKeyPackage,
+            &v1::FetchKeyPackageRequest { username: "alice".into(), device_id: Default::default() },
+        )
         .await
         .expect("the server serves the rogue package");
     let pending = carol.mls.add_members(&group_id, &[fetched.key_package.to_vec()]).expect("carol adds it");

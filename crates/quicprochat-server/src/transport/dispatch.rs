@@ -328,6 +328,7 @@ async fn authenticated(
                 state.metrics.stock_low();
             }
             Ok(Reply::ok(&v1::FetchKeyPackageResponse {
+                key_packages: vec![fetched.key_package.clone().into()],
                 key_package: fetched.key_package.into(),
                 last_resort: fetched.last_resort,
             }))

@@ -17,7 +17,7 @@ async fn every_rpc_needs_a_session() {
     let kp = rpc
         .call::<_, v1::FetchKeyPackageResponse>(
             Method::FetchKeyPackage,
-            &v1::FetchKeyPackageRequest { username: "x".into() },
+            &v1::FetchKeyPackageRequest { username: "x".into(), device_id: Default::default() },
         )
         .await;
     assert_eq!(status_of(kp), Status::Unauthenticated);

@@ -31,7 +31,10 @@ fn logged_entries(data_dir: &Path) -> i64 {
 async fn add_bob_again(server: &impl TestServer, alice: &quicprochat_core::Identity, alice_mls: &MlsClient) {
     let alice_rpc = server.login("alice", alice).await;
     let fetched: v1::FetchKeyPackageResponse = alice_rpc
-        .call(Method::FetchKeyPackage, &v1::FetchKeyPackageRequest { username: "bob".into() })
+        .call(
+            Method::FetchKeyPackage,
+            &v1::FetchKeyPackageRequest { username: "bob".into(), device_id: Default::default() },
+        )
         .await
         .expect("bob's key package");
     let add = alice_mls.add_members(&GROUP, &[fetched.key_package.to_vec()]).expect("add bob");

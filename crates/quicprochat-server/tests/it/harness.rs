@@ -213,7 +213,10 @@ pub(crate) async fn register_group(
 pub(crate) async fn create_group_with(rpc: &RpcClient, creator: &MlsClient, group_id: &[u8], member: &str) {
     register_group(rpc, creator, group_id, "team").await.expect("create group");
     let fetched: v1::FetchKeyPackageResponse = rpc
-        .call(Method::FetchKeyPackage, &v1::FetchKeyPackageRequest { username: member.into() })
+        .call(
+            Method::FetchKeyPackage,
+            &v1::FetchKeyPackageRequest { username: member.into(), device_id: Default::default() },
+        )
         .await
         .expect("fetch key package");
     let pending = creator.add_members(group_id, &[fetched.key_package.to_vec()]).expect("add");

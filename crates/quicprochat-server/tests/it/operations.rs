@@ -129,7 +129,7 @@ async fn key_package_exhaustion_keeps_last_resort_and_adds_still_work() {
 
     // mallory drains as fast as the per-target limit lets her.
     let (mallory, _) = harness.register("mallory").await;
-    let fetch = v1::FetchKeyPackageRequest { username: "bob".into() };
+    let fetch = v1::FetchKeyPackageRequest { username: "bob".into(), device_id: Default::default() };
     let mut served_last_resort = 0;
     for _ in 0..7 {
         let response: v1::FetchKeyPackageResponse = mallory.call(Method::FetchKeyPackage, &fetch).await.expect("fetch");

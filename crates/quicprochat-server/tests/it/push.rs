@@ -82,7 +82,10 @@ async fn every_subscription_gets_the_queue_in_order_under_concurrent_sends_and_a
     }
     let fetched: v1::FetchKeyPackageResponse = pair
         .alice_rpc
-        .call(Method::FetchKeyPackage, &v1::FetchKeyPackageRequest { username: "carol".into() })
+        .call(
+            Method::FetchKeyPackage,
+            &v1::FetchKeyPackageRequest { username: "carol".into(), device_id: Default::default() },
+        )
         .await
         .expect("carol's key package");
     let pending = pair.alice_mls.add_members(&group_id, &[fetched.key_package.to_vec()]).expect("add carol");

@@ -136,7 +136,7 @@ async fn key_packages_catalogue() {
         Outcome::of(
             rpc.call::<_, v1::FetchKeyPackageResponse>(
                 Method::FetchKeyPackage,
-                &v1::FetchKeyPackageRequest { username: "nobody".into() },
+                &v1::FetchKeyPackageRequest { username: "nobody".into(), device_id: Default::default() },
             )
             .await,
         )
@@ -154,7 +154,7 @@ async fn key_packages_catalogue() {
             bob_rpc
                 .call::<_, v1::FetchKeyPackageResponse>(
                     Method::FetchKeyPackage,
-                    &v1::FetchKeyPackageRequest { username: "alice".into() },
+                    &v1::FetchKeyPackageRequest { username: "alice".into(), device_id: Default::default() },
                 )
                 .await,
         )
