@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use quicprochat_core::{auth_transcript, safety_number, AuthPurpose, Identity, MlsClient};
+use quicprochat_core::{auth_transcript, safety_number, AuthPurpose, Identity, MemberCredential, MlsClient};
 use quicprochat_proto::v1;
 use quicprochat_proto::Method;
 use quicprochat_rpc::transport::TransportLimits;
@@ -170,6 +170,7 @@ impl QpcClient {
             server,
             server_fingerprint: rpc.server_fingerprint(),
             identity,
+            link: None,
         };
         profile.save()?;
         // A new account has no queue behind it yet: no instance to compare.
@@ -191,6 +192,11 @@ impl QpcClient {
             if let Err(error) = inner.flush_outbox().await {
                 tracing::debug!(%error, "outbox not flushed at login");
             }
+            // A device linked or removed since (and a crash halfway through
+            // adding one): every group in step with the account's devices.
+            if let Err(error) = inner.reconcile_devices_if_changed().await {
+                tracing::warn!(%error, "groups not brought in step with this account's devices");
+            }
         }
         Ok(client)
     }
@@ -202,9 +208,13 @@ impl QpcClient {
         options: ClientOptions,
     ) -> Result<QpcClient, SdkError> {
         let identity = Identity::from_bytes(&profile.identity.to_bytes())?;
-        let mls = MlsClient::open(&profile.mls_db_path(), identity, &profile.username)?;
+        let mut mls = MlsClient::open(&profile.mls_db_path(), identity, &profile.username)?;
+        if let Some(link) = &profile.link {
+            let credential = MemberCredential::linked(&profile.username, &link.account_key, &link.certificate);
+            mls = mls.as_linked_device(credential)?;
+        }
         let store = LocalStore::open(&profile.client_db_path())?;
-        let account_key = profile.identity.public_key().to_vec();
+        let account_key = profile.account_key().to_vec();
         let params = LoginParams::from_profile(&profile, &options)?;
         let link = ConnectionSlot::new(rpc, instance);
         let push = KeptPush::default();

@@ -93,7 +93,8 @@ impl LoginParams {
         let request = v1::LoginRequest {
             username: self.username.clone(),
             signature: self.identity.sign(&transcript)?.into(),
-            device_key: Default::default(),
+            // This device's key (the account key itself on the first device).
+            device_key: self.identity.public_key().to_vec().into(),
         };
         let response: v1::LoginResponse = rpc.call(Method::Login, &request).await?;
         Ok((rpc, response))

@@ -89,6 +89,17 @@ pub enum SdkError {
         /// Who rebuilds it (`you` when this client does).
         rebuilder: String,
     },
+    /// `device link` gave up: no device of the account approved the code in
+    /// time, or the code expired.
+    #[error("the link code was not approved within {waited_secs} s; run `qpc device link` again for a new code")]
+    NotApproved {
+        /// How long it waited.
+        waited_secs: u64,
+    },
+    /// Linking failed in its cryptography (a code that does not parse, a
+    /// bundle that does not open).
+    #[error("link: {0}")]
+    Link(#[from] quicprochat_core::link::LinkError),
     /// A commit kept losing the race for its epoch.
     #[error("gave up after {attempts} attempts: other members keep committing to group {group}")]
     CommitContention {

@@ -140,8 +140,8 @@ impl Inner {
         self.store.retire_broken(&broken_group.group_id)?;
         let mut packages = Vec::with_capacity(others.len());
         for user in &others {
-            match self.fetch_key_package(user).await {
-                Ok(package) => packages.push(package),
+            match self.fetch_key_packages(user, None).await {
+                Ok(fetched) => packages.extend(fetched),
                 Err(error) => tracing::warn!(%user, %error, "cannot add a member to the rebuilt group"),
             }
         }

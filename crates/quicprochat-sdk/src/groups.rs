@@ -12,8 +12,8 @@
 //! already applied, and the client merges instead of forking off one epoch
 //! behind its group.
 
-use quicprochat_core::MlsClient;
 use quicprochat_core::PendingCommit;
+use quicprochat_core::{DeviceId, MlsClient};
 use quicprochat_proto::v1;
 use quicprochat_proto::{Method, Status};
 
@@ -129,18 +129,41 @@ impl Inner {
     pub(crate) async fn add_members(&mut self, conversation: &Conversation, users: &[String]) -> Result<(), SdkError> {
         let mut key_packages = Vec::with_capacity(users.len());
         for user in users {
-            key_packages.push(self.fetch_key_package(user).await?);
+            key_packages.extend(self.fetch_key_packages(user, None).await?);
         }
         let group_id = conversation.group_id.clone();
         self.submit_commit_with_retry(conversation, |mls| mls.add_members(&group_id, &key_packages).map(Some)).await
     }
 
-    /// One key package of `user`, checked ([`Inner::check_fetched_key_package`]).
-    pub(crate) async fn fetch_key_package(&mut self, user: &str) -> Result<Vec<u8>, SdkError> {
-        let request = v1::FetchKeyPackageRequest { username: user.to_owned(), device_id: Default::default() };
+    /// One key package of each current device of `user` (or of `device`
+    /// only), each checked ([`Inner::check_fetched_key_package`]) and each
+    /// of another device.
+    pub(crate) async fn fetch_key_packages(
+        &mut self,
+        user: &str,
+        device: Option<DeviceId>,
+    ) -> Result<Vec<Vec<u8>>, SdkError> {
+        let request = v1::FetchKeyPackageRequest {
+            username: user.to_owned(),
+            device_id: device.map(|device| device.as_bytes().to_vec()).unwrap_or_default().into(),
+        };
         let response: v1::FetchKeyPackageResponse = self.rpc().call(Method::FetchKeyPackage, &request).await?;
-        self.check_fetched_key_package(user, &response.key_package)?;
-        Ok(response.key_package.to_vec())
+        // A server before devices answers `key_package` only.
+        let packages = if response.key_packages.is_empty() {
+            vec![response.key_package.to_vec()]
+        } else {
+            response.key_packages.iter().map(|package| package.to_vec()).collect()
+        };
+        let mut devices = std::collections::BTreeSet::new();
+        for package in &packages {
+            let served = self.check_fetched_key_package(user, package)?;
+            if device.is_some_and(|asked| asked != served) || !devices.insert(served) {
+                return Err(SdkError::Refused(format!(
+                    "the server served {user}'s key packages for devices other than those asked for"
+                )));
+            }
+        }
+        Ok(packages)
     }
 
     /// A key package the server served for `user` must name `user`, be of
@@ -148,7 +171,8 @@ impl Inner {
     /// when none is: a server cannot pass off another account's package,
     /// or a device of its own, as `user`'s), and stay valid for
     /// [`MIN_KEY_PACKAGE_REMAINING_SECS`](quicprochat_core::ds::MIN_KEY_PACKAGE_REMAINING_SECS).
-    fn check_fetched_key_package(&self, user: &str, key_package: &[u8]) -> Result<(), SdkError> {
+    /// Returns the package's device.
+    fn check_fetched_key_package(&self, user: &str, key_package: &[u8]) -> Result<DeviceId, SdkError> {
         let info = quicprochat_core::ds::validate_key_package(key_package).map_err(|error| {
             SdkError::UnknownDevice { user: user.to_owned(), reason: format!("its key package is invalid: {error}") }
         })?;
@@ -163,7 +187,8 @@ impl Inner {
         let remaining = quicprochat_core::ds::MIN_KEY_PACKAGE_REMAINING_SECS;
         quicprochat_core::ds::check_key_package_lifetime(info.not_before, info.not_after, now, remaining)
             .map_err(|error| SdkError::Refused(format!("the key package served for {user}: {error}")))?;
-        self.check_and_pin(user, &info.identity_key)
+        self.check_and_pin(user, &info.identity_key)?;
+        Ok(info.device_id())
     }
 
     /// Builds a commit with `build`, submits it, and merges it once accepted.

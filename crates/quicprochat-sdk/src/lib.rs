@@ -14,6 +14,7 @@
 
 mod client;
 pub mod content;
+mod devices;
 mod direct;
 mod driver;
 mod entries;
@@ -31,6 +32,7 @@ pub mod supervisor;
 mod sync;
 
 pub use client::{ClientOptions, GroupSummary, QpcClient, SafetyNumber};
+pub use devices::{DeviceSummary, LinkApproved};
 pub use error::SdkError;
 pub use local_store::{MessageState, StoredMessage};
 pub use quicprochat_proto::Status;

@@ -2,7 +2,10 @@
 //!
 //! Layout of a profile directory:
 //! - `profile.json` (mode 0600): username, server address, pinned server
-//!   certificate fingerprint, the Ed25519 identity key (secret).
+//!   certificate fingerprint, this device's Ed25519 key (secret), and on a
+//!   linked device the account's public key and the device's certificate.
+//!   Version 1 (before devices) has no account key: its identity key is
+//!   both the account key and the device key, as on every first device.
 //! - `mls.db`: OpenMLS state (groups, key packages), SQLite, JSON codec.
 //! - `client.db`: conversations, message history, delivery cursor.
 //!
@@ -29,7 +32,17 @@ struct ProfileFile {
     server: String,
     server_fingerprint: String,
     identity: String,
+    /// Version 2, linked devices only: the account's public key (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    account_key: Option<String>,
+    /// Version 2, linked devices only: the account key's certificate of
+    /// this device's key (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    certificate: Option<String>,
 }
+
+/// The profile version this release writes; it reads 1 and 2.
+const PROFILE_VERSION: u32 = 2;
 
 /// A loaded profile.
 pub struct Profile {
@@ -41,8 +54,20 @@ pub struct Profile {
     pub server: SocketAddr,
     /// The pinned server certificate.
     pub server_fingerprint: CertFingerprint,
-    /// The device's identity key.
+    /// This device's key: its MLS signature key and its login key.
     pub identity: Identity,
+    /// The account key's certificate of `identity`, on a linked device;
+    /// `None` on the device keyed by the account key.
+    pub link: Option<LinkedDevice>,
+}
+
+/// What makes a profile a linked device of its account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedDevice {
+    /// The account's public key.
+    pub account_key: Vec<u8>,
+    /// The account key's signature over (username, device id, device key).
+    pub certificate: Vec<u8>,
 }
 
 impl Profile {
@@ -54,6 +79,15 @@ impl Profile {
     /// Path of the local conversation store.
     pub fn client_db_path(&self) -> PathBuf {
         self.dir.join("client.db")
+    }
+
+    /// The account's public key: the identity key itself on the device
+    /// keyed by it.
+    pub fn account_key(&self) -> &[u8] {
+        match &self.link {
+            Some(link) => &link.account_key,
+            None => self.identity.public_key(),
+        }
     }
 
     /// Whether `dir` already holds an account.
@@ -77,7 +111,7 @@ impl Profile {
         }
         let text = std::fs::read_to_string(&path).map_err(|error| damaged(error.to_string()))?;
         let file: ProfileFile = serde_json::from_str(&text).map_err(|error| damaged(error.to_string()))?;
-        if file.version != 1 {
+        if !(1..=PROFILE_VERSION).contains(&file.version) {
             return Err(damaged(format!("unsupported profile version {}", file.version)));
         }
         let server = file.server.parse().map_err(|_| damaged(format!("bad server address {:?}", file.server)))?;
@@ -85,7 +119,26 @@ impl Profile {
             CertFingerprint::parse(&file.server_fingerprint).ok_or_else(|| damaged("bad server fingerprint".into()))?;
         let identity_bytes = hex::decode(&file.identity).map_err(|_| damaged("bad identity encoding".into()))?;
         let identity = Identity::from_bytes(&identity_bytes)?;
-        Ok(Profile { dir: dir.to_path_buf(), username: file.username, server, server_fingerprint, identity })
+        let link = match (file.account_key, file.certificate) {
+            (None, None) => None,
+            (Some(account_key), Some(certificate)) => {
+                let decode = |field: &str, text: &str| hex::decode(text).map_err(|_| damaged(format!("bad {field}")));
+                let link = LinkedDevice {
+                    account_key: decode("account key", &account_key)?,
+                    certificate: decode("certificate", &certificate)?,
+                };
+                quicprochat_core::device::verify_certificate(
+                    &link.account_key,
+                    &file.username,
+                    identity.public_key(),
+                    &link.certificate,
+                )
+                .map_err(|error| damaged(format!("the device certificate does not verify: {error}")))?;
+                Some(link)
+            }
+            _ => return Err(damaged("an account key without a certificate, or the reverse".into())),
+        };
+        Ok(Profile { dir: dir.to_path_buf(), username: file.username, server, server_fingerprint, identity, link })
     }
 
     /// Writes the profile to its directory (atomically, owner-only).
@@ -95,11 +148,13 @@ impl Profile {
             |error: std::io::Error| SdkError::Profile { path: path.display().to_string(), reason: error.to_string() };
         std::fs::create_dir_all(&self.dir).map_err(failed)?;
         let file = ProfileFile {
-            version: 1,
+            version: PROFILE_VERSION,
             username: self.username.clone(),
             server: self.server.to_string(),
             server_fingerprint: self.server_fingerprint.to_string(),
             identity: hex::encode(self.identity.to_bytes()),
+            account_key: self.link.as_ref().map(|link| hex::encode(&link.account_key)),
+            certificate: self.link.as_ref().map(|link| hex::encode(&link.certificate)),
         };
         let text = serde_json::to_string_pretty(&file).map_err(|error| failed(std::io::Error::other(error)))?;
         let temp = self.dir.join(format!("{PROFILE_FILE}.tmp"));
@@ -129,4 +184,61 @@ pub fn default_profile_dir(config_dir: Option<PathBuf>) -> Option<PathBuf> {
         return Some(PathBuf::from(dir));
     }
     config_dir.map(|dir| dir.join("quicprochat"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FINGERPRINT: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
+    #[test]
+    fn a_profile_of_the_release_before_devices_is_its_accounts_first_device() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let identity = Identity::generate().expect("key");
+        let old = serde_json::json!({
+            "version": 1,
+            "username": "alice",
+            "server": "127.0.0.1:7000",
+            "server_fingerprint": FINGERPRINT,
+            "identity": hex::encode(identity.to_bytes()),
+        });
+        std::fs::write(dir.path().join(PROFILE_FILE), old.to_string()).expect("write");
+        let profile = Profile::load(dir.path()).expect("a version 1 profile loads");
+        assert_eq!(profile.link, None);
+        assert_eq!(profile.account_key(), identity.public_key(), "its key is the account key");
+        profile.save().expect("save");
+        let saved = Profile::load(dir.path()).expect("reload");
+        assert_eq!((saved.username.as_str(), saved.account_key()), ("alice", identity.public_key()));
+    }
+
+    #[test]
+    fn a_linked_profile_keeps_its_certificate_and_refuses_a_forged_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let account = Identity::generate().expect("account key");
+        let device = Identity::generate().expect("device key");
+        let certificate =
+            quicprochat_core::device::certify_device(&account, "alice", device.public_key()).expect("certificate");
+        let link = LinkedDevice { account_key: account.public_key().to_vec(), certificate };
+        let profile = Profile {
+            dir: dir.path().to_path_buf(),
+            username: "alice".into(),
+            server: "127.0.0.1:7000".parse().expect("address"),
+            server_fingerprint: CertFingerprint::parse(FINGERPRINT).expect("fingerprint"),
+            identity: device,
+            link: Some(link.clone()),
+        };
+        profile.save().expect("save");
+        let loaded = Profile::load(dir.path()).expect("load");
+        assert_eq!(loaded.link, Some(link));
+        assert_eq!(loaded.account_key(), account.public_key());
+
+        let path = dir.path().join(PROFILE_FILE);
+        let text = std::fs::read_to_string(&path).expect("read");
+        let other = Identity::generate().expect("key");
+        let forged = text.replace(&hex::encode(account.public_key()), &hex::encode(other.public_key()));
+        std::fs::write(&path, forged).expect("write");
+        let refused = Profile::load(dir.path()).err().map(|error| error.to_string()).unwrap_or_default();
+        assert!(refused.contains("certificate does not verify"), "{refused}");
+    }
 }

@@ -14,6 +14,7 @@ use openmls::prelude::{
 
 use super::{Access, GroupBootstrap, MlsClient, MlsError, PendingCommit};
 use crate::ciphersuite::{CLASSICAL_CIPHERSUITE, DEFAULT_CIPHERSUITE};
+use crate::device::DeviceId;
 use crate::identity::{member_of, username_of};
 
 /// How many past epochs' secrets are kept so late application messages still decrypt.
@@ -247,6 +248,40 @@ impl MlsClient {
                 commit: serialize_message(OP, &commit)?,
                 welcome: welcome.map(|w| serialize_message(OP, &w)).transpose()?,
             })
+        })
+    }
+
+    /// Commit removing the leaves of these devices (of any account; our
+    /// own leaf excepted, an error); `None` when none of them is a leaf.
+    pub fn remove_devices(&self, group_id: &[u8], devices: &[DeviceId]) -> Result<Option<PendingCommit>, MlsError> {
+        const OP: &str = "remove_devices";
+        self.with_group(OP, group_id, Access::Write, |group| {
+            let leaves: Vec<LeafNodeIndex> = group
+                .members()
+                .filter(|m| devices.contains(&DeviceId::of_key(&m.signature_key)))
+                .map(|m| m.index)
+                .collect();
+            if leaves.is_empty() {
+                return Ok(None);
+            }
+            if leaves.contains(&group.own_leaf_index()) {
+                return Err(MlsError::InvalidArgument {
+                    operation: OP,
+                    reason: "cannot remove our own device; use leave_group".to_owned(),
+                });
+            }
+            let epoch = group.epoch().as_u64();
+            let (commit, welcome, _group_info) =
+                group.remove_members(&self.provider, self.signer(), &leaves).map_err(|err| match err {
+                    RemoveMembersError::GroupStateError(err) => MlsError::state(OP, group.group_id(), &err),
+                    RemoveMembersError::StorageError(err) => MlsError::storage(OP, err),
+                    other => MlsError::internal(OP, other),
+                })?;
+            Ok(Some(PendingCommit {
+                epoch,
+                commit: serialize_message(OP, &commit)?,
+                welcome: welcome.map(|w| serialize_message(OP, &w)).transpose()?,
+            }))
         })
     }
 

@@ -74,6 +74,20 @@ fn a_device_certified_by_the_account_key_joins_and_posts_as_its_account() {
         }
     }
 
+    // Removing one device removes its leaf only.
+    let removal = alice.remove_devices(&GROUP, &[phone.device_id()]).unwrap().expect("the phone is a leaf");
+    ds.process_commit(&removal.commit).unwrap();
+    alice.merge_pending_commit(&GROUP).unwrap();
+    bob.process_incoming(&GROUP, &removal.commit).unwrap();
+    phone.process_incoming(&GROUP, &removal.commit).unwrap();
+    assert!(!phone.is_active(&GROUP).unwrap());
+    assert_eq!(bob.member_devices(&GROUP).unwrap().len(), 2);
+    assert!(alice.remove_devices(&GROUP, &[phone.device_id()]).unwrap().is_none(), "not a leaf any more");
+    assert!(alice.remove_devices(&GROUP, &[alice.device_id()]).is_err(), "our own leaf is left, not removed");
+    let (commit, welcome) = add(&mut ds, &alice, &phone);
+    bob.process_incoming(&GROUP, &commit).unwrap();
+    phone.join_from_welcome(&welcome).unwrap();
+
     // Removing alice removes every device of hers.
     let removal = bob.remove_members(&GROUP, &["alice".to_owned()]).unwrap();
     ds.process_commit(&removal.commit).unwrap();

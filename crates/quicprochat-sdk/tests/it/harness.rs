@@ -85,6 +85,11 @@ impl Harness {
             .unwrap_or_else(|error| panic!("register {name}: {error}"))
     }
 
+    /// Opens the profile `name`, or says why not.
+    pub(crate) async fn open_result(&self, name: &str) -> Result<QpcClient, quicprochat_sdk::SdkError> {
+        QpcClient::open(&self.profile(name), ClientOptions::default()).await
+    }
+
     pub(crate) async fn open(&self, name: &str) -> QpcClient {
         open_profile(&self.profile(name)).await
     }
@@ -149,4 +154,27 @@ pub(crate) fn fast_options() -> ClientOptions {
         },
         ..ClientOptions::default()
     }
+}
+
+/// Links a new device (profile `profile`) to the account of `approver`
+/// through the server's relay: the new device shows its code, `approver`
+/// approves it and adds it to its groups.
+pub(crate) async fn link_device(
+    harness: &Harness,
+    approver: &QpcClient,
+    profile: &str,
+    label: &str,
+) -> (QpcClient, quicprochat_sdk::LinkApproved) {
+    let (code_tx, code_rx) = tokio::sync::oneshot::channel::<String>();
+    let profile = harness.profile(profile);
+    let new_device =
+        QpcClient::link_device(&profile, harness.addr, label, WAIT, ClientOptions::default(), move |code| {
+            let _ = code_tx.send(code.to_owned());
+        });
+    let approve = async {
+        let code = code_rx.await.expect("the new device shows its code");
+        approver.approve_device(&code, WAIT).await.expect("approved")
+    };
+    let (linked, approved) = tokio::join!(new_device, approve);
+    (linked.expect("the new device is linked"), approved)
 }

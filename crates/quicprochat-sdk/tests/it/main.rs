@@ -6,6 +6,7 @@
 //! reordering, blackholes) through a seeded UDP relay.
 
 mod delivery;
+mod devices;
 mod expiry;
 mod groups;
 mod harness;

@@ -1,0 +1,405 @@
+//! The devices of this account: linking a new device (a new profile becomes
+//! a device of an existing account through the server's link relay, end to
+//! end: `quicprochat_core::link`), approving a link on the device keyed by
+//! the account key, listing and removing devices, and keeping the groups in
+//! step with the account's devices ([`Inner::reconcile_devices`]): a device
+//! linked since is added to every group, a removed one's leaves removed.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use quicprochat_core::device::{certify_device, check_device_label, verify_certificate};
+use quicprochat_core::link::{open_bundle, seal_bundle, LinkBundle, LinkCode, LinkKeyPair, LinkRequest};
+use quicprochat_core::{DeviceId, Identity};
+use quicprochat_proto::{v1, Method, Status};
+use quicprochat_rpc::{PinnedServer, RpcClient};
+
+use crate::client::{ClientOptions, Inner, QpcClient};
+use crate::local_store::Conversation;
+use crate::profile::{LinkedDevice, Profile};
+use crate::{now_ms, SdkError};
+
+/// The `meta` key of the device set groups were last brought in step with.
+const RECONCILED_DEVICES: &str = "reconciled_devices";
+
+/// A digest of a set of device ids (any order), to notice that it changed.
+fn devices_digest(devices: &[DeviceId]) -> u64 {
+    devices.iter().fold(1, |digest, device| digest.wrapping_add(u64::from_be_bytes(*device.as_bytes())))
+}
+
+/// How often the approving device asks whether the new device is online.
+const KEY_PACKAGE_POLL: Duration = Duration::from_millis(200);
+
+/// One device of the account, as `device list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSummary {
+    /// The device id (16 hex digits).
+    pub id: String,
+    /// The label given when it was linked.
+    pub label: String,
+    /// When the server registered it (ms since the Unix epoch).
+    pub created_at_ms: u64,
+    /// Whether it is the device this client runs on.
+    pub current: bool,
+    /// Whether its key is the account key or certified by it. A device
+    /// that is neither was not added by this account (a server lying).
+    pub certified: bool,
+}
+
+/// What approving a link did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkApproved {
+    /// The new device's id.
+    pub device: String,
+    /// Its label.
+    pub label: String,
+    /// The groups it was added to.
+    pub groups: usize,
+    /// Groups it could not be added to yet (it was not online in time, or
+    /// a group refused): the next open of any device of the account retries.
+    pub pending: usize,
+}
+
+impl QpcClient {
+    /// Makes `profile_dir` (which must hold no account) a new device of an
+    /// existing account: shows a link code (`show_code`), waits up to `wait`
+    /// for a device of the account to approve it, then opens the sealed
+    /// bundle, stores the profile and logs in as the new device. The server
+    /// relays public keys, a MAC and ciphertext only.
+    pub async fn link_device(
+        profile_dir: &Path,
+        server: SocketAddr,
+        label: &str,
+        wait: Duration,
+        options: ClientOptions,
+        show_code: impl FnOnce(&str),
+    ) -> Result<QpcClient, SdkError> {
+        if Profile::exists(profile_dir) {
+            let existing = Profile::load(profile_dir)?;
+            return Err(SdkError::ProfileExists {
+                path: profile_dir.display().to_string(),
+                username: existing.username,
+            });
+        }
+        check_device_label(label).map_err(|problem| SdkError::InvalidInput(format!("device label: {problem}")))?;
+        let rpc = RpcClient::connect(server, PinnedServer::new(None), &options.transport, options.call_timeout)
+            .await?
+            .with_retry_budget(options.retry_budget);
+        let (device, code, keys) = (Identity::generate()?, LinkCode::generate(), LinkKeyPair::generate()?);
+        let request = LinkRequest {
+            device_key: device.public_key().to_vec(),
+            link_key: keys.public_key().to_vec(),
+            label: label.to_owned(),
+        };
+        let start = v1::LinkStartRequest {
+            link_id: code.link_id.to_vec().into(),
+            mac: code.authenticate(&request)?.into(),
+            wait_proof_hash: code.wait_proof_hash()?.into(),
+            device_key: request.device_key.clone().into(),
+            link_key: request.link_key.clone().into(),
+            label: request.label.clone(),
+        };
+        let started: v1::LinkStartResponse = rpc.call(Method::LinkStart, &start).await?;
+        show_code(&code.encode());
+        let wait = wait.min(Duration::from_millis(started.expires_in_ms));
+        let approved = wait_for_approval(&rpc, &code, wait).await?;
+        let bundle = open_bundle(&code, &keys, device.public_key(), &approved.sealed)?;
+        if bundle.username != approved.username {
+            return Err(SdkError::Refused(format!(
+                "the link was approved for {:?} but sealed for {:?}",
+                approved.username, bundle.username
+            )));
+        }
+        verify_certificate(&bundle.account_key, &bundle.username, device.public_key(), &bundle.certificate)
+            .map_err(|error| SdkError::Refused(format!("the approved device certificate does not verify: {error}")))?;
+        let profile = Profile {
+            dir: profile_dir.to_path_buf(),
+            username: bundle.username,
+            server,
+            server_fingerprint: rpc.server_fingerprint(),
+            identity: device,
+            link: Some(LinkedDevice { account_key: bundle.account_key, certificate: bundle.certificate }),
+        };
+        profile.save()?;
+        rpc.close().await;
+        QpcClient::open(profile_dir, options).await
+    }
+
+    /// Approves the link code `code` shown by a new device: checks that the
+    /// server relayed the new device's request unchanged, certifies its key
+    /// with the account key, registers it and sends it the sealed bundle.
+    /// Then waits up to `wait` for the new device to come online and adds
+    /// it to every group of the account. Only the device keyed by the
+    /// account key (the account's first device) holds that key.
+    pub async fn approve_device(&self, code: &str, wait: Duration) -> Result<LinkApproved, SdkError> {
+        let code = LinkCode::parse(code.trim())?;
+        let mut inner = self.inner.lock().await;
+        if inner.mls.identity().public_key() != inner.account_key.as_slice() {
+            return Err(SdkError::InvalidInput(
+                "only the account's first device holds the account key that certifies devices; approve there".into(),
+            ));
+        }
+        let fetch = v1::LinkFetchRequest { link_id: code.link_id.to_vec().into() };
+        let fetched: v1::LinkFetchResponse =
+            inner.rpc().call(Method::LinkFetch, &fetch).await.map_err(|error| match error.status() {
+                Some(Status::NotFound) => SdkError::InvalidInput(
+                    "no pending link has this code: it expired, was approved already or was mistyped".into(),
+                ),
+                _ => error.into(),
+            })?;
+        let relayed = LinkRequest {
+            device_key: fetched.device_key.to_vec(),
+            link_key: fetched.link_key.to_vec(),
+            label: fetched.label,
+        };
+        code.check(&relayed, &fetched.mac).map_err(|_| {
+            SdkError::Refused("the link code does not match what the server relayed; nothing was approved".into())
+        })?;
+        relayed.check_form()?;
+        let username = inner.username.clone();
+        let certificate = certify_device(inner.mls.identity(), &username, &relayed.device_key)?;
+        let add = v1::AddDeviceRequest {
+            device_key: relayed.device_key.clone().into(),
+            certificate: certificate.clone().into(),
+            label: relayed.label.clone(),
+        };
+        let _: v1::AddDeviceResponse = inner.rpc().call(Method::AddDevice, &add).await?;
+        let bundle = LinkBundle { username, account_key: inner.account_key.clone(), certificate };
+        let sealed = seal_bundle(&code, &relayed, &bundle)?;
+        let approve = v1::LinkApproveRequest { link_id: code.link_id.to_vec().into(), sealed: sealed.into() };
+        let _: v1::LinkApproveResponse = inner.rpc().call(Method::LinkApprove, &approve).await?;
+        let device = DeviceId::of_key(&relayed.device_key);
+        let mut fetched = HashMap::new();
+        if let Some(package) = inner.wait_for_key_package(device, wait).await {
+            fetched.insert(device, package);
+        }
+        let outcome = inner.reconcile_devices(fetched).await?;
+        Ok(LinkApproved {
+            device: device.to_hex(),
+            label: relayed.label,
+            groups: outcome.added,
+            pending: outcome.pending,
+        })
+    }
+
+    /// The account's current devices, oldest first, each certificate checked.
+    pub async fn devices(&self) -> Result<Vec<DeviceSummary>, SdkError> {
+        let mut inner = self.inner.lock().await;
+        inner.list_devices().await
+    }
+
+    /// Removes a device of this account (`id`, as `device list` shows it):
+    /// the server stops serving it at once, and every group it is in gets a
+    /// commit removing its leaf, so it reads nothing sent afterwards.
+    /// Returns how many groups it was removed from.
+    pub async fn remove_device(&self, id: &str) -> Result<usize, SdkError> {
+        let device = DeviceId::from_hex(id.trim())
+            .ok_or_else(|| SdkError::InvalidInput(format!("{id:?} is not a device id (16 hex digits)")))?;
+        let mut inner = self.inner.lock().await;
+        if device == inner.mls.device_id() {
+            return Err(SdkError::InvalidInput(
+                "this is the device you are on; remove it from another device of the account".into(),
+            ));
+        }
+        let request = v1::RemoveDeviceRequest { device_id: device.as_bytes().to_vec().into() };
+        let _: v1::RemoveDeviceResponse = inner.rpc().call(Method::RemoveDevice, &request).await?;
+        Ok(inner.reconcile_devices(HashMap::new()).await?.removed)
+    }
+}
+
+/// The outcome of [`Inner::reconcile_devices`]: groups changed.
+#[derive(Debug, Default)]
+pub(crate) struct Reconciled {
+    pub(crate) added: usize,
+    pub(crate) removed: usize,
+    pub(crate) pending: usize,
+}
+
+impl Inner {
+    /// The account's current devices, each certificate checked against our
+    /// account key. (`&mut`: a future holding `&Inner` would not be `Send`.)
+    pub(crate) async fn list_devices(&mut self) -> Result<Vec<DeviceSummary>, SdkError> {
+        let listed: v1::ListDevicesResponse = self.rpc().call(Method::ListDevices, &v1::ListDevicesRequest {}).await?;
+        let own = self.mls.device_id();
+        Ok(listed
+            .devices
+            .into_iter()
+            .map(|device| {
+                let id = DeviceId::of_key(&device.device_key);
+                let certified = device.device_key.as_ref() == self.account_key.as_slice()
+                    || verify_certificate(&self.account_key, &self.username, &device.device_key, &device.certificate)
+                        .is_ok();
+                DeviceSummary {
+                    id: id.to_hex(),
+                    label: device.label,
+                    created_at_ms: device.created_at_ms,
+                    current: id == own,
+                    certified,
+                }
+            })
+            .collect())
+    }
+
+    /// Waits (up to `wait`) until `device` of our account has uploaded key
+    /// packages, and returns the one fetched to find out (the first group
+    /// uses it). `None` when it did not come online in time: the groups it
+    /// misses are added on a later reconcile.
+    async fn wait_for_key_package(&mut self, device: DeviceId, wait: Duration) -> Option<Vec<u8>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let username = self.username.clone();
+        loop {
+            match self.fetch_key_packages(&username, Some(device)).await {
+                Ok(mut fetched) => return fetched.pop(),
+                Err(error) if error.status() == Some(Status::NotFound) => {}
+                Err(error) => tracing::debug!(%error, "waiting for the new device's key packages"),
+            }
+            if tokio::time::Instant::now() + KEY_PACKAGE_POLL > deadline {
+                tracing::info!(%device, "the new device did not come online in time; its groups wait");
+                return None;
+            }
+            tokio::time::sleep(KEY_PACKAGE_POLL).await;
+        }
+    }
+
+    /// Brings every active group in step with the account's devices: adds
+    /// each current device of ours that is not a leaf (one commit per
+    /// group, all missing devices at once) and removes the leaves of our
+    /// devices that are no longer current. `fetched` holds key packages of
+    /// our devices fetched already (each used once).
+    pub(crate) async fn reconcile_devices(
+        &mut self,
+        fetched: HashMap<DeviceId, Vec<u8>>,
+    ) -> Result<Reconciled, SdkError> {
+        let current = self.current_devices().await?;
+        let outcome = self.reconcile_with(&current, fetched).await?;
+        if outcome.pending == 0 {
+            self.store.set_meta(RECONCILED_DEVICES, devices_digest(&current))?;
+        }
+        Ok(outcome)
+    }
+
+    /// At open: [`Inner::reconcile_devices`] when the account's devices
+    /// changed since the last complete one (one `ListDevices` call otherwise).
+    pub(crate) async fn reconcile_devices_if_changed(&mut self) -> Result<(), SdkError> {
+        let current = self.current_devices().await?;
+        if self.store.meta(RECONCILED_DEVICES)? == devices_digest(&current) {
+            return Ok(());
+        }
+        let outcome = self.reconcile_with(&current, HashMap::new()).await?;
+        if outcome.pending == 0 {
+            self.store.set_meta(RECONCILED_DEVICES, devices_digest(&current))?;
+        }
+        Ok(())
+    }
+
+    /// Our account's current devices whose certificates verify.
+    async fn current_devices(&mut self) -> Result<Vec<DeviceId>, SdkError> {
+        Ok(self
+            .list_devices()
+            .await?
+            .into_iter()
+            .filter(|device| device.certified)
+            .filter_map(|device| DeviceId::from_hex(&device.id))
+            .collect())
+    }
+
+    async fn reconcile_with(
+        &mut self,
+        current: &[DeviceId],
+        mut fetched: HashMap<DeviceId, Vec<u8>>,
+    ) -> Result<Reconciled, SdkError> {
+        let mut outcome = Reconciled::default();
+        for conversation in self.store.conversations()?.into_iter().filter(|c| c.active) {
+            let group_id = conversation.group_id.clone();
+            if !self.mls.has_group(&group_id)?
+                || !self.mls.is_active(&group_id)?
+                || self.store.broken(&group_id)?.is_some()
+            {
+                continue;
+            }
+            let ours: Vec<DeviceId> = self
+                .mls
+                .member_devices(&group_id)?
+                .into_iter()
+                .filter(|leaf| leaf.member.username == self.username)
+                .map(|leaf| leaf.member.device_id)
+                .collect();
+            let gone: Vec<DeviceId> = ours.iter().copied().filter(|device| !current.contains(device)).collect();
+            if !gone.is_empty() {
+                match self.submit_commit_with_retry(&conversation, |mls| mls.remove_devices(&group_id, &gone)).await {
+                    Ok(()) => outcome.removed += 1,
+                    Err(error) => {
+                        tracing::warn!(group = %conversation.display_name(), %error, "removed device left in group");
+                        outcome.pending += 1;
+                    }
+                }
+            }
+            let missing: Vec<DeviceId> = current.iter().copied().filter(|device| !ours.contains(device)).collect();
+            if !missing.is_empty() {
+                match self.add_own_devices(&conversation, &missing, &mut fetched).await {
+                    Ok(true) => outcome.added += 1,
+                    Ok(false) => outcome.pending += 1,
+                    Err(error) => {
+                        tracing::warn!(group = %conversation.display_name(), %error, "own device not added to group");
+                        outcome.pending += 1;
+                    }
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Adds `devices` of our own account to a group, one commit. Devices
+    /// without a key package yet (not online since they were linked) are
+    /// left for later; `false` when none could be added.
+    async fn add_own_devices(
+        &mut self,
+        conversation: &Conversation,
+        devices: &[DeviceId],
+        fetched: &mut HashMap<DeviceId, Vec<u8>>,
+    ) -> Result<bool, SdkError> {
+        let username = self.username.clone();
+        let mut packages = Vec::new();
+        for device in devices {
+            if let Some(package) = fetched.remove(device) {
+                packages.push(package);
+                continue;
+            }
+            match self.fetch_key_packages(&username, Some(*device)).await {
+                Ok(fetched) => packages.extend(fetched),
+                Err(error) if error.status() == Some(Status::NotFound) => {
+                    tracing::debug!(%device, "own device has no key package yet");
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        if packages.is_empty() {
+            return Ok(false);
+        }
+        let group_id = conversation.group_id.clone();
+        self.submit_commit_with_retry(conversation, |mls| mls.add_members(&group_id, &packages).map(Some)).await?;
+        Ok(true)
+    }
+}
+
+/// Asks the relay until the link is approved or `wait` is over.
+async fn wait_for_approval(rpc: &RpcClient, code: &LinkCode, wait: Duration) -> Result<v1::LinkWaitResponse, SdkError> {
+    let started = now_ms();
+    let deadline = tokio::time::Instant::now() + wait;
+    let request = v1::LinkWaitRequest { link_id: code.link_id.to_vec().into(), proof: code.wait_proof()?.into() };
+    let not_approved = || SdkError::NotApproved { waited_secs: now_ms().saturating_sub(started) / 1000 };
+    loop {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(not_approved());
+        }
+        match rpc.call::<_, v1::LinkWaitResponse>(Method::LinkWait, &request).await {
+            Ok(response) if response.approved => return Ok(response),
+            Ok(_) => {}
+            Err(error) if error.status() == Some(Status::NotFound) => return Err(not_approved()),
+            Err(error) if error.is_retryable() => tracing::debug!(%error, "waiting for the link's approval"),
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
