@@ -37,6 +37,9 @@ pub(crate) enum Command {
     /// Manage groups.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Link, list and remove the devices of your account.
+    #[command(subcommand)]
+    Device(DeviceCommand),
     /// Send a message to a group, or to `@user` for a direct conversation.
     Send {
         /// Group name, or @user.
@@ -109,5 +112,40 @@ pub(crate) enum GroupCommand {
     Members {
         /// Group name, or @user.
         group: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum DeviceCommand {
+    /// Make this (new, empty) profile a device of an existing account:
+    /// prints a link code to approve on the account's first device, and waits.
+    Link {
+        /// Server address, HOST:PORT.
+        #[arg(long)]
+        server: String,
+        /// A name for this device, shown in `device list`.
+        #[arg(long, default_value = "new device")]
+        label: String,
+        /// Wait up to this many seconds for the approval (the code expires
+        /// sooner if the server says so).
+        #[arg(long, default_value_t = 600, value_name = "SECS")]
+        wait: u64,
+    },
+    /// Approve a link code shown by a new device (on the account's first device).
+    Approve {
+        /// The link code the new device printed.
+        code: String,
+        /// Wait up to this many seconds for the new device to come online and
+        /// be added to your groups.
+        #[arg(long, default_value_t = 60, value_name = "SECS")]
+        wait: u64,
+    },
+    /// List your account's devices.
+    List,
+    /// Remove a device of your account: it can no longer log in or read
+    /// anything sent afterwards.
+    Remove {
+        /// The device id, as `device list` shows it.
+        id: String,
     },
 }

@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Context};
 use quicprochat_sdk::{ClientOptions, QpcClient};
 use serde_json::json;
 
-use crate::cli::{Cli, Command, GroupCommand};
+use crate::cli::{Cli, Command, DeviceCommand, GroupCommand};
 use crate::output::{print_message, print_result};
 
 /// Runs the parsed command line.
@@ -35,6 +35,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             client.disconnect().await;
             Ok(())
+        }
+        Command::Device(DeviceCommand::Link { server, label, wait }) => {
+            crate::devices::link(&profile_dir(cli.profile)?, &server, &label, wait, json).await
         }
         command => {
             let profile = profile_dir(cli.profile)?;
@@ -72,6 +75,7 @@ pub(crate) async fn run_with_client(client: &QpcClient, command: Command, json: 
             );
         }
         Command::Group(group) => run_group(client, group, json).await?,
+        Command::Device(device) => crate::devices::run(client, device, json).await?,
         Command::Send { target, text } => {
             let message = client.send(&target, &text.join(" ")).await?;
             let queued = message.state == quicprochat_sdk::MessageState::Pending;
@@ -187,7 +191,7 @@ fn profile_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
         .ok_or_else(|| anyhow!("no profile directory: pass --profile DIR or set QPC_PROFILE"))
 }
 
-async fn resolve(server: &str) -> anyhow::Result<SocketAddr> {
+pub(crate) async fn resolve(server: &str) -> anyhow::Result<SocketAddr> {
     tokio::net::lookup_host(server)
         .await
         .with_context(|| format!("cannot resolve server address {server:?} (expected HOST:PORT)"))?

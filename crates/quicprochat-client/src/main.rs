@@ -9,6 +9,7 @@
 mod cli;
 mod commands;
 mod demo;
+mod devices;
 mod output;
 mod repl;
 mod tui;

@@ -60,6 +60,21 @@ pub(crate) fn clock(ms: u64) -> String {
     format!("{:02}:{:02}:{:02}", (seconds / 3600) % 24, (seconds / 60) % 60, seconds % 60)
 }
 
+/// UTC calendar date (`YYYY-MM-DD`) of a millisecond timestamp.
+pub(crate) fn date(ms: u64) -> String {
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let days = (ms / 86_400_000) as i64 + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
 /// Prints a success result: a JSON object in `--json` mode, else the text.
 pub(crate) fn print_result(json: bool, value: serde_json::Value, text: &str) {
     if json {
@@ -81,6 +96,14 @@ pub(crate) fn print_error(error: &anyhow::Error, json: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(date(0), "1970-01-01");
+        assert_eq!(date(951_782_400_000), "2000-02-29");
+        assert_eq!(date(1_796_601_600_000), "2026-12-07");
+        assert_eq!(date(1_796_601_600_000 - 1), "2026-12-06");
+    }
 
     #[test]
     fn lines_and_json() {

@@ -184,6 +184,11 @@ impl QpcClient {
         })
     }
 
+    /// This device's id (16 hex digits), as `device list` shows it.
+    pub async fn device_id(&self) -> String {
+        self.inner.lock().await.mls.device_id().to_hex()
+    }
+
     /// The account's current devices, oldest first, each certificate checked.
     pub async fn devices(&self) -> Result<Vec<DeviceSummary>, SdkError> {
         let mut inner = self.inner.lock().await;

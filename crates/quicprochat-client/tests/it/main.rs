@@ -1,5 +1,6 @@
 //! Drives the built `qpc` and `qpc-server` binaries as a user would.
 
 mod cli;
+mod devices;
 mod process;
 mod tui;
