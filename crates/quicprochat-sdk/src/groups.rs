@@ -72,7 +72,8 @@ impl QpcClient {
         inner.submit_commit_with_retry(&conversation, |mls| mls.remove_members(&group_id, &users).map(Some)).await
     }
 
-    /// Leaves a group: asks the other members to remove us (the next member
+    /// Leaves a group: removes our other devices' leaves (one commit), then
+    /// asks the other members to remove us (the next member
     /// online commits it) and stops showing it here at once. Until a commit
     /// removes us, every commit that does not (its committer had not seen
     /// the leave, or left it out) makes this client send the leave again
@@ -86,6 +87,21 @@ impl QpcClient {
             // following it here (the server keeps us on its roster).
             inner.store.retire_broken(&conversation.group_id)?;
             return Ok(());
+        }
+        // The account leaves, not only this device: a commit removes our
+        // other devices' leaves first (a proposal can remove its sender only).
+        let group_id = conversation.group_id.clone();
+        let own_device = inner.mls.device_id();
+        let username = inner.username.clone();
+        let others: Vec<DeviceId> = inner
+            .mls
+            .member_devices(&group_id)?
+            .into_iter()
+            .filter(|leaf| leaf.member.username == username && leaf.member.device_id != own_device)
+            .map(|leaf| leaf.member.device_id)
+            .collect();
+        if !others.is_empty() {
+            inner.submit_commit_with_retry(&conversation, |mls| mls.remove_devices(&group_id, &others)).await?;
         }
         let proposal = inner.mls.leave_group(&conversation.group_id)?;
         let request = v1::LeaveGroupRequest {

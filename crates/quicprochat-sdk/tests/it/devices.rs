@@ -65,14 +65,22 @@ async fn a_linked_phone_gets_every_message_of_its_account_until_it_is_removed() 
     assert_eq!(texts(&receive_n(&bob, 1).await), ["from the phone"]);
     assert_eq!(bob.safety_number("alice").await.expect("safety number"), number_before, "linking moves nothing");
 
+    // The account leaves a group, not one device: the phone's leaf goes first.
+    laptop.leave_group("team").await.expect("leave");
+    phone.sync().await.expect("the phone follows");
+    let groups: Vec<String> = phone.groups().await.expect("groups").into_iter().map(|g| g.name).collect();
+    assert_eq!(groups, ["@bob"], "the phone left with its account");
+    bob.send("team", "alone now").await.expect("bob commits the leave and sends");
+    assert_eq!(bob.members("team").await.expect("members"), ["bob"]);
+
     // Removing the phone: its leaves go by commits, its login ends.
     let phone_id = devices.iter().find(|d| d.current).map(|d| d.id.clone()).expect("the phone's id");
     phone.disconnect().await;
     drop(phone);
-    assert_eq!(laptop.remove_device(&phone_id).await.expect("removed"), 2, "from both groups");
-    bob.send("team", "after the removal").await.expect("send");
+    assert_eq!(laptop.remove_device(&phone_id).await.expect("removed"), 1, "from the direct conversation");
+    bob.send("@alice", "after the removal").await.expect("send");
     assert_eq!(texts(&receive_n(&laptop, 1).await), ["after the removal"]);
-    assert_eq!(leaves_of(&harness, "bob", "team", "alice"), 1);
+    assert_eq!(leaves_of(&harness, "bob", "@alice", "alice"), 1);
     let refused = harness.open_result("alice-phone").await.err().map(|error| error.to_string()).unwrap_or_default();
     assert!(refused.contains("removed"), "a clear error on the removed device: {refused}");
     assert_eq!(bob.safety_number("alice").await.expect("safety number"), number_before, "removal moves nothing");
