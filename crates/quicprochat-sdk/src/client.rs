@@ -35,6 +35,11 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// How many key packages to upload when the server's stock runs low.
     pub key_package_batch: usize,
+    /// How many a newly linked device uploads first: the approving device
+    /// adds it to every group of the account at once, one package each
+    /// (default 100, the most one upload takes: enough for 100 groups;
+    /// groups beyond wait for its refill and the next reconcile).
+    pub linked_key_package_batch: usize,
     /// QUIC limits.
     pub transport: TransportLimits,
     /// Reconnect backoff and heartbeat.
@@ -50,6 +55,7 @@ impl Default for ClientOptions {
             call_timeout: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(5),
             key_package_batch: 20,
+            linked_key_package_batch: 100,
             transport: TransportLimits::default(),
             retry_budget: Duration::from_secs(10),
             supervisor: SupervisorConfig::default(),

@@ -29,12 +29,6 @@ fn devices_digest(devices: &[DeviceId]) -> u64 {
     devices.iter().fold(1, |digest, device| digest.wrapping_add(u64::from_be_bytes(*device.as_bytes())))
 }
 
-/// How many key packages a newly linked device uploads first (the server
-/// takes at most this many in one upload): enough for an account in 100
-/// groups to add it everywhere at once. Groups beyond wait for its refill
-/// and the next reconcile.
-const LINKED_DEVICE_KEY_PACKAGES: usize = 100;
-
 /// How often the approving device asks whether the new device is online.
 const KEY_PACKAGE_POLL: Duration = Duration::from_millis(200);
 
@@ -132,7 +126,7 @@ impl QpcClient {
         rpc.close().await;
         // The approving device adds this one to every group of the account
         // at once, one key package each: start with a full upload.
-        let batch = options.key_package_batch.max(LINKED_DEVICE_KEY_PACKAGES);
+        let batch = options.key_package_batch.max(options.linked_key_package_batch);
         QpcClient::open(profile_dir, ClientOptions { key_package_batch: batch, ..options }).await
     }
 

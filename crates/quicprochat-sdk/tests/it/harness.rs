@@ -167,10 +167,11 @@ pub(crate) async fn link_device(
 ) -> (QpcClient, quicprochat_sdk::LinkApproved) {
     let (code_tx, code_rx) = tokio::sync::oneshot::channel::<String>();
     let profile = harness.profile(profile);
-    let new_device =
-        QpcClient::link_device(&profile, harness.addr, label, WAIT, ClientOptions::default(), move |code| {
-            let _ = code_tx.send(code.to_owned());
-        });
+    // Enough for the few groups of a test (100 take seconds in a debug build).
+    let options = ClientOptions { linked_key_package_batch: 10, ..ClientOptions::default() };
+    let new_device = QpcClient::link_device(&profile, harness.addr, label, WAIT, options, move |code| {
+        let _ = code_tx.send(code.to_owned());
+    });
     let approve = async {
         let code = code_rx.await.expect("the new device shows its code");
         approver.approve_device(&code, WAIT).await.expect("approved")
