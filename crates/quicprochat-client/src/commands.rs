@@ -56,17 +56,19 @@ pub(crate) async fn run_with_client(client: &QpcClient, command: Command, json: 
     match command {
         Command::Whoami => {
             let fingerprint = client.server_fingerprint().await;
+            let device = client.device_id().await;
             print_result(
                 json,
                 json!({
                     "username": client.username(),
+                    "device": device,
                     "server": client.server().to_string(),
                     "server_fingerprint": fingerprint.to_string(),
                     "tls_key_exchange": quicprochat_sdk::TLS_KEY_EXCHANGE,
                     "mls_ciphersuite": quicprochat_sdk::MLS_CIPHERSUITE,
                 }),
                 &format!(
-                    "{} at {}\nserver certificate {fingerprint}\nTLS 1.3 key exchange {}; MLS ciphersuite {}",
+                    "{} at {} (device {device})\nserver certificate {fingerprint}\nTLS 1.3 key exchange {}; MLS ciphersuite {}",
                     client.username(),
                     client.server(),
                     quicprochat_sdk::TLS_KEY_EXCHANGE,

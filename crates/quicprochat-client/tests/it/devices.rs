@@ -48,6 +48,11 @@ fn a_second_device_links_receives_and_is_removed() {
         devices.iter().map(|d| (d["label"].as_str().unwrap_or(""), d["current"] == true)).collect();
     assert_eq!(shown, [("first device", false), ("phone", true)]);
     let phone_id = devices[1]["id"].as_str().expect("an id").to_owned();
+    let whoami = json_lines(&qpc_ok(&phone, &["--json", "whoami"]));
+    assert_eq!(
+        (whoami[0]["username"].as_str(), whoami[0]["device"].as_str()),
+        (Some("alice"), Some(phone_id.as_str()))
+    );
     assert!(qpc_ok(&phone, &["group", "list"]).contains("team"), "the phone is in alice's group");
 
     qpc_ok(&bob, &["send", "team", "hello", "both"]);
