@@ -9,7 +9,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use quicprochat_core::{Identity, MlsClient};
+use quicprochat_core::{DeviceId, Identity, MlsClient};
 use quicprochat_proto::{decode_message, v1, Method};
 use quicprochat_server::config::RegistrationPolicy;
 use quicprochat_server::domain::accounts::{self, AuthProof, Registration};
@@ -143,13 +143,18 @@ fn dispatch(store: &dyn Store, method: Method, user: Option<&str>, body: &[u8]) 
             let last_resort = (!r.last_resort.is_empty()).then_some(&r.last_resort[..]);
             let _ = key_packages::upload(store, Caller::first_device(user), &packages, last_resort);
         }
-        Method::FetchKeyPackage => drop(key_packages::fetch(
-            store,
-            Caller::first_device(user),
-            &decode!(v1::FetchKeyPackageRequest).username,
-            &policy(),
-            &|| Ok(()),
-        )),
+        Method::FetchKeyPackage => {
+            let r = decode!(v1::FetchKeyPackageRequest);
+            // As the transport does: empty names no device, another length is refused.
+            let device = match r.device_id.as_ref() {
+                [] => None,
+                bytes => match DeviceId::from_bytes(bytes) {
+                    Some(device_id) => Some(device_id),
+                    None => return,
+                },
+            };
+            drop(key_packages::fetch(store, Caller::first_device(user), &r.username, device, &policy(), &|| Ok(())))
+        }
         Method::KeyPackageStock => drop(key_packages::stock(store, Caller::first_device(user), &policy())),
         Method::CreateGroup => {
             let r = decode!(v1::CreateGroupRequest);

@@ -18,7 +18,7 @@
 //! - `uptime_seconds`: seconds since [`Metrics::new`], computed at scrape;
 //! - `open_connections`, `rpcs_in_flight`: gauges;
 //! - `queue_depth`: unacked queue entries across all accounts;
-//! - `key_package_stock_low_total`: times an account's stock was reported low;
+//! - `key_package_stock_low_total`: times a device's key package stock ran low;
 //! - `expired_queue_entries_total`, `expired_message_ids_total`: what
 //!   expiry deleted after the retention period;
 //! - `trimmed_queue_entries_total`: entries deleted unacknowledged from
@@ -141,7 +141,7 @@ impl Metrics {
         registry.register("queue_depth", "Unacknowledged queue entries across all accounts", queue_depth.clone());
         registry.register(
             "key_package_stock_low",
-            "Times an account was told its key package stock is low",
+            "Times a device's key package stock ran low or fell back to its last-resort package",
             stock_low.clone(),
         );
         registry.register(

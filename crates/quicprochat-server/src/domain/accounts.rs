@@ -54,6 +54,7 @@ pub struct AuthProof<'a> {
 /// What a successful login reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginOutcome {
+    /// The key package stock of the device that logged in.
     pub key_package_stock: KeyPackageStock,
     /// The queue of the device that logged in.
     pub queue: String,
@@ -173,7 +174,8 @@ pub fn login(
     if !device.is_current() {
         return Err(DomainError::denied(format!("this device was removed from {username:?}'s account")));
     }
-    let key_package_stock = super::key_packages::usable_stock(store, username, policy)?;
+    // The logging-in device's own stock: each device refills its own.
+    let key_package_stock = super::key_packages::usable_stock(store, username, &device.device_id, policy)?;
     Ok(LoginOutcome { key_package_stock, queue: device.queue })
 }
 

@@ -89,12 +89,16 @@ pub(crate) fn session_device(store: &dyn Store, caller: Caller<'_>) -> Result<Ac
 /// Fails unless the caller's device is still a current device of its
 /// account (a removed device's session may still be open).
 pub fn require_current_device(store: &dyn Store, caller: Caller<'_>) -> Result<(), DomainError> {
-    let device = store.device(caller.queue)?;
-    let current = device.is_some_and(|device| device.username == caller.username && device.is_current());
-    if !current {
-        return Err(DomainError::denied(format!("this device was removed from {:?}'s account", caller.username)));
+    current_device(store, caller).map(drop)
+}
+
+/// The caller's device, unless it is no longer a current device of its
+/// account ([`require_current_device`]).
+pub(crate) fn current_device(store: &dyn Store, caller: Caller<'_>) -> Result<Device, DomainError> {
+    match store.device(caller.queue)? {
+        Some(device) if device.username == caller.username && device.is_current() => Ok(device),
+        _ => Err(DomainError::denied(format!("this device was removed from {:?}'s account", caller.username))),
     }
-    Ok(())
 }
 
 /// Registers a linked device of the caller's account: `certificate` must

@@ -1,15 +1,19 @@
-//! Key packages: uploads (validated, owned by the uploader), single-use
-//! fetches with a kept last-resort package, and stock reports.
+//! Key packages, per device: uploads (validated, made by the uploading
+//! device, stored in that device's stock), single-use fetches that serve one
+//! package per current device of the target, each device keeping a
+//! last-resort package, and stock reports of the caller's device.
 //!
 //! Rate limiting of fetches (per requester and per target) is stateful and
-//! time-based, so it lives in the transport, not here.
+//! time-based, so it lives in the transport, not here; the transport's
+//! last-resort budget comes in as a [`LastResortBudget`].
 
 use quicprochat_core::ds::{check_key_package_lifetime, validate_key_package, KeyPackageInfo};
+use quicprochat_core::DeviceId;
 
 use super::commits::CommitPolicy;
-use super::devices::{require_current_device, session_device, Caller};
+use super::devices::{current_device, session_device, Caller};
 use super::DomainError;
-use crate::storage::{Account, KeyPackageServed, KeyPackageStock, KeyPackagesAdded, NewKeyPackage, Store};
+use crate::storage::{Account, Device, KeyPackageServed, KeyPackageStock, KeyPackagesAdded, NewKeyPackage, Store};
 
 /// Clients refill their stock when it falls below this.
 pub const LOW_WATER: u32 = 10;
@@ -17,7 +21,7 @@ pub const LOW_WATER: u32 = 10;
 /// Most ordinary key packages accepted in one upload.
 pub const MAX_UPLOAD: usize = 100;
 
-/// Most ordinary key packages the server keeps per account.
+/// Most ordinary key packages the server keeps per device.
 pub const MAX_STOCK: u64 = 1000;
 
 /// Stock as reported to a client.
@@ -39,10 +43,13 @@ impl From<KeyPackageStock> for StockReport {
     }
 }
 
-/// A key package served to a requester.
+/// A key package served to a requester: one device's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchedKeyPackage {
+    /// The device of the target that made it (and whose stock it came from).
+    pub device_id: DeviceId,
     pub key_package: Vec<u8>,
+    /// Whether it is that device's last-resort package (kept, served again).
     pub last_resort: bool,
 }
 
@@ -82,18 +89,18 @@ fn check_package(
         };
         return Err(DomainError::invalid(message));
     }
-    Ok(NewKeyPackage { data: bytes.to_vec(), device_id: info.device_id(), init_key: info.init_key })
+    Ok(NewKeyPackage { data: bytes.to_vec(), init_key: info.init_key })
 }
 
-/// Adds validated key packages of `session_user` and, when given, replaces
-/// its last-resort package. All-or-nothing: one bad package rejects the call.
+/// Adds validated key packages of the caller's device to its stock and,
+/// when given, replaces its last-resort package. All-or-nothing: one bad
+/// package rejects the call.
 pub fn upload(
     store: &dyn Store,
     caller: Caller<'_>,
     key_packages: &[Vec<u8>],
     last_resort: Option<&[u8]>,
 ) -> Result<StockReport, DomainError> {
-    let session_user = caller.username;
     if key_packages.len() > MAX_UPLOAD {
         return Err(DomainError::invalid(format!(
             "at most {MAX_UPLOAD} key packages per upload, got {}",
@@ -101,6 +108,7 @@ pub fn upload(
         )));
     }
     let account = session_device(store, caller)?;
+    let device = current_device(store, caller)?;
     let checked = key_packages
         .iter()
         .enumerate()
@@ -109,19 +117,20 @@ pub fn upload(
     let last_resort = last_resort
         .map(|bytes| check_package(store, caller, &account, bytes, "last-resort key package", true))
         .transpose()?;
-    match store.add_key_packages(session_user, &checked, last_resort.as_ref(), MAX_STOCK)? {
+    match store.add_key_packages(caller.username, &device.device_id, &checked, last_resort.as_ref(), MAX_STOCK)? {
         KeyPackagesAdded::Stored(stock) => Ok(stock.into()),
         KeyPackagesAdded::InitKeyInUse => Err(DomainError::AlreadyExists {
             message: "a key package's init key was uploaded before; every key package must be new".to_owned(),
         }),
         KeyPackagesAdded::StockFull { count } => Err(DomainError::ResourceExhausted {
-            message: format!("at most {MAX_STOCK} key packages are kept per account, you have {count}"),
+            message: format!("at most {MAX_STOCK} key packages are kept per device, this one has {count}"),
             retry_after_ms: 0,
         }),
     }
 }
 
-/// Ordinary packages one fetch may discard because they expire too soon.
+/// Ordinary packages one fetch may discard per device because they expire
+/// too soon (or are not the device's own).
 const MAX_DISCARDED_PER_FETCH: usize = 64;
 
 /// How long a served key package stays usable by its requester's commit.
@@ -137,19 +146,16 @@ fn usable_info(key_package: &[u8], policy: &CommitPolicy) -> Option<KeyPackageIn
     })
 }
 
-fn usable(key_package: &[u8], policy: &CommitPolicy) -> bool {
-    usable_info(key_package, policy).is_some()
-}
-
-/// Whether the package described by `info` comes from a current device of
-/// `owner` (a removed device's packages are never served; its removal
-/// deletes them, this is the check behind that).
-fn from_current_device(store: &dyn Store, owner: &str, info: &KeyPackageInfo) -> Result<bool, DomainError> {
-    Ok(matches!(store.device_by_key(owner, &info.device_key)?, Some(device) if device.is_current()))
+/// `key_package`'s details if it may be served as `device`'s under
+/// `policy`: usable ([`usable_info`]) and made by that very device (its
+/// key, not only its id). Only current devices are asked for, so a removed
+/// device's packages are never served.
+fn usable_for(key_package: &[u8], device: &Device, policy: &CommitPolicy) -> Option<KeyPackageInfo> {
+    usable_info(key_package, policy).filter(|info| info.device_key == device.device_key)
 }
 
 /// Records that `requester` was served the package of `target` whose
-/// details are `info`, so one commit of theirs may add `target` with it.
+/// details are `info`, so one commit of theirs may add that device with it.
 fn record_served(
     store: &dyn Store,
     requester: &str,
@@ -171,94 +177,190 @@ fn record_served(
 
 /// Asked just before a last-resort package is served (the transport's
 /// per-pair budget, `RateLimiters::check_last_resort`); an error refuses
-/// the fetch and nothing is recorded.
+/// the last-resort packages of the fetch and nothing is recorded for them.
 pub type LastResortBudget<'a> = &'a (dyn Fn() -> Result<(), DomainError> + Send + Sync);
 
-/// Consumes one key package of `target` for `requester`. Packages that
-/// expire too soon to be added under `policy` are discarded on the way
-/// (the owner's client refills when its stock runs low); a last-resort
-/// package that expires too soon is not served, nor one past
-/// `last_resort_budget`.
+/// A fetch's last-resort budget, asked at most once: one fetch adds the
+/// target once, however many of its devices answer with a last-resort
+/// package.
+struct BudgetOnce<'a> {
+    budget: LastResortBudget<'a>,
+    answer: Option<Result<(), DomainError>>,
+}
+
+impl<'a> BudgetOnce<'a> {
+    fn new(budget: LastResortBudget<'a>) -> Self {
+        BudgetOnce { budget, answer: None }
+    }
+
+    /// Whether this fetch may serve last-resort packages (asks the budget
+    /// the first time).
+    fn allows(&mut self) -> bool {
+        self.answer.get_or_insert_with(|| (self.budget)()).is_ok()
+    }
+
+    /// What a fetch that served nothing fails with: the budget's refusal if
+    /// it refused, else `none_left`.
+    fn failure(self, none_left: DomainError) -> DomainError {
+        match self.answer {
+            Some(Err(refusal)) => refusal,
+            _ => none_left,
+        }
+    }
+}
+
+/// The devices of `target` a fetch serves: every current one in device
+/// order, or only `device` (which must be a current device of `target`).
+fn devices_to_serve(store: &dyn Store, target: &str, device: Option<DeviceId>) -> Result<Vec<Device>, DomainError> {
+    let target_account = store
+        .get_account(target)?
+        .filter(|account| !account.disabled)
+        .ok_or_else(|| DomainError::not_found(format!("no user named {target:?}")))?;
+    let current = store.devices(&target_account.username)?.into_iter().filter(Device::is_current);
+    let Some(device_id) = device else {
+        return Ok(current.collect());
+    };
+    let named: Vec<Device> = current.filter(|device| device.device_id == device_id).collect();
+    if named.is_empty() {
+        return Err(DomainError::not_found(format!("{target:?} has no device {device_id}")));
+    }
+    Ok(named)
+}
+
+fn none_left(target: &str) -> DomainError {
+    DomainError::not_found(format!("{target:?} has no usable key package left"))
+}
+
+/// Consumes one key package of each current device of `target` (or of
+/// `device` only) for `requester`, in device order; devices with no usable
+/// package are skipped, and the fetch fails with `NOT_FOUND` when none had
+/// one. Packages that expire too soon to be added under `policy` are
+/// discarded on the way (the owner's device refills when its stock runs
+/// low); a last-resort package that expires too soon is not served, nor
+/// any past `last_resort_budget` (asked once per fetch; its refusal is the
+/// error when nothing else was served).
 pub fn fetch(
     store: &dyn Store,
     caller: Caller<'_>,
     target: &str,
+    device: Option<DeviceId>,
     policy: &CommitPolicy,
     last_resort_budget: LastResortBudget<'_>,
-) -> Result<FetchedKeyPackage, DomainError> {
+) -> Result<Vec<FetchedKeyPackage>, DomainError> {
     session_device(store, caller)?;
-    let requester = caller.username;
-    let target_account = store
-        .get_account(target)?
-        .filter(|account| !account.disabled)
-        .ok_or_else(|| DomainError::not_found(format!("no user named {target:?}")))?;
-    let none_left = || DomainError::not_found(format!("{target:?} has no usable key package left"));
-    for _ in 0..MAX_DISCARDED_PER_FETCH {
-        let taken = store.take_key_package(&target_account.username)?.ok_or_else(none_left)?;
-        let usable = match usable_info(&taken.key_package, policy) {
-            Some(info) if from_current_device(store, target, &info)? => Some(info),
-            _ => None,
-        };
-        if let Some(info) = usable {
-            if taken.last_resort {
-                last_resort_budget()?;
-            }
-            record_served(store, requester, target, info, taken.last_resort, policy)?;
-            return Ok(FetchedKeyPackage { key_package: taken.key_package, last_resort: taken.last_resort });
+    let devices = devices_to_serve(store, target, device)?;
+    let mut fetch =
+        Fetch { store, requester: caller.username, target, policy, budget: BudgetOnce::new(last_resort_budget) };
+    let mut fetched = Vec::new();
+    for device in &devices {
+        if let Some(package) = fetch.take_usable(device)? {
+            fetched.push(package);
         }
-        if taken.last_resort {
-            return Err(none_left());
-        }
-        tracing::debug!(user = %target, "discarded a key package that expires too soon or whose device was removed");
     }
-    Err(none_left())
+    if fetched.is_empty() {
+        return Err(fetch.budget.failure(none_left(target)));
+    }
+    Ok(fetched)
 }
 
-/// Serves `target`'s last-resort package without touching its stock: the
-/// answer when the per-target rate limit is exhausted, so an attacker
-/// draining a victim's packages cannot block legitimate adds.
+/// One [`fetch`] of `target`'s packages for `requester`.
+struct Fetch<'a> {
+    store: &'a dyn Store,
+    requester: &'a str,
+    target: &'a str,
+    policy: &'a CommitPolicy,
+    budget: BudgetOnce<'a>,
+}
+
+impl Fetch<'_> {
+    /// Takes `device`'s next usable package, if it has one.
+    fn take_usable(&mut self, device: &Device) -> Result<Option<FetchedKeyPackage>, DomainError> {
+        for _ in 0..MAX_DISCARDED_PER_FETCH {
+            let Some(taken) = self.store.take_key_package(self.target, &device.device_id)? else {
+                return Ok(None);
+            };
+            match usable_for(&taken.key_package, device, self.policy) {
+                Some(info) => {
+                    if taken.last_resort && !self.budget.allows() {
+                        return Ok(None);
+                    }
+                    record_served(self.store, self.requester, self.target, info, taken.last_resort, self.policy)?;
+                    return Ok(Some(FetchedKeyPackage {
+                        device_id: device.device_id,
+                        key_package: taken.key_package,
+                        last_resort: taken.last_resort,
+                    }));
+                }
+                // The last-resort package is kept: taking it again gives it again.
+                None if taken.last_resort => return Ok(None),
+                None => tracing::debug!(
+                    user = %self.target,
+                    device = %device.device_id,
+                    "discarded a key package that expires too soon or is not the device's own"
+                ),
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Serves the last-resort package of each current device of `target` (or
+/// of `device` only) without touching their stocks: the answer when the
+/// per-target rate limit is exhausted, so an attacker draining a victim's
+/// packages cannot block legitimate adds. Devices without a usable one are
+/// skipped; `NOT_FOUND` when none had one, the budget's refusal when it
+/// refused.
 pub fn fetch_last_resort(
     store: &dyn Store,
     caller: Caller<'_>,
     target: &str,
+    device: Option<DeviceId>,
     policy: &CommitPolicy,
     last_resort_budget: LastResortBudget<'_>,
-) -> Result<FetchedKeyPackage, DomainError> {
+) -> Result<Vec<FetchedKeyPackage>, DomainError> {
     session_device(store, caller)?;
-    let requester = caller.username;
-    let target_account = store
-        .get_account(target)?
-        .filter(|account| !account.disabled)
-        .ok_or_else(|| DomainError::not_found(format!("no user named {target:?}")))?;
-    let none_left = || DomainError::not_found(format!("{target:?} has no usable key package left"));
-    let key_package = store.last_resort_key_package(&target_account.username)?.ok_or_else(none_left)?;
-    let info = usable_info(&key_package, policy).ok_or_else(none_left)?;
-    if !from_current_device(store, target, &info)? {
-        return Err(none_left());
+    let devices = devices_to_serve(store, target, device)?;
+    let mut usable = Vec::new();
+    for device in &devices {
+        let Some(key_package) = store.last_resort_key_package(target, &device.device_id)? else {
+            continue;
+        };
+        if let Some(info) = usable_for(&key_package, device, policy) {
+            usable.push((device.device_id, key_package, info));
+        }
+    }
+    if usable.is_empty() {
+        return Err(none_left(target));
     }
     last_resort_budget()?;
-    record_served(store, requester, target, info, true, policy)?;
-    Ok(FetchedKeyPackage { key_package, last_resort: true })
+    let mut fetched = Vec::with_capacity(usable.len());
+    for (device_id, key_package, info) in usable {
+        record_served(store, caller.username, target, info, true, policy)?;
+        fetched.push(FetchedKeyPackage { device_id, key_package, last_resort: true });
+    }
+    Ok(fetched)
 }
 
-/// The stock of `session_user`. A last-resort package that expires too
-/// soon to be added under `policy` counts as none, so the client uploads
-/// a fresh one.
+/// The stock of the caller's device. A last-resort package that expires
+/// too soon to be added under `policy` counts as none, so the client
+/// uploads a fresh one.
 pub fn stock(store: &dyn Store, caller: Caller<'_>, policy: &CommitPolicy) -> Result<StockReport, DomainError> {
-    require_current_device(store, caller)?;
-    Ok(usable_stock(store, caller.username, policy)?.into())
+    let device = current_device(store, caller)?;
+    Ok(usable_stock(store, caller.username, &device.device_id, policy)?.into())
 }
 
-/// The stored stock of `username`, its last-resort package counted only
-/// while it may be added under `policy`.
+/// The stored stock of `username`'s device `device_id`, its last-resort
+/// package counted only while it may be added under `policy`.
 pub(crate) fn usable_stock(
     store: &dyn Store,
     username: &str,
+    device_id: &DeviceId,
     policy: &CommitPolicy,
 ) -> Result<KeyPackageStock, DomainError> {
-    let mut stock = store.key_package_stock(username)?;
+    let mut stock = store.key_package_stock(username, device_id)?;
     if stock.has_last_resort {
-        stock.has_last_resort = store.last_resort_key_package(username)?.is_some_and(|kp| usable(&kp, policy));
+        stock.has_last_resort =
+            store.last_resort_key_package(username, device_id)?.is_some_and(|kp| usable_info(&kp, policy).is_some());
     }
     Ok(stock)
 }

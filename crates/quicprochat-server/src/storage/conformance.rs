@@ -11,6 +11,7 @@ use super::{
 };
 
 mod invites;
+mod key_packages;
 mod retention;
 
 type Check = fn(&dyn Store);
@@ -19,6 +20,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("account_uniqueness", account_uniqueness),
     ("key_packages_single_use", key_packages_single_use),
     ("init_keys_are_never_stored_twice", init_keys_are_never_stored_twice),
+    ("key_packages_are_per_device", key_packages::key_packages_are_per_device),
     ("fetch_by_cursor_and_limit", fetch_by_cursor_and_limit),
     ("fetch_stops_at_the_payload_budget", fetch_stops_at_the_payload_budget),
     ("ack_deletes_and_frees", ack_deletes_and_frees),
@@ -70,7 +72,7 @@ fn sqlite_store_conforms() {
 
 const GROUP: &[u8] = b"group-0000000001";
 
-fn users(store: &dyn Store, names: &[&str]) {
+pub(super) fn users(store: &dyn Store, names: &[&str]) {
     for name in names {
         let created = store.create_account(name, &[7; 32], 1).unwrap();
         assert_eq!(created, AccountCreation::Created);
@@ -161,39 +163,47 @@ fn account_uniqueness(store: &dyn Store) {
 
 fn key_packages_single_use(store: &dyn Store) {
     users(store, &["alice"]);
-    let stock = stored(store.add_key_packages("alice", &[kp(b"kp1"), kp(b"kp2")], Some(&kp(b"lr1")), 1000).unwrap());
+    let stock = stored(
+        store.add_key_packages("alice", &first_device(), &[kp(b"kp1"), kp(b"kp2")], Some(&kp(b"lr1")), 1000).unwrap(),
+    );
     assert_eq!(stock, KeyPackageStock { count: 2, has_last_resort: true });
 
     let take = |expected: &[u8], last_resort: bool| {
-        let taken = store.take_key_package("alice").unwrap().unwrap();
+        let taken = store.take_key_package("alice", &first_device()).unwrap().unwrap();
         assert_eq!((taken.key_package.as_slice(), taken.last_resort), (expected, last_resort));
     };
     take(b"kp1", false);
     take(b"kp2", false);
     take(b"lr1", true);
     take(b"lr1", true);
-    let stock = store.key_package_stock("alice").unwrap();
+    let stock = store.key_package_stock("alice", &first_device()).unwrap();
     assert_eq!(stock, KeyPackageStock { count: 0, has_last_resort: true });
 
-    stored(store.add_key_packages("alice", &[kp(b"kp3")], Some(&kp(b"lr2")), 1000).unwrap());
-    let stock = stored(store.add_key_packages("alice", &[], None, 1000).unwrap());
+    stored(store.add_key_packages("alice", &first_device(), &[kp(b"kp3")], Some(&kp(b"lr2")), 1000).unwrap());
+    let stock = stored(store.add_key_packages("alice", &first_device(), &[], None, 1000).unwrap());
     assert_eq!(stock, KeyPackageStock { count: 1, has_last_resort: true });
     take(b"kp3", false);
     take(b"lr2", true);
 
-    assert_eq!(store.take_key_package("nobody").unwrap(), None);
-    assert_eq!(store.key_package_stock("nobody").unwrap(), KeyPackageStock::default());
+    assert_eq!(store.take_key_package("nobody", &first_device()).unwrap(), None);
+    assert_eq!(store.key_package_stock("nobody", &first_device()).unwrap(), KeyPackageStock::default());
     // The stock is 0 now: a cap of 1 takes one package, not two.
-    let full = store.add_key_packages("alice", &[kp(b"over1"), kp(b"over2")], None, 1).unwrap();
+    let full = store.add_key_packages("alice", &first_device(), &[kp(b"over1"), kp(b"over2")], None, 1).unwrap();
     assert_eq!(full, KeyPackagesAdded::StockFull { count: 0 }, "the cap is checked with the insert");
-    assert_eq!(stored(store.add_key_packages("alice", &[kp(b"fits")], None, 1).unwrap()).count, 1);
-    let unknown = store.add_key_packages("nobody", &[kp(b"x")], None, 1000);
+    assert_eq!(stored(store.add_key_packages("alice", &first_device(), &[kp(b"fits")], None, 1).unwrap()).count, 1);
+    let unknown = store.add_key_packages("nobody", &first_device(), &[kp(b"x")], None, 1000);
     assert!(matches!(unknown, Err(StoreError::UnknownAccount { .. })));
 }
 
 /// A key package whose init key is derived from its bytes.
 pub(super) fn kp(data: &[u8]) -> NewKeyPackage {
-    NewKeyPackage { data: data.to_vec(), init_key: [b"init-", data].concat(), device_id: DeviceId::of_key(&[7; 32]) }
+    NewKeyPackage { data: data.to_vec(), init_key: [b"init-", data].concat() }
+}
+
+/// The first device of every account [`users`] creates (keyed by the
+/// account key they share).
+pub(super) fn first_device() -> DeviceId {
+    DeviceId::of_key(&[7; 32])
 }
 
 pub(super) fn stored(added: KeyPackagesAdded) -> KeyPackageStock {
@@ -206,8 +216,8 @@ pub(super) fn stored(added: KeyPackagesAdded) -> KeyPackageStock {
 
 fn init_keys_are_never_stored_twice(store: &dyn Store) {
     users(store, &["alice", "bob"]);
-    stored(store.add_key_packages("alice", &[kp(b"a1")], Some(&kp(b"a-lr")), 1000).unwrap());
-    let before = store.key_package_stock("alice").unwrap();
+    stored(store.add_key_packages("alice", &first_device(), &[kp(b"a1")], Some(&kp(b"a-lr")), 1000).unwrap());
+    let before = store.key_package_stock("alice", &first_device()).unwrap();
     // Again, within one call, across accounts, and as a last resort: refused whole.
     for (user, batch, last_resort) in [
         ("alice", vec![kp(b"a2"), kp(b"a1")], None),
@@ -215,16 +225,16 @@ fn init_keys_are_never_stored_twice(store: &dyn Store) {
         ("bob", vec![kp(b"a1")], None),
         ("bob", vec![], Some(kp(b"a-lr"))),
     ] {
-        let added = store.add_key_packages(user, &batch, last_resort.as_ref(), 1000).unwrap();
+        let added = store.add_key_packages(user, &first_device(), &batch, last_resort.as_ref(), 1000).unwrap();
         assert_eq!(added, KeyPackagesAdded::InitKeyInUse, "{user} {batch:?}");
     }
-    assert_eq!(store.key_package_stock("alice").unwrap(), before);
-    assert_eq!(store.key_package_stock("bob").unwrap(), KeyPackageStock::default());
+    assert_eq!(store.key_package_stock("alice", &first_device()).unwrap(), before);
+    assert_eq!(store.key_package_stock("bob", &first_device()).unwrap(), KeyPackageStock::default());
     // Re-uploading the last resort that the call replaces is allowed.
-    stored(store.add_key_packages("alice", &[], Some(&kp(b"a-lr")), 1000).unwrap());
+    stored(store.add_key_packages("alice", &first_device(), &[], Some(&kp(b"a-lr")), 1000).unwrap());
     // A served (deleted) package's init key is free again; the DS keeps no history.
-    assert_eq!(store.take_key_package("alice").unwrap().unwrap().key_package, b"a1");
-    assert_eq!(stored(store.add_key_packages("bob", &[kp(b"a1")], None, 1000).unwrap()).count, 1);
+    assert_eq!(store.take_key_package("alice", &first_device()).unwrap().unwrap().key_package, b"a1");
+    assert_eq!(stored(store.add_key_packages("bob", &first_device(), &[kp(b"a1")], None, 1000).unwrap()).count, 1);
 }
 
 fn fetch_by_cursor_and_limit(store: &dyn Store) {
@@ -621,7 +631,7 @@ fn sqlite_reopen_keeps_everything() {
         let store = SqliteStore::open(&path).unwrap();
         users(&store, &["alice", "bob"]);
         group(&store, &["alice", "bob"]);
-        stored(store.add_key_packages("bob", &[kp(b"kp1")], Some(&kp(b"lr")), 1000).unwrap());
+        stored(store.add_key_packages("bob", &first_device(), &[kp(b"kp1")], Some(&kp(b"lr")), 1000).unwrap());
         send(&store, "alice", b"m1", &["bob"]);
         send(&store, "alice", b"m2", &["bob"]);
         store.ack("bob", 1).unwrap();
@@ -629,7 +639,10 @@ fn sqlite_reopen_keeps_everything() {
     let store = SqliteStore::open(&path).unwrap();
     assert!(store.get_account("alice").unwrap().is_some());
     assert_eq!(store.get_group(GROUP).unwrap().unwrap().members, ["alice", "bob"]);
-    assert_eq!(store.key_package_stock("bob").unwrap(), KeyPackageStock { count: 1, has_last_resort: true });
+    assert_eq!(
+        store.key_package_stock("bob", &first_device()).unwrap(),
+        KeyPackageStock { count: 1, has_last_resort: true }
+    );
     assert_eq!(seqs(&store, "bob"), [2]);
     assert!(store.lookup_message("alice", b"m1").unwrap().is_some());
     send(&store, "alice", b"m3", &["bob"]);

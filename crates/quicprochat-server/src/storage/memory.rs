@@ -30,7 +30,8 @@ struct Inner {
     /// Devices by queue name.
     devices: BTreeMap<String, DeviceRow>,
     invites: HashMap<String, InviteRow>,
-    key_packages: HashMap<String, KeyPackageRow>,
+    /// Key package stocks by (username, device id).
+    key_packages: HashMap<(String, DeviceId), KeyPackageRow>,
     groups: BTreeMap<Vec<u8>, GroupRecord>,
     messages: HashMap<u64, StoredMessage>,
     message_ids: HashMap<(String, Vec<u8>), MessageRecord>,
@@ -88,9 +89,9 @@ fn sorted_unique(names: &[String]) -> Vec<String> {
 }
 
 impl Inner {
-    fn stock(&self, username: &str) -> KeyPackageStock {
+    fn stock(&self, username: &str, device_id: &DeviceId) -> KeyPackageStock {
         self.key_packages
-            .get(username)
+            .get(&(username.to_owned(), *device_id))
             .map(|row| KeyPackageStock { count: row.ordinary.len() as u64, has_last_resort: row.last_resort.is_some() })
             .unwrap_or_default()
     }
@@ -332,12 +333,7 @@ impl Store for MemoryStore {
         row.device.removed_at_ms = Some(now_ms);
         let queue = row.device.queue.clone();
         inner.ack(&queue, u64::MAX);
-        if let Some(stock) = inner.key_packages.get_mut(username) {
-            stock.ordinary.retain(|package| package.device_id != *device_id);
-            if stock.last_resort.as_ref().is_some_and(|package| package.device_id == *device_id) {
-                stock.last_resort = None;
-            }
-        }
+        inner.key_packages.remove(&(username.to_owned(), *device_id));
         Ok(DeviceRemoval::Removed { queue })
     }
 
@@ -408,17 +404,19 @@ impl Store for MemoryStore {
     fn add_key_packages(
         &self,
         username: &str,
+        device_id: &DeviceId,
         key_packages: &[NewKeyPackage],
         last_resort: Option<&NewKeyPackage>,
         max_stock: u64,
     ) -> Result<KeyPackagesAdded, StoreError> {
         let mut inner = self.lock()?;
         inner.check_recipients(&[username.to_owned()])?;
-        let count = inner.stock(username).count;
+        let key = (username.to_owned(), *device_id);
+        let count = inner.stock(username, device_id).count;
         if count.saturating_add(key_packages.len() as u64) > max_stock {
             return Ok(KeyPackagesAdded::StockFull { count });
         }
-        let replaced = last_resort.and_then(|_| inner.key_packages.get(username)?.last_resort.as_ref());
+        let replaced = last_resort.and_then(|_| inner.key_packages.get(&key)?.last_resort.as_ref());
         let mut in_use: BTreeSet<&[u8]> = inner
             .key_packages
             .values()
@@ -429,17 +427,17 @@ impl Store for MemoryStore {
         if !key_packages.iter().chain(last_resort).all(|new| in_use.insert(&new.init_key)) {
             return Ok(KeyPackagesAdded::InitKeyInUse);
         }
-        let row = inner.key_packages.entry(username.to_owned()).or_default();
+        let row = inner.key_packages.entry(key).or_default();
         row.ordinary.extend(key_packages.iter().cloned());
         if let Some(last_resort) = last_resort {
             row.last_resort = Some(last_resort.clone());
         }
-        Ok(KeyPackagesAdded::Stored(inner.stock(username)))
+        Ok(KeyPackagesAdded::Stored(inner.stock(username, device_id)))
     }
 
-    fn take_key_package(&self, username: &str) -> Result<Option<TakenKeyPackage>, StoreError> {
+    fn take_key_package(&self, username: &str, device_id: &DeviceId) -> Result<Option<TakenKeyPackage>, StoreError> {
         let mut inner = self.lock()?;
-        let Some(row) = inner.key_packages.get_mut(username) else {
+        let Some(row) = inner.key_packages.get_mut(&(username.to_owned(), *device_id)) else {
             return Ok(None);
         };
         if let Some(taken) = row.ordinary.pop_front() {
@@ -459,16 +457,16 @@ impl Store for MemoryStore {
         Ok(self.lock()?.served.contains_key(&(requester.to_owned(), init_key.to_vec())))
     }
 
-    fn last_resort_key_package(&self, username: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    fn last_resort_key_package(&self, username: &str, device_id: &DeviceId) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .lock()?
             .key_packages
-            .get(username)
+            .get(&(username.to_owned(), *device_id))
             .and_then(|row| row.last_resort.as_ref().map(|kept| kept.data.clone())))
     }
 
-    fn key_package_stock(&self, username: &str) -> Result<KeyPackageStock, StoreError> {
-        Ok(self.lock()?.stock(username))
+    fn key_package_stock(&self, username: &str, device_id: &DeviceId) -> Result<KeyPackageStock, StoreError> {
+        Ok(self.lock()?.stock(username, device_id))
     }
 
     fn create_group(&self, group: &NewGroup) -> Result<GroupCreation, StoreError> {

@@ -104,8 +104,7 @@ pub trait Store: Send + Sync {
 
     /// Marks the device of `username` with `device_id` removed at `now_ms`
     /// and drops its queue (entries and the bodies no other queue holds) and
-    /// its key packages (its last-resort one too, if the account's is its),
-    /// unless it is the account's only current device: checked in the same
+    /// its key packages (its last-resort one included), unless it is the account's only current device: checked in the same
     /// transaction, so two removals at once never leave an account without
     /// a device.
     fn remove_device(&self, username: &str, device_id: &DeviceId, now_ms: u64) -> Result<DeviceRemoval, StoreError>;
@@ -147,23 +146,32 @@ pub trait Store: Send + Sync {
     ) -> Result<InvitedAccountCreation, StoreError>;
 
     // --- key packages ---
+    //
+    // Every device of an account has a stock of its own: ordinary
+    // (single-use) packages and at most one last-resort package, keyed by
+    // (username, device id). The store does not check that the device is a
+    // current device of the account; the domain does, before each call.
 
-    /// Appends `key_packages` to the account's stock and, when `last_resort`
-    /// is set, replaces its last-resort package. All or nothing: when any
-    /// init key is already stored (or repeats within the call; the replaced
-    /// last-resort package does not count), nothing changes.
+    /// Appends `key_packages` to the stock of `username`'s device
+    /// `device_id` and, when `last_resort` is set, replaces that device's
+    /// last-resort package. All or nothing: when any init key is already
+    /// stored (or repeats within the call; the replaced last-resort package
+    /// does not count), or the device's ordinary stock would pass
+    /// `max_stock`, nothing changes.
     fn add_key_packages(
         &self,
         username: &str,
+        device_id: &DeviceId,
         key_packages: &[NewKeyPackage],
         last_resort: Option<&NewKeyPackage>,
         max_stock: u64,
     ) -> Result<KeyPackagesAdded, StoreError>;
 
     /// Atomically removes and returns the oldest ordinary key package of
-    /// `username`; when none is left, returns the last-resort one without
-    /// removing it. `None` if there is neither.
-    fn take_key_package(&self, username: &str) -> Result<Option<TakenKeyPackage>, StoreError>;
+    /// `username`'s device `device_id`; when none is left, returns that
+    /// device's last-resort one without removing it. `None` if there is
+    /// neither.
+    fn take_key_package(&self, username: &str, device_id: &DeviceId) -> Result<Option<TakenKeyPackage>, StoreError>;
 
     /// Records that a key package was served (see [`KeyPackageServed`]);
     /// serving the same package to the same requester again renews the
@@ -175,12 +183,14 @@ pub trait Store: Send + Sync {
     /// and not used since.
     fn was_served(&self, requester: &str, init_key: &[u8]) -> Result<bool, StoreError>;
 
-    /// The account's last-resort package, without touching its ordinary
-    /// stock (served when a per-target fetch limit is exhausted).
-    fn last_resort_key_package(&self, username: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The last-resort package of `username`'s device `device_id`, without
+    /// touching its ordinary stock (served when a per-target fetch limit is
+    /// exhausted).
+    fn last_resort_key_package(&self, username: &str, device_id: &DeviceId) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// Stock of an account (zero for an unknown account).
-    fn key_package_stock(&self, username: &str) -> Result<KeyPackageStock, StoreError>;
+    /// Stock of `username`'s device `device_id` (zero for an unknown
+    /// account or device).
+    fn key_package_stock(&self, username: &str, device_id: &DeviceId) -> Result<KeyPackageStock, StoreError>;
 
     // --- groups ---
 

@@ -129,15 +129,18 @@ where
     fn add_key_packages(
         &self,
         username: &str,
+        device_id: &DeviceId,
         key_packages: &[NewKeyPackage],
         last_resort: Option<&NewKeyPackage>,
         max_stock: u64,
     ) -> Result<KeyPackagesAdded, StoreError> {
-        self.timed("add_key_packages", |s| s.add_key_packages(username, key_packages, last_resort, max_stock))
+        self.timed("add_key_packages", |s| {
+            s.add_key_packages(username, device_id, key_packages, last_resort, max_stock)
+        })
     }
 
-    fn take_key_package(&self, username: &str) -> Result<Option<TakenKeyPackage>, StoreError> {
-        self.timed("take_key_package", |s| s.take_key_package(username))
+    fn take_key_package(&self, username: &str, device_id: &DeviceId) -> Result<Option<TakenKeyPackage>, StoreError> {
+        self.timed("take_key_package", |s| s.take_key_package(username, device_id))
     }
 
     fn record_served(&self, served: &KeyPackageServed, forget_before_ms: u64) -> Result<(), StoreError> {
@@ -148,12 +151,12 @@ where
         self.timed("was_served", |s| s.was_served(requester, init_key))
     }
 
-    fn last_resort_key_package(&self, username: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.timed("last_resort_key_package", |s| s.last_resort_key_package(username))
+    fn last_resort_key_package(&self, username: &str, device_id: &DeviceId) -> Result<Option<Vec<u8>>, StoreError> {
+        self.timed("last_resort_key_package", |s| s.last_resort_key_package(username, device_id))
     }
 
-    fn key_package_stock(&self, username: &str) -> Result<KeyPackageStock, StoreError> {
-        self.timed("key_package_stock", |s| s.key_package_stock(username))
+    fn key_package_stock(&self, username: &str, device_id: &DeviceId) -> Result<KeyPackageStock, StoreError> {
+        self.timed("key_package_stock", |s| s.key_package_stock(username, device_id))
     }
 
     fn create_group(&self, group: &NewGroup) -> Result<GroupCreation, StoreError> {

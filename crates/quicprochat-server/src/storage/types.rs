@@ -94,7 +94,7 @@ pub enum AccountCreation {
     UsernameTaken,
 }
 
-/// Key package stock of an account.
+/// Key package stock of one device of an account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct KeyPackageStock {
     /// Ordinary (single-use) packages left; the last-resort one is not counted.
@@ -102,27 +102,26 @@ pub struct KeyPackageStock {
     pub has_last_resort: bool,
 }
 
-/// A validated key package to store.
+/// A validated key package to store, in the stock of the device that made
+/// it (the device is a parameter of [`super::Store::add_key_packages`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewKeyPackage {
     /// The serialized KeyPackage, served as is.
     pub data: Vec<u8>,
     /// Its HPKE init key: unique among every stored package.
     pub init_key: Vec<u8>,
-    /// The device that made it: its packages go when it is removed.
-    pub device_id: DeviceId,
 }
 
 /// Outcome of [`super::Store::add_key_packages`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyPackagesAdded {
-    /// All packages were stored; the account's stock now.
+    /// All packages were stored; the device's stock now.
     Stored(KeyPackageStock),
     /// One package's init key is already stored (its own or another upload's):
     /// nothing was stored.
     InitKeyInUse,
-    /// The ordinary packages would take the stock past the cap the call
-    /// gave; nothing was stored. Carries the stock now.
+    /// The ordinary packages would take the device's stock past the cap
+    /// the call gave; nothing was stored. Carries the stock now.
     StockFull { count: u64 },
 }
 
@@ -130,7 +129,8 @@ pub enum KeyPackagesAdded {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TakenKeyPackage {
     pub key_package: Vec<u8>,
-    /// True when the stock was empty and the (kept) last-resort package was served.
+    /// True when the device's stock was empty and its (kept) last-resort
+    /// package was served.
     pub last_resort: bool,
 }
 
@@ -142,7 +142,7 @@ pub struct KeyPackageServed {
     /// The package's HPKE init key (unique among stored packages).
     pub init_key: Vec<u8>,
     pub target: String,
-    /// Served from the target's last-resort slot.
+    /// Served from the last-resort slot of one of the target's devices.
     pub last_resort: bool,
     pub served_at_ms: u64,
 }

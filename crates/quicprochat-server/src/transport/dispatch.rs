@@ -16,7 +16,9 @@ use prost::Message;
 use quicprochat_proto::v1;
 use quicprochat_proto::{Method, Status};
 
+use quicprochat_core::device::DEVICE_ID_LEN;
 use quicprochat_core::link::LinkRequest;
+use quicprochat_core::DeviceId;
 
 use super::link_relay::{Approval, StartedLink};
 use super::session::{Session, SessionUser};
@@ -292,47 +294,7 @@ async fn authenticated(
             .await?;
             Ok(Reply::ok(&v1::UploadKeyPackagesResponse { stock: report.stock, low_water: report.low_water }))
         }
-        Method::FetchKeyPackage => {
-            let request: v1::FetchKeyPackageRequest = decode(&body)?;
-            let grant = state
-                .limiters
-                .check_key_package_fetch(&user.username, &request.username)
-                .map_err(|refusal| limited(state, refusal))?;
-            if let KeyPackageGrant::LastResortOnly { .. } = grant {
-                state.metrics.rate_limited(KEY_PACKAGE_FETCH_PER_TARGET);
-            }
-            let policy = commit_policy(state);
-            let (limiters, metrics) = (Arc::clone(&state.limiters), state.metrics.clone());
-            let (fetched, stock_low) = blocking(state, move |store| {
-                let (requester, target) = (user.username.as_str(), request.username.as_str());
-                let budget = || {
-                    limiters.check_last_resort(requester, target).map_err(|refusal| {
-                        metrics.rate_limited(refusal.limit);
-                        refused(refusal)
-                    })
-                };
-                let fetched = match grant {
-                    KeyPackageGrant::Ordinary => key_packages::fetch(store, user.caller(), target, &policy, &budget)?,
-                    KeyPackageGrant::LastResortOnly { .. } => {
-                        key_packages::fetch_last_resort(store, user.caller(), target, &policy, &budget)?
-                    }
-                };
-                // Count the moment the stock falls below the refill mark, and every
-                // fetch that had to fall back to the last-resort package.
-                let remaining = store.key_package_stock(&request.username)?.count;
-                let stock_low = fetched.last_resort || remaining + 1 == u64::from(key_packages::LOW_WATER);
-                Ok((fetched, stock_low))
-            })
-            .await?;
-            if stock_low {
-                state.metrics.stock_low();
-            }
-            Ok(Reply::ok(&v1::FetchKeyPackageResponse {
-                key_packages: vec![fetched.key_package.clone().into()],
-                key_package: fetched.key_package.into(),
-                last_resort: fetched.last_resort,
-            }))
-        }
+        Method::FetchKeyPackage => fetch_key_package(state, user, body).await,
         Method::KeyPackageStock => {
             let policy = commit_policy(state);
             let report = blocking(state, move |store| key_packages::stock(store, user.caller(), &policy)).await?;
@@ -509,6 +471,62 @@ async fn authenticated(
         | Method::LinkStart
         | Method::LinkWait => Err(DomainError::InvalidArgument { message: format!("{method} is not callable here") }),
     }
+}
+
+/// `FetchKeyPackage`: one package per current device of the target (or of
+/// the device named), the first also in the fields old clients read.
+async fn fetch_key_package(state: &ServerState, user: SessionUser, body: Bytes) -> Result<Reply, DomainError> {
+    let request: v1::FetchKeyPackageRequest = decode(&body)?;
+    let device = match request.device_id.as_ref() {
+        [] => None,
+        bytes => Some(DeviceId::from_bytes(bytes).ok_or_else(|| {
+            DomainError::invalid(format!("device_id is empty or {DEVICE_ID_LEN} bytes, got {}", bytes.len()))
+        })?),
+    };
+    let grant = state
+        .limiters
+        .check_key_package_fetch(&user.username, &request.username)
+        .map_err(|refusal| limited(state, refusal))?;
+    if let KeyPackageGrant::LastResortOnly { .. } = grant {
+        state.metrics.rate_limited(KEY_PACKAGE_FETCH_PER_TARGET);
+    }
+    let policy = commit_policy(state);
+    let (limiters, metrics) = (Arc::clone(&state.limiters), state.metrics.clone());
+    let (fetched, devices_low) = blocking(state, move |store| {
+        let (requester, target) = (user.username.as_str(), request.username.as_str());
+        let budget = || {
+            limiters.check_last_resort(requester, target).map_err(|refusal| {
+                metrics.rate_limited(refusal.limit);
+                refused(refusal)
+            })
+        };
+        let fetched = match grant {
+            KeyPackageGrant::Ordinary => key_packages::fetch(store, user.caller(), target, device, &policy, &budget)?,
+            KeyPackageGrant::LastResortOnly { .. } => {
+                key_packages::fetch_last_resort(store, user.caller(), target, device, &policy, &budget)?
+            }
+        };
+        // Count each served device whose stock just fell below the refill
+        // mark, and each that had to fall back to its last-resort package.
+        let mut devices_low = 0u64;
+        for package in &fetched {
+            let remaining = store.key_package_stock(target, &package.device_id)?.count;
+            if package.last_resort || remaining + 1 == u64::from(key_packages::LOW_WATER) {
+                devices_low += 1;
+            }
+        }
+        Ok((fetched, devices_low))
+    })
+    .await?;
+    for _ in 0..devices_low {
+        state.metrics.stock_low();
+    }
+    let first = fetched.first().ok_or_else(|| DomainError::internal("a key package fetch served no package"))?;
+    Ok(Reply::ok(&v1::FetchKeyPackageResponse {
+        key_package: first.key_package.clone().into(),
+        last_resort: first.last_resort,
+        key_packages: fetched.into_iter().map(|package| package.key_package.into()).collect(),
+    }))
 }
 
 async fn submit_commit(state: &ServerState, user: SessionUser, body: Bytes) -> Result<Reply, DomainError> {

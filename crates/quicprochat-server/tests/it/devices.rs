@@ -1,15 +1,18 @@
-//! Linking a device through the relay, end to end over QUIC (issue 18):
-//! the server relays only public keys, a MAC and ciphertext; the bundle
-//! opens only on the new device holding the code; a wrong code is caught by
-//! the approving device, and a used code is refused; the new device then
-//! logs in with its own key.
+//! Devices end to end over QUIC (issue 18). Linking a device through the
+//! relay: the server relays only public keys, a MAC and ciphertext; the
+//! bundle opens only on the new device holding the code; a wrong code is
+//! caught by the approving device, and a used code is refused; the new
+//! device then logs in with its own key. Key packages per device: a fetch
+//! answers one package per device, or the one device it names.
 
 use quicprochat_core::device::certify_device;
 use quicprochat_core::identity::Identity;
 use quicprochat_core::link::{open_bundle, seal_bundle, LinkBundle, LinkCode, LinkError, LinkKeyPair, LinkRequest};
+use quicprochat_core::{DeviceId, MemberCredential, MlsClient};
 use quicprochat_proto::{v1, Method, Status};
+use quicprochat_rpc::RpcClient;
 
-use crate::harness::{link_start_request, status_of, Harness, TestServer};
+use crate::harness::{clone_identity, link_start_request, status_of, Harness, TestServer};
 
 #[tokio::test]
 async fn a_device_links_through_the_relay_and_only_it_opens_the_bundle() {
@@ -99,4 +102,67 @@ async fn a_device_links_through_the_relay_and_only_it_opens_the_bundle() {
         phone_rpc.call(Method::ListDevices, &v1::ListDevicesRequest {}).await.expect("list");
     let labels: Vec<&str> = listed.devices.iter().map(|device| device.label.as_str()).collect();
     assert_eq!(labels, ["first device", "phone"]);
+}
+
+async fn upload_key_packages(rpc: &RpcClient, key_packages: &[Vec<u8>], last_resort: Vec<u8>) {
+    let request = v1::UploadKeyPackagesRequest {
+        key_packages: key_packages.iter().cloned().map(Into::into).collect(),
+        last_resort: last_resort.into(),
+    };
+    let _: v1::UploadKeyPackagesResponse = rpc.call(Method::UploadKeyPackages, &request).await.expect("upload");
+}
+
+#[tokio::test]
+async fn a_key_package_fetch_answers_one_package_per_device() {
+    let harness = Harness::start().await;
+    let (alice_rpc, alice) = harness.register("alice").await;
+    let (bob_rpc, _bob) = harness.register("bob").await;
+    let phone = Identity::generate().expect("key");
+    let certificate = certify_device(&alice, "alice", phone.public_key()).expect("certify");
+    let add = v1::AddDeviceRequest {
+        device_key: phone.public_key().to_vec().into(),
+        certificate: certificate.clone().into(),
+        label: "phone".into(),
+    };
+    let _: v1::AddDeviceResponse = alice_rpc.call(Method::AddDevice, &add).await.expect("add device");
+    let phone_rpc = harness.login_device("alice", &phone).await;
+
+    // Each device uploads its own: the first device one package, the phone
+    // one and a last-resort package.
+    let alice_mls = MlsClient::open(&harness.dir().join("alice.db"), clone_identity(&alice), "alice").expect("mls");
+    let credential = MemberCredential::linked("alice", alice.public_key(), &certificate);
+    let phone_mls = MlsClient::open(&harness.dir().join("phone.db"), clone_identity(&phone), "alice")
+        .and_then(|client| client.as_linked_device(credential))
+        .expect("linked mls");
+    let first_packages = alice_mls.generate_key_packages(1).expect("kp");
+    upload_key_packages(&alice_rpc, &first_packages, Vec::new()).await;
+    let phone_packages = phone_mls.generate_key_packages(1).expect("kp");
+    let phone_last_resort = phone_mls.generate_last_resort_key_package().expect("kp");
+    upload_key_packages(&phone_rpc, &phone_packages, phone_last_resort.clone()).await;
+    let stock: v1::KeyPackageStockResponse =
+        phone_rpc.call(Method::KeyPackageStock, &v1::KeyPackageStockRequest {}).await.expect("stock");
+    assert_eq!((stock.stock, stock.has_last_resort), (1, true), "the phone's own stock");
+
+    let fetch = |device_id: Vec<u8>| {
+        let request = v1::FetchKeyPackageRequest { username: "alice".into(), device_id: device_id.into() };
+        let bob_rpc = &bob_rpc;
+        async move {
+            let response: v1::FetchKeyPackageResponse =
+                bob_rpc.call(Method::FetchKeyPackage, &request).await.expect("fetch");
+            let packages: Vec<Vec<u8>> = response.key_packages.iter().map(|package| package.to_vec()).collect();
+            (response.key_package.to_vec(), response.last_resort, packages)
+        }
+    };
+    // One per device, in device order; the first also where old clients read.
+    let (first, last_resort, packages) = fetch(Vec::new()).await;
+    assert_eq!(packages, [first_packages[0].clone(), phone_packages[0].clone()]);
+    assert_eq!((first, last_resort), (first_packages[0].clone(), false));
+    // Naming the phone: only its package, its last-resort one by now.
+    let phone_id = DeviceId::of_key(phone.public_key());
+    let (first, last_resort, packages) = fetch(phone_id.as_bytes().to_vec()).await;
+    assert_eq!(packages, std::slice::from_ref(&phone_last_resort));
+    assert_eq!((first, last_resort), (phone_last_resort.clone(), true));
+    // The first device has nothing left: the phone's package comes first.
+    let (first, last_resort, packages) = fetch(Vec::new()).await;
+    assert_eq!((first, last_resort, packages.len()), (phone_last_resort, true, 1));
 }

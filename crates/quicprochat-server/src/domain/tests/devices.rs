@@ -1,7 +1,9 @@
 //! Domain tests: devices. A linked device logs in with its own key and has
 //! a queue of its own; a group's messages reach every device of the roster
 //! but the sending one; the server takes no key package and no leaf from a
-//! device its account did not register, or removed.
+//! device its account did not register, or removed. Key packages are per
+//! device: each device has its own stock, and a fetch serves one package
+//! per current device.
 
 use quicprochat_core::client::MlsClient;
 use quicprochat_core::device::certify_device;
@@ -12,7 +14,7 @@ use super::{
     add, assert_status, client, gid, inbox, new_group, policy, register_open, sign, store, unlimited, user, User,
     EXPORTER, NONCE, NOW,
 };
-use crate::domain::accounts::{login, AuthProof};
+use crate::domain::accounts::{login, AuthProof, LoginOutcome};
 use crate::domain::devices::Caller;
 use crate::domain::key_packages as kp;
 use crate::domain::messages::{send_message, SendMessage};
@@ -66,10 +68,18 @@ fn linked_device(store: &dyn Store, owner: &User) -> (User, String) {
 }
 
 fn device_login(store: &dyn Store, name: &str, device: &Identity) -> Result<String, crate::domain::DomainError> {
+    device_login_outcome(store, name, device).map(|outcome| outcome.queue)
+}
+
+fn device_login_outcome(
+    store: &dyn Store,
+    name: &str,
+    device: &Identity,
+) -> Result<LoginOutcome, crate::domain::DomainError> {
     let transcript = auth_transcript(AuthPurpose::Login, NONCE, EXPORTER, name, device.public_key());
     let signature = device.sign(&transcript).unwrap();
     let proof = AuthProof { nonce: NONCE, tls_exporter: EXPORTER, signature: &signature };
-    login(store, name, device.public_key(), &proof, &policy()).map(|outcome| outcome.queue)
+    login(store, name, device.public_key(), &proof, &policy())
 }
 
 #[test]
@@ -165,10 +175,10 @@ fn the_server_takes_no_key_package_or_leaf_from_a_device_the_account_did_not_reg
     // served before the removal no longer adds it.
     let (phone, _) = linked_device(&store, &alice);
     let phone_id = DeviceId::of_key(phone.client.identity().public_key());
-    let served = kp::fetch(&store, Caller::first_device("bob"), "alice", &policy(), &unlimited).unwrap().key_package;
+    let served = super::fetch_one(&store, "bob", "alice", &policy(), &unlimited).unwrap().key_package;
     store.remove_device("alice", &phone_id, NOW).unwrap();
     assert_status(
-        kp::fetch(&store, Caller::first_device("bob"), "alice", &policy(), &unlimited),
+        kp::fetch(&store, Caller::first_device("bob"), "alice", None, &policy(), &unlimited),
         "NOT_FOUND",
         "no usable key package",
     );
@@ -192,4 +202,153 @@ fn submit_add(
         .with(|views| crate::domain::commits::submit_commit(store, views, caller, &request, NOW, &policy()))
         .map(|accepted| accepted.epoch);
     super::finish(committer, group_id, result)
+}
+
+/// `requester`'s fetch of `target`'s key packages (every device, or
+/// `device` only): (device id, last resort) of each package served, each
+/// checked to be made by the device it is served as.
+fn fetch_devices(
+    store: &dyn Store,
+    requester: &str,
+    target: &str,
+    device: Option<DeviceId>,
+) -> Result<Vec<(DeviceId, bool)>, crate::domain::DomainError> {
+    let fetched = kp::fetch(store, Caller::first_device(requester), target, device, &policy(), &unlimited)?;
+    Ok(fetched
+        .iter()
+        .map(|package| {
+            let info = quicprochat_core::ds::validate_key_package(&package.key_package).unwrap();
+            assert_eq!(info.device_id(), package.device_id, "served as the device that made it");
+            (package.device_id, package.last_resort)
+        })
+        .collect())
+}
+
+/// The stock of `username`'s device `queue` (its own session asking).
+fn device_stock(store: &dyn Store, username: &str, queue: &str) -> (u32, bool) {
+    let report = kp::stock(store, Caller { username, queue }, &policy()).unwrap();
+    (report.stock, report.has_last_resort)
+}
+
+#[test]
+fn each_device_has_its_own_key_packages_and_a_fetch_serves_one_per_device() {
+    let store = store();
+    // alice's first device uploads 3 packages and a last-resort one, her
+    // phone 2 of its own; bob fetches.
+    let alice = user(&store, "alice");
+    let bob = user(&store, "bob");
+    let (phone, phone_queue) = linked_device(&store, &alice);
+    let first_id = DeviceId::of_key(alice.client.identity().public_key());
+    let phone_id = DeviceId::of_key(phone.client.identity().public_key());
+    assert_eq!(device_stock(&store, "alice", "alice"), (3, true));
+    assert_eq!(device_stock(&store, "alice", &phone_queue), (2, false));
+    let at_login = device_login_outcome(&store, "alice", phone.client.identity()).unwrap().key_package_stock;
+    assert_eq!((at_login.count, at_login.has_last_resort), (2, false), "login reports the device's own stock");
+
+    // One package per device, in device order; one taken from each stock.
+    assert_eq!(fetch_devices(&store, "bob", "alice", None).unwrap(), [(first_id, false), (phone_id, false)]);
+    assert_eq!(device_stock(&store, "alice", "alice"), (2, true));
+    assert_eq!(device_stock(&store, "alice", &phone_queue), (1, false));
+
+    // Naming a device serves that device's only.
+    assert_eq!(fetch_devices(&store, "bob", "alice", Some(phone_id)).unwrap(), [(phone_id, false)]);
+    assert_eq!(device_stock(&store, "alice", "alice"), (2, true));
+    assert_eq!(device_stock(&store, "alice", &phone_queue), (0, false));
+    assert_status(fetch_devices(&store, "bob", "alice", Some(phone_id)), "NOT_FOUND", "no usable key package");
+    // A device with nothing left is skipped; the others still answer.
+    assert_eq!(fetch_devices(&store, "bob", "alice", None).unwrap(), [(first_id, false)]);
+
+    // A device id that is not a current device of alice's: NOT_FOUND, and
+    // nothing taken.
+    let bobs_device = DeviceId::of_key(bob.client.identity().public_key());
+    assert_status(fetch_devices(&store, "alice", "alice", Some(bobs_device)), "NOT_FOUND", "has no device");
+    assert_status(fetch_devices(&store, "bob", "alice", Some(DeviceId::of_key(&[1; 32]))), "NOT_FOUND", "no device");
+    assert_eq!(device_stock(&store, "alice", "alice"), (1, true));
+
+    // A removed device's packages are not served, even when named.
+    let more = phone.client.generate_key_packages(2).unwrap();
+    kp::upload(&store, Caller { username: "alice", queue: &phone_queue }, &more, None).unwrap();
+    assert!(matches!(store.remove_device("alice", &phone_id, NOW + 1).unwrap(), DeviceRemoval::Removed { .. }));
+    assert_status(fetch_devices(&store, "bob", "alice", Some(phone_id)), "NOT_FOUND", "has no device");
+    assert_eq!(fetch_devices(&store, "bob", "alice", None).unwrap(), [(first_id, false)], "the phone's are not");
+    assert_eq!(fetch_devices(&store, "bob", "alice", None).unwrap(), [(first_id, true)]);
+}
+
+#[test]
+fn a_fetch_of_every_device_adds_every_device() {
+    let store = store();
+    let alice = user(&store, "alice");
+    let bob = user(&store, "bob");
+    let (phone, phone_queue) = linked_device(&store, &alice);
+    let group_id = gid(3);
+    new_group(&store, &bob, &group_id);
+    // `add` fetches one package per device of alice's and adds them all:
+    // each package was served to bob, so the commit is accepted.
+    add(&store, &bob, &group_id, &[&alice], b"add-alice").unwrap();
+    for queue in ["alice", phone_queue.as_str()] {
+        let items = store.fetch(queue, 0, 10).unwrap().items;
+        assert!(items.iter().any(|item| item.kind == crate::storage::EntryKind::Welcome), "{queue} is welcomed");
+    }
+    phone.client.join_from_welcome(&store.fetch(&phone_queue, 0, 10).unwrap().items[0].payload).unwrap();
+}
+
+#[test]
+fn a_fetch_asks_the_last_resort_budget_once_and_serves_ordinary_packages_past_it() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let store = store();
+    let alice = bare_user(&store, "alice");
+    let _bob = user(&store, "bob");
+    let (phone, phone_queue) = linked_device(&store, &alice);
+    let phone_caller = Caller { username: "alice", queue: &phone_queue };
+    let last_resort = |client: &MlsClient| client.generate_last_resort_key_package().unwrap();
+    kp::upload(&store, Caller::first_device("alice"), &[], Some(&last_resort(&alice.client))).unwrap();
+    kp::upload(&store, phone_caller, &[], Some(&last_resort(&phone.client))).unwrap();
+    // The phone's two ordinary packages go first.
+    for _ in 0..2 {
+        kp::fetch(
+            &store,
+            Caller::first_device("bob"),
+            "alice",
+            Some(DeviceId::of_key(phone.client.identity().public_key())),
+            &policy(),
+            &unlimited,
+        )
+        .unwrap();
+    }
+
+    let asked = AtomicUsize::new(0);
+    let counting = || {
+        asked.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    };
+    let both = kp::fetch(&store, Caller::first_device("bob"), "alice", None, &policy(), &counting).unwrap();
+    assert_eq!(both.iter().map(|package| package.last_resort).collect::<Vec<_>>(), [true, true]);
+    assert_eq!(asked.load(Ordering::SeqCst), 1, "one fetch, one add of alice: the budget is asked once");
+
+    let spent =
+        || Err(crate::domain::DomainError::ResourceExhausted { message: "budget spent".into(), retry_after_ms: 5 });
+    assert_status(
+        kp::fetch(&store, Caller::first_device("bob"), "alice", None, &policy(), &spent),
+        "RESOURCE_EXHAUSTED",
+        "budget spent",
+    );
+    assert_status(
+        kp::fetch_last_resort(&store, Caller::first_device("bob"), "alice", None, &policy(), &spent),
+        "RESOURCE_EXHAUSTED",
+        "budget spent",
+    );
+    // Past the budget, a device with an ordinary package still answers.
+    let fresh = phone.client.generate_key_packages(1).unwrap();
+    kp::upload(&store, phone_caller, &fresh, None).unwrap();
+    let served = kp::fetch(&store, Caller::first_device("bob"), "alice", None, &policy(), &spent).unwrap();
+    assert_eq!(served.len(), 1);
+    assert_eq!((served[0].key_package.as_slice(), served[0].last_resort), (fresh[0].as_slice(), false));
+    assert_eq!(device_stock(&store, "alice", "alice"), (0, true), "the first device's last resort is kept");
+
+    // `fetch_last_resort` serves every device's last-resort package.
+    let kept =
+        kp::fetch_last_resort(&store, Caller::first_device("bob"), "alice", None, &policy(), &unlimited).unwrap();
+    assert_eq!(kept.len(), 2);
+    assert!(kept.iter().all(|package| package.last_resort));
+    assert_eq!(device_stock(&store, "alice", &phone_queue), (0, true));
 }

@@ -144,18 +144,12 @@ fn an_add_must_use_a_key_package_served_to_the_committer_once() {
     let request = commit_request(&first, &pending, b"add-bob-unserved");
     assert_status(finish(&alice, &first, submit(&store, "alice", &request, NOW)), "PERMISSION_DENIED", "not served");
     // Served to carol, used by alice.
-    let to_carol =
-        crate::domain::key_packages::fetch(&store, Caller::first_device("carol"), "bob", &policy(), &super::unlimited)
-            .unwrap()
-            .key_package;
+    let to_carol = super::fetch_one(&store, "carol", "bob", &policy(), &super::unlimited).unwrap().key_package;
     let pending = alice.client.add_members(&first, &[to_carol]).unwrap();
     let request = commit_request(&first, &pending, b"add-bob-carols");
     assert_status(finish(&alice, &first, submit(&store, "alice", &request, NOW)), "PERMISSION_DENIED", "not served");
     // Served to alice: used once, then no more (the same package in a second group).
-    let served =
-        crate::domain::key_packages::fetch(&store, Caller::first_device("alice"), "bob", &policy(), &super::unlimited)
-            .unwrap()
-            .key_package;
+    let served = super::fetch_one(&store, "alice", "bob", &policy(), &super::unlimited).unwrap().key_package;
     let pending = alice.client.add_members(&first, std::slice::from_ref(&served)).unwrap();
     let request = commit_request(&first, &pending, b"add-bob");
     assert_eq!(finish(&alice, &first, submit(&store, "alice", &request, NOW)).unwrap(), 1);
@@ -198,10 +192,7 @@ fn commit_rules_welcome_sender_and_epoch() {
     let group_id = gid(1);
     new_group(&store, &alice, &group_id);
 
-    let package =
-        crate::domain::key_packages::fetch(&store, Caller::first_device("alice"), "bob", &policy(), &super::unlimited)
-            .unwrap()
-            .key_package;
+    let package = super::fetch_one(&store, "alice", "bob", &policy(), &super::unlimited).unwrap().key_package;
     let pending = alice.client.add_members(&group_id, &[package]).unwrap();
     let mut request =
         SubmitCommit { group_id: &group_id, epoch: 0, commit: &pending.commit, welcome: None, message_id: b"c1" };
@@ -245,10 +236,7 @@ fn second_commit_of_an_epoch_is_stale() {
     drain(&store, &bob);
 
     // Both commit at epoch 1; alice's arrives first.
-    let package =
-        crate::domain::key_packages::fetch(&store, Caller::first_device("bob"), "dave", &policy(), &super::unlimited)
-            .unwrap()
-            .key_package;
+    let package = super::fetch_one(&store, "bob", "dave", &policy(), &super::unlimited).unwrap().key_package;
     let bob_pending = bob.client.add_members(&group_id, &[package]).unwrap();
     assert_eq!(add(&store, &alice, &group_id, &[&carol], b"add-carol").unwrap(), 2);
     let request = commit_request(&group_id, &bob_pending, b"add-dave");
@@ -310,15 +298,7 @@ fn an_accepted_commit_names_everyone_who_got_an_entry() {
     new_group(&store, &alice, &group_id);
     add(&store, &alice, &group_id, &[&bob], b"add-bob").unwrap();
 
-    let package = crate::domain::key_packages::fetch(
-        &store,
-        Caller::first_device("alice"),
-        "carol",
-        &policy(),
-        &super::unlimited,
-    )
-    .unwrap()
-    .key_package;
+    let package = super::fetch_one(&store, "alice", "carol", &policy(), &super::unlimited).unwrap().key_package;
     let pending = alice.client.add_members(&group_id, &[package]).unwrap();
     let request = commit_request(&group_id, &pending, b"add-carol");
     let views = ViewCache::default();

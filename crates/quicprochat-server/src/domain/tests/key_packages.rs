@@ -1,9 +1,9 @@
 //! Domain tests: key package upload, single-use fetch, last resort and stock.
 
-use super::{assert_status, client, policy, store, unlimited, user};
+use super::{assert_status, client, fetch_one, policy, store, unlimited, user};
 use crate::domain::commits::CommitPolicy;
 use crate::domain::devices::Caller;
-use crate::domain::key_packages::{fetch, fetch_last_resort, stock, upload, LOW_WATER, MAX_UPLOAD};
+use crate::domain::key_packages::{fetch_last_resort, stock, upload, LOW_WATER, MAX_UPLOAD};
 use crate::domain::DomainError;
 
 #[test]
@@ -16,14 +16,13 @@ fn upload_fetch_single_use_then_last_resort() {
 
     let mut served = Vec::new();
     for _ in 0..3 {
-        let package = fetch(&store, Caller::first_device(&bob.name), &alice.name, &policy(), &unlimited).unwrap();
+        let package = fetch_one(&store, &bob.name, &alice.name, &policy(), &unlimited).unwrap();
         assert!(!package.last_resort);
         assert!(!served.contains(&package.key_package), "never served twice");
         served.push(package.key_package);
     }
-    let first_last_resort = fetch(&store, Caller::first_device(&bob.name), &alice.name, &policy(), &unlimited).unwrap();
-    let second_last_resort =
-        fetch(&store, Caller::first_device(&bob.name), &alice.name, &policy(), &unlimited).unwrap();
+    let first_last_resort = fetch_one(&store, &bob.name, &alice.name, &policy(), &unlimited).unwrap();
+    let second_last_resort = fetch_one(&store, &bob.name, &alice.name, &policy(), &unlimited).unwrap();
     assert!(first_last_resort.last_resort && second_last_resort.last_resort);
     assert_eq!(first_last_resort.key_package, second_last_resort.key_package);
     let report = stock(&store, Caller::first_device("alice"), &policy()).unwrap();
@@ -33,16 +32,9 @@ fn upload_fetch_single_use_then_last_resort() {
     let fresh = alice.client.generate_key_packages(2).unwrap();
     let report = upload(&store, Caller::first_device(&alice.name), &fresh, None).unwrap();
     assert_eq!(report.stock, 2);
-    assert_eq!(
-        fetch(&store, Caller::first_device(&bob.name), &alice.name, &policy(), &unlimited).unwrap().key_package,
-        fresh[0]
-    );
+    assert_eq!(fetch_one(&store, &bob.name, &alice.name, &policy(), &unlimited).unwrap().key_package, fresh[0]);
 
-    assert_status(
-        fetch(&store, Caller::first_device(&bob.name), "nobody", &policy(), &unlimited),
-        "NOT_FOUND",
-        "nobody",
-    );
+    assert_status(fetch_one(&store, &bob.name, "nobody", &policy(), &unlimited), "NOT_FOUND", "nobody");
 }
 
 #[test]
@@ -51,27 +43,20 @@ fn the_last_resort_package_is_served_only_within_its_budget() {
     let alice = user(&store, "alice");
     let bob = user(&store, "bob");
     for _ in 0..3 {
-        fetch(&store, Caller::first_device(&bob.name), &alice.name, &policy(), &unlimited).unwrap();
+        fetch_one(&store, &bob.name, &alice.name, &policy(), &unlimited).unwrap();
     }
     let spent = || Err(DomainError::ResourceExhausted { message: "budget spent".into(), retry_after_ms: 5 });
+    assert_status(fetch_one(&store, &bob.name, &alice.name, &policy(), &spent), "RESOURCE_EXHAUSTED", "budget spent");
     assert_status(
-        fetch(&store, Caller::first_device(&bob.name), &alice.name, &policy(), &spent),
-        "RESOURCE_EXHAUSTED",
-        "budget spent",
-    );
-    assert_status(
-        fetch_last_resort(&store, Caller::first_device(&bob.name), &alice.name, &policy(), &spent),
+        fetch_last_resort(&store, Caller::first_device(&bob.name), &alice.name, None, &policy(), &spent),
         "RESOURCE_EXHAUSTED",
         "budget spent",
     );
     // An ordinary package never asks the budget.
     let fresh = alice.client.generate_key_packages(1).unwrap();
     upload(&store, Caller::first_device(&alice.name), &fresh, None).unwrap();
-    assert_eq!(
-        fetch(&store, Caller::first_device(&bob.name), &alice.name, &policy(), &spent).unwrap().key_package,
-        fresh[0]
-    );
-    assert!(fetch(&store, Caller::first_device(&bob.name), &alice.name, &policy(), &unlimited).unwrap().last_resort);
+    assert_eq!(fetch_one(&store, &bob.name, &alice.name, &policy(), &spent).unwrap().key_package, fresh[0]);
+    assert!(fetch_one(&store, &bob.name, &alice.name, &policy(), &unlimited).unwrap().last_resort);
 }
 
 #[test]
@@ -91,11 +76,7 @@ fn fetch_without_stock_is_not_found() {
         signature: &signature,
     };
     super::register_open(&store, "carol", carol_client.identity().public_key(), &proof, 0).unwrap();
-    assert_status(
-        fetch(&store, Caller::first_device(&bob.name), "carol", &policy(), &unlimited),
-        "NOT_FOUND",
-        "no usable key package",
-    );
+    assert_status(fetch_one(&store, &bob.name, "carol", &policy(), &unlimited), "NOT_FOUND", "no usable key package");
 }
 
 #[test]
@@ -149,7 +130,7 @@ fn packages_that_expire_too_soon_are_not_served() {
     let demanding = CommitPolicy { key_package_remaining_s: 85 * 24 * 3600, ..policy() };
     assert!(!stock(&store, Caller::first_device("alice"), &demanding).unwrap().has_last_resort);
     assert_status(
-        fetch(&store, Caller::first_device(&bob.name), &alice.name, &demanding, &unlimited),
+        fetch_one(&store, &bob.name, &alice.name, &demanding, &unlimited),
         "NOT_FOUND",
         "no usable key package",
     );
@@ -159,14 +140,11 @@ fn packages_that_expire_too_soon_are_not_served() {
         "the three ordinary ones were discarded"
     );
     assert_status(
-        fetch_last_resort(&store, Caller::first_device(&bob.name), &alice.name, &demanding, &unlimited),
+        fetch_last_resort(&store, Caller::first_device(&bob.name), &alice.name, None, &demanding, &unlimited),
         "NOT_FOUND",
         "no usable",
     );
     let fresh = alice.client.generate_key_packages(1).unwrap();
     upload(&store, Caller::first_device(&alice.name), &fresh, None).unwrap();
-    assert_eq!(
-        fetch(&store, Caller::first_device(&bob.name), &alice.name, &policy(), &unlimited).unwrap().key_package,
-        fresh[0]
-    );
+    assert_eq!(fetch_one(&store, &bob.name, &alice.name, &policy(), &unlimited).unwrap().key_package, fresh[0]);
 }

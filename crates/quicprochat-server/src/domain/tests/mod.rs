@@ -93,6 +93,20 @@ pub(super) fn policy() -> CommitPolicy {
     CommitPolicy::at(crate::clock::now_ms(), 30 * 24 * 3600)
 }
 
+/// [`kp::fetch`] by `requester`'s first device of the packages of every
+/// device of `target`, which must have answered with exactly one.
+pub(super) fn fetch_one(
+    store: &dyn Store,
+    requester: &str,
+    target: &str,
+    policy: &CommitPolicy,
+    budget: kp::LastResortBudget<'_>,
+) -> Result<kp::FetchedKeyPackage, DomainError> {
+    let mut fetched = kp::fetch(store, Caller::first_device(requester), target, None, policy, budget)?;
+    assert_eq!(fetched.len(), 1, "one device of {target} answered");
+    Ok(fetched.remove(0))
+}
+
 /// A last-resort budget that never runs out (key package fetches).
 pub(super) fn unlimited() -> Result<(), DomainError> {
     Ok(())
@@ -174,13 +188,13 @@ pub(super) fn add_with(
     invitees: &[&User],
     message_id: &[u8],
 ) -> Result<u64, DomainError> {
+    // One package per device of each invitee that has one.
     let packages: Vec<Vec<u8>> = invitees
         .iter()
-        .map(|invitee| {
-            kp::fetch(store, Caller::first_device(&committer.name), &invitee.name, &policy(), &unlimited)
-                .unwrap()
-                .key_package
+        .flat_map(|invitee| {
+            kp::fetch(store, Caller::first_device(&committer.name), &invitee.name, None, &policy(), &unlimited).unwrap()
         })
+        .map(|fetched| fetched.key_package)
         .collect();
     let pending = committer.client.add_members(group_id, &packages).unwrap();
     let request = commit_request(group_id, &pending, message_id);

@@ -64,12 +64,16 @@ pub(super) fn account_with_invite_is_atomic(store: &dyn Store) {
 
 pub(super) fn last_resort_read_keeps_stock(store: &dyn Store) {
     assert_eq!(store.create_account("alice", &KEY, 1).unwrap(), AccountCreation::Created);
-    assert_eq!(store.last_resort_key_package("alice").unwrap(), None);
-    assert_eq!(store.last_resort_key_package("nobody").unwrap(), None);
-    super::stored(store.add_key_packages("alice", &[super::kp(b"kp-1")], Some(&super::kp(b"last")), 1000).unwrap());
-    assert_eq!(store.last_resort_key_package("alice").unwrap().as_deref(), Some(&b"last"[..]));
-    assert_eq!(store.last_resort_key_package("alice").unwrap().as_deref(), Some(&b"last"[..]));
-    let stock = store.key_package_stock("alice").unwrap();
+    assert_eq!(store.last_resort_key_package("alice", &super::first_device()).unwrap(), None);
+    assert_eq!(store.last_resort_key_package("nobody", &super::first_device()).unwrap(), None);
+    super::stored(
+        store
+            .add_key_packages("alice", &super::first_device(), &[super::kp(b"kp-1")], Some(&super::kp(b"last")), 1000)
+            .unwrap(),
+    );
+    assert_eq!(store.last_resort_key_package("alice", &super::first_device()).unwrap().as_deref(), Some(&b"last"[..]));
+    assert_eq!(store.last_resort_key_package("alice", &super::first_device()).unwrap().as_deref(), Some(&b"last"[..]));
+    let stock = store.key_package_stock("alice", &super::first_device()).unwrap();
     assert_eq!((stock.count, stock.has_last_resort), (1, true), "reading the last resort consumed nothing");
 }
 
@@ -133,25 +137,29 @@ pub(super) fn devices_are_added_and_removed(store: &dyn Store) {
     store.enqueue(&message(b"m2"), std::slice::from_ref(&queue)).unwrap();
     assert_eq!(store.queue_depth(&queue).unwrap(), 2);
 
-    // Key packages of both devices; the phone's last-resort one is the account's.
-    let package = |name: &[u8], key: &[u8; 32]| NewKeyPackage {
-        data: name.to_vec(),
-        init_key: [b"init-", name].concat(),
-        device_id: DeviceId::of_key(key),
-    };
-    let packages = [package(b"first-1", &KEY), package(b"phone-1", &phone_key), package(b"phone-2", &phone_key)];
-    store.add_key_packages("alice", &packages, Some(&package(b"phone-lr", &phone_key)), 1000).unwrap();
-    assert_eq!(store.key_package_stock("alice").unwrap(), KeyPackageStock { count: 3, has_last_resort: true });
+    // Key packages of both devices, each in its own stock.
+    let package = |name: &[u8]| NewKeyPackage { data: name.to_vec(), init_key: [b"init-", name].concat() };
+    let (first_id, phone_id) = (DeviceId::of_key(&KEY), DeviceId::of_key(&phone_key));
+    let first_packages = [package(b"first-1")];
+    super::stored(store.add_key_packages("alice", &first_id, &first_packages, None, 1000).unwrap());
+    let phone_packages = [package(b"phone-1"), package(b"phone-2")];
+    let phone_last_resort = package(b"phone-lr");
+    super::stored(store.add_key_packages("alice", &phone_id, &phone_packages, Some(&phone_last_resort), 1000).unwrap());
+    assert_eq!(
+        store.key_package_stock("alice", &phone_id).unwrap(),
+        KeyPackageStock { count: 2, has_last_resort: true }
+    );
 
     // Removal drops the queue and the bodies only it held; the removed
     // device receives nothing more, and a removed device frees its slot.
-    let phone_id = DeviceId::of_key(&phone_key);
     assert_eq!(store.remove_device("alice", &phone_id, 4).unwrap(), DeviceRemoval::Removed { queue: queue.clone() });
     assert_eq!(store.remove_device("alice", &phone_id, 5).unwrap(), DeviceRemoval::NotFound, "once");
+    assert_eq!(store.key_package_stock("alice", &phone_id).unwrap(), KeyPackageStock::default(), "its packages went");
+    assert_eq!(store.take_key_package("alice", &phone_id).unwrap(), None, "its last-resort one too");
     assert_eq!(
-        store.key_package_stock("alice").unwrap(),
+        store.key_package_stock("alice", &first_id).unwrap(),
         KeyPackageStock { count: 1, has_last_resort: false },
-        "its key packages went with it"
+        "the other device keeps its own"
     );
     assert_eq!(store.queue_depth(&queue).unwrap(), 0);
     assert_eq!(store.stored_message_count().unwrap(), 1, "m1 stays for alice's first device");

@@ -277,15 +277,17 @@ pub(super) fn set_disabled(connection: &Connection, username: &str, disabled: bo
 pub(super) fn add_key_packages(
     connection: &Connection,
     username: &str,
+    device_id: &DeviceId,
     key_packages: &[NewKeyPackage],
     last_resort: Option<&NewKeyPackage>,
     max_stock: u64,
 ) -> Result<KeyPackagesAdded, StoreError> {
     const OPERATION: &str = "add_key_packages";
     require_account(connection, username, OPERATION)?;
+    let device = device_id.as_bytes().as_slice();
     // The cap is checked in the transaction that inserts: concurrent
     // uploads cannot take the stock past it together.
-    let stock = key_package_stock(connection, username, OPERATION)?;
+    let stock = key_package_stock(connection, username, device_id, OPERATION)?;
     if stock.count.saturating_add(key_packages.len() as u64) > max_stock {
         return Ok(KeyPackagesAdded::StockFull { count: stock.count });
     }
@@ -294,13 +296,13 @@ pub(super) fn add_key_packages(
     let mut in_use = connection
         .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM key_packages WHERE init_key = ?1
-                            AND NOT (?2 AND username = ?3 AND last_resort = 1))",
+                            AND NOT (?2 AND username = ?3 AND device_id = ?4 AND last_resort = 1))",
         )
         .during(OPERATION)?;
     let mut seen = std::collections::HashSet::new();
     for new in key_packages.iter().chain(last_resort) {
         let stored: bool = in_use
-            .query_row(params![new.init_key, last_resort.is_some(), username], |row| row.get(0))
+            .query_row(params![new.init_key, last_resort.is_some(), username, device], |row| row.get(0))
             .during(OPERATION)?;
         if stored || !seen.insert(new.init_key.as_slice()) {
             return Ok(KeyPackagesAdded::InitKeyInUse);
@@ -313,30 +315,35 @@ pub(super) fn add_key_packages(
         .during(OPERATION)?;
     if let Some(last_resort) = last_resort {
         connection
-            .prepare_cached("DELETE FROM key_packages WHERE username = ?1 AND last_resort = 1")
-            .and_then(|mut statement| statement.execute(params![username]))
+            .prepare_cached("DELETE FROM key_packages WHERE username = ?1 AND device_id = ?2 AND last_resort = 1")
+            .and_then(|mut statement| statement.execute(params![username, device]))
             .during(OPERATION)?;
-        let device = last_resort.device_id.as_bytes().as_slice();
         insert.execute(params![username, last_resort.data, true, last_resort.init_key, device]).during(OPERATION)?;
     }
     for new in key_packages {
-        insert
-            .execute(params![username, new.data, false, new.init_key, new.device_id.as_bytes().as_slice()])
-            .during(OPERATION)?;
+        insert.execute(params![username, new.data, false, new.init_key, device]).during(OPERATION)?;
     }
-    key_package_stock(connection, username, OPERATION).map(KeyPackagesAdded::Stored)
+    key_package_stock(connection, username, device_id, OPERATION).map(KeyPackagesAdded::Stored)
 }
 
-pub(super) fn take_key_package(connection: &Connection, username: &str) -> Result<Option<TakenKeyPackage>, StoreError> {
+pub(super) fn take_key_package(
+    connection: &Connection,
+    username: &str,
+    device_id: &DeviceId,
+) -> Result<Option<TakenKeyPackage>, StoreError> {
     const OPERATION: &str = "take_key_package";
     // Ordinary packages (last_resort = 0) sort first, oldest first.
     let oldest: Option<(i64, Vec<u8>, bool)> = connection
         .prepare_cached(
-            "SELECT id, data, last_resort FROM key_packages WHERE username = ?1
+            "SELECT id, data, last_resort FROM key_packages WHERE username = ?1 AND device_id = ?2
              ORDER BY last_resort, id LIMIT 1",
         )
         .and_then(|mut statement| {
-            statement.query_row(params![username], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))).optional()
+            statement
+                .query_row(params![username, device_id.as_bytes().as_slice()], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })
+                .optional()
         })
         .during(OPERATION)?;
     let Some((id, key_package, last_resort)) = oldest else {
@@ -351,25 +358,32 @@ pub(super) fn take_key_package(connection: &Connection, username: &str) -> Resul
     Ok(Some(TakenKeyPackage { key_package, last_resort }))
 }
 
-pub(super) fn last_resort_key_package(connection: &Connection, username: &str) -> Result<Option<Vec<u8>>, StoreError> {
+pub(super) fn last_resort_key_package(
+    connection: &Connection,
+    username: &str,
+    device_id: &DeviceId,
+) -> Result<Option<Vec<u8>>, StoreError> {
     connection
-        .prepare_cached("SELECT data FROM key_packages WHERE username = ?1 AND last_resort = 1")
-        .and_then(|mut statement| statement.query_row(params![username], |row| row.get(0)).optional())
+        .prepare_cached("SELECT data FROM key_packages WHERE username = ?1 AND device_id = ?2 AND last_resort = 1")
+        .and_then(|mut statement| {
+            statement.query_row(params![username, device_id.as_bytes().as_slice()], |row| row.get(0)).optional()
+        })
         .during("last_resort_key_package")
 }
 
 pub(super) fn key_package_stock(
     connection: &Connection,
     username: &str,
+    device_id: &DeviceId,
     operation: &'static str,
 ) -> Result<KeyPackageStock, StoreError> {
     connection
         .prepare_cached(
             "SELECT COALESCE(SUM(last_resort = 0), 0), COALESCE(MAX(last_resort), 0)
-             FROM key_packages WHERE username = ?1",
+             FROM key_packages WHERE username = ?1 AND device_id = ?2",
         )
         .and_then(|mut statement| {
-            statement.query_row(params![username], |row| {
+            statement.query_row(params![username, device_id.as_bytes().as_slice()], |row| {
                 Ok(KeyPackageStock { count: row.get(0)?, has_last_resort: row.get(1)? })
             })
         })

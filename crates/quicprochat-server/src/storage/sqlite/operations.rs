@@ -124,17 +124,18 @@ impl<A: Access> Store for A {
     fn add_key_packages(
         &self,
         username: &str,
+        device_id: &DeviceId,
         key_packages: &[NewKeyPackage],
         last_resort: Option<&NewKeyPackage>,
         max_stock: u64,
     ) -> Result<KeyPackagesAdded, StoreError> {
         self.write("add_key_packages", |tx| {
-            accounts::add_key_packages(tx, username, key_packages, last_resort, max_stock)
+            accounts::add_key_packages(tx, username, device_id, key_packages, last_resort, max_stock)
         })
     }
 
-    fn take_key_package(&self, username: &str) -> Result<Option<TakenKeyPackage>, StoreError> {
-        self.write("take_key_package", |tx| accounts::take_key_package(tx, username))
+    fn take_key_package(&self, username: &str, device_id: &DeviceId) -> Result<Option<TakenKeyPackage>, StoreError> {
+        self.write("take_key_package", |tx| accounts::take_key_package(tx, username, device_id))
     }
 
     fn record_served(&self, served: &KeyPackageServed, forget_before_ms: u64) -> Result<(), StoreError> {
@@ -145,12 +146,12 @@ impl<A: Access> Store for A {
         self.query(|connection| accounts::was_served(connection, requester, init_key))
     }
 
-    fn last_resort_key_package(&self, username: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.query(|connection| accounts::last_resort_key_package(connection, username))
+    fn last_resort_key_package(&self, username: &str, device_id: &DeviceId) -> Result<Option<Vec<u8>>, StoreError> {
+        self.query(|connection| accounts::last_resort_key_package(connection, username, device_id))
     }
 
-    fn key_package_stock(&self, username: &str) -> Result<KeyPackageStock, StoreError> {
-        self.query(|connection| accounts::key_package_stock(connection, username, "key_package_stock"))
+    fn key_package_stock(&self, username: &str, device_id: &DeviceId) -> Result<KeyPackageStock, StoreError> {
+        self.query(|connection| accounts::key_package_stock(connection, username, device_id, "key_package_stock"))
     }
 
     fn create_group(&self, group: &NewGroup) -> Result<GroupCreation, StoreError> {

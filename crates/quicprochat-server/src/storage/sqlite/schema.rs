@@ -201,6 +201,17 @@ INSERT INTO group_devices (group_id, device) SELECT group_id, username FROM grou
 ALTER TABLE key_packages ADD COLUMN device_id BLOB;
 UPDATE key_packages SET device_id = (SELECT device_id FROM devices WHERE devices.queue = key_packages.username);
 "#,
+    r#"
+-- Version 10: key packages are per device. Every device of an account has
+-- a stock of its own and a last-resort package of its own, and a fetch
+-- serves one package per device. Every package so far stays with the
+-- device version 9 gave it (the first device's, for those stored before).
+DROP INDEX key_packages_one_last_resort;
+CREATE UNIQUE INDEX key_packages_one_last_resort
+    ON key_packages(username, device_id) WHERE last_resort = 1;
+DROP INDEX key_packages_by_owner;
+CREATE INDEX key_packages_by_owner ON key_packages(username, device_id, last_resort, id);
+"#,
 ];
 
 /// A migration's step in Rust, run in its transaction after its SQL.
@@ -268,7 +279,10 @@ pub(super) fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::storage::{CommitResult, CommitWrite, EntryKind, Fanout, InviteUse, NewMessage, SqliteStore, Store};
+    use crate::storage::{
+        CommitResult, CommitWrite, EntryKind, Fanout, InviteUse, KeyPackageStock, KeyPackagesAdded, NewKeyPackage,
+        NewMessage, SqliteStore, Store,
+    };
 
     /// The crash tests (`kill -9`) cannot see a missing fsync: the page cache
     /// survives a killed process. This pins the settings that make a commit
@@ -350,6 +364,98 @@ mod tests {
         assert_eq!(store.stored_message_count().unwrap(), 1, "alice still holds the new one");
     }
 
+    /// A database written by a version-9 server (one key package stock and
+    /// one last-resort package per account, each package marked with its
+    /// device) opens with a stock per device: the first device keeps
+    /// serving the packages it had, its last-resort one included, and
+    /// another device may now have a last-resort package of its own.
+    #[test]
+    fn version_9_database_keeps_serving_the_first_devices_key_packages() {
+        use quicprochat_core::DeviceId;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qpc.db");
+        let (alice_key, phone_key) = ([1u8; 32], [2u8; 32]);
+        let (first, phone) = (DeviceId::of_key(&alice_key), DeviceId::of_key(&phone_key));
+        {
+            let mut connection = Connection::open(&path).unwrap();
+            let transaction = connection.transaction().unwrap();
+            for migration in &MIGRATIONS[..9] {
+                transaction.execute_batch(migration).unwrap();
+            }
+            transaction.pragma_update(None, "user_version", 9).unwrap();
+            transaction.commit().unwrap();
+            connection
+                .execute(
+                    "INSERT INTO accounts (username, identity_key, created_at_ms) VALUES ('alice', ?1, 5)",
+                    rusqlite::params![alice_key.as_slice()],
+                )
+                .unwrap();
+            let phone_queue = format!("alice#{phone}");
+            for (queue, device_id, key, certificate) in
+                [("alice", first, alice_key, None), (phone_queue.as_str(), phone, phone_key, Some(vec![9u8; 64]))]
+            {
+                connection
+                    .execute(
+                        "INSERT INTO devices (queue, username, device_id, device_key, certificate, label, created_at_ms)
+                         VALUES (?1, 'alice', ?2, ?3, ?4, 'device', 5)",
+                        rusqlite::params![queue, device_id.as_bytes().as_slice(), key.as_slice(), certificate],
+                    )
+                    .unwrap();
+            }
+            for (data, last_resort, device_id) in
+                [("kp1", false, first), ("lr", true, first), ("p1", false, phone), ("kp2", false, first)]
+            {
+                connection
+                    .execute(
+                        "INSERT INTO key_packages (username, data, last_resort, init_key, device_id)
+                         VALUES ('alice', ?1, ?2, ?3, ?4)",
+                        rusqlite::params![
+                            data.as_bytes(),
+                            last_resort,
+                            format!("init-{data}").as_bytes(),
+                            device_id.as_bytes().as_slice()
+                        ],
+                    )
+                    .unwrap();
+            }
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            store.key_package_stock("alice", &first).unwrap(),
+            KeyPackageStock { count: 2, has_last_resort: true }
+        );
+        assert_eq!(
+            store.key_package_stock("alice", &phone).unwrap(),
+            KeyPackageStock { count: 1, has_last_resort: false }
+        );
+        let take = |device: &DeviceId| {
+            let taken = store.take_key_package("alice", device).unwrap().unwrap();
+            (String::from_utf8(taken.key_package).unwrap(), taken.last_resort)
+        };
+        assert_eq!(take(&first), ("kp1".to_owned(), false), "oldest first, as before");
+        assert_eq!(take(&first), ("kp2".to_owned(), false));
+        assert_eq!(take(&first), ("lr".to_owned(), true));
+        assert_eq!(take(&first), ("lr".to_owned(), true), "the last-resort package is kept");
+        assert_eq!(take(&phone), ("p1".to_owned(), false));
+        assert_eq!(store.take_key_package("alice", &phone).unwrap(), None);
+        // One last-resort package per device now, not per account.
+        let phone_last_resort = NewKeyPackage { data: b"p-lr".to_vec(), init_key: b"init-p-lr".to_vec() };
+        let added = store.add_key_packages("alice", &phone, &[], Some(&phone_last_resort), 1000).unwrap();
+        assert_eq!(added, KeyPackagesAdded::Stored(KeyPackageStock { count: 0, has_last_resort: true }));
+        assert_eq!(store.last_resort_key_package("alice", &first).unwrap().as_deref(), Some(&b"lr"[..]));
+        assert_eq!(store.last_resort_key_package("alice", &phone).unwrap().as_deref(), Some(&b"p-lr"[..]));
+        drop(store);
+        let connection = Connection::open(&path).unwrap();
+        let owner_index: Vec<String> = connection
+            .prepare("SELECT name FROM pragma_index_info('key_packages_by_owner') ORDER BY seqno")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(owner_index, ["username", "device_id", "last_resort", "id"]);
+    }
+
     /// A database written by a version-1 server (before invites, init keys
     /// and group logs) opens, keeps its accounts and groups (each stored
     /// view becomes the group's snapshot, with an empty log) and gains the
@@ -413,7 +519,7 @@ mod tests {
         let connection = Connection::open(&path).unwrap();
         let version: usize = connection.query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
         assert_eq!(version, MIGRATIONS.len());
-        assert_eq!(version, 9);
+        assert_eq!(version, 10);
         let expiry_index: i64 = connection
             .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'message_ids_by_row'", [], |row| row.get(0))
             .unwrap();

@@ -1,6 +1,7 @@
 //! Catalogue: key package uploads and fetches that must be refused —
 //! garbage, bad signatures, foreign owners, wrong slots, a ciphersuite the
-//! server does not allow, lifetimes outside now, and reused init keys.
+//! server does not allow, lifetimes outside now, reused init keys, and
+//! fetches naming a device id of the wrong length or of another account.
 
 use openmls::prelude::tls_codec::Serialize;
 use openmls::prelude::{BasicCredential, Ciphersuite, CredentialWithKey, KeyPackage, Lifetime};
@@ -145,6 +146,38 @@ async fn key_packages_catalogue() {
         .case("key package of an unknown user", rpc, Outcome::Status(Status::NotFound), Connection::Survives, outcome)
         .await;
 
+    // A fetch naming a device: the id must be 8 bytes, and a device of the
+    // user asked for. Bob's packages stay where they are.
+    let fetch_bob_device = |device_id: Vec<u8>| async move {
+        Outcome::of(
+            rpc.call::<_, v1::FetchKeyPackageResponse>(
+                Method::FetchKeyPackage,
+                &v1::FetchKeyPackageRequest { username: "bob".into(), device_id: device_id.into() },
+            )
+            .await,
+        )
+    };
+    let bob_packages = bob_mls.generate_key_packages(1).expect("kp");
+    assert_eq!(upload(&bob_rpc, bob_packages, vec![]).await, Outcome::Served);
+    for length in [1, 7, 9, 32] {
+        let outcome = fetch_bob_device(vec![0xb0; length]);
+        let name = format!("key package fetch naming a device id of {length} bytes");
+        bench.case(&name, rpc, invalid.clone(), Connection::Survives, outcome).await;
+    }
+    let alices_device = quicprochat_core::DeviceId::of_key(alice.public_key());
+    let outcome = fetch_bob_device(alices_device.as_bytes().to_vec());
+    bench
+        .case(
+            "key package fetch naming another account's device",
+            rpc,
+            Outcome::Status(Status::NotFound),
+            Connection::Survives,
+            outcome,
+        )
+        .await;
+    let bobs_device = quicprochat_core::DeviceId::of_key(bob.public_key());
+    assert_eq!(fetch_bob_device(bobs_device.as_bytes().to_vec()).await, Outcome::Served, "bob's package was kept");
+
     // Bob drains alice's one ordinary package, then takes her last-resort
     // package as often as one requester may (each lets him add her once).
     let last_resort = alice_mls.generate_last_resort_key_package().expect("kp");
@@ -172,7 +205,7 @@ async fn key_packages_catalogue() {
         )
         .await;
 
-    assert_eq!(bench.cases(), 13);
+    assert_eq!(bench.cases(), 18);
 }
 
 /// `rate_limits.last_resort_per_pair.burst` by default.
