@@ -288,6 +288,12 @@ impl Inner {
         Ok(outcome)
     }
 
+    /// Makes the next open reconcile every group, whether or not the
+    /// account's devices changed (a group was made without our other devices).
+    pub(crate) fn reconcile_at_next_open(&self) -> Result<(), SdkError> {
+        Ok(self.store.set_meta(RECONCILED_DEVICES, 0)?)
+    }
+
     /// At open: [`Inner::reconcile_devices`] when the account's devices
     /// changed since the last complete one (one `ListDevices` call otherwise).
     pub(crate) async fn reconcile_devices_if_changed(&mut self) -> Result<(), SdkError> {

@@ -149,6 +149,9 @@ impl Inner {
             let group_id = rebuilt.group_id.clone();
             self.submit_commit_with_retry(&rebuilt, |mls| mls.add_members(&group_id, &packages).map(Some)).await?;
         }
+        // Our other devices join it at the next open (not from here: adding
+        // them commits, and a commit may sync, which may rebuild).
+        self.reconcile_at_next_open()?;
         tracing::info!(group = %broken_group.name, culprit = %broken.culprit, "rebuilt a broken group");
         Ok(())
     }
