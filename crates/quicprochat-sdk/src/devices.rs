@@ -16,7 +16,7 @@ use quicprochat_core::{DeviceId, Identity};
 use quicprochat_proto::{v1, Method, Status};
 use quicprochat_rpc::{PinnedServer, RpcClient};
 
-use crate::client::{ClientOptions, Inner, QpcClient};
+use crate::client::{ClientOptions, Inner, Local, QpcClient};
 use crate::local_store::Conversation;
 use crate::profile::{LinkedDevice, Profile};
 use crate::{now_ms, SdkError};
@@ -29,7 +29,8 @@ fn devices_digest(devices: &[DeviceId]) -> u64 {
     devices.iter().fold(1, |digest, device| digest.wrapping_add(u64::from_be_bytes(*device.as_bytes())))
 }
 
-/// How often the approving device asks whether the new device is online.
+/// How often the approving device asks whether the new device is online
+/// (and how long the new device pauses after a failed wait).
 const KEY_PACKAGE_POLL: Duration = Duration::from_millis(200);
 
 /// One device of the account, as `device list` shows it.
@@ -288,12 +289,6 @@ impl Inner {
         Ok(outcome)
     }
 
-    /// Makes the next open reconcile every group, whether or not the
-    /// account's devices changed (a group was made without our other devices).
-    pub(crate) fn reconcile_at_next_open(&self) -> Result<(), SdkError> {
-        Ok(self.store.set_meta(RECONCILED_DEVICES, 0)?)
-    }
-
     /// At open: [`Inner::reconcile_devices`] when the account's devices
     /// changed since the last complete one (one `ListDevices` call otherwise).
     pub(crate) async fn reconcile_devices_if_changed(&mut self) -> Result<(), SdkError> {
@@ -398,6 +393,15 @@ impl Inner {
     }
 }
 
+impl Local {
+    /// Makes the next open reconcile every group, whether or not the
+    /// account's devices changed: a group was joined or made, perhaps
+    /// without every device of ours (one had no key package then).
+    pub(crate) fn reconcile_at_next_open(&self) -> Result<(), SdkError> {
+        Ok(self.store.set_meta(RECONCILED_DEVICES, 0)?)
+    }
+}
+
 /// Asks the relay until the link is approved or `wait` is over.
 async fn wait_for_approval(rpc: &RpcClient, code: &LinkCode, wait: Duration) -> Result<v1::LinkWaitResponse, SdkError> {
     let started = now_ms();
@@ -410,9 +414,13 @@ async fn wait_for_approval(rpc: &RpcClient, code: &LinkCode, wait: Duration) -> 
         }
         match rpc.call::<_, v1::LinkWaitResponse>(Method::LinkWait, &request).await {
             Ok(response) if response.approved => return Ok(response),
+            // The server held the request as long as it would: ask again.
             Ok(_) => {}
             Err(error) if error.status() == Some(Status::NotFound) => return Err(not_approved()),
-            Err(error) if error.is_retryable() => tracing::debug!(%error, "waiting for the link's approval"),
+            Err(error) if error.is_retryable() => {
+                tracing::debug!(%error, "waiting for the link's approval");
+                tokio::time::sleep(KEY_PACKAGE_POLL).await;
+            }
             Err(error) => return Err(error.into()),
         }
     }

@@ -128,6 +128,9 @@ impl Local {
             )));
         }
         self.pin_roster(&joined)?;
+        // Whoever added us may have found another device of ours without a
+        // key package: the next open adds what is missing.
+        self.reconcile_at_next_open()?;
         let conversation = self.record_joined(entry, &joined)?;
         self.store.mark_unverified(&conversation.group_id, self.mls.epoch(&joined)?)?;
         Ok(EntryEffect::Joined)
