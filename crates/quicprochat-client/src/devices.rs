@@ -68,13 +68,15 @@ pub(crate) async fn run(client: &QpcClient, command: DeviceCommand, json: bool) 
                     (true, true) => "  (this device)",
                     (false, true) => "",
                 };
+                // A label comes from the server: shown without control characters.
+                let label: String = device.label.chars().map(|c| if c.is_control() { '?' } else { c }).collect();
                 print_result(
                     json,
-                    json!({ "id": device.id, "label": device.label, "created_at": device.created_at_ms, "current": device.current, "certified": device.certified }),
+                    json!({ "id": device.id, "label": label, "created_at": device.created_at_ms, "current": device.current, "certified": device.certified }),
                     &format!(
                         "{}  {}  linked {} {}{marks}",
                         device.id,
-                        device.label,
+                        label,
                         date(device.created_at_ms),
                         clock(device.created_at_ms)
                     ),

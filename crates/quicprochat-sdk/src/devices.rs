@@ -23,15 +23,23 @@ use crate::{now_ms, SdkError};
 
 /// The `meta` key of the device set groups were last brought in step with.
 const RECONCILED_DEVICES: &str = "reconciled_devices";
+/// The `meta` counter of requests for a reconcile at the next open.
+const RECONCILE_REQUESTS: &str = "reconcile_requests";
 
-/// A digest of a set of device ids (any order), to notice that it changed.
+/// A digest of a set of device ids (any order), to notice that it changed
+/// (never 0, the value that asks for a reconcile).
 fn devices_digest(devices: &[DeviceId]) -> u64 {
-    devices.iter().fold(1, |digest, device| digest.wrapping_add(u64::from_be_bytes(*device.as_bytes())))
+    use std::hash::{Hash, Hasher};
+    let mut sorted = devices.to_vec();
+    sorted.sort();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    sorted.hash(&mut hasher);
+    hasher.finish().max(1)
 }
 
-/// How often the approving device asks whether the new device is online
-/// (and how long the new device pauses after a failed wait).
-const KEY_PACKAGE_POLL: Duration = Duration::from_millis(200);
+/// How often the approving device asks whether the new device is online,
+/// and the new device at most asks whether it was approved.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// One device of the account, as `device list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,7 +147,7 @@ impl QpcClient {
     /// account key (the account's first device) holds that key.
     pub async fn approve_device(&self, code: &str, wait: Duration) -> Result<LinkApproved, SdkError> {
         let code = LinkCode::parse(code.trim())?;
-        let mut inner = self.inner.lock().await;
+        let inner = self.inner.lock().await;
         if inner.mls.identity().public_key() != inner.account_key.as_slice() {
             return Err(SdkError::InvalidInput(
                 "only the account's first device holds the account key that certifies devices; approve there".into(),
@@ -174,18 +182,54 @@ impl QpcClient {
         let sealed = seal_bundle(&code, &relayed, &bundle)?;
         let approve = v1::LinkApproveRequest { link_id: code.link_id.to_vec().into(), sealed: sealed.into() };
         let _: v1::LinkApproveResponse = inner.rpc().call(Method::LinkApprove, &approve).await?;
+        drop(inner);
+        // Approved: from here on nothing fails the approval; what could not
+        // be done yet is `pending` (the next open of any device retries).
         let device = DeviceId::of_key(&relayed.device_key);
         let mut fetched = HashMap::new();
-        if let Some(package) = inner.wait_for_key_package(device, wait).await {
+        if let Some(package) = self.wait_for_key_package(device, wait).await {
             fetched.insert(device, package);
         }
-        let outcome = inner.reconcile_devices(fetched).await?;
+        let mut inner = self.inner.lock().await;
+        let outcome = match inner.reconcile_devices(fetched).await {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                tracing::warn!(%error, "the new device is approved; its groups wait for the next reconcile");
+                Reconciled { pending: 1, ..Reconciled::default() }
+            }
+        };
         Ok(LinkApproved {
             device: device.to_hex(),
             label: relayed.label,
             groups: outcome.added,
             pending: outcome.pending,
         })
+    }
+
+    /// Waits (up to `wait`) until `device` of our account has uploaded key
+    /// packages, and returns the one fetched to find out (the first group
+    /// uses it). `None` when it did not come online in time: the groups it
+    /// misses are added on a later reconcile. The client is not locked
+    /// between two tries.
+    async fn wait_for_key_package(&self, device: DeviceId, wait: Duration) -> Option<Vec<u8>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let fetched = {
+                let mut inner = self.inner.lock().await;
+                let username = inner.username.clone();
+                inner.fetch_key_packages(&username, Some(device)).await
+            };
+            match fetched {
+                Ok(mut fetched) => return fetched.pop(),
+                Err(error) if error.status() == Some(Status::NotFound) => {}
+                Err(error) => tracing::debug!(%error, "waiting for the new device's key packages"),
+            }
+            if tokio::time::Instant::now() + POLL_INTERVAL > deadline {
+                tracing::info!(%device, "the new device did not come online in time; its groups wait");
+                return None;
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
     }
 
     /// This device's id (16 hex digits), as `device list` shows it.
@@ -214,7 +258,14 @@ impl QpcClient {
         }
         let request = v1::RemoveDeviceRequest { device_id: device.as_bytes().to_vec().into() };
         let _: v1::RemoveDeviceResponse = inner.rpc().call(Method::RemoveDevice, &request).await?;
-        Ok(inner.reconcile_devices(HashMap::new()).await?.removed)
+        // Kept here, whatever the server lists later: a removed device is
+        // never added back by this device, and its leaves go now.
+        inner.store.note_removed_device(device.as_bytes(), now_ms())?;
+        let outcome = inner.reconcile_devices(HashMap::new()).await?;
+        if outcome.pending > 0 {
+            tracing::warn!(pending = outcome.pending, "some groups still hold the removed device");
+        }
+        Ok(outcome.removed)
     }
 }
 
@@ -251,27 +302,6 @@ impl Inner {
             .collect())
     }
 
-    /// Waits (up to `wait`) until `device` of our account has uploaded key
-    /// packages, and returns the one fetched to find out (the first group
-    /// uses it). `None` when it did not come online in time: the groups it
-    /// misses are added on a later reconcile.
-    async fn wait_for_key_package(&mut self, device: DeviceId, wait: Duration) -> Option<Vec<u8>> {
-        let deadline = tokio::time::Instant::now() + wait;
-        let username = self.username.clone();
-        loop {
-            match self.fetch_key_packages(&username, Some(device)).await {
-                Ok(mut fetched) => return fetched.pop(),
-                Err(error) if error.status() == Some(Status::NotFound) => {}
-                Err(error) => tracing::debug!(%error, "waiting for the new device's key packages"),
-            }
-            if tokio::time::Instant::now() + KEY_PACKAGE_POLL > deadline {
-                tracing::info!(%device, "the new device did not come online in time; its groups wait");
-                return None;
-            }
-            tokio::time::sleep(KEY_PACKAGE_POLL).await;
-        }
-    }
-
     /// Brings every active group in step with the account's devices: adds
     /// each current device of ours that is not a leaf (one commit per
     /// group, all missing devices at once) and removes the leaves of our
@@ -282,11 +312,19 @@ impl Inner {
         fetched: HashMap<DeviceId, Vec<u8>>,
     ) -> Result<Reconciled, SdkError> {
         let current = self.current_devices().await?;
+        let requested = self.store.meta(RECONCILE_REQUESTS)?;
         let outcome = self.reconcile_with(&current, fetched).await?;
-        if outcome.pending == 0 {
-            self.store.set_meta(RECONCILED_DEVICES, devices_digest(&current))?;
-        }
+        self.note_reconciled(&current, &outcome, requested)?;
         Ok(outcome)
+    }
+
+    /// Records a complete reconcile of `current`, unless something is left
+    /// or a new one was asked for while it ran (a group joined meanwhile).
+    fn note_reconciled(&self, current: &[DeviceId], outcome: &Reconciled, requested: u64) -> Result<(), SdkError> {
+        if outcome.pending == 0 && self.store.meta(RECONCILE_REQUESTS)? == requested {
+            self.store.set_meta(RECONCILED_DEVICES, devices_digest(current))?;
+        }
+        Ok(())
     }
 
     /// At open: [`Inner::reconcile_devices`] when the account's devices
@@ -296,30 +334,37 @@ impl Inner {
         if self.store.meta(RECONCILED_DEVICES)? == devices_digest(&current) {
             return Ok(());
         }
+        let requested = self.store.meta(RECONCILE_REQUESTS)?;
         let outcome = self.reconcile_with(&current, HashMap::new()).await?;
-        if outcome.pending == 0 {
-            self.store.set_meta(RECONCILED_DEVICES, devices_digest(&current))?;
-        }
-        Ok(())
+        self.note_reconciled(&current, &outcome, requested)
     }
 
-    /// Our account's current devices whose certificates verify.
+    /// Our account's current devices: those the server lists whose
+    /// certificates verify, but none this device removed. A list without
+    /// this very device is the server's error (or lie): refused.
     async fn current_devices(&mut self) -> Result<Vec<DeviceId>, SdkError> {
-        Ok(self
+        let removed = self.store.removed_devices()?;
+        let current: Vec<DeviceId> = self
             .list_devices()
             .await?
             .into_iter()
             .filter(|device| device.certified)
             .filter_map(|device| DeviceId::from_hex(&device.id))
-            .collect())
+            .filter(|device| !removed.iter().any(|gone| gone.as_slice() == device.as_bytes()))
+            .collect();
+        if !current.contains(&self.mls.device_id()) {
+            return Err(SdkError::Refused("the server's list of our devices leaves out this device".into()));
+        }
+        Ok(current)
     }
 
     async fn reconcile_with(
         &mut self,
         current: &[DeviceId],
-        mut fetched: HashMap<DeviceId, Vec<u8>>,
+        fetched: HashMap<DeviceId, Vec<u8>>,
     ) -> Result<Reconciled, SdkError> {
         let mut outcome = Reconciled::default();
+        let mut packages = OwnPackages { fetched, without: Vec::new() };
         for conversation in self.store.conversations()?.into_iter().filter(|c| c.active) {
             let group_id = conversation.group_id.clone();
             if !self.mls.has_group(&group_id)?
@@ -347,7 +392,7 @@ impl Inner {
             }
             let missing: Vec<DeviceId> = current.iter().copied().filter(|device| !ours.contains(device)).collect();
             if !missing.is_empty() {
-                match self.add_own_devices(&conversation, &missing, &mut fetched).await {
+                match self.add_own_devices(&conversation, &missing, &mut packages).await {
                     Ok(true) => outcome.added += 1,
                     Ok(false) => outcome.pending += 1,
                     Err(error) => {
@@ -367,30 +412,92 @@ impl Inner {
         &mut self,
         conversation: &Conversation,
         devices: &[DeviceId],
-        fetched: &mut HashMap<DeviceId, Vec<u8>>,
+        packages: &mut OwnPackages,
     ) -> Result<bool, SdkError> {
         let username = self.username.clone();
-        let mut packages = Vec::new();
+        let mut adding: Vec<(DeviceId, Vec<u8>)> = Vec::new();
         for device in devices {
-            if let Some(package) = fetched.remove(device) {
-                packages.push(package);
+            if packages.without.contains(device) {
+                continue;
+            }
+            if let Some(package) = packages.fetched.remove(device) {
+                adding.push((*device, package));
                 continue;
             }
             match self.fetch_key_packages(&username, Some(*device)).await {
-                Ok(fetched) => packages.extend(fetched),
+                Ok(fetched) => adding.extend(fetched.into_iter().map(|package| (*device, package))),
                 Err(error) if error.status() == Some(Status::NotFound) => {
                     tracing::debug!(%device, "own device has no key package yet");
+                    packages.without.push(*device);
                 }
                 Err(error) => return Err(error),
             }
         }
-        if packages.is_empty() {
+        if adding.is_empty() {
             return Ok(false);
         }
         let group_id = conversation.group_id.clone();
-        self.submit_commit_with_retry(conversation, |mls| mls.add_members(&group_id, &packages).map(Some)).await?;
+        let own = self.username.clone();
+        self.submit_commit_with_retry(conversation, |mls| {
+            // Rebuilt after a lost epoch: another device of ours may have
+            // added some of them meanwhile.
+            let present: Vec<DeviceId> = mls
+                .member_devices(&group_id)?
+                .into_iter()
+                .filter(|leaf| leaf.member.username == own)
+                .map(|leaf| leaf.member.device_id)
+                .collect();
+            let still: Vec<Vec<u8>> = adding
+                .iter()
+                .filter(|(device, _)| !present.contains(device))
+                .map(|(_, package)| package.clone())
+                .collect();
+            if still.is_empty() {
+                return Ok(None);
+            }
+            mls.add_members(&group_id, &still).map(Some)
+        })
+        .await?;
         Ok(true)
     }
+
+    /// After creating a group or direct conversation: our other current
+    /// devices join it at once. Best effort: what fails is left to the
+    /// reconcile of the next open.
+    pub(crate) async fn add_our_other_devices(&mut self, conversation: &Conversation) {
+        let outcome = async {
+            let own = self.mls.device_id();
+            let others: Vec<DeviceId> =
+                self.current_devices().await?.into_iter().filter(|device| *device != own).collect();
+            if others.is_empty() {
+                return Ok(true);
+            }
+            let mut packages = OwnPackages::default();
+            self.add_own_devices(conversation, &others, &mut packages).await.map(|_| packages.without.is_empty())
+        }
+        .await;
+        let complete = match outcome {
+            Ok(complete) => complete,
+            Err(error) => {
+                tracing::warn!(group = %conversation.display_name(), %error, "our other devices not added yet");
+                false
+            }
+        };
+        if !complete {
+            if let Err(error) = self.reconcile_at_next_open() {
+                tracing::warn!(%error, "cannot mark the next open to reconcile");
+            }
+        }
+    }
+}
+
+/// Key packages of our own devices during one reconcile: those fetched
+/// already (each used once), and the devices found without any, not asked
+/// again in the same run.
+#[derive(Default)]
+struct OwnPackages {
+    fetched: HashMap<DeviceId, Vec<u8>>,
+    without: Vec<DeviceId>,
 }
 
 impl Local {
@@ -398,7 +505,9 @@ impl Local {
     /// account's devices changed: a group was joined or made, perhaps
     /// without every device of ours (one had no key package then).
     pub(crate) fn reconcile_at_next_open(&self) -> Result<(), SdkError> {
-        Ok(self.store.set_meta(RECONCILED_DEVICES, 0)?)
+        let requests = self.store.meta(RECONCILE_REQUESTS)?;
+        self.store.set_metas(&[(RECONCILE_REQUESTS, requests.wrapping_add(1)), (RECONCILED_DEVICES, 0)])?;
+        Ok(())
     }
 }
 
@@ -412,16 +521,16 @@ async fn wait_for_approval(rpc: &RpcClient, code: &LinkCode, wait: Duration) -> 
         if tokio::time::Instant::now() >= deadline {
             return Err(not_approved());
         }
+        let asked = tokio::time::Instant::now();
         match rpc.call::<_, v1::LinkWaitResponse>(Method::LinkWait, &request).await {
             Ok(response) if response.approved => return Ok(response),
             // The server held the request as long as it would: ask again.
             Ok(_) => {}
             Err(error) if error.status() == Some(Status::NotFound) => return Err(not_approved()),
-            Err(error) if error.is_retryable() => {
-                tracing::debug!(%error, "waiting for the link's approval");
-                tokio::time::sleep(KEY_PACKAGE_POLL).await;
-            }
+            Err(error) if error.is_retryable() => tracing::debug!(%error, "waiting for the link's approval"),
             Err(error) => return Err(error.into()),
         }
+        // A server that answers at once is not asked in a tight loop.
+        tokio::time::sleep_until(asked + POLL_INTERVAL).await;
     }
 }

@@ -20,8 +20,8 @@ use crate::SdkError;
 /// Longest group name (the server's limit too).
 pub(crate) const MAX_GROUP_NAME_LEN: usize = 64;
 
-/// The other member of a roster (sorted usernames, one per leaf) that is
-/// exactly `me` and one other account.
+/// The other member of a roster (sorted usernames, each account once) that
+/// is exactly `me` and one other account.
 pub(crate) fn direct_peer_of(members: &[String], me: &str) -> Option<String> {
     match members {
         [first, second] if first == me && second != me => Some(second.clone()),
@@ -177,6 +177,7 @@ impl Inner {
         let name = direct_name(&self.username, peer);
         let conversation = self.create_group(&name, v1::GroupKind::Direct, Some(peer)).await?;
         self.add_members(&conversation, &[peer.to_owned()]).await?;
+        self.add_our_other_devices(&conversation).await;
         Ok(conversation)
     }
 }

@@ -87,8 +87,11 @@ impl Local {
             }
             Incoming::ProposalStored { sender } => Ok(EntryEffect::Leaving(sender)),
             Incoming::CommitMerged { .. } => {
-                self.pin_roster(group_id)?;
                 self.recheck_direct(group_id)?;
+                // Merged already: a pin that cannot be written is not the entry's fault.
+                if let Err(error) = self.pin_roster(group_id) {
+                    tracing::warn!(%error, "a roster's account keys were not pinned");
+                }
                 Ok(EntryEffect::None)
             }
             Incoming::Ignored { reason } => {
@@ -118,7 +121,8 @@ impl Local {
     /// at once (a member could otherwise show us a group the server does
     /// not deliver, or one we hold under another name).
     fn join(&mut self, entry: &v1::QueueEntry) -> Result<EntryEffect, SdkError> {
-        let joined = self.mls.join_from_welcome_checked(&entry.payload, &|member| self.check_member(member))?;
+        let (joined, _sender) =
+            self.mls.join_from_welcome_checked(&entry.payload, &|member| self.check_member(member))?;
         if joined != entry.group_id.as_ref() {
             self.mls.delete_group(&joined)?;
             return Err(SdkError::Refused(format!(

@@ -62,6 +62,21 @@ impl Local {
         Ok(self.mls.members(group_id)?.into_iter().find(|member| *member != broken.culprit))
     }
 
+    /// Whether this device has the lowest device id of our account's leaves
+    /// in the group: of several devices of the rebuilding account, that one
+    /// rebuilds (each of them saw the group break).
+    fn first_of_our_devices_in(&self, group_id: &[u8]) -> Result<bool, SdkError> {
+        let own = self.mls.device_id();
+        let lowest = self
+            .mls
+            .member_devices(group_id)?
+            .into_iter()
+            .filter(|leaf| leaf.member.username == self.username)
+            .map(|leaf| leaf.member.device_id)
+            .min();
+        Ok(lowest.is_none_or(|lowest| lowest == own))
+    }
+
     /// Fails with [`SdkError::GroupBroken`] if `conversation` is broken.
     pub(crate) fn refuse_if_broken(&self, conversation: &Conversation) -> Result<(), SdkError> {
         let Some(broken) = self.store.broken(&conversation.group_id)? else { return Ok(()) };
@@ -113,6 +128,10 @@ impl Inner {
         for (group_id, broken) in self.store.broken_groups()? {
             let Some(conversation) = self.store.conversation(&group_id)? else { continue };
             if !conversation.active || self.rebuilder(&group_id, &broken)?.as_deref() != Some(&self.username) {
+                continue;
+            }
+            if !self.first_of_our_devices_in(&group_id)? {
+                // Another device of ours rebuilds it; we join at our next open.
                 continue;
             }
             if let Err(error) = self.rebuild(&conversation, &broken).await {

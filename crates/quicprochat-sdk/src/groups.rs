@@ -37,7 +37,8 @@ impl QpcClient {
         if inner.store.find_active(name)?.is_some() {
             return Err(SdkError::InvalidInput(format!("you already have a group named {name:?}")));
         }
-        inner.create_group(name, v1::GroupKind::Named, None).await?;
+        let conversation = inner.create_group(name, v1::GroupKind::Named, None).await?;
+        inner.add_our_other_devices(&conversation).await;
         Ok(GroupSummary { name: name.to_owned(), members: vec![inner.username.clone()] })
     }
 
@@ -141,7 +142,8 @@ impl Inner {
         Ok(Conversation { group_id, name: name.to_owned(), peer: peer.map(str::to_owned), active: true })
     }
 
-    /// Fetches one key package per user, then commits adding them all.
+    /// Fetches a key package of every device of each user, then commits
+    /// adding them all.
     pub(crate) async fn add_members(&mut self, conversation: &Conversation, users: &[String]) -> Result<(), SdkError> {
         let mut key_packages = Vec::with_capacity(users.len());
         for user in users {
@@ -170,14 +172,27 @@ impl Inner {
         } else {
             response.key_packages.iter().map(|package| package.to_vec()).collect()
         };
+        // Every package is checked before any key is pinned: all of them must
+        // be of one account key, so the server's order decides nothing.
         let mut devices = std::collections::BTreeSet::new();
+        let mut account_key: Option<Vec<u8>> = None;
         for package in &packages {
-            let served = self.check_fetched_key_package(user, package)?;
+            let (served, key) = self.check_fetched_key_package(user, package)?;
             if device.is_some_and(|asked| asked != served) || !devices.insert(served) {
                 return Err(SdkError::Refused(format!(
                     "the server served {user}'s key packages for devices other than those asked for"
                 )));
             }
+            if account_key.as_ref().is_some_and(|first| *first != key) {
+                return Err(SdkError::UnknownDevice {
+                    user: user.to_owned(),
+                    reason: "the devices served are certified by different account keys".to_owned(),
+                });
+            }
+            account_key = Some(key);
+        }
+        if let Some(key) = account_key {
+            self.check_and_pin(user, &key)?;
         }
         Ok(packages)
     }
@@ -187,11 +202,11 @@ impl Inner {
     /// when none is: a server cannot pass off another account's package,
     /// or a device of its own, as `user`'s), and stay valid for
     /// [`MIN_KEY_PACKAGE_REMAINING_SECS`](quicprochat_core::ds::MIN_KEY_PACKAGE_REMAINING_SECS).
-    /// Returns the package's device.
-    fn check_fetched_key_package(&self, user: &str, key_package: &[u8]) -> Result<DeviceId, SdkError> {
-        let info = quicprochat_core::ds::validate_key_package(key_package).map_err(|error| {
-            SdkError::UnknownDevice { user: user.to_owned(), reason: format!("its key package is invalid: {error}") }
-        })?;
+    /// Returns the package's device and account key (pinned by the caller
+    /// once every package served is checked).
+    fn check_fetched_key_package(&self, user: &str, key_package: &[u8]) -> Result<(DeviceId, Vec<u8>), SdkError> {
+        let info = quicprochat_core::ds::validate_key_package(key_package)
+            .map_err(|error| SdkError::Refused(format!("the key package served for {user} is invalid: {error}")))?;
         if info.username != user {
             return Err(SdkError::Refused(format!(
                 "the server served a key package of {:?} when asked for {user:?}",
@@ -203,8 +218,13 @@ impl Inner {
         let remaining = quicprochat_core::ds::MIN_KEY_PACKAGE_REMAINING_SECS;
         quicprochat_core::ds::check_key_package_lifetime(info.not_before, info.not_after, now, remaining)
             .map_err(|error| SdkError::Refused(format!("the key package served for {user}: {error}")))?;
-        self.check_and_pin(user, &info.identity_key)?;
-        Ok(info.device_id())
+        if let Some((pinned, _)) = self.store.pinned_account_key(user)? {
+            if pinned != info.identity_key {
+                // The pin check names the reason.
+                self.check_and_pin(user, &info.identity_key)?;
+            }
+        }
+        Ok((info.device_id(), info.identity_key))
     }
 
     /// Builds a commit with `build`, submits it, and merges it once accepted.

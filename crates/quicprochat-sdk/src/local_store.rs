@@ -130,6 +130,10 @@ CREATE TABLE IF NOT EXISTS known_accounts (
     account_key BLOB NOT NULL,
     first_seen_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS removed_devices (
+    device_id BLOB PRIMARY KEY,
+    removed_at_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     message_id BLOB NOT NULL UNIQUE,
@@ -310,17 +314,20 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] =
     &[("messages", "sender_device", "BLOB"), ("broken_groups", "reason", "TEXT")];
 
 fn add_missing_columns(connection: &Connection) -> rusqlite::Result<()> {
+    // One writer at a time: two processes opening the store at once must
+    // not both add a column.
+    let transaction = rusqlite::Transaction::new_unchecked(connection, rusqlite::TransactionBehavior::Immediate)?;
     for (table, column, kind) in ADDED_COLUMNS {
-        let present: bool = connection.query_row(
+        let present: bool = transaction.query_row(
             "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
             params![table, column],
             |row| row.get(0),
         )?;
         if !present {
-            connection.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
+            transaction.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
         }
     }
-    Ok(())
+    transaction.commit()
 }
 
 /// Inserts a message unless `(sender, message id)` is known; returns whether it was new.

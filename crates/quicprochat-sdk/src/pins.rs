@@ -8,7 +8,7 @@
 //! device under another key is refused, and the group is then treated as
 //! forked by its committer (see `fork`).
 
-use quicprochat_core::VerifiedMember;
+use quicprochat_core::{MemberRefusal, VerifiedMember};
 
 use crate::client::Local;
 use crate::local_store::Pinned;
@@ -34,13 +34,14 @@ fn short_key(key: &[u8]) -> String {
 impl Local {
     /// The check every leaf entering a group passes: its account key is the
     /// pinned one (or none is pinned yet for its account).
-    pub(crate) fn check_member(&self, member: &VerifiedMember) -> Result<(), String> {
+    pub(crate) fn check_member(&self, member: &VerifiedMember) -> Result<(), MemberRefusal> {
         match self.store.pinned_account_key(&member.username) {
             Ok(Some((pinned, _))) if pinned != member.account_key => {
-                Err(other_key_reason(&member.username, &member.account_key, &pinned))
+                Err(MemberRefusal::Refused(other_key_reason(&member.username, &member.account_key, &pinned)))
             }
             Ok(_) => Ok(()),
-            Err(error) => Err(format!("the pinned account keys cannot be read: {error}")),
+            // Our store failed: nothing is said about the member (not a fork).
+            Err(error) => Err(MemberRefusal::Local(format!("the pinned account keys cannot be read: {error}"))),
         }
     }
 

@@ -12,13 +12,15 @@
 
 use openmls::prelude::tls_codec::DeserializeBytes as _;
 use openmls::prelude::{
-    CreateMessageError, Credential, LeafNode, MlsGroup, MlsMessageBodyIn, MlsMessageIn, OpenMlsProvider,
-    ProcessMessageError, ProcessedMessageContent, ProtocolMessage, RatchetTreeIn, Sender, StagedWelcome,
+    CreateMessageError, Credential, LeafNode, LeafNodeIndex, MlsGroup, MlsMessageBodyIn, MlsMessageIn, OpenMlsProvider,
+    ProcessMessageError, ProcessedMessageContent, Proposal, ProtocolMessage, RatchetTreeIn, Sender, StagedWelcome,
     ValidationError, WelcomeError,
 };
 
 use super::groups::{join_config, merge_error};
-use super::{any_verified_member, Access, Incoming, MemberCheck, MlsClient, MlsError};
+use std::collections::HashMap;
+
+use super::{any_verified_member, Access, Incoming, MemberCheck, MemberRefusal, MlsClient, MlsError};
 use crate::device::{DeviceId, VerifiedMember};
 use crate::identity::{member_of, username_of};
 
@@ -42,13 +44,20 @@ impl MlsClient {
     /// A stale, inactive copy of the same group (we were removed earlier) is replaced.
     /// Every member's credential must verify.
     pub fn join_from_welcome(&self, welcome: &[u8]) -> Result<Vec<u8>, MlsError> {
-        self.join(welcome, None, &any_verified_member)
+        self.join(welcome, None)
     }
 
     /// Like [`MlsClient::join_from_welcome`], with every member of the group
-    /// also passing `check`; when one does not, nothing is stored.
-    pub fn join_from_welcome_checked(&self, welcome: &[u8], check: MemberCheck<'_>) -> Result<Vec<u8>, MlsError> {
-        self.join(welcome, None, check)
+    /// also passing `check`, and one account key per account; when one does
+    /// not, nothing is stored. Returns the group id and the member who sent
+    /// the Welcome.
+    pub fn join_from_welcome_checked(
+        &self,
+        welcome: &[u8],
+        check: MemberCheck<'_>,
+    ) -> Result<(Vec<u8>, VerifiedMember), MlsError> {
+        const OP: &str = "join_from_welcome";
+        self.with_state(OP, Access::Write, || self.join_locked(welcome, None, check))
     }
 
     /// Like [`MlsClient::join_from_welcome`], with the ratchet tree supplied separately
@@ -56,17 +65,14 @@ impl MlsClient {
     pub fn join_from_welcome_with_tree(&self, welcome: &[u8], ratchet_tree: &[u8]) -> Result<Vec<u8>, MlsError> {
         let tree = RatchetTreeIn::tls_deserialize_exact_bytes(ratchet_tree)
             .map_err(|err| MlsError::Malformed { what: "ratchet tree", reason: err.to_string() })?;
-        self.join(welcome, Some(tree), &any_verified_member)
+        self.join(welcome, Some(tree))
     }
 
-    fn join(
-        &self,
-        welcome: &[u8],
-        ratchet_tree: Option<RatchetTreeIn>,
-        check: MemberCheck<'_>,
-    ) -> Result<Vec<u8>, MlsError> {
+    fn join(&self, welcome: &[u8], ratchet_tree: Option<RatchetTreeIn>) -> Result<Vec<u8>, MlsError> {
         const OP: &str = "join_from_welcome";
-        self.with_state(OP, Access::Write, || self.join_locked(welcome, ratchet_tree, check))
+        self.with_state(OP, Access::Write, || {
+            self.join_locked(welcome, ratchet_tree, &any_verified_member).map(|(group_id, _)| group_id)
+        })
     }
 
     fn join_locked(
@@ -74,7 +80,7 @@ impl MlsClient {
         welcome: &[u8],
         ratchet_tree: Option<RatchetTreeIn>,
         check: MemberCheck<'_>,
-    ) -> Result<Vec<u8>, MlsError> {
+    ) -> Result<(Vec<u8>, VerifiedMember), MlsError> {
         const OP: &str = "join_from_welcome";
         let message = parse_message(welcome)?;
         let MlsMessageBodyIn::Welcome(welcome) = message.extract() else {
@@ -104,13 +110,17 @@ impl MlsClient {
             builder = builder.with_ratchet_tree(tree);
         }
         let staged = builder.build().map_err(|err| welcome_error(OP, err))?;
+        let mut accounts = AccountKeys::default();
         for member in staged.members() {
-            check_leaf(&member.credential, &member.signature_key, check)?;
+            let verified = check_leaf(&member.credential, &member.signature_key, check)?;
+            accounts.admit(&verified)?;
         }
+        let sender = staged.welcome_sender().map_err(|err| MlsError::library(OP, &err))?;
+        let sender = check_leaf_node(sender, check)?;
         let group = staged.into_group(&self.provider).map_err(|err| welcome_error(OP, err))?;
         let group_id = group.group_id().to_vec();
         self.keep(group);
-        Ok(group_id)
+        Ok((group_id, sender))
     }
 
     /// Processes one incoming handshake or application message (MlsMessage bytes) for a
@@ -163,8 +173,17 @@ impl MlsClient {
             }
             Err(err) => return Err(process_error(OP, group, err)),
         };
+        if !matches!(processed.sender(), Sender::Member(_)) {
+            // External commits and proposals: the group takes members only
+            // through a member's commit.
+            return Err(MlsError::InvalidMessage {
+                operation: OP,
+                reason: "only messages from members are accepted".to_owned(),
+            });
+        }
         let sender = username_of(processed.credential()).unwrap_or_else(|| UNKNOWN_SENDER.to_owned());
         let from_self = *processed.sender() == Sender::Member(group.own_leaf_index());
+        let committer = processed.sender().clone();
         // The sender's leaf as it is now. A message from a past epoch may
         // come from a leaf since removed or taken by another member: the
         // device is known only while the leaf still holds the credential
@@ -183,14 +202,17 @@ impl MlsClient {
                 Ok(Incoming::Application { sender, device: sender_device, plaintext: app.into_bytes(), epoch })
             }
             ProcessedMessageContent::StagedCommitMessage(staged) => {
+                let mut accounts = AccountKeys::of_group(group);
                 for add in staged.add_proposals() {
-                    check_leaf_node(add.add_proposal().key_package().leaf_node(), check)?;
+                    accounts.admit(&check_leaf_node(add.add_proposal().key_package().leaf_node(), check)?)?;
                 }
                 for update in staged.update_proposals() {
-                    check_leaf_node(update.update_proposal().leaf_node(), check)?;
+                    let new = check_leaf_node(update.update_proposal().leaf_node(), check)?;
+                    same_account_as_before(group, update.sender(), &new)?;
                 }
                 if let Some(leaf) = staged.update_path_leaf_node() {
-                    check_leaf_node(leaf, check)?;
+                    let new = check_leaf_node(leaf, check)?;
+                    same_account_as_before(group, &committer, &new)?;
                 }
                 let removed_self = staged.self_removed();
                 group.merge_staged_commit(&self.provider, *staged).map_err(|err| merge_error(OP, err))?;
@@ -200,6 +222,18 @@ impl MlsClient {
                 Ok(Incoming::Ignored { reason: "our own proposal echoed back".to_owned() })
             }
             ProcessedMessageContent::ProposalMessage(queued) => {
+                // A member's own leave is the only proposal the DS relays; any
+                // other would be committed, unchecked, by our next commit.
+                let own_leave = match (queued.proposal(), &committer) {
+                    (Proposal::Remove(remove), Sender::Member(index)) => remove.removed() == *index,
+                    _ => false,
+                };
+                if !own_leave {
+                    return Err(MlsError::InvalidMessage {
+                        operation: OP,
+                        reason: "the only proposal accepted is a member's own leave".to_owned(),
+                    });
+                }
                 group
                     .store_pending_proposal(self.provider.storage(), *queued)
                     .map_err(|err| MlsError::storage(OP, err))?;
@@ -236,8 +270,64 @@ fn check_leaf(
         reason,
     };
     let member = member_of(credential, signature_key).map_err(|error| refused(error.to_string()))?;
-    check(&member).map_err(refused)?;
+    check(&member).map_err(|refusal| match refusal {
+        MemberRefusal::Refused(reason) => refused(reason),
+        MemberRefusal::Local(reason) => MlsError::Storage { operation: "check a member", reason },
+    })?;
     Ok(member)
+}
+
+/// The account key of each account in a group: one per account, however
+/// many of its devices are leaves.
+#[derive(Default)]
+struct AccountKeys(HashMap<String, Vec<u8>>);
+
+impl AccountKeys {
+    /// The accounts of the group's current leaves.
+    fn of_group(group: &MlsGroup) -> AccountKeys {
+        let mut accounts = AccountKeys::default();
+        for member in group.members() {
+            // Every leaf was checked when it entered; one that does not
+            // verify now is left out (it cannot vouch for a key either).
+            if let Ok(verified) = member_of(&member.credential, &member.signature_key) {
+                accounts.0.entry(verified.username).or_insert(verified.account_key);
+            }
+        }
+        accounts
+    }
+
+    /// Takes one more leaf: refused when its account already has another key here.
+    fn admit(&mut self, member: &VerifiedMember) -> Result<(), MlsError> {
+        match self.0.get(&member.username) {
+            Some(known) if *known != member.account_key => Err(MlsError::RefusedMember {
+                username: member.username.clone(),
+                reason: "another device of this name in the group is certified by another account key".to_owned(),
+            }),
+            Some(_) => Ok(()),
+            None => {
+                self.0.insert(member.username.clone(), member.account_key.clone());
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A leaf replacing the sender's own (an Update, or a commit's path) must
+/// stay the same account: same username, same account key.
+fn same_account_as_before(group: &MlsGroup, sender: &Sender, new: &VerifiedMember) -> Result<(), MlsError> {
+    let refused = |reason: &str| MlsError::RefusedMember { username: new.username.clone(), reason: reason.to_owned() };
+    let Sender::Member(index) = sender else { return Err(refused("a leaf update from no member")) };
+    let old = leaf_member(group, *index).ok_or_else(|| refused("a leaf update of a leaf that is not there"))?;
+    if old.username != new.username || old.account_key != new.account_key {
+        return Err(refused("a member's leaf update changes its account"));
+    }
+    Ok(())
+}
+
+/// The member at a leaf, its credential verified.
+fn leaf_member(group: &MlsGroup, index: LeafNodeIndex) -> Option<VerifiedMember> {
+    let member = group.member_at(index)?;
+    member_of(&member.credential, &member.signature_key).ok()
 }
 
 /// Future epochs are an error (we missed commits); past-epoch handshakes are ignored.

@@ -42,12 +42,21 @@ use crate::identity::{member_of, username_of, Identity};
 
 /// Decides whether a member whose credential verified (a leaf joining a
 /// group, or every leaf of a group joined) is accepted: a client compares
-/// its account key with the one it knows for that account. `Err` carries
-/// the reason, shown to the user.
-pub type MemberCheck<'a> = &'a dyn Fn(&VerifiedMember) -> Result<(), String>;
+/// its account key with the one it knows for that account.
+pub type MemberCheck<'a> = &'a dyn Fn(&VerifiedMember) -> Result<(), MemberRefusal>;
+
+/// Why a [`MemberCheck`] did not accept a member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberRefusal {
+    /// The member is refused (the peer's doing; the reason is shown).
+    Refused(String),
+    /// The check itself failed locally (e.g. its store could not be read):
+    /// nothing is said about the member.
+    Local(String),
+}
 
 /// A [`MemberCheck`] that accepts every member whose credential verifies.
-pub fn any_verified_member(_member: &VerifiedMember) -> Result<(), String> {
+pub fn any_verified_member(_member: &VerifiedMember) -> Result<(), MemberRefusal> {
     Ok(())
 }
 

@@ -5,7 +5,8 @@
 
 use quicprochat_core::device::certify_device;
 use quicprochat_core::{
-    DsGroupView, Identity, Incoming, MemberCredential, MlsClient, MlsError, VerifiedMember, DEFAULT_CIPHERSUITE,
+    DsGroupView, Identity, Incoming, MemberCredential, MemberRefusal, MlsClient, MlsError, VerifiedMember,
+    DEFAULT_CIPHERSUITE,
 };
 
 use crate::harness::{group_of, Party, GROUP};
@@ -23,10 +24,10 @@ fn linked_device(username: &str, account: &Identity) -> Party {
 }
 
 /// Bob's check: alice's account key must be the one he knows.
-fn knows_alice(alice_account: &[u8]) -> impl Fn(&VerifiedMember) -> Result<(), String> + '_ {
+fn knows_alice(alice_account: &[u8]) -> impl Fn(&VerifiedMember) -> Result<(), MemberRefusal> + '_ {
     move |member: &VerifiedMember| {
         if member.username == "alice" && member.account_key != alice_account {
-            return Err("its account key is not the one known for alice".to_owned());
+            return Err(MemberRefusal::Refused("its account key is not the one known for alice".to_owned()));
         }
         Ok(())
     }
@@ -52,7 +53,9 @@ fn a_device_certified_by_the_account_key_joins_and_posts_as_its_account() {
     let (commit, welcome) = add(&mut ds, &alice, &phone);
     let check = knows_alice(account.public_key());
     assert!(matches!(bob.process_incoming_checked(&GROUP, &commit, &check).unwrap(), Incoming::CommitMerged { .. }));
-    assert_eq!(phone.join_from_welcome_checked(&welcome, &check).unwrap(), GROUP.to_vec());
+    let (joined, sender) = phone.join_from_welcome_checked(&welcome, &check).unwrap();
+    assert_eq!((joined, sender.username.as_str()), (GROUP.to_vec(), "alice"));
+    assert_eq!(sender.device_id, alice.device_id(), "the Welcome names the device that sent it");
 
     // One account, two leaves; the message names the device that sent it.
     assert_eq!(bob.members(&GROUP).unwrap(), ["alice", "bob"]);
@@ -123,6 +126,15 @@ fn a_device_certified_by_another_key_is_refused_in_commits_and_welcomes() {
         other => panic!("the rogue device's commit must be refused, got {other:?}"),
     }
     assert_eq!(bob.epoch(&GROUP).unwrap(), epoch, "nothing merged");
+    // Without any knowledge of alice, the group itself tells: her real
+    // device is certified by another key than the newcomer.
+    match bob.process_incoming(&GROUP, &commit) {
+        Err(MlsError::RefusedMember { username, reason }) => {
+            assert_eq!(username, "alice");
+            assert!(reason.contains("another account key"), "{reason}");
+        }
+        other => panic!("two account keys for one account must be refused, got {other:?}"),
+    }
 
     // A newcomer holding the same knowledge refuses the group it was welcomed to.
     let dave = Party::new("dave", DEFAULT_CIPHERSUITE);

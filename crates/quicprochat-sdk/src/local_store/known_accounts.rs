@@ -3,7 +3,9 @@
 //! the server served, or the server's answer to `verify`). From then on a
 //! device of that username is accepted only when its certificate verifies
 //! under the pinned key: a server can register devices, but it cannot sign
-//! with someone's account key.
+//! with someone's account key. Also the devices of our own account that
+//! this device removed (`removed_devices`): never added back, whatever
+//! the server lists.
 
 use rusqlite::{params, OptionalExtension};
 
@@ -56,6 +58,24 @@ impl LocalStore {
     }
 }
 
+impl LocalStore {
+    /// Records that this device removed `device_id` from our account.
+    pub fn note_removed_device(&self, device_id: &[u8], now_ms: u64) -> rusqlite::Result<()> {
+        self.connection.execute(
+            "INSERT OR IGNORE INTO removed_devices (device_id, removed_at_ms) VALUES (?1, ?2)",
+            params![device_id, now_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    /// The devices this device removed from our account.
+    pub fn removed_devices(&self) -> rusqlite::Result<Vec<Vec<u8>>> {
+        let mut statement = self.connection.prepare_cached("SELECT device_id FROM removed_devices")?;
+        let rows = statement.query_map([], |row| row.get(0))?;
+        rows.collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +93,15 @@ mod tests {
         );
         assert_eq!(store.pinned_account_key("bob").expect("read"), Some((b"key one".to_vec(), 10)));
         assert_eq!(store.pin_account_key("carol", b"key two", 40).expect("pin"), Pinned::New);
+    }
+
+    #[test]
+    fn removed_devices_are_remembered_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::open(&dir.path().join("client.db")).expect("open");
+        assert!(store.removed_devices().expect("read").is_empty());
+        store.note_removed_device(b"device1", 1).expect("note");
+        store.note_removed_device(b"device1", 2).expect("again");
+        assert_eq!(store.removed_devices().expect("read"), [b"device1".to_vec()]);
     }
 }

@@ -65,6 +65,12 @@ async fn a_linked_phone_gets_every_message_of_its_account_until_it_is_removed() 
     assert_eq!(texts(&receive_n(&bob, 1).await), ["from the phone"]);
     assert_eq!(bob.safety_number("alice").await.expect("safety number"), number_before, "linking moves nothing");
 
+    // A group made on one device after linking has the other one too.
+    laptop.create_group("later").await.expect("create after linking");
+    laptop.send("later", "note to self").await.expect("send");
+    let mine = receive_n(&phone, 1).await;
+    assert_eq!((mine[0].group.as_str(), mine[0].text.as_str()), ("later", "note to self"));
+
     // Someone adding alice later adds every device of hers, in one commit.
     bob.create_group("bobs").await.expect("create");
     bob.add_members("bobs", &["alice".into()]).await.expect("add alice");
@@ -77,8 +83,9 @@ async fn a_linked_phone_gets_every_message_of_its_account_until_it_is_removed() 
     // The account leaves a group, not one device: the phone's leaf goes first.
     laptop.leave_group("team").await.expect("leave");
     phone.sync().await.expect("the phone follows");
-    let groups: Vec<String> = phone.groups().await.expect("groups").into_iter().map(|g| g.name).collect();
-    assert_eq!(groups, ["bobs", "@bob"], "the phone left team with its account");
+    let mut groups: Vec<String> = phone.groups().await.expect("groups").into_iter().map(|g| g.name).collect();
+    groups.sort();
+    assert_eq!(groups, ["@bob", "bobs", "later"], "the phone left team with its account");
     bob.send("team", "alone now").await.expect("bob commits the leave and sends");
     assert_eq!(bob.members("team").await.expect("members"), ["bob"]);
 
@@ -86,7 +93,7 @@ async fn a_linked_phone_gets_every_message_of_its_account_until_it_is_removed() 
     let phone_id = devices.iter().find(|d| d.current).map(|d| d.id.clone()).expect("the phone's id");
     phone.disconnect().await;
     drop(phone);
-    assert_eq!(laptop.remove_device(&phone_id).await.expect("removed"), 2, "from the groups it was in");
+    assert_eq!(laptop.remove_device(&phone_id).await.expect("removed"), 3, "from the groups it was in");
     bob.send("@alice", "after the removal").await.expect("send");
     assert_eq!(texts(&receive_n(&laptop, 1).await), ["after the removal"]);
     assert_eq!(leaves_of(&harness, "bob", "@alice", "alice"), 1);
