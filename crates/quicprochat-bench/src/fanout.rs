@@ -3,8 +3,14 @@
 //! pushed; then a burst of messages sent together, for the deliveries per
 //! second with messages in flight at once; and what the server stored per
 //! message (the body once, plus one queue row per recipient).
+//!
+//! With D devices per account (`--devices-per-account`), every member and
+//! the sender have D devices, all of them leaves and all online: each
+//! message goes to N·D + D − 1 devices (every device but the sending one),
+//! and "member" below reads "receiving device". Deliveries count copies.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,23 +18,31 @@ use anyhow::Context;
 use bytes::Bytes;
 use quicprochat_core::MlsClient;
 use quicprochat_proto::{v1, Method};
+use quicprochat_rpc::RpcClient;
 use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::devices::{add_devices, drain_queue, fetch_devices, fetch_every_device, upload_own, FirstDevice};
 use crate::histogram::{Latencies, Summary};
-use crate::setup::{register, serve_key_packages, BenchServer};
+use crate::setup::{close_now, register, BenchServer, ServerAddress};
+use crate::storage::held_for_group;
 
 /// How long one message may take to reach every member before the run fails.
 const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Serialize)]
 pub(crate) struct FanoutResult {
+    /// Accounts in the group besides the sender.
     pub(crate) members: usize,
+    /// Devices of each account, the sender's included.
+    pub(crate) devices_per_account: usize,
+    /// Devices each message is pushed to: every device of the group but the sending one.
+    pub(crate) receivers: usize,
     pub(crate) messages: usize,
-    /// Send → the last member's push, per message.
+    /// Send → the last receiving device's push, per message.
     pub(crate) last_recipient: Summary,
-    /// Deliveries per second while sending one message at a time.
+    /// Deliveries (copies pushed) per second while sending one message at a time.
     pub(crate) deliveries_per_s: f64,
     /// Messages sent at once after the one-at-a-time phase.
     pub(crate) burst_messages: usize,
@@ -38,7 +52,7 @@ pub(crate) struct FanoutResult {
     pub(crate) ciphertext_bytes: usize,
     /// Stored message bodies per message (1 means stored once).
     pub(crate) bodies_per_message: f64,
-    /// Queue rows per message (one per recipient).
+    /// Queue rows per message (one per receiving device).
     pub(crate) queue_rows_per_message: f64,
     pub(crate) lost: u64,
     pub(crate) duplicates: u64,
@@ -76,32 +90,55 @@ impl Arrivals {
     }
 }
 
-/// Builds the group (one commit adding every member), subscribes everyone,
-/// then sends `messages` messages one after another and `burst` at once.
-pub(crate) async fn run(
-    server: &BenchServer,
-    members: usize,
-    messages: usize,
-    burst: usize,
-) -> anyhow::Result<FanoutResult> {
-    let state = server.dir.path().join("fanout");
+/// The fan-out group, built and with every receiving device subscribed.
+struct Group {
+    /// The sending device: the sender account's first device.
+    sender: RpcClient,
+    sender_mls: MlsClient,
+    group_id: Vec<u8>,
+    /// Every device the server pushes each message to.
+    receivers: Vec<RpcClient>,
+}
+
+/// Builds the group: `members` accounts of `devices` devices each plus the
+/// sender's other devices, every device a leaf, one commit adding them all.
+async fn build_group(server: &BenchServer, members: usize, devices: usize) -> anyhow::Result<Group> {
+    // One device per account keeps the names the suite always had.
+    let prefix = if devices > 1 { format!("fan{devices}d") } else { "fan".to_owned() };
+    let state = server.dir.path().join(format!("{prefix}out"));
     std::fs::create_dir_all(&state)?;
-    let (sender, sender_identity) = register(server.address(), "fan-sender").await?;
-    let sender_mls = MlsClient::open(&state.join("sender.db"), sender_identity, "fan-sender")?;
-    let mut member_rpcs = Vec::with_capacity(members);
-    let mut key_packages = Vec::with_capacity(members);
+    let sender_name = format!("{prefix}-sender");
+    let (sender, sender_identity) = register(server.address(), &sender_name).await?;
+    let extra = devices.saturating_sub(1);
+    let sender_first = FirstDevice { rpc: &sender, username: &sender_name, account: &sender_identity };
+    let sender_others = add_devices(server.address(), &sender_first, extra, &state, "sender").await?;
+    let sender_mls = MlsClient::open(&state.join("sender.db"), sender_identity, &sender_name)?;
+    let mut receivers = Vec::with_capacity(members * devices + extra);
+    let mut key_packages = Vec::with_capacity(members * devices + extra);
     for index in 0..members {
-        let name = format!("fan-m{index}");
-        let (rpc, identity) = register(server.address(), &name).await?;
-        let mls = MlsClient::open(&state.join(format!("{name}.db")), identity, &name)?;
-        let package = mls.generate_key_packages(1)?;
-        key_packages.extend(serve_key_packages(&rpc, &name, package, &sender).await?);
-        member_rpcs.push(rpc);
+        let name = format!("{prefix}-m{index}");
+        let member = Member { server: server.address(), sender: &sender, name: &name, devices, state: &state };
+        let (member_receivers, member_packages) = member.join().await?;
+        receivers.extend(member_receivers);
+        key_packages.extend(member_packages);
         if index % 100 == 99 {
             eprint!(".");
         }
     }
-    let group_id = b"fanout-group-000".to_vec();
+    for device in &sender_others {
+        upload_own(&device.rpc, &device.mls, 1, false).await?;
+    }
+    key_packages.extend(fetch_devices(&sender, &sender_name, &sender_others).await?);
+    receivers.extend(sender_others.into_iter().map(|device| device.rpc));
+    anyhow::ensure!(
+        key_packages.len() == receivers.len(),
+        "{} key packages for {} receiving devices",
+        key_packages.len(),
+        receivers.len()
+    );
+
+    let group_id = if devices > 1 { format!("fanout-group-{devices:03}") } else { "fanout-group-000".to_owned() };
+    let group_id = group_id.into_bytes();
     let bootstrap = sender_mls.create_group(&group_id)?;
     let create = v1::CreateGroupRequest {
         group_id: group_id.clone().into(),
@@ -121,14 +158,44 @@ pub(crate) async fn run(
     };
     let _: v1::SubmitCommitResponse = sender.call(Method::SubmitCommit, &submit).await.context("add every member")?;
     sender_mls.merge_pending_commit(&group_id)?;
+    Ok(Group { sender, sender_mls, group_id, receivers })
+}
 
-    let base = Instant::now();
-    let arrivals = Arc::new(Arrivals::default());
-    for rpc in &member_rpcs {
-        let fetched: v1::FetchResponse = rpc.call(Method::Fetch, &v1::FetchRequest { after_seq: 0, limit: 10 }).await?;
-        let _: v1::AckResponse = rpc.call(Method::Ack, &v1::AckRequest { up_to_seq: fetched.head_seq }).await?;
-        let _: v1::SubscribeResponse =
-            rpc.call(Method::Subscribe, &v1::SubscribeRequest { after_seq: fetched.head_seq }).await?;
+/// One member account of the fan-out group, before it is added.
+struct Member<'a> {
+    server: ServerAddress,
+    /// The sender's connection, which fetches the member's key packages.
+    sender: &'a RpcClient,
+    name: &'a str,
+    devices: usize,
+    state: &'a Path,
+}
+
+impl Member<'_> {
+    /// Registers the member with its devices, each uploading one key
+    /// package, and has the sender fetch them (one fetch serves one package
+    /// per device). Returns every device's connection and the packages.
+    async fn join(&self) -> anyhow::Result<(Vec<RpcClient>, Vec<Vec<u8>>)> {
+        let (rpc, identity) = register(self.server, self.name).await?;
+        let first = FirstDevice { rpc: &rpc, username: self.name, account: &identity };
+        let others = add_devices(self.server, &first, self.devices.saturating_sub(1), self.state, self.name).await?;
+        let mls = MlsClient::open(&self.state.join(format!("{}.db", self.name)), identity, self.name)?;
+        upload_own(&rpc, &mls, 1, false).await?;
+        for device in &others {
+            upload_own(&device.rpc, &device.mls, 1, false).await?;
+        }
+        let key_packages = fetch_every_device(self.sender, self.name).await?;
+        let connections = std::iter::once(rpc).chain(others.into_iter().map(|device| device.rpc)).collect();
+        Ok((connections, key_packages))
+    }
+}
+
+/// Subscribes every receiving device after what is queued for it (the
+/// commit and the Welcome), each recording its pushes in `arrivals`.
+async fn subscribe_all(receivers: &[RpcClient], arrivals: &Arc<Arrivals>, base: Instant) -> anyhow::Result<()> {
+    for rpc in receivers {
+        let head = drain_queue(rpc).await?;
+        let _: v1::SubscribeResponse = rpc.call(Method::Subscribe, &v1::SubscribeRequest { after_seq: head }).await?;
         let mut push = rpc.accept_push().await?;
         let arrivals = arrivals.clone();
         tokio::spawn(async move {
@@ -149,6 +216,25 @@ pub(crate) async fn run(
             }
         });
     }
+    Ok(())
+}
+
+/// Builds the group (one commit adding every device of every member),
+/// subscribes every receiving device, then sends `messages` messages one
+/// after another and `burst` at once.
+pub(crate) async fn run(
+    server: &BenchServer,
+    members: usize,
+    devices: usize,
+    messages: usize,
+    burst: usize,
+) -> anyhow::Result<FanoutResult> {
+    let Group { sender, sender_mls, group_id, receivers: receiver_rpcs } =
+        build_group(server, members, devices).await?;
+    let receivers = receiver_rpcs.len();
+    let base = Instant::now();
+    let arrivals = Arc::new(Arrivals::default());
+    subscribe_all(&receiver_rpcs, &arrivals, base).await?;
 
     let ciphertext = Bytes::from(sender_mls.encrypt(&group_id, &[b'x'; 100])?);
     let mut last_recipient = Latencies::new();
@@ -163,12 +249,12 @@ pub(crate) async fn run(
             ciphertext: ciphertext.clone(),
         };
         let _: v1::SendMessageResponse = sender.call(Method::SendMessage, &request).await?;
-        match arrivals.last_of(index, members, Instant::now() + ARRIVAL_TIMEOUT).await {
+        match arrivals.last_of(index, receivers, Instant::now() + ARRIVAL_TIMEOUT).await {
             Some(last) => {
                 last_recipient.record(last.saturating_sub(sent_at));
                 finished = finished.max(last);
             }
-            None => lost += (members - arrivals.count(index).min(members)) as u64,
+            None => lost += (receivers - arrivals.count(index).min(receivers)) as u64,
         }
     }
     let elapsed = finished.saturating_sub(started).max(Duration::from_millis(1));
@@ -193,9 +279,9 @@ pub(crate) async fn run(
     let deadline = Instant::now() + ARRIVAL_TIMEOUT;
     let mut burst_finished = burst_started;
     for index in messages as u32..(messages + burst) as u32 {
-        match arrivals.last_of(index, members, deadline).await {
+        match arrivals.last_of(index, receivers, deadline).await {
             Some(last) => burst_finished = burst_finished.max(last),
-            None => lost += (members - arrivals.count(index).min(members)) as u64,
+            None => lost += (receivers - arrivals.count(index).min(receivers)) as u64,
         }
     }
     let burst_elapsed = burst_finished.saturating_sub(burst_started).max(Duration::from_millis(1));
@@ -204,17 +290,25 @@ pub(crate) async fn run(
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .values()
-        .map(|(count, _)| count.saturating_sub(members) as u64)
+        .map(|(count, _)| count.saturating_sub(receivers) as u64)
         .sum::<u64>();
-    let (bodies, rows) = stored_per_message(server, &group_id)?;
+    let (bodies, rows) = held_for_group(server, &group_id)?;
     let stored = (messages + burst) as f64;
+    // Each push reader holds its connection open: close them all, so that
+    // what runs next (the baseline, another devices value) does not share
+    // the cores with this group's idle connections.
+    for rpc in receiver_rpcs.iter().chain([&sender]) {
+        close_now(rpc);
+    }
     Ok(FanoutResult {
         members,
+        devices_per_account: devices,
+        receivers,
         messages,
         last_recipient: last_recipient.summary(),
-        deliveries_per_s: (messages * members) as f64 / elapsed.as_secs_f64(),
+        deliveries_per_s: (messages * receivers) as f64 / elapsed.as_secs_f64(),
         burst_messages: burst,
-        burst_deliveries_per_s: (burst * members) as f64 / burst_elapsed.as_secs_f64(),
+        burst_deliveries_per_s: (burst * receivers) as f64 / burst_elapsed.as_secs_f64(),
         ciphertext_bytes: ciphertext.len(),
         bodies_per_message: bodies / stored,
         queue_rows_per_message: rows / stored,
@@ -224,18 +318,60 @@ pub(crate) async fn run(
     })
 }
 
-/// Message bodies and queue rows the server holds for `group_id`'s
-/// application messages (read from its database, read-only).
-fn stored_per_message(server: &BenchServer, group_id: &[u8]) -> anyhow::Result<(f64, f64)> {
-    let path = server.dir.path().join("data").join("qpc-server.db");
-    let db = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let bodies: f64 =
-        db.query_row("SELECT COUNT(*) FROM messages WHERE group_id = ?1 AND kind = 0", [group_id], |row| row.get(0))?;
-    let rows: f64 = db.query_row(
-        "SELECT COUNT(*) FROM queue JOIN messages ON messages.id = queue.message_row
-         WHERE messages.group_id = ?1 AND messages.kind = 0",
-        [group_id],
-        |row| row.get(0),
-    )?;
-    Ok((bodies, rows))
+/// One line for a B4 result.
+pub(crate) fn describe(result: &FanoutResult) -> String {
+    format!(
+        "{} members x {} device(s), {} devices per message: last device after p50 {:.2} p99 {:.2} ms, {:.0} deliveries/s one at a time, {:.0}/s for {} at once, {:.2} bodies and {:.0} queue rows per message",
+        result.members,
+        result.devices_per_account,
+        result.receivers,
+        result.last_recipient.p50_ms,
+        result.last_recipient.p99_ms,
+        result.deliveries_per_s,
+        result.burst_deliveries_per_s,
+        result.burst_messages,
+        result.bodies_per_message,
+        result.queue_rows_per_message
+    )
+}
+
+/// Deliveries (copies) per second with several devices per account against
+/// one device per account, same members count, same run.
+pub(crate) struct PerCopyRatio {
+    devices: usize,
+    /// One message at a time.
+    one_at_a_time: f64,
+    /// The burst.
+    burst: f64,
+    /// Send → last receiving device, p50 (a time: above 1 is slower).
+    last_p50: f64,
+}
+
+impl std::fmt::Display for PerCopyRatio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} devices per account against 1: deliveries/s {:.2}x one at a time, {:.2}x in the burst; last device p50 {:.2}x",
+            self.devices, self.one_at_a_time, self.burst, self.last_p50
+        )
+    }
+}
+
+/// Every result with more than one device per account against the
+/// one-device result of the same members count, if there is one.
+pub(crate) fn per_copy_ratios(results: &[FanoutResult]) -> Vec<PerCopyRatio> {
+    let single = |members| results.iter().find(|r| r.devices_per_account == 1 && r.members == members);
+    results
+        .iter()
+        .filter(|result| result.devices_per_account > 1)
+        .filter_map(|result| {
+            let single = single(result.members)?;
+            Some(PerCopyRatio {
+                devices: result.devices_per_account,
+                one_at_a_time: result.deliveries_per_s / single.deliveries_per_s,
+                burst: result.burst_deliveries_per_s / single.burst_deliveries_per_s,
+                last_p50: result.last_recipient.p50_ms / single.last_recipient.p50_ms,
+            })
+        })
+        .collect()
 }

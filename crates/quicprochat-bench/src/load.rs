@@ -5,11 +5,14 @@
 //!
 //! A message id carries (step, sequence number, scheduled time, dispatch
 //! time), so the recipients can attribute each push to its send without
-//! shared state. Latencies from the dispatch time are reported too: they
+//! shared state. With several devices per account each message reaches
+//! several receiving devices (`pairs.rs`); each counts its own copy, and a
+//! step checks that every receiving device got every acknowledged message
+//! exactly once. Latencies from the dispatch time are reported too: they
 //! leave out the load generator's own timer lateness (about 1 ms with
 //! tokio's timer), which the echo baseline shows as its floor.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,15 +26,18 @@ use tokio::time::Instant;
 
 use crate::cpu::CpuMeter;
 use crate::histogram::{Latencies, Summary};
-use crate::setup::Pair;
+use crate::pairs::Pair;
 use crate::wire::{StepWire, WireCount};
 
 /// How long a step waits for pushes of acknowledged sends before counting them lost.
 const DELIVERY_GRACE: Duration = Duration::from_secs(10);
 
+/// Most receiving devices per message a step can count (one bit each).
+pub(crate) const MAX_COPIES: usize = 64;
+
 /// What one step sends and to whom.
 pub(crate) enum Target<'a> {
-    /// `SendMessage` to qpc-server; recipients record pushes in `deliveries`.
+    /// `SendMessage` to qpc-server; every receiving device records its pushes in `deliveries`.
     Server { pairs: &'a [Pair], deliveries: &'a Deliveries },
     /// A framed request/response to the bare echo baseline.
     Echo { clients: &'a [RpcClient] },
@@ -49,13 +55,18 @@ pub(crate) struct StepResult {
     pub(crate) ack: Summary,
     /// Actual dispatch → acknowledgement.
     pub(crate) ack_service: Summary,
-    /// Scheduled send → pushed to the recipient (server target only).
+    /// Scheduled send → pushed to a receiving device, every copy (server target only).
     pub(crate) delivery: Option<Summary>,
-    /// Actual dispatch → pushed to the recipient (server target only).
+    /// Actual dispatch → pushed to a receiving device, every copy (server target only).
     pub(crate) delivery_service: Option<Summary>,
-    /// Acknowledged but never pushed within the grace period.
+    /// Devices each message is pushed to (server target only): 1 with one
+    /// device per account, 2N − 1 with N.
+    pub(crate) copies_per_message: Option<usize>,
+    /// Copies delivered per second: achieved messages/s × copies per message.
+    pub(crate) copies_per_s: Option<f64>,
+    /// Copies of acknowledged messages never pushed within the grace period.
     pub(crate) lost: u64,
-    /// Pushed more than once.
+    /// Copies pushed more than once to the same device.
     pub(crate) duplicates: u64,
     /// The server's CPU time during the step, where `/proc` tells it.
     pub(crate) cpu: Option<StepCpu>,
@@ -94,7 +105,7 @@ impl StepCpu {
     }
 }
 
-/// Pushes seen by all recipients, per step.
+/// Pushes seen by every receiving device, per step.
 #[derive(Default)]
 pub(crate) struct Deliveries {
     inner: Mutex<DeliveryState>,
@@ -104,26 +115,33 @@ pub(crate) struct Deliveries {
 #[derive(Default)]
 struct DeliveryState {
     step: u32,
-    seen: HashSet<u64>,
+    /// Receiving devices per message in this step (at most 64).
+    copies: usize,
+    /// Message sequence number → the receiving devices (bit `copy`) that have it.
+    seen: HashMap<u64, u64>,
     duplicates: u64,
     latencies: Latencies,
     service: Latencies,
 }
 
 impl Deliveries {
-    fn start_step(&self, step: u32) {
+    fn start_step(&self, step: u32, copies: usize) {
         let mut state = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        *state = DeliveryState { step, ..DeliveryState::default() };
+        *state = DeliveryState { step, copies: copies.clamp(1, MAX_COPIES), ..DeliveryState::default() };
     }
 
-    /// Records one pushed entry by its message id; ids of other steps are ignored.
-    pub(crate) fn record(&self, message_id: &[u8], now: Duration) {
+    /// Records one entry pushed to the receiving device numbered `copy`
+    /// (0 .. copies) of its pair, by its message id; ids of other steps are ignored.
+    pub(crate) fn record(&self, copy: usize, message_id: &[u8], now: Duration) {
         let Some((step, seq, scheduled, dispatched)) = parse_id(message_id) else { return };
         let mut state = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if step != state.step {
             return;
         }
-        if state.seen.insert(seq) {
+        let bit = 1u64 << copy.min(MAX_COPIES - 1);
+        let devices = state.seen.entry(seq).or_insert(0);
+        if *devices & bit == 0 {
+            *devices |= bit;
             state.latencies.record(now.saturating_sub(scheduled));
             state.service.record(now.saturating_sub(dispatched));
         } else {
@@ -135,9 +153,14 @@ impl Deliveries {
         self.arrived.notify_waiters();
     }
 
+    /// Copies of the `acked` messages not pushed yet, over every receiving device.
     fn missing(&self, acked: &HashSet<u64>) -> u64 {
         let state = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        acked.iter().filter(|seq| !state.seen.contains(seq)).count() as u64
+        let copies = state.copies as u64;
+        acked
+            .iter()
+            .map(|seq| copies.saturating_sub(state.seen.get(seq).map_or(0, |devices| u64::from(devices.count_ones()))))
+            .sum()
     }
 
     fn finish(&self) -> (Summary, Summary, u64) {
@@ -174,9 +197,14 @@ pub(crate) async fn run_step(
     duration: Duration,
     base: Instant,
 ) -> StepResult {
-    if let Target::Server { deliveries, .. } = target {
-        deliveries.start_step(step);
-    }
+    let copies = match target {
+        Target::Server { pairs, deliveries } => {
+            let copies = pairs.first().map_or(1, |pair| pair.receivers.len());
+            deliveries.start_step(step, copies);
+            Some(copies)
+        }
+        Target::Echo { .. } => None,
+    };
     let total = (rate * duration.as_secs_f64()).round().max(1.0) as u64;
     let meter = CpuMeter::start();
     let wire_at_start = match target {
@@ -238,6 +266,8 @@ pub(crate) async fn run_step(
         ack_service: ack_service.summary(),
         delivery: None,
         delivery_service: None,
+        copies_per_message: copies,
+        copies_per_s: None,
         lost: 0,
         duplicates: 0,
         cpu: None,
@@ -257,6 +287,7 @@ pub(crate) async fn run_step(
         result.delivery = Some(delivery);
         result.delivery_service = Some(service);
         result.duplicates = duplicates;
+        result.copies_per_s = copies.map(|copies| result.achieved_per_s * copies as f64);
     }
     // The window ends once every push is in (or the grace is over), so it
     // holds each message's whole server-side cost, its Ack included but
@@ -268,20 +299,33 @@ pub(crate) async fn run_step(
     result
 }
 
-/// The wire counters of every sender and recipient connection.
+/// The wire counters of every sending and receiving connection.
 fn wire_count(pairs: &[Pair]) -> WireCount {
-    WireCount::read(pairs.iter().flat_map(|pair| [&pair.sender, &pair.recipient]))
+    WireCount::read(pairs.iter().flat_map(|pair| std::iter::once(&pair.sender).chain(&pair.receivers)))
 }
 
-/// Subscribes `pair`'s recipient and records every push until the connection
-/// ends. Its acknowledgements are batched as a well-behaved client's are:
+/// Subscribes every receiving device of `pair` (see [`start_receiver`]).
+pub(crate) async fn start_receivers(pair: &Pair, deliveries: Arc<Deliveries>, base: Instant) -> anyhow::Result<()> {
+    for (copy, receiver) in pair.receivers.iter().enumerate() {
+        start_receiver(receiver.clone(), copy, deliveries.clone(), base).await?;
+    }
+    Ok(())
+}
+
+/// Subscribes the receiving device `copy` of a pair on its connection
+/// `recipient` and records every push until the connection ends. Its
+/// acknowledgements are batched as a well-behaved client's are:
 /// at most one `Ack` is in flight, and the next one covers every entry that
 /// arrived meanwhile, while the pushes go on being read (and timed) as they
 /// arrive. A recipient that stopped reading until its `Ack` was answered (as
 /// `QpcClient::receive_wait` does) would be timed late by a slow `Ack`, and
 /// under overload could take no more than one batch per `Ack` round trip.
-pub(crate) async fn start_recipient(pair: &Pair, deliveries: Arc<Deliveries>, base: Instant) -> anyhow::Result<()> {
-    let recipient = pair.recipient.clone();
+async fn start_receiver(
+    recipient: RpcClient,
+    copy: usize,
+    deliveries: Arc<Deliveries>,
+    base: Instant,
+) -> anyhow::Result<()> {
     let _: v1::SubscribeResponse = recipient.call(Method::Subscribe, &v1::SubscribeRequest { after_seq: 0 }).await?;
     let mut push = recipient.accept_push().await?;
     let (seen, mut to_ack) = tokio::sync::watch::channel(0u64);
@@ -299,7 +343,7 @@ pub(crate) async fn start_recipient(pair: &Pair, deliveries: Arc<Deliveries>, ba
             let now = base.elapsed();
             let mut last_seq = 0;
             for entry in &event.entries {
-                deliveries.record(&entry.message_id, now);
+                deliveries.record(copy, &entry.message_id, now);
                 last_seq = last_seq.max(entry.seq);
             }
             deliveries.notify();
@@ -309,4 +353,31 @@ pub(crate) async fn start_recipient(pair: &Pair, deliveries: Arc<Deliveries>, ba
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// With three receiving devices, a message counts as delivered once
+    /// each of them has it; a second copy to one device is a duplicate, not
+    /// another device's copy; other steps' ids are ignored.
+    #[test]
+    fn every_receiving_device_counts_its_own_copy() {
+        let deliveries = Deliveries::default();
+        deliveries.start_step(7, 3);
+        let id = |step, seq| message_id(step, seq, Duration::ZERO, Duration::ZERO);
+        let acked: HashSet<u64> = [0, 1].into();
+        assert_eq!(deliveries.missing(&acked), 6);
+        for copy in 0..3 {
+            deliveries.record(copy, &id(7, 0), Duration::from_millis(1));
+        }
+        deliveries.record(0, &id(7, 1), Duration::from_millis(1));
+        deliveries.record(0, &id(7, 1), Duration::from_millis(1));
+        deliveries.record(1, &id(6, 1), Duration::from_millis(1));
+        assert_eq!(deliveries.missing(&acked), 2, "message 1 still lacks devices 1 and 2");
+        let (latencies, _, duplicates) = deliveries.finish();
+        assert_eq!((latencies.count, duplicates), (4, 1));
+    }
 }

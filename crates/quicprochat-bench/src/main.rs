@@ -1,32 +1,39 @@
 //! `qpc-bench`: the server suites of BENCHMARKS.md (B3–B7) against an
 //! in-process `qpc-server` (embedded SQLite, `synchronous=FULL`). B3 starts
 //! C sender / recipient pairs each in a two-member MLS group and steps an
-//! open-loop arrival rate up until the p99 of send → push exceeds a bound;
-//! in the same run it measures the baselines: a bare quinn echo with the
-//! same framing, and a raw SQLite insert loop with the same durability. B4
+//! open-loop arrival rate up until the p99 of send → push exceeds a bound
+//! (`throughput.rs`; one step is `load.rs`); in the same run it measures
+//! the baselines: a bare quinn echo with the same framing, and a raw SQLite
+//! insert loop with the same durability. B4
 //! is fan-out (`fanout.rs`), B5 commit sequencing (`commits.rs`), B6
 //! handshakes and restart (`connections.rs`), B7 memory (`memory.rs`);
 //! `disk` times the data directory's fsyncs alone, the floor under every
 //! durable figure (`disk.rs`); `wire.rs` counts B3's datagrams per message.
-//! `--only` / `--skip` pick suites. `--quick` is the CI check: a few
-//! seconds, failing only on lost or duplicated messages or errors.
+//! `--only` / `--skip` pick suites. `--devices-per-account 1,2` runs B3 and
+//! B4 once per value in the same process (`pairs.rs`, `devices.rs`): with N
+//! devices per account every device is a leaf and online, and each message
+//! is delivered to every device but the sending one. `--quick` is the CI
+//! check: a few seconds, failing only on lost or duplicated messages or
+//! errors.
 
 mod baseline;
 mod commits;
 mod connections;
 mod cpu;
+mod devices;
 mod disk;
 mod fanout;
 mod fanout_baseline;
 mod histogram;
 mod load;
 mod memory;
+mod pairs;
 mod setup;
+mod storage;
+mod throughput;
 mod wire;
 
-use std::io::Write as _;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -34,7 +41,8 @@ use clap::{Parser, ValueEnum};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::load::{run_step, Deliveries, StepResult, Target};
+use crate::load::MAX_COPIES;
+use crate::throughput::Ramp;
 
 /// Load generator for qpc-server: open-loop durable message throughput and
 /// send → push latency at several connection counts, with baselines (B3);
@@ -79,6 +87,12 @@ struct Args {
     /// B4: messages then sent to the group all at once, for deliveries/s with messages in flight together.
     #[arg(long, default_value_t = 50)]
     fanout_burst: usize,
+    /// B3 and B4: devices per account, comma-separated; each value is run in
+    /// turn, in this order, in the same process. With N, each account has N
+    /// devices, all leaves of its groups and all online, and a message goes
+    /// to every device but the sending one (2N − 1 per B3 pair).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    devices_per_account: Vec<usize>,
     /// B5: group sizes N whose commit acceptance (SubmitCommit round trip) is measured.
     #[arg(long, value_delimiter = ',', default_value = "2,100,1000")]
     commit_sizes: Vec<usize>,
@@ -151,6 +165,14 @@ impl Args {
         for (flag, seconds) in [("--step-secs", self.step_secs), ("--disk-secs", self.disk_secs)] {
             flag_duration(flag, seconds)?;
         }
+        let most_devices = MAX_COPIES.div_ceil(2);
+        anyhow::ensure!(!self.devices_per_account.is_empty(), "--devices-per-account needs at least one value");
+        for &devices in &self.devices_per_account {
+            anyhow::ensure!(
+                (1..=most_devices).contains(&devices),
+                "--devices-per-account must be 1 to {most_devices}, not {devices}"
+            );
+        }
         Ok(())
     }
 }
@@ -159,17 +181,6 @@ impl Args {
 /// is negative, not a number or too large.
 fn flag_duration(flag: &str, seconds: f64) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(seconds).with_context(|| format!("{flag} {seconds}"))
-}
-
-#[derive(Debug, Serialize)]
-struct Ramp {
-    connections: usize,
-    target: &'static str,
-    steps: Vec<StepResult>,
-    /// Highest offered rate served with p99 within the bound and ≥ 95 % achieved.
-    max_sustained_per_s: f64,
-    /// Steps that missed the bound and were run again (see `--step-retries`).
-    retried_steps: u32,
 }
 
 #[derive(Debug, Serialize)]
@@ -184,7 +195,8 @@ struct Report {
     sqlite_inserts_per_s: Option<f64>,
     /// Latency of each of those inserts (one fsync'd commit).
     sqlite_commit_latency: Option<histogram::Summary>,
-    fanout: Option<fanout::FanoutResult>,
+    /// B4, one entry per value of `--devices-per-account`.
+    fanout: Vec<fanout::FanoutResult>,
     /// B5, one entry per group size.
     commits: Vec<commits::CommitResult>,
     /// B6.
@@ -221,86 +233,6 @@ fn machine() -> Machine {
         cpu,
         qpc_version: env!("CARGO_PKG_VERSION"),
     }
-}
-
-fn print_step(label: &str, connections: usize, step: &StepResult) {
-    let delivery = match (step.delivery, step.delivery_service) {
-        (Some(d), Some(service)) => format!(
-            " | push p50 {:.2} p99 {:.2} p99.9 {:.2} ms (from dispatch p50 {:.2} p99 {:.2})",
-            d.p50_ms, d.p99_ms, d.p999_ms, service.p50_ms, service.p99_ms
-        ),
-        _ => String::new(),
-    };
-    let cpu = step.cpu.map_or(String::new(), |cpu| {
-        format!(
-            " | server CPU {:.1} µs/msg ({:.2} cores; alone {:.0}/s), process {:.1} µs/msg",
-            cpu.server_us_per_message, cpu.server_cores, cpu.server_alone_per_s, cpu.process_us_per_message
-        )
-    });
-    let wire = step.wire.map_or(String::new(), |wire| {
-        format!(
-            " | {:.2} datagrams/msg ({:.2} ACK frames, {} lost)",
-            wire.datagrams_per_message, wire.ack_frames_per_message, wire.lost_packets
-        )
-    });
-    eprintln!(
-        "{label:<6} C={connections:<5} offered {:>8.0}/s achieved {:>8.0}/s | ack p50 {:.2} p99 {:.2} ms (from dispatch p50 {:.2}){delivery}{cpu}{wire} | errors {} lost {} dup {}",
-        step.offered_per_s,
-        step.achieved_per_s,
-        step.ack.p50_ms,
-        step.ack.p99_ms,
-        step.ack_service.p50_ms,
-        step.errors,
-        step.lost,
-        step.duplicates
-    );
-}
-
-/// The last run at the ramp's highest passed rate: the one that passed.
-fn passed_step_at_max(ramp: &Ramp) -> Option<&StepResult> {
-    ramp.steps.iter().rev().find(|step| step.offered_per_s == ramp.max_sustained_per_s)
-}
-
-fn within_bound(step: &StepResult, max_p99_ms: f64) -> bool {
-    let p99 = step.delivery.map_or(step.ack.p99_ms, |d| d.p99_ms);
-    p99 <= max_p99_ms && step.achieved_per_s >= 0.95 * step.offered_per_s && step.errors == 0
-}
-
-/// Steps the offered rate up from `start` until a step misses the bound (or `max_steps`).
-async fn ramp(
-    target: &Target<'_>,
-    label: &'static str,
-    connections: usize,
-    args: &Args,
-    rates: &[f64],
-    base: Instant,
-    step_id: &mut u32,
-) -> Ramp {
-    let mut steps = Vec::new();
-    let mut max_sustained = 0.0f64;
-    let mut retried_steps = 0;
-    for &rate in rates {
-        let mut retries = 0;
-        let ok = loop {
-            *step_id += 1;
-            let step = run_step(target, *step_id, rate, Duration::from_secs_f64(args.step_secs), base).await;
-            print_step(label, connections, &step);
-            let ok = within_bound(&step, args.max_p99_ms);
-            steps.push(step);
-            if ok || args.quick || retries >= args.step_retries {
-                break ok;
-            }
-            retries += 1;
-            retried_steps += 1;
-            eprintln!("{label:<6} C={connections:<5} missed the bound at {rate:.0}/s; running that step again");
-        };
-        if ok {
-            max_sustained = max_sustained.max(rate);
-        } else if !args.quick {
-            break;
-        }
-    }
-    Ramp { connections, target: label, steps, max_sustained_per_s: max_sustained, retried_steps }
 }
 
 #[tokio::main]
@@ -363,79 +295,10 @@ async fn main() -> anyhow::Result<()> {
     // can split each step's CPU time between the server and the load.
     let servers = cpu::server_runtime().context("start the servers' runtime")?;
     let server = servers.handle().spawn(setup::start_server()).await.context("the server's start-up task")??;
-    let deliveries = Arc::new(Deliveries::default());
-    let mut pairs = Vec::new();
-    let mut ramps = Vec::new();
-    let mut sqlite_commit_latency = None;
-    let sqlite_inserts_per_s = if args.runs(Suite::B3) {
-        let echo = {
-            let _on_servers = servers.handle().enter();
-            baseline::start_echo()?
-        };
-        let mut echo_clients = Vec::new();
-        let mut step_id = 0;
-        for &connections in &args.connections {
-            eprint!("setting up {connections} sender/recipient pairs ");
-            while pairs.len() < connections {
-                let pair = setup::make_pair(&server, pairs.len(), args.payload).await?;
-                load::start_recipient(&pair, deliveries.clone(), base).await?;
-                pairs.push(pair);
-                echo_clients.push(setup::connect(echo.addr, echo.pin()).await?);
-                if pairs.len() % 50 == 0 {
-                    eprint!(".");
-                    let _ = std::io::stderr().flush();
-                }
-            }
-            eprintln!(" done");
-            let target = Target::Server { pairs: &pairs[..connections], deliveries: &deliveries };
-            ramps.push(ramp(&target, "server", connections, &args, &rates, base, &mut step_id).await);
-            let target = Target::Echo { clients: &echo_clients[..connections] };
-            ramps.push(ramp(&target, "echo", connections, &args, &rates, base, &mut step_id).await);
-        }
-        let sqlite_seconds = if args.quick { 1.0 } else { 6.0 };
-        let (per_s, commits) = baseline::sqlite_inserts_per_second(
-            server.dir.path(),
-            args.payload,
-            Duration::from_secs_f64(sqlite_seconds),
-        )?;
-        eprintln!(
-            "sqlite durable single-row inserts: {per_s:.0}/s; each commit p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2} ms",
-            commits.p50_ms, commits.p99_ms, commits.p999_ms, commits.max_ms
-        );
-        sqlite_commit_latency = Some(commits);
-        Some(per_s)
-    } else {
-        None
-    };
-
-    let fanout = if args.runs(Suite::B4) && args.fanout_members > 0 {
-        eprint!("B4: a group of {} members ", args.fanout_members);
-        let mut result = fanout::run(&server, args.fanout_members, args.fanout_messages, args.fanout_burst).await?;
-        eprintln!(
-            " last member after p50 {:.2} p99 {:.2} ms, {:.0} deliveries/s one at a time, {:.0}/s for {} at once, {:.2} bodies and {:.0} queue rows per message",
-            result.last_recipient.p50_ms,
-            result.last_recipient.p99_ms,
-            result.deliveries_per_s,
-            result.burst_deliveries_per_s,
-            result.burst_messages,
-            result.bodies_per_message,
-            result.queue_rows_per_message
-        );
-        let bare = fanout_baseline::run(args.fanout_members, args.fanout_messages, result.ciphertext_bytes)
-            .await
-            .context("B4 baseline: fan-out over bare quinn")?;
-        eprintln!(
-            "B4 baseline, bare quinn to {} connections: last member after p50 {:.2} p99 {:.2} ms (server / bare: {:.2}x at p50)",
-            args.fanout_members,
-            bare.p50_ms,
-            bare.p99_ms,
-            result.last_recipient.p50_ms / bare.p50_ms.max(f64::MIN_POSITIVE)
-        );
-        result.bare_quinn_last_recipient = Some(bare);
-        Some(result)
-    } else {
-        None
-    };
+    let b3 =
+        if args.runs(Suite::B3) { Some(throughput::run(&args, &server, &servers, &rates, base).await?) } else { None };
+    let fanout =
+        if args.runs(Suite::B4) && args.fanout_members > 0 { run_b4(&args, &server).await? } else { Vec::new() };
     let mut commit_results = Vec::new();
     if args.runs(Suite::B5) {
         for &members in &args.commit_sizes {
@@ -453,20 +316,21 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
+    let ramps = b3.as_ref().map_or(&[][..], |b3| &b3.ramps[..]);
     let lost = ramps.iter().flat_map(|ramp| &ramp.steps).map(|step| step.lost).sum::<u64>()
-        + fanout.as_ref().map_or(0, |f| f.lost);
+        + fanout.iter().map(|f| f.lost).sum::<u64>();
     let duplicates = ramps.iter().flat_map(|ramp| &ramp.steps).map(|step| step.duplicates).sum::<u64>()
-        + fanout.as_ref().map_or(0, |f| f.duplicates);
+        + fanout.iter().map(|f| f.duplicates).sum::<u64>();
     let errors = connections.as_ref().map_or(0, connections::ConnectionsResult::errors);
     let report = Report {
         machine: machine(),
         durability: "SQLite WAL, synchronous=FULL, one transaction per enqueue",
         payload_bytes: args.payload,
-        ciphertext_bytes: pairs.first().map_or(0, |pair| pair.ciphertext.len()),
+        ciphertext_bytes: b3.as_ref().map_or(0, |b3| b3.ciphertext_bytes),
         max_p99_ms: args.max_p99_ms,
-        ramps,
-        sqlite_inserts_per_s,
-        sqlite_commit_latency,
+        sqlite_inserts_per_s: b3.as_ref().map(|b3| b3.sqlite_inserts_per_s),
+        sqlite_commit_latency: b3.as_ref().map(|b3| b3.sqlite_commit_latency),
+        ramps: b3.map_or_else(Vec::new, |b3| b3.ramps),
         fanout,
         commits: commit_results,
         connections,
@@ -483,7 +347,7 @@ async fn main() -> anyhow::Result<()> {
     server.server.shutdown().await;
     drop(servers);
     if lost > 0 || duplicates > 0 {
-        anyhow::bail!("{lost} acknowledged messages lost, {duplicates} delivered twice");
+        anyhow::bail!("{lost} copies of acknowledged messages lost, {duplicates} delivered twice to one device");
     }
     if errors > 0 {
         anyhow::bail!("{errors} B6 handshakes or reconnects failed");
@@ -491,35 +355,34 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_summary(report: &Report) {
-    println!(
-        "C      server max/s  echo max/s  ratio   server p99 push at max (ms)  steps run again (server/echo)  CPU µs/msg at max (server/echo)  server alone/s"
-    );
-    for pair in report.ramps.chunks(2) {
-        let [server, echo] = pair else { continue };
-        let at_max = passed_step_at_max(server);
-        let p99 = at_max.and_then(|step| step.delivery).map_or(f64::NAN, |d| d.p99_ms);
-        let ratio = if echo.max_sustained_per_s > 0.0 {
-            server.max_sustained_per_s / echo.max_sustained_per_s
-        } else {
-            f64::NAN
-        };
-        let server_cpu = at_max.and_then(|step| step.cpu);
-        let echo_cpu = passed_step_at_max(echo).and_then(|step| step.cpu);
-        println!(
-            "{:<6} {:>12.0} {:>11.0} {:>6.2}   {:>6.2}                       {}/{}                            {:>6.1} / {:<6.1}                  {:>8.0}",
-            server.connections,
-            server.max_sustained_per_s,
-            echo.max_sustained_per_s,
-            ratio,
-            p99,
-            server.retried_steps,
-            echo.retried_steps,
-            server_cpu.map_or(f64::NAN, |cpu| cpu.server_us_per_message),
-            echo_cpu.map_or(f64::NAN, |cpu| cpu.server_us_per_message),
-            server_cpu.map_or(f64::NAN, |cpu| cpu.server_alone_per_s),
+/// B4 once per value of `--devices-per-account`, each followed by its
+/// baseline: the same fan-out over bare quinn to as many connections as
+/// the group has receiving devices.
+async fn run_b4(args: &Args, server: &setup::BenchServer) -> anyhow::Result<Vec<fanout::FanoutResult>> {
+    let mut results = Vec::new();
+    for &devices in &args.devices_per_account {
+        eprint!("B4: a group of {} members, {devices} device(s) per account ", args.fanout_members);
+        let mut result =
+            fanout::run(server, args.fanout_members, devices, args.fanout_messages, args.fanout_burst).await?;
+        eprintln!(" {}", fanout::describe(&result));
+        let bare = fanout_baseline::run(result.receivers, args.fanout_messages, result.ciphertext_bytes)
+            .await
+            .context("B4 baseline: fan-out over bare quinn")?;
+        eprintln!(
+            "B4 baseline, bare quinn to {} connections: last member after p50 {:.2} p99 {:.2} ms (server / bare: {:.2}x at p50)",
+            result.receivers,
+            bare.p50_ms,
+            bare.p99_ms,
+            result.last_recipient.p50_ms / bare.p50_ms.max(f64::MIN_POSITIVE)
         );
+        result.bare_quinn_last_recipient = Some(bare);
+        results.push(result);
     }
+    Ok(results)
+}
+
+fn print_summary(report: &Report) {
+    throughput::print_summary(&report.ramps);
     if let Some(sqlite) = report.sqlite_inserts_per_s {
         println!(
             "sqlite durable inserts/s: {:.0}  (server max / sqlite: {:.2})",
@@ -527,11 +390,17 @@ fn print_summary(report: &Report) {
             report
                 .ramps
                 .iter()
-                .filter(|ramp| ramp.target == "server")
+                .filter(|ramp| ramp.what.devices_per_account == Some(1))
                 .map(|ramp| ramp.max_sustained_per_s)
                 .fold(0.0, f64::max)
                 / sqlite
         );
+    }
+    for result in &report.fanout {
+        println!("B4 {}", fanout::describe(result));
+    }
+    for ratio in fanout::per_copy_ratios(&report.fanout) {
+        println!("B4 {ratio}");
     }
     for result in &report.commits {
         println!("B5 {}", commits::describe(result));
@@ -563,7 +432,16 @@ mod tests {
     fn bad_numbers_are_refused_before_the_run() {
         assert!(args(&[]).check().is_ok());
         assert!(args(&["--disk-secs=0"]).check().is_ok(), "0 skips the disk probe");
-        for bad in ["--step-secs=-1", "--step-secs=0", "--max-p99-ms=NaN", "--start-rate=inf", "--disk-secs=1e300"] {
+        assert!(args(&["--devices-per-account=2,1"]).check().is_ok());
+        for bad in [
+            "--step-secs=-1",
+            "--step-secs=0",
+            "--max-p99-ms=NaN",
+            "--start-rate=inf",
+            "--disk-secs=1e300",
+            "--devices-per-account=0",
+            "--devices-per-account=1,33",
+        ] {
             let error = args(&[bad]).check().unwrap_err();
             let flag = bad.split('=').next().unwrap();
             assert!(format!("{error:#}").contains(flag), "{bad}: {error:#}");

@@ -1,9 +1,9 @@
 //! The system under test: an in-process `qpc-server` on a temporary data
 //! dir (embedded SQLite, `synchronous=FULL`), with limits raised so that the
-//! load generator measures the server rather than its rate limiter, and
-//! sender/recipient pairs, each pair a two-member MLS group. Also the client
-//! steps every suite shares: connect, register, log in, subscribe, and
-//! running many of them with a bounded number in flight.
+//! load generator measures the server rather than its rate limiter. Also the
+//! client steps every suite shares: connect, register, log in, subscribe,
+//! and running many of them with a bounded number in flight. B3's pairs are
+//! `pairs.rs`; further devices of an account, `devices.rs`.
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use quicprochat_core::{auth_transcript, AuthPurpose, Identity, MlsClient};
+use quicprochat_core::{auth_transcript, AuthPurpose, Identity};
 use quicprochat_proto::{v1, Method};
 use quicprochat_rpc::transport::TransportLimits;
 use quicprochat_rpc::{CertFingerprint, PinnedServer, PushStream, RpcClient, CLOSE_CLIENT_DONE};
@@ -27,16 +27,6 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) struct BenchServer {
     pub(crate) server: RunningServer,
     pub(crate) dir: tempfile::TempDir,
-}
-
-/// One sender, one recipient, their group, and a pre-encrypted message.
-pub(crate) struct Pair {
-    pub(crate) sender: RpcClient,
-    pub(crate) recipient: RpcClient,
-    pub(crate) group_id: Bytes,
-    /// An MLS PrivateMessage made once at setup: the load measures the
-    /// server, not client crypto (B1 measures that).
-    pub(crate) ciphertext: Bytes,
 }
 
 /// Where a server listens and the certificate clients pin for it.
@@ -227,53 +217,4 @@ where
         }
     }
     results.into_iter().map(|result| result.unwrap_or_else(|| Err(anyhow::anyhow!("task panicked")))).collect()
-}
-
-/// Registers `index`'s sender and recipient and puts them in one group.
-pub(crate) async fn make_pair(server: &BenchServer, index: usize, payload_len: usize) -> anyhow::Result<Pair> {
-    let (sender, sender_identity) = register(server.address(), &format!("s{index}")).await?;
-    let (recipient, recipient_identity) = register(server.address(), &format!("r{index}")).await?;
-    let state = server.dir.path().join(format!("clients-{index}"));
-    std::fs::create_dir_all(&state)?;
-    let sender_mls = MlsClient::open(&state.join("s.db"), sender_identity, &format!("s{index}"))?;
-    let recipient_mls = MlsClient::open(&state.join("r.db"), recipient_identity, &format!("r{index}"))?;
-    let upload = v1::UploadKeyPackagesRequest {
-        key_packages: recipient_mls.generate_key_packages(1)?.into_iter().map(Into::into).collect(),
-        last_resort: recipient_mls.generate_last_resort_key_package()?.into(),
-    };
-    let _: v1::UploadKeyPackagesResponse = recipient.call(Method::UploadKeyPackages, &upload).await?;
-
-    let group_id = format!("bench-grp{index:07}").into_bytes(); // group ids are 16 bytes
-    let bootstrap = sender_mls.create_group(&group_id)?;
-    let create = v1::CreateGroupRequest {
-        group_id: group_id.clone().into(),
-        name: format!("bench {index}"),
-        kind: v1::GroupKind::Named as i32,
-        group_info: bootstrap.group_info.into(),
-        ratchet_tree: bootstrap.ratchet_tree.into(),
-    };
-    let _: v1::CreateGroupResponse = sender.call(Method::CreateGroup, &create).await?;
-    let fetched: v1::FetchKeyPackageResponse = sender
-        .call(
-            Method::FetchKeyPackage,
-            &v1::FetchKeyPackageRequest { username: format!("r{index}"), device_id: Default::default() },
-        )
-        .await?;
-    let pending = sender_mls.add_members(&group_id, &[fetched.key_package.to_vec()])?;
-    let submit = v1::SubmitCommitRequest {
-        group_id: group_id.clone().into(),
-        epoch: pending.epoch,
-        commit: pending.commit.into(),
-        welcome: pending.welcome.unwrap_or_default().into(),
-        message_id: b"add".to_vec().into(),
-    };
-    let _: v1::SubmitCommitResponse = sender.call(Method::SubmitCommit, &submit).await?;
-    sender_mls.merge_pending_commit(&group_id)?;
-    let ciphertext = sender_mls.encrypt(&group_id, &vec![b'x'; payload_len])?;
-
-    // The Welcome and the commit are not part of the measurement.
-    let fetched: v1::FetchResponse =
-        recipient.call(Method::Fetch, &v1::FetchRequest { after_seq: 0, limit: 10 }).await?;
-    let _: v1::AckResponse = recipient.call(Method::Ack, &v1::AckRequest { up_to_seq: fetched.head_seq }).await?;
-    Ok(Pair { sender, recipient, group_id: group_id.into(), ciphertext: ciphertext.into() })
 }
