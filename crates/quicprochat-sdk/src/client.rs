@@ -148,13 +148,7 @@ impl QpcClient {
         invite: Option<&str>,
         options: ClientOptions,
     ) -> Result<QpcClient, SdkError> {
-        if Profile::exists(profile_dir) {
-            let existing = Profile::load(profile_dir)?;
-            return Err(SdkError::ProfileExists {
-                path: profile_dir.display().to_string(),
-                username: existing.username,
-            });
-        }
+        Profile::refuse_existing(profile_dir)?;
         let identity = Identity::generate()?;
         let rpc = RpcClient::connect(server, PinnedServer::new(None), &options.transport, options.call_timeout)
             .await?

@@ -72,13 +72,7 @@ impl QpcClient {
         options: ClientOptions,
         show_code: impl FnOnce(&str),
     ) -> Result<QpcClient, SdkError> {
-        if Profile::exists(profile_dir) {
-            let existing = Profile::load(profile_dir)?;
-            return Err(SdkError::ProfileExists {
-                path: profile_dir.display().to_string(),
-                username: existing.username,
-            });
-        }
+        Profile::refuse_existing(profile_dir)?;
         check_device_label(label).map_err(|problem| SdkError::InvalidInput(format!("device label: {problem}")))?;
         let rpc = RpcClient::connect(server, PinnedServer::new(None), &options.transport, options.call_timeout)
             .await?

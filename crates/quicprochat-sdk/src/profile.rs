@@ -90,6 +90,16 @@ impl Profile {
         }
     }
 
+    /// Fails with [`SdkError::ProfileExists`] when `dir` holds an account
+    /// (before a new one is made in it).
+    pub fn refuse_existing(dir: &Path) -> Result<(), SdkError> {
+        if !Profile::exists(dir) {
+            return Ok(());
+        }
+        let existing = Profile::load(dir)?;
+        Err(SdkError::ProfileExists { path: dir.display().to_string(), username: existing.username })
+    }
+
     /// Whether `dir` already holds an account.
     pub fn exists(dir: &Path) -> bool {
         dir.join(PROFILE_FILE).exists()

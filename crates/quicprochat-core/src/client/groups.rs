@@ -236,18 +236,7 @@ impl MlsClient {
             if to_remove.is_empty() {
                 return self.commit_all_pending(OP, group);
             }
-            let epoch = group.epoch().as_u64();
-            let (commit, welcome, _group_info) =
-                group.remove_members(&self.provider, self.signer(), &to_remove).map_err(|err| match err {
-                    RemoveMembersError::GroupStateError(err) => MlsError::state(OP, group.group_id(), &err),
-                    RemoveMembersError::StorageError(err) => MlsError::storage(OP, err),
-                    other => MlsError::internal(OP, other),
-                })?;
-            Ok(PendingCommit {
-                epoch,
-                commit: serialize_message(OP, &commit)?,
-                welcome: welcome.map(|w| serialize_message(OP, &w)).transpose()?,
-            })
+            self.commit_removal(OP, group, &to_remove)
         })
     }
 
@@ -270,18 +259,7 @@ impl MlsClient {
                     reason: "cannot remove our own device; use leave_group".to_owned(),
                 });
             }
-            let epoch = group.epoch().as_u64();
-            let (commit, welcome, _group_info) =
-                group.remove_members(&self.provider, self.signer(), &leaves).map_err(|err| match err {
-                    RemoveMembersError::GroupStateError(err) => MlsError::state(OP, group.group_id(), &err),
-                    RemoveMembersError::StorageError(err) => MlsError::storage(OP, err),
-                    other => MlsError::internal(OP, other),
-                })?;
-            Ok(Some(PendingCommit {
-                epoch,
-                commit: serialize_message(OP, &commit)?,
-                welcome: welcome.map(|w| serialize_message(OP, &w)).transpose()?,
-            }))
+            self.commit_removal(OP, group, &leaves).map(Some)
         })
     }
 
@@ -293,6 +271,27 @@ impl MlsClient {
                 return Ok(None);
             }
             self.commit_all_pending(OP, group).map(Some)
+        })
+    }
+
+    /// A commit removing `leaves` (and committing what is pending).
+    fn commit_removal(
+        &self,
+        operation: &'static str,
+        group: &mut MlsGroup,
+        leaves: &[LeafNodeIndex],
+    ) -> Result<PendingCommit, MlsError> {
+        let epoch = group.epoch().as_u64();
+        let (commit, welcome, _group_info) =
+            group.remove_members(&self.provider, self.signer(), leaves).map_err(|err| match err {
+                RemoveMembersError::GroupStateError(err) => MlsError::state(operation, group.group_id(), &err),
+                RemoveMembersError::StorageError(err) => MlsError::storage(operation, err),
+                other => MlsError::internal(operation, other),
+            })?;
+        Ok(PendingCommit {
+            epoch,
+            commit: serialize_message(operation, &commit)?,
+            welcome: welcome.map(|w| serialize_message(operation, &w)).transpose()?,
         })
     }
 
