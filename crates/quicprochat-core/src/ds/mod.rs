@@ -77,6 +77,9 @@ impl AddedMember {
 pub struct CommitOutcome {
     /// Username of the committer.
     pub sender: String,
+    /// The committer's device: the device of the leaf that signed the
+    /// commit (derived from its signature key before the commit).
+    pub sender_device: DeviceId,
     /// The epoch after the commit.
     pub new_epoch: u64,
     /// Members added by the commit.
@@ -210,10 +213,15 @@ impl DsGroupView {
             return Err(DsError::WrongContentType { expected: "commit", found: "other content".to_owned() });
         };
         self.check_update_path(sender_index, &staged)?;
+        let sender_device = self
+            .group
+            .leaf(sender_index)
+            .map(|leaf| DeviceId::of_key(leaf.signature_key().as_slice()))
+            .ok_or_else(|| DsError::InvalidMessage { reason: format!("committer leaf {sender_index} is blank") })?;
         let added = added_members(&staged)?;
         let removed = self.removed_usernames(&staged);
         self.group.merge_commit(&DeferredTree(&self.storage), *staged).map_err(DsError::internal)?;
-        Ok(CommitOutcome { sender, new_epoch: self.epoch(), added, removed, members: self.members() })
+        Ok(CommitOutcome { sender, sender_device, new_epoch: self.epoch(), added, removed, members: self.members() })
     }
 
     /// Validates a proposal (PublicMessage) and stores it as pending so a later commit by

@@ -30,7 +30,7 @@ use quicprochat_core::ds::{
 
 use quicprochat_core::DsGroupView;
 
-use super::devices::{added_queue, check_added_device, queues_of, session_device, Caller};
+use super::devices::{added_queue, check_added_device, current_device, queues_of, session_device, Caller};
 use super::groups::{
     direct_pair, is_leaving, is_member, load_group, load_roster, others, require_active_member, restore_view,
     serialise_view, Roster, DIRECT_GROUP_MAX_MEMBERS,
@@ -298,6 +298,7 @@ pub fn submit_commit(
         return Ok(CommitAccepted { epoch: first.epoch + 1, recipients: Vec::new(), snapshot_due: None });
     }
     session_device(store, caller)?;
+    let committing_device = current_device(store, caller)?.device_id;
     may_commit(&roster, roster.epoch, session_user, request.epoch)?;
     let framed_epoch = check_framing(request.commit, HandshakeKind::Commit, request.group_id)?;
     if framed_epoch != request.epoch {
@@ -325,6 +326,11 @@ pub fn submit_commit(
         }
     };
     // Past this point the view holds the commit: refused now, it is dropped.
+    if outcome.sender_device != committing_device {
+        // A device commits through its own session only: fan-out leaves out
+        // the session's device, and the roster's devices must be its leaves.
+        return Err(DomainError::denied("the commit is signed by another device than this session's"));
+    }
     check_accepted(store, policy, session_user, (group.kind, &group.name), &outcome, request)?;
 
     // One entry per account (the view lists a leaf per device, sorted by account).

@@ -1,6 +1,7 @@
 //! Domain tests: devices. A linked device logs in with its own key and has
 //! a queue of its own; a group's messages reach every device of the roster
-//! but the sending one; the server takes no key package and no leaf from a
+//! but the sending one, and a commit only from its signing device's own
+//! session; the server takes no key package and no leaf from a
 //! device its account did not register, or removed. Key packages are per
 //! device: each device has its own stock, and a fetch serves one package
 //! per current device.
@@ -11,10 +12,11 @@ use quicprochat_core::identity::{auth_transcript, AuthPurpose, Identity};
 use quicprochat_core::{DeviceId, MemberCredential};
 
 use super::{
-    add, assert_status, client, gid, inbox, new_group, policy, register_open, sign, store, unlimited, user, User,
-    EXPORTER, NONCE, NOW,
+    add, assert_status, client, gid, inbox, new_group, policy, register_open, sign, store, submit, unlimited, user,
+    User, EXPORTER, NONCE, NOW,
 };
 use crate::domain::accounts::{login, AuthProof, LoginOutcome};
+use crate::domain::commits::SubmitCommit;
 use crate::domain::devices::Caller;
 use crate::domain::key_packages as kp;
 use crate::domain::messages::{send_message, SendMessage};
@@ -131,6 +133,21 @@ fn messages_reach_every_device_but_the_sending_one() {
     let mut to_alice = vec!["alice".to_owned(), phone_queue.clone()];
     to_alice.sort();
     assert_eq!(deliveries(&bob, Caller::first_device("bob"), b"m3"), to_alice, "both of alice's devices");
+
+    // A device commits through its own session only: the phone's commit
+    // through the first device's session is refused, and nothing changes.
+    let removal = phone.client.remove_members(&group_id, &["bob".to_owned()]).unwrap();
+    let request = SubmitCommit {
+        group_id: &group_id,
+        epoch: removal.epoch,
+        commit: &removal.commit,
+        welcome: None,
+        message_id: b"phone-commit",
+    };
+    let epoch = store.get_group(&group_id).unwrap().unwrap().epoch;
+    assert_status(submit(&store, "alice", &request, NOW), "PERMISSION_DENIED", "signed by another device");
+    assert_eq!(store.get_group(&group_id).unwrap().unwrap().epoch, epoch, "nothing written");
+    phone.client.clear_pending_commit(&group_id).unwrap();
 
     // A device of the account that is not in the group may not post to it.
     let (laptop, laptop_queue) = linked_device(&store, &alice);
