@@ -38,7 +38,9 @@ use quicprochat_rpc::RpcClient;
 use serde::Serialize;
 
 use crate::histogram::{Latencies, Summary};
-use crate::setup::{close_now, register, register_many, serve_key_packages, BenchServer};
+use crate::setup::{
+    add_and_merge, close_now, create_named_group, register, register_many, serve_key_packages, BenchServer,
+};
 
 /// Registrations in flight while building a group.
 const REGISTER_IN_FLIGHT: usize = 32;
@@ -240,27 +242,9 @@ async fn build_group(server: &BenchServer, members: usize, extra_adds: usize) ->
 
     let mls = MlsClient::open(&state.join("creator.db"), creator_identity, &format!("{prefix}-creator"))?;
     let group_id = format!("commit-grp{members:06}").into_bytes(); // 16 bytes
-    let bootstrap = mls.create_group(&group_id)?;
-    let create = v1::CreateGroupRequest {
-        group_id: group_id.clone().into(),
-        name: format!("commits {members}"),
-        kind: v1::GroupKind::Named as i32,
-        group_info: bootstrap.group_info.into(),
-        ratchet_tree: bootstrap.ratchet_tree.into(),
-    };
-    let _: v1::CreateGroupResponse = creator.call(Method::CreateGroup, &create).await?;
+    create_named_group(&creator, &mls, &group_id, format!("commits {members}")).await?;
     if !member_packages.is_empty() {
-        let pending = mls.add_members(&group_id, &member_packages)?;
-        let submit = v1::SubmitCommitRequest {
-            group_id: group_id.clone().into(),
-            epoch: pending.epoch,
-            commit: pending.commit.into(),
-            welcome: pending.welcome.unwrap_or_default().into(),
-            message_id: b"add-all".to_vec().into(),
-        };
-        let _: v1::SubmitCommitResponse =
-            creator.call(Method::SubmitCommit, &submit).await.context("add every member")?;
-        mls.merge_pending_commit(&group_id)?;
+        add_and_merge(&creator, &mls, &group_id, &member_packages, b"add-all").await.context("add every member")?;
     }
     Ok(Group { creator, mls, group_id, extra, extra_key_packages })
 }

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::devices::{add_devices, drain_queue, fetch_devices, fetch_every_device, upload_own, FirstDevice};
 use crate::histogram::{Latencies, Summary};
-use crate::setup::{close_now, register, BenchServer, ServerAddress};
+use crate::setup::{add_and_merge, close_now, create_named_group, register, BenchServer, ServerAddress};
 use crate::storage::held_for_group;
 
 /// How long one message may take to reach every member before the run fails.
@@ -139,25 +139,8 @@ async fn build_group(server: &BenchServer, members: usize, devices: usize) -> an
 
     let group_id = if devices > 1 { format!("fanout-group-{devices:03}") } else { "fanout-group-000".to_owned() };
     let group_id = group_id.into_bytes();
-    let bootstrap = sender_mls.create_group(&group_id)?;
-    let create = v1::CreateGroupRequest {
-        group_id: group_id.clone().into(),
-        name: "fan-out".into(),
-        kind: v1::GroupKind::Named as i32,
-        group_info: bootstrap.group_info.into(),
-        ratchet_tree: bootstrap.ratchet_tree.into(),
-    };
-    let _: v1::CreateGroupResponse = sender.call(Method::CreateGroup, &create).await?;
-    let pending = sender_mls.add_members(&group_id, &key_packages)?;
-    let submit = v1::SubmitCommitRequest {
-        group_id: group_id.clone().into(),
-        epoch: pending.epoch,
-        commit: pending.commit.into(),
-        welcome: pending.welcome.unwrap_or_default().into(),
-        message_id: b"add-all".to_vec().into(),
-    };
-    let _: v1::SubmitCommitResponse = sender.call(Method::SubmitCommit, &submit).await.context("add every member")?;
-    sender_mls.merge_pending_commit(&group_id)?;
+    create_named_group(&sender, &sender_mls, &group_id, "fan-out".into()).await?;
+    add_and_merge(&sender, &sender_mls, &group_id, &key_packages, b"add-all").await.context("add every member")?;
     Ok(Group { sender, sender_mls, group_id, receivers })
 }
 

@@ -11,11 +11,10 @@
 
 use bytes::Bytes;
 use quicprochat_core::MlsClient;
-use quicprochat_proto::{v1, Method};
 use quicprochat_rpc::RpcClient;
 
 use crate::devices::{add_devices, drain_queue, fetch_devices, fetch_every_device, upload_own, FirstDevice};
-use crate::setup::{register, BenchServer};
+use crate::setup::{add_and_merge, create_named_group, register, BenchServer};
 
 /// One sender, its recipient, every device that receives their group's
 /// messages, the group, and a pre-encrypted message.
@@ -70,15 +69,7 @@ pub(crate) async fn make_pair(
     } else {
         format!("bench-grp{index:07}").into_bytes() // group ids are 16 bytes
     };
-    let bootstrap = sender_mls.create_group(&group_id)?;
-    let create = v1::CreateGroupRequest {
-        group_id: group_id.clone().into(),
-        name: format!("bench {tag}{index}"),
-        kind: v1::GroupKind::Named as i32,
-        group_info: bootstrap.group_info.into(),
-        ratchet_tree: bootstrap.ratchet_tree.into(),
-    };
-    let _: v1::CreateGroupResponse = sender.call(Method::CreateGroup, &create).await?;
+    create_named_group(&sender, &sender_mls, &group_id, format!("bench {tag}{index}")).await?;
     // One package per device of the recipient, and one of each of the
     // sender's other devices: every device a leaf, added in one commit.
     let mut key_packages = fetch_every_device(&sender, &recipient_name).await?;
@@ -89,16 +80,7 @@ pub(crate) async fn make_pair(
         key_packages.len(),
         copies_per_message(devices)
     );
-    let pending = sender_mls.add_members(&group_id, &key_packages)?;
-    let submit = v1::SubmitCommitRequest {
-        group_id: group_id.clone().into(),
-        epoch: pending.epoch,
-        commit: pending.commit.into(),
-        welcome: pending.welcome.unwrap_or_default().into(),
-        message_id: b"add".to_vec().into(),
-    };
-    let _: v1::SubmitCommitResponse = sender.call(Method::SubmitCommit, &submit).await?;
-    sender_mls.merge_pending_commit(&group_id)?;
+    add_and_merge(&sender, &sender_mls, &group_id, &key_packages, b"add").await?;
     let ciphertext = sender_mls.encrypt(&group_id, &vec![b'x'; payload_len])?;
 
     // The Welcome and the commit are not part of the measurement.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use quicprochat_core::{auth_transcript, AuthPurpose, Identity};
+use quicprochat_core::{auth_transcript, AuthPurpose, Identity, MlsClient};
 use quicprochat_proto::{v1, Method};
 use quicprochat_rpc::transport::TransportLimits;
 use quicprochat_rpc::{CertFingerprint, PinnedServer, PushStream, RpcClient, CLOSE_CLIENT_DONE};
@@ -217,4 +217,46 @@ where
         }
     }
     results.into_iter().map(|result| result.unwrap_or_else(|| Err(anyhow::anyhow!("task panicked")))).collect()
+}
+
+/// Creates the MLS group `group_id` with `mls` and registers it with the
+/// server as a named group called `name`.
+pub(crate) async fn create_named_group(
+    rpc: &RpcClient,
+    mls: &MlsClient,
+    group_id: &[u8],
+    name: String,
+) -> anyhow::Result<()> {
+    let bootstrap = mls.create_group(group_id)?;
+    let create = v1::CreateGroupRequest {
+        group_id: group_id.to_vec().into(),
+        name,
+        kind: v1::GroupKind::Named as i32,
+        group_info: bootstrap.group_info.into(),
+        ratchet_tree: bootstrap.ratchet_tree.into(),
+    };
+    let _: v1::CreateGroupResponse = rpc.call(Method::CreateGroup, &create).await?;
+    Ok(())
+}
+
+/// Adds `key_packages` to the group with one commit of `mls`, submitted
+/// under `message_id` and merged once the server took it.
+pub(crate) async fn add_and_merge(
+    rpc: &RpcClient,
+    mls: &MlsClient,
+    group_id: &[u8],
+    key_packages: &[Vec<u8>],
+    message_id: &[u8],
+) -> anyhow::Result<()> {
+    let pending = mls.add_members(group_id, key_packages)?;
+    let submit = v1::SubmitCommitRequest {
+        group_id: group_id.to_vec().into(),
+        epoch: pending.epoch,
+        commit: pending.commit.into(),
+        welcome: pending.welcome.unwrap_or_default().into(),
+        message_id: message_id.to_vec().into(),
+    };
+    let _: v1::SubmitCommitResponse = rpc.call(Method::SubmitCommit, &submit).await?;
+    mls.merge_pending_commit(group_id)?;
+    Ok(())
 }

@@ -66,15 +66,8 @@ impl Local {
     /// in the group: of several devices of the rebuilding account, that one
     /// rebuilds (each of them saw the group break).
     fn first_of_our_devices_in(&self, group_id: &[u8]) -> Result<bool, SdkError> {
-        let own = self.mls.device_id();
-        let lowest = self
-            .mls
-            .member_devices(group_id)?
-            .into_iter()
-            .filter(|leaf| leaf.member.username == self.username)
-            .map(|leaf| leaf.member.device_id)
-            .min();
-        Ok(lowest.is_none_or(|lowest| lowest == own))
+        let lowest = self.mls.devices_of(group_id, &self.username)?.into_iter().min();
+        Ok(lowest.is_none_or(|lowest| lowest == self.mls.device_id()))
     }
 
     /// Fails with [`SdkError::GroupBroken`] if `conversation` is broken.

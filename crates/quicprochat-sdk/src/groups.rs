@@ -93,14 +93,8 @@ impl QpcClient {
         // other devices' leaves first (a proposal can remove its sender only).
         let group_id = conversation.group_id.clone();
         let own_device = inner.mls.device_id();
-        let username = inner.username.clone();
-        let others: Vec<DeviceId> = inner
-            .mls
-            .member_devices(&group_id)?
-            .into_iter()
-            .filter(|leaf| leaf.member.username == username && leaf.member.device_id != own_device)
-            .map(|leaf| leaf.member.device_id)
-            .collect();
+        let mut others = inner.mls.devices_of(&group_id, &inner.username)?;
+        others.retain(|device| *device != own_device);
         if !others.is_empty() {
             inner.submit_commit_with_retry(&conversation, |mls| mls.remove_devices(&group_id, &others)).await?;
         }
@@ -198,9 +192,10 @@ impl Inner {
     }
 
     /// A key package the server served for `user` must name `user`, be of
-    /// a device certified by the account key pinned for `user` (pinning it
-    /// when none is: a server cannot pass off another account's package,
-    /// or a device of its own, as `user`'s), and stay valid for
+    /// a device certified by the account key pinned for `user` (checked, and
+    /// pinned when none is, by the caller once every package served agrees:
+    /// a server cannot pass off another account's package, or a device of
+    /// its own, as `user`'s), and stay valid for
     /// [`MIN_KEY_PACKAGE_REMAINING_SECS`](quicprochat_core::ds::MIN_KEY_PACKAGE_REMAINING_SECS).
     /// Returns the package's device and account key (pinned by the caller
     /// once every package served is checked).
@@ -218,12 +213,6 @@ impl Inner {
         let remaining = quicprochat_core::ds::MIN_KEY_PACKAGE_REMAINING_SECS;
         quicprochat_core::ds::check_key_package_lifetime(info.not_before, info.not_after, now, remaining)
             .map_err(|error| SdkError::Refused(format!("the key package served for {user}: {error}")))?;
-        if let Some((pinned, _)) = self.store.pinned_account_key(user)? {
-            if pinned != info.identity_key {
-                // The pin check names the reason.
-                self.check_and_pin(user, &info.identity_key)?;
-            }
-        }
         Ok((info.device_id(), info.identity_key))
     }
 

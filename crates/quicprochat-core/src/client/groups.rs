@@ -169,11 +169,7 @@ impl MlsClient {
                     }
                     other => MlsError::internal(OP, other),
                 })?;
-            Ok(PendingCommit {
-                epoch,
-                commit: serialize_message(OP, &commit)?,
-                welcome: Some(serialize_message(OP, &welcome)?),
-            })
+            PendingCommit::serialised(OP, epoch, &commit, Some(&welcome))
         })
     }
 
@@ -288,11 +284,7 @@ impl MlsClient {
                 RemoveMembersError::StorageError(err) => MlsError::storage(operation, err),
                 other => MlsError::internal(operation, other),
             })?;
-        Ok(PendingCommit {
-            epoch,
-            commit: serialize_message(operation, &commit)?,
-            welcome: welcome.map(|w| serialize_message(operation, &w)).transpose()?,
-        })
+        PendingCommit::serialised(operation, epoch, &commit, welcome.as_ref())
     }
 
     fn commit_all_pending(&self, operation: &'static str, group: &mut MlsGroup) -> Result<PendingCommit, MlsError> {
@@ -304,11 +296,7 @@ impl MlsClient {
                 CommitToPendingProposalsError::StorageError(err) => MlsError::storage(operation, err),
                 other => MlsError::internal(operation, other),
             })?;
-        Ok(PendingCommit {
-            epoch,
-            commit: serialize_message(operation, &commit)?,
-            welcome: welcome.map(|w| serialize_message(operation, &w)).transpose()?,
-        })
+        PendingCommit::serialised(operation, epoch, &commit, welcome.as_ref())
     }
 
     /// A Remove proposal for ourselves (MlsMessage bytes, PublicMessage). Leaving in MLS

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 
 use super::{any_verified_member, Access, Incoming, MemberCheck, MemberRefusal, MlsClient, MlsError};
 use crate::device::{DeviceId, VerifiedMember};
-use crate::identity::{member_of, username_of};
+use crate::identity::{admitted_member, member_of, username_of};
 
 const UNKNOWN_SENDER: &str = "<invalid credential>";
 
@@ -287,9 +287,9 @@ impl AccountKeys {
     fn of_group(group: &MlsGroup) -> AccountKeys {
         let mut accounts = AccountKeys::default();
         for member in group.members() {
-            // Every leaf was checked when it entered; one that does not
-            // verify now is left out (it cannot vouch for a key either).
-            if let Ok(verified) = member_of(&member.credential, &member.signature_key) {
+            // Every leaf was checked when it entered; one whose credential
+            // does not even parse is left out (it vouches for no key).
+            if let Ok(verified) = admitted_member(&member.credential, &member.signature_key) {
                 accounts.0.entry(verified.username).or_insert(verified.account_key);
             }
         }
@@ -324,10 +324,10 @@ fn same_account_as_before(group: &MlsGroup, sender: &Sender, new: &VerifiedMembe
     Ok(())
 }
 
-/// The member at a leaf, its credential verified.
+/// The member at a leaf of our tree ([`admitted_member`]).
 fn leaf_member(group: &MlsGroup, index: LeafNodeIndex) -> Option<VerifiedMember> {
     let member = group.member_at(index)?;
-    member_of(&member.credential, &member.signature_key).ok()
+    admitted_member(&member.credential, &member.signature_key).ok()
 }
 
 /// Future epochs are an error (we missed commits); past-epoch handshakes are ignored.

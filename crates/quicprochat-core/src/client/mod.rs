@@ -38,7 +38,7 @@ use state_lock::{Held, StateLock};
 
 use crate::ciphersuite::{is_allowed_ciphersuite, DEFAULT_CIPHERSUITE};
 use crate::device::{verify_member, DeviceId, MemberCredential, VerifiedMember};
-use crate::identity::{member_of, username_of, Identity};
+use crate::identity::{admitted_member, username_of, Identity};
 
 /// Decides whether a member whose credential verified (a leaf joining a
 /// group, or every leaf of a group joined) is accepted: a client compares
@@ -87,6 +87,22 @@ pub struct PendingCommit {
     pub commit: Vec<u8>,
     /// MlsMessage(Welcome) bytes when the commit adds members.
     pub welcome: Option<Vec<u8>>,
+}
+
+impl PendingCommit {
+    /// The commit (and Welcome) OpenMLS made at `epoch`, serialised.
+    pub(crate) fn serialised(
+        operation: &'static str,
+        epoch: u64,
+        commit: &openmls::prelude::MlsMessageOut,
+        welcome: Option<&openmls::prelude::MlsMessageOut>,
+    ) -> Result<PendingCommit, MlsError> {
+        Ok(PendingCommit {
+            epoch,
+            commit: groups::serialize_message(operation, commit)?,
+            welcome: welcome.map(|welcome| groups::serialize_message(operation, welcome)).transpose()?,
+        })
+    }
 }
 
 /// The result of processing one incoming message.
@@ -267,20 +283,22 @@ impl MlsClient {
     }
 
     /// Every leaf of the group with the device its credential proves, by
-    /// leaf index. A leaf whose credential does not verify is an error
-    /// (every leaf is checked when it enters, see [`MemberCheck`]).
+    /// leaf index (each leaf's certificate was checked when it entered, see
+    /// [`MemberCheck`]; it is not checked again here).
     pub fn member_devices(&self, group_id: &[u8]) -> Result<Vec<GroupMember>, MlsError> {
         self.with_group("member_devices", group_id, Access::Read, |group| {
-            group
-                .members()
-                .map(|m| {
-                    let member = member_of(&m.credential, &m.signature_key).map_err(|error| {
-                        MlsError::RefusedMember { username: member_name(&m), reason: error.to_string() }
-                    })?;
-                    Ok(GroupMember { leaf_index: m.index.u32(), member })
-                })
-                .collect()
+            group.members().map(|m| Ok(GroupMember { leaf_index: m.index.u32(), member: admitted(&m)? })).collect()
         })
+    }
+
+    /// The devices of `username` that are leaves of the group.
+    pub fn devices_of(&self, group_id: &[u8], username: &str) -> Result<Vec<DeviceId>, MlsError> {
+        Ok(self
+            .member_devices(group_id)?
+            .into_iter()
+            .filter(|leaf| leaf.member.username == username)
+            .map(|leaf| leaf.member.device_id)
+            .collect())
     }
 
     /// Our own device id (derived from our signature key).
@@ -311,11 +329,7 @@ impl MlsClient {
             let Some(leaf) = group.members().find(|m| username_of(&m.credential).as_deref() == Some(username)) else {
                 return Ok(None);
             };
-            let member = member_of(&leaf.credential, &leaf.signature_key).map_err(|error| MlsError::RefusedMember {
-                username: username.to_owned(),
-                reason: error.to_string(),
-            })?;
-            Ok(Some(member.account_key))
+            Ok(Some(admitted(&leaf)?.account_key))
         })
     }
 
@@ -422,6 +436,12 @@ impl MlsClient {
             signature_key: SignaturePublicKey::from(self.identity.public_key().to_vec()),
         }
     }
+}
+
+/// The member a leaf of our tree is ([`admitted_member`]).
+fn admitted(member: &Member) -> Result<VerifiedMember, MlsError> {
+    admitted_member(&member.credential, &member.signature_key)
+        .map_err(|error| MlsError::RefusedMember { username: member_name(member), reason: error.to_string() })
 }
 
 /// A member's username, or a marker when its credential is not a UTF-8 BasicCredential.

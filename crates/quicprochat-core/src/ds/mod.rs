@@ -34,7 +34,7 @@ pub use precheck::{
 
 use crate::ciphersuite::is_allowed_ciphersuite;
 use crate::device::DeviceId;
-use crate::identity::{member_of, username_of};
+use crate::identity::{admitted_member, member_of, username_of};
 
 /// A group member as the DS sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,7 +171,7 @@ impl DsGroupView {
         let mut members: Vec<MemberInfo> = self
             .group
             .members()
-            .map(|member| match member_of(&member.credential, &member.signature_key) {
+            .map(|member| match admitted_member(&member.credential, &member.signature_key) {
                 Ok(verified) => MemberInfo {
                     username: verified.username,
                     identity_key: verified.account_key,

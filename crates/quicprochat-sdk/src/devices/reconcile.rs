@@ -49,19 +49,23 @@ impl Inner {
         fetched: HashMap<DeviceId, Vec<u8>>,
     ) -> Result<Reconciled, SdkError> {
         let current = self.current_devices().await?;
-        let requested = self.store.meta(RECONCILE_REQUESTS)?;
-        let outcome = self.reconcile_with(&current, fetched).await?;
-        self.note_reconciled(&current, &outcome, requested)?;
-        Ok(outcome)
+        self.reconcile_recorded(&current, fetched).await
     }
 
-    /// Records a complete reconcile of `current`, unless something is left
-    /// or a new one was asked for while it ran (a group joined meanwhile).
-    fn note_reconciled(&self, current: &[DeviceId], outcome: &Reconciled, requested: u64) -> Result<(), SdkError> {
+    /// [`Inner::reconcile_with`], recorded as complete for `current` unless
+    /// something is left or a new one was asked for while it ran (a group
+    /// joined meanwhile).
+    async fn reconcile_recorded(
+        &mut self,
+        current: &[DeviceId],
+        fetched: HashMap<DeviceId, Vec<u8>>,
+    ) -> Result<Reconciled, SdkError> {
+        let requested = self.store.meta(RECONCILE_REQUESTS)?;
+        let outcome = self.reconcile_with(current, fetched).await?;
         if outcome.pending == 0 && self.store.meta(RECONCILE_REQUESTS)? == requested {
             self.store.set_meta(RECONCILED_DEVICES, devices_digest(current))?;
         }
-        Ok(())
+        Ok(outcome)
     }
 
     /// At open: [`Inner::reconcile_devices`] when the account's devices
@@ -71,9 +75,7 @@ impl Inner {
         if self.store.meta(RECONCILED_DEVICES)? == devices_digest(&current) {
             return Ok(());
         }
-        let requested = self.store.meta(RECONCILE_REQUESTS)?;
-        let outcome = self.reconcile_with(&current, HashMap::new()).await?;
-        self.note_reconciled(&current, &outcome, requested)
+        self.reconcile_recorded(&current, HashMap::new()).await.map(drop)
     }
 
     /// Our account's current devices: those the server lists whose
@@ -110,13 +112,7 @@ impl Inner {
             {
                 continue;
             }
-            let ours: Vec<DeviceId> = self
-                .mls
-                .member_devices(&group_id)?
-                .into_iter()
-                .filter(|leaf| leaf.member.username == self.username)
-                .map(|leaf| leaf.member.device_id)
-                .collect();
+            let ours = self.mls.devices_of(&group_id, &self.username)?;
             let gone: Vec<DeviceId> = ours.iter().copied().filter(|device| !current.contains(device)).collect();
             if !gone.is_empty() {
                 match self.submit_commit_with_retry(&conversation, |mls| mls.remove_devices(&group_id, &gone)).await {
@@ -178,12 +174,7 @@ impl Inner {
         self.submit_commit_with_retry(conversation, |mls| {
             // Rebuilt after a lost epoch: another device of ours may have
             // added some of them meanwhile.
-            let present: Vec<DeviceId> = mls
-                .member_devices(&group_id)?
-                .into_iter()
-                .filter(|leaf| leaf.member.username == own)
-                .map(|leaf| leaf.member.device_id)
-                .collect();
+            let present = mls.devices_of(&group_id, &own)?;
             let still: Vec<Vec<u8>> = adding
                 .iter()
                 .filter(|(device, _)| !present.contains(device))
