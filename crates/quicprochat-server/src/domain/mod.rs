@@ -16,7 +16,8 @@
 //! [`groups`] (create, members), [`commits`] (submit commit, leave),
 //! [`messages`] (application messages), [`delivery`] (fetch, ack),
 //! [`devices`] (the caller's device, device queues of a roster), [`views`],
-//! [`snapshots`] (storing decoded views, which shortens the group logs).
+//! [`snapshots`] (storing decoded views, which shortens the group logs),
+//! [`federation`] (the server-to-server stream, sans IO).
 //! Errors map 1:1 onto wire status codes through [`DomainError`].
 
 pub mod accounts;
@@ -24,6 +25,7 @@ pub mod commits;
 pub mod delivery;
 pub mod devices;
 mod error;
+pub mod federation;
 pub mod groups;
 pub mod invites;
 pub mod key_packages;
