@@ -45,5 +45,9 @@ fuzz_target!(|data: &[u8]| {
         Method::LinkFetch => check::<v1::LinkFetchRequest>(body),
         Method::LinkApprove => check::<v1::LinkApproveRequest>(body),
         Method::LinkWait => check::<v1::LinkWaitRequest>(body),
+        Method::FedHello => {
+            check::<v1::FedHelloRequest>(body);
+            check::<v1::FedHelloResponse>(body);
+        }
     }
 });

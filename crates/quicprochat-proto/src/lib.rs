@@ -24,6 +24,9 @@ pub use status::Status;
 /// ALPN protocol identifier negotiated by client and server.
 pub const ALPN: &[u8] = b"qpc/1";
 
+/// ALPN protocol identifier of the federation port (server to server).
+pub const FED_ALPN: &[u8] = b"qpc-fed/1";
+
 /// Decodes a Protobuf message from untrusted bytes. The frame layer has
 /// already bounded `bytes.len()`; prost itself never panics on bad input.
 pub fn decode_message<M: prost::Message + Default>(bytes: &[u8]) -> Result<M, prost::DecodeError> {

@@ -99,6 +99,19 @@ methods! {
     LinkApprove = 55, req 20 * KIB, resp KIB;
     /// `LinkWaitRequest` → `LinkWaitResponse` (no session).
     LinkWait = 56, req KIB, resp 20 * KIB;
+    /// `FedHelloRequest` → `FedHelloResponse` (federation port only).
+    FedHello = 100, req KIB, resp KIB;
+}
+
+/// Method numbers served on the federation port (ALPN `qpc-fed/1`) only.
+pub const FEDERATION_METHODS: std::ops::RangeInclusive<u16> = 100..=199;
+
+impl Method {
+    /// Whether this is a server-to-server method, served on the
+    /// federation port only (and refused on the client port).
+    pub fn is_federation(self) -> bool {
+        FEDERATION_METHODS.contains(&(self as u16))
+    }
 }
 
 impl std::fmt::Display for Method {
@@ -120,5 +133,7 @@ mod tests {
         }
         assert_eq!(Method::from_u16(0), None);
         assert_eq!(Method::from_u16(u16::MAX), None);
+        assert!(Method::FedHello.is_federation());
+        assert!(!Method::Ping.is_federation() && !Method::SendMessage.is_federation());
     }
 }

@@ -62,6 +62,18 @@ impl RpcClient {
         Ok(RpcClient { endpoint, connection, call_timeout, retry_budget: Duration::ZERO, fingerprint })
     }
 
+    /// A client over a connection made elsewhere (a federation dial, whose
+    /// TLS config and pins are the caller's); `fingerprint` is the
+    /// certificate the other side presented.
+    pub fn from_connection(
+        endpoint: quinn::Endpoint,
+        connection: quinn::Connection,
+        call_timeout: Duration,
+        fingerprint: CertFingerprint,
+    ) -> RpcClient {
+        RpcClient { endpoint, connection, call_timeout, retry_budget: Duration::ZERO, fingerprint }
+    }
+
     /// Lets calls wait out the server's retry-after hints (on
     /// `RESOURCE_EXHAUSTED` and `UNAVAILABLE`) for up to `budget` in total
     /// before giving up with the error. Zero (the default) never waits.

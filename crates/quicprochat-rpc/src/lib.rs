@@ -4,7 +4,9 @@
 //! `X25519MLKEM768` key exchange required on every connection), the server's
 //! self-signed certificate, the client's certificate pinning, and moving
 //! [`quicprochat_proto::Frame`]s over quinn streams: one bidirectional stream
-//! per RPC, one server-opened unidirectional stream for pushes.
+//! per RPC, one server-opened unidirectional stream for pushes. The
+//! federation port (`federation`) uses the same frames over connections
+//! authenticated both ways by pinned certificates.
 //!
 //! It has no business logic: it never looks inside a request body.
 
@@ -12,6 +14,7 @@
 
 pub mod client;
 pub mod error;
+pub mod federation;
 pub mod stream;
 pub mod tls;
 pub mod transport;

@@ -52,7 +52,7 @@ impl Default for TransportLimits {
 }
 
 impl TransportLimits {
-    fn transport_config(&self, accept_uni_streams: u32) -> Result<TransportConfig, RpcError> {
+    pub(crate) fn transport_config(&self, accept_uni_streams: u32) -> Result<TransportConfig, RpcError> {
         let idle = IdleTimeout::try_from(self.idle_timeout)
             .map_err(|_| RpcError::Tls(format!("idle timeout {:?} is out of range", self.idle_timeout)))?;
         let mut config = TransportConfig::default();

@@ -22,4 +22,5 @@ pub mod storage;
 mod transport;
 
 pub use config::ServerConfig;
-pub use server::{RunningServer, ServerError};
+pub use server::{server_identity, RunningServer, ServerError};
+pub use transport::federation::PeerStatus;

@@ -84,6 +84,17 @@ enum Command {
     Users(UsersCommand),
     /// Show whether a running server is ready or draining, and headline metrics.
     Status,
+    /// Federation with other servers.
+    #[command(subcommand)]
+    Federation(FederationCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum FederationCommand {
+    /// Print this server's certificate pin, for the `fingerprints` of its
+    /// entry in other servers' [[federation.peers]] (the certificate is
+    /// made if the data dir has none yet).
+    Fingerprint,
 }
 
 #[derive(Subcommand, Debug)]
@@ -140,6 +151,7 @@ fn main() -> ExitCode {
         Some(Command::Users(UsersCommand::Disable { name })) => admin::users::disable(&config, &name),
         Some(Command::Users(UsersCommand::Enable { name })) => admin::users::enable(&config, &name),
         Some(Command::Status) => admin::status::show(&config),
+        Some(Command::Federation(FederationCommand::Fingerprint)) => admin::federation::fingerprint(&config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -24,7 +24,8 @@
 //! - `trimmed_queue_entries_total`: entries deleted unacknowledged from
 //!   queues over `delivery.max_queue_entries`;
 //! - `rate_limited_total{limit}`: requests refused by a rate limit;
-//! - `draining`: 0 while ready, 1 once shutdown has begun.
+//! - `draining`: 0 while ready, 1 once shutdown has begun;
+//! - `fed_*`: federation, see [`FederationMetrics`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,6 +39,10 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::storage::{Expired, TrimmedQueues};
+
+mod federation;
+
+pub use federation::FederationMetrics;
 
 /// Latency buckets: 50 µs doubling 19 times, up to ~13 s.
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -96,6 +101,7 @@ struct Inner {
     rate_limited: Family<LimitLabels, Counter>,
     draining_gauge: Gauge,
     draining: AtomicBool,
+    federation: FederationMetrics,
 }
 
 impl Default for Metrics {
@@ -161,6 +167,7 @@ impl Metrics {
         );
         registry.register("rate_limited", "Requests refused by a rate limit, by limit", rate_limited.clone());
         registry.register("draining", "1 while the server drains for shutdown, else 0", draining_gauge.clone());
+        let federation = FederationMetrics::register(&mut registry);
 
         Metrics {
             inner: Arc::new(Inner {
@@ -181,6 +188,7 @@ impl Metrics {
                 rate_limited,
                 draining_gauge,
                 draining: AtomicBool::new(false),
+                federation,
             }),
         }
     }
@@ -264,6 +272,11 @@ impl Metrics {
     /// Whether [`Metrics::set_draining`] last set `true`.
     pub fn is_draining(&self) -> bool {
         self.inner.draining.load(Ordering::Acquire)
+    }
+
+    /// The federation series.
+    pub fn federation(&self) -> &FederationMetrics {
+        &self.inner.federation
     }
 
     /// Renders every series as OpenMetrics text (what Prometheus scrapes).

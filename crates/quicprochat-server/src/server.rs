@@ -13,7 +13,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use quicprochat_rpc::tls::load_or_generate_server_identity;
+use quicprochat_rpc::federation::federation_server_config;
+use quicprochat_rpc::tls::{load_or_generate_server_identity, ServerIdentity};
 use quicprochat_rpc::transport::{server_config, IncomingLimits};
 use quicprochat_rpc::{CertFingerprint, RpcError, CLOSE_SERVER_SHUTDOWN};
 use tokio::task::JoinHandle;
@@ -24,6 +25,7 @@ use crate::http::serve_http;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiters;
 use crate::storage::{SqliteStore, StorageExecutor, Store, StoreError, TimedStore};
+use crate::transport::federation::{self, Federation, PeerStatus, PeerTable};
 use crate::transport::{handle_connection, Admission, Admissions, DriverTasks, Mailboxes, ServerState, Tasks};
 use crate::ServerConfig;
 
@@ -55,6 +57,18 @@ pub enum ServerError {
     /// TLS or the QUIC endpoint could not be set up (e.g. the address is taken).
     #[error("listener")]
     Listen(#[from] RpcError),
+    /// The database holds federated data of another domain: names and
+    /// groups other servers know under it cannot move to a new one.
+    #[error(
+        "this data dir's database was used for federation as {recorded}, but server.domain is {configured}: \
+         a server's domain cannot change once it federates (use {recorded}, or a new data dir)"
+    )]
+    DomainChanged {
+        /// The domain recorded in the database.
+        recorded: String,
+        /// The configured `server.domain`.
+        configured: String,
+    },
     /// The metrics/health HTTP listener could not be bound.
     #[error("metrics listener {addr}")]
     MetricsListen {
@@ -70,8 +84,17 @@ pub struct RunningServer {
     local_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     fingerprint: CertFingerprint,
+    federation: Option<Arc<Federation>>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
+}
+
+/// The server's TLS identity: the certificate and key in the data dir,
+/// generated on first use. Clients and peer servers pin its fingerprint
+/// (`qpc-server federation fingerprint` prints it).
+pub fn server_identity(config: &ServerConfig) -> Result<ServerIdentity, ServerError> {
+    let names = vec![config.domain.clone(), "localhost".to_owned(), "qpc-server".to_owned()];
+    Ok(load_or_generate_server_identity(&config.data_dir, &names)?)
 }
 
 impl RunningServer {
@@ -79,8 +102,10 @@ impl RunningServer {
     pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         let metrics = Metrics::new();
         let (store, executor) = open_store(&config, &metrics).await?;
-        let names = vec![config.domain.clone(), "localhost".to_owned(), "qpc-server".to_owned()];
-        let identity = load_or_generate_server_identity(&config.data_dir, &names)?;
+        if config.federation.listen.is_some() {
+            pin_domain(&store, &config.domain).await?;
+        }
+        let identity = Arc::new(server_identity(&config)?);
         let incoming = IncomingLimits {
             max_pending_handshakes: config.connections.max_pending_handshakes,
             incoming_buffer_bytes: config.connections.incoming_buffer_bytes,
@@ -89,12 +114,37 @@ impl RunningServer {
             Some(addr) => Some(bind_metrics(addr).await?),
             None => None,
         };
-        // The QUIC socket is bound last: no start-up error can follow that
-        // would leave quinn's tasks holding it.
+        // The QUIC sockets are bound last: no start-up error can follow that
+        // would leave quinn's tasks holding them.
         let drivers = DriverTasks::default();
         let quic_config = server_config(&identity, &config.transport, incoming)?;
-        let (endpoint, local_addr) =
-            bind_endpoint(config.listen, config.connections.udp_receive_buffer_bytes, quic_config, &drivers)?;
+        let peers = PeerTable::new(&config.federation.peers, metrics.clone());
+        let federation_endpoint = match config.federation.listen {
+            Some(listen) => {
+                let federation_config = federation_server_config(&identity, peers.pins(), &config.transport, incoming)?;
+                let receive_buffer = config.connections.udp_receive_buffer_bytes;
+                Some(bind_endpoint(listen, receive_buffer, federation_config, &drivers)?)
+            }
+            None => None,
+        };
+        let bound = bind_endpoint(config.listen, config.connections.udp_receive_buffer_bytes, quic_config, &drivers);
+        let (endpoint, local_addr) = match bound {
+            Ok(bound) => bound,
+            Err(error) => {
+                drop(federation_endpoint);
+                drivers.stop().await;
+                return Err(error.into());
+            }
+        };
+        let federation = federation_endpoint.map(|(endpoint, local_addr)| {
+            Arc::new(Federation {
+                domain: config.domain.clone(),
+                endpoint,
+                local_addr,
+                identity: identity.clone(),
+                peers,
+            })
+        });
         let shutdown = CancellationToken::new();
         let http_shutdown = CancellationToken::new();
         let (http, metrics_addr) = match metrics_listener {
@@ -126,10 +176,22 @@ impl RunningServer {
             data_dir = %config.data_dir.display(),
             "qpc-server listening"
         );
+        if let Some(federation) = &federation {
+            tracing::info!(
+                listen = %federation.local_addr,
+                peers = config.federation.peers.len(),
+                domain = %config.domain,
+                "federation port listening"
+            );
+            let accept = federation::accept_peers(federation.endpoint.clone(), state.clone(), federation.clone());
+            state.tasks.spawn_connection_task(accept);
+            federation::keep_in_touch_with_peers(&state, federation);
+        }
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
         let expiry = tokio::spawn(crate::expiry::expire_until_shutdown(state.clone()));
+        let federation_endpoint = federation.as_ref().map(|federation| federation.endpoint.clone());
         let task = tokio::spawn(async move {
-            serve(endpoint, drivers, state).await;
+            serve(endpoint, federation_endpoint, drivers, state).await;
             let _ = housekeeping.await;
             let _ = expiry.await;
             http_shutdown.cancel();
@@ -142,7 +204,29 @@ impl RunningServer {
             }
             tracing::info!("qpc-server stopped");
         });
-        Ok(RunningServer { local_addr, metrics_addr, fingerprint: identity.fingerprint(), shutdown, task })
+        Ok(RunningServer { local_addr, metrics_addr, fingerprint: identity.fingerprint(), federation, shutdown, task })
+    }
+
+    /// The bound address of the federation port, if federation is on.
+    pub fn federation_addr(&self) -> Option<SocketAddr> {
+        self.federation.as_ref().map(|federation| federation.local_addr)
+    }
+
+    /// What this server knows of each configured peer now.
+    pub fn federation_peers(&self) -> Vec<PeerStatus> {
+        self.federation.as_ref().map(|federation| federation.peers.status()).unwrap_or_default()
+    }
+
+    /// Waits up to `bound` until the status of peer `domain` satisfies
+    /// `condition`; returns it, or `None` on timeout (or when federation
+    /// is off or `domain` is no peer).
+    pub async fn wait_for_peer(
+        &self,
+        domain: &str,
+        bound: std::time::Duration,
+        condition: impl Fn(&PeerStatus) -> bool,
+    ) -> Option<PeerStatus> {
+        self.federation.as_ref()?.peers.wait_for(domain, bound, condition).await
     }
 
     /// The bound address.
@@ -194,6 +278,19 @@ async fn open_store(
         })??);
     let executor: Arc<dyn StorageExecutor> = sqlite.clone();
     Ok((Arc::new(TimedStore::new(sqlite, metrics.clone())), executor))
+}
+
+/// Records `domain` as the database's domain, or refuses to start when the
+/// database federated under another one.
+async fn pin_domain(store: &Arc<dyn Store>, domain: &str) -> Result<(), ServerError> {
+    let (store, pinned) = (store.clone(), domain.to_owned());
+    let recorded = tokio::task::spawn_blocking(move || store.pin_domain(&pinned))
+        .await
+        .map_err(|join| ServerError::DataDir { path: "database task".into(), source: std::io::Error::other(join) })??;
+    match recorded {
+        Some(recorded) => Err(ServerError::DomainChanged { recorded, configured: domain.to_owned() }),
+        None => Ok(()),
+    }
 }
 
 /// Binds the metrics/health listener; returns it with its bound address.
@@ -349,7 +446,12 @@ async fn end_pushes_of_disabled_accounts(state: &ServerState) {
     }
 }
 
-async fn serve(endpoint: quinn::Endpoint, drivers: DriverTasks, state: Arc<ServerState>) {
+async fn serve(
+    endpoint: quinn::Endpoint,
+    federation_endpoint: Option<quinn::Endpoint>,
+    drivers: DriverTasks,
+    state: Arc<ServerState>,
+) {
     loop {
         tokio::select! {
             _ = state.shutdown.cancelled() => break,
@@ -359,26 +461,44 @@ async fn serve(endpoint: quinn::Endpoint, drivers: DriverTasks, state: Arc<Serve
             },
         }
     }
-    shut_down(endpoint, drivers, &state).await;
+    shut_down(endpoint, federation_endpoint, drivers, &state).await;
 }
 
 /// Drains, closes every connection, and ends every task holding the socket.
-async fn shut_down(endpoint: quinn::Endpoint, drivers: DriverTasks, state: &ServerState) {
+async fn shut_down(
+    endpoint: quinn::Endpoint,
+    federation_endpoint: Option<quinn::Endpoint>,
+    drivers: DriverTasks,
+    state: &ServerState,
+) {
     state.metrics.set_draining(true);
     tracing::info!(in_flight = state.tasks.rpcs_in_flight(), "shutting down: no new connections or RPCs");
     endpoint.set_server_config(None);
+    if let Some(federation) = &federation_endpoint {
+        federation.set_server_config(None);
+    }
     if let Err(abandoned) = state.tasks.drain_rpcs(state.config.shutdown_grace).await {
         tracing::warn!(abandoned, "grace period over with RPCs still running");
     }
     endpoint.close(CLOSE_SERVER_SHUTDOWN.into(), b"server shutting down");
+    if let Some(federation) = &federation_endpoint {
+        federation.close(CLOSE_SERVER_SHUTDOWN.into(), b"server shutting down");
+    }
     if let Err(running) = state.tasks.wait_connections(CLOSE_LINGER).await {
         tracing::warn!(running, "connection tasks still running after the close; ending them");
     }
     state.tasks.abort().await;
-    if tokio::time::timeout(CLOSE_LINGER, endpoint.wait_idle()).await.is_err() {
+    let idle = async {
+        endpoint.wait_idle().await;
+        if let Some(federation) = &federation_endpoint {
+            federation.wait_idle().await;
+        }
+    };
+    if tokio::time::timeout(CLOSE_LINGER, idle).await.is_err() {
         tracing::debug!(open = endpoint.open_connections(), "connections still closing; ending them");
     }
     drop(endpoint);
+    drop(federation_endpoint);
     drivers.stop().await;
     // Logged commits of groups whose view is still decoded: snapshotting
     // them now is cheap and leaves the next start less to replay.

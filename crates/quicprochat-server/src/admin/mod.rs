@@ -2,6 +2,8 @@
 //!
 //! - `invite`: `invite create` writes a token into the data dir's database;
 //! - `users`: `users list|disable|enable` on the data dir's database;
+//! - `federation`: `federation fingerprint` prints the certificate pin
+//!   peer servers configure (making the certificate on a new data dir);
 //! - `status`: `status` asks a running server's HTTP endpoint
 //!   (`server.metrics_listen`) for `/healthz` and `/metrics`.
 //!
@@ -10,6 +12,7 @@
 //! two share the file, and every change is one transaction. They never talk
 //! to the server process, so they work when it is stopped too.
 
+pub(crate) mod federation;
 pub(crate) mod invite;
 pub(crate) mod status;
 pub(crate) mod users;

@@ -352,6 +352,54 @@ pub(crate) static KEYS: &[Key] = &[
             Ok(())
         },
     },
+    Key {
+        name: "federation.listen",
+        env: "QPC_FEDERATION_LISTEN",
+        flag: None,
+        doc: "Address of the federation port (QUIC, ALPN qpc-fed/1, peers only), or \"off\": no federation.",
+        render: |config| match config.federation.listen {
+            Some(addr) => string_literal(&addr.to_string()),
+            None => string_literal("off"),
+        },
+        apply: |config, raw| {
+            config.federation.listen = optional_address(raw)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "federation.peers",
+        env: "QPC_FEDERATION_PEERS",
+        flag: None,
+        doc: "Peer servers, the allow-list: [[federation.peers]] tables of domain, address (host:port) and \
+              fingerprints (1 or 2 pins from `qpc-server federation fingerprint`).",
+        render: |config| super::peers::render(&config.federation.peers),
+        apply: |config, raw| {
+            config.federation.peers = super::peers::peers(raw)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "federation.retry_min",
+        env: "QPC_FEDERATION_RETRY_MIN",
+        flag: None,
+        doc: "First retry delay towards an unreachable peer (doubling with full jitter up to retry_max).",
+        render: |config| duration_literal(config.federation.retry_min),
+        apply: |config, raw| {
+            config.federation.retry_min = duration_in(raw, MILLISECOND, HOUR)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "federation.retry_max",
+        env: "QPC_FEDERATION_RETRY_MAX",
+        flag: None,
+        doc: "Longest retry delay towards an unreachable peer; a peer that gets in touch is retried at once.",
+        render: |config| duration_literal(config.federation.retry_max),
+        apply: |config, raw| {
+            config.federation.retry_max = duration_in(raw, MILLISECOND, HOUR)?;
+            Ok(())
+        },
+    },
     rate_limit_burst!(register_per_address, "REGISTER_PER_ADDRESS", "registrations per source IP address"),
     rate_limit_period!(register_per_address, "REGISTER_PER_ADDRESS"),
     rate_limit_burst!(link_per_address, "LINK_PER_ADDRESS", "device links started from one source IP address"),

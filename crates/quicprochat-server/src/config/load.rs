@@ -239,6 +239,7 @@ fn check_consistency(config: &ServerConfig) -> Result<(), ConfigError> {
             "must not exceed",
         ));
     }
+    check_federation(config, &conflict)?;
     let connections = &config.connections;
     if connections.retry_above_pending > connections.max_pending_handshakes {
         return Err(conflict(
@@ -246,6 +247,40 @@ fn check_consistency(config: &ServerConfig) -> Result<(), ConfigError> {
             "connections.max_pending_handshakes",
             "must not exceed",
         ));
+    }
+    Ok(())
+}
+
+/// Rules of the federation keys: a peer is never ourselves, needs the
+/// federation port, and no certificate pin names two peers.
+fn check_federation(
+    config: &ServerConfig,
+    conflict: &dyn Fn(&'static str, &str, &str) -> ConfigError,
+) -> Result<(), ConfigError> {
+    let federation = &config.federation;
+    if federation.retry_min > federation.retry_max {
+        return Err(conflict("federation.retry_min", "federation.retry_max", "must not exceed"));
+    }
+    if !federation.peers.is_empty() && federation.listen.is_none() {
+        return Err(conflict("federation.listen", "federation.peers", "must be set to use"));
+    }
+    if federation.peers.iter().any(|peer| peer.domain == config.domain) {
+        return Err(conflict("federation.peers", "server.domain", "must not list this server's own domain"));
+    }
+    let mut pins = quicprochat_rpc::federation::PeerPins::default();
+    for peer in &federation.peers {
+        for pin in &peer.fingerprints {
+            if let Some(other) = pins.insert(*pin, &peer.domain) {
+                return Err(ConfigError::Conflict {
+                    key: "federation.peers",
+                    value: pin.to_string(),
+                    allowed: format!(
+                        "a fingerprint pins one peer, but this one is listed for {other} and {}",
+                        peer.domain
+                    ),
+                });
+            }
+        }
     }
     Ok(())
 }

@@ -6,7 +6,7 @@
 //!   environment variable, flag, documentation, how to read and render it);
 //!   the loader, `gen-config` and the docs reference are all derived from it;
 //! - `values`: parsing and range-checking one raw value, with the message
-//!   saying what is allowed;
+//!   saying what is allowed; `peers`: the federation peer table;
 //! - `load`: [`load`], a pure function from (file text, environment map,
 //!   flags) to a validated [`ServerConfig`] or a [`ConfigError`] naming the
 //!   key, the value and what is allowed;
@@ -18,6 +18,7 @@
 
 mod keys;
 mod load;
+mod peers;
 mod render;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -32,6 +33,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use quicprochat_rpc::transport::TransportLimits;
+use quicprochat_rpc::CertFingerprint;
 
 use values::THIRTY_DAYS;
 
@@ -72,6 +74,32 @@ pub struct ServerConfig {
     pub connections: ConnectionLimits,
     /// Rate limits.
     pub rate_limits: RateLimits,
+    /// Federation with other home servers.
+    pub federation: FederationConfig,
+}
+
+/// Federation with other home servers (issue 19).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederationConfig {
+    /// The federation port (ALPN `qpc-fed/1`); `None`: federation is off.
+    pub listen: Option<SocketAddr>,
+    /// The peer servers: the only servers we talk to or accept.
+    pub peers: Vec<PeerConfig>,
+    /// First retry delay towards an unreachable peer (full jitter, doubling).
+    pub retry_min: Duration,
+    /// Longest retry delay towards an unreachable peer.
+    pub retry_max: Duration,
+}
+
+/// One peer server of `[[federation.peers]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// Its `server.domain`: the domain of its users and groups.
+    pub domain: String,
+    /// Where to dial it (`host:port`, resolved at each dial).
+    pub address: String,
+    /// SHA-256 pins of its certificate (two while it rotates).
+    pub fingerprints: Vec<CertFingerprint>,
 }
 
 /// Log settings.
@@ -188,6 +216,12 @@ impl ServerConfig {
                 send_per_account: RateLimit { burst: 1000, period: Duration::from_secs(10) },
                 commit_per_account: RateLimit { burst: 200, period: Duration::from_secs(60) },
                 create_group_per_account: RateLimit { burst: 100, period: Duration::from_secs(3600) },
+            },
+            federation: FederationConfig {
+                listen: None,
+                peers: Vec::new(),
+                retry_min: Duration::from_millis(250),
+                retry_max: Duration::from_secs(30),
             },
         }
     }

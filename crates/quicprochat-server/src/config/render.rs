@@ -18,6 +18,10 @@ const SECTIONS: &[(&str, &str)] = &[
     ("registration", "Account registration."),
     ("transport", "QUIC limits per connection: they bound what one client can make the server hold."),
     ("connections", "Limits across the endpoint."),
+    (
+        "federation",
+        "Federation with other home servers: users name@domain across servers (off unless listen and peers are set).",
+    ),
     ("rate_limits.register_per_address", "Token bucket: registrations per source IP address."),
     (
         "rate_limits.link_per_address",

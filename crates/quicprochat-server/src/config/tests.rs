@@ -38,9 +38,20 @@ fn run(input: &str) -> Result<super::ServerConfig, ConfigError> {
     load(&Sources { file, env: &env, flags: &flags })
 }
 
+/// What a key needs set beside it to be valid alone (peers need the
+/// federation port), as a line of test input at the lowest layer that
+/// reaches everywhere (only flags override the environment).
+fn prerequisite(key: &str) -> &'static str {
+    match key {
+        "federation.peers" => "QPC_FEDERATION_LISTEN=127.0.0.1:7444\n",
+        _ => "",
+    }
+}
+
 /// The effective value of `key` (as a TOML literal) after loading `input`.
 fn effective(input: &str, key: &str) -> String {
-    let config = run(input).unwrap_or_else(|error| panic!("{input:?} should load: {error}"));
+    let input = format!("{}{input}", prerequisite(key));
+    let config = run(&input).unwrap_or_else(|error| panic!("{input:?} should load: {error}"));
     (find(key).unwrap().render)(&config)
 }
 
@@ -98,6 +109,17 @@ const SAMPLES: &[(&str, [&str; 3])] = &[
     ("rate_limits.last_resort_per_pair.period", ["\"1s\"", "\"2s\"", "\"3s\""]),
     ("rate_limits.create_group_per_account.burst", ["1", "2", "3"]),
     ("rate_limits.create_group_per_account.period", ["\"1ms\"", "\"2s\"", "\"3s\""]),
+    ("federation.listen", ["\"0.0.0.0:7444\"", "\"[::1]:7445\"", "\"127.0.0.1:0\""]),
+    (
+        "federation.peers",
+        [
+            r#"[{ domain = "b.example", address = "192.0.2.7:7444", fingerprints = ["sha256:0000000000000000000000000000000000000000000000000000000000000000"] }]"#,
+            r#"[{ domain = "c.example", address = "c.example:7444", fingerprints = ["sha256:1111111111111111111111111111111111111111111111111111111111111111", "sha256:2222222222222222222222222222222222222222222222222222222222222222"] }]"#,
+            r#"[{ domain = "b.example", address = "[::1]:1", fingerprints = ["sha256:0000000000000000000000000000000000000000000000000000000000000000"] }, { domain = "d.example", address = "d:2", fingerprints = ["sha256:1111111111111111111111111111111111111111111111111111111111111111"] }]"#,
+        ],
+    ),
+    ("federation.retry_min", ["\"1ms\"", "\"2s\"", "\"3s\""]),
+    ("federation.retry_max", ["\"10s\"", "\"1m\"", "\"1h\""]),
 ];
 
 /// A TOML literal as an environment variable or flag would spell it.
@@ -272,6 +294,69 @@ fn every_validation_error_names_key_value_and_what_is_allowed() {
         ("[rate_limits.register_per_address]\nperiod = \"0s\"", "rate_limits.register_per_address.period = \"0s\" (in test.toml): expected a duration from 1ms to 30days"),
         ("[rate_limits.send_per_account]\nperiod = \"1y\"", "rate_limits.send_per_account.period = \"1y\" (in test.toml): expected a duration from 1ms to 30days"),
         ("[rate_limits.key_package_fetch_per_target]\nperiod = 60", "rate_limits.key_package_fetch_per_target.period = 60 (in test.toml): expected a duration like \"10s\""),
+        // [federation]
+        ("[federation]\nlisten = \"nope\"", "federation.listen = \"nope\" (in test.toml): expected an IP address and port"),
+        ("[federation]\nretry_min = \"0s\"", "federation.retry_min = \"0s\" (in test.toml): expected a duration from 1ms to 1h"),
+        ("[federation]\nretry_min = \"1m\"", "federation.retry_min = \"1m\": must not exceed federation.retry_max (\"30s\")"),
+        ("[federation]\npeers = 5", "federation.peers = 5 (in test.toml): expected an array of tables"),
+        ("QPC_FEDERATION_PEERS=b.example", "federation.peers = \"b.example\" (from QPC_FEDERATION_PEERS): expected an array"),
+        (r#"[[federation.peers]]
+domain = "b.example"
+address = "b:1""#, "peer 1: fingerprints is missing"),
+        (r#"[[federation.peers]]
+address = "b:1"
+fingerprints = ["sha256:0000000000000000000000000000000000000000000000000000000000000000"]"#, "peer 1: domain is missing"),
+        (r#"[[federation.peers]]
+domain = "b x"
+address = "b:1"
+fingerprints = ["sha256:0000000000000000000000000000000000000000000000000000000000000000"]"#, "peer 1: domain: expected a DNS name"),
+        (r#"[[federation.peers]]
+domain = "b.example"
+address = "b"
+fingerprints = ["sha256:0000000000000000000000000000000000000000000000000000000000000000"]"#, "peer 1: address: expected \"host:port\""),
+        (r#"[[federation.peers]]
+domain = "b.example"
+address = "b:1"
+fingerprints = ["sha256:zz"]"#, "peer 1: fingerprints: expected \"sha256:<64 hex digits>\""),
+        (r#"[[federation.peers]]
+domain = "b.example"
+address = "b:1"
+fingerprints = []"#, "peer 1: fingerprints: expected 1 or 2 pins"),
+        (r#"[[federation.peers]]
+domain = "b.example"
+address = "b:1"
+port = 1
+fingerprints = ["sha256:0000000000000000000000000000000000000000000000000000000000000000"]"#, "peer 1: unknown key \"port\""),
+        (r#"[federation]
+listen = "127.0.0.1:1"
+[[federation.peers]]
+domain = "b.example"
+address = "b:1"
+fingerprints = ["sha256:0000000000000000000000000000000000000000000000000000000000000000"]
+[[federation.peers]]
+domain = "b.example"
+address = "c:1"
+fingerprints = ["sha256:1111111111111111111111111111111111111111111111111111111111111111"]"#, "peer 2: domain b.example is listed twice"),
+        (r#"[federation]
+listen = "127.0.0.1:1"
+[[federation.peers]]
+domain = "b.example"
+address = "b:1"
+fingerprints = ["sha256:0000000000000000000000000000000000000000000000000000000000000000"]
+[[federation.peers]]
+domain = "c.example"
+address = "c:1"
+fingerprints = ["sha256:0000000000000000000000000000000000000000000000000000000000000000"]"#, "a fingerprint pins one peer, but this one is listed for b.example and c.example"),
+        (r#"[federation]
+listen = "127.0.0.1:1"
+[[federation.peers]]
+domain = "localhost"
+address = "b:1"
+fingerprints = ["sha256:0000000000000000000000000000000000000000000000000000000000000000"]"#, "must not list this server's own domain server.domain (\"localhost\")"),
+        (r#"[[federation.peers]]
+domain = "b.example"
+address = "b:1"
+fingerprints = ["sha256:0000000000000000000000000000000000000000000000000000000000000000"]"#, "federation.listen = \"off\": must be set to use federation.peers"),
         // layers: a bad value is refused even when a higher layer overrides it
         ("[server]\nlisten = \"nope\"\n--listen=127.0.0.1:1", "server.listen = \"nope\" (in test.toml)"),
         ("--listen=127.0.0.1", "server.listen = \"127.0.0.1\" (from --listen): expected an IP address and port"),

@@ -26,6 +26,8 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Inner {
+    /// The domain recorded by `pin_domain`.
+    domain: Option<String>,
     accounts: BTreeMap<String, Account>,
     /// Devices by queue name.
     devices: BTreeMap<String, DeviceRow>,
@@ -351,6 +353,18 @@ impl Store for MemoryStore {
             .collect();
         disabled.sort();
         Ok(disabled)
+    }
+
+    fn pin_domain(&self, domain: &str) -> Result<Option<String>, StoreError> {
+        let mut state = self.lock()?;
+        match &state.domain {
+            Some(recorded) if recorded != domain => Ok(Some(recorded.clone())),
+            Some(_) => Ok(None),
+            None => {
+                state.domain = Some(domain.to_owned());
+                Ok(None)
+            }
+        }
     }
 
     fn create_invite(

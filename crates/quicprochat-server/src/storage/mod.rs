@@ -115,6 +115,13 @@ pub trait Store: Send + Sync {
     /// The usernames of disabled accounts, in order.
     fn disabled_accounts(&self) -> Result<Vec<String>, StoreError>;
 
+    // --- federation ---
+
+    /// Records `domain` as the domain of this database's names and groups
+    /// when none is recorded yet. Returns the recorded domain when it is
+    /// another one (nothing is changed then).
+    fn pin_domain(&self, domain: &str) -> Result<Option<String>, StoreError>;
+
     // --- invites ---
 
     /// Stores an invite `token` good for `uses` registrations until

@@ -24,6 +24,7 @@ mod accounts;
 mod checkpoint;
 mod delivery;
 mod expiry;
+mod federation;
 mod group_commit;
 mod groups;
 mod invites;

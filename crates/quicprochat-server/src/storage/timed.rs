@@ -100,6 +100,10 @@ where
         self.timed("disabled_accounts", |s| s.disabled_accounts())
     }
 
+    fn pin_domain(&self, domain: &str) -> Result<Option<String>, StoreError> {
+        self.timed("pin_domain", |s| s.pin_domain(domain))
+    }
+
     fn create_invite(
         &self,
         token: &str,

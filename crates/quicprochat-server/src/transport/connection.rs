@@ -233,7 +233,12 @@ fn abandon(send: &mut quinn::SendStream, recv: &mut quinn::RecvStream, why: &str
     let _ = send.reset(STREAM_ABANDONED.into());
 }
 
-async fn respond(send: &mut quinn::SendStream, method: Method, status: Status, body: Bytes) -> Result<(), RpcError> {
+pub(crate) async fn respond(
+    send: &mut quinn::SendStream,
+    method: Method,
+    status: Status,
+    body: Bytes,
+) -> Result<(), RpcError> {
     write_frame(send, &Frame::response(method, status, body)).await?;
     let _ = send.finish();
     Ok(())

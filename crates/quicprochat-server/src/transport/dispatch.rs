@@ -42,7 +42,7 @@ pub(crate) struct Reply {
 }
 
 impl Reply {
-    fn ok(message: &impl Message) -> Reply {
+    pub(crate) fn ok(message: &impl Message) -> Reply {
         Reply { status: Status::Ok, body: Bytes::from(message.encode_to_vec()), subscribe_from: None }
     }
 
@@ -57,7 +57,7 @@ impl Reply {
         Reply { status, body: super::connection::error_body(message), subscribe_from: None }
     }
 
-    fn from_domain(error: &DomainError) -> Reply {
+    pub(crate) fn from_domain(error: &DomainError) -> Reply {
         if let DomainError::Internal { detail } = error {
             tracing::error!(%detail, "internal error");
         }
@@ -151,6 +151,9 @@ pub(crate) async fn dispatch(state: &ServerState, session: &Session, method: Met
         Method::Login => login(state, session, body).await,
         Method::LinkStart => link_start(state, session, body),
         Method::LinkWait => link_wait(state, body).await,
+        method if method.is_federation() => Err(DomainError::InvalidArgument {
+            message: format!("{method} is a federation method, served on the federation port only"),
+        }),
         _ => match session.user() {
             None => Err(DomainError::Unauthenticated { message: "log in first".into() }),
             Some(user) => authenticated(state, user, method, body).await,
@@ -469,7 +472,8 @@ async fn authenticated(
         | Method::Ping
         | Method::Push
         | Method::LinkStart
-        | Method::LinkWait => Err(DomainError::InvalidArgument { message: format!("{method} is not callable here") }),
+        | Method::LinkWait
+        | Method::FedHello => Err(DomainError::InvalidArgument { message: format!("{method} is not callable here") }),
     }
 }
 

@@ -10,6 +10,7 @@
 //! - `push`: the server-opened stream that pushes queue entries to a
 //!   subscribed connection; `mailbox`: how the send path hands it the
 //!   entries it just stored, so a push needs no storage read.
+//! - `federation`: the federation port (peer servers, ALPN `qpc-fed/1`);
 //! - `link_relay`: pending device links between a new device and an
 //!   approving one (in memory, minutes long).
 //! - `tasks`: every task of ours holding a quinn handle is spawned there;
@@ -20,6 +21,7 @@ mod admission;
 mod connection;
 mod dispatch;
 mod drivers;
+pub(crate) mod federation;
 pub(crate) mod link_relay;
 mod mailbox;
 mod push;

@@ -303,3 +303,24 @@ fn run_logs_json_to_stderr_prints_readiness_and_exits_0_on_sigterm() {
         "no listening event in {logs}"
     );
 }
+
+#[tokio::test]
+async fn federation_fingerprint_prints_the_pin_the_server_presents() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("data");
+    let printed = |output: Output| {
+        assert!(output.status.success(), "{}", stderr(&output));
+        stdout(&output).trim().to_owned()
+    };
+    // On a new data dir the certificate is made, and printed the same after.
+    let first = printed(qpc_server(&["--data-dir", path_str(&data_dir), "federation", "fingerprint"], &[]));
+    let again = printed(qpc_server(&["federation", "fingerprint"], &[("QPC_DATA_DIR", path_str(&data_dir))]));
+    assert_eq!(first, again);
+    let pin = quicprochat_rpc::CertFingerprint::parse(&first).expect("a sha256: pin");
+    assert_eq!(pin.to_string(), first);
+    quicprochat_rpc::install_crypto_provider();
+    let config = quicprochat_server::ServerConfig::new(data_dir, std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let server = quicprochat_server::RunningServer::start(config).await.expect("server starts on that data dir");
+    assert_eq!(server.fingerprint(), pin, "the pin is the certificate the server presents");
+    server.shutdown().await;
+}

@@ -1,5 +1,6 @@
 //! Integration tests of `qpc-server` over real QUIC on `127.0.0.1:0`:
-//! sessions and login binding, the hostile-input catalogue, limits, shutdown.
+//! sessions and login binding, the hostile-input catalogue, limits, shutdown,
+//! federation between servers.
 
 mod auth;
 mod catalogue;
@@ -8,6 +9,7 @@ mod crash;
 mod devices;
 mod disk;
 mod drain;
+mod federation;
 mod group_log;
 mod harness;
 mod limits;

@@ -8,7 +8,7 @@
 use quicprochat_core::DeviceId;
 use rusqlite::Connection;
 
-use super::{accounts, delivery, expiry, groups, invites, quota};
+use super::{accounts, delivery, expiry, federation, groups, invites, quota};
 use crate::storage::{
     Account, AccountCreation, CommitResult, CommitWrite, Device, EnqueueOutcome, Expired, FetchedQueue, GroupCreation,
     GroupRecord, GroupRoster, GroupSnapshot, GroupSummary, InviteUse, InvitedAccountCreation, KeyPackageServed,
@@ -82,6 +82,10 @@ impl<A: Access> Store for A {
 
     fn disabled_accounts(&self) -> Result<Vec<String>, StoreError> {
         self.query(accounts::disabled_accounts)
+    }
+
+    fn pin_domain(&self, domain: &str) -> Result<Option<String>, StoreError> {
+        self.write("pin_domain", |tx| federation::pin_domain(tx, domain))
     }
 
     fn create_invite(

@@ -212,6 +212,16 @@ CREATE UNIQUE INDEX key_packages_one_last_resort
 DROP INDEX key_packages_by_owner;
 CREATE INDEX key_packages_by_owner ON key_packages(username, device_id, last_resort, id);
 "#,
+    r#"
+-- Version 11: facts about the server itself. `domain` is the server.domain
+-- recorded when federation is first used: the domain of every name and
+-- group this database shares with other servers, which can then no longer
+-- change.
+CREATE TABLE server_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT, WITHOUT ROWID;
+"#,
 ];
 
 /// A migration's step in Rust, run in its transaction after its SQL.
@@ -519,7 +529,7 @@ mod tests {
         let connection = Connection::open(&path).unwrap();
         let version: usize = connection.query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
         assert_eq!(version, MIGRATIONS.len());
-        assert_eq!(version, 10);
+        assert_eq!(version, 11);
         let expiry_index: i64 = connection
             .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'message_ids_by_row'", [], |row| row.get(0))
             .unwrap();

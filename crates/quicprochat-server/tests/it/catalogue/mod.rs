@@ -8,6 +8,7 @@
 
 mod devices;
 mod expensive;
+mod federation;
 mod floods;
 mod framing;
 mod groups;
@@ -116,6 +117,27 @@ impl Bench {
             .unwrap_or_else(|e| panic!("{name}: bystander: {e}"));
         self.cases += 1;
         eprintln!("catalogue case ok: {name} -> {outcome:?}");
+    }
+
+    /// Runs one case whose connection must fail its handshake: `attack`
+    /// returns `Ok(why)` when it failed, `Err` when it connected. Nothing
+    /// is written, and the bystander is still served.
+    pub(crate) async fn handshake_case(
+        &mut self,
+        name: &str,
+        attack: impl std::future::Future<Output = Result<String, String>>,
+    ) {
+        let before = self.writes();
+        let outcome = tokio::time::timeout(WAIT, attack).await.unwrap_or_else(|_| panic!("{name}: no outcome in time"));
+        let why = outcome.unwrap_or_else(|problem| panic!("{name}: {problem}"));
+        assert_eq!(self.writes(), before, "{name}: storage writes");
+        let _: v1::PingResponse = self
+            .bystander
+            .call(Method::Ping, &v1::PingRequest {})
+            .await
+            .unwrap_or_else(|e| panic!("{name}: bystander: {e}"));
+        self.cases += 1;
+        eprintln!("catalogue case ok: {name} -> refused ({why})");
     }
 
     /// The number of cases run; each test asserts its own count so a case
