@@ -49,5 +49,9 @@ fuzz_target!(|data: &[u8]| {
             check::<v1::FedHelloRequest>(body);
             check::<v1::FedHelloResponse>(body);
         }
+        Method::FedPush => {
+            check::<v1::FedPushRequest>(body);
+            check::<v1::FedPushResponse>(body);
+        }
     }
 });

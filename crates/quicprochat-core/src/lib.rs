@@ -12,6 +12,8 @@
 //! - [`link`]: linking a new device end to end (link code, request MAC,
 //!   the bundle sealed to the new device with HPKE).
 //! - [`safety`]: safety numbers users compare out of band.
+//! - [`names`]: domains, `name@domain` users and the hub domain in a group
+//!   id (federation).
 //! - [`client`]: one user's MLS state ([`MlsClient`]), persisted in SQLite.
 //! - [`ds`]: the server's secret-free view of a group ([`DsGroupView`]) and
 //!   key-package / application-message checks.
@@ -25,6 +27,7 @@ pub mod device;
 pub mod ds;
 pub mod identity;
 pub mod link;
+pub mod names;
 pub mod safety;
 
 pub use ciphersuite::{is_allowed_ciphersuite, CLASSICAL_CIPHERSUITE, DEFAULT_CIPHERSUITE};

@@ -101,6 +101,9 @@ methods! {
     LinkWait = 56, req KIB, resp 20 * KIB;
     /// `FedHelloRequest` → `FedHelloResponse` (federation port only).
     FedHello = 100, req KIB, resp KIB;
+    /// `FedPushRequest` → `FedPushResponse` (a batch of stream entries, at
+    /// most 8 MiB unless one entry alone is larger).
+    FedPush = 101, req MAX_FRAME_LEN, resp KIB;
 }
 
 /// Method numbers served on the federation port (ALPN `qpc-fed/1`) only.

@@ -95,6 +95,10 @@ enum FederationCommand {
     /// entry in other servers' [[federation.peers]] (the certificate is
     /// made if the data dir has none yet).
     Fingerprint,
+    /// Show each peer: reachable now (asks the running server's
+    /// metrics_listen), entries pending for it, the oldest one's age and
+    /// the last error.
+    Status,
 }
 
 #[derive(Subcommand, Debug)]
@@ -152,6 +156,7 @@ fn main() -> ExitCode {
         Some(Command::Users(UsersCommand::Enable { name })) => admin::users::enable(&config, &name),
         Some(Command::Status) => admin::status::show(&config),
         Some(Command::Federation(FederationCommand::Fingerprint)) => admin::federation::fingerprint(&config),
+        Some(Command::Federation(FederationCommand::Status)) => admin::federation::status(&config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -282,6 +282,7 @@ impl Metrics {
     /// Renders every series as OpenMetrics text (what Prometheus scrapes).
     pub fn encode(&self) -> String {
         self.inner.uptime.set(self.inner.started.elapsed().as_secs_f64());
+        self.inner.federation.refresh_ages(crate::clock::now_ms());
         let mut text = String::new();
         // Writing into a String cannot fail; an error would leave a truncated
         // but still parseable prefix, which is all we could offer anyway.

@@ -143,6 +143,9 @@ impl RunningServer {
                 local_addr,
                 identity: identity.clone(),
                 peers,
+                senders: tokio_util::task::TaskTracker::new(),
+                workers_done: CancellationToken::new(),
+                metrics: metrics.clone(),
             })
         });
         let shutdown = CancellationToken::new();
@@ -186,12 +189,13 @@ impl RunningServer {
             let accept = federation::accept_peers(federation.endpoint.clone(), state.clone(), federation.clone());
             state.tasks.spawn_connection_task(accept);
             federation::keep_in_touch_with_peers(&state, federation);
+            federation::start_stream_senders(&state, federation);
         }
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
         let expiry = tokio::spawn(crate::expiry::expire_until_shutdown(state.clone()));
-        let federation_endpoint = federation.as_ref().map(|federation| federation.endpoint.clone());
+        let federation_for_shutdown = federation.clone();
         let task = tokio::spawn(async move {
-            serve(endpoint, federation_endpoint, drivers, state).await;
+            serve(endpoint, federation_for_shutdown, drivers, state).await;
             let _ = housekeeping.await;
             let _ = expiry.await;
             http_shutdown.cancel();
@@ -448,7 +452,7 @@ async fn end_pushes_of_disabled_accounts(state: &ServerState) {
 
 async fn serve(
     endpoint: quinn::Endpoint,
-    federation_endpoint: Option<quinn::Endpoint>,
+    federation: Option<Arc<Federation>>,
     drivers: DriverTasks,
     state: Arc<ServerState>,
 ) {
@@ -461,24 +465,29 @@ async fn serve(
             },
         }
     }
-    shut_down(endpoint, federation_endpoint, drivers, &state).await;
+    shut_down(endpoint, federation, drivers, &state).await;
 }
 
 /// Drains, closes every connection, and ends every task holding the socket.
 async fn shut_down(
     endpoint: quinn::Endpoint,
-    federation_endpoint: Option<quinn::Endpoint>,
+    federation: Option<Arc<Federation>>,
     drivers: DriverTasks,
     state: &ServerState,
 ) {
     state.metrics.set_draining(true);
     tracing::info!(in_flight = state.tasks.rpcs_in_flight(), "shutting down: no new connections or RPCs");
     endpoint.set_server_config(None);
+    let federation_endpoint = federation.as_ref().map(|federation| federation.endpoint.clone());
     if let Some(federation) = &federation_endpoint {
         federation.set_server_config(None);
     }
+    let grace_ends = tokio::time::Instant::now() + state.config.shutdown_grace;
     if let Err(abandoned) = state.tasks.drain_rpcs(state.config.shutdown_grace).await {
         tracing::warn!(abandoned, "grace period over with RPCs still running");
+    }
+    if let Some(federation) = &federation {
+        drain_federation(federation, grace_ends).await;
     }
     endpoint.close(CLOSE_SERVER_SHUTDOWN.into(), b"server shutting down");
     if let Some(federation) = &federation_endpoint {
@@ -503,6 +512,21 @@ async fn shut_down(
     // Logged commits of groups whose view is still decoded: snapshotting
     // them now is cheap and leaves the next start less to replay.
     snapshot_kept_groups(state).await;
+}
+
+/// Lets the stream senders finish their batches in flight within what is
+/// left of the grace period, then logs what stays pending for each peer
+/// (it is sent after the restart).
+async fn drain_federation(federation: &Federation, grace_ends: tokio::time::Instant) {
+    let left = grace_ends.saturating_duration_since(tokio::time::Instant::now());
+    if !federation.drain(left).await {
+        tracing::warn!("grace period over with federation batches still in flight");
+    }
+    for peer in federation.peers.status() {
+        if peer.pending > 0 {
+            tracing::info!(peer = %peer.domain, pending = peer.pending, "federation entries pending; sent after the restart");
+        }
+    }
 }
 
 /// Snapshots every group with logged commits whose view is still kept, on

@@ -68,7 +68,7 @@ pub(crate) fn show(config: &ServerConfig) -> anyhow::Result<()> {
 }
 
 /// One `GET path` with HTTP/1.0 (see the module docs for why not hyper).
-fn get(addr: SocketAddr, path: &str) -> anyhow::Result<Response> {
+pub(crate) fn get(addr: SocketAddr, path: &str) -> anyhow::Result<Response> {
     let url = format!("http://{addr}{path}");
     let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT)
         .with_context(|| format!("cannot connect to {url}: is qpc-server running with this metrics_listen?"))?;

@@ -97,18 +97,11 @@ pub(crate) fn optional_address(raw: Raw<'_>) -> Result<Option<SocketAddr>, Strin
 
 pub(crate) fn domain(raw: Raw<'_>) -> Result<String, String> {
     const ALLOWED: &str = "expected a DNS name like \"chat.example.org\" (letters, digits, '-' and '.')";
-    let text = raw.text(ALLOWED)?;
-    let label_ok = |label: &str| {
-        !label.is_empty()
-            && label.len() <= 63
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-            && label.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
-    };
-    if text.is_empty() || text.len() > 253 || !text.split('.').all(label_ok) {
+    let text = raw.text(ALLOWED)?.to_ascii_lowercase();
+    if !quicprochat_core::names::is_valid_domain(&text) {
         return Err(ALLOWED.to_owned());
     }
-    Ok(text.to_ascii_lowercase())
+    Ok(text)
 }
 
 pub(crate) fn data_dir(raw: Raw<'_>) -> Result<PathBuf, String> {

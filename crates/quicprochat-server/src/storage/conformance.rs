@@ -10,6 +10,7 @@ use super::{
     NewKeyPackage, NewMessage, ProposalResult, ProposalWrite, SqliteStore, Store, StoreError, MAX_FETCH_PAYLOAD_BYTES,
 };
 
+mod federation;
 mod invites;
 mod key_packages;
 mod retention;
@@ -44,15 +45,13 @@ const CHECKS: &[(&str, Check)] = &[
     ("expiry_takes_what_is_older_and_nothing_else", retention::expiry_takes_what_is_older_and_nothing_else),
     ("expiry_stops_at_its_limit", retention::expiry_stops_at_its_limit),
     ("queues_are_trimmed_to_their_quota", retention::queues_are_trimmed_to_their_quota),
-    ("the_domain_is_pinned_once", the_domain_is_pinned_once),
+    ("the_domain_is_pinned_once", federation::the_domain_is_pinned_once),
+    ("outbound_streams_keep_order_until_acknowledged", federation::outbound_streams_keep_order_until_acknowledged),
+    (
+        "inbound_batches_queue_once_and_move_the_state_with_them",
+        federation::inbound_batches_queue_once_and_move_the_state_with_them,
+    ),
 ];
-
-fn the_domain_is_pinned_once(store: &dyn Store) {
-    assert_eq!(store.pin_domain("a.example").unwrap(), None, "the first domain is recorded");
-    assert_eq!(store.pin_domain("a.example").unwrap(), None, "the same domain again is fine");
-    assert_eq!(store.pin_domain("b.example").unwrap().as_deref(), Some("a.example"), "another is refused");
-    assert_eq!(store.pin_domain("a.example").unwrap(), None, "and changes nothing");
-}
 
 fn run_all(make_store: impl Fn() -> (Box<dyn Store>, Option<tempfile::TempDir>)) {
     for (name, check) in CHECKS {

@@ -17,6 +17,9 @@ use super::{
     Store, StoreError, TakenKeyPackage, TrimmedQueues, FIRST_DEVICE_LABEL, TRIM_ENTRY_BUDGET,
 };
 use super::{DeviceRemoval, NewDevice};
+use super::{FedStream, InboundApply, NewOutboundEntry, OutboundEntry};
+
+mod federation;
 
 /// In-memory [`Store`].
 #[derive(Debug, Default)]
@@ -41,6 +44,7 @@ struct Inner {
     last_message_row: u64,
     /// Key packages served and not used, by (requester, init key): when.
     served: HashMap<(String, Vec<u8>), u64>,
+    federation: federation::FederationTables,
 }
 
 #[derive(Debug)]
@@ -222,16 +226,19 @@ impl Inner {
             .get(&row)
             .ok_or_else(|| corrupt(format!("queue entry {seq} references missing message {row}")))?;
         let message = &stored.message;
-        let group = self
-            .groups
-            .get(&message.group_id)
-            .ok_or_else(|| corrupt(format!("message {row} references a missing group")))?;
+        let (group_name, group_kind) = match self.groups.get(&message.group_id) {
+            Some(group) => (group.name.clone(), group.kind),
+            None => match self.federation.remote_groups.get(&message.group_id) {
+                Some((_, name, kind)) => (name.clone(), *kind),
+                None => return Err(corrupt(format!("message {row} references a missing group"))),
+            },
+        };
         Ok(QueueItem {
             seq,
             message_id: message.message_id.clone(),
             group_id: message.group_id.clone(),
-            group_name: group.name.clone(),
-            group_kind: group.kind,
+            group_name,
+            group_kind,
             sender: message.sender.clone(),
             kind: message.kind,
             payload: message.payload.clone(),
@@ -353,6 +360,47 @@ impl Store for MemoryStore {
             .collect();
         disabled.sort();
         Ok(disabled)
+    }
+
+    fn fed_stream(&self, peer: &str) -> Result<FedStream, StoreError> {
+        Ok(self.lock()?.federation.fed_stream(peer))
+    }
+
+    fn fed_streams(&self) -> Result<Vec<FedStream>, StoreError> {
+        Ok(self.lock()?.federation.fed_streams())
+    }
+
+    fn append_outbound(&self, peer: &str, entries: &[NewOutboundEntry]) -> Result<u64, StoreError> {
+        Ok(self.lock()?.federation.append_outbound(peer, entries))
+    }
+
+    fn read_outbound(
+        &self,
+        peer: &str,
+        from_seq: u64,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<OutboundEntry>, StoreError> {
+        Ok(self.lock()?.federation.read_outbound(peer, from_seq, max_entries, max_bytes))
+    }
+
+    fn ack_outbound(&self, peer: &str, through_seq: u64) -> Result<(), StoreError> {
+        self.lock()?.federation.ack_outbound(peer, through_seq);
+        Ok(())
+    }
+
+    fn set_outbound_instance(&self, peer: &str, instance: u64) -> Result<(), StoreError> {
+        self.lock()?.federation.set_outbound_instance(peer, instance);
+        Ok(())
+    }
+
+    fn record_peer_error(&self, peer: &str, error: Option<&str>) -> Result<(), StoreError> {
+        self.lock()?.federation.record_peer_error(peer, error);
+        Ok(())
+    }
+
+    fn apply_inbound(&self, apply: &InboundApply<'_>) -> Result<Vec<EnqueueOutcome>, StoreError> {
+        self.lock()?.apply_inbound(apply)
     }
 
     fn pin_domain(&self, domain: &str) -> Result<Option<String>, StoreError> {

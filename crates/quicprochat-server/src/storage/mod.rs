@@ -27,6 +27,7 @@
 //!   off the request path) only shorten the log.
 
 mod error;
+mod federation;
 pub mod memory;
 pub mod sqlite;
 mod timed;
@@ -37,6 +38,7 @@ mod types;
 mod conformance;
 
 pub use error::StoreError;
+pub use federation::{FedStream, InboundApply, InboundEvent, NewOutboundEntry, OutboundEntry, RemoteGroup};
 use quicprochat_core::DeviceId;
 
 pub use memory::MemoryStore;
@@ -121,6 +123,45 @@ pub trait Store: Send + Sync {
     /// when none is recorded yet. Returns the recorded domain when it is
     /// another one (nothing is changed then).
     fn pin_domain(&self, domain: &str) -> Result<Option<String>, StoreError>;
+
+    /// The streams with `peer`, made (with a new random outbound instance)
+    /// the first time.
+    fn fed_stream(&self, peer: &str) -> Result<FedStream, StoreError>;
+
+    /// Every peer's streams, by domain.
+    fn fed_streams(&self) -> Result<Vec<FedStream>, StoreError>;
+
+    /// Appends `entries` to the outbound stream towards `peer` (made if
+    /// needed), each taking the next seq; returns the last seq.
+    fn append_outbound(&self, peer: &str, entries: &[NewOutboundEntry]) -> Result<u64, StoreError>;
+
+    /// Outbound entries towards `peer` from `from_seq` on, in order: at most
+    /// `max_entries`, stopping before the one that would take the payload
+    /// past `max_bytes` (the first is always returned).
+    fn read_outbound(
+        &self,
+        peer: &str,
+        from_seq: u64,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<OutboundEntry>, StoreError>;
+
+    /// Records that `peer` applied every outbound seq through `through_seq`
+    /// and deletes those entries. Never moves backwards.
+    fn ack_outbound(&self, peer: &str, through_seq: u64) -> Result<(), StoreError>;
+
+    /// Starts a new outbound instance towards `peer` (our database went
+    /// back in time): the entries held keep their seqs.
+    fn set_outbound_instance(&self, peer: &str, instance: u64) -> Result<(), StoreError>;
+
+    /// Records the last error talking to `peer` (`None`: it answered).
+    fn record_peer_error(&self, peer: &str, error: Option<&str>) -> Result<(), StoreError>;
+
+    /// Queues each event of a peer's batch (idempotently on `(sender,
+    /// message_id)`; a removed device gets nothing) and moves the inbound
+    /// stream of `apply.peer` to `(instance, applied_seq)`, in one write.
+    /// Returns each event's enqueue outcome.
+    fn apply_inbound(&self, apply: &InboundApply<'_>) -> Result<Vec<EnqueueOutcome>, StoreError>;
 
     // --- invites ---
 

@@ -17,6 +17,7 @@ use super::{
     ProposalWrite, Store, StoreError, TakenKeyPackage, TrimmedQueues,
 };
 use super::{DeviceAdded, DeviceRemoval, NewDevice};
+use super::{FedStream, InboundApply, NewOutboundEntry, OutboundEntry};
 use crate::metrics::Metrics;
 
 /// Times every call to the store `inner` points to (an `Arc` of a store, or
@@ -102,6 +103,44 @@ where
 
     fn pin_domain(&self, domain: &str) -> Result<Option<String>, StoreError> {
         self.timed("pin_domain", |s| s.pin_domain(domain))
+    }
+
+    fn fed_stream(&self, peer: &str) -> Result<FedStream, StoreError> {
+        self.timed("fed_stream", |s| s.fed_stream(peer))
+    }
+
+    fn fed_streams(&self) -> Result<Vec<FedStream>, StoreError> {
+        self.timed("fed_streams", |s| s.fed_streams())
+    }
+
+    fn append_outbound(&self, peer: &str, entries: &[NewOutboundEntry]) -> Result<u64, StoreError> {
+        self.timed("append_outbound", |s| s.append_outbound(peer, entries))
+    }
+
+    fn read_outbound(
+        &self,
+        peer: &str,
+        from_seq: u64,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<OutboundEntry>, StoreError> {
+        self.timed("read_outbound", |s| s.read_outbound(peer, from_seq, max_entries, max_bytes))
+    }
+
+    fn ack_outbound(&self, peer: &str, through_seq: u64) -> Result<(), StoreError> {
+        self.timed("ack_outbound", |s| s.ack_outbound(peer, through_seq))
+    }
+
+    fn set_outbound_instance(&self, peer: &str, instance: u64) -> Result<(), StoreError> {
+        self.timed("set_outbound_instance", |s| s.set_outbound_instance(peer, instance))
+    }
+
+    fn record_peer_error(&self, peer: &str, error: Option<&str>) -> Result<(), StoreError> {
+        self.timed("record_peer_error", |s| s.record_peer_error(peer, error))
+    }
+
+    fn apply_inbound(&self, apply: &InboundApply<'_>) -> Result<Vec<EnqueueOutcome>, StoreError> {
+        self.timed("apply_inbound", |s| s.apply_inbound(apply))
     }
 
     fn create_invite(

@@ -82,7 +82,7 @@ impl Reply {
 }
 
 /// Runs `work` against the store on a blocking thread.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     state: &ServerState,
     work: impl FnOnce(&dyn Store) -> Result<T, DomainError> + Send + 'static,
 ) -> Result<T, DomainError> {
@@ -104,7 +104,7 @@ fn storage_timed_out(timeout: std::time::Duration) -> DomainError {
 /// Runs `work` as a job on the storage executor and returns its result
 /// once its writes are durable. `after` runs on the executor right after
 /// that, with the value, so an RPC deadline passing meanwhile cannot skip it.
-async fn durably<T: Send + 'static>(
+pub(crate) async fn durably<T: Send + 'static>(
     state: &ServerState,
     work: impl FnOnce(&dyn Store) -> Result<T, DomainError> + Send + 'static,
     after: impl FnOnce(&T) + Send + 'static,
@@ -473,7 +473,8 @@ async fn authenticated(
         | Method::Push
         | Method::LinkStart
         | Method::LinkWait
-        | Method::FedHello => Err(DomainError::InvalidArgument { message: format!("{method} is not callable here") }),
+        | Method::FedHello
+        | Method::FedPush => Err(DomainError::InvalidArgument { message: format!("{method} is not callable here") }),
     }
 }
 
@@ -635,19 +636,26 @@ pub(crate) fn queue_entry(item: QueueItem) -> v1::QueueEntry {
         group_name: item.group_name,
         group_kind: wire_group_kind(item.group_kind),
         sender: item.sender,
-        kind: match item.kind {
-            EntryKind::Application => v1::EntryKind::Application,
-            EntryKind::Commit => v1::EntryKind::Commit,
-            EntryKind::Welcome => v1::EntryKind::Welcome,
-            EntryKind::Proposal => v1::EntryKind::Proposal,
-        } as i32,
+        kind: wire_entry_kind(item.kind),
         payload: item.payload.into(),
         stored_at_ms: item.stored_at_ms,
         epoch: item.epoch,
     }
 }
 
-fn wire_group_kind(kind: GroupKind) -> i32 {
+/// Wire form of an entry kind.
+pub(crate) fn wire_entry_kind(kind: EntryKind) -> i32 {
+    let kind = match kind {
+        EntryKind::Application => v1::EntryKind::Application,
+        EntryKind::Commit => v1::EntryKind::Commit,
+        EntryKind::Welcome => v1::EntryKind::Welcome,
+        EntryKind::Proposal => v1::EntryKind::Proposal,
+    };
+    kind as i32
+}
+
+/// Wire form of a group kind.
+pub(crate) fn wire_group_kind(kind: GroupKind) -> i32 {
     let kind = match kind {
         GroupKind::Named => v1::GroupKind::Named,
         GroupKind::Direct => v1::GroupKind::Direct,

@@ -324,3 +324,34 @@ async fn federation_fingerprint_prints_the_pin_the_server_presents() {
     assert_eq!(server.fingerprint(), pin, "the pin is the certificate the server presents");
     server.shutdown().await;
 }
+
+#[test]
+fn federation_status_shows_each_peers_stream_from_the_database() {
+    use quicprochat_server::storage::NewOutboundEntry;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("data");
+    std::fs::create_dir_all(&data_dir).expect("data dir");
+    {
+        let store = SqliteStore::open(data_dir.join("qpc-server.db")).expect("database");
+        let entry = |at: u64| NewOutboundEntry { accepted_at_ms: at, entry: vec![1, 2, 3] };
+        store.append_outbound("b.example", &[entry(1), entry(2), entry(3)]).expect("append");
+        store.record_peer_error("b.example", Some("connection refused")).expect("error");
+        store.append_outbound("gone.example", &[entry(4)]).expect("append");
+    }
+    let pin = format!("sha256:{}", "ab".repeat(32));
+    let peers = format!("[{{ domain = \"b.example\", address = \"192.0.2.1:7444\", fingerprints = [\"{pin}\"] }}]");
+    let env = [
+        ("QPC_DATA_DIR", path_str(&data_dir)),
+        ("QPC_FEDERATION_LISTEN", "127.0.0.1:0"),
+        ("QPC_FEDERATION_PEERS", peers.as_str()),
+    ];
+    let output = qpc_server(&["federation", "status"], &env);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let line =
+        |peer: &str| text.lines().find(|line| line.starts_with(peer)).unwrap_or_else(|| panic!("{peer}: {text}"));
+    let b = line("b.example");
+    assert!(b.contains("unknown") && b.contains(" 3 ") && b.contains("connection refused"), "{b}");
+    let gone = line("gone.example");
+    assert!(gone.contains("not a peer") && gone.contains(" 1 "), "{gone}");
+}

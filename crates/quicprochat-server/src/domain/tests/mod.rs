@@ -3,6 +3,7 @@
 
 mod accounts;
 mod devices;
+mod federation;
 mod groups;
 mod key_packages;
 mod messages;

@@ -291,11 +291,12 @@ pub(super) fn fetch(
     let after_seq = after_seq.min(i64::MAX as u64);
     let mut statement = connection
         .prepare_cached(
-            "SELECT q.seq, m.message_id, m.group_id, g.name, g.kind, m.sender, m.kind,
-                    m.payload, m.stored_at_ms, m.epoch
+            "SELECT q.seq, m.message_id, m.group_id, COALESCE(g.name, r.name), COALESCE(g.kind, r.kind), m.sender,
+                    m.kind, m.payload, m.stored_at_ms, m.epoch
              FROM queue q
              JOIN messages m ON m.id = q.message_row
              LEFT JOIN groups g ON g.group_id = m.group_id
+             LEFT JOIN remote_groups r ON r.group_id = m.group_id
              WHERE q.device = ?1 AND q.seq > ?2
              ORDER BY q.seq LIMIT ?3",
         )

@@ -1,10 +1,13 @@
 //! Federation state in SQLite: the domain this database's names and groups
-//! belong to (`server_meta`).
+//! belong to (`server_meta`), the streams with each peer (`fed_streams`),
+//! the outbound entries not yet acknowledged (`fed_outbound`) and the
+//! labels of groups peers host (`remote_groups`).
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::SqlResultExt;
-use crate::storage::StoreError;
+use super::groups::encode_group_kind;
+use super::{delivery, SqlResultExt};
+use crate::storage::{EnqueueOutcome, FedStream, InboundApply, NewOutboundEntry, OutboundEntry, StoreError};
 
 pub(super) fn pin_domain(connection: &Connection, domain: &str) -> Result<Option<String>, StoreError> {
     const OPERATION: &str = "pin_domain";
@@ -22,4 +25,183 @@ pub(super) fn pin_domain(connection: &Connection, domain: &str) -> Result<Option
             Ok(None)
         }
     }
+}
+
+/// A new outbound stream instance: random, nonzero, within SQLite's
+/// integer range.
+fn new_instance() -> u64 {
+    (rand::random::<u64>() >> 1).max(1)
+}
+
+const STREAM_COLUMNS: &str = "s.peer, s.out_instance, s.out_acked, s.out_last, s.out_expired,
+     (SELECT MIN(o.accepted_at_ms) FROM fed_outbound o WHERE o.peer = s.peer),
+     s.in_instance, s.in_applied, s.last_error";
+
+fn stream_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<FedStream> {
+    Ok(FedStream {
+        peer: row.get(0)?,
+        out_instance: row.get(1)?,
+        out_acked: row.get(2)?,
+        out_last: row.get(3)?,
+        out_expired: row.get(4)?,
+        oldest_pending_ms: row.get(5)?,
+        in_instance: row.get(6)?,
+        in_applied: row.get(7)?,
+        last_error: row.get(8)?,
+    })
+}
+
+/// Makes the streams row of `peer` if there is none.
+fn ensure_stream(connection: &Connection, peer: &str, operation: &'static str) -> Result<(), StoreError> {
+    connection
+        .prepare_cached("INSERT INTO fed_streams (peer, out_instance) VALUES (?1, ?2) ON CONFLICT (peer) DO NOTHING")
+        .and_then(|mut statement| statement.execute(params![peer, new_instance()]))
+        .during(operation)?;
+    Ok(())
+}
+
+pub(super) fn fed_stream(connection: &Connection, peer: &str) -> Result<FedStream, StoreError> {
+    const OPERATION: &str = "fed_stream";
+    ensure_stream(connection, peer, OPERATION)?;
+    connection
+        .prepare_cached(&format!("SELECT {STREAM_COLUMNS} FROM fed_streams s WHERE s.peer = ?1"))
+        .and_then(|mut statement| statement.query_row(params![peer], stream_from_row))
+        .during(OPERATION)
+}
+
+pub(super) fn fed_streams(connection: &Connection) -> Result<Vec<FedStream>, StoreError> {
+    const OPERATION: &str = "fed_streams";
+    connection
+        .prepare_cached(&format!("SELECT {STREAM_COLUMNS} FROM fed_streams s ORDER BY s.peer"))
+        .and_then(|mut statement| statement.query_map([], stream_from_row)?.collect())
+        .during(OPERATION)
+}
+
+pub(super) fn append_outbound(
+    connection: &Connection,
+    peer: &str,
+    entries: &[NewOutboundEntry],
+) -> Result<u64, StoreError> {
+    const OPERATION: &str = "append_outbound";
+    ensure_stream(connection, peer, OPERATION)?;
+    let mut last: u64 = connection
+        .prepare_cached("SELECT out_last FROM fed_streams WHERE peer = ?1")
+        .and_then(|mut statement| statement.query_row(params![peer], |row| row.get(0)))
+        .during(OPERATION)?;
+    let mut insert = connection
+        .prepare_cached("INSERT INTO fed_outbound (peer, seq, accepted_at_ms, entry) VALUES (?1, ?2, ?3, ?4)")
+        .during(OPERATION)?;
+    for entry in entries {
+        last += 1;
+        insert.execute(params![peer, last, entry.accepted_at_ms, entry.entry]).during(OPERATION)?;
+    }
+    connection
+        .prepare_cached("UPDATE fed_streams SET out_last = ?2 WHERE peer = ?1")
+        .and_then(|mut statement| statement.execute(params![peer, last]))
+        .during(OPERATION)?;
+    Ok(last)
+}
+
+pub(super) fn read_outbound(
+    connection: &Connection,
+    peer: &str,
+    from_seq: u64,
+    max_entries: usize,
+    max_bytes: usize,
+) -> Result<Vec<OutboundEntry>, StoreError> {
+    const OPERATION: &str = "read_outbound";
+    let limit = i64::try_from(max_entries).unwrap_or(i64::MAX);
+    let from_seq = from_seq.min(i64::MAX as u64);
+    let mut statement = connection
+        .prepare_cached(
+            "SELECT seq, accepted_at_ms, entry FROM fed_outbound WHERE peer = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
+        )
+        .during(OPERATION)?;
+    let mut rows = statement.query(params![peer, from_seq, limit]).during(OPERATION)?;
+    let (mut entries, mut bytes) = (Vec::new(), 0usize);
+    while let Some(row) = rows.next().during(OPERATION)? {
+        let entry: Vec<u8> = row.get(2).during(OPERATION)?;
+        bytes = bytes.saturating_add(entry.len());
+        if !entries.is_empty() && bytes > max_bytes {
+            break;
+        }
+        entries.push(OutboundEntry {
+            seq: row.get(0).during(OPERATION)?,
+            accepted_at_ms: row.get(1).during(OPERATION)?,
+            entry,
+        });
+    }
+    Ok(entries)
+}
+
+pub(super) fn ack_outbound(connection: &Connection, peer: &str, through_seq: u64) -> Result<(), StoreError> {
+    const OPERATION: &str = "ack_outbound";
+    let through_seq = through_seq.min(i64::MAX as u64);
+    connection
+        .prepare_cached("UPDATE fed_streams SET out_acked = MAX(out_acked, ?2) WHERE peer = ?1")
+        .and_then(|mut statement| statement.execute(params![peer, through_seq]))
+        .during(OPERATION)?;
+    connection
+        .prepare_cached("DELETE FROM fed_outbound WHERE peer = ?1 AND seq <= ?2")
+        .and_then(|mut statement| statement.execute(params![peer, through_seq]))
+        .during(OPERATION)?;
+    Ok(())
+}
+
+pub(super) fn set_outbound_instance(connection: &Connection, peer: &str, instance: u64) -> Result<(), StoreError> {
+    const OPERATION: &str = "set_outbound_instance";
+    ensure_stream(connection, peer, OPERATION)?;
+    connection
+        .prepare_cached("UPDATE fed_streams SET out_instance = ?2 WHERE peer = ?1")
+        .and_then(|mut statement| statement.execute(params![peer, instance.min(i64::MAX as u64)]))
+        .during(OPERATION)?;
+    Ok(())
+}
+
+pub(super) fn record_peer_error(connection: &Connection, peer: &str, error: Option<&str>) -> Result<(), StoreError> {
+    const OPERATION: &str = "record_peer_error";
+    ensure_stream(connection, peer, OPERATION)?;
+    connection
+        .prepare_cached("UPDATE fed_streams SET last_error = ?2 WHERE peer = ?1")
+        .and_then(|mut statement| statement.execute(params![peer, error]))
+        .during(OPERATION)?;
+    Ok(())
+}
+
+pub(super) fn apply_inbound(
+    connection: &Connection,
+    apply: &InboundApply<'_>,
+) -> Result<Vec<EnqueueOutcome>, StoreError> {
+    const OPERATION: &str = "apply_inbound";
+    ensure_stream(connection, apply.peer, OPERATION)?;
+    let mut outcomes = Vec::with_capacity(apply.events.len());
+    for event in apply.events {
+        let group = &event.group;
+        connection
+            .prepare_cached(
+                "INSERT INTO remote_groups (group_id, hub, name, kind) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (group_id) DO UPDATE SET name = excluded.name, kind = excluded.kind
+                 WHERE hub = excluded.hub",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![group.group_id, group.hub, group.name, encode_group_kind(group.kind)])
+            })
+            .during(OPERATION)?;
+        let outcome = match delivery::duplicate_of(connection, &event.message, OPERATION)? {
+            Some(first) => first,
+            None => delivery::insert_fanout(connection, &event.message, &event.recipients, true, OPERATION)?,
+        };
+        outcomes.push(outcome);
+    }
+    connection
+        .prepare_cached("UPDATE fed_streams SET in_instance = ?2, in_applied = ?3 WHERE peer = ?1")
+        .and_then(|mut statement| {
+            statement.execute(params![
+                apply.peer,
+                apply.instance.min(i64::MAX as u64),
+                apply.applied_seq.min(i64::MAX as u64)
+            ])
+        })
+        .during(OPERATION)?;
+    Ok(outcomes)
 }

@@ -14,7 +14,7 @@ use crate::storage::{
     GroupRoster, GroupSnapshot, GroupSummary, NewGroup, ProposalResult, ProposalWrite, StoreError,
 };
 
-fn encode_group_kind(kind: GroupKind) -> i64 {
+pub(super) fn encode_group_kind(kind: GroupKind) -> i64 {
     match kind {
         GroupKind::Named => 0,
         GroupKind::Direct => 1,

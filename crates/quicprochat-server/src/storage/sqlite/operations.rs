@@ -16,6 +16,7 @@ use crate::storage::{
     ProposalWrite, Store, StoreError, TakenKeyPackage, TrimmedQueues,
 };
 use crate::storage::{DeviceAdded, DeviceRemoval, NewDevice};
+use crate::storage::{FedStream, InboundApply, NewOutboundEntry, OutboundEntry};
 
 /// How the SQL operations reach a connection.
 pub trait Access: Send + Sync {
@@ -86,6 +87,44 @@ impl<A: Access> Store for A {
 
     fn pin_domain(&self, domain: &str) -> Result<Option<String>, StoreError> {
         self.write("pin_domain", |tx| federation::pin_domain(tx, domain))
+    }
+
+    fn fed_stream(&self, peer: &str) -> Result<FedStream, StoreError> {
+        self.write("fed_stream", |tx| federation::fed_stream(tx, peer))
+    }
+
+    fn fed_streams(&self) -> Result<Vec<FedStream>, StoreError> {
+        self.read("fed_streams", federation::fed_streams)
+    }
+
+    fn append_outbound(&self, peer: &str, entries: &[NewOutboundEntry]) -> Result<u64, StoreError> {
+        self.write("append_outbound", |tx| federation::append_outbound(tx, peer, entries))
+    }
+
+    fn read_outbound(
+        &self,
+        peer: &str,
+        from_seq: u64,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<OutboundEntry>, StoreError> {
+        self.query(|connection| federation::read_outbound(connection, peer, from_seq, max_entries, max_bytes))
+    }
+
+    fn ack_outbound(&self, peer: &str, through_seq: u64) -> Result<(), StoreError> {
+        self.write("ack_outbound", |tx| federation::ack_outbound(tx, peer, through_seq))
+    }
+
+    fn set_outbound_instance(&self, peer: &str, instance: u64) -> Result<(), StoreError> {
+        self.write("set_outbound_instance", |tx| federation::set_outbound_instance(tx, peer, instance))
+    }
+
+    fn record_peer_error(&self, peer: &str, error: Option<&str>) -> Result<(), StoreError> {
+        self.write("record_peer_error", |tx| federation::record_peer_error(tx, peer, error))
+    }
+
+    fn apply_inbound(&self, apply: &InboundApply<'_>) -> Result<Vec<EnqueueOutcome>, StoreError> {
+        self.write("apply_inbound", |tx| federation::apply_inbound(tx, apply))
     }
 
     fn create_invite(

@@ -222,6 +222,37 @@ CREATE TABLE server_meta (
     value TEXT NOT NULL
 ) STRICT, WITHOUT ROWID;
 "#,
+    r#"
+-- Version 12: the streams between this server and each peer server. Our
+-- outbound side: its instance, how far the peer acknowledged, the last seq
+-- written and the last deleted unacknowledged by retention, with the
+-- entries not yet acknowledged in fed_outbound. The peer's inbound side:
+-- the instance and seq applied here, moved in the transaction that applies
+-- its entries. And the labels of the groups peers host, for queue entries.
+CREATE TABLE fed_streams (
+    peer         TEXT PRIMARY KEY,
+    out_instance INTEGER NOT NULL,
+    out_acked    INTEGER NOT NULL DEFAULT 0,
+    out_last     INTEGER NOT NULL DEFAULT 0,
+    out_expired  INTEGER NOT NULL DEFAULT 0,
+    in_instance  INTEGER NOT NULL DEFAULT 0,
+    in_applied   INTEGER NOT NULL DEFAULT 0,
+    last_error   TEXT
+) STRICT, WITHOUT ROWID;
+CREATE TABLE fed_outbound (
+    peer           TEXT NOT NULL,
+    seq            INTEGER NOT NULL,
+    accepted_at_ms INTEGER NOT NULL,
+    entry          BLOB NOT NULL,
+    PRIMARY KEY (peer, seq)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE remote_groups (
+    group_id BLOB PRIMARY KEY,
+    hub      TEXT NOT NULL,
+    name     TEXT NOT NULL,
+    kind     INTEGER NOT NULL
+) STRICT;
+"#,
 ];
 
 /// A migration's step in Rust, run in its transaction after its SQL.
@@ -529,7 +560,7 @@ mod tests {
         let connection = Connection::open(&path).unwrap();
         let version: usize = connection.query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
         assert_eq!(version, MIGRATIONS.len());
-        assert_eq!(version, 11);
+        assert_eq!(version, 12);
         let expiry_index: i64 = connection
             .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'message_ids_by_row'", [], |row| row.get(0))
             .unwrap();

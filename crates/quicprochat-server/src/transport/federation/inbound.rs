@@ -20,11 +20,14 @@ use quicprochat_rpc::stream::{read_body, read_header};
 use quicprochat_rpc::CLOSE_PROTOCOL_VIOLATION;
 
 use super::peers::Peer;
+use super::wire::stream_entries;
 use super::Federation;
 use crate::clock::now_ms;
+use crate::domain::federation::apply::{apply_batch, InboundBatch};
 use crate::domain::DomainError;
+use crate::storage::EntryKind;
 use crate::transport::connection::respond;
-use crate::transport::dispatch::Reply;
+use crate::transport::dispatch::{durably, Reply};
 use crate::transport::ServerState;
 
 /// Accepts peer connections until shutdown or until the endpoint closes.
@@ -132,13 +135,20 @@ async fn serve_stream(
     let _ = respond(&mut send, method, reply.status, reply.body).await;
 }
 
-async fn dispatch(state: &ServerState, federation: &Federation, peer: &Peer, method: Method, body: Bytes) -> Reply {
+async fn dispatch(
+    state: &Arc<ServerState>,
+    federation: &Federation,
+    peer: &Peer,
+    method: Method,
+    body: Bytes,
+) -> Reply {
     if state.shutdown.is_cancelled() {
         return Reply::shutting_down();
     }
     let result = match method {
         Method::Ping => Ok(Reply::ok(&v1::PingResponse { server_time_ms: now_ms() })),
         Method::FedHello => hello(state, federation, peer, &body),
+        Method::FedPush => push(state, federation, peer, &body).await,
         other => Err(DomainError::InvalidArgument { message: format!("{other} is not served on the federation port") }),
     };
     result.unwrap_or_else(|error| Reply::from_domain(&error))
@@ -178,5 +188,56 @@ fn hello(state: &ServerState, federation: &Federation, peer: &Peer, body: &Bytes
         return Err(DomainError::InvalidArgument { message: "server_instance must not be 0".into() });
     }
     peer.wake.notify_one();
+    peer.stream_wake.notify_one();
     Ok(Reply::ok(&v1::FedHelloResponse { domain: federation.domain.clone(), server_instance: state.instance }))
+}
+
+/// `FedPush`: applies a batch of the peer's stream in one storage job and
+/// answers how far it applied once that is durable; wakes the push tasks of
+/// the devices that got entries.
+async fn push(
+    state: &Arc<ServerState>,
+    federation: &Federation,
+    peer: &Peer,
+    body: &Bytes,
+) -> Result<Reply, DomainError> {
+    let request = v1::FedPushRequest::decode(body.clone())
+        .map_err(|error| DomainError::InvalidArgument { message: format!("malformed request: {error}") })?;
+    check_addressing(state, federation, peer, &request.origin, &request.destination)?;
+    let (instance, first_available_seq) = (request.instance, request.first_available_seq);
+    let entries = stream_entries(request.entries);
+    let domain = peer.config.domain.clone();
+    let now = now_ms();
+    let job_domain = domain.clone();
+    let applied = durably(
+        state,
+        move |store| {
+            let batch = InboundBatch { peer: &job_domain, instance, first_available_seq, entries: &entries };
+            apply_batch(store, &batch, now)
+        },
+        |_| {},
+    )
+    .await?;
+    state.mailboxes.wake(applied.queues.iter().map(String::as_str));
+    let metrics = federation.metrics();
+    for (kind, accepted_at_ms) in &applied.queued {
+        metrics.applied(&domain, entry_kind_name(*kind), now.saturating_sub(*accepted_at_ms));
+    }
+    metrics.duplicates(&domain, applied.duplicates as u64);
+    for refusal in &applied.refused {
+        metrics.rejected(&domain, refusal.reason);
+        tracing::info!(peer = %domain, seq = refusal.seq, reason = refusal.reason, "federation entry refused");
+    }
+    // The peer is plainly up: a sender of ours backing off towards it retries now.
+    peer.stream_wake.notify_one();
+    Ok(Reply::ok(&v1::FedPushResponse { applied_through: applied.applied_through }))
+}
+
+fn entry_kind_name(kind: EntryKind) -> &'static str {
+    match kind {
+        EntryKind::Application => "application",
+        EntryKind::Commit => "commit",
+        EntryKind::Welcome => "welcome",
+        EntryKind::Proposal => "proposal",
+    }
 }

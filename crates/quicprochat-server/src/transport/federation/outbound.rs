@@ -19,6 +19,7 @@ use quicprochat_rpc::{RpcClient, RpcError, CLOSE_SERVER_SHUTDOWN};
 use super::peers::Peer;
 use super::Federation;
 use crate::domain::federation::stream::{retry_delay, RetryPolicy};
+use crate::transport::dispatch::blocking;
 use crate::transport::ServerState;
 
 /// Starts one task per configured peer.
@@ -34,6 +35,9 @@ async fn keep_in_touch(state: Arc<ServerState>, federation: Arc<Federation>, pee
     let config = &state.config.federation;
     let policy = RetryPolicy { retry_min: config.retry_min, retry_max: config.retry_max, ..RetryPolicy::default() };
     let mut failures: u32 = 0;
+    // The error last written to the database (for `federation status`),
+    // so a peer failing the same way on every attempt costs no write.
+    let mut recorded: Option<String> = None;
     loop {
         if state.shutdown.is_cancelled() {
             return;
@@ -41,22 +45,29 @@ async fn keep_in_touch(state: Arc<ServerState>, federation: Arc<Federation>, pee
         match dial(&state, &federation, &peer).await {
             Ok((client, instance)) => {
                 failures = 0;
+                peer.connection.send_replace(Some(client.clone()));
                 federation.peers.mark_reachable(&domain, instance);
+                record_error(&state, &domain, &mut recorded, None).await;
                 tracing::info!(peer = %domain, instance, "federation peer reachable");
                 let closed = tokio::select! {
                     closed = client.connection().closed() => closed.to_string(),
-                    _ = state.shutdown.cancelled() => {
+                    () = federation.workers_done.cancelled() => {
+                        peer.connection.send_replace(None);
                         client.connection().close(CLOSE_SERVER_SHUTDOWN.into(), b"server shutting down");
                         return;
                     }
                 };
-                federation.peers.mark_unreachable(&domain, format!("connection closed: {closed}"));
+                peer.connection.send_replace(None);
+                let error = format!("connection closed: {closed}");
+                federation.peers.mark_unreachable(&domain, error.clone());
+                record_error(&state, &domain, &mut recorded, Some(error)).await;
                 tracing::info!(peer = %domain, reason = %closed, "federation peer connection closed");
             }
             Err(error) => {
                 failures = failures.saturating_add(1);
                 tracing::debug!(peer = %domain, %error, failures, "federation peer unreachable");
                 federation.peers.mark_unreachable(&domain, error.to_string());
+                record_error(&state, &domain, &mut recorded, Some(error.to_string())).await;
             }
         }
         // A connection that was up and closed is redialled after the
@@ -67,6 +78,19 @@ async fn keep_in_touch(state: Arc<ServerState>, federation: Arc<Federation>, pee
             _ = peer.wake.notified() => {}
             _ = state.shutdown.cancelled() => return,
         }
+    }
+}
+
+/// Writes the peer's last error to the database when it changed.
+async fn record_error(state: &ServerState, domain: &str, recorded: &mut Option<String>, error: Option<String>) {
+    if *recorded == error {
+        return;
+    }
+    let (peer, written) = (domain.to_owned(), error.clone());
+    let stored = blocking(state, move |store| Ok(store.record_peer_error(&peer, written.as_deref())?)).await;
+    match stored {
+        Ok(()) => *recorded = error,
+        Err(failure) => tracing::warn!(peer = %domain, %failure, "cannot record the peer's last error"),
     }
 }
 

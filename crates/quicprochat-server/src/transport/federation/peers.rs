@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use quicprochat_rpc::federation::PeerPins;
-use quicprochat_rpc::CertFingerprint;
+use quicprochat_rpc::{CertFingerprint, RpcClient};
 use tokio::sync::{watch, Notify};
 
 use crate::config::PeerConfig;
@@ -25,6 +25,8 @@ pub struct PeerStatus {
     /// The server instance it announced in its last `FedHello` (ours to it
     /// or its to us); it changes when the peer restarts.
     pub instance: Option<u64>,
+    /// Entries of our stream to it written and not yet acknowledged.
+    pub pending: u64,
 }
 
 /// One configured peer.
@@ -34,6 +36,12 @@ pub(crate) struct Peer {
     /// Notified when the peer gets in touch, so a backing-off dialler
     /// retries at once.
     pub(crate) wake: Notify,
+    /// Notified for the stream sender when the peer gets in touch.
+    pub(crate) stream_wake: Notify,
+    /// Notified when entries were appended to our stream to the peer.
+    pub(crate) written: Notify,
+    /// Our current connection to the peer (its hello answered), if any.
+    pub(crate) connection: watch::Sender<Option<RpcClient>>,
 }
 
 /// Every configured peer, in config order.
@@ -66,12 +74,21 @@ impl PeerTable {
                 reachable: false,
                 last_error: None,
                 instance: None,
+                pending: 0,
             })
             .collect();
         PeerTable {
             peers: configs
                 .iter()
-                .map(|config| Arc::new(Peer { config: config.clone(), wake: Notify::new() }))
+                .map(|config| {
+                    Arc::new(Peer {
+                        config: config.clone(),
+                        wake: Notify::new(),
+                        stream_wake: Notify::new(),
+                        written: Notify::new(),
+                        connection: watch::channel(None).0,
+                    })
+                })
                 .collect(),
             pins: Arc::new(pins),
             status: Mutex::new(status),
@@ -118,6 +135,11 @@ impl PeerTable {
             status.last_error = Some(error);
         });
         self.metrics.federation().set_peer_up(domain, false);
+    }
+
+    /// Records how many entries of our stream to `domain` are pending.
+    pub(crate) fn set_pending(&self, domain: &str, pending: u64) {
+        self.update(domain, |status| status.pending = pending);
     }
 
     fn update(&self, domain: &str, change: impl FnOnce(&mut PeerStatus)) {

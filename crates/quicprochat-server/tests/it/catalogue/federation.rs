@@ -2,10 +2,13 @@
 //! the handshake (an unpinned certificate, none at all, the client ALPN, a
 //! classical key exchange; and the federation ALPN on the client port),
 //! and requests of a pinned peer that speak for another origin or are meant
-//! for another server, or that are not federation methods.
+//! for another server, push events for a group it does not host (another
+//! server's, or ours) or a malformed batch, or that are not federation
+//! methods.
 
 use std::sync::Arc;
 
+use quicprochat_core::names::group_id_hosted_by;
 use quicprochat_proto::v1;
 use quicprochat_proto::{Method, Status};
 use quicprochat_rpc::tls::generate_server_identity;
@@ -81,11 +84,35 @@ async fn federation_catalogue() {
         })
         .await;
     bench
-        .case("a request meant for another server", &impostor, denied, Connection::Survives, async {
+        .case("a request meant for another server", &impostor, denied.clone(), Connection::Survives, async {
             Outcome::of(hello(&impostor, "evil.test", "c.test").await)
         })
         .await;
+    let foreign = push_request("evil.test", "a.test", group_id_hosted_by([1; 16], "b.test"), &[1]);
+    bench
+        .case("events for a group the peer does not host", &impostor, denied.clone(), Connection::Survives, async {
+            Outcome::of(impostor.call::<_, v1::FedPushResponse>(Method::FedPush, &foreign).await)
+        })
+        .await;
+    let ours = push_request("evil.test", "a.test", vec![1; 16], &[1]);
+    bench
+        .case("events for a group of this server", &impostor, denied.clone(), Connection::Survives, async {
+            Outcome::of(impostor.call::<_, v1::FedPushResponse>(Method::FedPush, &ours).await)
+        })
+        .await;
+    let spoofed = push_request("b.test", "a.test", group_id_hosted_by([1; 16], "b.test"), &[1]);
+    bench
+        .case("a push for another origin", &impostor, denied.clone(), Connection::Survives, async {
+            Outcome::of(impostor.call::<_, v1::FedPushResponse>(Method::FedPush, &spoofed).await)
+        })
+        .await;
     let invalid = Outcome::Status(Status::InvalidArgument);
+    let gapped = push_request("evil.test", "a.test", group_id_hosted_by([1; 16], "evil.test"), &[1, 3]);
+    bench
+        .case("a batch whose seqs are not contiguous", &impostor, invalid.clone(), Connection::Survives, async {
+            Outcome::of(impostor.call::<_, v1::FedPushResponse>(Method::FedPush, &gapped).await)
+        })
+        .await;
     bench
         .case("a client method on the federation port", &impostor, invalid.clone(), Connection::Survives, async {
             Outcome::of(impostor.call::<_, v1::FetchResponse>(Method::Fetch, &v1::FetchRequest::default()).await)
@@ -99,7 +126,31 @@ async fn federation_catalogue() {
         .await;
     let greeted = hello(&impostor, "evil.test", "a.test").await.expect("a well-addressed hello is answered");
     assert_eq!(greeted.domain, "a.test");
-    assert_eq!(bench.cases(), 9);
+    assert_eq!(bench.cases(), 13);
+}
+
+/// A `FedPush` of one application event per seq for `group_id`.
+fn push_request(origin: &str, destination: &str, group_id: Vec<u8>, seqs: &[u64]) -> v1::FedPushRequest {
+    let entry = |seq: u64| v1::FedEntry {
+        seq,
+        accepted_at_ms: 1,
+        event: Some(v1::fed_entry::Event::GroupEvent(v1::FedGroupEvent {
+            group_id: group_id.clone().into(),
+            group_name: "team".into(),
+            sender: format!("mallory@{origin}"),
+            message_id: seq.to_be_bytes().to_vec().into(),
+            payload: b"ciphertext".to_vec().into(),
+            recipients: vec![v1::FedRecipient { username: "alice".into(), device_id: vec![1; 8].into() }],
+            ..v1::FedGroupEvent::default()
+        })),
+    };
+    v1::FedPushRequest {
+        origin: origin.to_owned(),
+        destination: destination.to_owned(),
+        instance: 3,
+        first_available_seq: 1,
+        entries: seqs.iter().map(|seq| entry(*seq)).collect(),
+    }
 }
 
 /// `Ok(why)` when the connection was refused: in its handshake, or (as a

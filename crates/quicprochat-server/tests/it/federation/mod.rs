@@ -3,6 +3,7 @@
 //! test can cut it; and a dialler for tests that play a peer themselves.
 
 mod relay;
+mod stream;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -14,6 +15,7 @@ use quicprochat_rpc::tls::ServerIdentity;
 use quicprochat_rpc::transport::{client_endpoint, TransportLimits};
 use quicprochat_rpc::{CertFingerprint, RpcClient, RpcError};
 use quicprochat_server::config::PeerConfig;
+use quicprochat_server::storage::{SqliteStore, Store};
 use quicprochat_server::{RunningServer, ServerConfig, ServerError};
 
 use crate::harness::{Harness, WAIT};
@@ -63,6 +65,7 @@ pub(crate) async fn hello(rpc: &RpcClient, origin: &str, destination: &str) -> R
 pub(crate) struct Pair {
     pub(crate) a: Harness,
     pub(crate) b: Harness,
+    config_a: ServerConfig,
     /// The relay `b` dials `a` through.
     pub(crate) to_a: UdpRelay,
     /// The relay `a` dials `b` through.
@@ -80,17 +83,31 @@ impl Pair {
         config_b.federation.peers = vec![peer("a.test", to_a.addr(), &identity_a)];
         adjust(&mut config_a);
         adjust(&mut config_b);
-        let a = RunningServer::start(config_a).await.expect("a starts");
+        let a = RunningServer::start(config_a.clone()).await.expect("a starts");
         let b = RunningServer::start(config_b).await.expect("b starts");
         to_a.set_target(a.federation_addr().expect("a's federation port"));
         to_b.set_target(b.federation_addr().expect("b's federation port"));
-        Pair { a: Harness { dir: dir_a, server: a }, b: Harness { dir: dir_b, server: b }, to_a, to_b }
+        Pair { a: Harness { dir: dir_a, server: a }, b: Harness { dir: dir_b, server: b }, config_a, to_a, to_b }
+    }
+
+    /// Stops `a` gracefully, lets `offline` change its database as the
+    /// server's own writer would, and starts it again on the same data dir.
+    pub(crate) async fn restart_a(self, offline: impl FnOnce(&dyn Store)) -> Pair {
+        let Pair { a, b, config_a, to_a, to_b } = self;
+        a.server.shutdown().await;
+        {
+            let store = SqliteStore::open(config_a.data_dir.join("qpc-server.db")).expect("open a's database");
+            offline(&store);
+        }
+        let server = RunningServer::start(config_a.clone()).await.expect("a restarts");
+        to_a.set_target(server.federation_addr().expect("a's federation port"));
+        Pair { a: Harness { dir: a.dir, server }, b, config_a, to_a, to_b }
     }
 }
 
 /// Short QUIC timeouts, so a cut link is noticed within about two seconds,
 /// and a short retry ceiling, so a healed one is back within one.
-fn quick_to_notice(config: &mut ServerConfig) {
+pub(crate) fn quick_to_notice(config: &mut ServerConfig) {
     config.transport.idle_timeout = Duration::from_secs(2);
     config.transport.keep_alive = Duration::from_millis(300);
     config.federation.retry_min = Duration::from_millis(50);

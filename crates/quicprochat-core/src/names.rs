@@ -1,0 +1,86 @@
+//! Names across servers: domains, `name@domain` user names, and the hub
+//! domain inside a group id.
+//!
+//! A server's domain is a DNS name (its `server.domain`); a user of it is
+//! `name@domain`, and a bare `name` is a user of the server that reads it.
+//! A group id is 16 random bytes, followed, for a group whose server
+//! federates, by the UTF-8 domain of the server hosting it (its hub), which
+//! sequences its commits for its whole life; a 16-byte id is a group of the
+//! server that holds it. Because the id is in the MLS GroupContext, every
+//! member agrees on the hub. Everything here is a pure function over
+//! untrusted bytes: it checks and never panics.
+
+/// Bytes of the random part of a group id.
+pub const GROUP_ID_RANDOM_LEN: usize = 16;
+
+/// Longest domain, in bytes (DNS).
+pub const MAX_DOMAIN_LEN: usize = 253;
+
+/// Whether `text` is a domain as servers are named: dot-separated labels
+/// of 1 to 63 lowercase letters, digits and inner hyphens, 253 bytes at
+/// most.
+pub fn is_valid_domain(text: &str) -> bool {
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-')
+    };
+    !text.is_empty() && text.len() <= MAX_DOMAIN_LEN && text.split('.').all(label_ok)
+}
+
+/// Splits `name@domain` at its last `@` when both sides are non-empty and
+/// the domain is valid; `None` for a bare name or a malformed one.
+pub fn split_qualified(text: &str) -> Option<(&str, &str)> {
+    let (name, domain) = text.rsplit_once('@')?;
+    (!name.is_empty() && !name.contains('@') && is_valid_domain(domain)).then_some((name, domain))
+}
+
+/// The domain of the server hosting the group `group_id`, when the id
+/// names one; `None` for a 16-byte id (a group of the server holding it)
+/// or an id whose tail is not a domain.
+pub fn hub_of(group_id: &[u8]) -> Option<&str> {
+    let tail = group_id.get(GROUP_ID_RANDOM_LEN..).filter(|tail| !tail.is_empty())?;
+    std::str::from_utf8(tail).ok().filter(|domain| is_valid_domain(domain))
+}
+
+/// A group id for a group hosted by `domain`: `random` followed by it.
+pub fn group_id_hosted_by(random: [u8; GROUP_ID_RANDOM_LEN], domain: &str) -> Vec<u8> {
+    [random.as_slice(), domain.as_bytes()].concat()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains_follow_dns_label_rules() {
+        for good in ["a", "a.example", "chat.example.org", "x-1.b2", &"a".repeat(63)] {
+            assert!(is_valid_domain(good), "{good}");
+        }
+        let long = format!("{}.{}.{}.{}", "a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(62));
+        assert_eq!(long.len(), 254);
+        for bad in ["", ".", "a..b", "-a.b", "a-.b", "A.example", "a b", "a_b", "ä.example", &"a".repeat(64), &long] {
+            assert!(!is_valid_domain(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn qualified_names_split_at_the_last_at() {
+        assert_eq!(split_qualified("alice@a.example"), Some(("alice", "a.example")));
+        for bad in ["alice", "@a.example", "alice@", "alice@A.example", "a@b@c.example", "alice@a..b"] {
+            assert_eq!(split_qualified(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_hub_is_read_from_the_group_id() {
+        let id = group_id_hosted_by([7; 16], "a.example");
+        assert_eq!(hub_of(&id), Some("a.example"));
+        assert_eq!(hub_of(&[7; 16]), None, "a local group");
+        assert_eq!(hub_of(&[7; 3]), None);
+        assert_eq!(hub_of(&[[7u8; 16].as_slice(), b"Not A Domain"].concat()), None);
+        assert_eq!(hub_of(&[[7u8; 16].as_slice(), &[0xff, 0xfe]].concat()), None, "not UTF-8");
+    }
+}

@@ -1,0 +1,218 @@
+//! Applying a peer's batch of stream entries (`FedPush`, the receiver side).
+//!
+//! The batch is planned by the [`InboundStream`] from the inbound state in
+//! the store (which entries are new, duplicates, a gap, a jump), each new
+//! entry is checked against the binding rules, and then every event that
+//! passed is queued and the inbound state moved in **one** store write, so
+//! the entries take effect exactly once: a batch applied is never applied
+//! again (its seqs are at or below the recorded `applied_seq`), and a batch
+//! whose write was lost is applied again in full. Resends across a sender's
+//! instance change are caught by the enqueue's idempotency on
+//! `(sender, message_id)`.
+//!
+//! A peer speaks only for the groups it hosts: a batch with an event for a
+//! group whose id does not name the peer as its hub is refused whole with
+//! `PERMISSION_DENIED`, and nothing of it is written (an honest peer never
+//! sends one; the refusal stalls only that peer's own stream). Any other
+//! entry that cannot take effect here is *applied as refused*: it is not
+//! queued, but its seq advances like any other, so one entry this server
+//! cannot use (an event kind it does not know, a malformed field, no
+//! current device of the users it names) never blocks the stream.
+//!
+//! Run it as one job on the storage executor: its reads and its write then
+//! see one consistent state, and the answer goes out only once it is durable.
+
+use quicprochat_core::names::{hub_of, split_qualified};
+use quicprochat_core::DeviceId;
+
+use super::stream::{BatchError, InboundState, InboundStream};
+use crate::domain::groups::MAX_GROUP_NAME_LEN;
+use crate::domain::{DomainError, MAX_MESSAGE_ID_LEN};
+use crate::storage::{EntryKind, GroupKind, InboundApply, InboundEvent, NewMessage, RemoteGroup, Store};
+
+/// Most recipients one group event may name (devices of one destination).
+pub const MAX_EVENT_RECIPIENTS: usize = 16 * 1024;
+
+/// A batch of a peer's stream, as decoded from the wire.
+#[derive(Debug, Clone)]
+pub struct InboundBatch<'a> {
+    /// The authenticated peer (from the TLS session, never the request).
+    pub peer: &'a str,
+    pub instance: u64,
+    pub first_available_seq: u64,
+    pub entries: &'a [StreamEntry],
+}
+
+/// One entry of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamEntry {
+    pub seq: u64,
+    /// When the origin accepted the event.
+    pub accepted_at_ms: u64,
+    pub event: StreamEvent,
+}
+
+/// What an entry carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// An event of a group the peer hosts, for devices here.
+    Group(GroupEvent),
+    /// An event this server does not know (a newer peer): applied as refused.
+    Unknown,
+}
+
+/// A group's event for local devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupEvent {
+    pub group_id: Vec<u8>,
+    pub group_name: String,
+    pub group_kind: GroupKind,
+    /// `name@domain`.
+    pub sender: String,
+    pub message_id: Vec<u8>,
+    pub kind: EntryKind,
+    pub epoch: u64,
+    pub payload: Vec<u8>,
+    /// (local username, device id) pairs.
+    pub recipients: Vec<(String, Vec<u8>)>,
+}
+
+/// An entry applied as refused, and why (a metric label).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub seq: u64,
+    pub reason: &'static str,
+}
+
+/// What applying a batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchApplied {
+    /// The answer to the peer: every seq through this one took effect.
+    pub applied_through: u64,
+    /// Entries queued now (kind, when the origin accepted them).
+    pub queued: Vec<(EntryKind, u64)>,
+    /// Entries at or below the applied seq, or events queued before.
+    pub duplicates: usize,
+    pub refused: Vec<Refusal>,
+    /// Seqs the sender no longer had (expired there).
+    pub skipped: u64,
+    /// The device queues that got entries (their push tasks are woken).
+    pub queues: Vec<String>,
+}
+
+/// Applies `batch` from its peer; see the module docs.
+pub fn apply_batch(store: &dyn Store, batch: &InboundBatch<'_>, now_ms: u64) -> Result<BatchApplied, DomainError> {
+    // Read without making the row: a refused batch writes nothing at all.
+    let known = store.fed_streams()?.into_iter().find(|stream| stream.peer == batch.peer);
+    let state = known.map_or(InboundState::default(), |stream| InboundState {
+        instance: stream.in_instance,
+        applied_seq: stream.in_applied,
+    });
+    let inbound = InboundStream::new(state);
+    let seqs: Vec<u64> = batch.entries.iter().map(|entry| entry.seq).collect();
+    let plan = inbound
+        .plan(batch.instance, batch.first_available_seq, &seqs)
+        .map_err(|error: BatchError| DomainError::invalid(format!("malformed batch: {error}")))?;
+    let mut applied = BatchApplied {
+        applied_through: plan.applied_through(),
+        duplicates: plan.duplicates,
+        skipped: plan.skipped,
+        ..BatchApplied::default()
+    };
+    let mut events = Vec::new();
+    let mut accepted = Vec::new();
+    for entry in &batch.entries[plan.apply.clone()] {
+        if let StreamEvent::Group(event) = &entry.event {
+            if hub_of(&event.group_id) != Some(batch.peer) {
+                return Err(DomainError::PermissionDenied {
+                    message: format!("entry {}: {} does not host this group", entry.seq, batch.peer),
+                });
+            }
+        }
+        match check_entry(store, entry, now_ms)? {
+            Ok(event) => {
+                accepted.push((event.message.kind, entry.accepted_at_ms));
+                events.push(event);
+            }
+            Err(reason) => applied.refused.push(Refusal { seq: entry.seq, reason }),
+        }
+    }
+    if plan.apply.is_empty() && plan.new_state == plan.previous {
+        return Ok(applied);
+    }
+    let write = InboundApply {
+        peer: batch.peer,
+        instance: plan.new_state.instance,
+        applied_seq: plan.new_state.applied_seq,
+        events: &events,
+    };
+    let outcomes = store.apply_inbound(&write)?;
+    for ((event, outcome), kind_and_time) in events.iter().zip(&outcomes).zip(accepted) {
+        if outcome.duplicate {
+            applied.duplicates += 1;
+            continue;
+        }
+        applied.queued.push(kind_and_time);
+        applied.queues.extend(event.recipients.iter().cloned());
+    }
+    applied.queues.sort();
+    applied.queues.dedup();
+    Ok(applied)
+}
+
+/// The event to queue for `entry`, or why it is refused; `Err` only for a
+/// storage failure.
+fn check_entry(
+    store: &dyn Store,
+    entry: &StreamEntry,
+    now_ms: u64,
+) -> Result<Result<InboundEvent, &'static str>, DomainError> {
+    let StreamEvent::Group(event) = &entry.event else { return Ok(Err("unknown_event")) };
+    let Some(peer) = hub_of(&event.group_id) else { return Ok(Err("not_hub")) };
+    if split_qualified(&event.sender).is_none() {
+        return Ok(Err("bad_sender"));
+    }
+    if event.message_id.is_empty() || event.message_id.len() > MAX_MESSAGE_ID_LEN {
+        return Ok(Err("bad_message_id"));
+    }
+    let name_length = event.group_name.chars().count();
+    if name_length == 0 || name_length > MAX_GROUP_NAME_LEN || event.group_name.chars().any(char::is_control) {
+        return Ok(Err("bad_group_name"));
+    }
+    if event.recipients.is_empty() || event.recipients.len() > MAX_EVENT_RECIPIENTS {
+        return Ok(Err("bad_recipients"));
+    }
+    let mut queues = Vec::with_capacity(event.recipients.len());
+    for (username, device_id) in &event.recipients {
+        let Some(device_id) = DeviceId::from_bytes(device_id) else { continue };
+        let devices = store.devices(username)?;
+        if let Some(device) =
+            devices.into_iter().find(|device| device.device_id == device_id && device.removed_at_ms.is_none())
+        {
+            queues.push(device.queue);
+        }
+    }
+    queues.sort();
+    queues.dedup();
+    if queues.is_empty() {
+        return Ok(Err("no_recipients"));
+    }
+    Ok(Ok(InboundEvent {
+        group: RemoteGroup {
+            group_id: event.group_id.clone(),
+            hub: peer.to_owned(),
+            name: event.group_name.clone(),
+            kind: event.group_kind,
+        },
+        message: NewMessage {
+            message_id: event.message_id.clone(),
+            group_id: event.group_id.clone(),
+            sender: event.sender.clone(),
+            kind: event.kind,
+            payload: event.payload.clone(),
+            epoch: event.epoch,
+            stored_at_ms: now_ms,
+        },
+        recipients: queues,
+    }))
+}

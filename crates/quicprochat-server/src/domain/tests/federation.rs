@@ -1,0 +1,143 @@
+//! Applying a peer's stream batches (`domain::federation::apply`): events
+//! queued once for the devices they name, duplicates and resends absorbed,
+//! binding rules refusing entries without blocking the stream, gaps and
+//! malformed batches applying nothing.
+
+use quicprochat_core::names::group_id_hosted_by;
+
+use crate::domain::federation::apply::{apply_batch, GroupEvent, InboundBatch, StreamEntry, StreamEvent};
+use crate::domain::DomainError;
+use crate::storage::{EntryKind, GroupKind, MemoryStore, Store};
+
+const PEER: &str = "b.example";
+
+fn store_with(users: &[&str]) -> MemoryStore {
+    let store = MemoryStore::new();
+    for user in users {
+        store.create_account(user, &[7; 32], 1).unwrap();
+    }
+    store
+}
+
+/// The device id of `user`'s first device.
+fn device_of(store: &dyn Store, user: &str) -> Vec<u8> {
+    store.devices(user).unwrap()[0].device_id.as_bytes().to_vec()
+}
+
+fn event(store: &dyn Store, id: &str, to: &[&str]) -> GroupEvent {
+    GroupEvent {
+        group_id: group_id_hosted_by([3; 16], PEER),
+        group_name: "team".into(),
+        group_kind: GroupKind::Named,
+        sender: "carol@b.example".into(),
+        message_id: id.as_bytes().to_vec(),
+        kind: EntryKind::Application,
+        epoch: 1,
+        payload: id.as_bytes().to_vec(),
+        recipients: to.iter().map(|user| (user.to_string(), device_of(store, user))).collect(),
+    }
+}
+
+fn entries(events: Vec<GroupEvent>, first_seq: u64) -> Vec<StreamEntry> {
+    (first_seq..)
+        .zip(events)
+        .map(|(seq, event)| StreamEntry { seq, accepted_at_ms: 10, event: StreamEvent::Group(event) })
+        .collect()
+}
+
+fn batch<'a>(entries: &'a [StreamEntry], instance: u64, first_available_seq: u64) -> InboundBatch<'a> {
+    InboundBatch { peer: PEER, instance, first_available_seq, entries }
+}
+
+fn ids(store: &dyn Store, queue: &str) -> Vec<String> {
+    let fetched = store.fetch(queue, 0, 100).unwrap();
+    fetched.items.iter().map(|item| String::from_utf8_lossy(&item.message_id).into_owned()).collect()
+}
+
+#[test]
+fn a_batch_is_queued_once_for_the_devices_it_names() {
+    let store = store_with(&["alice", "bob"]);
+    let sent = entries(vec![event(&store, "m1", &["alice", "bob"]), event(&store, "m2", &["alice"])], 1);
+    let applied = apply_batch(&store, &batch(&sent, 9, 1), super::NOW).unwrap();
+    assert_eq!(applied.applied_through, 2);
+    assert_eq!(applied.queued.len(), 2);
+    assert_eq!(applied.queues, ["alice", "bob"]);
+    assert_eq!(ids(&store, "alice"), ["m1", "m2"]);
+    assert_eq!(ids(&store, "bob"), ["m1"]);
+    let item = &store.fetch("alice", 0, 1).unwrap().items[0];
+    assert_eq!((item.sender.as_str(), item.group_name.as_str()), ("carol@b.example", "team"));
+
+    // The same batch again (its answer was lost): duplicates, nothing queued.
+    let again = apply_batch(&store, &batch(&sent, 9, 1), super::NOW).unwrap();
+    assert_eq!((again.applied_through, again.duplicates, again.queued.len()), (2, 2, 0));
+    // Resent under a new sender instance: the message ids catch it.
+    let resent = apply_batch(&store, &batch(&sent, 10, 1), super::NOW).unwrap();
+    assert_eq!((resent.applied_through, resent.duplicates, resent.queued.len()), (2, 2, 0));
+    assert_eq!(ids(&store, "alice"), ["m1", "m2"]);
+}
+
+#[test]
+fn entries_that_cannot_take_effect_are_refused_and_the_stream_moves_on() {
+    let store = store_with(&["alice"]);
+    let mut bare_sender = event(&store, "m3", &["alice"]);
+    bare_sender.sender = "carol".into();
+    let mut nobody = event(&store, "m4", &["alice"]);
+    nobody.recipients = vec![("mallory".into(), vec![1; 8]), ("alice".into(), vec![2; 8])];
+    let mut no_id = event(&store, "m5", &["alice"]);
+    no_id.message_id.clear();
+    let good = event(&store, "m6", &["alice"]);
+    let mut sent = entries(vec![bare_sender, nobody, no_id, good], 1);
+    sent.push(StreamEntry { seq: 5, accepted_at_ms: 10, event: StreamEvent::Unknown });
+
+    let applied = apply_batch(&store, &batch(&sent, 9, 1), super::NOW).unwrap();
+    assert_eq!(applied.applied_through, 5, "refused entries advance the stream");
+    let reasons: Vec<&str> = applied.refused.iter().map(|refusal| refusal.reason).collect();
+    assert_eq!(reasons, ["bad_sender", "no_recipients", "bad_message_id", "unknown_event"]);
+    assert_eq!(ids(&store, "alice"), ["m6"], "only the good entry is queued");
+}
+
+#[test]
+fn an_event_for_a_group_the_peer_does_not_host_refuses_the_whole_batch() {
+    let store = store_with(&["alice"]);
+    let mut foreign_group = event(&store, "m2", &["alice"]);
+    foreign_group.group_id = group_id_hosted_by([3; 16], "c.example");
+    let mut local_group = event(&store, "m3", &["alice"]);
+    local_group.group_id = vec![3; 16];
+    for intruder in [foreign_group, local_group] {
+        let sent = entries(vec![event(&store, "m1", &["alice"]), intruder], 1);
+        let refused = apply_batch(&store, &batch(&sent, 9, 1), super::NOW);
+        assert!(matches!(refused, Err(DomainError::PermissionDenied { .. })), "{refused:?}");
+        assert!(ids(&store, "alice").is_empty(), "nothing of the batch is written");
+        assert_eq!(store.fed_stream(PEER).unwrap().in_applied, 0);
+    }
+}
+
+#[test]
+fn a_gap_or_a_malformed_batch_applies_nothing() {
+    let store = store_with(&["alice"]);
+    let first = entries(vec![event(&store, "m1", &["alice"])], 1);
+    assert_eq!(apply_batch(&store, &batch(&first, 9, 1), super::NOW).unwrap().applied_through, 1);
+
+    let past_a_gap = entries(vec![event(&store, "m3", &["alice"])], 3);
+    let applied = apply_batch(&store, &batch(&past_a_gap, 9, 1), super::NOW).unwrap();
+    assert_eq!((applied.applied_through, applied.queued.len()), (1, 0), "the sender rewinds to 2");
+
+    let seq_four = entries(vec![event(&store, "m4", &["alice"])], 4);
+    let not_contiguous = [entries(vec![event(&store, "m2", &["alice"])], 2), seq_four].concat();
+    let refused = apply_batch(&store, &batch(&not_contiguous, 9, 1), super::NOW);
+    assert!(matches!(refused, Err(DomainError::InvalidArgument { .. })), "{refused:?}");
+    assert_eq!(ids(&store, "alice"), ["m1"]);
+    assert_eq!(store.fed_stream(PEER).unwrap().in_applied, 1);
+}
+
+#[test]
+fn entries_the_sender_no_longer_holds_are_skipped() {
+    let store = store_with(&["alice"]);
+    let later = entries(vec![event(&store, "m5", &["alice"])], 5);
+    let applied = apply_batch(&store, &batch(&later, 9, 5), super::NOW).unwrap();
+    assert_eq!((applied.applied_through, applied.skipped), (5, 0), "first contact starts where the sender is");
+    let after_expiry = entries(vec![event(&store, "m9", &["alice"])], 9);
+    let applied = apply_batch(&store, &batch(&after_expiry, 9, 9), super::NOW).unwrap();
+    assert_eq!((applied.applied_through, applied.skipped), (9, 3));
+    assert_eq!(ids(&store, "alice"), ["m5", "m9"]);
+}

@@ -1,0 +1,126 @@
+//! The in-memory store's federation state: streams with each peer, their
+//! outbound entries, and the labels of groups peers host. Mirrors
+//! `sqlite/federation.rs` (the conformance suite holds both to it).
+
+use std::collections::BTreeMap;
+
+use super::Inner;
+use crate::storage::{EnqueueOutcome, FedStream, GroupKind, InboundApply, NewOutboundEntry, OutboundEntry, StoreError};
+
+/// Federation tables of [`Inner`].
+#[derive(Debug, Default)]
+pub(super) struct FederationTables {
+    streams: BTreeMap<String, FedStream>,
+    outbound: BTreeMap<(String, u64), OutboundEntry>,
+    /// Group id → (hub, name, kind).
+    pub(super) remote_groups: BTreeMap<Vec<u8>, (String, String, GroupKind)>,
+}
+
+impl FederationTables {
+    fn stream(&mut self, peer: &str) -> &mut FedStream {
+        self.streams.entry(peer.to_owned()).or_insert_with(|| FedStream {
+            peer: peer.to_owned(),
+            out_instance: (rand::random::<u64>() >> 1).max(1),
+            out_acked: 0,
+            out_last: 0,
+            out_expired: 0,
+            oldest_pending_ms: None,
+            in_instance: 0,
+            in_applied: 0,
+            last_error: None,
+        })
+    }
+
+    fn with_oldest(&self, stream: &FedStream) -> FedStream {
+        let oldest = self
+            .outbound
+            .range((stream.peer.clone(), 0)..=(stream.peer.clone(), u64::MAX))
+            .map(|(_, entry)| entry.accepted_at_ms)
+            .min();
+        FedStream { oldest_pending_ms: oldest, ..stream.clone() }
+    }
+
+    pub(super) fn fed_stream(&mut self, peer: &str) -> FedStream {
+        let stream = self.stream(peer).clone();
+        self.with_oldest(&stream)
+    }
+
+    pub(super) fn fed_streams(&self) -> Vec<FedStream> {
+        self.streams.values().map(|stream| self.with_oldest(stream)).collect()
+    }
+
+    pub(super) fn append_outbound(&mut self, peer: &str, entries: &[NewOutboundEntry]) -> u64 {
+        let mut last = self.stream(peer).out_last;
+        for entry in entries {
+            last += 1;
+            let stored = OutboundEntry { seq: last, accepted_at_ms: entry.accepted_at_ms, entry: entry.entry.clone() };
+            self.outbound.insert((peer.to_owned(), last), stored);
+        }
+        self.stream(peer).out_last = last;
+        last
+    }
+
+    pub(super) fn read_outbound(
+        &self,
+        peer: &str,
+        from_seq: u64,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Vec<OutboundEntry> {
+        let (mut entries, mut bytes) = (Vec::new(), 0usize);
+        for (_, entry) in self.outbound.range((peer.to_owned(), from_seq)..=(peer.to_owned(), u64::MAX)) {
+            bytes = bytes.saturating_add(entry.entry.len());
+            if entries.len() == max_entries || (!entries.is_empty() && bytes > max_bytes) {
+                break;
+            }
+            entries.push(entry.clone());
+        }
+        entries
+    }
+
+    pub(super) fn ack_outbound(&mut self, peer: &str, through_seq: u64) {
+        let stream = self.stream(peer);
+        stream.out_acked = stream.out_acked.max(through_seq);
+        self.outbound.retain(|(owner, seq), _| owner != peer || *seq > through_seq);
+    }
+
+    pub(super) fn set_outbound_instance(&mut self, peer: &str, instance: u64) {
+        self.stream(peer).out_instance = instance;
+    }
+
+    pub(super) fn record_peer_error(&mut self, peer: &str, error: Option<&str>) {
+        self.stream(peer).last_error = error.map(str::to_owned);
+    }
+}
+
+impl Inner {
+    pub(super) fn apply_inbound(&mut self, apply: &InboundApply<'_>) -> Result<Vec<EnqueueOutcome>, StoreError> {
+        // Check first, so that a refusal changes nothing (one write).
+        for event in apply.events {
+            if self.duplicate_of(&event.message).is_none() {
+                self.check_recipients(&event.recipients)?;
+            }
+        }
+        let mut outcomes = Vec::with_capacity(apply.events.len());
+        for event in apply.events {
+            let group = &event.group;
+            let label = (group.hub.clone(), group.name.clone(), group.kind);
+            let remote = &mut self.federation.remote_groups;
+            match remote.get(&group.group_id) {
+                Some((hub, _, _)) if *hub != group.hub => {}
+                _ => {
+                    remote.insert(group.group_id.clone(), label);
+                }
+            }
+            let outcome = match self.duplicate_of(&event.message) {
+                Some(first) => first,
+                None => self.insert_fanout(&event.message, &event.recipients, true),
+            };
+            outcomes.push(outcome);
+        }
+        let stream = self.federation.stream(apply.peer);
+        stream.in_instance = apply.instance;
+        stream.in_applied = apply.applied_seq;
+        Ok(outcomes)
+    }
+}

@@ -1,0 +1,117 @@
+//! Stream entries between their wire form (`v1::FedEntry` in a `FedPush`)
+//! and the domain's ([`StreamEntry`]). An outbound entry is stored as an
+//! encoded `FedEntry` whose `seq` and `accepted_at_ms` are filled in from
+//! its row when it is sent.
+
+use prost::Message;
+use quicprochat_proto::v1;
+
+use crate::domain::federation::apply::{GroupEvent, StreamEntry, StreamEvent};
+use crate::storage::{EntryKind, GroupKind, OutboundEntry};
+
+/// The domain form of a batch's entries. An event this server does not
+/// know, or one with an unknown kind, becomes [`StreamEvent::Unknown`]
+/// (applied as refused: the stream moves on).
+pub(crate) fn stream_entries(entries: Vec<v1::FedEntry>) -> Vec<StreamEntry> {
+    entries
+        .into_iter()
+        .map(|entry| StreamEntry {
+            seq: entry.seq,
+            accepted_at_ms: entry.accepted_at_ms,
+            event: match entry.event {
+                Some(v1::fed_entry::Event::GroupEvent(event)) => {
+                    group_event(event).map_or(StreamEvent::Unknown, StreamEvent::Group)
+                }
+                None => StreamEvent::Unknown,
+            },
+        })
+        .collect()
+}
+
+fn group_event(event: v1::FedGroupEvent) -> Option<GroupEvent> {
+    let group_kind = match v1::GroupKind::try_from(event.group_kind).ok()? {
+        v1::GroupKind::Named => GroupKind::Named,
+        v1::GroupKind::Direct => GroupKind::Direct,
+    };
+    let kind = match v1::EntryKind::try_from(event.kind).ok()? {
+        v1::EntryKind::Application => EntryKind::Application,
+        v1::EntryKind::Commit => EntryKind::Commit,
+        v1::EntryKind::Welcome => EntryKind::Welcome,
+        v1::EntryKind::Proposal => EntryKind::Proposal,
+    };
+    Some(GroupEvent {
+        group_id: event.group_id.to_vec(),
+        group_name: event.group_name,
+        group_kind,
+        sender: event.sender,
+        message_id: event.message_id.to_vec(),
+        kind,
+        epoch: event.epoch,
+        payload: event.payload.to_vec(),
+        recipients: event.recipients.into_iter().map(|r| (r.username, r.device_id.to_vec())).collect(),
+    })
+}
+
+/// The wire entry of a stored outbound row. A row that does not decode
+/// (it never should: we wrote it) goes out without an event, which the
+/// peer applies as refused, so it cannot block the stream.
+pub(crate) fn outbound_entry(row: &OutboundEntry) -> v1::FedEntry {
+    let mut entry = v1::FedEntry::decode(row.entry.as_slice()).unwrap_or_else(|error| {
+        tracing::error!(seq = row.seq, %error, "an outbound federation entry does not decode; sending it empty");
+        v1::FedEntry::default()
+    });
+    entry.seq = row.seq;
+    entry.accepted_at_ms = row.accepted_at_ms;
+    entry
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::dispatch::{wire_entry_kind, wire_group_kind};
+
+    /// The stored form of a group event (the hub's writer, step 5, stores it so).
+    fn encode_group_event(event: &GroupEvent) -> Vec<u8> {
+        let wire = v1::FedGroupEvent {
+            group_id: event.group_id.clone().into(),
+            group_name: event.group_name.clone(),
+            group_kind: wire_group_kind(event.group_kind),
+            sender: event.sender.clone(),
+            message_id: event.message_id.clone().into(),
+            kind: wire_entry_kind(event.kind),
+            epoch: event.epoch,
+            payload: event.payload.clone().into(),
+            recipients: event
+                .recipients
+                .iter()
+                .map(|(username, device_id)| v1::FedRecipient {
+                    username: username.clone(),
+                    device_id: device_id.clone().into(),
+                })
+                .collect(),
+        };
+        v1::FedEntry { seq: 0, accepted_at_ms: 0, event: Some(v1::fed_entry::Event::GroupEvent(wire)) }.encode_to_vec()
+    }
+
+    #[test]
+    fn a_stored_group_event_goes_out_and_comes_back_as_it_was() {
+        let event = GroupEvent {
+            group_id: vec![1; 20],
+            group_name: "team".into(),
+            group_kind: GroupKind::Direct,
+            sender: "alice@a.example".into(),
+            message_id: b"m1".to_vec(),
+            kind: EntryKind::Commit,
+            epoch: 4,
+            payload: b"commit".to_vec(),
+            recipients: vec![("bob".into(), vec![2; 8])],
+        };
+        let row = OutboundEntry { seq: 7, accepted_at_ms: 99, entry: encode_group_event(&event) };
+        let sent = outbound_entry(&row);
+        assert_eq!((sent.seq, sent.accepted_at_ms), (7, 99));
+        let received = stream_entries(vec![sent]);
+        assert_eq!(received, [StreamEntry { seq: 7, accepted_at_ms: 99, event: StreamEvent::Group(event) }]);
+        let garbage = OutboundEntry { seq: 8, accepted_at_ms: 1, entry: vec![0xff; 3] };
+        assert_eq!(stream_entries(vec![outbound_entry(&garbage)])[0].event, StreamEvent::Unknown);
+    }
+}
