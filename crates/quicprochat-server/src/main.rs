@@ -225,7 +225,14 @@ fn run(config: ServerConfig) -> anyhow::Result<()> {
         // soon as the line appears is a graceful shutdown, not the default kill.
         let shutdown_signal = shutdown_signal().context("cannot listen for signals")?;
         // Machine-readable readiness line for scripts and tests.
-        println!("listening on {} fingerprint {}", server.local_addr(), server.fingerprint());
+        match server.federation_addr() {
+            Some(federation) => println!(
+                "listening on {} fingerprint {} federation {federation}",
+                server.local_addr(),
+                server.fingerprint()
+            ),
+            None => println!("listening on {} fingerprint {}", server.local_addr(), server.fingerprint()),
+        }
         let token = server.shutdown_token();
         tokio::spawn(async move {
             shutdown_signal.await;

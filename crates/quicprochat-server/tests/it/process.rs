@@ -16,14 +16,26 @@ pub(crate) struct ServerProcess {
     child: Child,
     addr: SocketAddr,
     fingerprint: CertFingerprint,
+    /// The federation port, when the config turns it on.
+    pub(crate) federation_addr: Option<SocketAddr>,
     scratch: tempfile::TempDir,
 }
 
 impl ServerProcess {
     /// Starts `qpc-server` on `data_dir`, `127.0.0.1:0`, and waits for its readiness line.
     pub(crate) fn start(data_dir: &Path) -> ServerProcess {
+        ServerProcess::start_with(data_dir, None)
+    }
+
+    /// [`ServerProcess::start`] with a config file too (flags still win).
+    pub(crate) fn start_with(data_dir: &Path, config: Option<&Path>) -> ServerProcess {
+        let mut args = vec!["--data-dir".to_owned(), data_dir.display().to_string()];
+        args.extend(["--listen".to_owned(), "127.0.0.1:0".to_owned()]);
+        if let Some(config) = config {
+            args.extend(["--config".to_owned(), config.display().to_string()]);
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_qpc-server"))
-            .args(["--data-dir", &data_dir.display().to_string(), "--listen", "127.0.0.1:0"])
+            .args(&args)
             .env("RUST_LOG", std::env::var("QPC_TEST_SERVER_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .spawn()
@@ -44,10 +56,15 @@ impl ServerProcess {
         else {
             panic!("unexpected readiness line {line:?}");
         };
+        let federation_addr = match (words.next(), words.next()) {
+            (Some("federation"), Some(addr)) => Some(addr.parse().expect("federation address")),
+            _ => None,
+        };
         ServerProcess {
             child,
             addr: addr.parse().expect("address"),
             fingerprint: CertFingerprint::parse(fingerprint).expect("fingerprint"),
+            federation_addr,
             scratch: tempfile::tempdir().expect("tempdir"),
         }
     }

@@ -15,7 +15,7 @@ use crate::harness::{TestServer, WAIT};
 
 /// `count` group events from `alice@a.test` for `bob`'s device, numbered
 /// from `first`, appended to a's stream to b.
-fn write_events(store: &dyn Store, bob_device: &DeviceId, first: u32, count: u32) {
+pub(super) fn write_events(store: &dyn Store, bob_device: &DeviceId, first: u32, count: u32) {
     let entries: Vec<NewOutboundEntry> = (first..first + count)
         .map(|number| {
             let event = v1::FedGroupEvent {
@@ -41,7 +41,7 @@ fn write_events(store: &dyn Store, bob_device: &DeviceId, first: u32, count: u32
 }
 
 /// Reads pushed entries from `rpc` until `count` arrived; returns their numbers.
-async fn receive(rpc: &RpcClient, count: usize) -> Vec<u32> {
+pub(super) async fn receive(rpc: &RpcClient, count: usize) -> Vec<u32> {
     let _: v1::SubscribeResponse =
         rpc.call(Method::Subscribe, &v1::SubscribeRequest { after_seq: 0 }).await.expect("subscribe");
     let mut push = tokio::time::timeout(WAIT, rpc.accept_push()).await.expect("push stream in time").expect("push");
