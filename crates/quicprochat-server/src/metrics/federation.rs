@@ -11,7 +11,8 @@
 //!   of them has waited, computed at scrape: the lag), `fed_outbound_sent_total`
 //!   (entries the peer acknowledged), `fed_retries_total{reason}` (batches
 //!   that failed and will be resent: `unreachable`, `error`, `timeout`,
-//!   `stalled`);
+//!   `stalled`), `fed_outbound_expired_total` (entries deleted after
+//!   waiting `delivery.retention` for an unreachable peer);
 //! - inbound, per peer: `fed_inbound_applied_total{kind}`,
 //!   `fed_inbound_duplicates_total`, `fed_inbound_rejected_total{reason}`
 //!   (entries applied as refused: `not_hub`, `bad_sender`, ...), and
@@ -69,6 +70,7 @@ pub struct FederationMetrics {
     /// Per peer: when the oldest pending entry was accepted (ms), for the age.
     oldest_pending_ms: Mutex<HashMap<String, Option<u64>>>,
     sent: Family<PeerLabels, Counter>,
+    expired: Family<PeerLabels, Counter>,
     retries: Family<PeerReasonLabels, Counter>,
     applied: Family<PeerKindLabels, Counter>,
     duplicates: Family<PeerLabels, Counter>,
@@ -85,6 +87,7 @@ impl FederationMetrics {
             oldest_age: Family::default(),
             oldest_pending_ms: Mutex::default(),
             sent: Family::default(),
+            expired: Family::default(),
             retries: Family::default(),
             applied: Family::default(),
             duplicates: Family::default(),
@@ -108,6 +111,11 @@ impl FederationMetrics {
             metrics.oldest_age.clone(),
         );
         registry.register("fed_outbound_sent", "Stream entries the peer acknowledged", metrics.sent.clone());
+        registry.register(
+            "fed_outbound_expired",
+            "Stream entries deleted after waiting delivery.retention for the peer",
+            metrics.expired.clone(),
+        );
         registry.register(
             "fed_retries",
             "Batches to the peer that failed and will be resent, by reason",
@@ -155,6 +163,11 @@ impl FederationMetrics {
     /// `peer` acknowledged `entries` more entries.
     pub fn sent(&self, peer: &str, entries: u64) {
         self.sent.get_or_create(&PeerLabels { peer: peer.to_owned() }).inc_by(entries);
+    }
+
+    /// `entries` waited longer than the retention for `peer` and were deleted.
+    pub fn expired(&self, peer: &str, entries: u64) {
+        self.expired.get_or_create(&PeerLabels { peer: peer.to_owned() }).inc_by(entries);
     }
 
     /// A batch to `peer` failed for `reason` and will be resent.

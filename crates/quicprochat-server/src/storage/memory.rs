@@ -389,6 +389,10 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn expire_outbound(&self, peer: &str, before_ms: u64) -> Result<(u64, u64), StoreError> {
+        Ok(self.lock()?.federation.expire_outbound(peer, before_ms))
+    }
+
     fn set_outbound_instance(&self, peer: &str, instance: u64) -> Result<(), StoreError> {
         self.lock()?.federation.set_outbound_instance(peer, instance);
         Ok(())

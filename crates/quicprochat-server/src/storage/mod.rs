@@ -150,6 +150,12 @@ pub trait Store: Send + Sync {
     /// and deletes those entries. Never moves backwards.
     fn ack_outbound(&self, peer: &str, through_seq: u64) -> Result<(), StoreError>;
 
+    /// Deletes the outbound entries towards `peer` that waited since before
+    /// `before_ms` (retention), with every entry before them: a prefix of
+    /// the stream. Records and returns the highest seq deleted so
+    /// (`out_expired`), and how many entries went now.
+    fn expire_outbound(&self, peer: &str, before_ms: u64) -> Result<(u64, u64), StoreError>;
+
     /// Starts a new outbound instance towards `peer` (our database went
     /// back in time): the entries held keep their seqs.
     fn set_outbound_instance(&self, peer: &str, instance: u64) -> Result<(), StoreError>;

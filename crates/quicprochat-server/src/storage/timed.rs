@@ -131,6 +131,10 @@ where
         self.timed("ack_outbound", |s| s.ack_outbound(peer, through_seq))
     }
 
+    fn expire_outbound(&self, peer: &str, before_ms: u64) -> Result<(u64, u64), StoreError> {
+        self.timed("expire_outbound", |s| s.expire_outbound(peer, before_ms))
+    }
+
     fn set_outbound_instance(&self, peer: &str, instance: u64) -> Result<(), StoreError> {
         self.timed("set_outbound_instance", |s| s.set_outbound_instance(peer, instance))
     }

@@ -47,11 +47,20 @@ pub(super) fn outbound_streams_keep_order_until_acknowledged(store: &dyn Store) 
     assert_eq!((stream.out_acked, stream.pending(), stream.oldest_pending_ms), (2, 2, Some(12)), "never back");
     assert_eq!(store.append_outbound("b.example", &[entry(14, 4)]).unwrap(), 5, "seqs go on after acks");
 
+    // Retention takes a prefix: everything through the last entry older than the cut.
+    assert_eq!(store.append_outbound("b.example", &[entry(9, 4), entry(30, 4)]).unwrap(), 7);
+    // Seq 6 was accepted at 9 (the clock stepped back): 3 to 6 go, the newer 3 to 5 with it.
+    assert_eq!(store.expire_outbound("b.example", 12).unwrap(), (6, 4));
+    assert_eq!(seqs(store.read_outbound("b.example", 1, 10, 1 << 20).unwrap()), [7]);
+    let stream = store.fed_stream("b.example").unwrap();
+    assert_eq!((stream.out_expired, stream.pending(), stream.oldest_pending_ms), (6, 1, Some(30)));
+    assert_eq!(store.expire_outbound("b.example", 12).unwrap(), (6, 0), "nothing older is left");
+
     store.set_outbound_instance("b.example", 77).unwrap();
     store.record_peer_error("b.example", Some("connection refused")).unwrap();
     let stream = store.fed_stream("b.example").unwrap();
     assert_eq!((stream.out_instance, stream.last_error.as_deref()), (77, Some("connection refused")));
-    assert_eq!(stream.out_last, 5, "a new instance keeps the entries and their seqs");
+    assert_eq!(stream.out_last, 7, "a new instance keeps the entries and their seqs");
     store.record_peer_error("b.example", None).unwrap();
     assert_eq!(store.fed_stream("b.example").unwrap().last_error, None);
     let peers: Vec<String> = store.fed_streams().unwrap().into_iter().map(|s| s.peer).collect();

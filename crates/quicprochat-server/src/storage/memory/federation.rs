@@ -84,6 +84,25 @@ impl FederationTables {
         self.outbound.retain(|(owner, seq), _| owner != peer || *seq > through_seq);
     }
 
+    pub(super) fn expire_outbound(&mut self, peer: &str, before_ms: u64) -> (u64, u64) {
+        let range = (peer.to_owned(), 0)..=(peer.to_owned(), u64::MAX);
+        let last_old = self
+            .outbound
+            .range(range)
+            .filter(|(_, entry)| entry.accepted_at_ms < before_ms)
+            .map(|((_, seq), _)| *seq)
+            .max();
+        let mut deleted = 0;
+        if let Some(through) = last_old {
+            let before = self.outbound.len();
+            self.outbound.retain(|(owner, seq), _| owner != peer || *seq > through);
+            deleted = (before - self.outbound.len()) as u64;
+            let stream = self.stream(peer);
+            stream.out_expired = stream.out_expired.max(through);
+        }
+        (self.stream(peer).out_expired, deleted)
+    }
+
     pub(super) fn set_outbound_instance(&mut self, peer: &str, instance: u64) {
         self.stream(peer).out_instance = instance;
     }

@@ -148,6 +148,34 @@ pub(super) fn ack_outbound(connection: &Connection, peer: &str, through_seq: u64
     Ok(())
 }
 
+pub(super) fn expire_outbound(connection: &Connection, peer: &str, before_ms: u64) -> Result<(u64, u64), StoreError> {
+    const OPERATION: &str = "expire_outbound";
+    ensure_stream(connection, peer, OPERATION)?;
+    let before_ms = before_ms.min(i64::MAX as u64);
+    let last_old: Option<u64> = connection
+        .prepare_cached("SELECT MAX(seq) FROM fed_outbound WHERE peer = ?1 AND accepted_at_ms < ?2")
+        .and_then(|mut statement| statement.query_row(params![peer, before_ms], |row| row.get(0)))
+        .during(OPERATION)?;
+    let deleted = match last_old {
+        Some(through) => {
+            connection
+                .prepare_cached("UPDATE fed_streams SET out_expired = MAX(out_expired, ?2) WHERE peer = ?1")
+                .and_then(|mut statement| statement.execute(params![peer, through]))
+                .during(OPERATION)?;
+            connection
+                .prepare_cached("DELETE FROM fed_outbound WHERE peer = ?1 AND seq <= ?2")
+                .and_then(|mut statement| statement.execute(params![peer, through]))
+                .during(OPERATION)?
+        }
+        None => 0,
+    };
+    let expired: u64 = connection
+        .prepare_cached("SELECT out_expired FROM fed_streams WHERE peer = ?1")
+        .and_then(|mut statement| statement.query_row(params![peer], |row| row.get(0)))
+        .during(OPERATION)?;
+    Ok((expired, deleted as u64))
+}
+
 pub(super) fn set_outbound_instance(connection: &Connection, peer: &str, instance: u64) -> Result<(), StoreError> {
     const OPERATION: &str = "set_outbound_instance";
     ensure_stream(connection, peer, OPERATION)?;

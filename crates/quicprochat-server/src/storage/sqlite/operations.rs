@@ -115,6 +115,10 @@ impl<A: Access> Store for A {
         self.write("ack_outbound", |tx| federation::ack_outbound(tx, peer, through_seq))
     }
 
+    fn expire_outbound(&self, peer: &str, before_ms: u64) -> Result<(u64, u64), StoreError> {
+        self.write("expire_outbound", |tx| federation::expire_outbound(tx, peer, before_ms))
+    }
+
     fn set_outbound_instance(&self, peer: &str, instance: u64) -> Result<(), StoreError> {
         self.write("set_outbound_instance", |tx| federation::set_outbound_instance(tx, peer, instance))
     }

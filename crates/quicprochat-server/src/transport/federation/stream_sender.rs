@@ -53,6 +53,8 @@ async fn send_stream(state: Arc<ServerState>, federation: Arc<Federation>, peer:
     let domain = peer.config.domain.clone();
     let Some(mut stream) = open_stream(&state, &peer).await else { return };
     let mut connections = peer.connection.subscribe();
+    let mut expiry = tokio::time::interval(crate::expiry::interval_for(state.config.retention));
+    expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         publish(&state, &federation, &domain, &stream).await;
         if state.shutdown.is_cancelled() {
@@ -110,6 +112,7 @@ async fn send_stream(state: Arc<ServerState>, federation: Arc<Federation>, peer:
                 }
             }
             () = peer.stream_wake.notified() => stream.handle_wake(Instant::now()),
+            _ = expiry.tick() => expire(&state, &federation, &domain, &mut stream).await,
             changed = connections.changed() => {
                 if changed.is_err() {
                     return;
@@ -229,6 +232,27 @@ async fn handle_outcome(
             tracing::warn!(peer = %domain, applied_through, resend_from, "the peer answered below what we still hold");
         }
         AnswerOutcome::Ignored => {}
+    }
+}
+
+/// Deletes the entries that waited longer than `delivery.retention` for the
+/// peer (it was unreachable all that time); the next batch tells the peer
+/// where the stream goes on, and its users see the gap as expired entries.
+async fn expire(state: &ServerState, federation: &Federation, domain: &str, stream: &mut OutboundStream) {
+    if stream.pending() == 0 {
+        return;
+    }
+    let retention_ms = u64::try_from(state.config.retention.as_millis()).unwrap_or(u64::MAX);
+    let before_ms = crate::clock::now_ms().saturating_sub(retention_ms);
+    let peer = domain.to_owned();
+    match blocking(state, move |store| Ok(store.expire_outbound(&peer, before_ms)?)).await {
+        Ok((_, 0)) => {}
+        Ok((expired_through, deleted)) => {
+            stream.handle_expired(expired_through);
+            federation.metrics().expired(domain, deleted);
+            tracing::warn!(peer = %domain, deleted, expired_through, "federation entries expired before the peer took them");
+        }
+        Err(error) => tracing::warn!(peer = %domain, %error, "cannot expire the stream's old entries"),
     }
 }
 

@@ -16,6 +16,11 @@ use crate::harness::{TestServer, WAIT};
 /// `count` group events from `alice@a.test` for `bob`'s device, numbered
 /// from `first`, appended to a's stream to b.
 pub(super) fn write_events(store: &dyn Store, bob_device: &DeviceId, first: u32, count: u32) {
+    write_events_at(store, bob_device, first, count, now_ms());
+}
+
+/// [`write_events`], accepted at `accepted_at_ms`.
+fn write_events_at(store: &dyn Store, bob_device: &DeviceId, first: u32, count: u32, accepted_at_ms: u64) {
     let entries: Vec<NewOutboundEntry> = (first..first + count)
         .map(|number| {
             let event = v1::FedGroupEvent {
@@ -32,9 +37,8 @@ pub(super) fn write_events(store: &dyn Store, bob_device: &DeviceId, first: u32,
                     device_id: bob_device.as_bytes().to_vec().into(),
                 }],
             };
-            let entry =
-                v1::FedEntry { seq: 0, accepted_at_ms: 1, event: Some(v1::fed_entry::Event::GroupEvent(event)) };
-            NewOutboundEntry { accepted_at_ms: 1, entry: entry.encode_to_vec() }
+            let entry = v1::FedEntry { seq: 0, accepted_at_ms, event: Some(v1::fed_entry::Event::GroupEvent(event)) };
+            NewOutboundEntry { accepted_at_ms, entry: entry.encode_to_vec() }
         })
         .collect();
     store.append_outbound("b.test", &entries).expect("append");
@@ -83,6 +87,39 @@ async fn entries_for_a_peer_reach_its_users_once_in_order_across_a_partition_and
     assert_eq!(numbers, (1..=605).collect::<Vec<_>>(), "unacknowledged entries are still queued, none twice");
     let stream = pair.a.server.wait_for_peer("b.test", WAIT, |status| status.pending == 0).await;
     assert!(stream.is_some());
+    pair.a.server.shutdown().await;
+    pair.b.server.shutdown().await;
+}
+
+fn now_ms() -> u64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970");
+    u64::try_from(since_epoch.as_millis()).expect("clock in range")
+}
+
+#[tokio::test]
+async fn entries_that_wait_past_the_retention_expire_and_the_stream_goes_on_after_them() {
+    let pair = Pair::start(quick_to_notice).await;
+    let (_, bob) = pair.b.register("bob").await;
+    let bob_device = DeviceId::of_key(bob.public_key());
+    pair.to_b.cut();
+    // 50 entries accepted two retention periods ago, then 5 fresh ones.
+    let retention_ms = u64::try_from(
+        quicprochat_server::ServerConfig::new(".".into(), "127.0.0.1:0".parse().expect("addr")).retention.as_millis(),
+    )
+    .expect("ms");
+    let pair = pair
+        .restart_a(|store| {
+            write_events_at(store, &bob_device, 1, 50, now_ms() - 2 * retention_ms);
+            write_events(store, &bob_device, 51, 5);
+        })
+        .await;
+    let expired = pair.a.server.wait_for_peer("b.test", WAIT, |status| status.pending == 5).await;
+    assert!(expired.is_some(), "the old entries expire while b is cut off: {:?}", pair.a.server.federation_peers());
+    pair.to_b.heal();
+    let bob_rpc = pair.b.login("bob", &bob).await;
+    assert_eq!(receive(&bob_rpc, 5).await, (51..=55).collect::<Vec<_>>(), "b goes on after the expired ones");
+    let drained = pair.a.server.wait_for_peer("b.test", WAIT, |status| status.pending == 0).await;
+    assert!(drained.is_some());
     pair.a.server.shutdown().await;
     pair.b.server.shutdown().await;
 }
