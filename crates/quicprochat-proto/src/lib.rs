@@ -9,6 +9,7 @@
 
 pub mod frame;
 pub mod method;
+pub mod shape;
 pub mod status;
 
 /// Generated Protobuf messages of `proto/qpc.proto`.

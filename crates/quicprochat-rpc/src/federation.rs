@@ -25,7 +25,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
-use crate::tls::{crypto_provider, CertFingerprint, ServerIdentity};
+use crate::tls::{crypto_provider, refuse_tls12, supported_schemes, verify_tls13, CertFingerprint, ServerIdentity};
 use crate::transport::{IncomingLimits, TransportLimits};
 use crate::RpcError;
 
@@ -91,7 +91,7 @@ impl ClientCertVerifier for PinnedPeerClients {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not supported".into()))
+        refuse_tls12()
     }
 
     fn verify_tls13_signature(
@@ -100,11 +100,11 @@ impl ClientCertVerifier for PinnedPeerClients {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls13(&self.provider, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        supported_schemes(&self.provider)
     }
 }
 
@@ -142,7 +142,7 @@ impl ServerCertVerifier for PinnedPeerServer {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not supported".into()))
+        refuse_tls12()
     }
 
     fn verify_tls13_signature(
@@ -151,11 +151,11 @@ impl ServerCertVerifier for PinnedPeerServer {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls13(&self.provider, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        supported_schemes(&self.provider)
     }
 }
 
@@ -213,6 +213,9 @@ pub fn federation_client_config(
     tls.alpn_protocols = vec![quicprochat_proto::FED_ALPN.to_vec()];
     let quic_tls = QuicClientConfig::try_from(tls).map_err(tls_error)?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic_tls));
-    config.transport_config(Arc::new(limits.transport_config(0)?));
+    // The callee answers on our streams and opens none of its own.
+    let mut transport = limits.transport_config(0)?;
+    transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(0));
+    config.transport_config(Arc::new(transport));
     Ok(config)
 }

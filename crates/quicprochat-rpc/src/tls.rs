@@ -180,7 +180,7 @@ impl ServerCertVerifier for PinningVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not supported".into()))
+        refuse_tls12()
     }
 
     fn verify_tls13_signature(
@@ -189,12 +189,33 @@ impl ServerCertVerifier for PinningVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls13(&self.provider, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        supported_schemes(&self.provider)
     }
+}
+
+/// A verifier's answer to a TLS 1.2 signature: refused (TLS 1.3 only).
+pub(crate) fn refuse_tls12() -> Result<HandshakeSignatureValid, rustls::Error> {
+    Err(rustls::Error::General("TLS 1.2 is not supported".into()))
+}
+
+/// Checks a TLS 1.3 handshake signature with `provider`'s algorithms: a
+/// pinned certificate still has to prove its key.
+pub(crate) fn verify_tls13(
+    provider: &CryptoProvider,
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    rustls::crypto::verify_tls13_signature(message, cert, dss, &provider.signature_verification_algorithms)
+}
+
+/// The signature schemes `provider` verifies.
+pub(crate) fn supported_schemes(provider: &CryptoProvider) -> Vec<SignatureScheme> {
+    provider.signature_verification_algorithms.supported_schemes()
 }
 
 /// rustls client config that pins the server certificate instead of using a CA.

@@ -1,5 +1,7 @@
 //! The operator's HTTP endpoint: `GET /metrics` (OpenMetrics text, which
-//! Prometheus scrapes) and `GET /healthz` (`200 ready` or `503 draining`).
+//! Prometheus scrapes), `GET /healthz` (`200 ready` or `503 draining`) and
+//! `GET /federation` (each peer server's status as JSON: reachable, last
+//! error, pending entries; `[]` without federation).
 //!
 //! [`serve_http`] runs an axum HTTP/1.1 server on a listener the caller
 //! bound (`metrics_listen`) until the `shutdown` token is cancelled. It owns
@@ -60,13 +62,20 @@ pub async fn serve_http(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let state = Arc::new(AppState { metrics, health: Box::new(health) });
-    let router =
-        Router::new().route("/metrics", get(metrics_page)).route("/healthz", get(health_page)).with_state(state);
+    let router = Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/healthz", get(health_page))
+        .route("/federation", get(federation_page))
+        .with_state(state);
     axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
 
 async fn metrics_page(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], state.metrics.encode())
+}
+
+async fn federation_page(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], state.metrics.federation().peer_report())
 }
 
 async fn health_page(State(state): State<Arc<AppState>>) -> impl IntoResponse {

@@ -22,5 +22,26 @@ pub mod storage;
 mod transport;
 
 pub use config::ServerConfig;
+
+/// Entry points for the fuzz targets in `fuzz/` (not a stable API).
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::domain::federation::apply::{apply_batch, InboundBatch};
+    use crate::domain::DomainError;
+    use crate::storage::Store;
+
+    /// Decodes a `FedPush` body as the federation port does, and applies
+    /// it as a batch of `peer`'s stream; returns the answer's `applied_through`.
+    pub fn fed_push(store: &dyn Store, peer: &str, body: &[u8], now_ms: u64) -> Result<u64, DomainError> {
+        let push = crate::transport::federation::wire::decode_push(body)?;
+        let batch = InboundBatch {
+            peer,
+            instance: push.instance,
+            first_available_seq: push.first_available_seq,
+            entries: &push.entries,
+        };
+        Ok(apply_batch(store, &batch, now_ms)?.applied_through)
+    }
+}
 pub use server::{server_identity, RunningServer, ServerError};
 pub use transport::federation::PeerStatus;

@@ -1,12 +1,13 @@
 //! `qpc-server federation fingerprint`: the pin other servers list for this
 //! one in their `[[federation.peers]]` `fingerprints`; `qpc-server
 //! federation status`: each peer's stream from the database (pending
-//! entries, the oldest one's age, the last error) and, when the server runs
-//! with `server.metrics_listen`, whether it reaches the peer now.
+//! entries, the oldest one's age) and, when the server runs with
+//! `server.metrics_listen`, whether it reaches the peer now and the last
+//! error (`/federation`).
 
 use anyhow::Context;
 use quicprochat_server::storage::Store;
-use quicprochat_server::ServerConfig;
+use quicprochat_server::{PeerStatus, ServerConfig};
 
 /// Prints the certificate's pin (`sha256:<hex>`), making the certificate
 /// first on a new data dir, as the server's first start would.
@@ -39,13 +40,11 @@ pub(crate) fn status(config: &ServerConfig) -> anyhow::Result<()> {
     println!("{:<32} {:<11} {:>8} {:>12}  last error", "peer", "reachable", "pending", "oldest");
     for peer in peers {
         let stream = streams.iter().find(|stream| stream.peer == peer);
-        let reachable = match (&up, config.federation.peers.iter().any(|p| p.domain == peer)) {
+        let live = up.as_ref().and_then(|up| up.iter().find(|status| status.domain == peer));
+        let reachable = match (live, config.federation.peers.iter().any(|p| p.domain == peer)) {
             (_, false) => "not a peer",
-            (Some(up), true) => match up.iter().find(|(name, _)| name == peer) {
-                Some((_, true)) => "yes",
-                Some((_, false)) => "no",
-                None => "unknown",
-            },
+            (Some(status), true) if status.reachable => "yes",
+            (Some(_), true) => "no",
             (None, true) => "unknown",
         };
         let pending = stream.map_or(0, |stream| stream.pending());
@@ -55,28 +54,19 @@ pub(crate) fn status(config: &ServerConfig) -> anyhow::Result<()> {
             }
             None => "-".to_owned(),
         };
-        let error = stream.and_then(|stream| stream.last_error.clone()).unwrap_or_else(|| "-".to_owned());
+        let error = live.and_then(|status| status.last_error.clone()).unwrap_or_else(|| "-".to_owned());
         println!("{peer:<32} {reachable:<11} {pending:>8} {oldest:>12}  {error}");
     }
     if up.is_none() {
-        println!("(reachable: unknown without a running server's server.metrics_listen)");
+        println!("(reachable and last error: unknown without a running server's server.metrics_listen)");
     }
     Ok(())
 }
 
-/// `qpc_fed_peer_up` of the running server, by peer; `None` when it cannot
-/// be asked.
-fn live_peer_states(config: &ServerConfig) -> Option<Vec<(String, bool)>> {
+/// The running server's peer status (`/federation`); `None` when it
+/// cannot be asked.
+fn live_peer_states(config: &ServerConfig) -> Option<Vec<PeerStatus>> {
     let addr = config.metrics_listen?;
-    let metrics = super::status::get(addr, "/metrics").ok().filter(|response| response.status == 200)?;
-    let states = metrics
-        .body
-        .lines()
-        .filter_map(|line| {
-            let rest = line.strip_prefix("qpc_fed_peer_up{peer=\"")?;
-            let (peer, value) = rest.split_once("\"} ")?;
-            Some((peer.to_owned(), value.trim() == "1"))
-        })
-        .collect();
-    Some(states)
+    let response = super::status::get(addr, "/federation").ok().filter(|response| response.status == 200)?;
+    serde_json::from_str(&response.body).ok()
 }

@@ -4,18 +4,21 @@
 //!   `no_certificate`, `handshake` (another failed handshake on the
 //!   federation port: wrong ALPN, no common key exchange, ...), `origin`
 //!   (a request naming another origin than the authenticated peer),
-//!   `destination` (a request for another server);
+//!   `destination` (a request for another server), `not_hub` (a batch with
+//!   an event for a group the peer does not host, refused whole);
 //! - `fed_peer_up{peer}`: 1 while our connection to the peer is up;
 //! - outbound, per peer: `fed_outbound_pending_entries` (written, not yet
 //!   acknowledged), `fed_outbound_oldest_age_seconds` (how long the oldest
 //!   of them has waited, computed at scrape: the lag), `fed_outbound_sent_total`
 //!   (entries the peer acknowledged), `fed_retries_total{reason}` (batches
-//!   that failed and will be resent: `unreachable`, `error`, `timeout`,
-//!   `stalled`), `fed_outbound_expired_total` (entries deleted after
+//!   that failed and will be resent: `unreachable`, `timeout`, `unavailable`,
+//!   `refused` (the peer answered with an error), `error`, `stalled`), `fed_outbound_expired_total` (entries deleted after
 //!   waiting `delivery.retention` for an unreachable peer);
 //! - inbound, per peer: `fed_inbound_applied_total{kind}`,
 //!   `fed_inbound_duplicates_total`, `fed_inbound_rejected_total{reason}`
-//!   (entries applied as refused: `not_hub`, `bad_sender`, ...), and
+//!   (entries applied as refused: `no_recipients`, `bad_sender`,
+//!   `bad_message_id`, `bad_group_name`, `bad_recipients`, `bad_epoch`,
+//!   `message_id_conflict`, `unknown_event`), and
 //!   `fed_delivery_seconds`, from the origin accepting an event to its
 //!   entries being durable here (across two clocks: only as good as their
 //!   agreement).
@@ -76,6 +79,8 @@ pub struct FederationMetrics {
     duplicates: Family<PeerLabels, Counter>,
     rejected: Family<PeerReasonLabels, Counter>,
     delivery: HistogramFamily<PeerLabels>,
+    /// Every peer's status as JSON, for `/federation` (set by the peer table).
+    peer_report: Mutex<String>,
 }
 
 impl FederationMetrics {
@@ -93,6 +98,7 @@ impl FederationMetrics {
             duplicates: Family::default(),
             rejected: Family::default(),
             delivery: Family::new_with_constructor(delivery_histogram),
+            peer_report: Mutex::new("[]".to_owned()),
         };
         registry.register(
             "fed_auth_failures",
@@ -192,6 +198,17 @@ impl FederationMetrics {
     /// An entry of `peer` was applied as refused for `reason`.
     pub fn rejected(&self, peer: &str, reason: &str) {
         self.rejected.get_or_create(&PeerReasonLabels { peer: peer.to_owned(), reason: reason.to_owned() }).inc();
+    }
+
+    /// Every peer's status, as JSON (`/federation`).
+    pub fn peer_report(&self) -> String {
+        self.peer_report.lock().map(|report| report.clone()).unwrap_or_else(|_| "[]".to_owned())
+    }
+
+    pub(crate) fn set_peer_report(&self, report: String) {
+        if let Ok(mut current) = self.peer_report.lock() {
+            *current = report;
+        }
     }
 
     /// Sets the oldest-age gauges from the recorded times (at scrape).

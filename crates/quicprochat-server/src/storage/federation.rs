@@ -8,6 +8,12 @@
 
 use super::{GroupKind, NewMessage};
 
+/// A new outbound stream instance: random, nonzero, and within a signed
+/// 64-bit integer (what SQLite stores).
+pub fn new_stream_instance() -> u64 {
+    (rand::random::<u64>() >> 1).max(1)
+}
+
 /// The streams between this server and one peer, as persisted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FedStream {
@@ -27,8 +33,6 @@ pub struct FedStream {
     pub in_instance: u64,
     /// Highest inbound seq of that instance applied here.
     pub in_applied: u64,
-    /// The last error talking to the peer, until the next success.
-    pub last_error: Option<String>,
 }
 
 impl FedStream {

@@ -362,7 +362,7 @@ impl Store for MemoryStore {
         Ok(disabled)
     }
 
-    fn fed_stream(&self, peer: &str) -> Result<FedStream, StoreError> {
+    fn fed_stream(&self, peer: &str) -> Result<Option<FedStream>, StoreError> {
         Ok(self.lock()?.federation.fed_stream(peer))
     }
 
@@ -395,11 +395,6 @@ impl Store for MemoryStore {
 
     fn set_outbound_instance(&self, peer: &str, instance: u64) -> Result<(), StoreError> {
         self.lock()?.federation.set_outbound_instance(peer, instance);
-        Ok(())
-    }
-
-    fn record_peer_error(&self, peer: &str, error: Option<&str>) -> Result<(), StoreError> {
-        self.lock()?.federation.record_peer_error(peer, error);
         Ok(())
     }
 

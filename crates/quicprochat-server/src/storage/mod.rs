@@ -38,7 +38,9 @@ mod types;
 mod conformance;
 
 pub use error::StoreError;
-pub use federation::{FedStream, InboundApply, InboundEvent, NewOutboundEntry, OutboundEntry, RemoteGroup};
+pub use federation::{
+    new_stream_instance, FedStream, InboundApply, InboundEvent, NewOutboundEntry, OutboundEntry, RemoteGroup,
+};
 use quicprochat_core::DeviceId;
 
 pub use memory::MemoryStore;
@@ -124,9 +126,10 @@ pub trait Store: Send + Sync {
     /// another one (nothing is changed then).
     fn pin_domain(&self, domain: &str) -> Result<Option<String>, StoreError>;
 
-    /// The streams with `peer`, made (with a new random outbound instance)
-    /// the first time.
-    fn fed_stream(&self, peer: &str) -> Result<FedStream, StoreError>;
+    /// The streams with `peer`, if made (a read: nothing is written). The
+    /// first write of either stream makes them, with a new random outbound
+    /// instance.
+    fn fed_stream(&self, peer: &str) -> Result<Option<FedStream>, StoreError>;
 
     /// Every peer's streams, by domain.
     fn fed_streams(&self) -> Result<Vec<FedStream>, StoreError>;
@@ -159,9 +162,6 @@ pub trait Store: Send + Sync {
     /// Starts a new outbound instance towards `peer` (our database went
     /// back in time): the entries held keep their seqs.
     fn set_outbound_instance(&self, peer: &str, instance: u64) -> Result<(), StoreError>;
-
-    /// Records the last error talking to `peer` (`None`: it answered).
-    fn record_peer_error(&self, peer: &str, error: Option<&str>) -> Result<(), StoreError>;
 
     /// Queues each event of a peer's batch (idempotently on `(sender,
     /// message_id)`; a removed device gets nothing) and moves the inbound

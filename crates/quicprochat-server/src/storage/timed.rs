@@ -105,7 +105,7 @@ where
         self.timed("pin_domain", |s| s.pin_domain(domain))
     }
 
-    fn fed_stream(&self, peer: &str) -> Result<FedStream, StoreError> {
+    fn fed_stream(&self, peer: &str) -> Result<Option<FedStream>, StoreError> {
         self.timed("fed_stream", |s| s.fed_stream(peer))
     }
 
@@ -137,10 +137,6 @@ where
 
     fn set_outbound_instance(&self, peer: &str, instance: u64) -> Result<(), StoreError> {
         self.timed("set_outbound_instance", |s| s.set_outbound_instance(peer, instance))
-    }
-
-    fn record_peer_error(&self, peer: &str, error: Option<&str>) -> Result<(), StoreError> {
-        self.timed("record_peer_error", |s| s.record_peer_error(peer, error))
     }
 
     fn apply_inbound(&self, apply: &InboundApply<'_>) -> Result<Vec<EnqueueOutcome>, StoreError> {

@@ -335,7 +335,6 @@ fn federation_status_shows_each_peers_stream_from_the_database() {
         let store = SqliteStore::open(data_dir.join("qpc-server.db")).expect("database");
         let entry = |at: u64| NewOutboundEntry { accepted_at_ms: at, entry: vec![1, 2, 3] };
         store.append_outbound("b.example", &[entry(1), entry(2), entry(3)]).expect("append");
-        store.record_peer_error("b.example", Some("connection refused")).expect("error");
         store.append_outbound("gone.example", &[entry(4)]).expect("append");
     }
     let pin = format!("sha256:{}", "ab".repeat(32));
@@ -351,7 +350,7 @@ fn federation_status_shows_each_peers_stream_from_the_database() {
     let line =
         |peer: &str| text.lines().find(|line| line.starts_with(peer)).unwrap_or_else(|| panic!("{peer}: {text}"));
     let b = line("b.example");
-    assert!(b.contains("unknown") && b.contains(" 3 ") && b.contains("connection refused"), "{b}");
+    assert!(b.contains("unknown") && b.contains(" 3 "), "{b}");
     let gone = line("gone.example");
     assert!(gone.contains("not a peer") && gone.contains(" 1 "), "{gone}");
 }

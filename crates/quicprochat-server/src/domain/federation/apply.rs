@@ -17,10 +17,14 @@
 //! entry that cannot take effect here is *applied as refused*: it is not
 //! queued, but its seq advances like any other, so one entry this server
 //! cannot use (an event kind it does not know, a malformed field, no
-//! current device of the users it names) never blocks the stream.
+//! current device of the users it names, a `(sender, message id)` already
+//! used in another group) never blocks the stream. Stream numbers beyond
+//! what the store records (above `i64::MAX`) refuse the batch.
 //!
 //! Run it as one job on the storage executor: its reads and its write then
 //! see one consistent state, and the answer goes out only once it is durable.
+
+use std::collections::HashMap;
 
 use quicprochat_core::names::{hub_of, split_qualified};
 use quicprochat_core::DeviceId;
@@ -102,9 +106,9 @@ pub struct BatchApplied {
 
 /// Applies `batch` from its peer; see the module docs.
 pub fn apply_batch(store: &dyn Store, batch: &InboundBatch<'_>, now_ms: u64) -> Result<BatchApplied, DomainError> {
+    check_ranges(batch)?;
     // Read without making the row: a refused batch writes nothing at all.
-    let known = store.fed_streams()?.into_iter().find(|stream| stream.peer == batch.peer);
-    let state = known.map_or(InboundState::default(), |stream| InboundState {
+    let state = store.fed_stream(batch.peer)?.map_or(InboundState::default(), |stream| InboundState {
         instance: stream.in_instance,
         applied_seq: stream.in_applied,
     });
@@ -121,6 +125,7 @@ pub fn apply_batch(store: &dyn Store, batch: &InboundBatch<'_>, now_ms: u64) -> 
     };
     let mut events = Vec::new();
     let mut accepted = Vec::new();
+    let mut devices = DeviceQueues::new(store);
     for entry in &batch.entries[plan.apply.clone()] {
         if let StreamEvent::Group(event) = &entry.event {
             if hub_of(&event.group_id) != Some(batch.peer) {
@@ -129,7 +134,7 @@ pub fn apply_batch(store: &dyn Store, batch: &InboundBatch<'_>, now_ms: u64) -> 
                 });
             }
         }
-        match check_entry(store, entry, now_ms)? {
+        match check_entry(store, &mut devices, batch.peer, entry, now_ms)? {
             Ok(event) => {
                 accepted.push((event.message.kind, entry.accepted_at_ms));
                 events.push(event);
@@ -160,15 +165,63 @@ pub fn apply_batch(store: &dyn Store, batch: &InboundBatch<'_>, now_ms: u64) -> 
     Ok(applied)
 }
 
+/// Largest value a stored integer may take (SQLite integers are signed).
+const MAX_STORED: u64 = i64::MAX as u64;
+
+/// Refuses a batch whose stream numbers no store can record: an honest
+/// peer never gets near them.
+fn check_ranges(batch: &InboundBatch<'_>) -> Result<(), DomainError> {
+    let too_large = batch.instance > MAX_STORED
+        || batch.first_available_seq > MAX_STORED
+        || batch.entries.iter().any(|entry| entry.seq > MAX_STORED);
+    if too_large {
+        return Err(DomainError::invalid(format!("malformed batch: stream numbers above {MAX_STORED}")));
+    }
+    Ok(())
+}
+
+/// The current device queues of local accounts, each account read once per batch.
+struct DeviceQueues<'a> {
+    store: &'a dyn Store,
+    known: HashMap<String, Vec<(DeviceId, String)>>,
+}
+
+impl<'a> DeviceQueues<'a> {
+    fn new(store: &'a dyn Store) -> DeviceQueues<'a> {
+        DeviceQueues { store, known: HashMap::new() }
+    }
+
+    /// The queue of `username`'s current device `device_id`, if it has one.
+    fn queue(&mut self, username: &str, device_id: &[u8]) -> Result<Option<String>, DomainError> {
+        let Some(device_id) = DeviceId::from_bytes(device_id) else { return Ok(None) };
+        if !self.known.contains_key(username) {
+            let current = self
+                .store
+                .devices(username)?
+                .into_iter()
+                .filter(|device| device.removed_at_ms.is_none())
+                .map(|device| (device.device_id, device.queue))
+                .collect();
+            self.known.insert(username.to_owned(), current);
+        }
+        let devices = self.known.get(username).map(Vec::as_slice).unwrap_or_default();
+        Ok(devices.iter().find(|(id, _)| *id == device_id).map(|(_, queue)| queue.clone()))
+    }
+}
+
 /// The event to queue for `entry`, or why it is refused; `Err` only for a
 /// storage failure.
 fn check_entry(
     store: &dyn Store,
+    devices: &mut DeviceQueues<'_>,
+    peer: &str,
     entry: &StreamEntry,
     now_ms: u64,
 ) -> Result<Result<InboundEvent, &'static str>, DomainError> {
     let StreamEvent::Group(event) = &entry.event else { return Ok(Err("unknown_event")) };
-    let Some(peer) = hub_of(&event.group_id) else { return Ok(Err("not_hub")) };
+    if event.epoch > MAX_STORED {
+        return Ok(Err("bad_epoch"));
+    }
     if split_qualified(&event.sender).is_none() {
         return Ok(Err("bad_sender"));
     }
@@ -182,14 +235,17 @@ fn check_entry(
     if event.recipients.is_empty() || event.recipients.len() > MAX_EVENT_RECIPIENTS {
         return Ok(Err("bad_recipients"));
     }
+    // The same (sender, message id) in another group is not a resend of
+    // this one: a peer must not make us drop another hub's event.
+    if let Some(record) = store.lookup_message(&event.sender, &event.message_id)? {
+        if record.group_id != event.group_id {
+            return Ok(Err("message_id_conflict"));
+        }
+    }
     let mut queues = Vec::with_capacity(event.recipients.len());
     for (username, device_id) in &event.recipients {
-        let Some(device_id) = DeviceId::from_bytes(device_id) else { continue };
-        let devices = store.devices(username)?;
-        if let Some(device) =
-            devices.into_iter().find(|device| device.device_id == device_id && device.removed_at_ms.is_none())
-        {
-            queues.push(device.queue);
+        if let Some(queue) = devices.queue(username, device_id)? {
+            queues.push(queue);
         }
     }
     queues.sort();

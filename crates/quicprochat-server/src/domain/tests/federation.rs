@@ -85,15 +85,25 @@ fn entries_that_cannot_take_effect_are_refused_and_the_stream_moves_on() {
     nobody.recipients = vec![("mallory".into(), vec![1; 8]), ("alice".into(), vec![2; 8])];
     let mut no_id = event(&store, "m5", &["alice"]);
     no_id.message_id.clear();
+    let mut far_epoch = event(&store, "m7", &["alice"]);
+    far_epoch.epoch = u64::MAX;
     let good = event(&store, "m6", &["alice"]);
-    let mut sent = entries(vec![bare_sender, nobody, no_id, good], 1);
-    sent.push(StreamEntry { seq: 5, accepted_at_ms: 10, event: StreamEvent::Unknown });
-
+    // The good entry's (sender, id) again, in another group the peer hosts.
+    let mut conflicting = event(&store, "m6", &["alice"]);
+    conflicting.group_id = group_id_hosted_by([4; 16], PEER);
+    let mut sent = entries(vec![bare_sender, nobody, no_id, far_epoch, good], 1);
+    sent.push(StreamEntry { seq: 6, accepted_at_ms: 10, event: StreamEvent::Unknown });
     let applied = apply_batch(&store, &batch(&sent, 9, 1), super::NOW).unwrap();
-    assert_eq!(applied.applied_through, 5, "refused entries advance the stream");
+    assert_eq!(applied.applied_through, 6, "refused entries advance the stream");
     let reasons: Vec<&str> = applied.refused.iter().map(|refusal| refusal.reason).collect();
-    assert_eq!(reasons, ["bad_sender", "no_recipients", "bad_message_id", "unknown_event"]);
+    assert_eq!(reasons, ["bad_sender", "no_recipients", "bad_message_id", "bad_epoch", "unknown_event"]);
     assert_eq!(ids(&store, "alice"), ["m6"], "only the good entry is queued");
+
+    let later = entries(vec![conflicting], 7);
+    let applied = apply_batch(&store, &batch(&later, 9, 1), super::NOW).unwrap();
+    let reasons: Vec<&str> = applied.refused.iter().map(|refusal| refusal.reason).collect();
+    assert_eq!((applied.applied_through, reasons), (7, vec!["message_id_conflict"]));
+    assert_eq!(ids(&store, "alice"), ["m6"]);
 }
 
 #[test]
@@ -108,7 +118,7 @@ fn an_event_for_a_group_the_peer_does_not_host_refuses_the_whole_batch() {
         let refused = apply_batch(&store, &batch(&sent, 9, 1), super::NOW);
         assert!(matches!(refused, Err(DomainError::PermissionDenied { .. })), "{refused:?}");
         assert!(ids(&store, "alice").is_empty(), "nothing of the batch is written");
-        assert_eq!(store.fed_stream(PEER).unwrap().in_applied, 0);
+        assert_eq!(store.fed_stream(PEER).unwrap().map_or(0, |stream| stream.in_applied), 0);
     }
 }
 
@@ -122,12 +132,18 @@ fn a_gap_or_a_malformed_batch_applies_nothing() {
     let applied = apply_batch(&store, &batch(&past_a_gap, 9, 1), super::NOW).unwrap();
     assert_eq!((applied.applied_through, applied.queued.len()), (1, 0), "the sender rewinds to 2");
 
+    let mut far = entries(vec![event(&store, "m9", &["alice"])], 2);
+    far[0].seq = u64::MAX;
+    for huge in [batch(&far, 9, 1), batch(&first, u64::MAX, 1), batch(&first, 9, u64::MAX)] {
+        let refused = apply_batch(&store, &huge, super::NOW);
+        assert!(matches!(refused, Err(DomainError::InvalidArgument { .. })), "{refused:?}");
+    }
     let seq_four = entries(vec![event(&store, "m4", &["alice"])], 4);
     let not_contiguous = [entries(vec![event(&store, "m2", &["alice"])], 2), seq_four].concat();
     let refused = apply_batch(&store, &batch(&not_contiguous, 9, 1), super::NOW);
     assert!(matches!(refused, Err(DomainError::InvalidArgument { .. })), "{refused:?}");
     assert_eq!(ids(&store, "alice"), ["m1"]);
-    assert_eq!(store.fed_stream(PEER).unwrap().in_applied, 1);
+    assert_eq!(store.fed_stream(PEER).unwrap().map_or(0, |stream| stream.in_applied), 1);
 }
 
 #[test]

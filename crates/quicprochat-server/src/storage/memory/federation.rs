@@ -5,7 +5,10 @@
 use std::collections::BTreeMap;
 
 use super::Inner;
-use crate::storage::{EnqueueOutcome, FedStream, GroupKind, InboundApply, NewOutboundEntry, OutboundEntry, StoreError};
+use crate::storage::{
+    new_stream_instance, EnqueueOutcome, FedStream, GroupKind, InboundApply, NewOutboundEntry, OutboundEntry,
+    StoreError,
+};
 
 /// Federation tables of [`Inner`].
 #[derive(Debug, Default)]
@@ -20,29 +23,28 @@ impl FederationTables {
     fn stream(&mut self, peer: &str) -> &mut FedStream {
         self.streams.entry(peer.to_owned()).or_insert_with(|| FedStream {
             peer: peer.to_owned(),
-            out_instance: (rand::random::<u64>() >> 1).max(1),
+            out_instance: new_stream_instance(),
             out_acked: 0,
             out_last: 0,
             out_expired: 0,
             oldest_pending_ms: None,
             in_instance: 0,
             in_applied: 0,
-            last_error: None,
         })
     }
 
     fn with_oldest(&self, stream: &FedStream) -> FedStream {
+        // The first entry of the stream, as SQLite reads it.
         let oldest = self
             .outbound
             .range((stream.peer.clone(), 0)..=(stream.peer.clone(), u64::MAX))
             .map(|(_, entry)| entry.accepted_at_ms)
-            .min();
+            .next();
         FedStream { oldest_pending_ms: oldest, ..stream.clone() }
     }
 
-    pub(super) fn fed_stream(&mut self, peer: &str) -> FedStream {
-        let stream = self.stream(peer).clone();
-        self.with_oldest(&stream)
+    pub(super) fn fed_stream(&self, peer: &str) -> Option<FedStream> {
+        self.streams.get(peer).map(|stream| self.with_oldest(stream))
     }
 
     pub(super) fn fed_streams(&self) -> Vec<FedStream> {
@@ -105,10 +107,6 @@ impl FederationTables {
 
     pub(super) fn set_outbound_instance(&mut self, peer: &str, instance: u64) {
         self.stream(peer).out_instance = instance;
-    }
-
-    pub(super) fn record_peer_error(&mut self, peer: &str, error: Option<&str>) {
-        self.stream(peer).last_error = error.map(str::to_owned);
     }
 }
 

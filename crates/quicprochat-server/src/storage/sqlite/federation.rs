@@ -7,7 +7,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::groups::encode_group_kind;
 use super::{delivery, SqlResultExt};
-use crate::storage::{EnqueueOutcome, FedStream, InboundApply, NewOutboundEntry, OutboundEntry, StoreError};
+use crate::storage::{
+    new_stream_instance, EnqueueOutcome, FedStream, InboundApply, NewOutboundEntry, OutboundEntry, StoreError,
+};
 
 pub(super) fn pin_domain(connection: &Connection, domain: &str) -> Result<Option<String>, StoreError> {
     const OPERATION: &str = "pin_domain";
@@ -27,15 +29,9 @@ pub(super) fn pin_domain(connection: &Connection, domain: &str) -> Result<Option
     }
 }
 
-/// A new outbound stream instance: random, nonzero, within SQLite's
-/// integer range.
-fn new_instance() -> u64 {
-    (rand::random::<u64>() >> 1).max(1)
-}
-
 const STREAM_COLUMNS: &str = "s.peer, s.out_instance, s.out_acked, s.out_last, s.out_expired,
-     (SELECT MIN(o.accepted_at_ms) FROM fed_outbound o WHERE o.peer = s.peer),
-     s.in_instance, s.in_applied, s.last_error";
+     (SELECT o.accepted_at_ms FROM fed_outbound o WHERE o.peer = s.peer ORDER BY o.seq LIMIT 1),
+     s.in_instance, s.in_applied";
 
 fn stream_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<FedStream> {
     Ok(FedStream {
@@ -47,7 +43,6 @@ fn stream_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<FedStream> {
         oldest_pending_ms: row.get(5)?,
         in_instance: row.get(6)?,
         in_applied: row.get(7)?,
-        last_error: row.get(8)?,
     })
 }
 
@@ -55,18 +50,16 @@ fn stream_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<FedStream> {
 fn ensure_stream(connection: &Connection, peer: &str, operation: &'static str) -> Result<(), StoreError> {
     connection
         .prepare_cached("INSERT INTO fed_streams (peer, out_instance) VALUES (?1, ?2) ON CONFLICT (peer) DO NOTHING")
-        .and_then(|mut statement| statement.execute(params![peer, new_instance()]))
+        .and_then(|mut statement| statement.execute(params![peer, new_stream_instance()]))
         .during(operation)?;
     Ok(())
 }
 
-pub(super) fn fed_stream(connection: &Connection, peer: &str) -> Result<FedStream, StoreError> {
-    const OPERATION: &str = "fed_stream";
-    ensure_stream(connection, peer, OPERATION)?;
+pub(super) fn fed_stream(connection: &Connection, peer: &str) -> Result<Option<FedStream>, StoreError> {
     connection
         .prepare_cached(&format!("SELECT {STREAM_COLUMNS} FROM fed_streams s WHERE s.peer = ?1"))
-        .and_then(|mut statement| statement.query_row(params![peer], stream_from_row))
-        .during(OPERATION)
+        .and_then(|mut statement| statement.query_row(params![peer], stream_from_row).optional())
+        .during("fed_stream")
 }
 
 pub(super) fn fed_streams(connection: &Connection) -> Result<Vec<FedStream>, StoreError> {
@@ -186,16 +179,6 @@ pub(super) fn set_outbound_instance(connection: &Connection, peer: &str, instanc
     Ok(())
 }
 
-pub(super) fn record_peer_error(connection: &Connection, peer: &str, error: Option<&str>) -> Result<(), StoreError> {
-    const OPERATION: &str = "record_peer_error";
-    ensure_stream(connection, peer, OPERATION)?;
-    connection
-        .prepare_cached("UPDATE fed_streams SET last_error = ?2 WHERE peer = ?1")
-        .and_then(|mut statement| statement.execute(params![peer, error]))
-        .during(OPERATION)?;
-    Ok(())
-}
-
 pub(super) fn apply_inbound(
     connection: &Connection,
     apply: &InboundApply<'_>,
@@ -223,13 +206,7 @@ pub(super) fn apply_inbound(
     }
     connection
         .prepare_cached("UPDATE fed_streams SET in_instance = ?2, in_applied = ?3 WHERE peer = ?1")
-        .and_then(|mut statement| {
-            statement.execute(params![
-                apply.peer,
-                apply.instance.min(i64::MAX as u64),
-                apply.applied_seq.min(i64::MAX as u64)
-            ])
-        })
+        .and_then(|mut statement| statement.execute(params![apply.peer, apply.instance, apply.applied_seq]))
         .during(OPERATION)?;
     Ok(outcomes)
 }

@@ -89,8 +89,8 @@ impl<A: Access> Store for A {
         self.write("pin_domain", |tx| federation::pin_domain(tx, domain))
     }
 
-    fn fed_stream(&self, peer: &str) -> Result<FedStream, StoreError> {
-        self.write("fed_stream", |tx| federation::fed_stream(tx, peer))
+    fn fed_stream(&self, peer: &str) -> Result<Option<FedStream>, StoreError> {
+        self.query(|connection| federation::fed_stream(connection, peer))
     }
 
     fn fed_streams(&self) -> Result<Vec<FedStream>, StoreError> {
@@ -121,10 +121,6 @@ impl<A: Access> Store for A {
 
     fn set_outbound_instance(&self, peer: &str, instance: u64) -> Result<(), StoreError> {
         self.write("set_outbound_instance", |tx| federation::set_outbound_instance(tx, peer, instance))
-    }
-
-    fn record_peer_error(&self, peer: &str, error: Option<&str>) -> Result<(), StoreError> {
-        self.write("record_peer_error", |tx| federation::record_peer_error(tx, peer, error))
     }
 
     fn apply_inbound(&self, apply: &InboundApply<'_>) -> Result<Vec<EnqueueOutcome>, StoreError> {

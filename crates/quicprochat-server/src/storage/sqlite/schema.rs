@@ -229,6 +229,7 @@ CREATE TABLE server_meta (
 -- entries not yet acknowledged in fed_outbound. The peer's inbound side:
 -- the instance and seq applied here, moved in the transaction that applies
 -- its entries. And the labels of the groups peers host, for queue entries.
+-- (How each peer is reachable is kept in memory, served on /federation.)
 CREATE TABLE fed_streams (
     peer         TEXT PRIMARY KEY,
     out_instance INTEGER NOT NULL,
@@ -236,8 +237,7 @@ CREATE TABLE fed_streams (
     out_last     INTEGER NOT NULL DEFAULT 0,
     out_expired  INTEGER NOT NULL DEFAULT 0,
     in_instance  INTEGER NOT NULL DEFAULT 0,
-    in_applied   INTEGER NOT NULL DEFAULT 0,
-    last_error   TEXT
+    in_applied   INTEGER NOT NULL DEFAULT 0
 ) STRICT, WITHOUT ROWID;
 CREATE TABLE fed_outbound (
     peer           TEXT NOT NULL,

@@ -20,10 +20,10 @@ use quicprochat_rpc::stream::{read_body, read_header};
 use quicprochat_rpc::CLOSE_PROTOCOL_VIOLATION;
 
 use super::peers::Peer;
-use super::wire::stream_entries;
+use super::wire::decode_push;
 use super::Federation;
 use crate::clock::now_ms;
-use crate::domain::federation::apply::{apply_batch, InboundBatch};
+use crate::domain::federation::apply::{apply_batch, BatchApplied, InboundBatch};
 use crate::domain::DomainError;
 use crate::storage::EntryKind;
 use crate::transport::connection::respond;
@@ -78,6 +78,11 @@ async fn serve_peer(incoming: quinn::Incoming, state: Arc<ServerState>, federati
         connection.close(CLOSE_PROTOCOL_VIOLATION.into(), b"no pinned certificate");
         return;
     };
+    let Some(_slot) = ConnectionSlot::take(&peer) else {
+        tracing::warn!(%remote, peer = %peer.config.domain, "the peer holds too many connections; closing this one");
+        connection.close(CLOSE_PROTOCOL_VIOLATION.into(), b"too many connections");
+        return;
+    };
     tracing::info!(%remote, peer = %peer.config.domain, "federation connection from a peer");
     loop {
         let (send, recv) = match connection.accept_bi().await {
@@ -89,6 +94,27 @@ async fn serve_peer(incoming: quinn::Incoming, state: Arc<ServerState>, federati
         };
         let request = serve_stream(send, recv, state.clone(), federation.clone(), peer.clone(), connection.clone());
         state.tasks.spawn_rpc(request);
+    }
+}
+
+/// Most connections one peer may hold open to us at once (it needs one;
+/// the rest is slack for a reconnect racing the old connection's close).
+const MAX_CONNECTIONS_PER_PEER: usize = 4;
+
+/// One of a peer's [`MAX_CONNECTIONS_PER_PEER`] connections, given back on drop.
+struct ConnectionSlot(Arc<Peer>);
+
+impl ConnectionSlot {
+    fn take(peer: &Arc<Peer>) -> Option<ConnectionSlot> {
+        let held = peer.inbound_connections.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let slot = ConnectionSlot(peer.clone());
+        (held < MAX_CONNECTIONS_PER_PEER).then_some(slot)
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.inbound_connections.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -201,24 +227,31 @@ async fn push(
     peer: &Peer,
     body: &Bytes,
 ) -> Result<Reply, DomainError> {
-    let request = v1::FedPushRequest::decode(body.clone())
-        .map_err(|error| DomainError::InvalidArgument { message: format!("malformed request: {error}") })?;
-    check_addressing(state, federation, peer, &request.origin, &request.destination)?;
-    let (instance, first_available_seq) = (request.instance, request.first_available_seq);
-    let entries = stream_entries(request.entries);
+    let push = decode_push(body)?;
+    check_addressing(state, federation, peer, &push.origin, &push.destination)?;
     let domain = peer.config.domain.clone();
     let now = now_ms();
-    let job_domain = domain.clone();
+    let (job_domain, mailboxes) = (domain.clone(), Arc::clone(&state.mailboxes));
     let applied = durably(
         state,
         move |store| {
-            let batch = InboundBatch { peer: &job_domain, instance, first_available_seq, entries: &entries };
+            let batch = InboundBatch {
+                peer: &job_domain,
+                instance: push.instance,
+                first_available_seq: push.first_available_seq,
+                entries: &push.entries,
+            };
             apply_batch(store, &batch, now)
         },
-        |_| {},
+        // Woken once durable, even if this request's deadline passes first.
+        move |applied: &BatchApplied| mailboxes.wake(applied.queues.iter().map(String::as_str)),
     )
-    .await?;
-    state.mailboxes.wake(applied.queues.iter().map(String::as_str));
+    .await
+    .inspect_err(|error| {
+        if matches!(error, DomainError::PermissionDenied { .. }) {
+            federation.metrics().auth_failure("not_hub");
+        }
+    })?;
     let metrics = federation.metrics();
     for (kind, accepted_at_ms) in &applied.queued {
         metrics.applied(&domain, entry_kind_name(*kind), now.saturating_sub(*accepted_at_ms));

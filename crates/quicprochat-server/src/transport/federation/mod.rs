@@ -16,7 +16,7 @@ mod inbound;
 mod outbound;
 mod peers;
 mod stream_sender;
-mod wire;
+pub(crate) mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,14 +25,17 @@ use quicprochat_rpc::tls::ServerIdentity;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::domain::federation::stream::RetryPolicy;
 use crate::metrics::{FederationMetrics, Metrics};
+use crate::transport::ServerState;
 
 pub use peers::PeerStatus;
 
-pub(crate) use inbound::accept_peers;
-pub(crate) use outbound::keep_in_touch_with_peers;
 pub(crate) use peers::PeerTable;
-pub(crate) use stream_sender::start_stream_senders;
+
+use inbound::accept_peers;
+use outbound::keep_in_touch_with_peers;
+use stream_sender::start_stream_senders;
 
 /// What the federation tasks share.
 pub(crate) struct Federation {
@@ -54,19 +57,49 @@ pub(crate) struct Federation {
     pub(crate) metrics: Metrics,
 }
 
+/// The retry policy of every federation connection and stream.
+pub(crate) fn retry_policy(config: &crate::ServerConfig) -> RetryPolicy {
+    RetryPolicy {
+        retry_min: config.federation.retry_min,
+        retry_max: config.federation.retry_max,
+        answer_timeout: config.rpc_timeout,
+    }
+}
+
 impl Federation {
     /// The federation series.
     pub(crate) fn metrics(&self) -> &FederationMetrics {
         self.metrics.federation()
     }
 
-    /// At shutdown: waits up to `bound` for the stream senders to finish
-    /// their batches in flight (they send no new one), then lets the
-    /// connections to peers close. Returns whether they all finished.
-    pub(crate) async fn drain(&self, bound: std::time::Duration) -> bool {
+    /// Starts serving: accepts peers, keeps a connection to each, and
+    /// sends each its stream.
+    pub(crate) fn start(self: &Arc<Self>, state: &Arc<ServerState>) {
+        tracing::info!(
+            listen = %self.local_addr,
+            peers = self.peers.peers().len(),
+            domain = %self.domain,
+            "federation port listening"
+        );
+        state.tasks.spawn_connection_task(accept_peers(self.endpoint.clone(), state.clone(), self.clone()));
+        keep_in_touch_with_peers(state, self);
+        start_stream_senders(state, self);
+    }
+
+    /// At shutdown: lets the stream senders finish their batches in flight
+    /// (they send no new one) until `grace_ends`, then lets the connections
+    /// to peers close, and logs what stays pending for each peer (it is
+    /// sent after the restart).
+    pub(crate) async fn drain_for_shutdown(&self, grace_ends: tokio::time::Instant) {
         self.senders.close();
-        let finished = tokio::time::timeout(bound, self.senders.wait()).await.is_ok();
+        if tokio::time::timeout_at(grace_ends, self.senders.wait()).await.is_err() {
+            tracing::warn!("grace period over with federation batches still in flight");
+        }
         self.workers_done.cancel();
-        finished
+        for peer in self.peers.status() {
+            if peer.pending > 0 {
+                tracing::info!(peer = %peer.domain, pending = peer.pending, "federation entries pending; sent after the restart");
+            }
+        }
     }
 }

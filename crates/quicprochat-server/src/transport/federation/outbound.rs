@@ -14,12 +14,11 @@ use std::sync::Arc;
 use quicprochat_proto::v1;
 use quicprochat_proto::Method;
 use quicprochat_rpc::federation::{federation_client_config, peer_fingerprint};
-use quicprochat_rpc::{RpcClient, RpcError, CLOSE_SERVER_SHUTDOWN};
+use quicprochat_rpc::{RpcClient, RpcError, CLOSE_PROTOCOL_VIOLATION, CLOSE_SERVER_SHUTDOWN};
 
 use super::peers::Peer;
-use super::Federation;
-use crate::domain::federation::stream::{retry_delay, RetryPolicy};
-use crate::transport::dispatch::blocking;
+use super::{retry_policy, Federation};
+use crate::domain::federation::stream::retry_delay;
 use crate::transport::ServerState;
 
 /// Starts one task per configured peer.
@@ -32,12 +31,8 @@ pub(crate) fn keep_in_touch_with_peers(state: &Arc<ServerState>, federation: &Ar
 
 async fn keep_in_touch(state: Arc<ServerState>, federation: Arc<Federation>, peer: Arc<Peer>) {
     let domain = peer.config.domain.clone();
-    let config = &state.config.federation;
-    let policy = RetryPolicy { retry_min: config.retry_min, retry_max: config.retry_max, ..RetryPolicy::default() };
+    let policy = retry_policy(&state.config);
     let mut failures: u32 = 0;
-    // The error last written to the database (for `federation status`),
-    // so a peer failing the same way on every attempt costs no write.
-    let mut recorded: Option<String> = None;
     loop {
         if state.shutdown.is_cancelled() {
             return;
@@ -47,7 +42,6 @@ async fn keep_in_touch(state: Arc<ServerState>, federation: Arc<Federation>, pee
                 failures = 0;
                 peer.connection.send_replace(Some(client.clone()));
                 federation.peers.mark_reachable(&domain, instance);
-                record_error(&state, &domain, &mut recorded, None).await;
                 tracing::info!(peer = %domain, instance, "federation peer reachable");
                 let closed = tokio::select! {
                     closed = client.connection().closed() => closed.to_string(),
@@ -58,16 +52,14 @@ async fn keep_in_touch(state: Arc<ServerState>, federation: Arc<Federation>, pee
                     }
                 };
                 peer.connection.send_replace(None);
-                let error = format!("connection closed: {closed}");
-                federation.peers.mark_unreachable(&domain, error.clone());
-                record_error(&state, &domain, &mut recorded, Some(error)).await;
+                let error = printable(&format!("connection closed: {closed}"));
+                federation.peers.mark_unreachable(&domain, error);
                 tracing::info!(peer = %domain, reason = %closed, "federation peer connection closed");
             }
             Err(error) => {
                 failures = failures.saturating_add(1);
                 tracing::debug!(peer = %domain, %error, failures, "federation peer unreachable");
-                federation.peers.mark_unreachable(&domain, error.to_string());
-                record_error(&state, &domain, &mut recorded, Some(error.to_string())).await;
+                federation.peers.mark_unreachable(&domain, printable(&error.to_string()));
             }
         }
         // A connection that was up and closed is redialled after the
@@ -81,17 +73,13 @@ async fn keep_in_touch(state: Arc<ServerState>, federation: Arc<Federation>, pee
     }
 }
 
-/// Writes the peer's last error to the database when it changed.
-async fn record_error(state: &ServerState, domain: &str, recorded: &mut Option<String>, error: Option<String>) {
-    if *recorded == error {
-        return;
-    }
-    let (peer, written) = (domain.to_owned(), error.clone());
-    let stored = blocking(state, move |store| Ok(store.record_peer_error(&peer, written.as_deref())?)).await;
-    match stored {
-        Ok(()) => *recorded = error,
-        Err(failure) => tracing::warn!(peer = %domain, %failure, "cannot record the peer's last error"),
-    }
+/// Longest error text kept for `federation status` (`/federation`).
+const MAX_ERROR_CHARS: usize = 200;
+
+/// An error as it is shown to operators: text the peer controls (its close
+/// reason, its domain) cut short and without control characters.
+fn printable(error: &str) -> String {
+    error.chars().take(MAX_ERROR_CHARS).map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 /// Dials `peer`, checks its pins, and says hello; returns the client and
@@ -122,10 +110,12 @@ async fn dial(state: &ServerState, federation: &Federation, peer: &Peer) -> Resu
     };
     let answer: v1::FedHelloResponse = client.call(Method::FedHello, &hello).await?;
     if answer.domain != peer.config.domain {
-        client.connection().close(CLOSE_SERVER_SHUTDOWN.into(), b"wrong domain");
+        client.connection().close(CLOSE_PROTOCOL_VIOLATION.into(), b"wrong domain");
         return Err(RpcError::Unexpected(format!(
-            "the peer at {} says it is {}, not {}",
-            peer.config.address, answer.domain, peer.config.domain
+            "the peer at {} says it is {:?}, not {}",
+            peer.config.address,
+            printable(&answer.domain),
+            peer.config.domain
         )));
     }
     Ok((client, answer.server_instance))

@@ -13,8 +13,9 @@ use tokio::sync::{watch, Notify};
 use crate::config::PeerConfig;
 use crate::metrics::Metrics;
 
-/// What this server knows of one peer now.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What this server knows of one peer now (also served as JSON on the
+/// HTTP endpoint's `/federation`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PeerStatus {
     /// The peer's domain.
     pub domain: String,
@@ -22,8 +23,8 @@ pub struct PeerStatus {
     pub reachable: bool,
     /// The last dial or connection error, kept until the next success.
     pub last_error: Option<String>,
-    /// The server instance it announced in its last `FedHello` (ours to it
-    /// or its to us); it changes when the peer restarts.
+    /// The server instance it announced answering our last `FedHello`; it
+    /// changes when the peer restarts.
     pub instance: Option<u64>,
     /// Entries of our stream to it written and not yet acknowledged.
     pub pending: u64,
@@ -42,6 +43,8 @@ pub(crate) struct Peer {
     pub(crate) written: Notify,
     /// Our current connection to the peer (its hello answered), if any.
     pub(crate) connection: watch::Sender<Option<RpcClient>>,
+    /// Connections the peer holds open to us now.
+    pub(crate) inbound_connections: std::sync::atomic::AtomicUsize,
 }
 
 /// Every configured peer, in config order.
@@ -77,7 +80,7 @@ impl PeerTable {
                 pending: 0,
             })
             .collect();
-        PeerTable {
+        let table = PeerTable {
             peers: configs
                 .iter()
                 .map(|config| {
@@ -87,6 +90,7 @@ impl PeerTable {
                         stream_wake: Notify::new(),
                         written: Notify::new(),
                         connection: watch::channel(None).0,
+                        inbound_connections: std::sync::atomic::AtomicUsize::new(0),
                     })
                 })
                 .collect(),
@@ -94,7 +98,9 @@ impl PeerTable {
             status: Mutex::new(status),
             changed: watch::channel(0).0,
             metrics,
-        }
+        };
+        table.publish_report();
+        table
     }
 
     /// The pins, for the federation port's TLS config.
@@ -142,6 +148,14 @@ impl PeerTable {
         self.update(domain, |status| status.pending = pending);
     }
 
+    /// Hands every peer's status, as JSON, to `/federation`.
+    fn publish_report(&self) {
+        match serde_json::to_string(&self.status()) {
+            Ok(report) => self.metrics.federation().set_peer_report(report),
+            Err(error) => tracing::error!(%error, "cannot encode the peers' status"),
+        }
+    }
+
     fn update(&self, domain: &str, change: impl FnOnce(&mut PeerStatus)) {
         let Ok(mut statuses) = self.status.lock() else { return };
         if let Some(status) = statuses.iter_mut().find(|status| status.domain == domain) {
@@ -149,6 +163,8 @@ impl PeerTable {
             change(status);
             if *status != before {
                 self.changed.send_modify(|version| *version += 1);
+                drop(statuses);
+                self.publish_report();
             }
         }
     }

@@ -21,12 +21,12 @@ use quicprochat_rpc::{RpcClient, RpcError};
 
 use super::peers::Peer;
 use super::wire::outbound_entry;
-use super::Federation;
+use super::{retry_policy, Federation};
 use crate::domain::federation::stream::{
-    AnswerOutcome, OutboundAction, OutboundState, OutboundStream, RetryPolicy, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES,
+    AnswerOutcome, OutboundAction, OutboundState, OutboundStream, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES,
 };
 use crate::domain::DomainError;
-use crate::storage::{FedStream, OutboundEntry};
+use crate::storage::{new_stream_instance, FedStream, OutboundEntry};
 use crate::transport::dispatch::blocking;
 use crate::transport::ServerState;
 
@@ -40,10 +40,14 @@ pub(crate) fn start_stream_senders(state: &Arc<ServerState>, federation: &Arc<Fe
     }
 }
 
-/// Why a batch failed, for `qpc_fed_retries_total{reason}`.
+/// Why a batch failed, for `qpc_fed_retries_total{reason}`: a transport
+/// failure (`unreachable`, `timeout`), or the peer's answer refusing it
+/// (`refused`: it is not reachability, so a wake must not cut the backoff).
 fn retry_reason(error: &RpcError) -> &'static str {
     match error {
         RpcError::Timeout { .. } => "timeout",
+        RpcError::Status { status, .. } if !status.is_retryable() => "refused",
+        RpcError::Status { .. } => "unavailable",
         RpcError::Connection(_) | RpcError::Connect(_) | RpcError::Write(_) => "unreachable",
         _ => "error",
     }
@@ -55,6 +59,9 @@ async fn send_stream(state: Arc<ServerState>, federation: Arc<Federation>, peer:
     let mut connections = peer.connection.subscribe();
     let mut expiry = tokio::time::interval(crate::expiry::interval_for(state.config.retention));
     expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The last batch was refused by the peer: wakes (its traffic to us) do
+    // not cut the backoff then, or each of its requests would cost a resend.
+    let mut refused = false;
     loop {
         publish(&state, &federation, &domain, &stream).await;
         if state.shutdown.is_cancelled() {
@@ -91,13 +98,20 @@ async fn send_stream(state: Arc<ServerState>, federation: Arc<Federation>, peer:
                 push(&federation, &domain, &client, request.instance, request.first_available_seq, &rows).await;
             match answer {
                 Ok(applied_through) => {
+                    refused = false;
                     let outcome = stream.handle_answer(request.batch_id, applied_through, Instant::now());
                     handle_outcome(&state, &federation, &domain, &mut stream, outcome).await;
                 }
                 Err(error) => {
-                    tracing::debug!(peer = %domain, %error, "a stream batch failed; it will be resent");
+                    let reason = retry_reason(&error);
+                    refused = reason == "refused";
+                    if refused {
+                        tracing::warn!(peer = %domain, %error, "the peer refused a stream batch; it will be resent");
+                    } else {
+                        tracing::debug!(peer = %domain, %error, "a stream batch failed; it will be resent");
+                    }
                     stream.handle_failure(request.batch_id, Instant::now());
-                    federation.metrics().retry(&domain, retry_reason(&error));
+                    federation.metrics().retry(&domain, reason);
                 }
             }
             continue;
@@ -107,17 +121,22 @@ async fn send_stream(state: Arc<ServerState>, federation: Arc<Federation>, peer:
             () = sleep_until(deadline) => stream.handle_timeout(Instant::now()),
             () = peer.written.notified() => {
                 match read_stream(&state, &domain).await {
-                    Ok(row) => stream.handle_written(row.out_last),
+                    Ok(Some(row)) => adopt(&domain, &mut stream, &row),
+                    Ok(None) => {}
                     Err(error) => tracing::warn!(peer = %domain, %error, "cannot read the stream's state"),
                 }
             }
-            () = peer.stream_wake.notified() => stream.handle_wake(Instant::now()),
+            () = peer.stream_wake.notified() => {
+                if !refused {
+                    stream.handle_wake(Instant::now());
+                }
+            }
             _ = expiry.tick() => expire(&state, &federation, &domain, &mut stream).await,
             changed = connections.changed() => {
                 if changed.is_err() {
                     return;
                 }
-                if connections.borrow_and_update().is_some() {
+                if connections.borrow_and_update().is_some() && !refused {
                     stream.handle_wake(Instant::now());
                 }
             }
@@ -133,7 +152,21 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-async fn read_stream(state: &ServerState, domain: &str) -> Result<FedStream, DomainError> {
+/// Brings the machine up to the stored row after entries were appended:
+/// the new last seq, what expired, and the row's instance when the row was
+/// made after the machine started (nothing was sent under the other).
+fn adopt(domain: &str, stream: &mut OutboundStream, row: &FedStream) {
+    if row.out_instance != stream.state().instance {
+        if let Err(error) = stream.start_new_instance(row.out_instance) {
+            tracing::error!(peer = %domain, %error, "cannot take the stream's stored instance");
+        }
+    }
+    stream.handle_written(row.out_last);
+    stream.handle_expired(row.out_expired);
+}
+
+/// The stream's stored state (read-only; `None` before it is made).
+async fn read_stream(state: &ServerState, domain: &str) -> Result<Option<FedStream>, DomainError> {
     let peer = domain.to_owned();
     blocking(state, move |store| Ok(store.fed_stream(&peer)?)).await
 }
@@ -142,20 +175,27 @@ async fn read_stream(state: &ServerState, domain: &str) -> Result<FedStream, Dom
 /// answers (or shutdown).
 async fn open_stream(state: &ServerState, peer: &Peer) -> Option<OutboundStream> {
     let config = &state.config.federation;
-    let policy = RetryPolicy {
-        retry_min: config.retry_min,
-        retry_max: config.retry_max,
-        answer_timeout: state.config.rpc_timeout,
-    };
+    let policy = retry_policy(&state.config);
     loop {
         match read_stream(state, &peer.config.domain).await {
             Ok(row) => {
-                let persisted = OutboundState {
-                    instance: row.out_instance,
-                    acked_through: row.out_acked,
-                    last_seq: row.out_last,
-                    expired_through: row.out_expired,
-                };
+                // A stream never written to has no row yet (nothing is
+                // written here): its first append makes the row, and
+                // `adopt` takes the instance stored with it.
+                let persisted = row.map_or(
+                    OutboundState {
+                        instance: new_stream_instance(),
+                        acked_through: 0,
+                        last_seq: 0,
+                        expired_through: 0,
+                    },
+                    |row| OutboundState {
+                        instance: row.out_instance,
+                        acked_through: row.out_acked,
+                        last_seq: row.out_last,
+                        expired_through: row.out_expired,
+                    },
+                );
                 match OutboundStream::new(persisted, policy.clone(), rand::random()) {
                     Ok(stream) => return Some(stream),
                     Err(error) => {
@@ -212,19 +252,28 @@ async fn handle_outcome(
             }
         }
         AnswerOutcome::ReceiverAhead { applied_through, last_seq } => {
-            let instance = (rand::random::<u64>() >> 1).max(1);
+            let instance = new_stream_instance();
             tracing::warn!(
                 peer = %domain, applied_through, last_seq, instance,
                 "the peer applied more of our stream than we hold (was our database restored?); starting a new instance"
             );
-            let peer = domain.to_owned();
-            match blocking(state, move |store| Ok(store.set_outbound_instance(&peer, instance)?)).await {
-                Ok(()) => {
-                    if let Err(error) = stream.start_new_instance(instance) {
-                        tracing::error!(peer = %domain, %error, "cannot start a new stream instance");
+            // Until the new instance is stored nothing may be sent: retried
+            // until it is (or shutdown).
+            loop {
+                let peer = domain.to_owned();
+                match blocking(state, move |store| Ok(store.set_outbound_instance(&peer, instance)?)).await {
+                    Ok(()) => break,
+                    Err(error) => {
+                        tracing::warn!(peer = %domain, %error, "cannot store a new stream instance; retrying")
                     }
                 }
-                Err(error) => tracing::warn!(peer = %domain, %error, "cannot store a new stream instance"),
+                tokio::select! {
+                    () = tokio::time::sleep(state.config.federation.retry_max) => {}
+                    () = state.shutdown.cancelled() => return,
+                }
+            }
+            if let Err(error) = stream.start_new_instance(instance) {
+                tracing::error!(peer = %domain, %error, "cannot start a new stream instance");
             }
         }
         AnswerOutcome::Stalled { applied_through, resend_from } => {
@@ -260,7 +309,10 @@ async fn expire(state: &ServerState, federation: &Federation, domain: &str, stre
 async fn publish(state: &ServerState, federation: &Federation, domain: &str, stream: &OutboundStream) {
     let pending = stream.pending();
     federation.peers.set_pending(domain, pending);
-    let oldest =
-        if pending == 0 { None } else { read_stream(state, domain).await.ok().and_then(|row| row.oldest_pending_ms) };
+    let oldest = if pending == 0 {
+        None
+    } else {
+        read_stream(state, domain).await.ok().flatten().and_then(|row| row.oldest_pending_ms)
+    };
     federation.metrics().set_outbound(domain, pending, oldest);
 }

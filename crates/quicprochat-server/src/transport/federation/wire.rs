@@ -4,15 +4,43 @@
 //! its row when it is sent.
 
 use prost::Message;
+use quicprochat_proto::shape::check_push_shape;
 use quicprochat_proto::v1;
 
 use crate::domain::federation::apply::{GroupEvent, StreamEntry, StreamEvent};
+use crate::domain::DomainError;
 use crate::storage::{EntryKind, GroupKind, OutboundEntry};
+
+/// A `FedPush` request, decoded and in the domain's form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DecodedPush {
+    pub(crate) origin: String,
+    pub(crate) destination: String,
+    pub(crate) instance: u64,
+    pub(crate) first_available_seq: u64,
+    pub(crate) entries: Vec<StreamEntry>,
+}
+
+/// Decodes a `FedPush` body: its entries and recipients are counted on the
+/// wire first ([`check_push_shape`]), so decoding is bounded by the limits,
+/// not by the frame size.
+pub(crate) fn decode_push(body: &[u8]) -> Result<DecodedPush, DomainError> {
+    check_push_shape(body).map_err(|error| DomainError::invalid(format!("malformed batch: {error}")))?;
+    let request = v1::FedPushRequest::decode(body)
+        .map_err(|error| DomainError::invalid(format!("malformed request: {error}")))?;
+    Ok(DecodedPush {
+        origin: request.origin,
+        destination: request.destination,
+        instance: request.instance,
+        first_available_seq: request.first_available_seq,
+        entries: stream_entries(request.entries),
+    })
+}
 
 /// The domain form of a batch's entries. An event this server does not
 /// know, or one with an unknown kind, becomes [`StreamEvent::Unknown`]
 /// (applied as refused: the stream moves on).
-pub(crate) fn stream_entries(entries: Vec<v1::FedEntry>) -> Vec<StreamEntry> {
+fn stream_entries(entries: Vec<v1::FedEntry>) -> Vec<StreamEntry> {
     entries
         .into_iter()
         .map(|entry| StreamEntry {
@@ -52,12 +80,22 @@ fn group_event(event: v1::FedGroupEvent) -> Option<GroupEvent> {
     })
 }
 
-/// The wire entry of a stored outbound row. A row that does not decode
-/// (it never should: we wrote it) goes out without an event, which the
-/// peer applies as refused, so it cannot block the stream.
+/// The largest stored entry sent as it is: with the batch's own fields it
+/// still fits the largest frame.
+pub(crate) const MAX_ENTRY_BYTES: usize = quicprochat_proto::method::MAX_FRAME_LEN as usize - 64 * 1024;
+
+/// The wire entry of a stored outbound row. A row that does not decode or
+/// cannot fit a frame (neither should happen: we wrote it) goes out without
+/// an event, which the peer applies as refused, so it cannot block the
+/// stream.
 pub(crate) fn outbound_entry(row: &OutboundEntry) -> v1::FedEntry {
-    let mut entry = v1::FedEntry::decode(row.entry.as_slice()).unwrap_or_else(|error| {
-        tracing::error!(seq = row.seq, %error, "an outbound federation entry does not decode; sending it empty");
+    let decoded = if row.entry.len() > MAX_ENTRY_BYTES {
+        Err(format!("{} bytes, more than a frame holds", row.entry.len()))
+    } else {
+        v1::FedEntry::decode(row.entry.as_slice()).map_err(|error| error.to_string())
+    };
+    let mut entry = decoded.unwrap_or_else(|error| {
+        tracing::error!(seq = row.seq, %error, "an outbound federation entry cannot be sent; sending it empty");
         v1::FedEntry::default()
     });
     entry.seq = row.seq;

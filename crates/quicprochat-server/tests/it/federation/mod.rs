@@ -19,7 +19,7 @@ use quicprochat_server::config::PeerConfig;
 use quicprochat_server::storage::{SqliteStore, Store};
 use quicprochat_server::{RunningServer, ServerConfig, ServerError};
 
-use crate::harness::{Harness, WAIT};
+use crate::harness::{http_get, Harness, WAIT};
 pub(crate) use relay::UdpRelay;
 
 /// A config for `domain` on a new data dir with the federation port on,
@@ -109,6 +109,7 @@ impl Pair {
 /// Short QUIC timeouts, so a cut link is noticed within about two seconds,
 /// and a short retry ceiling, so a healed one is back within one.
 pub(crate) fn quick_to_notice(config: &mut ServerConfig) {
+    config.metrics_listen = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
     config.transport.idle_timeout = Duration::from_secs(2);
     config.transport.keep_alive = Duration::from_millis(300);
     config.federation.retry_min = Duration::from_millis(50);
@@ -125,6 +126,12 @@ async fn two_servers_greet_each_other_and_find_each_other_again_after_a_cut() {
         assert_eq!(status.last_error, None);
         assert!(status.instance.is_some_and(|instance| instance != 0), "the peer told its instance");
     }
+
+    let metrics = pair.a.server.metrics_addr().expect("metrics");
+    let (status, report) = tokio::task::spawn_blocking(move || http_get(metrics, "/federation")).await.expect("get");
+    assert!(status.contains("200"), "{status}");
+    let peers: Vec<quicprochat_server::PeerStatus> = serde_json::from_str(&report).expect("JSON");
+    assert!(peers.len() == 1 && peers[0].domain == "b.test" && peers[0].reachable, "{report}");
 
     // Each direction is its own connection: cutting one leaves the other up.
     for (cut, server, peer, other, other_peer) in

@@ -16,11 +16,19 @@ use crate::harness::{TestServer, WAIT};
 /// `count` group events from `alice@a.test` for `bob`'s device, numbered
 /// from `first`, appended to a's stream to b.
 pub(super) fn write_events(store: &dyn Store, bob_device: &DeviceId, first: u32, count: u32) {
-    write_events_at(store, bob_device, first, count, now_ms());
+    write_events_at(store, bob_device, first, count, now_ms(), 0);
 }
 
-/// [`write_events`], accepted at `accepted_at_ms`.
-fn write_events_at(store: &dyn Store, bob_device: &DeviceId, first: u32, count: u32, accepted_at_ms: u64) {
+/// [`write_events`], accepted at `accepted_at_ms`, each payload padded with
+/// `padding` bytes.
+fn write_events_at(
+    store: &dyn Store,
+    bob_device: &DeviceId,
+    first: u32,
+    count: u32,
+    accepted_at_ms: u64,
+    padding: usize,
+) {
     let entries: Vec<NewOutboundEntry> = (first..first + count)
         .map(|number| {
             let event = v1::FedGroupEvent {
@@ -31,7 +39,7 @@ fn write_events_at(store: &dyn Store, bob_device: &DeviceId, first: u32, count: 
                 message_id: format!("m{number}").into_bytes().into(),
                 kind: v1::EntryKind::Application as i32,
                 epoch: 1,
-                payload: number.to_be_bytes().to_vec().into(),
+                payload: [number.to_be_bytes().as_slice(), &vec![0; padding]].concat().into(),
                 recipients: vec![v1::FedRecipient {
                     username: "bob".into(),
                     device_id: bob_device.as_bytes().to_vec().into(),
@@ -67,8 +75,8 @@ async fn entries_for_a_peer_reach_its_users_once_in_order_across_a_partition_and
     let (_, bob) = pair.b.register("bob").await;
     let bob_device = DeviceId::of_key(bob.public_key());
 
-    // 600 entries (three batches' worth, and more than one batch's bytes of
-    // bodies), written while a is down and the link to b is cut.
+    // 600 entries (three batches' worth: a batch holds at most 256), written
+    // while a is down and the link to b is cut.
     pair.to_b.cut();
     let pair = pair.restart_a(|store| write_events(store, &bob_device, 1, 600)).await;
     let stuck = pair.a.server.wait_for_peer("b.test", WAIT, |status| status.pending == 600).await;
@@ -109,7 +117,7 @@ async fn entries_that_wait_past_the_retention_expire_and_the_stream_goes_on_afte
     .expect("ms");
     let pair = pair
         .restart_a(|store| {
-            write_events_at(store, &bob_device, 1, 50, now_ms() - 2 * retention_ms);
+            write_events_at(store, &bob_device, 1, 50, now_ms() - 2 * retention_ms, 0);
             write_events(store, &bob_device, 51, 5);
         })
         .await;
@@ -118,6 +126,21 @@ async fn entries_that_wait_past_the_retention_expire_and_the_stream_goes_on_afte
     pair.to_b.heal();
     let bob_rpc = pair.b.login("bob", &bob).await;
     assert_eq!(receive(&bob_rpc, 5).await, (51..=55).collect::<Vec<_>>(), "b goes on after the expired ones");
+    let drained = pair.a.server.wait_for_peer("b.test", WAIT, |status| status.pending == 0).await;
+    assert!(drained.is_some());
+    pair.a.server.shutdown().await;
+    pair.b.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn large_entries_go_in_several_batches_within_the_byte_limit() {
+    let pair = Pair::start(quick_to_notice).await;
+    let (_, bob) = pair.b.register("bob").await;
+    let bob_device = DeviceId::of_key(bob.public_key());
+    // 40 entries of 512 KiB: 20 MiB, at least three batches of at most 8 MiB.
+    let pair = pair.restart_a(|store| write_events_at(store, &bob_device, 1, 40, now_ms(), 512 * 1024)).await;
+    let bob_rpc = pair.b.login("bob", &bob).await;
+    assert_eq!(receive(&bob_rpc, 40).await, (1..=40).collect::<Vec<_>>());
     let drained = pair.a.server.wait_for_peer("b.test", WAIT, |status| status.pending == 0).await;
     assert!(drained.is_some());
     pair.a.server.shutdown().await;

@@ -295,7 +295,7 @@ impl OutboundStream {
         }
     }
 
-    /// The peer got in touch (an inbound hello or ping): while backing off, retry at once (the
+    /// The peer got in touch (an inbound hello or batch, or a new connection): while backing off, retry at once (the
     /// failure count stays, only an answer resets it). Otherwise nothing changes.
     pub fn handle_wake(&mut self, now: Instant) {
         let _ = now; // Part of the uniform signature; the retry is due immediately.

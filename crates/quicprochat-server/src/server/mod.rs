@@ -25,9 +25,13 @@ use crate::http::serve_http;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiters;
 use crate::storage::{SqliteStore, StorageExecutor, Store, StoreError, TimedStore};
-use crate::transport::federation::{self, Federation, PeerStatus, PeerTable};
+use crate::transport::federation::{Federation, PeerStatus, PeerTable};
+
+mod sockets;
+
 use crate::transport::{handle_connection, Admission, Admissions, DriverTasks, Mailboxes, ServerState, Tasks};
 use crate::ServerConfig;
+use sockets::{bind_endpoint, bind_metrics};
 
 /// How often rate-limit state is pruned and the queue-depth gauge refreshed.
 const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
@@ -68,6 +72,15 @@ pub enum ServerError {
         recorded: String,
         /// The configured `server.domain`.
         configured: String,
+    },
+    /// A peer's pins include this server's own certificate: a copied data
+    /// dir, or a pin pasted into the wrong config.
+    #[error("federation.peers: the pin of {peer} is this server's own certificate ({fingerprint})")]
+    OwnPin {
+        /// The peer listing it.
+        peer: String,
+        /// Our certificate's fingerprint.
+        fingerprint: CertFingerprint,
     },
     /// The metrics/health HTTP listener could not be bound.
     #[error("metrics listener {addr}")]
@@ -119,6 +132,9 @@ impl RunningServer {
         let drivers = DriverTasks::default();
         let quic_config = server_config(&identity, &config.transport, incoming)?;
         let peers = PeerTable::new(&config.federation.peers, metrics.clone());
+        if let Some(peer) = peers.pins().domain_of(&identity.fingerprint()) {
+            return Err(ServerError::OwnPin { peer: peer.to_owned(), fingerprint: identity.fingerprint() });
+        }
         let federation_endpoint = match config.federation.listen {
             Some(listen) => {
                 let federation_config = federation_server_config(&identity, peers.pins(), &config.transport, incoming)?;
@@ -180,16 +196,7 @@ impl RunningServer {
             "qpc-server listening"
         );
         if let Some(federation) = &federation {
-            tracing::info!(
-                listen = %federation.local_addr,
-                peers = config.federation.peers.len(),
-                domain = %config.domain,
-                "federation port listening"
-            );
-            let accept = federation::accept_peers(federation.endpoint.clone(), state.clone(), federation.clone());
-            state.tasks.spawn_connection_task(accept);
-            federation::keep_in_touch_with_peers(&state, federation);
-            federation::start_stream_senders(&state, federation);
+            federation.start(&state);
         }
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
         let expiry = tokio::spawn(crate::expiry::expire_until_shutdown(state.clone()));
@@ -294,64 +301,6 @@ async fn pin_domain(store: &Arc<dyn Store>, domain: &str) -> Result<(), ServerEr
     match recorded {
         Some(recorded) => Err(ServerError::DomainChanged { recorded, configured: domain.to_owned() }),
         None => Ok(()),
-    }
-}
-
-/// Binds the metrics/health listener; returns it with its bound address.
-async fn bind_metrics(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), ServerError> {
-    let listener =
-        tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::MetricsListen { addr, source })?;
-    let bound = listener.local_addr().map_err(|source| ServerError::MetricsListen { addr, source })?;
-    Ok((listener, bound))
-}
-
-/// Binds the QUIC endpoint, whose tasks quinn spawns on `drivers`; returns
-/// it with its bound address.
-fn bind_endpoint(
-    listen: SocketAddr,
-    receive_buffer_bytes: u64,
-    quic_config: quinn::ServerConfig,
-    drivers: &DriverTasks,
-) -> Result<(quinn::Endpoint, SocketAddr), RpcError> {
-    let socket = std::net::UdpSocket::bind(listen)?;
-    let local_addr = socket.local_addr()?;
-    set_receive_buffer(&socket, receive_buffer_bytes);
-    let runtime = Arc::new(drivers.clone());
-    let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(quic_config), socket, runtime)?;
-    Ok((endpoint, local_addr))
-}
-
-/// Asks the kernel for a UDP receive buffer of `bytes`; says so when it
-/// grants less (the default, about 208 KiB, drops packets when many clients
-/// handshake at once, e.g. right after a restart).
-fn set_receive_buffer(socket: &std::net::UdpSocket, bytes: u64) {
-    let requested = usize::try_from(bytes).unwrap_or(usize::MAX);
-    let state = match quinn::udp::UdpSocketState::new(socket.into()) {
-        Ok(state) => state,
-        Err(error) => {
-            tracing::warn!(%error, "cannot inspect the UDP socket; keeping the system's receive buffer");
-            return;
-        }
-    };
-    if let Err(error) = state.set_recv_buffer_size(socket.into(), requested) {
-        tracing::warn!(%error, requested, "cannot set the UDP receive buffer");
-    }
-    match state.recv_buffer_size(socket.into()) {
-        Ok(reported) => {
-            // Linux reports twice what it reserved (its bookkeeping included).
-            let granted = if cfg!(target_os = "linux") { reported / 2 } else { reported };
-            if granted < requested {
-                tracing::warn!(
-                    requested,
-                    granted,
-                    "the kernel granted a smaller UDP receive buffer than connections.udp_receive_buffer_bytes; \
-                     raise net.core.rmem_max to avoid dropped handshakes under bursts"
-                );
-            } else {
-                tracing::info!(granted, "UDP receive buffer");
-            }
-        }
-        Err(error) => tracing::warn!(%error, "cannot read the UDP receive buffer size"),
     }
 }
 
@@ -487,7 +436,7 @@ async fn shut_down(
         tracing::warn!(abandoned, "grace period over with RPCs still running");
     }
     if let Some(federation) = &federation {
-        drain_federation(federation, grace_ends).await;
+        federation.drain_for_shutdown(grace_ends).await;
     }
     endpoint.close(CLOSE_SERVER_SHUTDOWN.into(), b"server shutting down");
     if let Some(federation) = &federation_endpoint {
@@ -512,21 +461,6 @@ async fn shut_down(
     // Logged commits of groups whose view is still decoded: snapshotting
     // them now is cheap and leaves the next start less to replay.
     snapshot_kept_groups(state).await;
-}
-
-/// Lets the stream senders finish their batches in flight within what is
-/// left of the grace period, then logs what stays pending for each peer
-/// (it is sent after the restart).
-async fn drain_federation(federation: &Federation, grace_ends: tokio::time::Instant) {
-    let left = grace_ends.saturating_duration_since(tokio::time::Instant::now());
-    if !federation.drain(left).await {
-        tracing::warn!("grace period over with federation batches still in flight");
-    }
-    for peer in federation.peers.status() {
-        if peer.pending > 0 {
-            tracing::info!(peer = %peer.domain, pending = peer.pending, "federation entries pending; sent after the restart");
-        }
-    }
 }
 
 /// Snapshots every group with logged commits whose view is still kept, on
