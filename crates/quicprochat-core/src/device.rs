@@ -30,8 +30,9 @@ pub const DEVICE_ID_LEN: usize = 8;
 /// Length of an Ed25519 signature (a device certificate).
 pub const CERTIFICATE_LEN: usize = 64;
 
-/// Longest username a credential may carry (bytes).
-pub const MAX_CREDENTIAL_USERNAME_LEN: usize = 64;
+/// Longest username a credential may carry (bytes): a `name@domain`
+/// (a linked device's credential stores its length in one byte).
+pub const MAX_CREDENTIAL_USERNAME_LEN: usize = 255;
 
 /// First bytes of a linked device's credential identity. A username never
 /// starts with a NUL byte, so the two forms cannot be confused.
@@ -112,9 +113,13 @@ impl std::fmt::Display for DeviceId {
 
 /// The bytes an account key signs to certify a device: domain-separated,
 /// each field preceded by its length as a big-endian u32 ("qpc-device-certificate-v1",
-/// username, device id, device key).
+/// username, device id, device key). The username is its name part: a
+/// `name@domain` credential (once the server federates) keeps the
+/// certificate made for the bare name, and the account key it verifies
+/// under is the one pinned for the whole `name@domain`.
 pub fn certificate_transcript(username: &str, device_id: &DeviceId, device_key: &[u8]) -> Vec<u8> {
-    length_prefixed(&[CERTIFICATE_LABEL, username.as_bytes(), device_id.as_bytes(), device_key])
+    let name = crate::names::local_part(username);
+    length_prefixed(&[CERTIFICATE_LABEL, name.as_bytes(), device_id.as_bytes(), device_key])
 }
 
 /// The account key's certificate for the device of `username` keyed by `device_key`.

@@ -45,6 +45,53 @@ pub fn hub_of(group_id: &[u8]) -> Option<&str> {
     std::str::from_utf8(tail).ok().filter(|domain| is_valid_domain(domain))
 }
 
+/// The name part of `name@domain` (all of a bare name).
+pub fn local_part(user: &str) -> &str {
+    split_qualified(user).map_or(user, |(name, _)| name)
+}
+
+/// How the names in one group read for one reader (a client, or the
+/// server hosting the group): a name of the reader's home domain reads
+/// bare, any other as `name@domain`. A credential may carry a bare name (a
+/// leaf made before its server federated, or by a client that does not
+/// know its domain): it belongs to the group's hub, or to the reader's
+/// home for a group whose id names no hub (a group of the reader's own
+/// server). Without a home domain (a server that does not federate) every
+/// name reads as its credential carries it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Naming<'a> {
+    home: Option<&'a str>,
+    hub: Option<&'a str>,
+}
+
+impl<'a> Naming<'a> {
+    /// The names of the group `group_id` as read at `home`.
+    pub fn of_group(home: Option<&'a str>, group_id: &'a [u8]) -> Naming<'a> {
+        Naming { home, hub: hub_of(group_id) }
+    }
+
+    /// Names outside any group (a key package) as read at `home`: a bare
+    /// name is of the server that serves it, read as a local one.
+    pub fn at_home(home: Option<&'a str>) -> Naming<'a> {
+        Naming { home, hub: None }
+    }
+
+    /// The reader's form of the credential name `raw`.
+    pub fn read(&self, raw: &str) -> String {
+        if self.home.is_none() {
+            return raw.to_owned();
+        }
+        match split_qualified(raw) {
+            Some((name, domain)) if Some(domain) == self.home => name.to_owned(),
+            Some(_) => raw.to_owned(),
+            None => match self.hub {
+                Some(hub) if Some(hub) != self.home => format!("{raw}@{hub}"),
+                _ => raw.to_owned(),
+            },
+        }
+    }
+}
+
 /// A group id for a group hosted by `domain`: `random` followed by it.
 pub fn group_id_hosted_by(random: [u8; GROUP_ID_RANDOM_LEN], domain: &str) -> Vec<u8> {
     [random.as_slice(), domain.as_bytes()].concat()
@@ -72,6 +119,33 @@ mod tests {
         for bad in ["alice", "@a.example", "alice@", "alice@A.example", "a@b@c.example", "alice@a..b"] {
             assert_eq!(split_qualified(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn names_read_bare_at_home_and_qualified_elsewhere() {
+        let hosted_by_a = group_id_hosted_by([1; 16], "a.example");
+        let at_a = Naming::of_group(Some("a.example"), &hosted_by_a);
+        let at_b = Naming::of_group(Some("b.example"), &hosted_by_a);
+        // Leaves as the credentials carry them: qualified, or bare (of the hub).
+        for (raw, read_at_a, read_at_b) in [
+            ("alice@a.example", "alice", "alice@a.example"),
+            ("alice", "alice", "alice@a.example"),
+            ("bob@b.example", "bob@b.example", "bob"),
+            ("carol@c.example", "carol@c.example", "carol@c.example"),
+        ] {
+            assert_eq!((at_a.read(raw), at_b.read(raw)), (read_at_a.to_owned(), read_at_b.to_owned()), "{raw}");
+        }
+        // A group of the reader's own server (16-byte id): bare is local.
+        let local = Naming::of_group(Some("a.example"), &[1; 16]);
+        assert_eq!((local.read("alice"), local.read("alice@a.example")), ("alice".into(), "alice".into()));
+        // No home domain: names read as carried.
+        let unfederated = Naming::of_group(None, &[1; 16]);
+        assert_eq!(
+            (unfederated.read("alice"), unfederated.read("bob@b.example")),
+            ("alice".into(), "bob@b.example".into())
+        );
+        assert_eq!(Naming::at_home(Some("a.example")).read("alice@a.example"), "alice");
+        assert_eq!((local_part("alice@a.example"), local_part("alice")), ("alice", "alice"));
     }
 
     #[test]

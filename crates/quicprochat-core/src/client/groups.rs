@@ -12,10 +12,10 @@ use openmls::prelude::{
     SenderRatchetConfiguration, PURE_PLAINTEXT_WIRE_FORMAT_POLICY,
 };
 
-use super::{Access, GroupBootstrap, MlsClient, MlsError, PendingCommit};
+use super::{member_name, Access, GroupBootstrap, MlsClient, MlsError, PendingCommit};
 use crate::ciphersuite::{CLASSICAL_CIPHERSUITE, DEFAULT_CIPHERSUITE};
 use crate::device::DeviceId;
-use crate::identity::{member_of, username_of};
+use crate::identity::member_of;
 
 /// How many past epochs' secrets are kept so late application messages still decrypt.
 pub(crate) const MAX_PAST_EPOCHS: usize = 5;
@@ -200,16 +200,14 @@ impl MlsClient {
         if usernames.is_empty() {
             return Err(MlsError::InvalidArgument { operation: OP, reason: "no usernames".to_owned() });
         }
+        let naming = self.naming(group_id);
         self.with_group(OP, group_id, Access::Write, |group| {
             let own_index = group.own_leaf_index();
             let mut indices = BTreeSet::new();
             for username in usernames {
                 // Every device of the account: each is a leaf of its own.
-                let leaves: Vec<LeafNodeIndex> = group
-                    .members()
-                    .filter(|m| username_of(&m.credential).as_deref() == Some(username.as_str()))
-                    .map(|m| m.index)
-                    .collect();
+                let leaves: Vec<LeafNodeIndex> =
+                    group.members().filter(|m| member_name(m, naming) == *username).map(|m| m.index).collect();
                 if leaves.is_empty() {
                     return Err(MlsError::NotAMember { username: username.clone() });
                 }

@@ -20,9 +20,10 @@ use openmls::prelude::{
 use super::groups::{join_config, merge_error};
 use std::collections::HashMap;
 
-use super::{any_verified_member, Access, Incoming, MemberCheck, MemberRefusal, MlsClient, MlsError};
+use super::{admitted, any_verified_member, Access, Incoming, MemberCheck, MemberRefusal, MlsClient, MlsError};
 use crate::device::{DeviceId, VerifiedMember};
-use crate::identity::{admitted_member, member_of, username_of};
+use crate::identity::{member_of, username_of};
+use crate::names::Naming;
 
 const UNKNOWN_SENDER: &str = "<invalid credential>";
 
@@ -110,13 +111,14 @@ impl MlsClient {
             builder = builder.with_ratchet_tree(tree);
         }
         let staged = builder.build().map_err(|err| welcome_error(OP, err))?;
+        let naming = self.naming(group_id.as_slice());
         let mut accounts = AccountKeys::default();
         for member in staged.members() {
-            let verified = check_leaf(&member.credential, &member.signature_key, check)?;
+            let verified = check_leaf(&member.credential, &member.signature_key, naming, check)?;
             accounts.admit(&verified)?;
         }
         let sender = staged.welcome_sender().map_err(|err| MlsError::library(OP, &err))?;
-        let sender = check_leaf_node(sender, check)?;
+        let sender = check_leaf_node(sender, naming, check)?;
         let group = staged.into_group(&self.provider).map_err(|err| welcome_error(OP, err))?;
         let group_id = group.group_id().to_vec();
         self.keep(group);
@@ -181,7 +183,10 @@ impl MlsClient {
                 reason: "only messages from members are accepted".to_owned(),
             });
         }
-        let sender = username_of(processed.credential()).unwrap_or_else(|| UNKNOWN_SENDER.to_owned());
+        let naming = self.naming(group_id);
+        let sender = username_of(processed.credential())
+            .map(|raw| naming.read(&raw))
+            .unwrap_or_else(|| UNKNOWN_SENDER.to_owned());
         let from_self = *processed.sender() == Sender::Member(group.own_leaf_index());
         let committer = processed.sender().clone();
         // The sender's leaf as it is now. A message from a past epoch may
@@ -202,17 +207,17 @@ impl MlsClient {
                 Ok(Incoming::Application { sender, device: sender_device, plaintext: app.into_bytes(), epoch })
             }
             ProcessedMessageContent::StagedCommitMessage(staged) => {
-                let mut accounts = AccountKeys::of_group(group);
+                let mut accounts = AccountKeys::of_group(group, naming);
                 for add in staged.add_proposals() {
-                    accounts.admit(&check_leaf_node(add.add_proposal().key_package().leaf_node(), check)?)?;
+                    accounts.admit(&check_leaf_node(add.add_proposal().key_package().leaf_node(), naming, check)?)?;
                 }
                 for update in staged.update_proposals() {
-                    let new = check_leaf_node(update.update_proposal().leaf_node(), check)?;
-                    same_account_as_before(group, update.sender(), &new)?;
+                    let new = check_leaf_node(update.update_proposal().leaf_node(), naming, check)?;
+                    same_account_as_before(group, update.sender(), &new, naming)?;
                 }
                 if let Some(leaf) = staged.update_path_leaf_node() {
-                    let new = check_leaf_node(leaf, check)?;
-                    same_account_as_before(group, &committer, &new)?;
+                    let new = check_leaf_node(leaf, naming, check)?;
+                    same_account_as_before(group, &committer, &new, naming)?;
                 }
                 let removed_self = staged.self_removed();
                 group.merge_staged_commit(&self.provider, *staged).map_err(|err| merge_error(OP, err))?;
@@ -255,21 +260,24 @@ impl MlsClient {
     }
 }
 
-/// Checks a leaf entering the group: its credential verifies, then `check`.
-fn check_leaf_node(leaf: &LeafNode, check: MemberCheck<'_>) -> Result<VerifiedMember, MlsError> {
-    check_leaf(leaf.credential(), leaf.signature_key().as_slice(), check)
+/// Checks a leaf entering the group: its credential verifies, then `check`
+/// (which sees the member named as `naming` reads it).
+fn check_leaf_node(leaf: &LeafNode, naming: Naming<'_>, check: MemberCheck<'_>) -> Result<VerifiedMember, MlsError> {
+    check_leaf(leaf.credential(), leaf.signature_key().as_slice(), naming, check)
 }
 
 fn check_leaf(
     credential: &Credential,
     signature_key: &[u8],
+    naming: Naming<'_>,
     check: MemberCheck<'_>,
 ) -> Result<VerifiedMember, MlsError> {
     let refused = |reason: String| MlsError::RefusedMember {
-        username: username_of(credential).unwrap_or_else(|| UNKNOWN_SENDER.to_owned()),
+        username: username_of(credential).map(|raw| naming.read(&raw)).unwrap_or_else(|| UNKNOWN_SENDER.to_owned()),
         reason,
     };
-    let member = member_of(credential, signature_key).map_err(|error| refused(error.to_string()))?;
+    let mut member = member_of(credential, signature_key).map_err(|error| refused(error.to_string()))?;
+    member.username = naming.read(&member.username);
     check(&member).map_err(|refusal| match refusal {
         MemberRefusal::Refused(reason) => refused(reason),
         MemberRefusal::Local(reason) => MlsError::Storage { operation: "check a member", reason },
@@ -283,13 +291,14 @@ fn check_leaf(
 struct AccountKeys(HashMap<String, Vec<u8>>);
 
 impl AccountKeys {
-    /// The accounts of the group's current leaves.
-    fn of_group(group: &MlsGroup) -> AccountKeys {
+    /// The accounts of the group's current leaves, named as `naming` reads
+    /// them (so `alice` and `alice@home` are one account).
+    fn of_group(group: &MlsGroup, naming: Naming<'_>) -> AccountKeys {
         let mut accounts = AccountKeys::default();
         for member in group.members() {
             // Every leaf was checked when it entered; one whose credential
             // does not even parse is left out (it vouches for no key).
-            if let Ok(verified) = admitted_member(&member.credential, &member.signature_key) {
+            if let Ok(verified) = admitted(&member, naming) {
                 accounts.0.entry(verified.username).or_insert(verified.account_key);
             }
         }
@@ -314,20 +323,24 @@ impl AccountKeys {
 
 /// A leaf replacing the sender's own (an Update, or a commit's path) must
 /// stay the same account: same username, same account key.
-fn same_account_as_before(group: &MlsGroup, sender: &Sender, new: &VerifiedMember) -> Result<(), MlsError> {
+fn same_account_as_before(
+    group: &MlsGroup,
+    sender: &Sender,
+    new: &VerifiedMember,
+    naming: Naming<'_>,
+) -> Result<(), MlsError> {
     let refused = |reason: &str| MlsError::RefusedMember { username: new.username.clone(), reason: reason.to_owned() };
     let Sender::Member(index) = sender else { return Err(refused("a leaf update from no member")) };
-    let old = leaf_member(group, *index).ok_or_else(|| refused("a leaf update of a leaf that is not there"))?;
+    let old = leaf_member(group, *index, naming).ok_or_else(|| refused("a leaf update of a leaf that is not there"))?;
     if old.username != new.username || old.account_key != new.account_key {
         return Err(refused("a member's leaf update changes its account"));
     }
     Ok(())
 }
 
-/// The member at a leaf of our tree ([`admitted_member`]).
-fn leaf_member(group: &MlsGroup, index: LeafNodeIndex) -> Option<VerifiedMember> {
-    let member = group.member_at(index)?;
-    admitted_member(&member.credential, &member.signature_key).ok()
+/// The member at a leaf of our tree ([`admitted`]).
+fn leaf_member(group: &MlsGroup, index: LeafNodeIndex, naming: Naming<'_>) -> Option<VerifiedMember> {
+    admitted(&group.member_at(index)?, naming).ok()
 }
 
 /// Future epochs are an error (we missed commits); past-epoch handshakes are ignored.

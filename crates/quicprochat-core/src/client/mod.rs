@@ -39,6 +39,7 @@ use state_lock::{Held, StateLock};
 use crate::ciphersuite::{is_allowed_ciphersuite, DEFAULT_CIPHERSUITE};
 use crate::device::{verify_member, DeviceId, MemberCredential, VerifiedMember};
 use crate::identity::{admitted_member, username_of, Identity};
+use crate::names::{is_valid_domain, local_part, Naming};
 
 /// Decides whether a member whose credential verified (a leaf joining a
 /// group, or every leaf of a group joined) is accepted: a client compares
@@ -151,8 +152,13 @@ pub struct MlsClient {
     identity: Identity,
     username: String,
     /// Our MLS credential: the plain username, or a linked device's
-    /// credential with its certificate ([`MlsClient::as_linked_device`]).
+    /// credential with its certificate ([`MlsClient::as_linked_device`]);
+    /// its name is `username@home_domain` once the home domain is known.
     credential: MemberCredential,
+    /// The domain of our home server, once it federates
+    /// ([`MlsClient::with_home_domain`]): names of it read bare, others as
+    /// `name@domain` (see [`Naming`]).
+    home_domain: Option<String>,
     ciphersuite: Ciphersuite,
     /// Groups loaded from storage, by group id, kept between calls.
     groups: RefCell<HashMap<Vec<u8>, MlsGroup>>,
@@ -213,6 +219,7 @@ impl MlsClient {
             identity,
             username: username.to_owned(),
             credential: MemberCredential::AccountKeyed { username: username.to_owned() },
+            home_domain: None,
             ciphersuite,
             groups: RefCell::new(HashMap::new()),
             state_lock,
@@ -226,11 +233,54 @@ impl MlsClient {
         let invalid = |reason: String| MlsError::InvalidArgument { operation: "as_linked_device", reason };
         let member = verify_member(&credential.to_identity(), self.identity.public_key())
             .map_err(|error| invalid(error.to_string()))?;
-        if member.username != self.username {
+        if local_part(&member.username) != self.username {
             return Err(invalid(format!("the credential names {:?}, not {:?}", member.username, self.username)));
         }
         self.credential = credential;
+        self.qualify_credential();
         Ok(self)
+    }
+
+    /// Tells this client its home server's domain, once that server
+    /// federates: key packages and leaves made from now on carry
+    /// `username@domain` (leaves already in groups keep their names, which
+    /// read the same), and names read from groups are in [`Naming`]'s form:
+    /// bare for users of `domain`, `name@domain` for others.
+    pub fn with_home_domain(mut self, domain: &str) -> Result<MlsClient, MlsError> {
+        if !is_valid_domain(domain) {
+            return Err(MlsError::InvalidArgument {
+                operation: "with_home_domain",
+                reason: format!("{domain:?} is not a domain"),
+            });
+        }
+        self.home_domain = Some(domain.to_owned());
+        self.qualify_credential();
+        Ok(self)
+    }
+
+    /// Our home server's domain, if known.
+    pub fn home_domain(&self) -> Option<&str> {
+        self.home_domain.as_deref()
+    }
+
+    /// Puts `username@home_domain` in our credential (its certificate, for
+    /// a linked device, is over the bare name and stays valid).
+    fn qualify_credential(&mut self) {
+        let Some(domain) = &self.home_domain else { return };
+        let qualified = format!("{}@{domain}", self.username);
+        self.credential = match &self.credential {
+            MemberCredential::AccountKeyed { .. } => MemberCredential::AccountKeyed { username: qualified },
+            MemberCredential::Linked { account_key, certificate, .. } => MemberCredential::Linked {
+                username: qualified,
+                account_key: account_key.clone(),
+                certificate: certificate.clone(),
+            },
+        };
+    }
+
+    /// How names in `group_id` read for this client.
+    pub(crate) fn naming<'a>(&'a self, group_id: &'a [u8]) -> Naming<'a> {
+        Naming::of_group(self.home_domain.as_deref(), group_id)
     }
 
     /// The username in our credential.
@@ -274,8 +324,9 @@ impl MlsClient {
     /// Usernames of the current members (from their credentials), sorted,
     /// each account once however many of its devices are leaves.
     pub fn members(&self, group_id: &[u8]) -> Result<Vec<String>, MlsError> {
+        let naming = self.naming(group_id);
         self.with_group("members", group_id, Access::Read, |group| {
-            let mut names: Vec<String> = group.members().map(|m| member_name(&m)).collect();
+            let mut names: Vec<String> = group.members().map(|m| member_name(&m, naming)).collect();
             names.sort();
             names.dedup();
             Ok(names)
@@ -286,8 +337,12 @@ impl MlsClient {
     /// leaf index (each leaf's certificate was checked when it entered, see
     /// [`MemberCheck`]; it is not checked again here).
     pub fn member_devices(&self, group_id: &[u8]) -> Result<Vec<GroupMember>, MlsError> {
+        let naming = self.naming(group_id);
         self.with_group("member_devices", group_id, Access::Read, |group| {
-            group.members().map(|m| Ok(GroupMember { leaf_index: m.index.u32(), member: admitted(&m)? })).collect()
+            group
+                .members()
+                .map(|m| Ok(GroupMember { leaf_index: m.index.u32(), member: admitted(&m, naming)? }))
+                .collect()
         })
     }
 
@@ -317,19 +372,21 @@ impl MlsClient {
     /// The username of the member at leaf `leaf_index`, if that leaf is
     /// occupied (e.g. to name the sender of a commit that fails to verify).
     pub fn member_at(&self, group_id: &[u8], leaf_index: u32) -> Result<Option<String>, MlsError> {
+        let naming = self.naming(group_id);
         self.with_group("member_at", group_id, Access::Read, |group| {
-            Ok(group.members().find(|m| m.index.u32() == leaf_index).map(|m| member_name(&m)))
+            Ok(group.members().find(|m| m.index.u32() == leaf_index).map(|m| member_name(&m, naming)))
         })
     }
 
     /// The account key a member's devices are certified by (its credential
     /// verified), for safety numbers; `None` when `username` is no member.
     pub fn member_account_key(&self, group_id: &[u8], username: &str) -> Result<Option<Vec<u8>>, MlsError> {
+        let naming = self.naming(group_id);
         self.with_group("member_account_key", group_id, Access::Read, |group| {
-            let Some(leaf) = group.members().find(|m| username_of(&m.credential).as_deref() == Some(username)) else {
+            let Some(leaf) = group.members().find(|m| member_name(m, naming) == username) else {
                 return Ok(None);
             };
-            Ok(Some(admitted(&leaf)?.account_key))
+            Ok(Some(admitted(&leaf, naming)?.account_key))
         })
     }
 
@@ -438,15 +495,19 @@ impl MlsClient {
     }
 }
 
-/// The member a leaf of our tree is ([`admitted_member`]).
-fn admitted(member: &Member) -> Result<VerifiedMember, MlsError> {
-    admitted_member(&member.credential, &member.signature_key)
-        .map_err(|error| MlsError::RefusedMember { username: member_name(member), reason: error.to_string() })
+/// The member a leaf of our tree is ([`admitted_member`]), named as `naming` reads it.
+pub(crate) fn admitted(member: &Member, naming: Naming<'_>) -> Result<VerifiedMember, MlsError> {
+    let mut verified = admitted_member(&member.credential, &member.signature_key).map_err(|error| {
+        MlsError::RefusedMember { username: member_name(member, naming), reason: error.to_string() }
+    })?;
+    verified.username = naming.read(&verified.username);
+    Ok(verified)
 }
 
-/// A member's username, or a marker when its credential is not a UTF-8 BasicCredential.
-fn member_name(member: &Member) -> String {
-    username_of(&member.credential).unwrap_or_else(|| {
+/// A member's username as `naming` reads it, or a marker when its
+/// credential is not a UTF-8 BasicCredential.
+pub(crate) fn member_name(member: &Member, naming: Naming<'_>) -> String {
+    username_of(&member.credential).map(|raw| naming.read(&raw)).unwrap_or_else(|| {
         let raw = BasicCredential::try_from(member.credential.clone())
             .map(|basic| hex::encode(basic.identity()))
             .unwrap_or_default();

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod devices;
+mod federation;
 mod group_flow;
 mod harness;
 mod hostile_ingress;
