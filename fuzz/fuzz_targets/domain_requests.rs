@@ -30,6 +30,7 @@ struct World {
     group_id: Vec<u8>,
     group_info: Vec<u8>,
     ratchet_tree: Vec<u8>,
+    home: None,
     add_commit: Vec<u8>,
     /// The init key of the package the add uses (served to alice).
     add_init_key: Vec<u8>,
@@ -59,6 +60,7 @@ fn world() -> &'static World {
             group_id,
             group_info: bootstrap.group_info,
             ratchet_tree: bootstrap.ratchet_tree,
+            home: None,
             add_commit: pending.commit,
             add_init_key,
             welcome: pending.welcome.expect("welcome"),
@@ -87,6 +89,7 @@ fn store(world: &World) -> MemoryStore {
         kind: GroupKind::Named,
         group_info: &world.group_info,
         ratchet_tree: &world.ratchet_tree,
+        home: None,
     };
     groups::create_group(&store, Caller::first_device("alice"), &create, NOW).expect("group");
     // As if alice had fetched the key package her add commit uses.
@@ -141,7 +144,7 @@ fn dispatch(store: &dyn Store, method: Method, user: Option<&str>, body: &[u8]) 
             let r = decode!(v1::UploadKeyPackagesRequest);
             let packages: Vec<Vec<u8>> = r.key_packages.iter().map(|kp| kp.to_vec()).collect();
             let last_resort = (!r.last_resort.is_empty()).then_some(&r.last_resort[..]);
-            let _ = key_packages::upload(store, Caller::first_device(user), &packages, last_resort);
+            let _ = key_packages::upload(store, Caller::first_device(user), &packages, last_resort, None);
         }
         Method::FetchKeyPackage => {
             let r = decode!(v1::FetchKeyPackageRequest);
@@ -165,6 +168,7 @@ fn dispatch(store: &dyn Store, method: Method, user: Option<&str>, body: &[u8]) 
                 kind,
                 group_info: &r.group_info,
                 ratchet_tree: &r.ratchet_tree,
+                home: None,
             };
             let _ = groups::create_group(store, Caller::first_device(user), &create, NOW);
         }

@@ -174,7 +174,7 @@ impl QpcClient {
         };
         profile.save()?;
         // A new account has no queue behind it yet: no instance to compare.
-        let client = QpcClient::from_parts(profile, rpc, 0, options)?;
+        let client = QpcClient::from_parts(profile, rpc, 0, &response.domain, options)?;
         client.inner.lock().await.refill_key_packages(0, false).await?;
         Ok(client)
     }
@@ -184,10 +184,11 @@ impl QpcClient {
     pub async fn open(profile_dir: &Path, options: ClientOptions) -> Result<QpcClient, SdkError> {
         let profile = Profile::load(profile_dir)?;
         let (rpc, response) = LoginParams::from_profile(&profile, &options)?.connect_and_login().await?;
-        let client = QpcClient::from_parts(profile, rpc, response.server_instance, options)?;
+        let client = QpcClient::from_parts(profile, rpc, response.server_instance, &response.domain, options)?;
         {
             let mut inner = client.inner.lock().await;
             inner.refill_key_packages(response.key_package_stock, response.has_last_resort).await?;
+            inner.qualify_key_packages().await?;
             // Messages queued while offline (or by an earlier run) go out now.
             if let Err(error) = inner.flush_outbox().await {
                 tracing::debug!(%error, "outbox not flushed at login");
@@ -201,10 +202,13 @@ impl QpcClient {
         Ok(client)
     }
 
+    /// `domain`: the server's, when it federates (empty otherwise), as its
+    /// login or registration answer told it.
     fn from_parts(
         profile: Profile,
         rpc: RpcClient,
         instance: u64,
+        domain: &str,
         options: ClientOptions,
     ) -> Result<QpcClient, SdkError> {
         let identity = Identity::from_bytes(&profile.identity.to_bytes())?;
@@ -212,6 +216,9 @@ impl QpcClient {
         if let Some(link) = &profile.link {
             let credential = MemberCredential::linked(&profile.username, &link.account_key, &link.certificate);
             mls = mls.as_linked_device(credential)?;
+        }
+        if !domain.is_empty() {
+            mls = mls.with_home_domain(domain)?;
         }
         let store = LocalStore::open(&profile.client_db_path())?;
         let account_key = profile.account_key().to_vec();
@@ -321,6 +328,10 @@ impl QpcClient {
     }
 }
 
+/// `meta` key: 1 once key packages naming us `username@domain` were
+/// uploaded (see `Inner::qualify_key_packages`).
+const QUALIFIED_KEY_PACKAGES: &str = "qualified_key_packages";
+
 impl Inner {
     /// The current connection.
     pub(crate) fn rpc(&self) -> RpcClient {
@@ -342,6 +353,22 @@ impl Inner {
         };
         let response: v1::UploadKeyPackagesResponse = self.rpc().call(Method::UploadKeyPackages, &request).await?;
         tracing::debug!(stock = response.stock, "uploaded key packages");
+        if self.mls.home_domain().is_some() {
+            // This batch names us `username@domain`.
+            self.store.set_meta(QUALIFIED_KEY_PACKAGES, 1)?;
+        }
+        Ok(())
+    }
+
+    /// Once the server federates: uploads a fresh batch of key packages
+    /// naming us `username@domain` (and a new last-resort one), once, so that
+    /// other servers are served packages that name us with our domain.
+    pub(crate) async fn qualify_key_packages(&mut self) -> Result<(), SdkError> {
+        if self.mls.home_domain().is_none() || self.store.meta(QUALIFIED_KEY_PACKAGES)? == 1 {
+            return Ok(());
+        }
+        self.refill_key_packages(0, false).await?;
+        self.store.set_meta(QUALIFIED_KEY_PACKAGES, 1)?;
         Ok(())
     }
 

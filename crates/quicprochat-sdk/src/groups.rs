@@ -12,6 +12,7 @@
 //! already applied, and the client merges instead of forking off one epoch
 //! behind its group.
 
+use quicprochat_core::names::group_id_hosted_by;
 use quicprochat_core::PendingCommit;
 use quicprochat_core::{DeviceId, MlsClient};
 use quicprochat_proto::v1;
@@ -119,7 +120,12 @@ impl Inner {
         kind: v1::GroupKind,
         peer: Option<&str>,
     ) -> Result<Conversation, SdkError> {
-        let group_id = random_id();
+        // A federating home hosts the group: its domain is in the id, which
+        // every member's client (on any server) reads as the group's hub.
+        let group_id = match self.mls.home_domain() {
+            Some(domain) => group_id_hosted_by(rand::random(), domain),
+            None => random_id(),
+        };
         let bootstrap = self.mls.create_group(&group_id)?;
         let request = v1::CreateGroupRequest {
             group_id: group_id.clone().into(),

@@ -8,6 +8,12 @@
 //! state serialises to one blob ([`DsGroupView::to_bytes`]) for the server's store.
 //! Also here: stateless checks of key packages and application messages.
 //! Nothing in this module decrypts, and it does no IO.
+//!
+//! Names are read as the group's hub reads them ([`crate::names::Naming`]):
+//! the DS runs on the server hosting the group, so a user of its domain
+//! reads bare (`alice`, whether the leaf carries `alice` or
+//! `alice@hub`) and any other as `name@domain`. A group whose id names no
+//! hub reads names as the credentials carry them.
 
 mod codec;
 mod deferred_tree;
@@ -35,6 +41,7 @@ pub use precheck::{
 use crate::ciphersuite::is_allowed_ciphersuite;
 use crate::device::DeviceId;
 use crate::identity::{admitted_member, member_of, username_of};
+use crate::names::{hub_of, Naming};
 
 /// A group member as the DS sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -173,14 +180,14 @@ impl DsGroupView {
             .members()
             .map(|member| match admitted_member(&member.credential, &member.signature_key) {
                 Ok(verified) => MemberInfo {
-                    username: verified.username,
+                    username: self.read_name(&verified.username),
                     identity_key: verified.account_key,
                     device_id: verified.device_id,
                 },
                 // Unreachable: every leaf was checked when it entered the view
                 // (the GroupInfo, an Add), and an update path keeps credential and key.
                 Err(_) => MemberInfo {
-                    username: username_of(&member.credential).unwrap_or_default(),
+                    username: self.read_name(&username_of(&member.credential).unwrap_or_default()),
                     device_id: DeviceId::of_key(&member.signature_key),
                     identity_key: member.signature_key,
                 },
@@ -192,7 +199,15 @@ impl DsGroupView {
 
     /// Whether `username` is currently a member (e.g. to authorise a post).
     pub fn is_member(&self, username: &str) -> bool {
-        self.group.members().any(|member| username_of(&member.credential).as_deref() == Some(username))
+        self.group
+            .members()
+            .any(|member| username_of(&member.credential).is_some_and(|raw| self.read_name(&raw) == username))
+    }
+
+    /// A credential name as the group's hub reads it (see the module docs).
+    fn read_name(&self, raw: &str) -> String {
+        let group_id = self.group.group_id().as_slice();
+        Naming::of_group(hub_of(group_id), group_id).read(raw)
     }
 
     /// Validates a commit (MlsMessage bytes carrying a PublicMessage) against the current
@@ -203,7 +218,7 @@ impl DsGroupView {
         let protocol = self.parse_handshake(commit, HandshakeKind::Commit)?;
         let processed = self.group.process_message(&self.crypto, protocol).map_err(process_error)?;
         precheck::check_authenticated_data(processed.aad())?;
-        let sender = username_of(processed.credential()).unwrap_or_default();
+        let sender = self.read_name(&username_of(processed.credential()).unwrap_or_default());
         // External commits (a new member adding itself) are never accepted:
         // they would skip the checks on added members and update paths.
         let Sender::Member(sender_index) = *processed.sender() else {
@@ -218,7 +233,10 @@ impl DsGroupView {
             .leaf(sender_index)
             .map(|leaf| DeviceId::of_key(leaf.signature_key().as_slice()))
             .ok_or_else(|| DsError::InvalidMessage { reason: format!("committer leaf {sender_index} is blank") })?;
-        let added = added_members(&staged)?;
+        let mut added = added_members(&staged)?;
+        for member in &mut added {
+            member.username = self.read_name(&member.username);
+        }
         let removed = self.removed_usernames(&staged);
         self.group.merge_commit(&DeferredTree(&self.storage), *staged).map_err(DsError::internal)?;
         Ok(CommitOutcome { sender, sender_device, new_epoch: self.epoch(), added, removed, members: self.members() })
@@ -230,7 +248,7 @@ impl DsGroupView {
         let protocol = self.parse_handshake(proposal, HandshakeKind::Proposal)?;
         let processed = self.group.process_message(&self.crypto, protocol).map_err(process_error)?;
         precheck::check_authenticated_data(processed.aad())?;
-        let sender = username_of(processed.credential()).unwrap_or_default();
+        let sender = self.read_name(&username_of(processed.credential()).unwrap_or_default());
         let ProcessedMessageContent::ProposalMessage(queued) = processed.into_content() else {
             return Err(DsError::InvalidMessage { reason: "only proposals from members are accepted".to_owned() });
         };
@@ -291,7 +309,7 @@ impl DsGroupView {
                 _ => None,
             })
             .filter_map(|index| self.group.leaf(index))
-            .map(|leaf| username_of(leaf.credential()).unwrap_or_default())
+            .map(|leaf| self.read_name(&username_of(leaf.credential()).unwrap_or_default()))
             .collect();
         removed.sort();
         removed.dedup();

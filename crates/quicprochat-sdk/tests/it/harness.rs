@@ -47,7 +47,13 @@ impl Harness {
 
     /// Starts the server again on the same address and data dir.
     pub(crate) async fn start_server(&mut self) {
-        let config = ServerConfig::new(self.dir.path().join("server"), self.addr);
+        self.start_server_with(|_| {}).await;
+    }
+
+    /// [`Harness::start_server`] with `configure` applied to its config.
+    pub(crate) async fn start_server_with(&mut self, configure: impl FnOnce(&mut ServerConfig)) {
+        let mut config = ServerConfig::new(self.dir.path().join("server"), self.addr);
+        configure(&mut config);
         self.server = Some(RunningServer::start(config).await.expect("server restarts on the same address"));
     }
 

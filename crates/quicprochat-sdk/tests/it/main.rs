@@ -8,6 +8,7 @@
 mod delivery;
 mod devices;
 mod expiry;
+mod federation;
 mod groups;
 mod harness;
 mod hostile;

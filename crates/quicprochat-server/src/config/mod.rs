@@ -182,6 +182,12 @@ pub struct RateLimits {
 }
 
 impl ServerConfig {
+    /// This server's domain when it federates (`federation.listen` set):
+    /// what users of it are named `name@…` by, everywhere else.
+    pub fn federation_domain(&self) -> Option<&str> {
+        self.federation.listen.map(|_| self.domain.as_str())
+    }
+
     /// Defaults for a data dir and listen address (what `gen-config` prints).
     pub fn new(data_dir: PathBuf, listen: SocketAddr) -> ServerConfig {
         ServerConfig {

@@ -8,6 +8,7 @@
 //! removes them, but may no longer post.
 
 use quicprochat_core::ds::DsGroupView;
+use quicprochat_core::names::hub_of;
 
 use super::devices::{queues_of, require_current_device, session_device, Caller};
 use super::DomainError;
@@ -32,6 +33,9 @@ pub struct CreateGroup<'a> {
     pub group_info: &'a [u8],
     /// TLS-serialized ratchet tree.
     pub ratchet_tree: &'a [u8],
+    /// This server's domain when it federates: a group id may then name it
+    /// as the group's hub (and no other server).
+    pub home: Option<&'a str>,
 }
 
 /// Roster of a group as shown to a member.
@@ -43,11 +47,31 @@ pub struct GroupMembers {
     pub members: Vec<String>,
 }
 
+/// A group id is [`GROUP_ID_LEN`] random bytes, followed, for a group of a
+/// federating server, by the domain of the server hosting it.
 pub(crate) fn check_group_id(group_id: &[u8]) -> Result<(), DomainError> {
-    if group_id.len() != GROUP_ID_LEN {
-        return Err(DomainError::invalid(format!("group id must be {GROUP_ID_LEN} bytes, got {}", group_id.len())));
+    if group_id.len() != GROUP_ID_LEN && hub_of(group_id).is_none() {
+        return Err(DomainError::invalid(format!(
+            "group id must be {GROUP_ID_LEN} bytes, or {GROUP_ID_LEN} followed by its server's domain; got {} bytes",
+            group_id.len()
+        )));
     }
     Ok(())
+}
+
+/// A group created here is hosted here: its id names no hub, or this
+/// server's domain (when it federates).
+fn check_hosted_here(group_id: &[u8], home: Option<&str>) -> Result<(), DomainError> {
+    match (hub_of(group_id), home) {
+        (None, _) => Ok(()),
+        (Some(hub), Some(home)) if hub == home => Ok(()),
+        (Some(hub), Some(home)) => {
+            Err(DomainError::invalid(format!("group id names {hub} as its server, but this server is {home}")))
+        }
+        (Some(hub), None) => Err(DomainError::invalid(format!(
+            "group id names {hub} as its server, but this server does not federate: use a {GROUP_ID_LEN}-byte id"
+        ))),
+    }
 }
 
 fn check_group_name(name: &str) -> Result<(), DomainError> {
@@ -196,6 +220,7 @@ pub fn create_group(
 ) -> Result<u64, DomainError> {
     let session_user = caller.username;
     check_group_id(request.group_id)?;
+    check_hosted_here(request.group_id, request.home)?;
     check_group_name(request.name)?;
     if request.kind == GroupKind::Direct {
         check_direct_name(request.name, session_user)?;

@@ -8,6 +8,7 @@
 //! last-resort budget comes in as a [`LastResortBudget`].
 
 use quicprochat_core::ds::{check_key_package_lifetime, validate_key_package, KeyPackageInfo};
+use quicprochat_core::names::Naming;
 use quicprochat_core::DeviceId;
 
 use super::commits::CommitPolicy;
@@ -59,13 +60,14 @@ pub struct FetchedKeyPackage {
 fn check_package(
     store: &dyn Store,
     caller: Caller<'_>,
+    home: Option<&str>,
     account: &Account,
     bytes: &[u8],
     slot: &str,
     expect_last_resort: bool,
 ) -> Result<NewKeyPackage, DomainError> {
     let info = validate_key_package(bytes).map_err(|error| DomainError::from_ds(slot, error))?;
-    if info.username != account.username {
+    if Naming::at_home(home).read(&info.username) != account.username {
         return Err(DomainError::denied(format!("{slot} has credential {:?}, not yours", info.username)));
     }
     if info.identity_key != account.identity_key {
@@ -95,11 +97,14 @@ fn check_package(
 /// Adds validated key packages of the caller's device to its stock and,
 /// when given, replaces its last-resort package. All-or-nothing: one bad
 /// package rejects the call.
+/// `home`: this server's domain when it federates; a package may then name
+/// its owner `name@home` as well as `name`.
 pub fn upload(
     store: &dyn Store,
     caller: Caller<'_>,
     key_packages: &[Vec<u8>],
     last_resort: Option<&[u8]>,
+    home: Option<&str>,
 ) -> Result<StockReport, DomainError> {
     if key_packages.len() > MAX_UPLOAD {
         return Err(DomainError::invalid(format!(
@@ -112,10 +117,12 @@ pub fn upload(
     let checked = key_packages
         .iter()
         .enumerate()
-        .map(|(index, bytes)| check_package(store, caller, &account, bytes, &format!("key package {index}"), false))
+        .map(|(index, bytes)| {
+            check_package(store, caller, home, &account, bytes, &format!("key package {index}"), false)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let last_resort = last_resort
-        .map(|bytes| check_package(store, caller, &account, bytes, "last-resort key package", true))
+        .map(|bytes| check_package(store, caller, home, &account, bytes, "last-resort key package", true))
         .transpose()?;
     match store.add_key_packages(caller.username, &device.device_id, &checked, last_resort.as_ref(), MAX_STOCK)? {
         KeyPackagesAdded::Stored(stock) => Ok(stock.into()),

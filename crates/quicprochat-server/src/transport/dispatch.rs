@@ -249,7 +249,8 @@ async fn register(state: &ServerState, session: &Session, body: Bytes) -> Result
     tracing::info!(user = %account.username, "registered");
     // Registration makes the account's first device, keyed by the account key.
     session.log_in(account.username.clone(), account.username.clone());
-    Ok(Reply::ok(&v1::RegisterResponse { username: account.username }))
+    let domain = state.config.federation_domain().unwrap_or_default().to_owned();
+    Ok(Reply::ok(&v1::RegisterResponse { username: account.username, domain }))
 }
 
 async fn login(state: &ServerState, session: &Session, body: Bytes) -> Result<Reply, DomainError> {
@@ -268,6 +269,7 @@ async fn login(state: &ServerState, session: &Session, body: Bytes) -> Result<Re
         key_package_stock: u32::try_from(outcome.key_package_stock.count).unwrap_or(u32::MAX),
         has_last_resort: outcome.key_package_stock.has_last_resort,
         server_instance: state.instance,
+        domain: state.config.federation_domain().unwrap_or_default().to_owned(),
     }))
 }
 
@@ -289,10 +291,11 @@ async fn authenticated(
         }
         Method::UploadKeyPackages => {
             let request: v1::UploadKeyPackagesRequest = decode(&body)?;
+            let home = state.config.federation_domain().map(str::to_owned);
             let report = blocking(state, move |store| {
                 let packages: Vec<Vec<u8>> = request.key_packages.iter().map(|package| package.to_vec()).collect();
                 let last_resort = (!request.last_resort.is_empty()).then_some(request.last_resort.as_ref());
-                key_packages::upload(store, user.caller(), &packages, last_resort)
+                key_packages::upload(store, user.caller(), &packages, last_resort, home.as_deref())
             })
             .await?;
             Ok(Reply::ok(&v1::UploadKeyPackagesResponse { stock: report.stock, low_water: report.low_water }))
@@ -316,6 +319,7 @@ async fn authenticated(
             };
             state.limiters.check_create_group(&user.username).map_err(|refusal| limited(state, refusal))?;
             let now = now_ms();
+            let home = state.config.federation_domain().map(str::to_owned);
             let epoch = blocking(state, move |store| {
                 let create = CreateGroup {
                     group_id: &request.group_id,
@@ -323,6 +327,7 @@ async fn authenticated(
                     kind,
                     group_info: &request.group_info,
                     ratchet_tree: &request.ratchet_tree,
+                    home: home.as_deref(),
                 };
                 groups::create_group(store, user.caller(), &create, now)
             })

@@ -64,8 +64,8 @@ fn linked_device(store: &dyn Store, owner: &User) -> (User, String) {
     let packages = device.client.generate_key_packages(2).unwrap();
     // Each device uploads its own packages.
     let first_device = Caller::first_device(&owner.name);
-    assert_status(kp::upload(store, first_device, &packages, None), "PERMISSION_DENIED", "another device's");
-    kp::upload(store, Caller { username: &owner.name, queue: &queue }, &packages, None).unwrap();
+    assert_status(kp::upload(store, first_device, &packages, None, None), "PERMISSION_DENIED", "another device's");
+    kp::upload(store, Caller { username: &owner.name, queue: &queue }, &packages, None, None).unwrap();
     (device, queue)
 }
 
@@ -100,7 +100,7 @@ fn a_linked_device_logs_in_with_its_own_key_until_removed() {
     assert_status(device_login(&store, "alice", phone.client.identity()), "PERMISSION_DENIED", "removed");
     let more = phone.client.generate_key_packages(1).unwrap();
     let phone_caller = Caller { username: "alice", queue: &queue };
-    assert_status(kp::upload(&store, phone_caller, &more, None), "PERMISSION_DENIED", "removed");
+    assert_status(kp::upload(&store, phone_caller, &more, None, None), "PERMISSION_DENIED", "removed");
 }
 
 #[test]
@@ -167,7 +167,7 @@ fn the_server_takes_no_key_package_or_leaf_from_a_device_the_account_did_not_reg
     let (unregistered, _) = device_of(&alice, alice.client.identity());
     let packages = unregistered.client.generate_key_packages(1).unwrap();
     assert_status(
-        kp::upload(&store, Caller::first_device("alice"), &packages, None),
+        kp::upload(&store, Caller::first_device("alice"), &packages, None, None),
         "PERMISSION_DENIED",
         "not from a device",
     );
@@ -176,7 +176,7 @@ fn the_server_takes_no_key_package_or_leaf_from_a_device_the_account_did_not_reg
     let (forged, _) = device_of(&alice, &forger);
     let forged_packages = forged.client.generate_key_packages(1).unwrap();
     assert_status(
-        kp::upload(&store, Caller::first_device("alice"), &forged_packages, None),
+        kp::upload(&store, Caller::first_device("alice"), &forged_packages, None, None),
         "PERMISSION_DENIED",
         "identity key",
     );
@@ -284,7 +284,7 @@ fn each_device_has_its_own_key_packages_and_a_fetch_serves_one_per_device() {
 
     // A removed device's packages are not served, even when named.
     let more = phone.client.generate_key_packages(2).unwrap();
-    kp::upload(&store, Caller { username: "alice", queue: &phone_queue }, &more, None).unwrap();
+    kp::upload(&store, Caller { username: "alice", queue: &phone_queue }, &more, None, None).unwrap();
     assert!(matches!(store.remove_device("alice", &phone_id, NOW + 1).unwrap(), DeviceRemoval::Removed { .. }));
     assert_status(fetch_devices(&store, "bob", "alice", Some(phone_id)), "NOT_FOUND", "has no device");
     assert_eq!(fetch_devices(&store, "bob", "alice", None).unwrap(), [(first_id, false)], "the phone's are not");
@@ -318,8 +318,8 @@ fn a_fetch_asks_the_last_resort_budget_once_and_serves_ordinary_packages_past_it
     let (phone, phone_queue) = linked_device(&store, &alice);
     let phone_caller = Caller { username: "alice", queue: &phone_queue };
     let last_resort = |client: &MlsClient| client.generate_last_resort_key_package().unwrap();
-    kp::upload(&store, Caller::first_device("alice"), &[], Some(&last_resort(&alice.client))).unwrap();
-    kp::upload(&store, phone_caller, &[], Some(&last_resort(&phone.client))).unwrap();
+    kp::upload(&store, Caller::first_device("alice"), &[], Some(&last_resort(&alice.client)), None).unwrap();
+    kp::upload(&store, phone_caller, &[], Some(&last_resort(&phone.client)), None).unwrap();
     // The phone's two ordinary packages go first.
     for _ in 0..2 {
         kp::fetch(
@@ -356,7 +356,7 @@ fn a_fetch_asks_the_last_resort_budget_once_and_serves_ordinary_packages_past_it
     );
     // Past the budget, a device with an ordinary package still answers.
     let fresh = phone.client.generate_key_packages(1).unwrap();
-    kp::upload(&store, phone_caller, &fresh, None).unwrap();
+    kp::upload(&store, phone_caller, &fresh, None, None).unwrap();
     let served = kp::fetch(&store, Caller::first_device("bob"), "alice", None, &policy(), &spent).unwrap();
     assert_eq!(served.len(), 1);
     assert_eq!((served[0].key_package.as_slice(), served[0].last_resort), (fresh[0].as_slice(), false));

@@ -157,3 +157,93 @@ fn entries_the_sender_no_longer_holds_are_skipped() {
     assert_eq!((applied.applied_through, applied.skipped), (9, 3));
     assert_eq!(ids(&store, "alice"), ["m5", "m9"]);
 }
+
+// --- names and group ids of a federating server (step 4) ---
+
+mod names {
+    use quicprochat_core::identity::{AuthPurpose, Identity};
+    use quicprochat_core::names::group_id_hosted_by;
+    use quicprochat_core::MlsClient;
+
+    use crate::domain::accounts::AuthProof;
+    use crate::domain::devices::Caller;
+    use crate::domain::groups::{create_group, CreateGroup};
+    use crate::domain::key_packages as kp;
+    use crate::domain::tests::{
+        add, assert_status, drain, inbox, register_open, sign, store, User, EXPORTER, NONCE, NOW,
+    };
+    use crate::storage::{EntryKind, GroupKind, Store};
+
+    const HOME: Option<&str> = Some("a.example");
+
+    /// A user of a.example whose client knows its domain: its key packages
+    /// carry `name@a.example`.
+    fn federated_user(store: &dyn Store, name: &str) -> User {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = Identity::generate().unwrap();
+        let client =
+            MlsClient::open(&dir.path().join("mls.db"), identity, name).unwrap().with_home_domain("a.example").unwrap();
+        let signature = sign(client.identity(), AuthPurpose::Register, name, EXPORTER);
+        let proof = AuthProof { nonce: NONCE, tls_exporter: EXPORTER, signature: &signature };
+        register_open(store, name, client.identity().public_key(), &proof, NOW).unwrap();
+        let packages = client.generate_key_packages(2).unwrap();
+        let last_resort = client.generate_last_resort_key_package().unwrap();
+        kp::upload(store, Caller::first_device(name), &packages, Some(&last_resort), HOME).unwrap();
+        User::new(name, client, dir)
+    }
+
+    #[test]
+    fn key_packages_may_name_their_owner_at_this_servers_domain_only() {
+        let store = store();
+        federated_user(&store, "alice");
+        let dir = tempfile::tempdir().unwrap();
+        let identity = Identity::generate().unwrap();
+        let alice_elsewhere = MlsClient::open(&dir.path().join("x.db"), identity, "alice")
+            .unwrap()
+            .with_home_domain("b.example")
+            .unwrap();
+        let foreign = alice_elsewhere.generate_key_packages(1).unwrap();
+        // (Signed by another key too; the name is checked first.)
+        assert_status(
+            kp::upload(&store, Caller::first_device("alice"), &foreign, None, HOME),
+            "PERMISSION_DENIED",
+            "alice@b.example",
+        );
+        let alice = federated_user(&store, "carol");
+        let qualified = alice.client.generate_key_packages(1).unwrap();
+        assert_status(
+            kp::upload(&store, Caller::first_device("carol"), &qualified, None, None),
+            "PERMISSION_DENIED",
+            "carol@a.example",
+        );
+    }
+
+    #[test]
+    fn a_group_hosted_here_reads_its_qualified_local_members_as_accounts() {
+        let store = store();
+        let alice = federated_user(&store, "alice");
+        let bob = federated_user(&store, "bob");
+        let group = group_id_hosted_by([6; 16], "a.example");
+        let bootstrap = alice.client.create_group(&group).unwrap();
+        let request = |home| CreateGroup {
+            group_id: &group,
+            name: "team",
+            kind: GroupKind::Named,
+            group_info: &bootstrap.group_info,
+            ratchet_tree: &bootstrap.ratchet_tree,
+            home,
+        };
+        let caller = Caller::first_device("alice");
+        assert_status(create_group(&store, caller, &request(None), NOW), "INVALID_ARGUMENT", "does not federate");
+        assert_status(create_group(&store, caller, &request(Some("b.example")), NOW), "INVALID_ARGUMENT", "a.example");
+        assert_eq!(create_group(&store, caller, &request(HOME), NOW).unwrap(), 0);
+
+        add(&store, &alice, &group, &[&bob], b"add bob").unwrap();
+        let kinds: Vec<EntryKind> = inbox(&store, &bob).iter().map(|item| item.kind).collect();
+        assert!(kinds.contains(&EntryKind::Welcome), "bob@a.example's Welcome reached bob's queue: {kinds:?}");
+        drain(&store, &bob);
+        assert_eq!(bob.client.members(&group).unwrap(), ["alice", "bob"], "both of a.example: bare");
+        let roster = store.group_roster(&group).unwrap().unwrap();
+        assert_eq!(roster.members, ["alice", "bob"], "the server's roster names its accounts");
+    }
+}

@@ -24,6 +24,7 @@ fn create_group_checks_id_name_and_creator() {
         kind: GroupKind::Named,
         group_info: &[],
         ratchet_tree: &[],
+        home: None,
     };
     let mut good = request(&[1; 16], "friends");
     good.group_info = &bootstrap.group_info;
@@ -95,6 +96,7 @@ fn a_direct_group_names_its_two_accounts_and_takes_nobody_else() {
         kind: GroupKind::Direct,
         group_info: &bootstrap.group_info,
         ratchet_tree: &bootstrap.ratchet_tree,
+        home: None,
     };
     for forged in ["dm:alice:", "dm:alice:bob", "dm:mallory:bob", "dm:bob:mallory:x", "dm::mallory", "mallory"] {
         assert_status(

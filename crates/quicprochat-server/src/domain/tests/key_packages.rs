@@ -30,7 +30,7 @@ fn upload_fetch_single_use_then_last_resort() {
 
     // Refill; the new batch is served before the last resort again.
     let fresh = alice.client.generate_key_packages(2).unwrap();
-    let report = upload(&store, Caller::first_device(&alice.name), &fresh, None).unwrap();
+    let report = upload(&store, Caller::first_device(&alice.name), &fresh, None, None).unwrap();
     assert_eq!(report.stock, 2);
     assert_eq!(fetch_one(&store, &bob.name, &alice.name, &policy(), &unlimited).unwrap().key_package, fresh[0]);
 
@@ -54,7 +54,7 @@ fn the_last_resort_package_is_served_only_within_its_budget() {
     );
     // An ordinary package never asks the budget.
     let fresh = alice.client.generate_key_packages(1).unwrap();
-    upload(&store, Caller::first_device(&alice.name), &fresh, None).unwrap();
+    upload(&store, Caller::first_device(&alice.name), &fresh, None, None).unwrap();
     assert_eq!(fetch_one(&store, &bob.name, &alice.name, &policy(), &spent).unwrap().key_package, fresh[0]);
     assert!(fetch_one(&store, &bob.name, &alice.name, &policy(), &unlimited).unwrap().last_resort);
 }
@@ -85,37 +85,53 @@ fn upload_rejects_foreign_wrong_slot_and_garbage() {
     let alice = user(&store, "alice");
     let _bob = user(&store, "bob");
     let alice_package = alice.client.generate_key_packages(1).unwrap();
-    assert_status(upload(&store, Caller::first_device("bob"), &alice_package, None), "PERMISSION_DENIED", "\"alice\"");
+    assert_status(
+        upload(&store, Caller::first_device("bob"), &alice_package, None, None),
+        "PERMISSION_DENIED",
+        "\"alice\"",
+    );
 
     // Same username, another identity key: an impersonation attempt.
     let (impostor, _dir) = client("alice");
     let forged = impostor.generate_key_packages(1).unwrap();
-    assert_status(upload(&store, Caller::first_device("alice"), &forged, None), "PERMISSION_DENIED", "identity key");
+    assert_status(
+        upload(&store, Caller::first_device("alice"), &forged, None, None),
+        "PERMISSION_DENIED",
+        "identity key",
+    );
 
     let last_resort = alice.client.generate_last_resort_key_package().unwrap();
     assert_status(
-        upload(&store, Caller::first_device("alice"), std::slice::from_ref(&last_resort), None),
+        upload(&store, Caller::first_device("alice"), std::slice::from_ref(&last_resort), None, None),
         "INVALID_ARGUMENT",
         "last_resort slot",
     );
     assert_status(
-        upload(&store, Caller::first_device("alice"), &[], Some(&alice_package[0])),
+        upload(&store, Caller::first_device("alice"), &[], Some(&alice_package[0]), None),
         "INVALID_ARGUMENT",
         "lacks the last-resort",
     );
     assert_status(
-        upload(&store, Caller::first_device("alice"), &[vec![1, 2, 3]], None),
+        upload(&store, Caller::first_device("alice"), &[vec![1, 2, 3]], None, None),
         "INVALID_ARGUMENT",
         "key package 0",
     );
 
     // One bad package rejects the whole upload.
     let mixed = vec![alice_package[0].clone(), forged[0].clone()];
-    assert_status(upload(&store, Caller::first_device("alice"), &mixed, None), "PERMISSION_DENIED", "key package 1");
+    assert_status(
+        upload(&store, Caller::first_device("alice"), &mixed, None, None),
+        "PERMISSION_DENIED",
+        "key package 1",
+    );
     assert_eq!(stock(&store, Caller::first_device("alice"), &policy()).unwrap().stock, 3);
 
     let too_many = vec![alice_package[0].clone(); MAX_UPLOAD + 1];
-    assert_status(upload(&store, Caller::first_device("alice"), &too_many, None), "INVALID_ARGUMENT", "at most 100");
+    assert_status(
+        upload(&store, Caller::first_device("alice"), &too_many, None, None),
+        "INVALID_ARGUMENT",
+        "at most 100",
+    );
 }
 
 /// Review F4: packages that expire before every member could process an Add
@@ -145,6 +161,6 @@ fn packages_that_expire_too_soon_are_not_served() {
         "no usable",
     );
     let fresh = alice.client.generate_key_packages(1).unwrap();
-    upload(&store, Caller::first_device(&alice.name), &fresh, None).unwrap();
+    upload(&store, Caller::first_device(&alice.name), &fresh, None, None).unwrap();
     assert_eq!(fetch_one(&store, &bob.name, &alice.name, &policy(), &unlimited).unwrap().key_package, fresh[0]);
 }

@@ -36,6 +36,13 @@ pub(super) struct User {
     _dir: tempfile::TempDir,
 }
 
+impl User {
+    /// A user whose client (and its state in `dir`) the test made itself.
+    pub(super) fn new(name: &str, client: MlsClient, dir: tempfile::TempDir) -> User {
+        User { name: name.to_owned(), client, _dir: dir }
+    }
+}
+
 pub(super) fn sign(identity: &Identity, purpose: AuthPurpose, name: &str, exporter: &[u8]) -> Vec<u8> {
     let transcript = auth_transcript(purpose, NONCE, exporter, name, identity.public_key());
     identity.sign(&transcript).unwrap()
@@ -70,7 +77,7 @@ pub(super) fn user(store: &dyn Store, name: &str) -> User {
     register_open(store, name, identity.public_key(), &proof, NOW).unwrap();
     let packages = client.generate_key_packages(3).unwrap();
     let last_resort = client.generate_last_resort_key_package().unwrap();
-    kp::upload(store, Caller::first_device(name), &packages, Some(&last_resort)).unwrap();
+    kp::upload(store, Caller::first_device(name), &packages, Some(&last_resort), None).unwrap();
     User { name: name.to_owned(), client, _dir: dir }
 }
 
@@ -164,6 +171,7 @@ pub(super) fn new_group(store: &dyn Store, creator: &User, group_id: &[u8]) {
         kind: GroupKind::Named,
         group_info: &bootstrap.group_info,
         ratchet_tree: &bootstrap.ratchet_tree,
+        home: None,
     };
     assert_eq!(create_group(store, Caller::first_device(&creator.name), &request, NOW).unwrap(), 0);
 }
