@@ -49,6 +49,14 @@ fuzz_target!(|data: &[u8]| {
             check::<v1::FedHelloRequest>(body);
             check::<v1::FedHelloResponse>(body);
         }
+        Method::FedClaimKeyPackage => {
+            check::<v1::FedClaimKeyPackageRequest>(body);
+            check::<v1::FedClaimKeyPackageResponse>(body);
+        }
+        Method::FedResolveUser => {
+            check::<v1::FedResolveUserRequest>(body);
+            check::<v1::FedResolveUserResponse>(body);
+        }
         Method::FedPush => {
             check::<v1::FedPushRequest>(body);
             check::<v1::FedPushResponse>(body);

@@ -104,6 +104,11 @@ methods! {
     /// `FedPushRequest` → `FedPushResponse` (a batch of stream entries, at
     /// most 8 MiB unless one entry alone is larger).
     FedPush = 101, req MAX_FRAME_LEN, resp KIB;
+    /// `FedClaimKeyPackageRequest` → `FedClaimKeyPackageResponse` (one
+    /// package per device, at most `devices.max_per_account`).
+    FedClaimKeyPackage = 120, req KIB, resp MIB;
+    /// `FedResolveUserRequest` → `FedResolveUserResponse`.
+    FedResolveUser = 121, req KIB, resp KIB;
 }
 
 /// Method numbers served on the federation port (ALPN `qpc-fed/1`) only.

@@ -2,12 +2,14 @@
 //! limiters (a token bucket of `burst` cells refilled at `burst` per
 //! `period`, see [`crate::config::RateLimit`]).
 //!
-//! [`RateLimiters`] owns eight limiters: registrations and device links
+//! [`RateLimiters`] owns nine limiters: registrations and device links
 //! started per source address (an IPv6 address counts by its /64, see
 //! [`address_key`]), key package
 //! fetches per requester and per target, last-resort packages served per
 //! (requester, target) pair, sends per account, commits and leaves per
-//! account, and group creations per account.
+//! account, group creations per account, and key package claims per
+//! federation peer (a peer's users also count as requesters, `name@domain`,
+//! and share each target's bucket with local requesters).
 //! Each `check_*` consumes one cell or returns [`RetryAfter`], the wait until
 //! a cell is free, which the transport sends as `RESOURCE_EXHAUSTED` with
 //! `retry_after_ms` (and counts with `Metrics::rate_limited(limit_name)`).
@@ -69,6 +71,8 @@ pub const SEND_PER_ACCOUNT: &str = "send_per_account";
 pub const COMMIT_PER_ACCOUNT: &str = "commit_per_account";
 /// Name of the per-account group creation limit.
 pub const CREATE_GROUP_PER_ACCOUNT: &str = "create_group_per_account";
+/// Name of the limit on key package claims per federation peer.
+pub const KEY_PACKAGE_CLAIM_PER_PEER: &str = "key_package_claim_per_peer";
 
 /// The key a per-address limit counts `address` under: an IPv4 address
 /// (an IPv4-mapped IPv6 one too) as it is, an IPv6 address by its /64, the
@@ -157,6 +161,7 @@ pub struct RateLimiters<C: Clock = DefaultClock> {
     send: Limiter<String, C>,
     commit: Limiter<String, C>,
     create_group: Limiter<String, C>,
+    claim_by_peer: Limiter<String, C>,
 }
 
 impl RateLimiters<DefaultClock> {
@@ -185,7 +190,8 @@ impl<C: Clock + Clone> RateLimiters<C> {
             last_resort: Limiter::new(LAST_RESORT_PER_PAIR, limits.last_resort_per_pair, clock.clone()),
             send: Limiter::new(SEND_PER_ACCOUNT, limits.send_per_account, clock.clone()),
             commit: Limiter::new(COMMIT_PER_ACCOUNT, limits.commit_per_account, clock.clone()),
-            create_group: Limiter::new(CREATE_GROUP_PER_ACCOUNT, limits.create_group_per_account, clock),
+            create_group: Limiter::new(CREATE_GROUP_PER_ACCOUNT, limits.create_group_per_account, clock.clone()),
+            claim_by_peer: Limiter::new(KEY_PACKAGE_CLAIM_PER_PEER, limits.key_package_claim_per_peer, clock),
         }
     }
 
@@ -241,6 +247,13 @@ impl<C: Clock + Clone> RateLimiters<C> {
         self.send.limiter.retain_recent();
         self.commit.limiter.retain_recent();
         self.create_group.limiter.retain_recent();
+        self.claim_by_peer.limiter.retain_recent();
+    }
+
+    /// One key package claim by the federation peer `peer` (its users' fetches
+    /// of our users' packages, all together).
+    pub fn check_claim(&self, peer: &str) -> Result<(), RetryAfter> {
+        self.claim_by_peer.check(&peer.to_owned())
     }
 
     /// Keys currently tracked across all limiters (for tests and metrics).
@@ -253,6 +266,7 @@ impl<C: Clock + Clone> RateLimiters<C> {
             + self.send.limiter.len()
             + self.commit.limiter.len()
             + self.create_group.limiter.len()
+            + self.claim_by_peer.limiter.len()
     }
 }
 
@@ -275,6 +289,7 @@ mod tests {
             send_per_account: RateLimit { burst: 4, period: Duration::from_secs(8) },
             commit_per_account: RateLimit { burst: 2, period: MINUTE },
             create_group_per_account: RateLimit { burst: 1, period: MINUTE },
+            key_package_claim_per_peer: RateLimit { burst: 2, period: MINUTE },
         }
     }
 

@@ -428,6 +428,12 @@ pub(crate) static KEYS: &[Key] = &[
     rate_limit_period!(commit_per_account, "COMMIT_PER_ACCOUNT"),
     rate_limit_burst!(create_group_per_account, "CREATE_GROUP_PER_ACCOUNT", "groups created by one account"),
     rate_limit_period!(create_group_per_account, "CREATE_GROUP_PER_ACCOUNT"),
+    rate_limit_burst!(
+        key_package_claim_per_peer,
+        "KEY_PACKAGE_CLAIM_PER_PEER",
+        "key package claims by one federation peer"
+    ),
+    rate_limit_period!(key_package_claim_per_peer, "KEY_PACKAGE_CLAIM_PER_PEER"),
 ];
 
 /// The key at a dotted TOML path.

@@ -179,6 +179,8 @@ pub struct RateLimits {
     pub commit_per_account: RateLimit,
     /// Groups created per account.
     pub create_group_per_account: RateLimit,
+    /// Key package claims per federation peer (all its users together).
+    pub key_package_claim_per_peer: RateLimit,
 }
 
 impl ServerConfig {
@@ -222,6 +224,7 @@ impl ServerConfig {
                 send_per_account: RateLimit { burst: 1000, period: Duration::from_secs(10) },
                 commit_per_account: RateLimit { burst: 200, period: Duration::from_secs(60) },
                 create_group_per_account: RateLimit { burst: 100, period: Duration::from_secs(3600) },
+                key_package_claim_per_peer: RateLimit { burst: 1000, period: Duration::from_secs(60) },
             },
             federation: FederationConfig {
                 listen: None,

@@ -42,6 +42,10 @@ const SECTIONS: &[(&str, &str)] = &[
         "Token bucket: commits and leaves per account (each may cost the server a group view restore).",
     ),
     ("rate_limits.create_group_per_account", "Token bucket: groups created per account."),
+    (
+        "rate_limits.key_package_claim_per_peer",
+        "Token bucket: key package claims by one federation peer (its users' adds of ours).",
+    ),
 ];
 
 /// The doc line of a section (empty if it has none; a test checks all do).

@@ -109,6 +109,8 @@ const SAMPLES: &[(&str, [&str; 3])] = &[
     ("rate_limits.last_resort_per_pair.period", ["\"1s\"", "\"2s\"", "\"3s\""]),
     ("rate_limits.create_group_per_account.burst", ["1", "2", "3"]),
     ("rate_limits.create_group_per_account.period", ["\"1ms\"", "\"2s\"", "\"3s\""]),
+    ("rate_limits.key_package_claim_per_peer.burst", ["1", "2", "3"]),
+    ("rate_limits.key_package_claim_per_peer.period", ["\"1s\"", "\"2s\"", "\"3s\""]),
     ("federation.listen", ["\"0.0.0.0:7444\"", "\"[::1]:7445\"", "\"127.0.0.1:0\""]),
     (
         "federation.peers",

@@ -114,6 +114,27 @@ impl DomainError {
         DomainError::Internal { detail: detail.into() }
     }
 
+    /// The error a peer server answered with, passed on as the same status
+    /// (an `INTERNAL` of the peer is its fault, not ours: `UNAVAILABLE`).
+    pub fn from_status(
+        status: quicprochat_proto::Status,
+        message: String,
+        retry_after_ms: u64,
+        current_epoch: u64,
+    ) -> Self {
+        use quicprochat_proto::Status;
+        match status {
+            Status::InvalidArgument => DomainError::InvalidArgument { message },
+            Status::Unauthenticated => DomainError::Unauthenticated { message },
+            Status::PermissionDenied => DomainError::PermissionDenied { message },
+            Status::NotFound => DomainError::NotFound { message },
+            Status::AlreadyExists => DomainError::AlreadyExists { message },
+            Status::ResourceExhausted => DomainError::ResourceExhausted { message, retry_after_ms },
+            Status::StaleEpoch => DomainError::StaleEpoch { current_epoch },
+            _ => DomainError::Unavailable { message, retry_after_ms: retry_after_ms.max(1000) },
+        }
+    }
+
     /// Maps an MLS check failure on client data: peer errors become
     /// `InvalidArgument` prefixed with `what`, a lost epoch race `StaleEpoch`,
     /// anything else `Internal`.

@@ -255,9 +255,43 @@ pub fn fetch(
     last_resort_budget: LastResortBudget<'_>,
 ) -> Result<Vec<FetchedKeyPackage>, DomainError> {
     session_device(store, caller)?;
-    let devices = devices_to_serve(store, target, device)?;
-    let mut fetch =
-        Fetch { store, requester: caller.username, target, policy, budget: BudgetOnce::new(last_resort_budget) };
+    let request = FetchFor { requester: caller.username, target, device, named_at: None };
+    fetch_for(store, &request, policy, last_resort_budget)
+}
+
+/// Who a fetch serves, and what it serves.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchFor<'a> {
+    /// The requester: an account here, or `name@domain` of a peer.
+    pub requester: &'a str,
+    /// The account whose packages are served.
+    pub target: &'a str,
+    /// Only this device's, or every current device's.
+    pub device: Option<DeviceId>,
+    /// For a peer: only packages naming the target `target@named_at` are
+    /// served (a bare name would read as a user of the group's hub there);
+    /// others are discarded on the way.
+    pub named_at: Option<&'a str>,
+}
+
+/// [`fetch`] for any requester (a peer's user claiming through its server).
+pub fn fetch_for(
+    store: &dyn Store,
+    request: &FetchFor<'_>,
+    policy: &CommitPolicy,
+    last_resort_budget: LastResortBudget<'_>,
+) -> Result<Vec<FetchedKeyPackage>, DomainError> {
+    let target = request.target;
+    let devices = devices_to_serve(store, target, request.device)?;
+    let named = request.named_at.map(|domain| format!("{target}@{domain}"));
+    let mut fetch = Fetch {
+        store,
+        requester: request.requester,
+        target,
+        named: named.as_deref(),
+        policy,
+        budget: BudgetOnce::new(last_resort_budget),
+    };
     let mut fetched = Vec::new();
     for device in &devices {
         if let Some(package) = fetch.take_usable(device)? {
@@ -275,6 +309,8 @@ struct Fetch<'a> {
     store: &'a dyn Store,
     requester: &'a str,
     target: &'a str,
+    /// The credential name every package served must carry, if any.
+    named: Option<&'a str>,
     policy: &'a CommitPolicy,
     budget: BudgetOnce<'a>,
 }
@@ -286,7 +322,9 @@ impl Fetch<'_> {
             let Some(taken) = self.store.take_key_package(self.target, &device.device_id)? else {
                 return Ok(None);
             };
-            match usable_for(&taken.key_package, device, self.policy) {
+            let usable = usable_for(&taken.key_package, device, self.policy)
+                .filter(|info| self.named.is_none_or(|name| info.username == name));
+            match usable {
                 Some(info) => {
                     if taken.last_resort && !self.budget.allows() {
                         return Ok(None);
@@ -303,7 +341,7 @@ impl Fetch<'_> {
                 None => tracing::debug!(
                     user = %self.target,
                     device = %device.device_id,
-                    "discarded a key package that expires too soon or is not the device's own"
+                    "discarded a key package that expires too soon, is not the device's own, or lacks the domain"
                 ),
             }
         }
@@ -326,13 +364,28 @@ pub fn fetch_last_resort(
     last_resort_budget: LastResortBudget<'_>,
 ) -> Result<Vec<FetchedKeyPackage>, DomainError> {
     session_device(store, caller)?;
-    let devices = devices_to_serve(store, target, device)?;
+    let request = FetchFor { requester: caller.username, target, device, named_at: None };
+    fetch_last_resort_for(store, &request, policy, last_resort_budget)
+}
+
+/// [`fetch_last_resort`] for any requester (see [`fetch_for`]).
+pub fn fetch_last_resort_for(
+    store: &dyn Store,
+    request: &FetchFor<'_>,
+    policy: &CommitPolicy,
+    last_resort_budget: LastResortBudget<'_>,
+) -> Result<Vec<FetchedKeyPackage>, DomainError> {
+    let target = request.target;
+    let devices = devices_to_serve(store, target, request.device)?;
+    let named = request.named_at.map(|domain| format!("{target}@{domain}"));
     let mut usable = Vec::new();
     for device in &devices {
         let Some(key_package) = store.last_resort_key_package(target, &device.device_id)? else {
             continue;
         };
-        if let Some(info) = usable_for(&key_package, device, policy) {
+        let info = usable_for(&key_package, device, policy)
+            .filter(|info| named.as_deref().is_none_or(|name| info.username == name));
+        if let Some(info) = info {
             usable.push((device.device_id, key_package, info));
         }
     }
@@ -342,7 +395,7 @@ pub fn fetch_last_resort(
     last_resort_budget()?;
     let mut fetched = Vec::with_capacity(usable.len());
     for (device_id, key_package, info) in usable {
-        record_served(store, caller.username, target, info, true, policy)?;
+        record_served(store, request.requester, target, info, true, policy)?;
         fetched.push(FetchedKeyPackage { device_id, key_package, last_resort: true });
     }
     Ok(fetched)

@@ -187,6 +187,7 @@ impl RunningServer {
             limiters: Arc::new(RateLimiters::new(&config.rate_limits)),
             links: crate::transport::link_relay::LinkRelay::new(config.link_code_ttl),
             metrics,
+            federation: federation.clone(),
         });
         tracing::info!(
             %local_addr,

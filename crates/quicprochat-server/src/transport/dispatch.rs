@@ -18,8 +18,10 @@ use quicprochat_proto::{Method, Status};
 
 use quicprochat_core::device::DEVICE_ID_LEN;
 use quicprochat_core::link::LinkRequest;
+use quicprochat_core::names::split_qualified;
 use quicprochat_core::DeviceId;
 
+use super::federation::claims;
 use super::link_relay::{Approval, StartedLink};
 use super::session::{Session, SessionUser};
 use super::{Mailboxes, ServerState};
@@ -281,7 +283,15 @@ async fn authenticated(
 ) -> Result<Reply, DomainError> {
     match method {
         Method::ResolveUser => {
-            let request: v1::ResolveUserRequest = decode(&body)?;
+            let mut request: v1::ResolveUserRequest = decode(&body)?;
+            match remote_user(state, &request.username) {
+                UserAt::Remote { name, domain } => {
+                    let identity_key = claims::resolve_remote(state, name, domain).await?;
+                    let username = request.username.clone();
+                    return Ok(Reply::ok(&v1::ResolveUserResponse { username, identity_key: identity_key.into() }));
+                }
+                UserAt::Here(name) => request.username = name,
+            }
             let resolved =
                 blocking(state, move |store| accounts::resolve_user(store, user.caller(), &request.username)).await?;
             Ok(Reply::ok(&v1::ResolveUserResponse {
@@ -479,20 +489,59 @@ async fn authenticated(
         | Method::LinkStart
         | Method::LinkWait
         | Method::FedHello
-        | Method::FedPush => Err(DomainError::InvalidArgument { message: format!("{method} is not callable here") }),
+        | Method::FedPush
+        | Method::FedClaimKeyPackage
+        | Method::FedResolveUser => {
+            Err(DomainError::InvalidArgument { message: format!("{method} is not callable here") })
+        }
+    }
+}
+
+/// Where a user named in a request lives.
+enum UserAt<'a> {
+    /// Here, under this (bare) name.
+    Here(String),
+    /// At the home server `domain`, as `name`.
+    Remote { name: &'a str, domain: &'a str },
+}
+
+/// `name@domain` of another server is remote; `name` and `name@<our
+/// domain>` are ours.
+fn remote_user<'a>(state: &ServerState, username: &'a str) -> UserAt<'a> {
+    match split_qualified(username) {
+        Some((name, domain)) if state.config.federation_domain() == Some(domain) => UserAt::Here(name.to_owned()),
+        Some((name, domain)) => UserAt::Remote { name, domain },
+        None => UserAt::Here(username.to_owned()),
     }
 }
 
 /// `FetchKeyPackage`: one package per current device of the target (or of
 /// the device named), the first also in the fields old clients read.
 async fn fetch_key_package(state: &ServerState, user: SessionUser, body: Bytes) -> Result<Reply, DomainError> {
-    let request: v1::FetchKeyPackageRequest = decode(&body)?;
+    let mut request: v1::FetchKeyPackageRequest = decode(&body)?;
     let device = match request.device_id.as_ref() {
         [] => None,
         bytes => Some(DeviceId::from_bytes(bytes).ok_or_else(|| {
             DomainError::invalid(format!("device_id is empty or {DEVICE_ID_LEN} bytes, got {}", bytes.len()))
         })?),
     };
+    match remote_user(state, &request.username) {
+        UserAt::Remote { name, domain } => {
+            // Our requester's own budget first; the target's home budgets the rest.
+            state
+                .limiters
+                .check_key_package_fetch(&user.username, &request.username)
+                .map_err(|refusal| limited(state, refusal))?;
+            let (packages, last_resort) = claims::claim_remote(state, &user.username, name, domain, device).await?;
+            let first = packages.first().cloned().unwrap_or_default();
+            return Ok(Reply::ok(&v1::FetchKeyPackageResponse {
+                key_package: first.into(),
+                last_resort,
+                key_packages: packages.into_iter().map(Into::into).collect(),
+            }));
+        }
+        UserAt::Here(name) => request.username = name,
+    }
     let grant = state
         .limiters
         .check_key_package_fetch(&user.username, &request.username)

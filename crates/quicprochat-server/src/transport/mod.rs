@@ -68,4 +68,6 @@ pub(crate) struct ServerState {
     pub(crate) limiters: Arc<RateLimiters>,
     /// Device links waiting for approval.
     pub(crate) links: link_relay::LinkRelay,
+    /// The federation port and its peers, when `federation.listen` is set.
+    pub(crate) federation: Option<Arc<federation::Federation>>,
 }

@@ -175,6 +175,8 @@ async fn dispatch(
         Method::Ping => Ok(Reply::ok(&v1::PingResponse { server_time_ms: now_ms() })),
         Method::FedHello => hello(state, federation, peer, &body),
         Method::FedPush => push(state, federation, peer, &body).await,
+        Method::FedResolveUser => super::claims::resolve_user(state, federation, peer, &body).await,
+        Method::FedClaimKeyPackage => super::claims::claim_key_package(state, federation, peer, &body).await,
         other => Err(DomainError::InvalidArgument { message: format!("{other} is not served on the federation port") }),
     };
     result.unwrap_or_else(|error| Reply::from_domain(&error))
@@ -182,7 +184,7 @@ async fn dispatch(
 
 /// Checks that a request speaks for the authenticated peer and is meant for
 /// this server.
-fn check_addressing(
+pub(super) fn check_addressing(
     state: &ServerState,
     federation: &Federation,
     peer: &Peer,

@@ -4,6 +4,8 @@
 //!
 //! - `peers`: the peer table (config, pins, status);
 //! - `inbound`: accepting peer connections and serving their requests;
+//! - `claims`: our users as peers ask for them (account keys, key
+//!   packages), and our users' lookups of theirs;
 //! - `outbound`: one task per peer keeping a connection to it;
 //! - `stream_sender`: one task per peer sending our stream to it;
 //! - `wire`: stream entries between the wire and the domain.
@@ -12,6 +14,7 @@
 //! dials, so operators can firewall it apart from the client port and tests
 //! can cut it alone. It is off unless `federation.listen` is set.
 
+pub(crate) mod claims;
 mod inbound;
 mod outbound;
 mod peers;
@@ -26,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::domain::federation::stream::RetryPolicy;
+use crate::domain::DomainError;
 use crate::metrics::{FederationMetrics, Metrics};
 use crate::transport::ServerState;
 
@@ -84,6 +88,31 @@ impl Federation {
         state.tasks.spawn_connection_task(accept_peers(self.endpoint.clone(), state.clone(), self.clone()));
         keep_in_touch_with_peers(state, self);
         start_stream_senders(state, self);
+    }
+
+    /// Calls `method` on the peer `domain` over our connection to it: the
+    /// peer's refusal comes back as the same status; no connection, or a
+    /// connection that fails, is `UNAVAILABLE` (retryable).
+    pub(crate) async fn call_peer<Req: prost::Message, Resp: prost::Message + Default>(
+        &self,
+        domain: &str,
+        method: quicprochat_proto::Method,
+        request: &Req,
+    ) -> Result<Resp, DomainError> {
+        let peer = self.peers.peers().iter().find(|peer| peer.config.domain == domain).ok_or_else(|| {
+            DomainError::not_found(format!("this server does not federate with {domain} (no such peer)"))
+        })?;
+        let unavailable = |detail: String| DomainError::Unavailable {
+            message: format!("{domain} cannot be reached now: {detail}"),
+            retry_after_ms: 1000,
+        };
+        let client = peer.connection.borrow().clone().ok_or_else(|| unavailable("no connection".into()))?;
+        client.call(method, request).await.map_err(|error| match error {
+            quicprochat_rpc::RpcError::Status { status, message, retry_after_ms, current_epoch, .. } => {
+                DomainError::from_status(status, format!("{domain}: {message}"), retry_after_ms, current_epoch)
+            }
+            other => unavailable(other.to_string()),
+        })
     }
 
     /// At shutdown: lets the stream senders finish their batches in flight

@@ -35,6 +35,8 @@ async fn federation_catalogue() {
         config.federation.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
         config.federation.peers = peers;
         config.metrics_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        // One claim per minute for the peer: the second is past its budget.
+        config.rate_limits.key_package_claim_per_peer.burst = 1;
     })
     .await;
     let server = &bench.harness.server;
@@ -106,6 +108,42 @@ async fn federation_catalogue() {
             Outcome::of(impostor.call::<_, v1::FedPushResponse>(Method::FedPush, &spoofed).await)
         })
         .await;
+    let claim = |requester: &str, username: &str| v1::FedClaimKeyPackageRequest {
+        origin: "evil.test".into(),
+        destination: "a.test".into(),
+        requester: requester.to_owned(),
+        username: username.to_owned(),
+        device_id: Default::default(),
+    };
+    let for_another_domain = claim("mallory@b.test", "alice");
+    bench
+        .case("a claim for a user of another domain", &impostor, denied.clone(), Connection::Survives, async {
+            Outcome::of(
+                impostor
+                    .call::<_, v1::FedClaimKeyPackageResponse>(Method::FedClaimKeyPackage, &for_another_domain)
+                    .await,
+            )
+        })
+        .await;
+    let unknown = claim("mallory@evil.test", "nobody");
+    bench
+        .case("a claim of an unknown user", &impostor, Outcome::Status(Status::NotFound), Connection::Survives, async {
+            Outcome::of(impostor.call::<_, v1::FedClaimKeyPackageResponse>(Method::FedClaimKeyPackage, &unknown).await)
+        })
+        .await;
+    bench
+        .case(
+            "claims past the peer's budget",
+            &impostor,
+            Outcome::Status(Status::ResourceExhausted),
+            Connection::Survives,
+            async {
+                Outcome::of(
+                    impostor.call::<_, v1::FedClaimKeyPackageResponse>(Method::FedClaimKeyPackage, &unknown).await,
+                )
+            },
+        )
+        .await;
     let invalid = Outcome::Status(Status::InvalidArgument);
     let gapped = push_request("evil.test", "a.test", group_id_hosted_by([1; 16], "evil.test"), &[1, 3]);
     bench
@@ -126,7 +164,7 @@ async fn federation_catalogue() {
         .await;
     let greeted = hello(&impostor, "evil.test", "a.test").await.expect("a well-addressed hello is answered");
     assert_eq!(greeted.domain, "a.test");
-    assert_eq!(bench.cases(), 13);
+    assert_eq!(bench.cases(), 16);
 }
 
 /// A `FedPush` of one application event per seq for `group_id`.

@@ -2,6 +2,7 @@
 //! each other as peers, with a UDP relay on each direction of the link so a
 //! test can cut it; and a dialler for tests that play a peer themselves.
 
+mod claims;
 mod crash;
 mod relay;
 mod stream;
