@@ -12,7 +12,7 @@
 //! already applied, and the client merges instead of forking off one epoch
 //! behind its group.
 
-use quicprochat_core::names::group_id_hosted_by;
+use quicprochat_core::names::{group_id_hosted_by, Naming};
 use quicprochat_core::PendingCommit;
 use quicprochat_core::{DeviceId, MlsClient};
 use quicprochat_proto::v1;
@@ -50,7 +50,7 @@ impl QpcClient {
         if conversation.peer.is_some() {
             return Err(SdkError::InvalidInput("a direct conversation has exactly two members; create a group".into()));
         }
-        let users = normalise_users(users)?;
+        let users = normalise_users(users, inner.mls.home_domain())?;
         let members = inner.mls.members(&conversation.group_id)?;
         if let Some(already) = users.iter().find(|user| members.contains(user)) {
             return Err(SdkError::InvalidInput(format!("{already} is already a member of {group}")));
@@ -62,7 +62,7 @@ impl QpcClient {
     pub async fn remove_members(&self, group: &str, users: &[String]) -> Result<(), SdkError> {
         let mut inner = self.inner.lock().await;
         let conversation = inner.active_conversation(group)?;
-        let users = normalise_users(users)?;
+        let users = normalise_users(users, inner.mls.home_domain())?;
         if users.contains(&inner.username) {
             return Err(SdkError::InvalidInput("to remove yourself, use `group leave`".into()));
         }
@@ -208,7 +208,8 @@ impl Inner {
     fn check_fetched_key_package(&self, user: &str, key_package: &[u8]) -> Result<(DeviceId, Vec<u8>), SdkError> {
         let info = quicprochat_core::ds::validate_key_package(key_package)
             .map_err(|error| SdkError::Refused(format!("the key package served for {user} is invalid: {error}")))?;
-        if info.username != user {
+        // As names read here: a user of our own domain is named bare.
+        if Naming::at_home(self.mls.home_domain()).read(&info.username) != user {
             return Err(SdkError::Refused(format!(
                 "the server served a key package of {:?} when asked for {user:?}",
                 info.username
@@ -333,11 +334,14 @@ fn validate_group_name(name: &str) -> Result<(), SdkError> {
     }
 }
 
-fn normalise_users(users: &[String]) -> Result<Vec<String>, SdkError> {
+/// Users as names read here: a leading `@` dropped, and a user of our own
+/// domain (`name@home`) named bare.
+fn normalise_users(users: &[String], home: Option<&str>) -> Result<Vec<String>, SdkError> {
     if users.is_empty() {
         return Err(SdkError::InvalidInput("name at least one user".into()));
     }
-    let mut normalised: Vec<String> = users.iter().map(|user| user.trim_start_matches('@').to_owned()).collect();
+    let naming = Naming::at_home(home);
+    let mut normalised: Vec<String> = users.iter().map(|user| naming.read(user.trim_start_matches('@'))).collect();
     normalised.sort();
     normalised.dedup();
     Ok(normalised)
@@ -359,8 +363,10 @@ mod tests {
 
     #[test]
     fn users_are_normalised() {
-        let users = normalise_users(&["@bob".into(), "alice".into(), "bob".into()]).expect("valid");
+        let users = normalise_users(&["@bob".into(), "alice".into(), "bob".into()], None).expect("valid");
         assert_eq!(users, ["alice", "bob"]);
-        assert!(normalise_users(&[]).is_err());
+        assert!(normalise_users(&[], None).is_err());
+        let at_home = normalise_users(&["bob@a.example".into(), "@carol@c.example".into()], Some("a.example"));
+        assert_eq!(at_home.expect("valid"), ["bob", "carol@c.example"]);
     }
 }

@@ -52,3 +52,76 @@ async fn a_server_that_starts_federating_keeps_its_users_talking_and_hosts_their
     let team = groups.iter().find(|group| group.name == "team").expect("the old group");
     assert_eq!(team.group_id.len(), 16, "the old group keeps its id");
 }
+
+/// A federating server for `domain` on a new data dir, whose one peer is
+/// `peer` at `peer_address` with `peer_pin`; returns it with its pin.
+async fn federated_server(
+    dir: &std::path::Path,
+    domain: &str,
+    peer: Option<(&str, SocketAddr, quicprochat_rpc::CertFingerprint)>,
+) -> quicprochat_server::RunningServer {
+    let mut config =
+        quicprochat_server::ServerConfig::new(dir.join(domain), SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    config.domain = domain.to_owned();
+    config.federation.listen = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    config.federation.retry_min = std::time::Duration::from_millis(50);
+    config.federation.retry_max = std::time::Duration::from_secs(1);
+    if let Some((peer, address, pin)) = peer {
+        config.federation.peers = vec![quicprochat_server::config::PeerConfig {
+            domain: peer.to_owned(),
+            address: address.to_string(),
+            fingerprints: vec![pin],
+        }];
+    }
+    quicprochat_server::RunningServer::start(config).await.expect("server starts")
+}
+
+/// The certificate pin a server on `dir` for `domain` will present.
+fn pin_of(dir: &std::path::Path, domain: &str) -> quicprochat_rpc::CertFingerprint {
+    let mut config =
+        quicprochat_server::ServerConfig::new(dir.join(domain), SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    config.domain = domain.to_owned();
+    std::fs::create_dir_all(&config.data_dir).expect("data dir");
+    quicprochat_server::server_identity(&config).expect("certificate").fingerprint()
+}
+
+#[tokio::test]
+async fn a_user_of_one_server_adds_a_user_of_another_who_reads_the_group() {
+    quicprochat_sdk::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (pin_a, pin_b) = (pin_of(dir.path(), "a.test"), pin_of(dir.path(), "b.test"));
+    // b knows a's pin (a dials b); a's address in b's table is never dialled here.
+    let unused = SocketAddr::from((Ipv4Addr::LOCALHOST, 9));
+    let b = federated_server(dir.path(), "b.test", Some(("a.test", unused, pin_a))).await;
+    let a =
+        federated_server(dir.path(), "a.test", Some(("b.test", b.federation_addr().expect("b's port"), pin_b))).await;
+    assert!(a.wait_for_peer("b.test", crate::harness::WAIT, |status| status.reachable).await.is_some());
+
+    let options = quicprochat_sdk::ClientOptions::default;
+    let alice =
+        quicprochat_sdk::QpcClient::register(&dir.path().join("alice"), a.local_addr(), "alice", None, options())
+            .await
+            .expect("alice registers on a");
+    let bob = quicprochat_sdk::QpcClient::register(&dir.path().join("bob"), b.local_addr(), "bob", None, options())
+        .await
+        .expect("bob registers on b");
+
+    alice.create_group("team").await.expect("create");
+    alice.add_members("team", &["bob@b.test".into()]).await.expect("alice adds bob@b.test");
+    assert_eq!(alice.members("team").await.expect("members"), ["alice", "bob@b.test"]);
+
+    // The Welcome crosses to b through the stream; bob joins.
+    let deadline = tokio::time::Instant::now() + crate::harness::WAIT;
+    while bob.groups().await.expect("groups").is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "bob never got the Welcome");
+        bob.sync().await.expect("bob syncs");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(bob.members("team").await.expect("members"), ["alice@a.test", "bob"]);
+
+    alice.send("team", "hi bob").await.expect("send");
+    let received = receive_n(&bob, 1).await;
+    assert_eq!((texts(&received), received[0].from.as_str()), (vec!["hi bob"], "alice@a.test"));
+    a.shutdown().await;
+    b.shutdown().await;
+}

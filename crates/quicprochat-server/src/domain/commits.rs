@@ -31,6 +31,7 @@ use quicprochat_core::ds::{
 use quicprochat_core::DsGroupView;
 
 use super::devices::{added_queue, check_added_device, current_device, queues_of, session_device, Caller};
+use super::federation::outbox::{entries_for, is_remote, split_recipients, Outbox};
 use super::groups::{
     direct_pair, is_leaving, is_member, load_group, load_roster, others, require_active_member, restore_view,
     serialise_view, Roster, DIRECT_GROUP_MAX_MEMBERS,
@@ -115,6 +116,8 @@ pub struct CommitAccepted {
     /// `Some(state_version after this commit)` when the group's log is long
     /// enough that a snapshot should be stored now (see [`super::snapshots`]).
     pub snapshot_due: Option<u64>,
+    /// Peer servers whose streams got entries (their senders are woken).
+    pub peers: Vec<String>,
 }
 
 /// A leave request.
@@ -146,12 +149,30 @@ fn earlier_use(
 /// Checks that every added member is a registered, enabled account whose
 /// identity key is the one in its leaf, with a KeyPackage that lasts as
 /// long as `policy` asks.
-fn check_added_members(store: &dyn Store, added: &[AddedMember], policy: &CommitPolicy) -> Result<(), DomainError> {
+/// A user of a peer (`name@domain`) is the AS's of their home: their key
+/// package was served to the committer by it (checked with every add, see
+/// `was_served`), and their clients' pins check their key; the server only
+/// needs to federate.
+fn check_added_members(
+    store: &dyn Store,
+    added: &[AddedMember],
+    policy: &CommitPolicy,
+    federating: bool,
+) -> Result<(), DomainError> {
     for member in added {
         let (now, remaining) = (policy.now_s, policy.key_package_remaining_s);
         check_key_package_lifetime(member.not_before, member.not_after, now, remaining).map_err(|error| {
             DomainError::invalid(format!("the key package adding {:?} cannot be used: {error}", member.username))
         })?;
+        if is_remote(&member.username) {
+            if !federating {
+                return Err(DomainError::invalid(format!(
+                    "added member {:?} is a user of another server, and this server does not federate",
+                    member.username
+                )));
+            }
+            continue;
+        }
         let account = store
             .get_account(&member.username)?
             .ok_or_else(|| DomainError::invalid(format!("added member {:?} is not registered", member.username)))?;
@@ -255,11 +276,12 @@ fn check_accepted(
     (kind, name): (GroupKind, &str),
     outcome: &CommitOutcome,
     request: &SubmitCommit<'_>,
+    federating: bool,
 ) -> Result<(), DomainError> {
     if outcome.sender != session_user {
         return Err(DomainError::denied(format!("the commit is signed by {:?}, not by you", outcome.sender)));
     }
-    check_added_members(store, &outcome.added, policy)?;
+    check_added_members(store, &outcome.added, policy, federating)?;
     for member in &outcome.added {
         if !store.was_served(session_user, &member.init_key)? {
             return Err(not_served(&member.username));
@@ -287,6 +309,22 @@ pub fn submit_commit(
     now_ms: u64,
     policy: &CommitPolicy,
 ) -> Result<CommitAccepted, DomainError> {
+    submit_commit_federated(store, views, caller, request, now_ms, policy, None)
+}
+
+/// [`submit_commit`] on a federating server (`outbox`): the commit may add
+/// users of peers whose key packages their home served to the committer,
+/// and the commit and Welcome go to peers' users' devices as stream
+/// entries, written with the local queue entries.
+pub fn submit_commit_federated(
+    store: &dyn Store,
+    views: &ViewCache,
+    caller: Caller<'_>,
+    request: &SubmitCommit<'_>,
+    now_ms: u64,
+    policy: &CommitPolicy,
+    outbox: Option<&Outbox<'_>>,
+) -> Result<CommitAccepted, DomainError> {
     let session_user = caller.username;
     check_message_id(request.message_id)?;
     check_entry_payload("commit", request.commit)?;
@@ -295,7 +333,12 @@ pub fn submit_commit(
     }
     let roster = load_roster(store, request.group_id)?;
     if let Some(first) = earlier_use(store, session_user, request.message_id, request.group_id, EntryKind::Commit)? {
-        return Ok(CommitAccepted { epoch: first.epoch + 1, recipients: Vec::new(), snapshot_due: None });
+        return Ok(CommitAccepted {
+            epoch: first.epoch + 1,
+            recipients: Vec::new(),
+            snapshot_due: None,
+            peers: Vec::new(),
+        });
     }
     session_device(store, caller)?;
     let committing_device = current_device(store, caller)?.device_id;
@@ -331,7 +374,7 @@ pub fn submit_commit(
         // the session's device, and the roster's devices must be its leaves.
         return Err(DomainError::denied("the commit is signed by another device than this session's"));
     }
-    check_accepted(store, policy, session_user, (group.kind, &group.name), &outcome, request)?;
+    check_accepted(store, policy, session_user, (group.kind, &group.name), &outcome, request, outbox.is_some())?;
 
     // One entry per account (the view lists a leaf per device, sorted by account).
     let mut new_members: Vec<String> = outcome.members.iter().map(|m| m.username.clone()).collect();
@@ -356,10 +399,24 @@ pub fn submit_commit(
         epoch,
         stored_at_ms: now_ms,
     };
-    let welcome = request.welcome.map(|welcome| Fanout {
-        message: message(EntryKind::Welcome, welcome, outcome.new_epoch),
-        recipients: outcome.added.iter().map(added_queue).collect(),
-    });
+    // Devices of peers' users get the commit and the Welcome as stream
+    // entries (the Welcome's first, as their queue must see it first).
+    let welcome_message = request.welcome.map(|welcome| message(EntryKind::Welcome, welcome, outcome.new_epoch));
+    let welcomed = split_recipients(&outcome.added.iter().map(added_queue).collect::<Vec<_>>());
+    let committed = split_recipients(&commit_recipients);
+    let commit_message = message(EntryKind::Commit, request.commit, group.epoch);
+    let mut outbound = Vec::new();
+    if !welcomed.remote.is_empty() || !committed.remote.is_empty() {
+        let outbox = outbox
+            .ok_or_else(|| DomainError::internal("a group with remote members on a server that does not federate"))?;
+        if let Some(welcome) = &welcome_message {
+            outbound.extend(entries_for(outbox, (&group.name, group.kind), welcome, &welcomed.remote));
+        }
+        outbound.extend(entries_for(outbox, (&group.name, group.kind), &commit_message, &committed.remote));
+    }
+    let peers: Vec<String> =
+        welcomed.remote.keys().chain(committed.remote.keys()).cloned().collect::<BTreeSet<_>>().into_iter().collect();
+    let welcome = welcome_message.map(|message| Fanout { message, recipients: welcomed.local });
     // A commit that adds members is stored with the view after it, so no
     // restore ever replays an Add: OpenMLS checks an added KeyPackage's
     // lifetime against the clock, and a replay after it expired would fail.
@@ -371,13 +428,11 @@ pub fn submit_commit(
         new_epoch: outcome.new_epoch,
         new_members,
         new_devices,
-        commit: Fanout {
-            message: message(EntryKind::Commit, request.commit, group.epoch),
-            recipients: commit_recipients,
-        },
+        commit: Fanout { message: commit_message, recipients: committed.local },
         welcome,
         snapshot,
         served: outcome.added.iter().map(|member| member.init_key.clone()).collect(),
+        outbound,
     };
     match store.apply_commit(&write) {
         Ok(CommitResult::Applied(applied)) => {
@@ -393,7 +448,7 @@ pub fn submit_commit(
             let logged = (group.log_head + 1).saturating_sub(group.snapshot_through);
             let snapshot_due =
                 (snapshot_len.is_none() && logged >= SNAPSHOT_AFTER_ENTRIES).then_some(applied.state_version);
-            Ok(CommitAccepted { epoch: outcome.new_epoch, recipients, snapshot_due })
+            Ok(CommitAccepted { epoch: outcome.new_epoch, recipients, snapshot_due, peers })
         }
         Ok(CommitResult::EpochMismatch { current_epoch }) => Err(DomainError::StaleEpoch { current_epoch }),
         Ok(CommitResult::NotServed { init_key }) => {

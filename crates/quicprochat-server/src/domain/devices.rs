@@ -10,6 +10,7 @@
 //! device keyed by the account key and `username#<device id>` for a linked
 //! device ([`crate::storage::queue_name`]).
 
+use crate::domain::federation::outbox::{is_remote, remote_device_entry};
 use quicprochat_core::device::{check_device_label, verify_certificate, DEVICE_ID_LEN};
 use quicprochat_core::ds::{AddedMember, MemberInfo};
 use quicprochat_core::DeviceId;
@@ -37,6 +38,10 @@ impl<'a> Caller<'a> {
 /// The queue of the device of `username` with `device_id`, certified by
 /// `account_key`.
 fn member_queue(username: &str, account_key: &[u8], device_id: &DeviceId) -> String {
+    if is_remote(username) {
+        // A device of a peer's user: named with its id, never a local queue.
+        return remote_device_entry(username, device_id);
+    }
     queue_name(username, device_id, *device_id == DeviceId::of_key(account_key))
 }
 

@@ -161,6 +161,35 @@ fn usable_for(key_package: &[u8], device: &Device, policy: &CommitPolicy) -> Opt
     usable_info(key_package, policy).filter(|info| info.device_key == device.device_key)
 }
 
+/// Checks key packages a peer served for its user `target` (`name@domain`)
+/// to our user `requester`, and records them as served, so one commit of
+/// `requester`'s may add each (see [`fetch`]). A package that is not
+/// valid, or names anyone but `target`, refuses the whole answer.
+pub fn record_claimed(
+    store: &dyn Store,
+    requester: &str,
+    target: &str,
+    key_packages: &[Vec<u8>],
+    last_resort: bool,
+    policy: &CommitPolicy,
+) -> Result<(), DomainError> {
+    let mut checked = Vec::with_capacity(key_packages.len());
+    for bytes in key_packages {
+        let info = validate_key_package(bytes).map_err(|error| DomainError::from_ds("a served key package", error))?;
+        if info.username != target {
+            return Err(DomainError::denied(format!(
+                "the server of {target} served a key package naming {:?}",
+                info.username
+            )));
+        }
+        checked.push(info);
+    }
+    for info in checked {
+        record_served(store, requester, target, info, last_resort, policy)?;
+    }
+    Ok(())
+}
+
 /// Records that `requester` was served the package of `target` whose
 /// details are `info`, so one commit of theirs may add that device with it.
 fn record_served(

@@ -6,6 +6,7 @@
 use quicprochat_core::ds::inspect_application;
 
 use super::devices::{session_device, Caller};
+use super::federation::outbox::{entries_for, split_recipients, Outbox};
 use super::groups::{check_group_id, load_roster, others, require_active_member, require_member_device};
 use super::{check_message_id, DomainError};
 use crate::storage::{EntryKind, GroupKind, NewMessage, Store};
@@ -28,6 +29,8 @@ pub struct SentMessage {
     pub duplicate: bool,
     /// What was queued, for push; `None` for a retry (nothing new was queued).
     pub fanout: Option<Fanout>,
+    /// Peer servers whose streams got an entry (their senders are woken).
+    pub peers: Vec<String>,
 }
 
 /// The queue entries one new message produced.
@@ -49,6 +52,19 @@ pub fn send_message(
     request: &SendMessage<'_>,
     now_ms: u64,
 ) -> Result<SentMessage, DomainError> {
+    send_message_federated(store, caller, request, now_ms, None)
+}
+
+/// [`send_message`] on a federating server (`outbox`): devices of peers'
+/// users in the group get the message as stream entries, written with the
+/// local queue entries (in a group this server hosts).
+pub fn send_message_federated(
+    store: &dyn Store,
+    caller: Caller<'_>,
+    request: &SendMessage<'_>,
+    now_ms: u64,
+    outbox: Option<&Outbox<'_>>,
+) -> Result<SentMessage, DomainError> {
     let session_user = caller.username;
     check_message_id(request.message_id)?;
     check_group_id(request.group_id)?;
@@ -56,7 +72,7 @@ pub fn send_message(
         if first.kind != EntryKind::Application || first.group_id != request.group_id {
             return Err(DomainError::invalid("message_id was already used for another message"));
         }
-        return Ok(SentMessage { stored_at_ms: first.stored_at_ms, duplicate: true, fanout: None });
+        return Ok(SentMessage { stored_at_ms: first.stored_at_ms, duplicate: true, fanout: None, peers: Vec::new() });
     }
     let info =
         inspect_application(request.ciphertext).map_err(|error| DomainError::from_ds("application message", error))?;
@@ -83,11 +99,18 @@ pub fn send_message(
         stored_at_ms: now_ms,
     };
     // Every device of the roster but the sending one: the sender's other
-    // devices get a copy too.
-    let outcome = store.enqueue(&message, &others(&group.devices, caller.queue))?;
+    // devices get a copy too; peers' users' devices through their servers.
+    let recipients = split_recipients(&others(&group.devices, caller.queue));
+    let outbound = match outbox {
+        Some(outbox) => entries_for(outbox, (&group.name, group.kind), &message, &recipients.remote),
+        None if recipients.remote.is_empty() => Vec::new(),
+        None => return Err(DomainError::internal("a group with remote members on a server that does not federate")),
+    };
+    let outcome = store.enqueue_federated(&message, &recipients.local, &outbound)?;
     Ok(SentMessage {
         stored_at_ms: outcome.stored_at_ms,
         duplicate: outcome.duplicate,
+        peers: if outcome.duplicate { Vec::new() } else { recipients.remote.into_keys().collect() },
         fanout: (!outcome.duplicate).then(|| Fanout {
             deliveries: outcome.deliveries.into_iter().map(|delivery| (delivery.queue, delivery.seq)).collect(),
             group_name: group.name,

@@ -136,6 +136,7 @@ fn commit_write(expected: u64, id: &[u8], members: &[&str], to: &[&str]) -> Comm
         commit: Fanout { message: m, recipients: names(to) },
         welcome: None,
         snapshot: None,
+        outbound: Vec::new(),
         served: Vec::new(),
     }
 }

@@ -51,6 +51,15 @@ pub struct NewOutboundEntry {
     pub entry: Vec<u8>,
 }
 
+/// An entry for the stream towards `peer`, appended in the same write as
+/// the event that made it (the transactional outbox: an event accepted
+/// here always has its entries for the peers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundAppend {
+    pub peer: String,
+    pub entry: NewOutboundEntry,
+}
+
 /// An outbound entry as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboundEntry {

@@ -17,7 +17,7 @@ use super::{
     Store, StoreError, TakenKeyPackage, TrimmedQueues, FIRST_DEVICE_LABEL, TRIM_ENTRY_BUDGET,
 };
 use super::{DeviceRemoval, NewDevice};
-use super::{FedStream, InboundApply, NewOutboundEntry, OutboundEntry};
+use super::{FedStream, InboundApply, NewOutboundEntry, OutboundAppend, OutboundEntry};
 
 mod federation;
 
@@ -620,6 +620,7 @@ impl Store for MemoryStore {
         let state_version = inner.groups.get(&write.group_id).map_or(0, |group| group.state_version);
         let welcome = write.welcome.as_ref().map(|w| inner.insert_fanout(&w.message, &w.recipients, false));
         let commit = inner.insert_fanout(&write.commit.message, &write.commit.recipients, true);
+        inner.federation.append_all(&write.outbound);
         Ok(CommitResult::Applied(CommitApplied { commit, welcome, state_version }))
     }
 
@@ -665,12 +666,23 @@ impl Store for MemoryStore {
     }
 
     fn enqueue(&self, message: &NewMessage, recipients: &[String]) -> Result<EnqueueOutcome, StoreError> {
+        self.enqueue_federated(message, recipients, &[])
+    }
+
+    fn enqueue_federated(
+        &self,
+        message: &NewMessage,
+        recipients: &[String],
+        outbound: &[OutboundAppend],
+    ) -> Result<EnqueueOutcome, StoreError> {
         let mut inner = self.lock()?;
         if let Some(first) = inner.duplicate_of(message) {
             return Ok(first);
         }
         inner.check_recipients(recipients)?;
-        Ok(inner.insert_fanout(message, recipients, true))
+        let outcome = inner.insert_fanout(message, recipients, true);
+        inner.federation.append_all(outbound);
+        Ok(outcome)
     }
 
     fn lookup_message(&self, sender: &str, message_id: &[u8]) -> Result<Option<MessageRecord>, StoreError> {

@@ -39,7 +39,8 @@ mod conformance;
 
 pub use error::StoreError;
 pub use federation::{
-    new_stream_instance, FedStream, InboundApply, InboundEvent, NewOutboundEntry, OutboundEntry, RemoteGroup,
+    new_stream_instance, FedStream, InboundApply, InboundEvent, NewOutboundEntry, OutboundAppend, OutboundEntry,
+    RemoteGroup,
 };
 use quicprochat_core::DeviceId;
 
@@ -289,6 +290,16 @@ pub trait Store: Send + Sync {
     /// deliveries. Every recipient must be a device's queue; a removed
     /// device's is skipped (it gets nothing).
     fn enqueue(&self, message: &NewMessage, recipients: &[String]) -> Result<EnqueueOutcome, StoreError>;
+
+    /// [`Store::enqueue`], and the entries `outbound` for peer servers
+    /// appended to their streams in the same write (nothing is appended
+    /// for a duplicate).
+    fn enqueue_federated(
+        &self,
+        message: &NewMessage,
+        recipients: &[String],
+        outbound: &[OutboundAppend],
+    ) -> Result<EnqueueOutcome, StoreError>;
 
     /// The idempotency record of `(sender, message_id)`, if that pair was used.
     fn lookup_message(&self, sender: &str, message_id: &[u8]) -> Result<Option<MessageRecord>, StoreError>;

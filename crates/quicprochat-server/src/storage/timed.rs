@@ -17,7 +17,7 @@ use super::{
     ProposalWrite, Store, StoreError, TakenKeyPackage, TrimmedQueues,
 };
 use super::{DeviceAdded, DeviceRemoval, NewDevice};
-use super::{FedStream, InboundApply, NewOutboundEntry, OutboundEntry};
+use super::{FedStream, InboundApply, NewOutboundEntry, OutboundAppend, OutboundEntry};
 use crate::metrics::Metrics;
 
 /// Times every call to the store `inner` points to (an `Arc` of a store, or
@@ -236,6 +236,15 @@ where
 
     fn enqueue(&self, message: &NewMessage, recipients: &[String]) -> Result<EnqueueOutcome, StoreError> {
         self.timed("enqueue", |s| s.enqueue(message, recipients))
+    }
+
+    fn enqueue_federated(
+        &self,
+        message: &NewMessage,
+        recipients: &[String],
+        outbound: &[OutboundAppend],
+    ) -> Result<EnqueueOutcome, StoreError> {
+        self.timed("enqueue", |s| s.enqueue_federated(message, recipients, outbound))
     }
 
     fn lookup_message(&self, sender: &str, message_id: &[u8]) -> Result<Option<MessageRecord>, StoreError> {

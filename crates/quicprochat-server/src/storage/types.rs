@@ -376,6 +376,9 @@ pub struct CommitWrite {
     /// members carries one, so restoring the view never replays an Add
     /// (whose KeyPackage lifetime would be checked against the clock again).
     pub snapshot: Option<Vec<u8>>,
+    /// Entries for peer servers (the commit and Welcome for their users'
+    /// devices), appended to their streams in the same transaction.
+    pub outbound: Vec<super::OutboundAppend>,
 }
 
 /// Result of [`super::Store::apply_commit`].

@@ -357,7 +357,8 @@ async fn authenticated(
             state.limiters.check_send(&user.username).map_err(|refusal| limited(state, refusal))?;
             let now = now_ms();
             let mailboxes = Arc::clone(&state.mailboxes);
-            let (_, stored_at_ms) = durably(
+            let (federation, after_federation) = (state.federation.clone(), state.federation.clone());
+            let (_, stored_at_ms, _) = durably(
                 state,
                 move |store| {
                     let send = SendMessage {
@@ -365,7 +366,8 @@ async fn authenticated(
                         message_id: &request.message_id,
                         ciphertext: &request.ciphertext,
                     };
-                    let sent = messages::send_message(store, user.caller(), &send, now)?;
+                    let outbox = federation.as_ref().map(|federation| federation.outbox());
+                    let sent = messages::send_message_federated(store, user.caller(), &send, now, outbox.as_ref())?;
                     let handover = match sent.fanout {
                         Some(fanout) => Handover::Deliver {
                             entry: Arc::new(v1::QueueEntry {
@@ -386,9 +388,14 @@ async fn authenticated(
                         // message and never reached the hand-over.
                         None => Handover::Wake(roster_of(store, &request.group_id)),
                     };
-                    Ok((handover, sent.stored_at_ms))
+                    Ok((handover, sent.stored_at_ms, sent.peers))
                 },
-                move |(handover, _)| handover.hand_to(&mailboxes),
+                move |(handover, _, peers)| {
+                    handover.hand_to(&mailboxes);
+                    if let Some(federation) = &after_federation {
+                        federation.written(peers);
+                    }
+                },
             )
             .await?;
             Ok(Reply::ok(&v1::SendMessageResponse { stored_at_ms }))
@@ -595,6 +602,7 @@ async fn submit_commit(state: &ServerState, user: SessionUser, body: Bytes) -> R
     let views = Arc::clone(&state.views);
     let mailboxes = Arc::clone(&state.mailboxes);
     let group_id = request.group_id.clone();
+    let federation = state.federation.clone();
     let accepted = blocking(state, move |store| {
         let submit = SubmitCommit {
             group_id: &request.group_id,
@@ -603,7 +611,12 @@ async fn submit_commit(state: &ServerState, user: SessionUser, body: Bytes) -> R
             welcome: (!request.welcome.is_empty()).then_some(request.welcome.as_ref()),
             message_id: &request.message_id,
         };
-        let accepted = commits::submit_commit(store, &views, user.caller(), &submit, now, &policy)?;
+        let outbox = federation.as_ref().map(|federation| federation.outbox());
+        let accepted =
+            commits::submit_commit_federated(store, &views, user.caller(), &submit, now, &policy, outbox.as_ref())?;
+        if let Some(federation) = &federation {
+            federation.written(&accepted.peers);
+        }
         // Exactly who got an entry (a member removed by a concurrent commit
         // may be in neither roster); a retry wakes the current roster.
         if accepted.recipients.is_empty() {

@@ -5,7 +5,10 @@
 //! - [`stream`]: the sans-IO state machines of the ordered, exactly-once stream each server
 //!   keeps towards each peer (what to send, what an answer acknowledges, when to retry, and
 //!   what an arriving batch means);
-//! - [`apply`]: applying a peer's batch to the store under the binding rules.
+//! - [`apply`]: applying a peer's batch to the store under the binding rules;
+//! - [`outbox`]: the hub's fan-out to peers' users (stream entries written
+//!   with the local queue entries).
 
 pub mod apply;
+pub mod outbox;
 pub mod stream;

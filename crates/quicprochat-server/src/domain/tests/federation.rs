@@ -247,3 +247,20 @@ mod names {
         assert_eq!(roster.members, ["alice", "bob"], "the server's roster names its accounts");
     }
 }
+
+#[test]
+fn a_welcome_and_its_commit_share_an_id_and_are_both_queued_once() {
+    let store = store_with(&["alice"]);
+    let mut welcome = event(&store, "add", &["alice"]);
+    welcome.kind = EntryKind::Welcome;
+    let mut commit = event(&store, "add", &["alice"]);
+    commit.kind = EntryKind::Commit;
+    let sent = entries(vec![welcome, commit], 1);
+    let applied = apply_batch(&store, &batch(&sent, 9, 1), super::NOW).unwrap();
+    assert_eq!(applied.queued.len(), 2);
+    let kinds: Vec<EntryKind> = store.fetch("alice", 0, 10).unwrap().items.iter().map(|item| item.kind).collect();
+    assert_eq!(kinds, [EntryKind::Welcome, EntryKind::Commit], "the Welcome first, as the hub wrote them");
+    // Resent under a new instance: the commit's id catches both.
+    let again = apply_batch(&store, &batch(&sent, 10, 1), super::NOW).unwrap();
+    assert_eq!((again.queued.len(), again.duplicates), (0, 2));
+}

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use super::Inner;
 use crate::storage::{
-    new_stream_instance, EnqueueOutcome, FedStream, GroupKind, InboundApply, NewOutboundEntry, OutboundEntry,
-    StoreError,
+    new_stream_instance, EnqueueOutcome, EntryKind, FedStream, GroupKind, InboundApply, NewOutboundEntry,
+    OutboundAppend, OutboundEntry, StoreError,
 };
 
 /// Federation tables of [`Inner`].
@@ -60,6 +60,12 @@ impl FederationTables {
         }
         self.stream(peer).out_last = last;
         last
+    }
+
+    pub(super) fn append_all(&mut self, outbound: &[OutboundAppend]) {
+        for append in outbound {
+            self.append_outbound(&append.peer, std::slice::from_ref(&append.entry));
+        }
     }
 
     pub(super) fn read_outbound(
@@ -129,9 +135,11 @@ impl Inner {
                     remote.insert(group.group_id.clone(), label);
                 }
             }
+            // As in SQLite: only the commit records the id it shares with its Welcome.
+            let record_id = event.message.kind != EntryKind::Welcome;
             let outcome = match self.duplicate_of(&event.message) {
                 Some(first) => first,
-                None => self.insert_fanout(&event.message, &event.recipients, true),
+                None => self.insert_fanout(&event.message, &event.recipients, record_id),
             };
             outcomes.push(outcome);
         }

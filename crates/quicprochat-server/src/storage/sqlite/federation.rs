@@ -8,7 +8,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::groups::encode_group_kind;
 use super::{delivery, SqlResultExt};
 use crate::storage::{
-    new_stream_instance, EnqueueOutcome, FedStream, InboundApply, NewOutboundEntry, OutboundEntry, StoreError,
+    new_stream_instance, EnqueueOutcome, EntryKind, FedStream, InboundApply, NewOutboundEntry, OutboundAppend,
+    OutboundEntry, StoreError,
 };
 
 pub(super) fn pin_domain(connection: &Connection, domain: &str) -> Result<Option<String>, StoreError> {
@@ -93,6 +94,14 @@ pub(super) fn append_outbound(
         .and_then(|mut statement| statement.execute(params![peer, last]))
         .during(OPERATION)?;
     Ok(last)
+}
+
+/// Appends each entry to its peer's stream (in the caller's transaction).
+pub(super) fn append_all(connection: &Connection, outbound: &[OutboundAppend]) -> Result<(), StoreError> {
+    for append in outbound {
+        append_outbound(connection, &append.peer, std::slice::from_ref(&append.entry))?;
+    }
+    Ok(())
 }
 
 pub(super) fn read_outbound(
@@ -198,9 +207,12 @@ pub(super) fn apply_inbound(
                 statement.execute(params![group.group_id, group.hub, group.name, encode_group_kind(group.kind)])
             })
             .during(OPERATION)?;
+        // A Welcome shares its commit's id and comes first: only the commit
+        // records the id (a Welcome whose commit is recorded is a resend).
+        let record_id = event.message.kind != EntryKind::Welcome;
         let outcome = match delivery::duplicate_of(connection, &event.message, OPERATION)? {
             Some(first) => first,
-            None => delivery::insert_fanout(connection, &event.message, &event.recipients, true, OPERATION)?,
+            None => delivery::insert_fanout(connection, &event.message, &event.recipients, record_id, OPERATION)?,
         };
         outcomes.push(outcome);
     }

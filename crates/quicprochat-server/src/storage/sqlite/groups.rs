@@ -338,6 +338,7 @@ pub(super) fn apply_commit(connection: &Connection, write: &CommitWrite) -> Resu
         .map(|w| insert_fanout(connection, &w.message, &w.recipients, false, OPERATION))
         .transpose()?;
     let commit = insert_fanout(connection, &write.commit.message, &write.commit.recipients, true, OPERATION)?;
+    super::federation::append_all(connection, &write.outbound)?;
     Ok(CommitResult::Applied(CommitApplied { commit, welcome, state_version }))
 }
 

@@ -16,7 +16,7 @@ use crate::storage::{
     ProposalWrite, Store, StoreError, TakenKeyPackage, TrimmedQueues,
 };
 use crate::storage::{DeviceAdded, DeviceRemoval, NewDevice};
-use crate::storage::{FedStream, InboundApply, NewOutboundEntry, OutboundEntry};
+use crate::storage::{FedStream, InboundApply, NewOutboundEntry, OutboundAppend, OutboundEntry};
 
 /// How the SQL operations reach a connection.
 pub trait Access: Send + Sync {
@@ -235,6 +235,22 @@ impl<A: Access> Store for A {
                 return Ok(first);
             }
             delivery::insert_fanout(tx, message, recipients, true, "enqueue")
+        })
+    }
+
+    fn enqueue_federated(
+        &self,
+        message: &NewMessage,
+        recipients: &[String],
+        outbound: &[OutboundAppend],
+    ) -> Result<EnqueueOutcome, StoreError> {
+        self.write("enqueue", |tx| {
+            if let Some(first) = delivery::duplicate_of(tx, message, "enqueue")? {
+                return Ok(first);
+            }
+            let outcome = delivery::insert_fanout(tx, message, recipients, true, "enqueue")?;
+            federation::append_all(tx, outbound)?;
+            Ok(outcome)
         })
     }
 

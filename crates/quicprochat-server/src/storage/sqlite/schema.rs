@@ -547,6 +547,7 @@ mod tests {
             new_members: vec!["alice".to_owned()],
             new_devices: vec!["alice".to_owned()],
             snapshot: None,
+            outbound: Vec::new(),
             served: Vec::new(),
             commit: Fanout { message: commit, recipients: Vec::new() },
             welcome: None,

@@ -159,7 +159,15 @@ pub(crate) async fn claim_remote(
     if answer.key_packages.is_empty() {
         return Err(DomainError::not_found(format!("{name}@{domain} has no usable key package left")));
     }
-    Ok((answer.key_packages.into_iter().map(|package| package.to_vec()).collect(), answer.last_resort))
+    let packages: Vec<Vec<u8>> = answer.key_packages.into_iter().map(|package| package.to_vec()).collect();
+    // Served to our user: one commit of theirs may add each (as a local fetch).
+    let (requester, target, recorded) = (requester.to_owned(), format!("{name}@{domain}"), packages.clone());
+    let (last_resort, policy) = (answer.last_resort, CommitPolicy::at(now_ms(), state.config.retention.as_secs()));
+    blocking(state, move |store| {
+        key_packages::record_claimed(store, &requester, &target, &recorded, last_resort, &policy)
+    })
+    .await?;
+    Ok((packages, answer.last_resort))
 }
 
 /// The federation, to reach `domain`; `NOT_FOUND` when this server does not federate.

@@ -28,6 +28,7 @@ use quicprochat_rpc::tls::ServerIdentity;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::domain::federation::outbox::Outbox;
 use crate::domain::federation::stream::RetryPolicy;
 use crate::domain::DomainError;
 use crate::metrics::{FederationMetrics, Metrics};
@@ -88,6 +89,19 @@ impl Federation {
         state.tasks.spawn_connection_task(accept_peers(self.endpoint.clone(), state.clone(), self.clone()));
         keep_in_touch_with_peers(state, self);
         start_stream_senders(state, self);
+    }
+
+    /// What the domain writes for peers with: our domain and the stream's
+    /// encoding of a group event.
+    pub(crate) fn outbox(&self) -> Outbox<'_> {
+        Outbox { home: &self.domain, encode: &wire::encode_group_event }
+    }
+
+    /// Entries were appended to the streams of `peers`: their senders send now.
+    pub(crate) fn written(&self, peers: &[String]) {
+        for peer in self.peers.peers().iter().filter(|peer| peers.contains(&peer.config.domain)) {
+            peer.written.notify_one();
+        }
     }
 
     /// Calls `method` on the peer `domain` over our connection to it: the

@@ -10,6 +10,7 @@ use quicprochat_proto::v1;
 use crate::domain::federation::apply::{GroupEvent, StreamEntry, StreamEvent};
 use crate::domain::DomainError;
 use crate::storage::{EntryKind, GroupKind, OutboundEntry};
+use crate::transport::dispatch::{wire_entry_kind, wire_group_kind};
 
 /// A `FedPush` request, decoded and in the domain's form.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +81,30 @@ fn group_event(event: v1::FedGroupEvent) -> Option<GroupEvent> {
     })
 }
 
+/// The stored form of a group event in a peer's stream (a `FedEntry` whose
+/// `seq` and `accepted_at_ms` come from its row when it is sent).
+pub(crate) fn encode_group_event(event: &GroupEvent) -> Vec<u8> {
+    let wire = v1::FedGroupEvent {
+        group_id: event.group_id.clone().into(),
+        group_name: event.group_name.clone(),
+        group_kind: wire_group_kind(event.group_kind),
+        sender: event.sender.clone(),
+        message_id: event.message_id.clone().into(),
+        kind: wire_entry_kind(event.kind),
+        epoch: event.epoch,
+        payload: event.payload.clone().into(),
+        recipients: event
+            .recipients
+            .iter()
+            .map(|(username, device_id)| v1::FedRecipient {
+                username: username.clone(),
+                device_id: device_id.clone().into(),
+            })
+            .collect(),
+    };
+    v1::FedEntry { seq: 0, accepted_at_ms: 0, event: Some(v1::fed_entry::Event::GroupEvent(wire)) }.encode_to_vec()
+}
+
 /// The largest stored entry sent as it is: with the batch's own fields it
 /// still fits the largest frame.
 pub(crate) const MAX_ENTRY_BYTES: usize = quicprochat_proto::method::MAX_FRAME_LEN as usize - 64 * 1024;
@@ -106,30 +131,6 @@ pub(crate) fn outbound_entry(row: &OutboundEntry) -> v1::FedEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::dispatch::{wire_entry_kind, wire_group_kind};
-
-    /// The stored form of a group event (the hub's writer, step 5, stores it so).
-    fn encode_group_event(event: &GroupEvent) -> Vec<u8> {
-        let wire = v1::FedGroupEvent {
-            group_id: event.group_id.clone().into(),
-            group_name: event.group_name.clone(),
-            group_kind: wire_group_kind(event.group_kind),
-            sender: event.sender.clone(),
-            message_id: event.message_id.clone().into(),
-            kind: wire_entry_kind(event.kind),
-            epoch: event.epoch,
-            payload: event.payload.clone().into(),
-            recipients: event
-                .recipients
-                .iter()
-                .map(|(username, device_id)| v1::FedRecipient {
-                    username: username.clone(),
-                    device_id: device_id.clone().into(),
-                })
-                .collect(),
-        };
-        v1::FedEntry { seq: 0, accepted_at_ms: 0, event: Some(v1::fed_entry::Event::GroupEvent(wire)) }.encode_to_vec()
-    }
 
     #[test]
     fn a_stored_group_event_goes_out_and_comes_back_as_it_was() {
