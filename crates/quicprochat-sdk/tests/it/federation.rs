@@ -57,13 +57,13 @@ async fn a_server_that_starts_federating_keeps_its_users_talking_and_hosts_their
 /// `peer` at `peer_address` with `peer_pin`; returns it with its pin.
 async fn federated_server(
     dir: &std::path::Path,
-    domain: &str,
+    (domain, listen): (&str, SocketAddr),
     peer: Option<(&str, SocketAddr, quicprochat_rpc::CertFingerprint)>,
 ) -> quicprochat_server::RunningServer {
     let mut config =
         quicprochat_server::ServerConfig::new(dir.join(domain), SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
     config.domain = domain.to_owned();
-    config.federation.listen = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    config.federation.listen = Some(listen);
     config.federation.retry_min = std::time::Duration::from_millis(50);
     config.federation.retry_max = std::time::Duration::from_secs(1);
     if let Some((peer, address, pin)) = peer {
@@ -90,12 +90,19 @@ async fn a_user_of_one_server_adds_a_user_of_another_who_reads_the_group() {
     quicprochat_sdk::install_crypto_provider();
     let dir = tempfile::tempdir().expect("tempdir");
     let (pin_a, pin_b) = (pin_of(dir.path(), "a.test"), pin_of(dir.path(), "b.test"));
-    // b knows a's pin (a dials b); a's address in b's table is never dialled here.
-    let unused = SocketAddr::from((Ipv4Addr::LOCALHOST, 9));
-    let b = federated_server(dir.path(), "b.test", Some(("a.test", unused, pin_a))).await;
-    let a =
-        federated_server(dir.path(), "a.test", Some(("b.test", b.federation_addr().expect("b's port"), pin_b))).await;
-    assert!(a.wait_for_peer("b.test", crate::harness::WAIT, |status| status.reachable).await.is_some());
+    // Each must know the other's federation address: a starts first on a
+    // free port, b with a's, then a again on the same port with b's.
+    let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let nowhere = SocketAddr::from((Ipv4Addr::LOCALHOST, 9));
+    let first_a = federated_server(dir.path(), ("a.test", any), Some(("b.test", nowhere, pin_b))).await;
+    let a_port = first_a.federation_addr().expect("a's port");
+    let b = federated_server(dir.path(), ("b.test", any), Some(("a.test", a_port, pin_a))).await;
+    first_a.shutdown().await;
+    let b_port = b.federation_addr().expect("b's port");
+    let a = federated_server(dir.path(), ("a.test", a_port), Some(("b.test", b_port, pin_b))).await;
+    for (server, peer) in [(&a, "b.test"), (&b, "a.test")] {
+        assert!(server.wait_for_peer(peer, crate::harness::WAIT, |status| status.reachable).await.is_some(), "{peer}");
+    }
 
     let options = quicprochat_sdk::ClientOptions::default;
     let alice =
@@ -122,6 +129,11 @@ async fn a_user_of_one_server_adds_a_user_of_another_who_reads_the_group() {
     alice.send("team", "hi bob").await.expect("send");
     let received = receive_n(&bob, 1).await;
     assert_eq!((texts(&received), received[0].from.as_str()), (vec!["hi bob"], "alice@a.test"));
+
+    // Bob's reply goes through b to the hub a, which fans it out.
+    bob.send("team", "hi alice").await.expect("bob sends through b");
+    let reply = receive_n(&alice, 1).await;
+    assert_eq!((texts(&reply), reply[0].from.as_str()), (vec!["hi alice"], "bob@b.test"));
     a.shutdown().await;
     b.shutdown().await;
 }

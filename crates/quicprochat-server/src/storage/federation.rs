@@ -81,8 +81,9 @@ pub struct RemoteGroup {
 /// One event of a peer's batch, to queue for local devices.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboundEvent {
-    /// The group it belongs to (its label is upserted).
-    pub group: RemoteGroup,
+    /// The peer's group it belongs to (its label is upserted); `None` for
+    /// a message of a group we host (a relayed send).
+    pub group: Option<RemoteGroup>,
     /// The message; enqueued idempotently on `(sender, message_id)`.
     pub message: NewMessage,
     /// Device queues (current devices of local accounts).
@@ -97,4 +98,7 @@ pub struct InboundApply<'a> {
     pub instance: u64,
     pub applied_seq: u64,
     pub events: &'a [InboundEvent],
+    /// Entries for peers' streams (relayed messages fanned out again),
+    /// appended in the same write.
+    pub outbound: &'a [OutboundAppend],
 }

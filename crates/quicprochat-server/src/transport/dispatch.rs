@@ -18,7 +18,7 @@ use quicprochat_proto::{Method, Status};
 
 use quicprochat_core::device::DEVICE_ID_LEN;
 use quicprochat_core::link::LinkRequest;
-use quicprochat_core::names::split_qualified;
+use quicprochat_core::names::{hub_of, split_qualified};
 use quicprochat_core::DeviceId;
 
 use super::federation::claims;
@@ -28,6 +28,7 @@ use super::{Mailboxes, ServerState};
 use crate::domain::accounts::AuthProof;
 use crate::domain::commits::{CommitPolicy, LeaveGroup, SubmitCommit};
 use crate::domain::devices::{self, AddDevice};
+use crate::domain::federation::relay;
 use crate::domain::groups::CreateGroup;
 use crate::domain::messages::SendMessage;
 use crate::domain::snapshots::{self, ViewSource};
@@ -358,7 +359,7 @@ async fn authenticated(
             let now = now_ms();
             let mailboxes = Arc::clone(&state.mailboxes);
             let (federation, after_federation) = (state.federation.clone(), state.federation.clone());
-            let (_, stored_at_ms, _) = durably(
+            let (_, (stored_at_ms, relayed), _) = durably(
                 state,
                 move |store| {
                     let send = SendMessage {
@@ -367,7 +368,22 @@ async fn authenticated(
                         ciphertext: &request.ciphertext,
                     };
                     let outbox = federation.as_ref().map(|federation| federation.outbox());
-                    let sent = messages::send_message_federated(store, user.caller(), &send, now, outbox.as_ref())?;
+                    // A group another server hosts: the message goes to it.
+                    let hub = hub_of(&request.group_id).filter(|hub| Some(*hub) != outbox.as_ref().map(|o| o.home));
+                    let sent = match (hub, &outbox) {
+                        (Some(hub), Some(outbox)) => {
+                            relay::relay_message(store, user.caller(), &send, now, (hub, outbox))?
+                        }
+                        (Some(hub), None) => {
+                            return Err(DomainError::invalid(format!(
+                                "the group is hosted by {hub}, and this server does not federate"
+                            )))
+                        }
+                        (None, _) => {
+                            messages::send_message_federated(store, user.caller(), &send, now, outbox.as_ref())?
+                        }
+                    };
+                    let relayed = hub.is_some();
                     let handover = match sent.fanout {
                         Some(fanout) => Handover::Deliver {
                             entry: Arc::new(v1::QueueEntry {
@@ -386,9 +402,10 @@ async fn authenticated(
                         },
                         // A retry: the first attempt may have stored the
                         // message and never reached the hand-over.
-                        None => Handover::Wake(roster_of(store, &request.group_id)),
+                        None if !relayed => Handover::Wake(roster_of(store, &request.group_id)),
+                        None => Handover::Wake(Vec::new()),
                     };
-                    Ok((handover, sent.stored_at_ms, sent.peers))
+                    Ok((handover, (sent.stored_at_ms, relayed), sent.peers))
                 },
                 move |(handover, _, peers)| {
                     handover.hand_to(&mailboxes);
@@ -398,7 +415,7 @@ async fn authenticated(
                 },
             )
             .await?;
-            Ok(Reply::ok(&v1::SendMessageResponse { stored_at_ms }))
+            Ok(Reply::ok(&v1::SendMessageResponse { stored_at_ms, relayed }))
         }
         Method::GroupMembers => {
             let request: v1::GroupMembersRequest = decode(&body)?;

@@ -29,6 +29,8 @@ use std::collections::HashMap;
 use quicprochat_core::names::{hub_of, split_qualified};
 use quicprochat_core::DeviceId;
 
+use super::outbox::Outbox;
+use super::relay::{check_relay, check_relay_binding};
 use super::stream::{BatchError, InboundState, InboundStream};
 use crate::domain::groups::MAX_GROUP_NAME_LEN;
 use crate::domain::{DomainError, MAX_MESSAGE_ID_LEN};
@@ -61,6 +63,8 @@ pub struct StreamEntry {
 pub enum StreamEvent {
     /// An event of a group the peer hosts, for devices here.
     Group(GroupEvent),
+    /// A message of one of the peer's users to a group we host.
+    Relay(RelayedSend),
     /// An event this server does not know (a newer peer): applied as refused.
     Unknown,
 }
@@ -79,6 +83,18 @@ pub struct GroupEvent {
     pub payload: Vec<u8>,
     /// (local username, device id) pairs.
     pub recipients: Vec<(String, Vec<u8>)>,
+}
+
+/// A message a peer relays from one of its users to a group we host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayedSend {
+    pub group_id: Vec<u8>,
+    /// `name@peer`.
+    pub sender: String,
+    pub sender_device: Vec<u8>,
+    pub message_id: Vec<u8>,
+    pub epoch: u64,
+    pub payload: Vec<u8>,
 }
 
 /// An entry applied as refused, and why (a metric label).
@@ -102,10 +118,24 @@ pub struct BatchApplied {
     pub skipped: u64,
     /// The device queues that got entries (their push tasks are woken).
     pub queues: Vec<String>,
+    /// Peers whose streams got entries (relayed messages fanned out again).
+    pub peers: Vec<String>,
 }
 
-/// Applies `batch` from its peer; see the module docs.
+/// Applies `batch` from its peer; see the module docs. Without `outbox`
+/// (this server's domain and stream encoders) relayed messages are refused.
 pub fn apply_batch(store: &dyn Store, batch: &InboundBatch<'_>, now_ms: u64) -> Result<BatchApplied, DomainError> {
+    apply_batch_federated(store, batch, now_ms, None)
+}
+
+/// [`apply_batch`] on a server that hosts groups with members elsewhere:
+/// a peer's relayed messages to our groups are checked and fanned out.
+pub fn apply_batch_federated(
+    store: &dyn Store,
+    batch: &InboundBatch<'_>,
+    now_ms: u64,
+    outbox: Option<&Outbox<'_>>,
+) -> Result<BatchApplied, DomainError> {
     check_ranges(batch)?;
     // Read without making the row: a refused batch writes nothing at all.
     let state = store.fed_stream(batch.peer)?.map_or(InboundState::default(), |stream| InboundState {
@@ -125,6 +155,7 @@ pub fn apply_batch(store: &dyn Store, batch: &InboundBatch<'_>, now_ms: u64) -> 
     };
     let mut events = Vec::new();
     let mut accepted = Vec::new();
+    let mut outbound = Vec::new();
     let mut devices = DeviceQueues::new(store);
     for entry in &batch.entries[plan.apply.clone()] {
         if let StreamEvent::Group(event) = &entry.event {
@@ -134,10 +165,23 @@ pub fn apply_batch(store: &dyn Store, batch: &InboundBatch<'_>, now_ms: u64) -> 
                 });
             }
         }
+        check_relay_binding(entry, batch.peer, outbox.map(|outbox| outbox.home))?;
+        if let (StreamEvent::Relay(relay), Some(outbox)) = (&entry.event, outbox) {
+            match check_relay(store, outbox, relay, now_ms)? {
+                Ok((event, entries)) => {
+                    accepted.push((event.message.kind, entry.accepted_at_ms));
+                    events.push(event);
+                    outbound.push(entries);
+                }
+                Err(reason) => applied.refused.push(Refusal { seq: entry.seq, reason }),
+            }
+            continue;
+        }
         match check_entry(store, &mut devices, batch.peer, entry, now_ms)? {
             Ok(event) => {
                 accepted.push((event.message.kind, entry.accepted_at_ms));
                 events.push(event);
+                outbound.push(Vec::new());
             }
             Err(reason) => applied.refused.push(Refusal { seq: entry.seq, reason }),
         }
@@ -145,13 +189,25 @@ pub fn apply_batch(store: &dyn Store, batch: &InboundBatch<'_>, now_ms: u64) -> 
     if plan.apply.is_empty() && plan.new_state == plan.previous {
         return Ok(applied);
     }
+    // A relayed message already taken (resent across an instance change)
+    // is not fanned out again: its stream entries are dropped with it.
+    let mut fanned_out = Vec::new();
+    for (event, entries) in events.iter().zip(outbound) {
+        if store.lookup_message(&event.message.sender, &event.message.message_id)?.is_none() {
+            fanned_out.extend(entries);
+        }
+    }
     let write = InboundApply {
         peer: batch.peer,
         instance: plan.new_state.instance,
         applied_seq: plan.new_state.applied_seq,
         events: &events,
+        outbound: &fanned_out,
     };
     let outcomes = store.apply_inbound(&write)?;
+    applied.peers = fanned_out.iter().map(|append| append.peer.clone()).collect();
+    applied.peers.sort();
+    applied.peers.dedup();
     for ((event, outcome), kind_and_time) in events.iter().zip(&outcomes).zip(accepted) {
         if outcome.duplicate {
             applied.duplicates += 1;
@@ -218,7 +274,10 @@ fn check_entry(
     entry: &StreamEntry,
     now_ms: u64,
 ) -> Result<Result<InboundEvent, &'static str>, DomainError> {
-    let StreamEvent::Group(event) = &entry.event else { return Ok(Err("unknown_event")) };
+    let StreamEvent::Group(event) = &entry.event else {
+        // A relay here means we cannot fan it out (no outbox): unknown to us.
+        return Ok(Err("unknown_event"));
+    };
     if event.epoch > MAX_STORED {
         return Ok(Err("bad_epoch"));
     }
@@ -254,12 +313,12 @@ fn check_entry(
         return Ok(Err("no_recipients"));
     }
     Ok(Ok(InboundEvent {
-        group: RemoteGroup {
+        group: Some(RemoteGroup {
             group_id: event.group_id.clone(),
             hub: peer.to_owned(),
             name: event.group_name.clone(),
             kind: event.group_kind,
-        },
+        }),
         message: NewMessage {
             message_id: event.message_id.clone(),
             group_id: event.group_id.clone(),

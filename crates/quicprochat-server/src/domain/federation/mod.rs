@@ -7,8 +7,11 @@
 //!   what an arriving batch means);
 //! - [`apply`]: applying a peer's batch to the store under the binding rules;
 //! - [`outbox`]: the hub's fan-out to peers' users (stream entries written
-//!   with the local queue entries).
+//!   with the local queue entries);
+//! - [`relay`]: a follower's users' messages to groups another server
+//!   hosts, and the hub taking them.
 
 pub mod apply;
 pub mod outbox;
+pub mod relay;
 pub mod stream;

@@ -67,12 +67,12 @@ pub(super) fn outbound_streams_keep_order_until_acknowledged(store: &dyn Store) 
 fn event(id: &[u8], recipients: &[&str]) -> InboundEvent {
     let group_id = [[9u8; 16].as_slice(), b"b.example"].concat();
     InboundEvent {
-        group: RemoteGroup {
+        group: Some(RemoteGroup {
             group_id: group_id.clone(),
             hub: "b.example".into(),
             name: "team".into(),
             kind: GroupKind::Named,
-        },
+        }),
         message: NewMessage {
             message_id: id.to_vec(),
             group_id,
@@ -89,7 +89,7 @@ fn event(id: &[u8], recipients: &[&str]) -> InboundEvent {
 pub(super) fn inbound_batches_queue_once_and_move_the_state_with_them(store: &dyn Store) {
     users(store, &["alice", "bob"]);
     let events = [event(b"m1", &["alice", "bob"]), event(b"m2", &["alice"])];
-    let apply = InboundApply { peer: "b.example", instance: 5, applied_seq: 2, events: &events };
+    let apply = InboundApply { peer: "b.example", instance: 5, applied_seq: 2, events: &events, outbound: &[] };
     let outcomes = store.apply_inbound(&apply).unwrap();
     assert!(outcomes.iter().all(|outcome| !outcome.duplicate));
     let stream = store.fed_stream("b.example").unwrap().unwrap();
@@ -105,14 +105,14 @@ pub(super) fn inbound_batches_queue_once_and_move_the_state_with_them(store: &dy
     assert_eq!(store.fetch("bob", 0, 10).unwrap().items.len(), 1);
 
     // The same events again (a resend across an instance change): queued once.
-    let again = InboundApply { peer: "b.example", instance: 6, applied_seq: 1, events: &events };
+    let again = InboundApply { peer: "b.example", instance: 6, applied_seq: 1, events: &events, outbound: &[] };
     assert!(store.apply_inbound(&again).unwrap().iter().all(|outcome| outcome.duplicate));
     assert_eq!(store.fetch("alice", 0, 10).unwrap().items.len(), 2);
     assert_eq!(store.fed_stream("b.example").unwrap().unwrap().in_instance, 6);
 
     // A batch naming an unknown queue changes nothing at all.
     let bad = [event(b"m3", &["alice"]), event(b"m4", &["nobody"])];
-    let refused = InboundApply { peer: "b.example", instance: 6, applied_seq: 3, events: &bad };
+    let refused = InboundApply { peer: "b.example", instance: 6, applied_seq: 3, events: &bad, outbound: &[] };
     assert!(matches!(store.apply_inbound(&refused), Err(StoreError::UnknownAccount { .. })));
     assert_eq!(store.fed_stream("b.example").unwrap().unwrap().in_applied, 1);
     assert_eq!(store.fetch("alice", 0, 10).unwrap().items.len(), 2);

@@ -126,13 +126,14 @@ impl Inner {
         }
         let mut outcomes = Vec::with_capacity(apply.events.len());
         for event in apply.events {
-            let group = &event.group;
-            let label = (group.hub.clone(), group.name.clone(), group.kind);
-            let remote = &mut self.federation.remote_groups;
-            match remote.get(&group.group_id) {
-                Some((hub, _, _)) if *hub != group.hub => {}
-                _ => {
-                    remote.insert(group.group_id.clone(), label);
+            if let Some(group) = &event.group {
+                let label = (group.hub.clone(), group.name.clone(), group.kind);
+                let remote = &mut self.federation.remote_groups;
+                match remote.get(&group.group_id) {
+                    Some((hub, _, _)) if *hub != group.hub => {}
+                    _ => {
+                        remote.insert(group.group_id.clone(), label);
+                    }
                 }
             }
             // As in SQLite: only the commit records the id it shares with its Welcome.
@@ -143,6 +144,7 @@ impl Inner {
             };
             outcomes.push(outcome);
         }
+        self.federation.append_all(apply.outbound);
         let stream = self.federation.stream(apply.peer);
         stream.in_instance = apply.instance;
         stream.in_applied = apply.applied_seq;

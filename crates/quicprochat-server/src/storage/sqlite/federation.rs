@@ -196,17 +196,18 @@ pub(super) fn apply_inbound(
     ensure_stream(connection, apply.peer, OPERATION)?;
     let mut outcomes = Vec::with_capacity(apply.events.len());
     for event in apply.events {
-        let group = &event.group;
-        connection
-            .prepare_cached(
-                "INSERT INTO remote_groups (group_id, hub, name, kind) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (group_id) DO UPDATE SET name = excluded.name, kind = excluded.kind
-                 WHERE hub = excluded.hub",
-            )
-            .and_then(|mut statement| {
-                statement.execute(params![group.group_id, group.hub, group.name, encode_group_kind(group.kind)])
-            })
-            .during(OPERATION)?;
+        if let Some(group) = &event.group {
+            connection
+                .prepare_cached(
+                    "INSERT INTO remote_groups (group_id, hub, name, kind) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (group_id) DO UPDATE SET name = excluded.name, kind = excluded.kind
+                     WHERE hub = excluded.hub",
+                )
+                .and_then(|mut statement| {
+                    statement.execute(params![group.group_id, group.hub, group.name, encode_group_kind(group.kind)])
+                })
+                .during(OPERATION)?;
+        }
         // A Welcome shares its commit's id and comes first: only the commit
         // records the id (a Welcome whose commit is recorded is a resend).
         let record_id = event.message.kind != EntryKind::Welcome;
@@ -216,6 +217,7 @@ pub(super) fn apply_inbound(
         };
         outcomes.push(outcome);
     }
+    append_all(connection, apply.outbound)?;
     connection
         .prepare_cached("UPDATE fed_streams SET in_instance = ?2, in_applied = ?3 WHERE peer = ?1")
         .and_then(|mut statement| statement.execute(params![apply.peer, apply.instance, apply.applied_seq]))

@@ -23,7 +23,7 @@ use super::peers::Peer;
 use super::wire::decode_push;
 use super::Federation;
 use crate::clock::now_ms;
-use crate::domain::federation::apply::{apply_batch, BatchApplied, InboundBatch};
+use crate::domain::federation::apply::{apply_batch_federated, BatchApplied, InboundBatch};
 use crate::domain::DomainError;
 use crate::storage::EntryKind;
 use crate::transport::connection::respond;
@@ -234,6 +234,7 @@ async fn push(
     let domain = peer.config.domain.clone();
     let now = now_ms();
     let (job_domain, mailboxes) = (domain.clone(), Arc::clone(&state.mailboxes));
+    let (job_federation, after_federation) = (state.federation.clone(), state.federation.clone());
     let applied = durably(
         state,
         move |store| {
@@ -243,10 +244,16 @@ async fn push(
                 first_available_seq: push.first_available_seq,
                 entries: &push.entries,
             };
-            apply_batch(store, &batch, now)
+            let outbox = job_federation.as_ref().map(|federation| federation.outbox());
+            apply_batch_federated(store, &batch, now, outbox.as_ref())
         },
         // Woken once durable, even if this request's deadline passes first.
-        move |applied: &BatchApplied| mailboxes.wake(applied.queues.iter().map(String::as_str)),
+        move |applied: &BatchApplied| {
+            mailboxes.wake(applied.queues.iter().map(String::as_str));
+            if let Some(federation) = &after_federation {
+                federation.written(&applied.peers);
+            }
+        },
     )
     .await
     .inspect_err(|error| {

@@ -7,7 +7,7 @@ use prost::Message;
 use quicprochat_proto::shape::check_push_shape;
 use quicprochat_proto::v1;
 
-use crate::domain::federation::apply::{GroupEvent, StreamEntry, StreamEvent};
+use crate::domain::federation::apply::{GroupEvent, RelayedSend, StreamEntry, StreamEvent};
 use crate::domain::DomainError;
 use crate::storage::{EntryKind, GroupKind, OutboundEntry};
 use crate::transport::dispatch::{wire_entry_kind, wire_group_kind};
@@ -51,6 +51,14 @@ fn stream_entries(entries: Vec<v1::FedEntry>) -> Vec<StreamEntry> {
                 Some(v1::fed_entry::Event::GroupEvent(event)) => {
                     group_event(event).map_or(StreamEvent::Unknown, StreamEvent::Group)
                 }
+                Some(v1::fed_entry::Event::RelaySend(relay)) => StreamEvent::Relay(RelayedSend {
+                    group_id: relay.group_id.to_vec(),
+                    sender: relay.sender,
+                    sender_device: relay.sender_device.to_vec(),
+                    message_id: relay.message_id.to_vec(),
+                    epoch: relay.epoch,
+                    payload: relay.payload.to_vec(),
+                }),
                 None => StreamEvent::Unknown,
             },
         })
@@ -103,6 +111,19 @@ pub(crate) fn encode_group_event(event: &GroupEvent) -> Vec<u8> {
             .collect(),
     };
     v1::FedEntry { seq: 0, accepted_at_ms: 0, event: Some(v1::fed_entry::Event::GroupEvent(wire)) }.encode_to_vec()
+}
+
+/// The stored form of a relayed message in the hub's stream.
+pub(crate) fn encode_relay(relay: &RelayedSend) -> Vec<u8> {
+    let wire = v1::FedRelaySend {
+        group_id: relay.group_id.clone().into(),
+        sender: relay.sender.clone(),
+        sender_device: relay.sender_device.clone().into(),
+        message_id: relay.message_id.clone().into(),
+        epoch: relay.epoch,
+        payload: relay.payload.clone().into(),
+    };
+    v1::FedEntry { seq: 0, accepted_at_ms: 0, event: Some(v1::fed_entry::Event::RelaySend(wire)) }.encode_to_vec()
 }
 
 /// The largest stored entry sent as it is: with the batch's own fields it

@@ -108,6 +108,36 @@ async fn federation_catalogue() {
             Outcome::of(impostor.call::<_, v1::FedPushResponse>(Method::FedPush, &spoofed).await)
         })
         .await;
+    let relay = |group_id: Vec<u8>, sender: &str| v1::FedPushRequest {
+        origin: "evil.test".into(),
+        destination: "a.test".into(),
+        instance: 3,
+        first_available_seq: 1,
+        entries: vec![v1::FedEntry {
+            seq: 1,
+            accepted_at_ms: 1,
+            event: Some(v1::fed_entry::Event::RelaySend(v1::FedRelaySend {
+                group_id: group_id.into(),
+                sender: sender.to_owned(),
+                sender_device: vec![1; 8].into(),
+                message_id: b"m1".to_vec().into(),
+                epoch: 0,
+                payload: b"ciphertext".to_vec().into(),
+            })),
+        }],
+    };
+    let not_ours = relay(group_id_hosted_by([1; 16], "b.test"), "mallory@evil.test");
+    bench
+        .case("a relay for a group this server does not host", &impostor, denied.clone(), Connection::Survives, async {
+            Outcome::of(impostor.call::<_, v1::FedPushResponse>(Method::FedPush, &not_ours).await)
+        })
+        .await;
+    let spoofed_sender = relay(group_id_hosted_by([1; 16], "a.test"), "bob@b.test");
+    bench
+        .case("a relay for a user of another domain", &impostor, denied.clone(), Connection::Survives, async {
+            Outcome::of(impostor.call::<_, v1::FedPushResponse>(Method::FedPush, &spoofed_sender).await)
+        })
+        .await;
     let claim = |requester: &str, username: &str| v1::FedClaimKeyPackageRequest {
         origin: "evil.test".into(),
         destination: "a.test".into(),
@@ -164,7 +194,7 @@ async fn federation_catalogue() {
         .await;
     let greeted = hello(&impostor, "evil.test", "a.test").await.expect("a well-addressed hello is answered");
     assert_eq!(greeted.domain, "a.test");
-    assert_eq!(bench.cases(), 16);
+    assert_eq!(bench.cases(), 18);
 }
 
 /// A `FedPush` of one application event per seq for `group_id`.
