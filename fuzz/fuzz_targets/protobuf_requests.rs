@@ -49,6 +49,14 @@ fuzz_target!(|data: &[u8]| {
             check::<v1::FedHelloRequest>(body);
             check::<v1::FedHelloResponse>(body);
         }
+        Method::FedSubmitCommit => {
+            check::<v1::FedSubmitCommitRequest>(body);
+            check::<v1::FedSubmitCommitResponse>(body);
+        }
+        Method::FedLeaveGroup => {
+            check::<v1::FedLeaveGroupRequest>(body);
+            check::<v1::FedLeaveGroupResponse>(body);
+        }
         Method::FedClaimKeyPackage => {
             check::<v1::FedClaimKeyPackageRequest>(body);
             check::<v1::FedClaimKeyPackageResponse>(body);

@@ -92,6 +92,20 @@ impl<'a> Naming<'a> {
     }
 }
 
+impl Naming<'_> {
+    /// The one name every server's users know `read` (a name as
+    /// [`Naming::read`] gives it) by: `name@domain`, a bare name being of
+    /// the reader's home; bare as it is without a home domain. Members
+    /// order by it, so clients on different servers pick the same member
+    /// (to commit a leave, to rebuild a broken group).
+    pub fn qualified(&self, read: &str) -> String {
+        match (split_qualified(read), self.home) {
+            (None, Some(home)) => format!("{read}@{home}"),
+            _ => read.to_owned(),
+        }
+    }
+}
+
 /// A group id for a group hosted by `domain`: `random` followed by it.
 pub fn group_id_hosted_by(random: [u8; GROUP_ID_RANDOM_LEN], domain: &str) -> Vec<u8> {
     [random.as_slice(), domain.as_bytes()].concat()
@@ -146,6 +160,23 @@ mod tests {
         );
         assert_eq!(Naming::at_home(Some("a.example")).read("alice@a.example"), "alice");
         assert_eq!((local_part("alice@a.example"), local_part("alice")), ("alice", "alice"));
+    }
+
+    #[test]
+    fn every_server_orders_members_alike_by_their_qualified_names() {
+        let group = group_id_hosted_by([1; 16], "a.example");
+        let (at_a, at_b) = (Naming::of_group(Some("a.example"), &group), Naming::of_group(Some("b.example"), &group));
+        // Bare and qualified sort differently ('2' < '@'): by read form,
+        // a and b would disagree on who comes first.
+        let raws = ["alice@a.example", "alice2@b.example"];
+        let order = |naming: Naming<'_>| {
+            let mut read: Vec<String> = raws.iter().map(|raw| naming.read(raw)).collect();
+            read.sort_by_cached_key(|name| naming.qualified(name));
+            read.iter().map(|name| naming.qualified(name)).collect::<Vec<_>>()
+        };
+        assert_eq!(order(at_a), order(at_b));
+        assert_eq!(order(at_a), ["alice2@b.example", "alice@a.example"]);
+        assert_eq!(Naming::of_group(None, &[1; 16]).qualified("alice"), "alice", "no home: as carried");
     }
 
     #[test]

@@ -104,6 +104,11 @@ methods! {
     /// `FedPushRequest` → `FedPushResponse` (a batch of stream entries, at
     /// most 8 MiB unless one entry alone is larger).
     FedPush = 101, req MAX_FRAME_LEN, resp KIB;
+    /// `FedSubmitCommitRequest` → `FedSubmitCommitResponse` (a follower's
+    /// user's commit, proxied to the group's hub).
+    FedSubmitCommit = 110, req MAX_FRAME_LEN, resp KIB;
+    /// `FedLeaveGroupRequest` → `FedLeaveGroupResponse`.
+    FedLeaveGroup = 111, req 256 * KIB, resp KIB;
     /// `FedClaimKeyPackageRequest` → `FedClaimKeyPackageResponse` (one
     /// package per device, at most `devices.max_per_account`).
     FedClaimKeyPackage = 120, req KIB, resp MIB;

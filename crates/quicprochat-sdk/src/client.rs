@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use quicprochat_core::names::{split_qualified, Naming};
 use quicprochat_core::{auth_transcript, safety_number, AuthPurpose, Identity, MemberCredential, MlsClient};
 use quicprochat_proto::v1;
 use quicprochat_proto::Method;
@@ -308,15 +309,23 @@ impl QpcClient {
     /// digits out of band.
     pub async fn safety_number(&self, user: &str) -> Result<SafetyNumber, SdkError> {
         let inner = self.inner.lock().await;
-        let user = user.trim_start_matches('@');
-        let request = v1::ResolveUserRequest { username: user.to_owned() };
+        let naming = Naming::at_home(inner.mls.home_domain());
+        let user = naming.read(user.trim_start_matches('@'));
+        let request = v1::ResolveUserRequest { username: user.clone() };
         let response: v1::ResolveUserResponse = inner.rpc().call(Method::ResolveUser, &request).await?;
         // The key the server reports must be the one pinned here (first
         // seen in a group, a key package or an earlier `verify`).
-        inner.check_and_pin(user, &response.identity_key)?;
+        inner.check_and_pin(&user, &response.identity_key)?;
+        // Both sides must hash the same two names: users of one server
+        // their bare names (as before it federated), users of two servers
+        // their qualified ones.
+        let me = match split_qualified(&user) {
+            Some(_) => naming.qualified(&inner.username),
+            None => inner.username.clone(),
+        };
         Ok(SafetyNumber {
-            user: user.to_owned(),
-            digits: safety_number(&inner.username, &inner.account_key, user, &response.identity_key),
+            digits: safety_number(&me, &inner.account_key, &user, &response.identity_key),
+            user,
             their_key: hex::encode(&response.identity_key),
         })
     }

@@ -165,7 +165,9 @@ impl Local {
 impl Inner {
     /// Finds the verified direct conversation with `peer`, or creates one.
     pub(crate) async fn direct_conversation(&mut self, peer: &str) -> Result<Conversation, SdkError> {
-        if peer == self.username {
+        // `@alice@home` is our own `alice`: names of our domain read bare.
+        let peer = &quicprochat_core::names::Naming::at_home(self.mls.home_domain()).read(peer);
+        if *peer == self.username {
             return Err(SdkError::InvalidInput("cannot open a direct conversation with yourself".into()));
         }
         if let Some(existing) = self.verified_direct(peer)? {

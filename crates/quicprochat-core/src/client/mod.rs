@@ -321,13 +321,15 @@ impl MlsClient {
         self.with_group("epoch", group_id, Access::Read, |group| Ok(group.epoch().as_u64()))
     }
 
-    /// Usernames of the current members (from their credentials), sorted,
-    /// each account once however many of its devices are leaves.
+    /// Usernames of the current members (from their credentials), each
+    /// account once however many of its devices are leaves, sorted by their
+    /// qualified names (the same order on every member's server:
+    /// [`Naming::qualified`]).
     pub fn members(&self, group_id: &[u8]) -> Result<Vec<String>, MlsError> {
         let naming = self.naming(group_id);
         self.with_group("members", group_id, Access::Read, |group| {
             let mut names: Vec<String> = group.members().map(|m| member_name(&m, naming)).collect();
-            names.sort();
+            names.sort_by_cached_key(|name| naming.qualified(name));
             names.dedup();
             Ok(names)
         })

@@ -85,45 +85,64 @@ fn pin_of(dir: &std::path::Path, domain: &str) -> quicprochat_rpc::CertFingerpri
     quicprochat_server::server_identity(&config).expect("certificate").fingerprint()
 }
 
-#[tokio::test]
-async fn a_user_of_one_server_adds_a_user_of_another_who_reads_the_group() {
+/// Servers for a.test and b.test on `dir`, each the other's peer, each
+/// reaching the other.
+async fn two_peered_servers(
+    dir: &std::path::Path,
+) -> (quicprochat_server::RunningServer, quicprochat_server::RunningServer) {
     quicprochat_sdk::install_crypto_provider();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (pin_a, pin_b) = (pin_of(dir.path(), "a.test"), pin_of(dir.path(), "b.test"));
+    let (pin_a, pin_b) = (pin_of(dir, "a.test"), pin_of(dir, "b.test"));
     // Each must know the other's federation address: a starts first on a
     // free port, b with a's, then a again on the same port with b's.
     let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let nowhere = SocketAddr::from((Ipv4Addr::LOCALHOST, 9));
-    let first_a = federated_server(dir.path(), ("a.test", any), Some(("b.test", nowhere, pin_b))).await;
+    let first_a = federated_server(dir, ("a.test", any), Some(("b.test", nowhere, pin_b))).await;
     let a_port = first_a.federation_addr().expect("a's port");
-    let b = federated_server(dir.path(), ("b.test", any), Some(("a.test", a_port, pin_a))).await;
+    let b = federated_server(dir, ("b.test", any), Some(("a.test", a_port, pin_a))).await;
     first_a.shutdown().await;
     let b_port = b.federation_addr().expect("b's port");
-    let a = federated_server(dir.path(), ("a.test", a_port), Some(("b.test", b_port, pin_b))).await;
+    let a = federated_server(dir, ("a.test", a_port), Some(("b.test", b_port, pin_b))).await;
     for (server, peer) in [(&a, "b.test"), (&b, "a.test")] {
         assert!(server.wait_for_peer(peer, crate::harness::WAIT, |status| status.reachable).await.is_some(), "{peer}");
     }
+    (a, b)
+}
 
-    let options = quicprochat_sdk::ClientOptions::default;
-    let alice =
-        quicprochat_sdk::QpcClient::register(&dir.path().join("alice"), a.local_addr(), "alice", None, options())
-            .await
-            .expect("alice registers on a");
-    let bob = quicprochat_sdk::QpcClient::register(&dir.path().join("bob"), b.local_addr(), "bob", None, options())
+/// A user registered on `server` with a profile in `dir`.
+async fn user_on(
+    dir: &std::path::Path,
+    server: &quicprochat_server::RunningServer,
+    name: &str,
+) -> quicprochat_sdk::QpcClient {
+    let options = quicprochat_sdk::ClientOptions::default();
+    quicprochat_sdk::QpcClient::register(&dir.join(name), server.local_addr(), name, None, options)
         .await
-        .expect("bob registers on b");
+        .expect("registers")
+}
+
+/// Syncs `client` until it holds a group (its Welcome crossed the stream).
+async fn wait_for_welcome(client: &quicprochat_sdk::QpcClient) {
+    let deadline = tokio::time::Instant::now() + crate::harness::WAIT;
+    while client.groups().await.expect("groups").is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the Welcome never came");
+        client.sync().await.expect("sync");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_user_of_one_server_adds_a_user_of_another_who_reads_the_group() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = two_peered_servers(dir.path()).await;
+    let alice = user_on(dir.path(), &a, "alice").await;
+    let bob = user_on(dir.path(), &b, "bob").await;
 
     alice.create_group("team").await.expect("create");
     alice.add_members("team", &["bob@b.test".into()]).await.expect("alice adds bob@b.test");
     assert_eq!(alice.members("team").await.expect("members"), ["alice", "bob@b.test"]);
 
     // The Welcome crosses to b through the stream; bob joins.
-    let deadline = tokio::time::Instant::now() + crate::harness::WAIT;
-    while bob.groups().await.expect("groups").is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "bob never got the Welcome");
-        bob.sync().await.expect("bob syncs");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_for_welcome(&bob).await;
     assert_eq!(bob.members("team").await.expect("members"), ["alice@a.test", "bob"]);
 
     alice.send("team", "hi bob").await.expect("send");
@@ -134,6 +153,58 @@ async fn a_user_of_one_server_adds_a_user_of_another_who_reads_the_group() {
     bob.send("team", "hi alice").await.expect("bob sends through b");
     let reply = receive_n(&alice, 1).await;
     assert_eq!((texts(&reply), reply[0].from.as_str()), (vec!["hi alice"], "bob@b.test"));
+
+    // A direct conversation across servers, both ways in one group.
+    let direct = alice.send("@bob@b.test", "just us").await.expect("alice opens a direct conversation");
+    let got = receive_n(&bob, 1).await;
+    assert_eq!((texts(&got), got[0].from.as_str()), (vec!["just us"], "alice@a.test"));
+    let answer = bob.send("@alice@a.test", "indeed").await.expect("bob answers in it");
+    assert_eq!(receive_n(&alice, 1).await[0].group, direct.group);
+    assert_eq!(answer.group, got[0].group, "bob answers in the conversation he joined");
+    assert_eq!(bob.groups().await.expect("groups").len(), 2, "no second direct conversation");
+
+    // Safety numbers: the same digits on both sides, over both qualified names.
+    let (at_alice, at_bob) = (
+        alice.safety_number("bob@b.test").await.expect("alice verifies bob@b.test"),
+        bob.safety_number("@alice@a.test").await.expect("bob verifies alice@a.test"),
+    );
+    assert_eq!(at_alice.digits, at_bob.digits);
+    assert_eq!((at_alice.user.as_str(), at_bob.user.as_str()), ("bob@b.test", "alice@a.test"));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Bob's commits and leave go to b, which forwards them to the group's
+/// hub a (FedSubmitCommit, FedLeaveGroup); a orders them with its own.
+#[tokio::test]
+async fn a_member_on_another_server_removes_a_member_and_leaves_through_its_own_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = two_peered_servers(dir.path()).await;
+    let alice = user_on(dir.path(), &a, "alice").await;
+    let carol = user_on(dir.path(), &a, "carol").await;
+    let bob = user_on(dir.path(), &b, "bob").await;
+    alice.create_group("team").await.expect("create");
+    alice.add_members("team", &["carol".into(), "bob@b.test".into()]).await.expect("add carol and bob@b.test");
+    wait_for_welcome(&bob).await;
+    carol.sync().await.expect("carol joins");
+
+    bob.remove_members("team", &["carol@a.test".into()]).await.expect("bob removes carol through b");
+    assert_eq!(bob.members("team").await.expect("members"), ["alice@a.test", "bob"]);
+    bob.send("team", "carol is out").await.expect("send");
+    let received = receive_n(&alice, 1).await;
+    assert_eq!((texts(&received), received[0].from.as_str()), (vec!["carol is out"], "bob@b.test"));
+    assert_eq!(alice.members("team").await.expect("members"), ["alice", "bob@b.test"]);
+    carol.sync().await.expect("carol syncs");
+    assert!(carol.groups().await.expect("groups").is_empty(), "carol was removed");
+
+    // bob leaves: the proposal goes to a, alice (the one staying) commits it.
+    bob.leave_group("team").await.expect("bob leaves through b");
+    let deadline = tokio::time::Instant::now() + crate::harness::WAIT;
+    while alice.members("team").await.expect("members") != ["alice"] {
+        assert!(tokio::time::Instant::now() < deadline, "alice never committed bob's leave");
+        alice.sync().await.expect("alice syncs");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     a.shutdown().await;
     b.shutdown().await;
 }

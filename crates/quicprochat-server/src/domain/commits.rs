@@ -28,9 +28,10 @@ use quicprochat_core::ds::{
     MIN_KEY_PACKAGE_REMAINING_SECS,
 };
 
-use quicprochat_core::DsGroupView;
+use quicprochat_core::{DeviceId, DsGroupView};
 
 use super::devices::{added_queue, check_added_device, current_device, queues_of, session_device, Caller};
+use super::federation::outbox::remote_device_entry;
 use super::federation::outbox::{entries_for, is_remote, split_recipients, Outbox};
 use super::groups::{
     direct_pair, is_leaving, is_member, load_group, load_roster, others, require_active_member, restore_view,
@@ -67,6 +68,48 @@ fn check_entry_payload(what: &str, payload: &[u8]) -> Result<(), DomainError> {
         )));
     }
     Ok(())
+}
+
+/// Who submits a commit or a leave: a session of ours, or a user of a peer
+/// whose server proxies it to us, the group's hub (`FedSubmitCommit`).
+#[derive(Debug, Clone, Copy)]
+pub enum Committer<'a> {
+    Local(Caller<'a>),
+    Remote {
+        /// `name@domain`, the domain the proxying peer's.
+        user: &'a str,
+        device: DeviceId,
+    },
+}
+
+impl Committer<'_> {
+    /// The name the group's roster knows the committer by.
+    fn name(&self) -> &str {
+        match self {
+            Committer::Local(caller) => caller.username,
+            Committer::Remote { user, .. } => user,
+        }
+    }
+
+    /// The committer's device in the group's device roster.
+    fn roster_entry(&self) -> String {
+        match self {
+            Committer::Local(caller) => caller.queue.to_owned(),
+            Committer::Remote { user, device } => remote_device_entry(user, device),
+        }
+    }
+
+    /// The committing device, checked current for a local session (a
+    /// remote one is its home's to check).
+    fn device(&self, store: &dyn Store) -> Result<DeviceId, DomainError> {
+        match self {
+            Committer::Local(caller) => {
+                session_device(store, *caller)?;
+                Ok(current_device(store, *caller)?.device_id)
+            }
+            Committer::Remote { device, .. } => Ok(*device),
+        }
+    }
 }
 
 /// A commit submission.
@@ -309,7 +352,7 @@ pub fn submit_commit(
     now_ms: u64,
     policy: &CommitPolicy,
 ) -> Result<CommitAccepted, DomainError> {
-    submit_commit_federated(store, views, caller, request, now_ms, policy, None)
+    submit_commit_federated(store, views, Committer::Local(caller), request, now_ms, policy, None)
 }
 
 /// [`submit_commit`] on a federating server (`outbox`): the commit may add
@@ -319,13 +362,13 @@ pub fn submit_commit(
 pub fn submit_commit_federated(
     store: &dyn Store,
     views: &ViewCache,
-    caller: Caller<'_>,
+    committer: Committer<'_>,
     request: &SubmitCommit<'_>,
     now_ms: u64,
     policy: &CommitPolicy,
     outbox: Option<&Outbox<'_>>,
 ) -> Result<CommitAccepted, DomainError> {
-    let session_user = caller.username;
+    let session_user = committer.name();
     check_message_id(request.message_id)?;
     check_entry_payload("commit", request.commit)?;
     if let Some(welcome) = request.welcome {
@@ -340,8 +383,7 @@ pub fn submit_commit_federated(
             peers: Vec::new(),
         });
     }
-    session_device(store, caller)?;
-    let committing_device = current_device(store, caller)?.device_id;
+    let committing_device = committer.device(store)?;
     may_commit(&roster, roster.epoch, session_user, request.epoch)?;
     let framed_epoch = check_framing(request.commit, HandshakeKind::Commit, request.group_id)?;
     if framed_epoch != request.epoch {
@@ -375,6 +417,13 @@ pub fn submit_commit_federated(
         return Err(DomainError::denied("the commit is signed by another device than this session's"));
     }
     check_accepted(store, policy, session_user, (group.kind, &group.name), &outcome, request, outbox.is_some())?;
+    if matches!(committer, Committer::Remote { .. }) && !outcome.added.is_empty() {
+        // The key packages a follower's user fetched were served to them at
+        // their own server, not here: the add has no record to check.
+        return Err(DomainError::invalid(
+            "a member on another server cannot add members yet; ask a member on the group's server",
+        ));
+    }
 
     // One entry per account (the view lists a leaf per device, sorted by account).
     let mut new_members: Vec<String> = outcome.members.iter().map(|m| m.username.clone()).collect();
@@ -385,7 +434,7 @@ pub fn submit_commit_federated(
         .devices
         .iter()
         .chain(&new_devices)
-        .filter(|queue| queue.as_str() != caller.queue)
+        .filter(|queue| **queue != committer.roster_entry())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .cloned()
@@ -473,20 +522,34 @@ pub fn leave_group(
     caller: Caller<'_>,
     request: &LeaveGroup<'_>,
     now_ms: u64,
-) -> Result<(), DomainError> {
-    let session_user = caller.username;
+) -> Result<Vec<String>, DomainError> {
+    leave_group_federated(store, views, Committer::Local(caller), request, now_ms, None)
+}
+
+/// [`leave_group`] on a federating server: the proposal reaches peers'
+/// users as stream entries; the leaver may be a peer's user (`FedLeaveGroup`).
+/// Returns the peers whose streams got an entry.
+pub fn leave_group_federated(
+    store: &dyn Store,
+    views: &ViewCache,
+    committer: Committer<'_>,
+    request: &LeaveGroup<'_>,
+    now_ms: u64,
+    outbox: Option<&Outbox<'_>>,
+) -> Result<Vec<String>, DomainError> {
+    let session_user = committer.name();
     check_message_id(request.message_id)?;
     let mut roster = load_roster(store, request.group_id)?;
     if earlier_use(store, session_user, request.message_id, request.group_id, EntryKind::Proposal)?.is_some() {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    session_device(store, caller)?;
+    committer.device(store)?;
     for _ in 0..LEAVE_ATTEMPTS {
         if !is_member(&roster, session_user) {
             return Err(DomainError::denied(format!("{session_user:?} is not a member of this group")));
         }
         if is_leaving(&roster, session_user) {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let framed_epoch = check_framing(request.proposal, HandshakeKind::Proposal, request.group_id)?;
         if framed_epoch < roster.epoch {
@@ -520,25 +583,33 @@ pub fn leave_group(
         if outcome.sender != session_user || !outcome.self_remove {
             return Err(DomainError::invalid("a leave must be a proposal removing its own sender"));
         }
+        let message = NewMessage {
+            message_id: request.message_id.to_vec(),
+            group_id: request.group_id.to_vec(),
+            sender: session_user.to_owned(),
+            kind: EntryKind::Proposal,
+            payload: request.proposal.to_vec(),
+            epoch: roster.epoch,
+            stored_at_ms: now_ms,
+        };
+        let recipients = split_recipients(&others(&roster.devices, &committer.roster_entry()));
+        let outbound = match outbox {
+            Some(outbox) => entries_for(outbox, (&roster.name, roster.kind), &message, &recipients.remote),
+            None if recipients.remote.is_empty() => Vec::new(),
+            None => {
+                return Err(DomainError::internal("a group with remote members on a server that does not federate"))
+            }
+        };
+        let peers: Vec<String> = recipients.remote.keys().cloned().collect();
         let write = ProposalWrite {
             group_id: request.group_id.to_vec(),
             expected_state_version: roster.state_version,
             leaving: vec![session_user.to_owned()],
-            proposal: Fanout {
-                message: NewMessage {
-                    message_id: request.message_id.to_vec(),
-                    group_id: request.group_id.to_vec(),
-                    sender: session_user.to_owned(),
-                    kind: EntryKind::Proposal,
-                    payload: request.proposal.to_vec(),
-                    epoch: roster.epoch,
-                    stored_at_ms: now_ms,
-                },
-                recipients: others(&roster.devices, caller.queue),
-            },
+            proposal: Fanout { message, recipients: recipients.local },
+            outbound,
         };
         match store.apply_proposal(&write)? {
-            ProposalResult::Applied(_) => return Ok(()),
+            ProposalResult::Applied(_) => return Ok(peers),
             ProposalResult::StateChanged { .. } => roster = load_roster(store, request.group_id)?,
         }
     }

@@ -560,6 +560,7 @@ fn proposal_marks_leaving(store: &dyn Store) {
             message: message("bob", b"p1", EntryKind::Proposal, 300),
             recipients: names(&["alice", "carol"]),
         },
+        outbound: Vec::new(),
     };
     let ProposalResult::Applied(outcome) = store.apply_proposal(&write).unwrap() else {
         panic!("proposal must apply");

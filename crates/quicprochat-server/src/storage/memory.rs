@@ -644,6 +644,7 @@ impl Store for MemoryStore {
             group.leaving = leaving.into_iter().collect();
         }
         let outcome = inner.insert_fanout(&write.proposal.message, &write.proposal.recipients, true);
+        inner.federation.append_all(&write.outbound);
         Ok(ProposalResult::Applied(outcome))
     }
 

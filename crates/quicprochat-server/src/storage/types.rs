@@ -415,6 +415,9 @@ pub struct ProposalWrite {
     /// Members to mark as leaving (must be in the roster; others are ignored).
     pub leaving: Vec<String>,
     pub proposal: Fanout,
+    /// Entries for peer servers (the proposal for their users' devices),
+    /// appended to their streams in the same transaction.
+    pub outbound: Vec<super::OutboundAppend>,
 }
 
 /// Result of [`super::Store::apply_proposal`].

@@ -21,7 +21,7 @@ use quicprochat_core::link::LinkRequest;
 use quicprochat_core::names::{hub_of, split_qualified};
 use quicprochat_core::DeviceId;
 
-use super::federation::claims;
+use super::federation::{self, claims};
 use super::link_relay::{Approval, StartedLink};
 use super::session::{Session, SessionUser};
 use super::{Mailboxes, ServerState};
@@ -514,6 +514,8 @@ async fn authenticated(
         | Method::LinkWait
         | Method::FedHello
         | Method::FedPush
+        | Method::FedSubmitCommit
+        | Method::FedLeaveGroup
         | Method::FedClaimKeyPackage
         | Method::FedResolveUser => {
             Err(DomainError::InvalidArgument { message: format!("{method} is not callable here") })
@@ -614,6 +616,48 @@ async fn fetch_key_package(state: &ServerState, user: SessionUser, body: Bytes) 
 
 async fn submit_commit(state: &ServerState, user: SessionUser, body: Bytes) -> Result<Reply, DomainError> {
     let request: v1::SubmitCommitRequest = decode(&body)?;
+    if let Some(hub) = remote_hub(state, &request.group_id)? {
+        let epoch = federation::proxy::forward_commit(state, &user, &hub, request).await?;
+        return Ok(Reply::ok(&v1::SubmitCommitResponse { epoch }));
+    }
+    let epoch = accept_commit(state, CommitterOwned::Local(user), request).await?;
+    Ok(Reply::ok(&v1::SubmitCommitResponse { epoch }))
+}
+
+/// Who submits a commit, owned (to move into a storage task).
+pub(crate) enum CommitterOwned {
+    Local(SessionUser),
+    Remote { user: String, device: DeviceId },
+}
+
+impl CommitterOwned {
+    fn borrow(&self) -> commits::Committer<'_> {
+        match self {
+            CommitterOwned::Local(user) => commits::Committer::Local(user.caller()),
+            CommitterOwned::Remote { user, device } => commits::Committer::Remote { user, device: *device },
+        }
+    }
+}
+
+/// The hub of `group_id` when another server hosts it (this server must
+/// federate then).
+fn remote_hub(state: &ServerState, group_id: &[u8]) -> Result<Option<String>, DomainError> {
+    match (hub_of(group_id), state.config.federation_domain()) {
+        (Some(hub), Some(home)) if hub != home => Ok(Some(hub.to_owned())),
+        (Some(hub), None) => {
+            Err(DomainError::invalid(format!("the group is hosted by {hub}, and this server does not federate")))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Orders and fans out a commit of a group we host (of our user, or of a
+/// peer's user it proxies); returns the new epoch.
+pub(crate) async fn accept_commit(
+    state: &ServerState,
+    committer: CommitterOwned,
+    request: v1::SubmitCommitRequest,
+) -> Result<u64, DomainError> {
     let now = now_ms();
     let policy = commit_policy(state);
     let views = Arc::clone(&state.views);
@@ -629,8 +673,15 @@ async fn submit_commit(state: &ServerState, user: SessionUser, body: Bytes) -> R
             message_id: &request.message_id,
         };
         let outbox = federation.as_ref().map(|federation| federation.outbox());
-        let accepted =
-            commits::submit_commit_federated(store, &views, user.caller(), &submit, now, &policy, outbox.as_ref())?;
+        let accepted = commits::submit_commit_federated(
+            store,
+            &views,
+            committer.borrow(),
+            &submit,
+            now,
+            &policy,
+            outbox.as_ref(),
+        )?;
         if let Some(federation) = &federation {
             federation.written(&accepted.peers);
         }
@@ -647,7 +698,7 @@ async fn submit_commit(state: &ServerState, user: SessionUser, body: Bytes) -> R
     if let Some(state_version) = accepted.snapshot_due {
         snapshot_later(state, group_id, state_version);
     }
-    Ok(Reply::ok(&v1::SubmitCommitResponse { epoch: accepted.epoch }))
+    Ok(accepted.epoch)
 }
 
 /// Stores the group's view as of `state_version` on a blocking thread,
@@ -666,18 +717,36 @@ fn snapshot_later(state: &ServerState, group_id: Bytes, state_version: u64) {
 
 async fn leave_group(state: &ServerState, user: SessionUser, body: Bytes) -> Result<Reply, DomainError> {
     let request: v1::LeaveGroupRequest = decode(&body)?;
+    if let Some(hub) = remote_hub(state, &request.group_id)? {
+        federation::proxy::forward_leave(state, &user, &hub, request).await?;
+    } else {
+        accept_leave(state, CommitterOwned::Local(user), request).await?;
+    }
+    Ok(Reply::ok(&v1::LeaveGroupResponse {}))
+}
+
+/// Stores and fans out a leave proposal of a group we host.
+pub(crate) async fn accept_leave(
+    state: &ServerState,
+    committer: CommitterOwned,
+    request: v1::LeaveGroupRequest,
+) -> Result<(), DomainError> {
     let now = now_ms();
     let mailboxes = Arc::clone(&state.mailboxes);
     let views = Arc::clone(&state.views);
+    let federation = state.federation.clone();
     blocking(state, move |store| {
         let leave =
             LeaveGroup { group_id: &request.group_id, proposal: &request.proposal, message_id: &request.message_id };
-        commits::leave_group(store, &views, user.caller(), &leave, now)?;
+        let outbox = federation.as_ref().map(|federation| federation.outbox());
+        let peers = commits::leave_group_federated(store, &views, committer.borrow(), &leave, now, outbox.as_ref())?;
+        if let Some(federation) = &federation {
+            federation.written(&peers);
+        }
         wake_roster(&mailboxes, store, &request.group_id);
         Ok(())
     })
-    .await?;
-    Ok(Reply::ok(&v1::LeaveGroupResponse {}))
+    .await
 }
 
 /// Wakes the push tasks of the group's current roster to re-read their

@@ -140,7 +140,7 @@ pub(super) fn leave(
     now_ms: u64,
 ) -> Result<(), DomainError> {
     VIEWS.with(|views| {
-        crate::domain::commits::leave_group(store, views, Caller::first_device(session_user), request, now_ms)
+        crate::domain::commits::leave_group(store, views, Caller::first_device(session_user), request, now_ms).map(drop)
     })
 }
 

@@ -360,6 +360,7 @@ pub(super) fn apply_proposal(connection: &Connection, write: &ProposalWrite) -> 
         mark_leaving.execute(params![write.group_id, username]).during(OPERATION)?;
     }
     let outcome = insert_fanout(connection, &write.proposal.message, &write.proposal.recipients, true, OPERATION)?;
+    super::federation::append_all(connection, &write.outbound)?;
     Ok(ProposalResult::Applied(outcome))
 }
 

@@ -176,6 +176,8 @@ async fn dispatch(
         Method::FedHello => hello(state, federation, peer, &body),
         Method::FedPush => push(state, federation, peer, &body).await,
         Method::FedResolveUser => super::claims::resolve_user(state, federation, peer, &body).await,
+        Method::FedSubmitCommit => super::proxy::submit_commit(state, federation, peer, &body).await,
+        Method::FedLeaveGroup => super::proxy::leave_group(state, federation, peer, &body).await,
         Method::FedClaimKeyPackage => super::claims::claim_key_package(state, federation, peer, &body).await,
         other => Err(DomainError::InvalidArgument { message: format!("{other} is not served on the federation port") }),
     };

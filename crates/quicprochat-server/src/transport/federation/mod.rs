@@ -6,6 +6,8 @@
 //! - `inbound`: accepting peer connections and serving their requests;
 //! - `claims`: our users as peers ask for them (account keys, key
 //!   packages), and our users' lookups of theirs;
+//! - `proxy`: commits and leaves of groups other servers host, forwarded
+//!   to and taken by the hub;
 //! - `outbound`: one task per peer keeping a connection to it;
 //! - `stream_sender`: one task per peer sending our stream to it;
 //! - `wire`: stream entries between the wire and the domain.
@@ -18,6 +20,7 @@ pub(crate) mod claims;
 mod inbound;
 mod outbound;
 mod peers;
+pub(crate) mod proxy;
 mod stream_sender;
 pub(crate) mod wire;
 

@@ -3,8 +3,9 @@
 //! classical key exchange; and the federation ALPN on the client port),
 //! and requests of a pinned peer that speak for another origin or are meant
 //! for another server, push events for a group it does not host (another
-//! server's, or ours) or a malformed batch, or that are not federation
-//! methods.
+//! server's, or ours) or a malformed batch, relay, commit or leave for
+//! groups it does not host or users of another domain, or that are not
+//! federation methods.
 
 use std::sync::Arc;
 
@@ -138,6 +139,51 @@ async fn federation_catalogue() {
             Outcome::of(impostor.call::<_, v1::FedPushResponse>(Method::FedPush, &spoofed_sender).await)
         })
         .await;
+    let commit = |group_id: Vec<u8>, sender: &str| v1::FedSubmitCommitRequest {
+        origin: "evil.test".into(),
+        destination: "a.test".into(),
+        sender: sender.to_owned(),
+        sender_device: vec![1; 8].into(),
+        group_id: group_id.into(),
+        epoch: 0,
+        commit: b"commit".to_vec().into(),
+        welcome: Default::default(),
+        message_id: b"c1".to_vec().into(),
+    };
+    let not_hosted = commit(group_id_hosted_by([1; 16], "b.test"), "mallory@evil.test");
+    bench
+        .case(
+            "a commit for a group this server does not host",
+            &impostor,
+            denied.clone(),
+            Connection::Survives,
+            async {
+                Outcome::of(impostor.call::<_, v1::FedSubmitCommitResponse>(Method::FedSubmitCommit, &not_hosted).await)
+            },
+        )
+        .await;
+    let other_committer = commit(group_id_hosted_by([1; 16], "a.test"), "bob@b.test");
+    bench
+        .case("a commit by a user of another domain", &impostor, denied.clone(), Connection::Survives, async {
+            Outcome::of(
+                impostor.call::<_, v1::FedSubmitCommitResponse>(Method::FedSubmitCommit, &other_committer).await,
+            )
+        })
+        .await;
+    let other_leaver = v1::FedLeaveGroupRequest {
+        origin: "evil.test".into(),
+        destination: "a.test".into(),
+        sender: "alice@a.test".into(),
+        sender_device: vec![1; 8].into(),
+        group_id: group_id_hosted_by([1; 16], "a.test").into(),
+        proposal: b"proposal".to_vec().into(),
+        message_id: b"l1".to_vec().into(),
+    };
+    bench
+        .case("a leave for a user of another domain", &impostor, denied.clone(), Connection::Survives, async {
+            Outcome::of(impostor.call::<_, v1::FedLeaveGroupResponse>(Method::FedLeaveGroup, &other_leaver).await)
+        })
+        .await;
     let claim = |requester: &str, username: &str| v1::FedClaimKeyPackageRequest {
         origin: "evil.test".into(),
         destination: "a.test".into(),
@@ -194,7 +240,7 @@ async fn federation_catalogue() {
         .await;
     let greeted = hello(&impostor, "evil.test", "a.test").await.expect("a well-addressed hello is answered");
     assert_eq!(greeted.domain, "a.test");
-    assert_eq!(bench.cases(), 18);
+    assert_eq!(bench.cases(), 21);
 }
 
 /// A `FedPush` of one application event per seq for `group_id`.
