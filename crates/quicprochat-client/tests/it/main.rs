@@ -2,5 +2,6 @@
 
 mod cli;
 mod devices;
+mod federation;
 mod process;
 mod tui;

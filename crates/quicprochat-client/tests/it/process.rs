@@ -23,6 +23,8 @@ pub(crate) fn server_bin() -> PathBuf {
 pub(crate) struct ServerProcess {
     pub(crate) child: Child,
     pub(crate) addr: String,
+    /// The federation port's address, when the server federates.
+    pub(crate) federation: Option<String>,
 }
 
 impl ServerProcess {
@@ -57,7 +59,8 @@ impl ServerProcess {
             .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("unexpected readiness line {line:?}"))
             .to_owned();
-        ServerProcess { child, addr }
+        let federation = line.split_once(" federation ").map(|(_, addr)| addr.trim().to_owned());
+        ServerProcess { child, addr, federation }
     }
 
     /// Sends SIGTERM and waits for the exit status.

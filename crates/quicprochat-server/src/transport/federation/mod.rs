@@ -45,6 +45,10 @@ use inbound::accept_peers;
 use outbound::keep_in_touch_with_peers;
 use stream_sender::start_stream_senders;
 
+/// How long a call to a peer waits for a connection being made before it
+/// answers `UNAVAILABLE`.
+const CONNECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What the federation tasks share.
 pub(crate) struct Federation {
     /// Our `server.domain`, pinned in the database.
@@ -107,7 +111,8 @@ impl Federation {
         }
     }
 
-    /// Calls `method` on the peer `domain` over our connection to it: the
+    /// Calls `method` on the peer `domain` over our connection to it (waiting
+    /// up to [`CONNECTION_WAIT`] for one): the
     /// peer's refusal comes back as the same status; no connection, or a
     /// connection that fails, is `UNAVAILABLE` (retryable).
     pub(crate) async fn call_peer<Req: prost::Message, Resp: prost::Message + Default>(
@@ -123,7 +128,14 @@ impl Federation {
             message: format!("{domain} cannot be reached now: {detail}"),
             retry_after_ms: 1000,
         };
-        let client = peer.connection.borrow().clone().ok_or_else(|| unavailable("no connection".into()))?;
+        // A peer being dialled (just after a start, a redial) gets a moment
+        // to answer before the user is told to retry.
+        let mut connection = peer.connection.subscribe();
+        let client = match tokio::time::timeout(CONNECTION_WAIT, connection.wait_for(Option::is_some)).await {
+            Ok(Ok(client)) => client.clone(),
+            _ => None,
+        }
+        .ok_or_else(|| unavailable("no connection".into()))?;
         client.call(method, request).await.map_err(|error| match error {
             quicprochat_rpc::RpcError::Status { status, message, retry_after_ms, current_epoch, .. } => {
                 DomainError::from_status(status, format!("{domain}: {message}"), retry_after_ms, current_epoch)
