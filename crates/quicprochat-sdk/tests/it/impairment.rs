@@ -7,7 +7,7 @@
 //! address or name), so the pin taken through the relay is the server's own
 //! and holds on every reconnect through it.
 
-mod relay;
+pub(crate) mod relay;
 
 use std::time::{Duration, Instant};
 

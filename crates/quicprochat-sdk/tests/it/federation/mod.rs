@@ -10,6 +10,9 @@ use quicprochat_server::storage::{SqliteStore, Store};
 
 use crate::harness::{open_profile, receive_n, team_of_three, texts, Harness};
 
+mod partition;
+mod three_servers;
+
 #[tokio::test]
 async fn a_server_that_starts_federating_keeps_its_users_talking_and_hosts_their_new_groups() {
     let mut harness = Harness::start().await;
@@ -53,12 +56,13 @@ async fn a_server_that_starts_federating_keeps_its_users_talking_and_hosts_their
     assert_eq!(team.group_id.len(), 16, "the old group keeps its id");
 }
 
-/// A federating server for `domain` on a new data dir, whose one peer is
-/// `peer` at `peer_address` with `peer_pin`; returns it with its pin.
-async fn federated_server(
+/// A federating server for `domain` on a new data dir under `dir`, on the
+/// federation address `listen`, whose peers are `peers` (domain, address,
+/// pin).
+pub(crate) async fn federated_server(
     dir: &std::path::Path,
     (domain, listen): (&str, SocketAddr),
-    peer: Option<(&str, SocketAddr, quicprochat_rpc::CertFingerprint)>,
+    peers: &[(&str, SocketAddr, quicprochat_rpc::CertFingerprint)],
 ) -> quicprochat_server::RunningServer {
     let mut config =
         quicprochat_server::ServerConfig::new(dir.join(domain), SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
@@ -66,18 +70,19 @@ async fn federated_server(
     config.federation.listen = Some(listen);
     config.federation.retry_min = std::time::Duration::from_millis(50);
     config.federation.retry_max = std::time::Duration::from_secs(1);
-    if let Some((peer, address, pin)) = peer {
-        config.federation.peers = vec![quicprochat_server::config::PeerConfig {
-            domain: peer.to_owned(),
+    config.federation.peers = peers
+        .iter()
+        .map(|(peer, address, pin)| quicprochat_server::config::PeerConfig {
+            domain: (*peer).to_owned(),
             address: address.to_string(),
-            fingerprints: vec![pin],
-        }];
-    }
+            fingerprints: vec![*pin],
+        })
+        .collect();
     quicprochat_server::RunningServer::start(config).await.expect("server starts")
 }
 
 /// The certificate pin a server on `dir` for `domain` will present.
-fn pin_of(dir: &std::path::Path, domain: &str) -> quicprochat_rpc::CertFingerprint {
+pub(crate) fn pin_of(dir: &std::path::Path, domain: &str) -> quicprochat_rpc::CertFingerprint {
     let mut config =
         quicprochat_server::ServerConfig::new(dir.join(domain), SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
     config.domain = domain.to_owned();
@@ -96,12 +101,12 @@ async fn two_peered_servers(
     // free port, b with a's, then a again on the same port with b's.
     let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let nowhere = SocketAddr::from((Ipv4Addr::LOCALHOST, 9));
-    let first_a = federated_server(dir, ("a.test", any), Some(("b.test", nowhere, pin_b))).await;
+    let first_a = federated_server(dir, ("a.test", any), &[("b.test", nowhere, pin_b)]).await;
     let a_port = first_a.federation_addr().expect("a's port");
-    let b = federated_server(dir, ("b.test", any), Some(("a.test", a_port, pin_a))).await;
+    let b = federated_server(dir, ("b.test", any), &[("a.test", a_port, pin_a)]).await;
     first_a.shutdown().await;
     let b_port = b.federation_addr().expect("b's port");
-    let a = federated_server(dir, ("a.test", a_port), Some(("b.test", b_port, pin_b))).await;
+    let a = federated_server(dir, ("a.test", a_port), &[("b.test", b_port, pin_b)]).await;
     for (server, peer) in [(&a, "b.test"), (&b, "a.test")] {
         assert!(server.wait_for_peer(peer, crate::harness::WAIT, |status| status.reachable).await.is_some(), "{peer}");
     }
@@ -109,7 +114,7 @@ async fn two_peered_servers(
 }
 
 /// A user registered on `server` with a profile in `dir`.
-async fn user_on(
+pub(crate) async fn user_on(
     dir: &std::path::Path,
     server: &quicprochat_server::RunningServer,
     name: &str,
@@ -121,7 +126,7 @@ async fn user_on(
 }
 
 /// Syncs `client` until it holds a group (its Welcome crossed the stream).
-async fn wait_for_welcome(client: &quicprochat_sdk::QpcClient) {
+pub(crate) async fn wait_for_welcome(client: &quicprochat_sdk::QpcClient) {
     let deadline = tokio::time::Instant::now() + crate::harness::WAIT;
     while client.groups().await.expect("groups").is_empty() {
         assert!(tokio::time::Instant::now() < deadline, "the Welcome never came");

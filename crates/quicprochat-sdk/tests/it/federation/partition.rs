@@ -1,0 +1,98 @@
+//! Issue 19, scenario 2: the link between two servers is cut (a relay that
+//! drops every datagram both ways) while alice on a sends 200 numbered
+//! messages with a membership change among them and bob on b sends 50.
+//! Every send succeeds, a's local members keep receiving, and after the heal
+//! bob shows 1..200 and alice bob's 50, each once and in order.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use quicprochat_sdk::QpcClient;
+
+use super::{federated_server, pin_of, user_on, wait_for_welcome};
+use crate::harness::{receive_n, texts, WAIT};
+use crate::impairment::relay::{Impairment, Relay};
+
+/// How long after the heal every message must have arrived (the issue's bound).
+const AFTER_HEAL: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn a_partition_between_servers_delays_messages_but_never_loses_repeats_or_reorders_them() {
+    quicprochat_sdk::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    let (pin_a, pin_b) = (pin_of(dir, "a.test"), pin_of(dir, "b.test"));
+    // Each server reaches the other through a relay in front of it.
+    let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let nowhere = SocketAddr::from((Ipv4Addr::LOCALHOST, 9));
+    let first_a = federated_server(dir, ("a.test", any), &[("b.test", nowhere, pin_b)]).await;
+    let a_port = first_a.federation_addr().expect("a's port");
+    first_a.shutdown().await;
+    let to_a = Relay::start(a_port, Impairment::NONE, 1).await;
+    let b = federated_server(dir, ("b.test", any), &[("a.test", to_a.addr(), pin_a)]).await;
+    let to_b = Relay::start(b.federation_addr().expect("b's port"), Impairment::NONE, 2).await;
+    let a = federated_server(dir, ("a.test", a_port), &[("b.test", to_b.addr(), pin_b)]).await;
+    for (server, peer) in [(&a, "b.test"), (&b, "a.test")] {
+        assert!(server.wait_for_peer(peer, WAIT, |status| status.reachable).await.is_some(), "{peer}");
+    }
+
+    let alice = user_on(dir, &a, "alice").await;
+    let carol = user_on(dir, &a, "carol").await;
+    let bob = user_on(dir, &b, "bob").await;
+    alice.create_group("team").await.expect("create");
+    alice.add_members("team", &["bob@b.test".into()]).await.expect("add bob@b.test");
+    wait_for_welcome(&bob).await;
+
+    to_a.set_blackhole(true);
+    to_b.set_blackhole(true);
+    for n in 1..=100 {
+        alice.send("team", &format!("a{n}")).await.expect("alice's send succeeds during the cut");
+    }
+    alice.add_members("team", &["carol".into()]).await.expect("the membership change, during the cut");
+    carol.sync().await.expect("carol joins");
+    for n in 101..=200 {
+        alice.send("team", &format!("a{n}")).await.expect("alice's send succeeds during the cut");
+    }
+    for n in 1..=50 {
+        bob.send("team", &format!("b{n}")).await.expect("bob's send is kept by b during the cut");
+    }
+    let at_carol = receive_n(&carol, 100).await;
+    assert_eq!(texts(&at_carol), numbered("a", 101..=200), "local members keep receiving");
+    for (server, peer) in [(&a, "b.test"), (&b, "a.test")] {
+        let pending = server.wait_for_peer(peer, WAIT, |status| status.pending > 0).await;
+        assert!(pending.is_some(), "{peer}: entries wait for the heal");
+    }
+
+    to_a.set_blackhole(false);
+    to_b.set_blackhole(false);
+    let at_bob = receive_within(&bob, 200, AFTER_HEAL).await;
+    assert_eq!(texts(&at_bob), numbered("a", 1..=200), "bob: once each, in order");
+    assert!(at_bob.iter().all(|message| message.from == "alice@a.test"));
+    assert_eq!(bob.members("team").await.expect("members"), ["alice@a.test", "bob", "carol@a.test"]);
+    let at_alice = receive_within(&alice, 50, AFTER_HEAL).await;
+    assert_eq!(texts(&at_alice), numbered("b", 1..=50), "alice: once each, in order");
+
+    // Nothing more arrives: no message was delivered twice.
+    for client in [&alice, &bob] {
+        assert!(client.receive_wait(Duration::from_millis(300)).await.expect("receive").is_empty());
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+fn numbered(prefix: &str, range: std::ops::RangeInclusive<u32>) -> Vec<String> {
+    range.map(|n| format!("{prefix}{n}")).collect()
+}
+
+/// Exactly `count` messages for `client` within `bound`.
+async fn receive_within(client: &QpcClient, count: usize, bound: Duration) -> Vec<quicprochat_sdk::StoredMessage> {
+    let deadline = tokio::time::Instant::now() + bound;
+    let mut received = Vec::new();
+    while received.len() < count {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        assert!(!remaining.is_zero(), "{} got {} of {count} messages in {bound:?}", client.username(), received.len());
+        received.extend(client.receive_wait(remaining).await.expect("receive"));
+    }
+    assert_eq!(received.len(), count, "{} got more messages than expected", client.username());
+    received
+}
