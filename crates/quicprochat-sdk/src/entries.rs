@@ -52,6 +52,15 @@ impl Local {
         if kind == EntryKind::Welcome {
             return self.join(entry);
         }
+        if kind == EntryKind::DeliveryFailed {
+            // Our server's word that the group's hub refused our message:
+            // at worst a lying server marks our own message failed.
+            let reason = format!("the group's server refused it ({})", String::from_utf8_lossy(&entry.payload));
+            if self.store.relayed_message_refused(&self.username, &entry.message_id, group_id, &reason)? {
+                tracing::warn!(group = %short_id(group_id), %reason, "a message we sent was not delivered");
+            }
+            return Ok(EntryEffect::None);
+        }
         let shown = match self.store.conversation(group_id)? {
             Some(conversation) if conversation.active => true,
             Some(_) if self.store.leaving_epoch(group_id)?.is_some() => false,

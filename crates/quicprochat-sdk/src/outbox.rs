@@ -60,6 +60,28 @@ impl LocalStore {
         self.finish(sender, message_id, MessageState::Failed, Some(reason))
     }
 
+    /// A group's hub on another server refused a message of ours that our
+    /// server had taken (relayed): it shows as failed, and leaves the outbox
+    /// if it was still there. Returns whether we sent such a message.
+    pub fn relayed_message_refused(
+        &mut self,
+        sender: &str,
+        message_id: &[u8],
+        group_id: &[u8],
+        reason: &str,
+    ) -> rusqlite::Result<bool> {
+        let transaction = self.connection.transaction()?;
+        let changed = transaction.execute(
+            "UPDATE messages SET state = ?4, error = ?5
+             WHERE sender = ?1 AND message_id = ?2 AND group_id = ?3 AND state IN ('sent', 'pending')",
+            params![sender, message_id, group_id, MessageState::Failed.as_str(), reason],
+        )?;
+        transaction
+            .execute("DELETE FROM outbox WHERE message_id = ?1 AND group_id = ?2", params![message_id, group_id])?;
+        transaction.commit()?;
+        Ok(changed > 0)
+    }
+
     /// A send attempt failed in a way worth retrying; the message stays queued.
     pub fn outbox_attempt_failed(&self, message_id: &[u8], reason: &str) -> rusqlite::Result<()> {
         self.connection.execute(
@@ -102,6 +124,20 @@ impl LocalStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relayed_message_the_hub_refused_shows_as_failed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = LocalStore::open(&dir.path().join("client.db")).expect("open");
+        store.add_conversation(b"g1", "team", None, 1).expect("conversation");
+        store.queue_outgoing(&record(b"m1"), b"ciphertext").expect("queue");
+        store.outbox_sent("alice", b"m1").expect("sent");
+        assert!(!store.relayed_message_refused("alice", b"m1", b"another group", "not_a_member").expect("update"));
+        assert_eq!(store.message_state("alice", b"m1").expect("state"), Some(MessageState::Sent));
+        assert!(store.relayed_message_refused("alice", b"m1", b"g1", "not_a_member").expect("update"));
+        assert_eq!(store.message_state("alice", b"m1").expect("state"), Some(MessageState::Failed));
+        assert!(!store.relayed_message_refused("bob", b"m1", b"g1", "not_a_member").expect("not ours"));
+    }
 
     fn record<'a>(id: &'a [u8]) -> IncomingRecord<'a> {
         IncomingRecord {

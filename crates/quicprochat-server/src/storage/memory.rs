@@ -9,6 +9,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use quicprochat_core::DeviceId;
 
+use crate::storage::RemoteGroup;
+
 use super::{
     queue_name, Account, AccountCreation, CommitApplied, CommitResult, CommitWrite, Delivery, Device, DeviceAdded,
     EnqueueOutcome, EntryKind, Expired, FetchBudget, FetchedQueue, GroupCreation, GroupLogEntry, GroupRecord,
@@ -364,6 +366,16 @@ impl Store for MemoryStore {
 
     fn fed_stream(&self, peer: &str) -> Result<Option<FedStream>, StoreError> {
         Ok(self.lock()?.federation.fed_stream(peer))
+    }
+
+    fn remote_group(&self, group_id: &[u8]) -> Result<Option<RemoteGroup>, StoreError> {
+        let state = self.lock()?;
+        Ok(state.federation.remote_groups.get(group_id).map(|(hub, name, kind)| RemoteGroup {
+            group_id: group_id.to_vec(),
+            hub: hub.clone(),
+            name: name.clone(),
+            kind: *kind,
+        }))
     }
 
     fn fed_streams(&self) -> Result<Vec<FedStream>, StoreError> {

@@ -135,6 +135,10 @@ pub trait Store: Send + Sync {
     /// Every peer's streams, by domain.
     fn fed_streams(&self) -> Result<Vec<FedStream>, StoreError>;
 
+    /// The label of a group a peer hosts, known here once one of its
+    /// events reached a local device.
+    fn remote_group(&self, group_id: &[u8]) -> Result<Option<RemoteGroup>, StoreError>;
+
     /// Appends `entries` to the outbound stream towards `peer` (made if
     /// needed), each taking the next seq; returns the last seq.
     fn append_outbound(&self, peer: &str, entries: &[NewOutboundEntry]) -> Result<u64, StoreError>;

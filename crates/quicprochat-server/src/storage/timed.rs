@@ -17,7 +17,7 @@ use super::{
     ProposalWrite, Store, StoreError, TakenKeyPackage, TrimmedQueues,
 };
 use super::{DeviceAdded, DeviceRemoval, NewDevice};
-use super::{FedStream, InboundApply, NewOutboundEntry, OutboundAppend, OutboundEntry};
+use super::{FedStream, InboundApply, NewOutboundEntry, OutboundAppend, OutboundEntry, RemoteGroup};
 use crate::metrics::Metrics;
 
 /// Times every call to the store `inner` points to (an `Arc` of a store, or
@@ -107,6 +107,10 @@ where
 
     fn fed_stream(&self, peer: &str) -> Result<Option<FedStream>, StoreError> {
         self.timed("fed_stream", |s| s.fed_stream(peer))
+    }
+
+    fn remote_group(&self, group_id: &[u8]) -> Result<Option<RemoteGroup>, StoreError> {
+        self.timed("remote_group", |s| s.remote_group(group_id))
     }
 
     fn fed_streams(&self) -> Result<Vec<FedStream>, StoreError> {

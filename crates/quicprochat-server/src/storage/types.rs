@@ -293,6 +293,9 @@ pub enum EntryKind {
     Commit,
     Welcome,
     Proposal,
+    /// A group's hub on another server refused a message this account
+    /// relayed to it (the entry's id is that message's, its payload the reason).
+    DeliveryFailed,
 }
 
 /// A message to store and fan out.

@@ -803,6 +803,7 @@ pub(crate) fn wire_entry_kind(kind: EntryKind) -> i32 {
         EntryKind::Commit => v1::EntryKind::Commit,
         EntryKind::Welcome => v1::EntryKind::Welcome,
         EntryKind::Proposal => v1::EntryKind::Proposal,
+        EntryKind::DeliveryFailed => v1::EntryKind::DeliveryFailed,
     };
     kind as i32
 }

@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use quicprochat_sdk::QpcClient;
+use quicprochat_server::RunningServer;
 
 use super::{federated_server, pin_of, user_on, wait_for_welcome};
 use crate::harness::{receive_n, texts, WAIT};
@@ -18,24 +19,9 @@ const AFTER_HEAL: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn a_partition_between_servers_delays_messages_but_never_loses_repeats_or_reorders_them() {
-    quicprochat_sdk::install_crypto_provider();
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path();
-    let (pin_a, pin_b) = (pin_of(dir, "a.test"), pin_of(dir, "b.test"));
-    // Each server reaches the other through a relay in front of it.
-    let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let nowhere = SocketAddr::from((Ipv4Addr::LOCALHOST, 9));
-    let first_a = federated_server(dir, ("a.test", any), &[("b.test", nowhere, pin_b)]).await;
-    let a_port = first_a.federation_addr().expect("a's port");
-    first_a.shutdown().await;
-    let to_a = Relay::start(a_port, Impairment::NONE, 1).await;
-    let b = federated_server(dir, ("b.test", any), &[("a.test", to_a.addr(), pin_a)]).await;
-    let to_b = Relay::start(b.federation_addr().expect("b's port"), Impairment::NONE, 2).await;
-    let a = federated_server(dir, ("a.test", a_port), &[("b.test", to_b.addr(), pin_b)]).await;
-    for (server, peer) in [(&a, "b.test"), (&b, "a.test")] {
-        assert!(server.wait_for_peer(peer, WAIT, |status| status.reachable).await.is_some(), "{peer}");
-    }
-
+    let Linked { a, b, to_a, to_b } = servers_behind_relays(dir).await;
     let alice = user_on(dir, &a, "alice").await;
     let carol = user_on(dir, &a, "carol").await;
     let bob = user_on(dir, &b, "bob").await;
@@ -76,6 +62,71 @@ async fn a_partition_between_servers_delays_messages_but_never_loses_repeats_or_
     for client in [&alice, &bob] {
         assert!(client.receive_wait(Duration::from_millis(300)).await.expect("receive").is_empty());
     }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// a.test and b.test, each reaching the other through a relay in front of
+/// it (cut both to partition them).
+struct Linked {
+    a: RunningServer,
+    b: RunningServer,
+    to_a: Relay,
+    to_b: Relay,
+}
+
+async fn servers_behind_relays(dir: &std::path::Path) -> Linked {
+    quicprochat_sdk::install_crypto_provider();
+    let (pin_a, pin_b) = (pin_of(dir, "a.test"), pin_of(dir, "b.test"));
+    let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let nowhere = SocketAddr::from((Ipv4Addr::LOCALHOST, 9));
+    let first_a = federated_server(dir, ("a.test", any), &[("b.test", nowhere, pin_b)]).await;
+    let a_port = first_a.federation_addr().expect("a's port");
+    first_a.shutdown().await;
+    let to_a = Relay::start(a_port, Impairment::NONE, 1).await;
+    let b = federated_server(dir, ("b.test", any), &[("a.test", to_a.addr(), pin_a)]).await;
+    let to_b = Relay::start(b.federation_addr().expect("b's port"), Impairment::NONE, 2).await;
+    let a = federated_server(dir, ("a.test", a_port), &[("b.test", to_b.addr(), pin_b)]).await;
+    for (server, peer) in [(&a, "b.test"), (&b, "a.test")] {
+        assert!(server.wait_for_peer(peer, WAIT, |status| status.reachable).await.is_some(), "{peer}");
+    }
+    Linked { a, b, to_a, to_b }
+}
+
+/// Issue 19, scenario 6: bob sends while his removal is on its way to b;
+/// b takes the message (relayed), the hub refuses it, and bob's client
+/// shows it as failed, not as sent.
+#[tokio::test]
+async fn a_message_the_hub_refuses_after_the_senders_removal_shows_as_failed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    let Linked { a, b, to_a, to_b } = servers_behind_relays(dir).await;
+    let alice = user_on(dir, &a, "alice").await;
+    let bob = user_on(dir, &b, "bob").await;
+    alice.create_group("team").await.expect("create");
+    alice.add_members("team", &["bob@b.test".into()]).await.expect("add bob@b.test");
+    wait_for_welcome(&bob).await;
+
+    to_a.set_blackhole(true);
+    to_b.set_blackhole(true);
+    alice.remove_members("team", &["bob@b.test".into()]).await.expect("alice removes bob");
+    let sent = bob.send("team", "too late").await.expect("b takes bob's message");
+    assert_eq!(sent.state, quicprochat_sdk::MessageState::Sent);
+    to_a.set_blackhole(false);
+    to_b.set_blackhole(false);
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let history = bob.history("team", 10).await.expect("history");
+        let mine = history.iter().find(|message| message.text == "too late").expect("bob's message");
+        if mine.state == quicprochat_sdk::MessageState::Failed {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the refusal never reached bob: {mine:?}");
+        bob.receive_wait(Duration::from_millis(200)).await.expect("bob syncs");
+    }
+    assert!(bob.groups().await.expect("groups").is_empty(), "bob was removed");
+    assert!(alice.receive_wait(Duration::from_millis(300)).await.expect("receive").is_empty(), "alice reads nothing");
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -30,7 +30,7 @@ use quicprochat_core::names::{hub_of, split_qualified};
 use quicprochat_core::DeviceId;
 
 use super::outbox::Outbox;
-use super::relay::{check_relay, check_relay_binding};
+use super::relay::{check_refusal, check_refusal_binding, check_relay, check_relay_binding, refusal_for};
 use super::stream::{BatchError, InboundState, InboundStream};
 use crate::domain::groups::MAX_GROUP_NAME_LEN;
 use crate::domain::{DomainError, MAX_MESSAGE_ID_LEN};
@@ -65,6 +65,8 @@ pub enum StreamEvent {
     Group(GroupEvent),
     /// A message of one of the peer's users to a group we host.
     Relay(RelayedSend),
+    /// The peer, a group's hub, refused a message one of our users relayed.
+    Refused(SendRefused),
     /// An event this server does not know (a newer peer): applied as refused.
     Unknown,
 }
@@ -95,6 +97,17 @@ pub struct RelayedSend {
     pub message_id: Vec<u8>,
     pub epoch: u64,
     pub payload: Vec<u8>,
+}
+
+/// A hub's refusal of a message one of our users relayed to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendRefused {
+    pub group_id: Vec<u8>,
+    /// `name@home`: our user.
+    pub sender: String,
+    pub message_id: Vec<u8>,
+    /// A word (the hub's refusal label).
+    pub reason: String,
 }
 
 /// An entry applied as refused, and why (a metric label).
@@ -156,6 +169,8 @@ pub fn apply_batch_federated(
     let mut events = Vec::new();
     let mut accepted = Vec::new();
     let mut outbound = Vec::new();
+    // Refusals of relayed messages, back to the peer in the same write.
+    let mut refusals = Vec::new();
     let mut devices = DeviceQueues::new(store);
     for entry in &batch.entries[plan.apply.clone()] {
         if let StreamEvent::Group(event) = &entry.event {
@@ -166,22 +181,25 @@ pub fn apply_batch_federated(
             }
         }
         check_relay_binding(entry, batch.peer, outbox.map(|outbox| outbox.home))?;
-        if let (StreamEvent::Relay(relay), Some(outbox)) = (&entry.event, outbox) {
-            match check_relay(store, outbox, relay, now_ms)? {
-                Ok((event, entries)) => {
-                    accepted.push((event.message.kind, entry.accepted_at_ms));
-                    events.push(event);
-                    outbound.push(entries);
+        check_refusal_binding(entry, batch.peer, outbox.map(|outbox| outbox.home))?;
+        let checked = match (&entry.event, outbox) {
+            (StreamEvent::Relay(relay), Some(outbox)) => match check_relay(store, outbox, relay, now_ms)? {
+                Ok(checked) => Ok(checked),
+                Err(reason) => {
+                    refusals.extend(refusal_for(batch.peer, relay, reason, now_ms, outbox));
+                    Err(reason)
                 }
-                Err(reason) => applied.refused.push(Refusal { seq: entry.seq, reason }),
+            },
+            (StreamEvent::Refused(refused), Some(_)) => {
+                check_refusal(store, &mut devices, batch.peer, refused, now_ms)?.map(|event| (event, Vec::new()))
             }
-            continue;
-        }
-        match check_entry(store, &mut devices, batch.peer, entry, now_ms)? {
-            Ok(event) => {
+            _ => check_entry(store, &mut devices, batch.peer, entry, now_ms)?.map(|event| (event, Vec::new())),
+        };
+        match checked {
+            Ok((event, entries)) => {
                 accepted.push((event.message.kind, entry.accepted_at_ms));
                 events.push(event);
-                outbound.push(Vec::new());
+                outbound.push(entries);
             }
             Err(reason) => applied.refused.push(Refusal { seq: entry.seq, reason }),
         }
@@ -197,6 +215,7 @@ pub fn apply_batch_federated(
             fanned_out.extend(entries);
         }
     }
+    fanned_out.extend(refusals);
     let write = InboundApply {
         peer: batch.peer,
         instance: plan.new_state.instance,
@@ -237,7 +256,7 @@ fn check_ranges(batch: &InboundBatch<'_>) -> Result<(), DomainError> {
 }
 
 /// The current device queues of local accounts, each account read once per batch.
-struct DeviceQueues<'a> {
+pub(super) struct DeviceQueues<'a> {
     store: &'a dyn Store,
     known: HashMap<String, Vec<(DeviceId, String)>>,
 }
@@ -250,6 +269,16 @@ impl<'a> DeviceQueues<'a> {
     /// The queue of `username`'s current device `device_id`, if it has one.
     fn queue(&mut self, username: &str, device_id: &[u8]) -> Result<Option<String>, DomainError> {
         let Some(device_id) = DeviceId::from_bytes(device_id) else { return Ok(None) };
+        let devices = self.current(username)?;
+        Ok(devices.iter().find(|(id, _)| *id == device_id).map(|(_, queue)| queue.clone()))
+    }
+
+    /// The queues of every current device of `username`.
+    pub(super) fn all(&mut self, username: &str) -> Result<Vec<String>, DomainError> {
+        Ok(self.current(username)?.iter().map(|(_, queue)| queue.clone()).collect())
+    }
+
+    fn current(&mut self, username: &str) -> Result<&[(DeviceId, String)], DomainError> {
         if !self.known.contains_key(username) {
             let current = self
                 .store
@@ -260,8 +289,7 @@ impl<'a> DeviceQueues<'a> {
                 .collect();
             self.known.insert(username.to_owned(), current);
         }
-        let devices = self.known.get(username).map(Vec::as_slice).unwrap_or_default();
-        Ok(devices.iter().find(|(id, _)| *id == device_id).map(|(_, queue)| queue.clone()))
+        Ok(self.known.get(username).map(Vec::as_slice).unwrap_or_default())
     }
 }
 

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use quicprochat_core::names::split_qualified;
 use quicprochat_core::DeviceId;
 
-use super::apply::{GroupEvent, RelayedSend};
+use super::apply::{GroupEvent, RelayedSend, SendRefused};
 use crate::storage::{GroupKind, NewMessage, NewOutboundEntry, OutboundAppend};
 
 /// What the domain needs to write for peers: this server's domain, and the
@@ -23,6 +23,7 @@ pub struct Outbox<'a> {
     pub home: &'a str,
     pub encode: &'a (dyn Fn(&GroupEvent) -> Vec<u8> + Send + Sync),
     pub encode_relay: &'a (dyn Fn(&RelayedSend) -> Vec<u8> + Send + Sync),
+    pub encode_refused: &'a (dyn Fn(&SendRefused) -> Vec<u8> + Send + Sync),
 }
 
 /// The roster entry of device `device_id` of the remote user `name@domain`.

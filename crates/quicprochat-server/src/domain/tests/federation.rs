@@ -106,6 +106,64 @@ fn entries_that_cannot_take_effect_are_refused_and_the_stream_moves_on() {
     assert_eq!(ids(&store, "alice"), ["m6"]);
 }
 
+/// The hub `PEER` refuses messages our alice relayed to it: each becomes a
+/// `DELIVERY_FAILED` entry for her devices, once; a refusal of a message
+/// she never relayed is applied as refused.
+#[test]
+fn a_hubs_refusal_of_a_relayed_message_reaches_the_senders_devices_once() {
+    use crate::domain::federation::apply::{apply_batch_federated, SendRefused};
+    use crate::domain::federation::outbox::Outbox;
+    use crate::storage::NewMessage;
+
+    let store = store_with(&["alice"]);
+    let group_id = group_id_hosted_by([3; 16], PEER);
+    // What relaying r1 recorded here (the message itself went to the hub).
+    let relayed = NewMessage {
+        message_id: b"r1".to_vec(),
+        group_id: group_id.clone(),
+        sender: "alice".into(),
+        kind: EntryKind::Application,
+        payload: Vec::new(),
+        epoch: 1,
+        stored_at_ms: super::NOW,
+    };
+    store.enqueue_federated(&relayed, &[], &[]).unwrap();
+    let mut welcome = event(&store, "w1", &["alice"]);
+    welcome.kind = EntryKind::Welcome;
+    let welcomed = apply_batch(&store, &batch(&entries(vec![welcome], 1), 9, 1), super::NOW).unwrap();
+    assert_eq!(welcomed.applied_through, 1, "alice's Welcome; the group's label is known");
+    let refusal = |seq: u64, id: &[u8]| StreamEntry {
+        seq,
+        accepted_at_ms: 10,
+        event: StreamEvent::Refused(SendRefused {
+            group_id: group_id.clone(),
+            sender: "alice@a.example".into(),
+            message_id: id.to_vec(),
+            reason: "not_a_member".into(),
+        }),
+    };
+    let outbox = Outbox {
+        home: "a.example",
+        encode: &|_| Vec::new(),
+        encode_relay: &|_| Vec::new(),
+        encode_refused: &|_| Vec::new(),
+    };
+    let sent = [refusal(2, b"r1"), refusal(3, b"never")];
+    let applied = apply_batch_federated(&store, &batch(&sent, 9, 1), super::NOW, Some(&outbox)).unwrap();
+    let reasons: Vec<&str> = applied.refused.iter().map(|refusal| refusal.reason).collect();
+    assert_eq!((applied.applied_through, reasons), (3, vec!["unknown_message"]));
+    let fetched = store.fetch("alice", 0, 10).unwrap().items;
+    assert_eq!(fetched.len(), 2, "the Welcome and the refusal");
+    assert_eq!((fetched[1].kind, fetched[1].message_id.as_slice()), (EntryKind::DeliveryFailed, b"r1".as_slice()));
+    assert_eq!(fetched[1].payload, b"not_a_member");
+
+    // The hub refuses it again (a resend after its restart): absorbed.
+    let again = [refusal(1, b"r1")];
+    let applied = apply_batch_federated(&store, &batch(&again, 10, 1), super::NOW, Some(&outbox)).unwrap();
+    assert_eq!(applied.duplicates, 1);
+    assert_eq!(store.fetch("alice", 0, 10).unwrap().items.len(), 2);
+}
+
 #[test]
 fn an_event_for_a_group_the_peer_does_not_host_refuses_the_whole_batch() {
     let store = store_with(&["alice"]);

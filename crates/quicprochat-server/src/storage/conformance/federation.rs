@@ -103,6 +103,9 @@ pub(super) fn inbound_batches_queue_once_and_move_the_state_with_them(store: &dy
         ("team", GroupKind::Named, "carol@b.example")
     );
     assert_eq!(store.fetch("bob", 0, 10).unwrap().items.len(), 1);
+    let label = store.remote_group(&events[0].message.group_id).unwrap().expect("the label is kept");
+    assert_eq!((label.hub.as_str(), label.name.as_str(), label.kind), ("b.example", "team", GroupKind::Named));
+    assert_eq!(store.remote_group(&[9; 16]).unwrap(), None);
 
     // The same events again (a resend across an instance change): queued once.
     let again = InboundApply { peer: "b.example", instance: 6, applied_seq: 1, events: &events, outbound: &[] };

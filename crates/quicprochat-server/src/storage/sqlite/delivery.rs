@@ -19,6 +19,7 @@ pub(super) fn encode_entry_kind(kind: EntryKind) -> i64 {
         EntryKind::Commit => 1,
         EntryKind::Welcome => 2,
         EntryKind::Proposal => 3,
+        EntryKind::DeliveryFailed => 4,
     }
 }
 
@@ -28,6 +29,7 @@ pub(super) fn decode_entry_kind(value: i64, operation: &'static str) -> Result<E
         1 => Ok(EntryKind::Commit),
         2 => Ok(EntryKind::Welcome),
         3 => Ok(EntryKind::Proposal),
+        4 => Ok(EntryKind::DeliveryFailed),
         other => Err(StoreError::Corrupt { operation, detail: format!("unknown entry kind {other}") }),
     }
 }

@@ -5,8 +5,9 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::groups::encode_group_kind;
+use super::groups::{decode_group_kind, encode_group_kind};
 use super::{delivery, SqlResultExt};
+use crate::storage::RemoteGroup;
 use crate::storage::{
     new_stream_instance, EnqueueOutcome, EntryKind, FedStream, InboundApply, NewOutboundEntry, OutboundAppend,
     OutboundEntry, StoreError,
@@ -61,6 +62,24 @@ pub(super) fn fed_stream(connection: &Connection, peer: &str) -> Result<Option<F
         .prepare_cached(&format!("SELECT {STREAM_COLUMNS} FROM fed_streams s WHERE s.peer = ?1"))
         .and_then(|mut statement| statement.query_row(params![peer], stream_from_row).optional())
         .during("fed_stream")
+}
+
+pub(super) fn remote_group(connection: &Connection, group_id: &[u8]) -> Result<Option<RemoteGroup>, StoreError> {
+    const OPERATION: &str = "remote_group";
+    let row = connection
+        .prepare_cached("SELECT hub, name, kind FROM remote_groups WHERE group_id = ?1")
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![group_id], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?))
+                })
+                .optional()
+        })
+        .during(OPERATION)?;
+    row.map(|(hub, name, kind)| {
+        Ok(RemoteGroup { group_id: group_id.to_vec(), hub, name, kind: decode_group_kind(kind, OPERATION)? })
+    })
+    .transpose()
 }
 
 pub(super) fn fed_streams(connection: &Connection) -> Result<Vec<FedStream>, StoreError> {

@@ -16,7 +16,7 @@ use crate::storage::{
     ProposalWrite, Store, StoreError, TakenKeyPackage, TrimmedQueues,
 };
 use crate::storage::{DeviceAdded, DeviceRemoval, NewDevice};
-use crate::storage::{FedStream, InboundApply, NewOutboundEntry, OutboundAppend, OutboundEntry};
+use crate::storage::{FedStream, InboundApply, NewOutboundEntry, OutboundAppend, OutboundEntry, RemoteGroup};
 
 /// How the SQL operations reach a connection.
 pub trait Access: Send + Sync {
@@ -91,6 +91,10 @@ impl<A: Access> Store for A {
 
     fn fed_stream(&self, peer: &str) -> Result<Option<FedStream>, StoreError> {
         self.query(|connection| federation::fed_stream(connection, peer))
+    }
+
+    fn remote_group(&self, group_id: &[u8]) -> Result<Option<RemoteGroup>, StoreError> {
+        self.query(|connection| federation::remote_group(connection, group_id))
     }
 
     fn fed_streams(&self) -> Result<Vec<FedStream>, StoreError> {

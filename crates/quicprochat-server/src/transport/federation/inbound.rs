@@ -283,5 +283,6 @@ fn entry_kind_name(kind: EntryKind) -> &'static str {
         EntryKind::Commit => "commit",
         EntryKind::Welcome => "welcome",
         EntryKind::Proposal => "proposal",
+        EntryKind::DeliveryFailed => "delivery_failed",
     }
 }

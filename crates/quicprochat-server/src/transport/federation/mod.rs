@@ -101,7 +101,12 @@ impl Federation {
     /// What the domain writes for peers with: our domain and the stream's
     /// encoding of a group event.
     pub(crate) fn outbox(&self) -> Outbox<'_> {
-        Outbox { home: &self.domain, encode: &wire::encode_group_event, encode_relay: &wire::encode_relay }
+        Outbox {
+            home: &self.domain,
+            encode: &wire::encode_group_event,
+            encode_relay: &wire::encode_relay,
+            encode_refused: &wire::encode_refused,
+        }
     }
 
     /// Entries were appended to the streams of `peers`: their senders send now.

@@ -7,7 +7,7 @@ use prost::Message;
 use quicprochat_proto::shape::check_push_shape;
 use quicprochat_proto::v1;
 
-use crate::domain::federation::apply::{GroupEvent, RelayedSend, StreamEntry, StreamEvent};
+use crate::domain::federation::apply::{GroupEvent, RelayedSend, SendRefused, StreamEntry, StreamEvent};
 use crate::domain::DomainError;
 use crate::storage::{EntryKind, GroupKind, OutboundEntry};
 use crate::transport::dispatch::{wire_entry_kind, wire_group_kind};
@@ -59,6 +59,12 @@ fn stream_entries(entries: Vec<v1::FedEntry>) -> Vec<StreamEntry> {
                     epoch: relay.epoch,
                     payload: relay.payload.to_vec(),
                 }),
+                Some(v1::fed_entry::Event::SendRefused(refused)) => StreamEvent::Refused(SendRefused {
+                    group_id: refused.group_id.to_vec(),
+                    sender: refused.sender,
+                    message_id: refused.message_id.to_vec(),
+                    reason: refused.reason,
+                }),
                 None => StreamEvent::Unknown,
             },
         })
@@ -75,6 +81,8 @@ fn group_event(event: v1::FedGroupEvent) -> Option<GroupEvent> {
         v1::EntryKind::Commit => EntryKind::Commit,
         v1::EntryKind::Welcome => EntryKind::Welcome,
         v1::EntryKind::Proposal => EntryKind::Proposal,
+        // Only a follower makes these, for its own users.
+        v1::EntryKind::DeliveryFailed => return None,
     };
     Some(GroupEvent {
         group_id: event.group_id.to_vec(),
@@ -124,6 +132,18 @@ pub(crate) fn encode_relay(relay: &RelayedSend) -> Vec<u8> {
         payload: relay.payload.clone().into(),
     };
     v1::FedEntry { seq: 0, accepted_at_ms: 0, event: Some(v1::fed_entry::Event::RelaySend(wire)) }.encode_to_vec()
+}
+
+/// The stored form of a relayed message's refusal in the hub's stream back
+/// to the follower.
+pub(crate) fn encode_refused(refused: &SendRefused) -> Vec<u8> {
+    let wire = v1::FedSendRefused {
+        group_id: refused.group_id.clone().into(),
+        sender: refused.sender.clone(),
+        message_id: refused.message_id.clone().into(),
+        reason: refused.reason.clone(),
+    };
+    v1::FedEntry { seq: 0, accepted_at_ms: 0, event: Some(v1::fed_entry::Event::SendRefused(wire)) }.encode_to_vec()
 }
 
 /// The largest stored entry sent as it is: with the batch's own fields it

@@ -4,8 +4,9 @@
 //! and requests of a pinned peer that speak for another origin or are meant
 //! for another server, push events for a group it does not host (another
 //! server's, or ours) or a malformed batch, relay, commit or leave for
-//! groups it does not host or users of another domain, or that are not
-//! federation methods.
+//! groups it does not host or users of another domain, refusals of
+//! messages for groups it does not host or of users not ours, or that are
+//! not federation methods.
 
 use std::sync::Arc;
 
@@ -139,6 +140,34 @@ async fn federation_catalogue() {
             Outcome::of(impostor.call::<_, v1::FedPushResponse>(Method::FedPush, &spoofed_sender).await)
         })
         .await;
+    let refusal = |group_id: Vec<u8>, sender: &str| v1::FedPushRequest {
+        origin: "evil.test".into(),
+        destination: "a.test".into(),
+        instance: 3,
+        first_available_seq: 1,
+        entries: vec![v1::FedEntry {
+            seq: 1,
+            accepted_at_ms: 1,
+            event: Some(v1::fed_entry::Event::SendRefused(v1::FedSendRefused {
+                group_id: group_id.into(),
+                sender: sender.to_owned(),
+                message_id: b"m1".to_vec().into(),
+                reason: "not_a_member".into(),
+            })),
+        }],
+    };
+    let refused_elsewhere = refusal(group_id_hosted_by([1; 16], "b.test"), "alice@a.test");
+    bench
+        .case("a refusal for a group the peer does not host", &impostor, denied.clone(), Connection::Survives, async {
+            Outcome::of(impostor.call::<_, v1::FedPushResponse>(Method::FedPush, &refused_elsewhere).await)
+        })
+        .await;
+    let refused_foreigner = refusal(group_id_hosted_by([1; 16], "evil.test"), "bob@b.test");
+    bench
+        .case("a refusal for a user of another domain", &impostor, denied.clone(), Connection::Survives, async {
+            Outcome::of(impostor.call::<_, v1::FedPushResponse>(Method::FedPush, &refused_foreigner).await)
+        })
+        .await;
     let commit = |group_id: Vec<u8>, sender: &str| v1::FedSubmitCommitRequest {
         origin: "evil.test".into(),
         destination: "a.test".into(),
@@ -240,7 +269,7 @@ async fn federation_catalogue() {
         .await;
     let greeted = hello(&impostor, "evil.test", "a.test").await.expect("a well-addressed hello is answered");
     assert_eq!(greeted.domain, "a.test");
-    assert_eq!(bench.cases(), 21);
+    assert_eq!(bench.cases(), 23);
 }
 
 /// A `FedPush` of one application event per seq for `group_id`.
