@@ -21,7 +21,11 @@
 //!   `message_id_conflict`, `unknown_event`), and
 //!   `fed_delivery_seconds`, from the origin accepting an event to its
 //!   entries being durable here (across two clocks: only as good as their
-//!   agreement).
+//!   agreement);
+//! - `fed_key_package_claims_total{peer, outcome}`: the peer's claims of
+//!   our users' key packages: `served`, `last_resort` (past the target's
+//!   budget), `refused` (past the peer's or requester's budget, an unknown
+//!   user, none left).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -47,6 +51,12 @@ struct PeerLabels {
 struct PeerReasonLabels {
     peer: String,
     reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerOutcomeLabels {
+    peer: String,
+    outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -79,6 +89,7 @@ pub struct FederationMetrics {
     duplicates: Family<PeerLabels, Counter>,
     rejected: Family<PeerReasonLabels, Counter>,
     delivery: HistogramFamily<PeerLabels>,
+    claims: Family<PeerOutcomeLabels, Counter>,
     /// Every peer's status as JSON, for `/federation` (set by the peer table).
     peer_report: Mutex<String>,
 }
@@ -98,6 +109,7 @@ impl FederationMetrics {
             duplicates: Family::default(),
             rejected: Family::default(),
             delivery: Family::new_with_constructor(delivery_histogram),
+            claims: Family::default(),
             peer_report: Mutex::new("[]".to_owned()),
         };
         registry.register(
@@ -142,6 +154,11 @@ impl FederationMetrics {
             "fed_delivery_seconds",
             "From the origin accepting an event to its entries being durable here",
             metrics.delivery.clone(),
+        );
+        registry.register(
+            "fed_key_package_claims",
+            "The peer's claims of our users' key packages, by outcome",
+            metrics.claims.clone(),
         );
         metrics
     }
@@ -198,6 +215,11 @@ impl FederationMetrics {
     /// An entry of `peer` was applied as refused for `reason`.
     pub fn rejected(&self, peer: &str, reason: &str) {
         self.rejected.get_or_create(&PeerReasonLabels { peer: peer.to_owned(), reason: reason.to_owned() }).inc();
+    }
+
+    /// A key package claim of `peer` ended as `outcome`.
+    pub fn claim(&self, peer: &str, outcome: &str) {
+        self.claims.get_or_create(&PeerOutcomeLabels { peer: peer.to_owned(), outcome: outcome.to_owned() }).inc();
     }
 
     /// Every peer's status, as JSON (`/federation`).

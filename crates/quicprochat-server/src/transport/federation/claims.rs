@@ -77,6 +77,24 @@ pub(super) async fn claim_key_package(
     peer: &Peer,
     body: &Bytes,
 ) -> Result<Reply, DomainError> {
+    let answer = serve_claim(state, federation, peer, body).await;
+    let outcome = match &answer {
+        Ok((_, true)) => "last_resort",
+        Ok((_, false)) => "served",
+        Err(_) => "refused",
+    };
+    federation.metrics().claim(&peer.config.domain, outcome);
+    let (key_packages, last_resort) = answer?;
+    Ok(Reply::ok(&v1::FedClaimKeyPackageResponse { key_packages, last_resort }))
+}
+
+/// The key packages a claim gets, and whether they are last-resort ones.
+async fn serve_claim(
+    state: &ServerState,
+    federation: &Federation,
+    peer: &Peer,
+    body: &Bytes,
+) -> Result<(Vec<Bytes>, bool), DomainError> {
     let request: v1::FedClaimKeyPackageRequest = decode(body)?;
     check_addressing(state, federation, peer, &request.origin, &request.destination)?;
     if split_qualified(&request.requester).is_none_or(|(_, domain)| domain != peer.config.domain) {
@@ -119,8 +137,7 @@ pub(super) async fn claim_key_package(
     })
     .await?;
     let last_resort = fetched.first().is_some_and(|package| package.last_resort);
-    let key_packages = fetched.into_iter().map(|package| package.key_package.into()).collect();
-    Ok(Reply::ok(&v1::FedClaimKeyPackageResponse { key_packages, last_resort }))
+    Ok((fetched.into_iter().map(|package| package.key_package.into()).collect(), last_resort))
 }
 
 /// A user's account key from their home server `domain` (`ResolveUser` of

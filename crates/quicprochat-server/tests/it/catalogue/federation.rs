@@ -270,6 +270,9 @@ async fn federation_catalogue() {
     let greeted = hello(&impostor, "evil.test", "a.test").await.expect("a well-addressed hello is answered");
     assert_eq!(greeted.domain, "a.test");
     assert_eq!(bench.cases(), 23);
+    let (_, text) = tokio::task::spawn_blocking(move || http_get(metrics, "/metrics")).await.expect("scrape");
+    let series = "qpc_fed_key_package_claims_total{peer=\"evil.test\",outcome=\"refused\"}";
+    assert!(text.lines().any(|line| line.starts_with(series) && !line.ends_with(" 0")), "claims are counted:\n{text}");
 }
 
 /// A `FedPush` of one application event per seq for `group_id`.
