@@ -120,13 +120,19 @@ pub(crate) async fn receive_n(client: &QpcClient, count: usize) -> Vec<StoredMes
 
 /// The body of `GET /metrics` from the server's metrics endpoint at `addr`.
 fn scrape(addr: SocketAddr) -> String {
+    http_get(addr, "/metrics").1
+}
+
+/// `GET path` on the server's metrics endpoint at `addr`: (status line, body).
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
     stream.set_read_timeout(Some(WAIT)).expect("read timeout");
-    write!(stream, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("write the request");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("write the request");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read the response");
-    response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).expect("an HTTP response")
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
 }
 
 /// Texts of messages, in order.

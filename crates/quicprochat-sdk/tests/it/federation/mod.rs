@@ -11,6 +11,7 @@ use quicprochat_server::storage::{SqliteStore, Store};
 use crate::harness::{open_profile, receive_n, team_of_three, texts, Harness};
 
 mod partition;
+mod peers_down;
 mod three_servers;
 
 #[tokio::test]
@@ -92,7 +93,7 @@ pub(crate) fn pin_of(dir: &std::path::Path, domain: &str) -> quicprochat_rpc::Ce
 
 /// Servers for a.test and b.test on `dir`, each the other's peer, each
 /// reaching the other.
-async fn two_peered_servers(
+pub(crate) async fn two_peered_servers(
     dir: &std::path::Path,
 ) -> (quicprochat_server::RunningServer, quicprochat_server::RunningServer) {
     quicprochat_sdk::install_crypto_provider();

@@ -45,8 +45,8 @@ use inbound::accept_peers;
 use outbound::keep_in_touch_with_peers;
 use stream_sender::start_stream_senders;
 
-/// How long a call to a peer waits for a connection being made before it
-/// answers `UNAVAILABLE`.
+/// How long a call to a peer waits for the first connection to it being
+/// made before it answers `UNAVAILABLE`.
 const CONNECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What the federation tasks share.
@@ -117,7 +117,7 @@ impl Federation {
     }
 
     /// Calls `method` on the peer `domain` over our connection to it (waiting
-    /// up to [`CONNECTION_WAIT`] for one): the
+    /// up to [`CONNECTION_WAIT`] for the first): the
     /// peer's refusal comes back as the same status; no connection, or a
     /// connection that fails, is `UNAVAILABLE` (retryable).
     pub(crate) async fn call_peer<Req: prost::Message, Resp: prost::Message + Default>(
@@ -129,14 +129,19 @@ impl Federation {
         let peer = self.peers.peers().iter().find(|peer| peer.config.domain == domain).ok_or_else(|| {
             DomainError::not_found(format!("this server does not federate with {domain} (no such peer)"))
         })?;
+        // No suggested delay: nobody knows when the peer is back, and the
+        // client's own retries (a commit's resubmissions) are enough.
         let unavailable = |detail: String| DomainError::Unavailable {
             message: format!("{domain} cannot be reached now: {detail}"),
-            retry_after_ms: 1000,
+            retry_after_ms: 0,
         };
-        // A peer being dialled (just after a start, a redial) gets a moment
-        // to answer before the user is told to retry.
+        // A peer being dialled for the first time (just after our start)
+        // gets a moment to answer; one known down is answered at once.
+        let known_down =
+            self.peers.status().iter().any(|status| status.domain == domain && status.last_error.is_some());
+        let wait = if known_down { std::time::Duration::ZERO } else { CONNECTION_WAIT };
         let mut connection = peer.connection.subscribe();
-        let client = match tokio::time::timeout(CONNECTION_WAIT, connection.wait_for(Option::is_some)).await {
+        let client = match tokio::time::timeout(wait, connection.wait_for(Option::is_some)).await {
             Ok(Ok(client)) => client.clone(),
             _ => None,
         }
