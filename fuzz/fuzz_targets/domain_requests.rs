@@ -30,7 +30,6 @@ struct World {
     group_id: Vec<u8>,
     group_info: Vec<u8>,
     ratchet_tree: Vec<u8>,
-    home: None,
     add_commit: Vec<u8>,
     /// The init key of the package the add uses (served to alice).
     add_init_key: Vec<u8>,
@@ -60,7 +59,6 @@ fn world() -> &'static World {
             group_id,
             group_info: bootstrap.group_info,
             ratchet_tree: bootstrap.ratchet_tree,
-            home: None,
             add_commit: pending.commit,
             add_init_key,
             welcome: pending.welcome.expect("welcome"),
