@@ -197,6 +197,18 @@ pub(crate) async fn run_step(
     duration: Duration,
     base: Instant,
 ) -> StepResult {
+    run_step_then(target, (step, rate, duration, base), || {}, DELIVERY_GRACE).await.0
+}
+
+/// [`run_step`] that calls `after_sends` once every send was answered (B9
+/// heals a partition there), then waits up to `grace` for the pushes;
+/// also returns how long that wait took (until the last push, or `grace`).
+pub(crate) async fn run_step_then(
+    target: &Target<'_>,
+    (step, rate, duration, base): (u32, f64, Duration, Instant),
+    after_sends: impl FnOnce(),
+    grace: Duration,
+) -> (StepResult, Duration) {
     let copies = match target {
         Target::Server { pairs, deliveries } => {
             let copies = pairs.first().map_or(1, |pair| pair.receivers.len());
@@ -273,8 +285,10 @@ pub(crate) async fn run_step(
         cpu: None,
         wire: None,
     };
+    after_sends();
+    let waiting = Instant::now();
     if let Target::Server { deliveries, .. } = target {
-        let deadline = Instant::now() + DELIVERY_GRACE;
+        let deadline = waiting + grace;
         loop {
             let arrived = deliveries.arrived.notified();
             if deliveries.missing(&acked) == 0 || Instant::now() >= deadline {
@@ -289,6 +303,7 @@ pub(crate) async fn run_step(
         result.duplicates = duplicates;
         result.copies_per_s = copies.map(|copies| result.achieved_per_s * copies as f64);
     }
+    let waited = waiting.elapsed();
     // The window ends once every push is in (or the grace is over), so it
     // holds each message's whole server-side cost, its Ack included but
     // for the last few.
@@ -296,7 +311,7 @@ pub(crate) async fn run_step(
     if let (Target::Server { pairs, .. }, Some(start)) = (target, wire_at_start) {
         result.wire = wire_count(pairs).since(start, result.acknowledged);
     }
-    result
+    (result, waited)
 }
 
 /// The wire counters of every sending and receiving connection.

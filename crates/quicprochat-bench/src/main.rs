@@ -9,6 +9,7 @@
 //! handshakes and restart (`connections.rs`), B7 memory (`memory.rs`);
 //! `disk` times the data directory's fsyncs alone, the floor under every
 //! durable figure (`disk.rs`); `wire.rs` counts B3's datagrams per message.
+//! B9 is federation between two in-process servers (`federation.rs`).
 //! `--only` / `--skip` pick suites. `--devices-per-account 1,2` runs B3 and
 //! B4 once per value in the same process (`pairs.rs`, `devices.rs`): with N
 //! devices per account every device is a leaf and online, and each message
@@ -24,10 +25,12 @@ mod devices;
 mod disk;
 mod fanout;
 mod fanout_baseline;
+mod federation;
 mod histogram;
 mod load;
 mod memory;
 mod pairs;
+mod relay;
 mod setup;
 mod storage;
 mod throughput;
@@ -114,6 +117,15 @@ struct Args {
     /// B7: numbers of idle, logged-in, subscribed connections at which RSS is measured.
     #[arg(long, value_delimiter = ',', default_value = "1000,2000")]
     memory_connections: Vec<usize>,
+    /// B9: sender connections of the local and of the federated ramp (each sender's recipient on the other server).
+    #[arg(long, default_value_t = 10)]
+    federation_connections: usize,
+    /// B9: seconds the link between the two servers stays cut while the federated pairs send.
+    #[arg(long, default_value_t = 60.0)]
+    federation_partition_secs: f64,
+    /// B9: messages per second sent to the other server during the cut.
+    #[arg(long, default_value_t = 1000.0)]
+    federation_partition_rate: f64,
     /// Run only these suites (comma-separated; default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Suite>,
@@ -143,6 +155,8 @@ enum Suite {
     B7,
     /// The data directory's disk alone: fsync latency and stalls over the p99 bound.
     Disk,
+    /// Federation: send → push and throughput across two servers beside one, and a partition's backlog.
+    B9,
 }
 
 impl Args {
@@ -158,11 +172,18 @@ impl Args {
             ("--rate-factor", self.rate_factor),
             ("--max-p99-ms", self.max_p99_ms),
             ("--step-secs", self.step_secs),
+            ("--federation-partition-secs", self.federation_partition_secs),
+            ("--federation-partition-rate", self.federation_partition_rate),
         ];
         for (flag, value) in positive {
             anyhow::ensure!(value.is_finite() && value > 0.0, "{flag} must be a positive number, not {value}");
         }
-        for (flag, seconds) in [("--step-secs", self.step_secs), ("--disk-secs", self.disk_secs)] {
+        let durations = [
+            ("--step-secs", self.step_secs),
+            ("--disk-secs", self.disk_secs),
+            ("--federation-partition-secs", self.federation_partition_secs),
+        ];
+        for (flag, seconds) in durations {
             flag_duration(flag, seconds)?;
         }
         let most_devices = MAX_COPIES.div_ceil(2);
@@ -205,6 +226,8 @@ struct Report {
     memory: Option<memory::MemoryResult>,
     /// The disk alone, before any other suite.
     disk: Option<disk::DiskResult>,
+    /// B9.
+    federation: Option<federation::FederationResult>,
     lost: u64,
     duplicates: u64,
     /// Failed handshakes and clients that did not come back (B6; B3 counts
@@ -260,6 +283,8 @@ async fn main() -> anyhow::Result<()> {
         args.restart_clients = args.restart_clients.min(20);
         args.memory_connections = vec![50];
         args.disk_secs = args.disk_secs.min(1.0);
+        args.federation_connections = args.federation_connections.min(2);
+        args.federation_partition_secs = args.federation_partition_secs.min(1.0);
         vec![200.0, 1000.0]
     } else {
         (0..40).map(|i| args.start_rate * args.rate_factor.powi(i)).take_while(|rate| *rate < 2_000_000.0).collect()
@@ -316,11 +341,23 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
+    let federation = if args.runs(Suite::B9) && args.federation_connections > 0 {
+        let result = federation::run(&args, &servers, &rates, base).await.context("B9 federation")?;
+        for line in federation::describe(&result) {
+            eprintln!("B9: {line}");
+        }
+        Some(result)
+    } else {
+        None
+    };
+    let (federation_lost, federation_duplicates) = federation.as_ref().map_or((0, 0), federation::lost_and_duplicates);
     let ramps = b3.as_ref().map_or(&[][..], |b3| &b3.ramps[..]);
     let lost = ramps.iter().flat_map(|ramp| &ramp.steps).map(|step| step.lost).sum::<u64>()
-        + fanout.iter().map(|f| f.lost).sum::<u64>();
+        + fanout.iter().map(|f| f.lost).sum::<u64>()
+        + federation_lost;
     let duplicates = ramps.iter().flat_map(|ramp| &ramp.steps).map(|step| step.duplicates).sum::<u64>()
-        + fanout.iter().map(|f| f.duplicates).sum::<u64>();
+        + fanout.iter().map(|f| f.duplicates).sum::<u64>()
+        + federation_duplicates;
     let errors = connections.as_ref().map_or(0, connections::ConnectionsResult::errors);
     let report = Report {
         machine: machine(),
@@ -336,6 +373,7 @@ async fn main() -> anyhow::Result<()> {
         connections,
         memory,
         disk,
+        federation,
         lost,
         duplicates,
         errors,
@@ -413,6 +451,11 @@ fn print_summary(report: &Report) {
     }
     if let Some(result) = &report.disk {
         println!("disk {}", disk::describe(result));
+    }
+    if let Some(result) = &report.federation {
+        for line in federation::describe(result) {
+            println!("B9 {line}");
+        }
     }
     println!("lost {} duplicates {} errors {}", report.lost, report.duplicates, report.errors);
 }

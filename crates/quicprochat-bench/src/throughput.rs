@@ -113,6 +113,9 @@ pub(crate) struct RampTarget {
 
 impl RampTarget {
     const ECHO: RampTarget = RampTarget { target: "echo", devices_per_account: None };
+    /// B9's pairs of one server's own users, and its pairs across two servers.
+    pub(crate) const LOCAL: RampTarget = RampTarget { target: "local", devices_per_account: Some(1) };
+    pub(crate) const FEDERATED: RampTarget = RampTarget { target: "fed", devices_per_account: Some(1) };
 
     fn server(devices: usize) -> RampTarget {
         RampTarget { target: "server", devices_per_account: Some(devices) }
@@ -198,7 +201,7 @@ fn within_bound(step: &StepResult, max_p99_ms: f64) -> bool {
 }
 
 /// Steps the offered rate up from `start` until a step misses the bound (or `max_steps`).
-async fn ramp(
+pub(crate) async fn ramp(
     target: &Target<'_>,
     what: RampTarget,
     connections: usize,
