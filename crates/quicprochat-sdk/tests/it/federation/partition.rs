@@ -131,6 +131,36 @@ async fn a_message_the_hub_refuses_after_the_senders_removal_shows_as_failed() {
     b.shutdown().await;
 }
 
+/// A message bob sent while the link was cut, then his removal of carol:
+/// b forwards the removal only once a has the message (one order per
+/// user), so carol, removed after it, still reads it.
+#[tokio::test]
+async fn a_message_sent_before_a_removal_reaches_the_removed_member_across_a_cut() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    let Linked { a, b, to_a, to_b } = servers_behind_relays(dir).await;
+    let alice = user_on(dir, &a, "alice").await;
+    let carol = user_on(dir, &a, "carol").await;
+    let bob = user_on(dir, &b, "bob").await;
+    alice.create_group("team").await.expect("create");
+    alice.add_members("team", &["carol".into(), "bob@b.test".into()]).await.expect("add");
+    wait_for_welcome(&bob).await;
+    carol.sync().await.expect("carol joins");
+
+    to_a.set_blackhole(true);
+    to_b.set_blackhole(true);
+    bob.send("team", "sent during the cut").await.expect("b keeps bob's message");
+    // b's batches to a fail and back off while the link is cut.
+    assert!(b.wait_for_peer("a.test", WAIT, |status| status.pending > 0).await.is_some());
+    to_a.set_blackhole(false);
+    to_b.set_blackhole(false);
+    bob.remove_members("team", &["carol@a.test".into()]).await.expect("bob removes carol once a is back");
+    assert_eq!(texts(&receive_n(&carol, 1).await), ["sent during the cut"]);
+    assert_eq!(texts(&receive_n(&alice, 1).await), ["sent during the cut"]);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 fn numbered(prefix: &str, range: std::ops::RangeInclusive<u32>) -> Vec<String> {
     range.map(|n| format!("{prefix}{n}")).collect()
 }

@@ -28,6 +28,10 @@ pub struct PeerStatus {
     pub instance: Option<u64>,
     /// Entries of our stream to it written and not yet acknowledged.
     pub pending: u64,
+    /// The seq through which our stream to it is settled: acknowledged, or
+    /// expired unacknowledged (known once our stream sender read it).
+    #[serde(default)]
+    pub acked_through: u64,
 }
 
 /// One configured peer.
@@ -78,6 +82,7 @@ impl PeerTable {
                 last_error: None,
                 instance: None,
                 pending: 0,
+                acked_through: 0,
             })
             .collect();
         let table = PeerTable {
@@ -143,9 +148,13 @@ impl PeerTable {
         self.metrics.federation().set_peer_up(domain, false);
     }
 
-    /// Records how many entries of our stream to `domain` are pending.
-    pub(crate) fn set_pending(&self, domain: &str, pending: u64) {
-        self.update(domain, |status| status.pending = pending);
+    /// Records how many entries of our stream to `domain` are pending, and
+    /// through which seq it acknowledged them.
+    pub(crate) fn set_pending(&self, domain: &str, pending: u64, acked_through: u64) {
+        self.update(domain, |status| {
+            status.pending = pending;
+            status.acked_through = acked_through;
+        });
     }
 
     /// Hands every peer's status, as JSON, to `/federation`.

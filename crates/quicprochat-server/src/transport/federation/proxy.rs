@@ -8,6 +8,13 @@
 //! The hub takes them only for a group it hosts, from a user of the calling
 //! peer (`PERMISSION_DENIED` otherwise), naming the committing device, which
 //! must be the leaf that signed the commit.
+//!
+//! Order: a user's messages go to the hub through the stream, their commits
+//! around it. So that the hub sees them in the order the user sent them (a
+//! message sent before a removal reaches the removed member), a commit or
+//! leave is forwarded only once the hub acknowledged every stream entry
+//! written before it ([`wait_for_stream`]; `UNAVAILABLE` if that takes
+//! longer than [`STREAM_WAIT`], which the client retries).
 
 use bytes::Bytes;
 use prost::Message;
@@ -45,6 +52,31 @@ async fn proxied<'a>(
     Ok((federation, format!("{}@{}", user.username, federation.domain), device.as_bytes().to_vec()))
 }
 
+/// How long a commit waits for the stream to the hub to catch up.
+const STREAM_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits until `hub` acknowledged every entry of our stream to it written
+/// so far (the messages our users sent before this commit).
+async fn wait_for_stream(state: &ServerState, federation: &Federation, hub: &str) -> Result<(), DomainError> {
+    let peer = hub.to_owned();
+    let written =
+        blocking(state, move |store| Ok(store.fed_stream(&peer)?.map_or(0, |stream| stream.out_last))).await?;
+    if written == 0 {
+        return Ok(());
+    }
+    // A hub known down cannot catch up now: the user hears it at once.
+    let caught_up_or_down = |status: &crate::transport::federation::PeerStatus| {
+        status.acked_through >= written || (!status.reachable && status.last_error.is_some())
+    };
+    match federation.peers.wait_for(hub, STREAM_WAIT, caught_up_or_down).await {
+        Some(status) if status.acked_through >= written => Ok(()),
+        _ => Err(DomainError::Unavailable {
+            message: format!("messages sent earlier have not reached {hub} yet; retry the change"),
+            retry_after_ms: 0,
+        }),
+    }
+}
+
 /// Our user's commit to a group `hub` hosts; the new epoch.
 pub(crate) async fn forward_commit(
     state: &ServerState,
@@ -53,6 +85,7 @@ pub(crate) async fn forward_commit(
     request: v1::SubmitCommitRequest,
 ) -> Result<u64, DomainError> {
     let (federation, sender, sender_device) = proxied(state, user).await?;
+    wait_for_stream(state, federation, hub).await?;
     let forwarded = v1::FedSubmitCommitRequest {
         origin: federation.domain.clone(),
         destination: hub.to_owned(),
@@ -76,6 +109,7 @@ pub(crate) async fn forward_leave(
     request: v1::LeaveGroupRequest,
 ) -> Result<(), DomainError> {
     let (federation, sender, sender_device) = proxied(state, user).await?;
+    wait_for_stream(state, federation, hub).await?;
     let forwarded = v1::FedLeaveGroupRequest {
         origin: federation.domain.clone(),
         destination: hub.to_owned(),

@@ -308,7 +308,8 @@ async fn expire(state: &ServerState, federation: &Federation, domain: &str, stre
 /// Refreshes the peer's pending count (status and metrics).
 async fn publish(state: &ServerState, federation: &Federation, domain: &str, stream: &OutboundStream) {
     let pending = stream.pending();
-    federation.peers.set_pending(domain, pending);
+    let settled = stream.state();
+    federation.peers.set_pending(domain, pending, settled.acked_through.max(settled.expired_through));
     let oldest = if pending == 0 {
         None
     } else {
