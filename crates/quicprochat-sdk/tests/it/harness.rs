@@ -107,7 +107,12 @@ pub(crate) async fn open_profile(profile: &Path) -> QpcClient {
 
 /// Waits until `client` has received `count` new messages (or fails after [`WAIT`]).
 pub(crate) async fn receive_n(client: &QpcClient, count: usize) -> Vec<StoredMessage> {
-    let deadline = tokio::time::Instant::now() + WAIT;
+    receive_within(client, count, WAIT).await
+}
+
+/// Exactly `count` new messages for `client` within `bound`.
+pub(crate) async fn receive_within(client: &QpcClient, count: usize, bound: Duration) -> Vec<StoredMessage> {
+    let deadline = tokio::time::Instant::now() + bound;
     let mut received = Vec::new();
     while received.len() < count {
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());

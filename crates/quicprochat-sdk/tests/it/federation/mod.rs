@@ -126,6 +126,23 @@ pub(crate) async fn user_on(
         .expect("registers")
 }
 
+/// alice and carol on `a`, bob on `b`, in alice's group "team" (created
+/// on a), each holding it.
+pub(crate) async fn team_across(
+    dir: &std::path::Path,
+    a: &quicprochat_server::RunningServer,
+    b: &quicprochat_server::RunningServer,
+) -> [quicprochat_sdk::QpcClient; 3] {
+    let alice = user_on(dir, a, "alice").await;
+    let carol = user_on(dir, a, "carol").await;
+    let bob = user_on(dir, b, "bob").await;
+    alice.create_group("team").await.expect("create");
+    alice.add_members("team", &["carol".into(), "bob@b.test".into()]).await.expect("add carol and bob@b.test");
+    wait_for_welcome(&bob).await;
+    carol.sync().await.expect("carol joins");
+    [alice, carol, bob]
+}
+
 /// Syncs `client` until it holds a group (its Welcome crossed the stream).
 pub(crate) async fn wait_for_welcome(client: &quicprochat_sdk::QpcClient) {
     let deadline = tokio::time::Instant::now() + crate::harness::WAIT;
@@ -186,13 +203,7 @@ async fn a_user_of_one_server_adds_a_user_of_another_who_reads_the_group() {
 async fn a_member_on_another_server_removes_a_member_and_leaves_through_its_own_server() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (a, b) = two_peered_servers(dir.path()).await;
-    let alice = user_on(dir.path(), &a, "alice").await;
-    let carol = user_on(dir.path(), &a, "carol").await;
-    let bob = user_on(dir.path(), &b, "bob").await;
-    alice.create_group("team").await.expect("create");
-    alice.add_members("team", &["carol".into(), "bob@b.test".into()]).await.expect("add carol and bob@b.test");
-    wait_for_welcome(&bob).await;
-    carol.sync().await.expect("carol joins");
+    let [alice, carol, bob] = team_across(dir.path(), &a, &b).await;
 
     // The message goes through the stream, the removal around it: the
     // hub still sees them in bob's order, so carol reads the message.

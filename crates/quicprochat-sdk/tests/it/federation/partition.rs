@@ -10,8 +10,8 @@ use std::time::Duration;
 use quicprochat_sdk::QpcClient;
 use quicprochat_server::RunningServer;
 
-use super::{federated_server, pin_of, user_on, wait_for_welcome};
-use crate::harness::{receive_n, texts, WAIT};
+use super::{federated_server, pin_of, team_across, user_on, wait_for_welcome};
+use crate::harness::{receive_n, receive_within, texts, WAIT};
 use crate::impairment::relay::{Impairment, Relay};
 
 /// How long after the heal every message must have arrived (the bound).
@@ -22,13 +22,8 @@ async fn a_partition_between_servers_delays_messages_but_never_loses_repeats_or_
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path();
     let Linked { a, b, to_a, to_b } = servers_behind_relays(dir).await;
-    let alice = user_on(dir, &a, "alice").await;
+    let [alice, bob] = alice_and_bob_across(dir, &a, &b).await;
     let carol = user_on(dir, &a, "carol").await;
-    let bob = user_on(dir, &b, "bob").await;
-    alice.create_group("team").await.expect("create");
-    alice.add_members("team", &["bob@b.test".into()]).await.expect("add bob@b.test");
-    wait_for_welcome(&bob).await;
-
     to_a.set_blackhole(true);
     to_b.set_blackhole(true);
     for n in 1..=100 {
@@ -66,6 +61,16 @@ async fn a_partition_between_servers_delays_messages_but_never_loses_repeats_or_
     b.shutdown().await;
 }
 
+/// alice on `a` and bob on `b` in alice's group "team", both holding it.
+async fn alice_and_bob_across(dir: &std::path::Path, a: &RunningServer, b: &RunningServer) -> [QpcClient; 2] {
+    let alice = user_on(dir, a, "alice").await;
+    let bob = user_on(dir, b, "bob").await;
+    alice.create_group("team").await.expect("create");
+    alice.add_members("team", &["bob@b.test".into()]).await.expect("add bob@b.test");
+    wait_for_welcome(&bob).await;
+    [alice, bob]
+}
+
 /// a.test and b.test, each reaching the other through a relay in front of
 /// it (cut both to partition them).
 struct Linked {
@@ -101,12 +106,7 @@ async fn a_message_the_hub_refuses_after_the_senders_removal_shows_as_failed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path();
     let Linked { a, b, to_a, to_b } = servers_behind_relays(dir).await;
-    let alice = user_on(dir, &a, "alice").await;
-    let bob = user_on(dir, &b, "bob").await;
-    alice.create_group("team").await.expect("create");
-    alice.add_members("team", &["bob@b.test".into()]).await.expect("add bob@b.test");
-    wait_for_welcome(&bob).await;
-
+    let [alice, bob] = alice_and_bob_across(dir, &a, &b).await;
     to_a.set_blackhole(true);
     to_b.set_blackhole(true);
     alice.remove_members("team", &["bob@b.test".into()]).await.expect("alice removes bob");
@@ -139,13 +139,7 @@ async fn a_message_sent_before_a_removal_reaches_the_removed_member_across_a_cut
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path();
     let Linked { a, b, to_a, to_b } = servers_behind_relays(dir).await;
-    let alice = user_on(dir, &a, "alice").await;
-    let carol = user_on(dir, &a, "carol").await;
-    let bob = user_on(dir, &b, "bob").await;
-    alice.create_group("team").await.expect("create");
-    alice.add_members("team", &["carol".into(), "bob@b.test".into()]).await.expect("add");
-    wait_for_welcome(&bob).await;
-    carol.sync().await.expect("carol joins");
+    let [alice, carol, bob] = team_across(dir, &a, &b).await;
 
     to_a.set_blackhole(true);
     to_b.set_blackhole(true);
@@ -163,17 +157,4 @@ async fn a_message_sent_before_a_removal_reaches_the_removed_member_across_a_cut
 
 fn numbered(prefix: &str, range: std::ops::RangeInclusive<u32>) -> Vec<String> {
     range.map(|n| format!("{prefix}{n}")).collect()
-}
-
-/// Exactly `count` messages for `client` within `bound`.
-async fn receive_within(client: &QpcClient, count: usize, bound: Duration) -> Vec<quicprochat_sdk::StoredMessage> {
-    let deadline = tokio::time::Instant::now() + bound;
-    let mut received = Vec::new();
-    while received.len() < count {
-        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        assert!(!remaining.is_zero(), "{} got {} of {count} messages in {bound:?}", client.username(), received.len());
-        received.extend(client.receive_wait(remaining).await.expect("receive"));
-    }
-    assert_eq!(received.len(), count, "{} got more messages than expected", client.username());
-    received
 }

@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use quicprochat_server::config::PeerConfig;
 
-use super::{pin_of, two_peered_servers, user_on, wait_for_welcome};
+use super::{pin_of, team_across, two_peered_servers};
 use crate::harness::{http_get, receive_n, team_of_three, texts, Harness, WAIT};
 
 #[tokio::test]
@@ -50,13 +50,7 @@ async fn while_the_hub_is_down_a_members_commit_is_retryable_and_their_sends_wai
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path();
     let (a, b) = two_peered_servers(dir).await;
-    let alice = user_on(dir, &a, "alice").await;
-    let carol = user_on(dir, &a, "carol").await;
-    let bob = user_on(dir, &b, "bob").await;
-    alice.create_group("team").await.expect("create");
-    alice.add_members("team", &["carol".into(), "bob@b.test".into()]).await.expect("add");
-    wait_for_welcome(&bob).await;
-    carol.sync().await.expect("carol joins");
+    let [alice, carol, bob] = team_across(dir, &a, &b).await;
     let (a_addr, a_port) = (a.local_addr(), a.federation_addr().expect("a's port"));
     a.shutdown().await;
     assert!(b.wait_for_peer("a.test", WAIT, |status| !status.reachable).await.is_some(), "b sees a down");
