@@ -28,6 +28,7 @@ use quicprochat_core::ds::{
     MIN_KEY_PACKAGE_REMAINING_SECS,
 };
 
+use quicprochat_core::names::split_qualified;
 use quicprochat_core::{DeviceId, DsGroupView};
 
 use super::devices::{added_queue, check_added_device, current_device, queues_of, session_device, Caller};
@@ -83,6 +84,14 @@ pub enum Committer<'a> {
 }
 
 impl Committer<'_> {
+    /// The committer's home domain, for a remote committer.
+    fn home(&self) -> Option<&str> {
+        match self {
+            Committer::Local(_) => None,
+            Committer::Remote { user, .. } => split_qualified(user).map(|(_, domain)| domain),
+        }
+    }
+
     /// The name the group's roster knows the committer by.
     fn name(&self) -> &str {
         match self {
@@ -310,24 +319,43 @@ fn may_commit(group: &impl Roster, current_epoch: u64, session_user: &str, epoch
 }
 
 /// The checks on a commit the view accepted: its signer is the session
-/// user, every added member is registered with the leaf's key, a direct
-/// group keeps to its two accounts, and a Welcome comes exactly with adds.
+/// user, every added member is registered with the leaf's key and was
+/// served to the committer here (or, for a member on another server, is a
+/// user of that server, which vouches for their package), a direct group
+/// keeps to its two accounts, and a Welcome comes exactly with adds.
+/// Returns the init keys served here, which the commit's write consumes.
 fn check_accepted(
     store: &dyn Store,
     policy: &CommitPolicy,
-    session_user: &str,
+    committer: Committer<'_>,
     (kind, name): (GroupKind, &str),
     outcome: &CommitOutcome,
     request: &SubmitCommit<'_>,
     federating: bool,
-) -> Result<(), DomainError> {
+) -> Result<Vec<Vec<u8>>, DomainError> {
+    let session_user = committer.name();
     if outcome.sender != session_user {
         return Err(DomainError::denied(format!("the commit is signed by {:?}, not by you", outcome.sender)));
     }
     check_added_members(store, &outcome.added, policy, federating)?;
+    let mut served = Vec::with_capacity(outcome.added.len());
     for member in &outcome.added {
-        if !store.was_served(session_user, &member.init_key)? {
-            return Err(not_served(&member.username));
+        if store.was_served(session_user, &member.init_key)? {
+            served.push(member.init_key.clone());
+            continue;
+        }
+        // A member on another server adds users of their own server with
+        // packages it served them, which it vouches for (it could make its
+        // users' packages anyway); ours they claimed here (served above).
+        match committer.home() {
+            Some(home) if split_qualified(&member.username).is_some_and(|(_, domain)| domain == home) => {}
+            Some(home) => {
+                return Err(DomainError::denied(format!(
+                    "{:?} can be added by a member on this server, on {home} only with a key package {home} served",
+                    member.username
+                )))
+            }
+            None => return Err(not_served(&member.username)),
         }
     }
     if kind == GroupKind::Direct {
@@ -336,7 +364,7 @@ fn check_accepted(
     match (outcome.added.is_empty(), request.welcome.is_some()) {
         (false, false) => Err(DomainError::invalid("the commit adds members but no welcome was given")),
         (true, true) => Err(DomainError::invalid("a welcome was given but the commit adds nobody")),
-        _ => Ok(()),
+        _ => Ok(served),
     }
 }
 
@@ -416,14 +444,9 @@ pub fn submit_commit_federated(
         // the session's device, and the roster's devices must be its leaves.
         return Err(DomainError::denied("the commit is signed by another device than this session's"));
     }
-    check_accepted(store, policy, session_user, (group.kind, &group.name), &outcome, request, outbox.is_some())?;
-    if matches!(committer, Committer::Remote { .. }) && !outcome.added.is_empty() {
-        // The key packages a follower's user fetched were served to them at
-        // their own server, not here: the add has no record to check.
-        return Err(DomainError::invalid(
-            "a member on another server cannot add members yet; ask a member on the group's server",
-        ));
-    }
+    // The packages served here, which the write consumes.
+    let served =
+        check_accepted(store, policy, committer, (group.kind, &group.name), &outcome, request, outbox.is_some())?;
 
     // One entry per account (the view lists a leaf per device, sorted by account).
     let mut new_members: Vec<String> = outcome.members.iter().map(|m| m.username.clone()).collect();
@@ -480,7 +503,7 @@ pub fn submit_commit_federated(
         commit: Fanout { message: commit_message, recipients: committed.local },
         welcome,
         snapshot,
-        served: outcome.added.iter().map(|member| member.init_key.clone()).collect(),
+        served,
         outbound,
     };
     match store.apply_commit(&write) {

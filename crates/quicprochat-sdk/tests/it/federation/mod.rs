@@ -198,9 +198,10 @@ async fn a_user_of_one_server_adds_a_user_of_another_who_reads_the_group() {
 }
 
 /// Bob's commits and leave go to b, which forwards them to the group's
-/// hub a (FedSubmitCommit, FedLeaveGroup); a orders them with its own.
+/// hub a (FedSubmitCommit, FedLeaveGroup); a orders them with its own. He
+/// adds a user of a (claimed at a for him) and one of b (b vouches).
 #[tokio::test]
-async fn a_member_on_another_server_removes_a_member_and_leaves_through_its_own_server() {
+async fn a_member_on_another_server_removes_and_adds_members_and_leaves_through_its_own_server() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (a, b) = two_peered_servers(dir.path()).await;
     let [alice, carol, bob] = team_across(dir.path(), &a, &b).await;
@@ -218,10 +219,24 @@ async fn a_member_on_another_server_removes_a_member_and_leaves_through_its_own_
     assert_eq!(received[1].from, "bob@b.test");
     assert_eq!(alice.members("team").await.expect("members"), ["alice", "bob@b.test"]);
 
-    // bob leaves: the proposal goes to a, alice (the one staying) commits it.
+    // bob adds a user of a (whose package a served to him through b) and
+    // one of b (whose package b vouches for).
+    let dave = user_on(dir.path(), &a, "dave").await;
+    let erin = user_on(dir.path(), &b, "erin").await;
+    bob.add_members("team", &["dave@a.test".into(), "erin".into()]).await.expect("bob adds dave and erin");
+    dave.sync().await.expect("dave joins");
+    wait_for_welcome(&erin).await;
+    let everyone = ["alice", "bob@b.test", "dave", "erin@b.test"];
+    assert_eq!(dave.members("team").await.expect("members"), everyone);
+    bob.send("team", "welcome both").await.expect("send");
+    for client in [&alice, &dave, &erin] {
+        assert_eq!(texts(&receive_n(client, 1).await), ["welcome both"]);
+    }
+
+    // bob leaves: the proposal goes to a, alice (the first staying) commits it.
     bob.leave_group("team").await.expect("bob leaves through b");
     let deadline = tokio::time::Instant::now() + crate::harness::WAIT;
-    while alice.members("team").await.expect("members") != ["alice"] {
+    while alice.members("team").await.expect("members") != ["alice", "dave", "erin@b.test"] {
         assert!(tokio::time::Instant::now() < deadline, "alice never committed bob's leave");
         alice.sync().await.expect("alice syncs");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
