@@ -33,10 +33,13 @@ impl ServerProcess {
         ServerProcess::start_with(data_dir, &[], &[])
     }
 
-    /// Starts the server with extra flags and environment variables.
+    /// Starts the server with extra flags and environment variables (on
+    /// `127.0.0.1:0` unless `flags` name a `--listen` address).
     pub(crate) fn start_with(data_dir: &Path, flags: &[&str], env: &[(&str, &str)]) -> ServerProcess {
+        let listen: &[&str] = if flags.contains(&"--listen") { &[] } else { &["--listen", "127.0.0.1:0"] };
         let mut child = Command::new(server_bin())
-            .args(["--data-dir", &data_dir.display().to_string(), "--listen", "127.0.0.1:0"])
+            .args(["--data-dir", &data_dir.display().to_string()])
+            .args(listen)
             .args(flags)
             .envs(env.iter().copied())
             .env("RUST_LOG", "warn")

@@ -209,13 +209,24 @@ pub(super) fn check_addressing(
 }
 
 /// `FedHello`: the peer is reachable; a dialler backing off towards it
-/// retries at once.
+/// retries at once. A hello from another instance than the one our
+/// connection answers to means the peer restarted (after a crash its old
+/// connection only times out): that connection is closed, and redialled.
 fn hello(state: &ServerState, federation: &Federation, peer: &Peer, body: &Bytes) -> Result<Reply, DomainError> {
     let request = v1::FedHelloRequest::decode(body.clone())
         .map_err(|error| DomainError::InvalidArgument { message: format!("malformed request: {error}") })?;
     check_addressing(state, federation, peer, &request.origin, &request.destination)?;
     if request.server_instance == 0 {
         return Err(DomainError::InvalidArgument { message: "server_instance must not be 0".into() });
+    }
+    let ours = federation.peers.status().into_iter().find(|status| status.domain == peer.config.domain);
+    if let Some(known) = ours.and_then(|status| status.instance.filter(|_| status.reachable)) {
+        if known != request.server_instance {
+            if let Some(stale) = peer.connection.borrow().as_ref() {
+                tracing::info!(peer = %peer.config.domain, "the peer restarted; dropping our connection to its last instance");
+                stale.connection().close(quicprochat_rpc::CLOSE_CLIENT_DONE.into(), b"peer restarted");
+            }
+        }
     }
     peer.wake.notify_one();
     peer.stream_wake.notify_one();
