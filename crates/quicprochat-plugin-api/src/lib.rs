@@ -20,5 +20,7 @@ pub mod abi;
 // The one place the server's code crosses into a plugin's.
 #[allow(unsafe_code)]
 pub mod host;
+#[allow(unsafe_code)]
+pub mod loader;
 
 pub use abi::*;

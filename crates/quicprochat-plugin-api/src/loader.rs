@@ -1,0 +1,141 @@
+//! Loading a plugin library: the file checks an operator relies on (an
+//! absolute path, not writable by others, the pinned SHA-256 if one is
+//! configured), `dlopen` through `libloading`, the v1 entry symbol, and the
+//! table check of [`PluginTable::read`]. A loaded library is never closed
+//! (a Rust cdylib's thread-local destructors may still run): it lives as
+//! long as the process.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::abi::{QpcEntryV1, QpcHostV1, QPC_ENTRY_SYMBOL_V1};
+use crate::host::{PluginTable, TableError};
+
+/// Why a plugin was not loaded; the server refuses to start with it.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}: the path must be absolute")]
+    NotAbsolute(PathBuf),
+    #[error("{path}: {source}")]
+    Unreadable { path: PathBuf, source: std::io::Error },
+    #[error("{path}: writable by group or others (mode {mode:o}); only its owner may write it")]
+    Writable { path: PathBuf, mode: u32 },
+    #[error("{path}: sha256 is {found}, not the pinned {expected}")]
+    Pin { path: PathBuf, expected: String, found: String },
+    #[error("{path}: cannot be loaded: {source}")]
+    Open { path: PathBuf, source: libloading::Error },
+    #[error(
+        "{path}: exports no qpc_plugin_entry_v1 (not a qpc-server plugin, or built for another ABI major version)"
+    )]
+    NoEntry { path: PathBuf },
+    #[error("{path}: {source}")]
+    Table { path: PathBuf, source: TableError },
+}
+
+/// A loaded plugin: its table, name and version, and the library that
+/// holds them (kept until the process ends).
+#[derive(Debug)]
+pub struct LoadedPlugin {
+    pub table: PluginTable,
+    pub name: String,
+    pub version: String,
+    _library: &'static libloading::Library,
+}
+
+/// Checks the file at `path` (absolute, not writable by group or others,
+/// the pinned SHA-256 when `pin` is given as hex) before anything of it runs.
+pub fn check_file(path: &Path, pin: Option<&str>) -> Result<(), LoadError> {
+    if !path.is_absolute() {
+        return Err(LoadError::NotAbsolute(path.to_owned()));
+    }
+    let unreadable = |source| LoadError::Unreadable { path: path.to_owned(), source };
+    let mode = std::fs::metadata(path).map_err(unreadable)?.permissions().mode();
+    if mode & 0o022 != 0 {
+        return Err(LoadError::Writable { path: path.to_owned(), mode: mode & 0o7777 });
+    }
+    if let Some(expected) = pin {
+        let found = hex::encode(Sha256::digest(std::fs::read(path).map_err(unreadable)?));
+        let expected = expected.trim_start_matches("sha256:").to_ascii_lowercase();
+        if found != expected {
+            return Err(LoadError::Pin { path: path.to_owned(), expected, found });
+        }
+    }
+    Ok(())
+}
+
+/// Checks and loads the plugin at `path`, calls its entry with `host`, and
+/// checks the table it returns.
+///
+/// # Safety
+/// Loading a library runs its initialisers and calling its entry runs its
+/// code: the operator vouches for the file (plugins are trusted native
+/// code). `host` must stay valid as long as the plugin may call it (the
+/// server keeps it in a `static`).
+pub unsafe fn load(path: &Path, pin: Option<&str>, host: &'static QpcHostV1) -> Result<LoadedPlugin, LoadError> {
+    check_file(path, pin)?;
+    // SAFETY: the caller vouches for the library; the path is absolute, so
+    // no search path is involved.
+    let library = unsafe { libloading::Library::new(path) }
+        .map_err(|source| LoadError::Open { path: path.to_owned(), source })?;
+    // Never closed: leaked for the life of the process.
+    let library: &'static libloading::Library = Box::leak(Box::new(library));
+    // SAFETY: the symbol is looked up with the type ABI v1 gives it; a
+    // library exporting it with another type breaks the ABI's contract,
+    // which the caller vouches for.
+    let entry = unsafe { library.get::<QpcEntryV1>(QPC_ENTRY_SYMBOL_V1) }
+        .map_err(|_| LoadError::NoEntry { path: path.to_owned() })?;
+    // SAFETY: as above; `host` outlives the plugin (static).
+    let table = unsafe { entry(host) };
+    // SAFETY: the table of a v1 plugin, alive as long as the library,
+    // which is never closed.
+    let (table, name, version) =
+        unsafe { PluginTable::read(table) }.map_err(|source| LoadError::Table { path: path.to_owned(), source })?;
+    Ok(LoadedPlugin { table, name, version, _library: library })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_with(dir: &Path, mode: u32, contents: &[u8]) -> PathBuf {
+        let path = dir.join(format!("plugin-{mode:o}.so"));
+        std::fs::write(&path, contents).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        path
+    }
+
+    #[test]
+    fn files_are_checked_before_anything_of_them_runs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let owner_only = file_with(dir.path(), 0o755, b"not really a library");
+        check_file(&owner_only, None).expect("an owner-writable file passes");
+        let pin = hex::encode(Sha256::digest(b"not really a library"));
+        check_file(&owner_only, Some(&format!("sha256:{}", pin.to_uppercase()))).expect("the pin matches");
+        assert!(matches!(check_file(&owner_only, Some(&"00".repeat(32))), Err(LoadError::Pin { .. })));
+        let shared = file_with(dir.path(), 0o775, b"x");
+        assert!(matches!(check_file(&shared, None), Err(LoadError::Writable { mode: 0o775, .. })));
+        assert!(matches!(check_file(Path::new("relative.so"), None), Err(LoadError::NotAbsolute(_))));
+        let missing = dir.path().join("missing.so");
+        assert!(matches!(check_file(&missing, None), Err(LoadError::Unreadable { .. })));
+    }
+
+    static HOST: QpcHostV1 = QpcHostV1 {
+        struct_size: core::mem::size_of::<QpcHostV1>() as u32,
+        abi_major: crate::abi::QPC_ABI_MAJOR,
+        abi_minor: crate::abi::QPC_ABI_MINOR,
+        log: None,
+        now_ms: None,
+    };
+
+    #[test]
+    fn a_file_that_is_not_a_library_is_refused_with_its_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = file_with(dir.path(), 0o644, b"not an ELF file");
+        // SAFETY: dlopen refuses the file before running anything of it.
+        let error = unsafe { load(&path, None, &HOST) }.expect_err("not a library");
+        assert!(matches!(error, LoadError::Open { .. }), "{error}");
+        assert!(error.to_string().contains("plugin-644.so"), "{error}");
+    }
+}
