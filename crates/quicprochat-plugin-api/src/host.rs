@@ -168,7 +168,7 @@ pub unsafe fn call_gate<E>(gate: QpcGateFn<E>, state: *mut c_void, event: &E) ->
 /// The text a plugin wrote: at most the buffer's capacity (a larger count
 /// is a lie we do not follow), invalid UTF-8 replaced, control characters
 /// dropped (it reaches clients and logs).
-fn reason_text(buffer: &[u8], written: usize) -> String {
+pub(crate) fn reason_text(buffer: &[u8], written: usize) -> String {
     let written = &buffer[..written.min(buffer.len())];
     String::from_utf8_lossy(written).chars().filter(|c| !c.is_control()).collect()
 }

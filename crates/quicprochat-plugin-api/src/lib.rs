@@ -21,6 +21,8 @@ pub mod abi;
 #[allow(unsafe_code)]
 pub mod host;
 #[allow(unsafe_code)]
+pub mod instance;
+#[allow(unsafe_code)]
 pub mod loader;
 
 pub use abi::*;
