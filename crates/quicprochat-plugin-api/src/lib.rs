@@ -24,5 +24,9 @@ pub mod host;
 pub mod instance;
 #[allow(unsafe_code)]
 pub mod loader;
+#[allow(unsafe_code)]
+pub mod sdk;
+#[allow(unsafe_code)]
+pub mod services;
 
 pub use abi::*;

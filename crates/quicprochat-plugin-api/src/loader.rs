@@ -95,6 +95,31 @@ pub unsafe fn load(path: &Path, pin: Option<&str>, host: &'static QpcHostV1) -> 
     Ok(LoadedPlugin { table, name, version, _library: library })
 }
 
+/// Loads a plugin the operator configured, handing it the server's
+/// services ([`crate::services::SERVER_HOST`]).
+///
+/// This is safe to call where [`load`] is not because the decision it
+/// needs was made by the operator: the library is named by an absolute path
+/// in the server's own configuration, is writable by its owner only and
+/// matches its pin if one is set ([`check_file`]); a plugin is native code
+/// with the server's rights, and an operator who lists one trusts it to
+/// keep ABI v1's contract (docs/plugins.md).
+pub fn load_configured(path: &Path, pin: Option<&str>) -> Result<LoadedPlugin, LoadError> {
+    // SAFETY: the operator's configuration vouches for the library (above);
+    // the host table is static.
+    unsafe { load(path, pin, &crate::services::SERVER_HOST) }
+}
+
+impl LoadedPlugin {
+    /// Runs the plugin's `on_load` with its config (JSON text).
+    pub fn start(&self, config_json: &str) -> Result<crate::instance::PluginInstance, crate::instance::StartError> {
+        // SAFETY: the table was read from a library that is never closed,
+        // and its entries keep ABI v1's contract (the operator's trust, as
+        // for `load_configured`).
+        unsafe { crate::instance::PluginInstance::start(self.table, config_json) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,6 @@
 //! The operator's HTTP endpoint: `GET /metrics` (OpenMetrics text, which
-//! Prometheus scrapes), `GET /healthz` (`200 ready` or `503 draining`) and
+//! Prometheus scrapes), `GET /healthz` (`200 ready`, `200 degraded: …` while a
+//! plugin is switched off, or `503 draining`) and
 //! `GET /federation` (each peer server's status as JSON: reachable, last
 //! error, pending entries; `[]` without federation).
 //!
@@ -32,11 +33,22 @@ pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.
 pub trait HealthSource: Send + Sync + 'static {
     /// True once shutdown has begun.
     fn is_draining(&self) -> bool;
+
+    /// Why the server serves with less than it was configured with (a
+    /// plugin switched off), if it does.
+    fn degraded(&self) -> Option<String> {
+        None
+    }
 }
 
 impl HealthSource for Metrics {
     fn is_draining(&self) -> bool {
         Metrics::is_draining(self)
+    }
+
+    fn degraded(&self) -> Option<String> {
+        let off = self.plugins().switched_off_now();
+        (!off.is_empty()).then(|| format!("plugins switched off: {}", off.join(", ")))
     }
 }
 
@@ -80,9 +92,12 @@ async fn federation_page(State(state): State<Arc<AppState>>) -> impl IntoRespons
 
 async fn health_page(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let (status, body) = if state.health.is_draining() {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_owned())
+    } else if let Some(why) = state.health.degraded() {
+        // Still serving: a balancer should keep sending traffic here.
+        (StatusCode::OK, format!("degraded: {why}\n"))
     } else {
-        (StatusCode::OK, "ready\n")
+        (StatusCode::OK, "ready\n".to_owned())
     };
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body)
 }

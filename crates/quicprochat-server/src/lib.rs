@@ -16,6 +16,7 @@ pub mod domain;
 mod expiry;
 pub mod http;
 pub mod metrics;
+pub mod plugins;
 pub mod rate_limit;
 pub mod server;
 pub mod storage;

@@ -26,6 +26,7 @@
 //! - `rate_limited_total{limit}`: requests refused by a rate limit;
 //! - `draining`: 0 while ready, 1 once shutdown has begun;
 //! - `fed_*`: federation, see [`FederationMetrics`].
+//! - `plugin_*`: plugins, see [`PluginMetrics`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -41,8 +42,10 @@ use prometheus_client::registry::Registry;
 use crate::storage::{Expired, TrimmedQueues};
 
 mod federation;
+mod plugins;
 
 pub use federation::FederationMetrics;
+pub use plugins::PluginMetrics;
 
 /// Latency buckets: 50 µs doubling 19 times, up to ~13 s.
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -102,6 +105,7 @@ struct Inner {
     draining_gauge: Gauge,
     draining: AtomicBool,
     federation: FederationMetrics,
+    plugins: PluginMetrics,
 }
 
 impl Default for Metrics {
@@ -168,6 +172,7 @@ impl Metrics {
         registry.register("rate_limited", "Requests refused by a rate limit, by limit", rate_limited.clone());
         registry.register("draining", "1 while the server drains for shutdown, else 0", draining_gauge.clone());
         let federation = FederationMetrics::register(&mut registry);
+        let plugins = PluginMetrics::register(&mut registry);
 
         Metrics {
             inner: Arc::new(Inner {
@@ -189,6 +194,7 @@ impl Metrics {
                 draining_gauge,
                 draining: AtomicBool::new(false),
                 federation,
+                plugins,
             }),
         }
     }
@@ -277,6 +283,11 @@ impl Metrics {
     /// The federation series.
     pub fn federation(&self) -> &FederationMetrics {
         &self.inner.federation
+    }
+
+    /// The plugin series.
+    pub fn plugins(&self) -> &PluginMetrics {
+        &self.inner.plugins
     }
 
     /// Renders every series as OpenMetrics text (what Prometheus scrapes).

@@ -68,6 +68,19 @@ macro_rules! rate_limit_period {
 /// Every key, in `gen-config` order (grouped by section).
 pub(crate) static KEYS: &[Key] = &[
     Key {
+        name: "plugins",
+        env: "QPC_PLUGINS",
+        flag: None,
+        doc: "Native plugins, loaded in order at start: [[plugins]] tables of path (absolute), sha256 (optional pin), \
+              config (a table for the plugin), on_error and deadline per gate, source_address (docs/plugins.md). \
+              A plugin is native code with the server's rights.",
+        render: |config| super::plugins::render(&config.plugins),
+        apply: |config, raw| {
+            config.plugins = super::plugins::plugins(raw)?;
+            Ok(())
+        },
+    },
+    Key {
         name: "server.listen",
         env: "QPC_LISTEN",
         flag: Some("--listen"),

@@ -19,6 +19,7 @@
 mod keys;
 mod load;
 mod peers;
+mod plugins;
 mod render;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -76,6 +77,104 @@ pub struct ServerConfig {
     pub rate_limits: RateLimits,
     /// Federation with other home servers.
     pub federation: FederationConfig,
+    /// Native plugins, loaded at start in this order (`[[plugins]]`).
+    pub plugins: Vec<PluginConfig>,
+}
+
+/// One `[[plugins]]` table: a native plugin and how the server treats it
+/// (docs/plugins.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginConfig {
+    /// Absolute path of the shared library.
+    pub path: PathBuf,
+    /// The library's SHA-256 (lowercase hex), checked before it is loaded.
+    pub sha256: Option<String>,
+    /// The plugin's `config` table, as JSON, handed to its `on_load`.
+    pub config_json: String,
+    /// Per gate (indexed by [`GateHook`]): what a failure of the plugin
+    /// (deadline, error, panic, garbage, switched off) decides.
+    pub on_error: [FailurePolicy; GateHook::COUNT],
+    /// Per gate: how long a request waits for the plugin's answer.
+    pub deadline: [Duration; GateHook::COUNT],
+    /// Whether the plugin sees clients' addresses (`source_address` of
+    /// `on_register` and `on_login`); off by default.
+    pub source_address: bool,
+}
+
+impl PluginConfig {
+    /// A plugin at `path` with the default policies and deadlines.
+    pub fn new(path: PathBuf) -> PluginConfig {
+        PluginConfig {
+            path,
+            sha256: None,
+            config_json: "{}".to_owned(),
+            on_error: GateHook::ALL.map(GateHook::default_policy),
+            deadline: GateHook::ALL.map(GateHook::default_deadline),
+            source_address: false,
+        }
+    }
+}
+
+/// The hooks that decide (the others only observe).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GateHook {
+    Register = 0,
+    Login = 1,
+    GroupCreate = 2,
+    Enqueue = 3,
+}
+
+impl GateHook {
+    /// How many gates there are.
+    pub const COUNT: usize = 4;
+    /// Every gate, in index order.
+    pub const ALL: [GateHook; GateHook::COUNT] =
+        [GateHook::Register, GateHook::Login, GateHook::GroupCreate, GateHook::Enqueue];
+
+    /// The hook's name in the config, the ABI and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            GateHook::Register => "on_register",
+            GateHook::Login => "on_login",
+            GateHook::GroupCreate => "on_group_create",
+            GateHook::Enqueue => "on_enqueue",
+        }
+    }
+
+    /// A failing `on_register` denies; the other gates allow.
+    pub fn default_policy(self) -> FailurePolicy {
+        match self {
+            GateHook::Register => FailurePolicy::Deny,
+            _ => FailurePolicy::Allow,
+        }
+    }
+
+    /// Registration and login are rare and may ask a directory; a send is
+    /// on every message's path.
+    pub fn default_deadline(self) -> Duration {
+        match self {
+            GateHook::Register | GateHook::Login => Duration::from_secs(1),
+            GateHook::GroupCreate => Duration::from_millis(500),
+            GateHook::Enqueue => Duration::from_millis(100),
+        }
+    }
+}
+
+/// What a gate's failure decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailurePolicy {
+    Allow,
+    Deny,
+}
+
+impl FailurePolicy {
+    /// As written in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            FailurePolicy::Allow => "allow",
+            FailurePolicy::Deny => "deny",
+        }
+    }
 }
 
 /// Federation with other home servers (issue 19).
@@ -232,6 +331,7 @@ impl ServerConfig {
                 retry_min: Duration::from_millis(250),
                 retry_max: Duration::from_secs(30),
             },
+            plugins: Vec::new(),
         }
     }
 }

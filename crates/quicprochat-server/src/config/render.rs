@@ -10,6 +10,7 @@ use super::load::defaults;
 
 /// One line per section, printed above its header.
 const SECTIONS: &[(&str, &str)] = &[
+    ("", "Top-level keys (before any [section])."),
     ("server", "Where the server listens, its name and where it keeps its data."),
     ("log", "Logs go to stderr; stdout carries only the readiness line."),
     ("timeouts", "Deadlines."),
@@ -70,6 +71,7 @@ pub fn default_config_toml() -> String {
             current_section = section;
             let _ = write!(out, "\n# {}\n[{section}]\n", section_doc(section));
         }
+        // Top-level keys come first in the table, before any header.
         let short_name = key.name.rsplit('.').next().unwrap_or(key.name);
         let _ = writeln!(out, "\n# {}", key.doc);
         let _ = match key.flag {

@@ -170,6 +170,16 @@ pub struct CommitAccepted {
     pub snapshot_due: Option<u64>,
     /// Peer servers whose streams got entries (their senders are woken).
     pub peers: Vec<String>,
+    /// `Some` when this call applied the commit (not a retry): who it
+    /// added and removed (usernames, qualified for other servers' users).
+    pub change: Option<MembershipChange>,
+}
+
+/// The members an applied commit added and removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipChange {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
 }
 
 /// A leave request.
@@ -409,6 +419,7 @@ pub fn submit_commit_federated(
             recipients: Vec::new(),
             snapshot_due: None,
             peers: Vec::new(),
+            change: None,
         });
     }
     let committing_device = committer.device(store)?;
@@ -520,7 +531,11 @@ pub fn submit_commit_federated(
             let logged = (group.log_head + 1).saturating_sub(group.snapshot_through);
             let snapshot_due =
                 (snapshot_len.is_none() && logged >= SNAPSHOT_AFTER_ENTRIES).then_some(applied.state_version);
-            Ok(CommitAccepted { epoch: outcome.new_epoch, recipients, snapshot_due, peers })
+            let change = MembershipChange {
+                added: outcome.added.iter().map(|member| member.username.clone()).collect(),
+                removed: outcome.removed.clone(),
+            };
+            Ok(CommitAccepted { epoch: outcome.new_epoch, recipients, snapshot_due, peers, change: Some(change) })
         }
         Ok(CommitResult::EpochMismatch { current_epoch }) => Err(DomainError::StaleEpoch { current_epoch }),
         Ok(CommitResult::NotServed { init_key }) => {

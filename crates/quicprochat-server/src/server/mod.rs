@@ -82,6 +82,9 @@ pub enum ServerError {
         /// Our certificate's fingerprint.
         fingerprint: CertFingerprint,
     },
+    /// A configured plugin could not be loaded or refused to start.
+    #[error("plugins")]
+    Plugin(#[from] crate::plugins::PluginError),
     /// The metrics/health HTTP listener could not be bound.
     #[error("metrics listener {addr}")]
     MetricsListen {
@@ -119,6 +122,8 @@ impl RunningServer {
             pin_domain(&store, &config.domain).await?;
         }
         let identity = Arc::new(server_identity(&config)?);
+        // Before any socket: a plugin that cannot start stops the start.
+        let plugins = crate::plugins::Plugins::start(&config.plugins, &metrics).await?;
         let incoming = IncomingLimits {
             max_pending_handshakes: config.connections.max_pending_handshakes,
             incoming_buffer_bytes: config.connections.incoming_buffer_bytes,
@@ -188,6 +193,7 @@ impl RunningServer {
             links: crate::transport::link_relay::LinkRelay::new(config.link_code_ttl),
             metrics,
             federation: federation.clone(),
+            plugins,
         });
         tracing::info!(
             %local_addr,
@@ -462,6 +468,8 @@ async fn shut_down(
     // Logged commits of groups whose view is still decoded: snapshotting
     // them now is cheap and leaves the next start less to replay.
     snapshot_kept_groups(state).await;
+    // Last: plugins may flush what they saw of the drain.
+    state.plugins.shut_down(state.config.shutdown_grace).await;
 }
 
 /// Snapshots every group with logged commits whose view is still kept, on

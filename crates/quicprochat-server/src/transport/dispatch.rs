@@ -32,7 +32,9 @@ use crate::domain::federation::relay;
 use crate::domain::groups::CreateGroup;
 use crate::domain::messages::SendMessage;
 use crate::domain::snapshots::{self, ViewSource};
+use crate::config::GateHook;
 use crate::domain::{accounts, commits, delivery, groups, key_packages, messages, DomainError};
+use crate::plugins::{CommitMeta, EnqueueMeta, GateEvent, GroupCreateMeta, LoginMeta, ObservedEvent, RegisterMeta, StoredMeta};
 use crate::rate_limit::{KeyPackageGrant, RetryAfter, KEY_PACKAGE_FETCH_PER_TARGET};
 use crate::storage::{EntryKind, GroupKind, QueueItem, Store, StoreError, TimedStore};
 
@@ -236,6 +238,17 @@ async fn register(state: &ServerState, session: &Session, body: Bytes) -> Result
     state.limiters.check_register(session.remote.ip()).map_err(|refusal| limited(state, refusal))?;
     let policy = state.config.registration;
     let nonce = take_challenge(session)?;
+    if state.plugins.has_gate(GateHook::Register) {
+        // Plugins see only names the server would accept.
+        accounts::validate_username(&request.username)?;
+        let meta = RegisterMeta {
+            username: request.username.clone(),
+            key_fingerprint: fingerprint(&request.identity_key),
+            source_address: session.remote.ip().to_string(),
+            invite_used: !request.invite_token.is_empty(),
+        };
+        state.plugins.gate(GateEvent::Register(meta)).await?;
+    }
     let exporter = session.exporter;
     let now = now_ms();
     let account = blocking(state, move |store| {
@@ -261,12 +274,23 @@ async fn login(state: &ServerState, session: &Session, body: Bytes) -> Result<Re
     let nonce = take_challenge(session)?;
     let exporter = session.exporter;
     let username = request.username.clone();
+    let device_key = request.device_key.clone();
     let policy = commit_policy(state);
     let outcome = blocking(state, move |store| {
         let proof = AuthProof { nonce: &nonce, tls_exporter: &exporter, signature: &request.signature };
         accounts::login(store, &request.username, &request.device_key, &proof, &policy)
     })
     .await?;
+    if state.plugins.has_gate(GateHook::Login) {
+        // Asked once the device proved its key: plugins see real logins only.
+        let meta = LoginMeta {
+            username: username.clone(),
+            device_id: DeviceId::of_key(&device_key).as_bytes().to_vec(),
+            key_fingerprint: fingerprint(&device_key),
+            source_address: session.remote.ip().to_string(),
+        };
+        state.plugins.gate(GateEvent::Login(meta)).await?;
+    }
     session.log_in(username, outcome.queue.clone());
     Ok(Reply::ok(&v1::LoginResponse {
         key_package_stock: u32::try_from(outcome.key_package_stock.count).unwrap_or(u32::MAX),
@@ -329,6 +353,15 @@ async fn authenticated(
                 Err(_) => return Err(DomainError::InvalidArgument { message: "unknown group kind".into() }),
             };
             state.limiters.check_create_group(&user.username).map_err(|refusal| limited(state, refusal))?;
+            if state.plugins.has_gate(GateHook::GroupCreate) {
+                let meta = GroupCreateMeta {
+                    direct: kind == GroupKind::Direct,
+                    creator: user.username.clone(),
+                    group_id: request.group_id.to_vec(),
+                    name: request.name.clone(),
+                };
+                state.plugins.gate(GateEvent::GroupCreate(meta)).await?;
+            }
             let now = now_ms();
             let home = state.config.federation_domain().map(str::to_owned);
             let epoch = blocking(state, move |store| {
@@ -356,8 +389,19 @@ async fn authenticated(
         Method::SendMessage => {
             let request: v1::SendMessageRequest = decode(&body)?;
             state.limiters.check_send(&user.username).map_err(|refusal| limited(state, refusal))?;
+            if state.plugins.has_gate(GateHook::Enqueue) {
+                let meta = EnqueueMeta {
+                    sender: user.username.clone(),
+                    sender_device: device_of_queue(&user.queue),
+                    group_id: request.group_id.to_vec(),
+                    message_id: request.message_id.to_vec(),
+                    payload_len: request.ciphertext.len() as u64,
+                };
+                state.plugins.gate(GateEvent::Enqueue(meta)).await?;
+            }
             let now = now_ms();
             let mailboxes = Arc::clone(&state.mailboxes);
+            let plugins = state.plugins.observes_stored().then(|| state.plugins.clone());
             let (federation, after_federation) = (state.federation.clone(), state.federation.clone());
             let (_, (stored_at_ms, relayed), _) = durably(
                 state,
@@ -409,6 +453,9 @@ async fn authenticated(
                 },
                 move |(handover, _, peers)| {
                     handover.hand_to(&mailboxes);
+                    if let (Some(plugins), Handover::Deliver { entry, deliveries }) = (&plugins, handover) {
+                        plugins.observe(ObservedEvent::Stored(stored_meta(entry, deliveries)));
+                    }
                     if let Some(federation) = &after_federation {
                         federation.written(peers);
                     }
@@ -664,6 +711,10 @@ pub(crate) async fn accept_commit(
     let mailboxes = Arc::clone(&state.mailboxes);
     let group_id = request.group_id.clone();
     let federation = state.federation.clone();
+    let committer_name = match &committer {
+        CommitterOwned::Local(user) => user.username.clone(),
+        CommitterOwned::Remote { user, .. } => user.clone(),
+    };
     let accepted = blocking(state, move |store| {
         let submit = SubmitCommit {
             group_id: &request.group_id,
@@ -696,7 +747,17 @@ pub(crate) async fn accept_commit(
     })
     .await?;
     if let Some(state_version) = accepted.snapshot_due {
-        snapshot_later(state, group_id, state_version);
+        snapshot_later(state, group_id.clone(), state_version);
+    }
+    if let (Some(change), true) = (accepted.change, state.plugins.observes_commit()) {
+        let meta = CommitMeta {
+            committer: committer_name,
+            group_id: group_id.to_vec(),
+            new_epoch: accepted.epoch,
+            added: change.added,
+            removed: change.removed,
+        };
+        state.plugins.observe(ObservedEvent::Commit(meta));
     }
     Ok(accepted.epoch)
 }
@@ -777,6 +838,35 @@ impl Handover {
             Handover::Deliver { entry, deliveries } => mailboxes.deliver(entry, deliveries),
             Handover::Wake(members) => mailboxes.wake(members.iter().map(String::as_str)),
         }
+    }
+}
+
+/// SHA-256 of a public key, as plugins see keys.
+fn fingerprint(key: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(key).into()
+}
+
+/// The device id in a queue name (`name#<hex id>`); empty for an
+/// account's first device, whose queue is the bare name.
+fn device_of_queue(queue: &str) -> Vec<u8> {
+    queue
+        .split_once('#')
+        .and_then(|(_, id)| DeviceId::from_hex(id))
+        .map(|id| id.as_bytes().to_vec())
+        .unwrap_or_default()
+}
+
+/// What `on_stored` observers are told of a stored message.
+fn stored_meta(entry: &v1::QueueEntry, deliveries: &[(String, u64)]) -> StoredMeta {
+    StoredMeta {
+        sender: entry.sender.clone(),
+        group_id: entry.group_id.to_vec(),
+        message_id: entry.message_id.to_vec(),
+        payload_len: entry.payload.len() as u64,
+        epoch: entry.epoch,
+        stored_at_ms: entry.stored_at_ms,
+        recipients: deliveries.iter().map(|(queue, _)| queue.clone()).collect(),
     }
 }
 

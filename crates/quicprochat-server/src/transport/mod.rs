@@ -70,4 +70,6 @@ pub(crate) struct ServerState {
     pub(crate) links: link_relay::LinkRelay,
     /// The federation port and its peers, when `federation.listen` is set.
     pub(crate) federation: Option<Arc<federation::Federation>>,
+    /// Loaded plugins (none unless `[[plugins]]` are configured).
+    pub(crate) plugins: crate::plugins::Plugins,
 }

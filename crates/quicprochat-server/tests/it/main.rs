@@ -14,6 +14,7 @@ mod group_log;
 mod harness;
 mod limits;
 mod operations;
+mod plugins;
 mod process;
 mod push;
 mod retention;

@@ -1,0 +1,1 @@
+//! The example plugins an operator runs, end to end (see below).
