@@ -9,11 +9,13 @@
  * name and version. Every buffer is borrowed for one call. Kinds, verdicts
  * and return codes are plain integers.
  *
- * Threads: on_load and on_shutdown run alone on the server's main thread;
- * gates (on_register, on_login, on_group_create, on_enqueue) run on the
- * plugin's gate thread (several at once only with QPC_THREAD_SAFE);
- * observers (on_stored, on_commit) on its observer thread. Never on the
- * server's async runtime or its storage thread.
+ * Threads: every hook of a plugin runs on that plugin's own thread, one
+ * call at a time: on_load first, then gates (on_register, on_login,
+ * on_group_create, on_enqueue) and observers (on_stored, on_commit) in the
+ * order they were queued, on_shutdown last. Never on the server's async
+ * runtime or its storage thread. A plugin that sets QPC_THREAD_SAFE allows
+ * a later host to call it from several threads at once; this host does not.
+ * Threads a plugin starts itself are its own to join in on_shutdown.
  *
  * Mirrors crates/quicprochat-plugin-api/src/abi.rs; the static asserts
  * below pin the same layout as that crate's tests (64-bit targets). */

@@ -38,8 +38,9 @@ pub const QPC_DENY: u32 = 1;
 /// A gate's verdict: not now (`RESOURCE_EXHAUSTED` with `retry_after_ms`).
 pub const QPC_RETRY_LATER: u32 = 2;
 
-/// `QpcPluginV1.flags`: the plugin's gates may be called from several
-/// threads at once (the host may then run more than one gate thread).
+/// `QpcPluginV1.flags`: the plugin's hooks may be called from several
+/// threads at once. Hosts of ABI 1.0 call each plugin from one thread, one
+/// call at a time, whether it is set or not.
 pub const QPC_THREAD_SAFE: u32 = 1;
 
 /// Group kinds in events.

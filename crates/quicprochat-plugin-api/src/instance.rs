@@ -32,7 +32,7 @@ pub struct PluginInstance {
 
 // SAFETY: the state is the plugin's, and ABI v1 lets the host call a
 // plugin's entries from a thread other than the one that loaded it (its
-// gate thread); what the plugin does not allow is concurrent calls without
+// own thread); what the plugin does not allow is concurrent calls without
 // QPC_THREAD_SAFE, and `&mut self` on every call keeps them apart.
 unsafe impl Send for PluginInstance {}
 

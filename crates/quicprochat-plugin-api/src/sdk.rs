@@ -197,7 +197,11 @@ impl Host {
 /// `host` is null or points to a host table whose `struct_size` bytes are
 /// readable, alive for the life of the process.
 #[doc(hidden)]
-pub unsafe fn entry<P: Plugin>(host: *const QpcHostV1, name: &'static CStr, version: &'static CStr) -> *const QpcPluginV1 {
+pub unsafe fn entry<P: Plugin>(
+    host: *const QpcHostV1,
+    name: &'static CStr,
+    version: &'static CStr,
+) -> *const QpcPluginV1 {
     if !host.is_null() {
         // SAFETY: per the contract, the first four bytes are readable.
         let size = unsafe { core::ptr::read_unaligned(host.cast::<u32>()) } as usize;
@@ -246,10 +250,11 @@ macro_rules! qpc_plugin {
         pub unsafe extern "C" fn qpc_plugin_entry_v1(
             host: *const $crate::abi::QpcHostV1,
         ) -> *const $crate::abi::QpcPluginV1 {
-            const NAME: &::core::ffi::CStr = match ::core::ffi::CStr::from_bytes_with_nul(concat!($name, "\0").as_bytes()) {
-                Ok(name) => name,
-                Err(_) => panic!("the plugin's name has a NUL byte"),
-            };
+            const NAME: &::core::ffi::CStr =
+                match ::core::ffi::CStr::from_bytes_with_nul(concat!($name, "\0").as_bytes()) {
+                    Ok(name) => name,
+                    Err(_) => panic!("the plugin's name has a NUL byte"),
+                };
             const VERSION: &::core::ffi::CStr =
                 match ::core::ffi::CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
                     Ok(version) => version,

@@ -59,8 +59,12 @@ fn plugin(value: &toml::Value) -> Result<PluginConfig, String> {
     };
     let sha256 = match table.get("sha256") {
         None => None,
-        Some(toml::Value::String(pin)) if is_sha256(pin) => Some(pin.trim_start_matches("sha256:").to_ascii_lowercase()),
-        Some(_) => return Err("sha256: expected 64 hex digits (`sha256sum` of the library), optionally after sha256:".into()),
+        Some(toml::Value::String(pin)) if is_sha256(pin) => {
+            Some(pin.trim_start_matches("sha256:").to_ascii_lowercase())
+        }
+        Some(_) => {
+            return Err("sha256: expected 64 hex digits (`sha256sum` of the library), optionally after sha256:".into())
+        }
     };
     let config_json = match table.get("config") {
         None => "{}".to_owned(),

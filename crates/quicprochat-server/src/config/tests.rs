@@ -121,8 +121,20 @@ const SAMPLES: &[(&str, [&str; 3])] = &[
         ],
     ),
     ("federation.retry_min", ["\"1ms\"", "\"2s\"", "\"3s\""]),
+    (
+        "plugins",
+        [
+            r#"[{ path = "/opt/qpc/libqpc_plugin_noop.so" }]"#,
+            r#"[{ path = "/opt/qpc/libqpc_plugin_ratelimit.so", sha256 = "00000000000000000000000000000000000000000000000000000000000000aa", config = { burst = 3, names = ["a", "b"] }, on_error = { on_enqueue = "deny" }, deadline = { on_enqueue = "50ms" } }]"#,
+            r#"[{ path = "/a.so", source_address = true }, { path = "/b.so", on_error = { on_register = "allow" } }]"#,
+        ],
+    ),
     ("federation.retry_max", ["\"10s\"", "\"1m\"", "\"1h\""]),
 ];
+
+/// One `[[plugins]]` table too many.
+static SEVENTEEN_PLUGINS: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| "[[plugins]]\npath = \"/x.so\"\n".repeat(17));
 
 /// A TOML literal as an environment variable or flag would spell it.
 fn as_text(literal: &str) -> String {
@@ -134,8 +146,10 @@ fn as_text(literal: &str) -> String {
 
 /// The file text setting dotted `key` to `literal`.
 fn file_line(key: &str, literal: &str) -> String {
-    let (section, name) = key.rsplit_once('.').unwrap();
-    format!("[{section}]\n{name} = {literal}")
+    match key.rsplit_once('.') {
+        Some((section, name)) => format!("[{section}]\n{name} = {literal}"),
+        None => format!("{key} = {literal}"),
+    }
 }
 
 #[test]
@@ -296,6 +310,20 @@ fn every_validation_error_names_key_value_and_what_is_allowed() {
         ("[rate_limits.register_per_address]\nperiod = \"0s\"", "rate_limits.register_per_address.period = \"0s\" (in test.toml): expected a duration from 1ms to 30days"),
         ("[rate_limits.send_per_account]\nperiod = \"1y\"", "rate_limits.send_per_account.period = \"1y\" (in test.toml): expected a duration from 1ms to 30days"),
         ("[rate_limits.key_package_fetch_per_target]\nperiod = 60", "rate_limits.key_package_fetch_per_target.period = 60 (in test.toml): expected a duration like \"10s\""),
+        // [[plugins]]
+        ("plugins = 5", "plugins = 5 (in test.toml): expected an array of tables { path = "),
+        ("[[plugins]]\npath = \"libx.so\"", "plugin 1: path: expected an absolute path"),
+        ("[[plugins]]\nsha256 = \"00\"", "plugin 1: path is missing"),
+        ("[[plugins]]\npath = \"/x.so\"\nsha256 = \"00\"", "plugin 1: sha256: expected 64 hex digits"),
+        ("[[plugins]]\npath = \"/x.so\"\nconfig = 5", "plugin 1: config: expected a table"),
+        ("[[plugins]]\npath = \"/x.so\"\nnope = 5", "plugin 1: unknown key \"nope\" (a plugin has path, sha256, config"),
+        ("[[plugins]]\npath = \"/x.so\"\non_error = { on_enqueue = \"maybe\" }", "on_error.on_enqueue: expected \"allow\" or \"deny\""),
+        ("[[plugins]]\npath = \"/x.so\"\non_error = { on_stored = \"deny\" }", "on_error.on_stored: not a gate (gates: on_register, on_login, on_group_create, on_enqueue)"),
+        ("[[plugins]]\npath = \"/x.so\"\ndeadline = { on_enqueue = \"1m\" }", "deadline.on_enqueue: expected a duration from 1ms to 10s"),
+        ("[[plugins]]\npath = \"/x.so\"\nsource_address = \"yes\"", "source_address: expected true or false"),
+        ("[[plugins]]\npath = \"/x.so\"\n[[plugins]]\npath = \"/y.so\"\ndeadline = 3", "plugin 2: deadline: expected a table of gates"),
+        ("QPC_PLUGINS=/x.so", "plugins = \"/x.so\" (from QPC_PLUGINS): expected an array of tables"),
+        (&*SEVENTEEN_PLUGINS, "at most 16 plugins"),
         // [federation]
         ("[federation]\nlisten = \"nope\"", "federation.listen = \"nope\" (in test.toml): expected an IP address and port"),
         ("[federation]\nretry_min = \"0s\"", "federation.retry_min = \"0s\" (in test.toml): expected a duration from 1ms to 1h"),

@@ -83,7 +83,11 @@ impl PluginMetrics {
             "How long a request waited for a plugin's gate",
             metrics.duration.clone(),
         );
-        registry.register("plugin_enabled", "1 while the plugin is called, 0 while switched off", metrics.enabled.clone());
+        registry.register(
+            "plugin_enabled",
+            "1 while the plugin is called, 0 while switched off",
+            metrics.enabled.clone(),
+        );
         metrics
     }
 

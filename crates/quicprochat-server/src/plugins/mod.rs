@@ -26,7 +26,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::{FailurePolicy, GateHook, PluginConfig};
 use crate::domain::DomainError;
 use crate::metrics::Metrics;
-pub use events::{CommitMeta, EnqueueMeta, GateEvent, GroupCreateMeta, LoginMeta, ObservedEvent, RegisterMeta, StoredMeta};
+pub use events::{
+    CommitMeta, EnqueueMeta, GateEvent, GroupCreateMeta, LoginMeta, ObservedEvent, RegisterMeta, StoredMeta,
+};
 pub use worker::StartFailure;
 use worker::{Job, Started};
 
@@ -88,8 +90,7 @@ impl Plugins {
     pub async fn start(configs: &[PluginConfig], metrics: &Metrics) -> Result<Plugins, PluginError> {
         let mut loaded = Vec::with_capacity(configs.len());
         for (index, config) in configs.iter().enumerate() {
-            let failed =
-                |source| PluginError { index: index + 1, path: config.path.display().to_string(), source };
+            let failed = |source| PluginError { index: index + 1, path: config.path.display().to_string(), source };
             let (jobs, queue) = mpsc::channel(QUEUE_CAPACITY);
             let (ready, started) = oneshot::channel();
             worker::spawn(index + 1, config.clone(), queue, ready).map_err(failed)?;
@@ -166,8 +167,12 @@ impl Plugins {
             }
             match plugin.jobs.try_send(Job::Observe(event.clone())) {
                 Ok(()) => plugin.metrics.plugins().answered(&plugin.name, hook, "told"),
-                Err(mpsc::error::TrySendError::Full(_)) => plugin.metrics.plugins().failed(&plugin.name, hook, "queue_full"),
-                Err(mpsc::error::TrySendError::Closed(_)) => plugin.metrics.plugins().failed(&plugin.name, hook, "gone"),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    plugin.metrics.plugins().failed(&plugin.name, hook, "queue_full")
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    plugin.metrics.plugins().failed(&plugin.name, hook, "gone")
+                }
             }
         }
     }
@@ -241,12 +246,17 @@ impl Plugin {
             }
             GateAnswer::Deny { reason } => {
                 record("deny");
-                let message = if reason.is_empty() { format!("refused by the server's {} plugin", self.name) } else { reason };
+                let message =
+                    if reason.is_empty() { format!("refused by the server's {} plugin", self.name) } else { reason };
                 Verdict::Refuse(DomainError::PermissionDenied { message })
             }
             GateAnswer::RetryLater { after_ms, reason } => {
                 record("retry_later");
-                let message = if reason.is_empty() { format!("the server's {} plugin asks to retry later", self.name) } else { reason };
+                let message = if reason.is_empty() {
+                    format!("the server's {} plugin asks to retry later", self.name)
+                } else {
+                    reason
+                };
                 Verdict::Refuse(DomainError::ResourceExhausted { message, retry_after_ms: u64::from(after_ms.max(1)) })
             }
         }

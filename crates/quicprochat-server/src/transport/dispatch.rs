@@ -25,6 +25,7 @@ use super::federation::{self, claims};
 use super::link_relay::{Approval, StartedLink};
 use super::session::{Session, SessionUser};
 use super::{Mailboxes, ServerState};
+use crate::config::GateHook;
 use crate::domain::accounts::AuthProof;
 use crate::domain::commits::{CommitPolicy, LeaveGroup, SubmitCommit};
 use crate::domain::devices::{self, AddDevice};
@@ -32,9 +33,10 @@ use crate::domain::federation::relay;
 use crate::domain::groups::CreateGroup;
 use crate::domain::messages::SendMessage;
 use crate::domain::snapshots::{self, ViewSource};
-use crate::config::GateHook;
 use crate::domain::{accounts, commits, delivery, groups, key_packages, messages, DomainError};
-use crate::plugins::{CommitMeta, EnqueueMeta, GateEvent, GroupCreateMeta, LoginMeta, ObservedEvent, RegisterMeta, StoredMeta};
+use crate::plugins::{
+    CommitMeta, EnqueueMeta, GateEvent, GroupCreateMeta, LoginMeta, ObservedEvent, RegisterMeta, StoredMeta,
+};
 use crate::rate_limit::{KeyPackageGrant, RetryAfter, KEY_PACKAGE_FETCH_PER_TARGET};
 use crate::storage::{EntryKind, GroupKind, QueueItem, Store, StoreError, TimedStore};
 

@@ -38,7 +38,10 @@ async fn a_plugin_sleeping_past_its_deadline_does_not_stop_sends_and_is_switched
 
     let (_, page) = http_get(metrics, "/metrics");
     let series = |kind: &str| {
-        sample(&page, &format!("qpc_plugin_hook_failures_total{{plugin=\"testkit\",hook=\"on_enqueue\",kind=\"{kind}\"}}"))
+        sample(
+            &page,
+            &format!("qpc_plugin_hook_failures_total{{plugin=\"testkit\",hook=\"on_enqueue\",kind=\"{kind}\"}}"),
+        )
     };
     assert_eq!(series("timeout"), 5.0, "five timeouts, then switched off:\n{page}");
     assert_eq!(series("off"), 3.0, "the rest took the policy at once");
@@ -77,7 +80,10 @@ async fn a_panicking_plugin_is_switched_off_for_good_and_registration_fails_clos
     assert_eq!(status_of(register_as(&harness.connect().await, "carol").await), Status::Unavailable);
     let (_, page) = http_get(metrics, "/metrics");
     let failures = |kind: &str| {
-        sample(&page, &format!("qpc_plugin_hook_failures_total{{plugin=\"testkit\",hook=\"on_register\",kind=\"{kind}\"}}"))
+        sample(
+            &page,
+            &format!("qpc_plugin_hook_failures_total{{plugin=\"testkit\",hook=\"on_register\",kind=\"{kind}\"}}"),
+        )
     };
     assert_eq!((failures("panic"), failures("off")), (1.0, 1.0), "{page}");
     let (_, health) = http_get(metrics, "/healthz");

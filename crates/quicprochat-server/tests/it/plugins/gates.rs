@@ -10,7 +10,12 @@ use serde_json::json;
 use super::{configured, eventually, json_lines};
 use crate::harness::{group_of_two, Harness, TestServer};
 
-pub(crate) async fn send(rpc: &RpcClient, group_id: &[u8], message_id: &str, ciphertext: &[u8]) -> Result<(), RpcError> {
+pub(crate) async fn send(
+    rpc: &RpcClient,
+    group_id: &[u8],
+    message_id: &str,
+    ciphertext: &[u8],
+) -> Result<(), RpcError> {
     let request = v1::SendMessageRequest {
         group_id: group_id.to_vec().into(),
         message_id: message_id.as_bytes().to_vec().into(),
