@@ -9,7 +9,9 @@
 //! handshakes and restart (`connections.rs`), B7 memory (`memory.rs`);
 //! `disk` times the data directory's fsyncs alone, the floor under every
 //! durable figure (`disk.rs`); `wire.rs` counts B3's datagrams per message.
-//! B9 is federation between two in-process servers (`federation.rs`).
+//! B9 is federation between two in-process servers (`federation.rs`);
+//! `plugins` is B3 against servers with no plugin, a no-op and the rate
+//! limiter (`plugins.rs`).
 //! `--only` / `--skip` pick suites. `--devices-per-account 1,2` runs B3 and
 //! B4 once per value in the same process (`pairs.rs`, `devices.rs`): with N
 //! devices per account every device is a leaf and online, and each message
@@ -30,6 +32,7 @@ mod histogram;
 mod load;
 mod memory;
 mod pairs;
+mod plugins;
 mod relay;
 mod setup;
 mod storage;
@@ -126,6 +129,9 @@ struct Args {
     /// B9: messages per second sent to the other server during the cut.
     #[arg(long, default_value_t = 1000.0)]
     federation_partition_rate: f64,
+    /// B3 with plugins: sender connections of each server's ramp.
+    #[arg(long, default_value_t = 10)]
+    plugin_connections: usize,
     /// Run only these suites (comma-separated; default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Suite>,
@@ -157,6 +163,8 @@ enum Suite {
     Disk,
     /// Federation: send → push and throughput across two servers beside one, and a partition's backlog.
     B9,
+    /// B3 against servers with no plugin, the no-op plugin and the rate limiter, in one run.
+    Plugins,
 }
 
 impl Args {
@@ -228,6 +236,8 @@ struct Report {
     disk: Option<disk::DiskResult>,
     /// B9.
     federation: Option<federation::FederationResult>,
+    /// B3 with plugins.
+    plugins: Option<plugins::PluginsResult>,
     lost: u64,
     duplicates: u64,
     /// Failed handshakes and clients that did not come back (B6; B3 counts
@@ -285,6 +295,7 @@ async fn main() -> anyhow::Result<()> {
         args.disk_secs = args.disk_secs.min(1.0);
         args.federation_connections = args.federation_connections.min(2);
         args.federation_partition_secs = args.federation_partition_secs.min(1.0);
+        args.plugin_connections = args.plugin_connections.min(2);
         vec![200.0, 1000.0]
     } else {
         (0..40).map(|i| args.start_rate * args.rate_factor.powi(i)).take_while(|rate| *rate < 2_000_000.0).collect()
@@ -350,14 +361,26 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
+    let plugins = if args.runs(Suite::Plugins) && args.plugin_connections > 0 {
+        let result = plugins::run(&args, &servers, &rates, base).await.context("B3 with plugins")?;
+        for line in plugins::describe(&result) {
+            eprintln!("B3/plugins: {line}");
+        }
+        Some(result)
+    } else {
+        None
+    };
     let (federation_lost, federation_duplicates) = federation.as_ref().map_or((0, 0), federation::lost_and_duplicates);
+    let (plugins_lost, plugins_duplicates) = plugins.as_ref().map_or((0, 0), plugins::lost_and_duplicates);
     let ramps = b3.as_ref().map_or(&[][..], |b3| &b3.ramps[..]);
     let lost = ramps.iter().flat_map(|ramp| &ramp.steps).map(|step| step.lost).sum::<u64>()
         + fanout.iter().map(|f| f.lost).sum::<u64>()
-        + federation_lost;
+        + federation_lost
+        + plugins_lost;
     let duplicates = ramps.iter().flat_map(|ramp| &ramp.steps).map(|step| step.duplicates).sum::<u64>()
         + fanout.iter().map(|f| f.duplicates).sum::<u64>()
-        + federation_duplicates;
+        + federation_duplicates
+        + plugins_duplicates;
     let errors = connections.as_ref().map_or(0, connections::ConnectionsResult::errors);
     let report = Report {
         machine: machine(),
@@ -374,6 +397,7 @@ async fn main() -> anyhow::Result<()> {
         memory,
         disk,
         federation,
+        plugins,
         lost,
         duplicates,
         errors,
@@ -455,6 +479,11 @@ fn print_summary(report: &Report) {
     if let Some(result) = &report.federation {
         for line in federation::describe(result) {
             println!("B9 {line}");
+        }
+    }
+    if let Some(result) = &report.plugins {
+        for line in plugins::describe(result) {
+            println!("B3/plugins {line}");
         }
     }
     println!("lost {} duplicates {} errors {}", report.lost, report.duplicates, report.errors);

@@ -91,7 +91,8 @@ pub struct QpcDecision {
 #[derive(Debug, Clone, Copy)]
 pub struct QpcRegisterEvent {
     pub struct_size: u32,
-    /// 1 if an invite token was used.
+    /// 1 if the request carries an invite token (not yet checked: the
+    /// gate runs before the token, the key proof and the name are).
     pub invite_used: u32,
     pub username: QpcBytes,
     /// SHA-256 of the account's identity key (32 bytes).

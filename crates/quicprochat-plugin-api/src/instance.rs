@@ -1,8 +1,8 @@
 //! A started plugin: its table and the opaque state its `on_load` made,
 //! from `on_load` to `on_shutdown`, which is called once and consumes it.
 //! The server moves an instance to the plugin's own thread and calls it
-//! only there (several threads at once only for a plugin that declares
-//! `QPC_THREAD_SAFE`).
+//! only there, one call at a time (ABI 1.0 hosts do so even for a plugin
+//! that declares `QPC_THREAD_SAFE`).
 
 use core::ffi::c_void;
 

@@ -79,8 +79,9 @@ pub unsafe fn load(path: &Path, pin: Option<&str>, host: &'static QpcHostV1) -> 
     // no search path is involved.
     let library = unsafe { libloading::Library::new(path) }
         .map_err(|source| LoadError::Open { path: path.to_owned(), source })?;
-    // Never closed: leaked for the life of the process.
+    // Never closed: kept for the life of the process.
     let library: &'static libloading::Library = Box::leak(Box::new(library));
+    LIBRARIES.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(library);
     // SAFETY: the symbol is looked up with the type ABI v1 gives it; a
     // library exporting it with another type breaks the ABI's contract,
     // which the caller vouches for.
@@ -94,6 +95,10 @@ pub unsafe fn load(path: &Path, pin: Option<&str>, host: &'static QpcHostV1) -> 
         unsafe { PluginTable::read(table) }.map_err(|source| LoadError::Table { path: path.to_owned(), source })?;
     Ok(LoadedPlugin { table, name, version, _library: library })
 }
+
+/// Every library loaded, for the life of the process (leak checkers see
+/// an owner; nothing closes them).
+static LIBRARIES: std::sync::Mutex<Vec<&'static libloading::Library>> = std::sync::Mutex::new(Vec::new());
 
 /// Loads a plugin the operator configured, handing it the server's
 /// services ([`crate::services::SERVER_HOST`]).

@@ -7,8 +7,9 @@
 //! `catch_unwind` (a panic unwinding out of an `extern "C"` function aborts
 //! the process; caught, it is `QPC_ERR_PANIC` and the host stops calling the
 //! plugin), and writes the answer and its reason into the host's buffers.
-//! A plugin built with the SDK is `Sync` and says so (`QPC_THREAD_SAFE`):
-//! the host may call its gates and its observers from different threads.
+//! A plugin built with the SDK is `Sync` and says so (`QPC_THREAD_SAFE`),
+//! so a later host may call it from several threads at once; this one calls
+//! each plugin from its own thread, one call at a time.
 
 use core::ffi::{c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -104,7 +105,9 @@ pub struct StoredInfo<'a> {
     pub payload_len: u64,
     pub epoch: u64,
     pub stored_at_ms: u64,
-    /// The users whose devices it was queued for.
+    /// The device queues it was queued in: `name` for an account's first
+    /// device, `name#<device id hex>` for the others (the sender's other
+    /// devices among them).
     pub recipients: Vec<&'a str>,
 }
 
@@ -228,9 +231,25 @@ pub unsafe fn entry<P: Plugin>(
         on_commit: hooks.commit.then_some(commit_shim::<P> as _),
         on_shutdown: Some(shutdown_shim::<P>),
     };
-    // One table per call of the entry function (the host calls it once).
-    Box::leak(Box::new(table))
+    // One table per call of the entry function (the host calls it once),
+    // kept for the life of the process.
+    let table = Box::new(KeptTable(table));
+    let pointer: *const QpcPluginV1 = &table.0;
+    TABLES.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(table);
+    pointer
 }
+
+/// A hook table handed to the host; it must outlive every call.
+struct KeptTable(QpcPluginV1);
+
+// SAFETY: a kept table is never written after it is made, and its pointers
+// are to static text and to functions.
+unsafe impl Send for KeptTable {}
+
+/// Every table handed out, owned here for the life of the process (so the
+/// host's pointer stays valid, and leak checkers see an owner).
+#[expect(clippy::vec_box, reason = "each box keeps its table at one address while the Vec grows")]
+static TABLES: std::sync::Mutex<Vec<Box<KeptTable>>> = std::sync::Mutex::new(Vec::new());
 
 /// Exports `qpc_plugin_entry_v1` for a type implementing [`Plugin`]:
 /// `qpc_plugin!(MyPlugin)` names the plugin after the crate

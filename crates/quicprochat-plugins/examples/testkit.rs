@@ -68,7 +68,12 @@ impl Plugin for Testkit {
     }
 
     fn on_register(&self, event: &RegisterInfo<'_>) -> GateResult {
-        self.record(json!({"hook": "on_register", "username": event.username, "invite_used": event.invite_used}));
+        self.record(json!({
+            "hook": "on_register",
+            "username": event.username,
+            "invite_used": event.invite_used,
+            "source_address": event.source_address,
+        }));
         if self.config.panic_on_register.as_deref() == Some(event.username) {
             panic!("testkit: asked to panic for {}", event.username);
         }
@@ -81,7 +86,12 @@ impl Plugin for Testkit {
     }
 
     fn on_login(&self, event: &LoginInfo<'_>) -> GateResult {
-        self.record(json!({"hook": "on_login", "username": event.username, "device_id_len": event.device_id.len()}));
+        self.record(json!({
+            "hook": "on_login",
+            "username": event.username,
+            "device_id": hex::encode(event.device_id),
+            "key_fingerprint": hex::encode(event.key_fingerprint),
+        }));
         Ok(GateAnswer::Allow)
     }
 
@@ -92,7 +102,12 @@ impl Plugin for Testkit {
     }
 
     fn on_enqueue(&self, event: &EnqueueInfo<'_>) -> GateResult {
-        self.record(json!({"hook": "on_enqueue", "sender": event.sender, "size": event.payload_len}));
+        self.record(json!({
+            "hook": "on_enqueue",
+            "sender": event.sender,
+            "sender_device": hex::encode(event.sender_device),
+            "size": event.payload_len,
+        }));
         if let Some(ms) = self.config.sleep_enqueue_ms {
             std::thread::sleep(Duration::from_millis(ms));
         }

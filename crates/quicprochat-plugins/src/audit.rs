@@ -17,7 +17,7 @@
 //! {"ts_ms":…,"event":"register","user":"<pseudonym>","invite_used":false}
 //! {"ts_ms":…,"event":"login","user":"<pseudonym>","device":"<hex>"}
 //! {"ts_ms":…,"event":"group_create","creator":"<pseudonym>","group":"<hex>","kind":"named"}
-//! {"ts_ms":…,"event":"stored","sender":"<pseudonym>","group":"<hex>","message":"<hex>","kind":"application","size":…,"epoch":…,"recipients":["<pseudonym>",…]}
+//! {"ts_ms":…,"event":"stored","sender":"<pseudonym>","group":"<hex>","message":"<hex>","kind":"application","size":…,"epoch":…,"recipients":["<pseudonym>" or "<pseudonym>#<device>",…]}
 //! {"ts_ms":…,"event":"commit","committer":"<pseudonym>","group":"<hex>","epoch":…,"added":[…],"removed":[…]}
 //! ```
 //! `register`, `login` and `group_create` are written when the gate is
@@ -151,6 +151,17 @@ impl Audit {
         names.iter().map(|name| self.pseudonym(name)).collect()
     }
 
+    /// A device queue's pseudonym: the user's, then the device id as the
+    /// server names it (`name#<hex>` → `<pseudonym>#<hex>`), so a user's
+    /// devices share their pseudonym.
+    fn queue_pseudonyms(&self, queues: &[&str]) -> Vec<String> {
+        let one = |queue: &&str| match queue.split_once('#') {
+            Some((name, device)) => format!("{}#{device}", self.pseudonym(name)),
+            None => self.pseudonym(queue),
+        };
+        queues.iter().map(one).collect()
+    }
+
     /// Writes `record` as one line and flushes it.
     fn write(&self, record: Record) {
         let line = Line { ts_ms: self.host.now_ms(), record };
@@ -221,7 +232,7 @@ impl Plugin for Audit {
             kind: entry_kind(event.kind),
             size: event.payload_len,
             epoch: event.epoch,
-            recipients: self.pseudonyms(&event.recipients),
+            recipients: self.queue_pseudonyms(&event.recipients),
         });
     }
 
@@ -298,7 +309,7 @@ mod tests {
             payload_len: 1234,
             epoch: 5,
             stored_at_ms: 1,
-            recipients: vec!["bob", "carol"],
+            recipients: vec!["bob", "carol", "alice#0a0b0c0d0e0f1011"],
         });
         let commit =
             CommitInfo { committer: "bob", group_id: &[1, 2], new_epoch: 6, added: vec!["carol"], removed: vec![] };
@@ -312,7 +323,8 @@ mod tests {
                 json!({"event": "login", "user": alice, "device": "abababababababab"}),
                 json!({"event": "group_create", "creator": alice, "group": "0102", "kind": "direct"}),
                 json!({"event": "stored", "sender": alice, "group": "0102", "message": "ff00", "kind": "application",
-                       "size": 1234, "epoch": 5, "recipients": [bob, carol]}),
+                       "size": 1234, "epoch": 5,
+                       "recipients": [bob, carol, format!("{alice}#0a0b0c0d0e0f1011")]}),
                 json!({"event": "commit", "committer": bob, "group": "0102", "epoch": 6, "added": [carol], "removed": []}),
             ]
         );

@@ -13,7 +13,7 @@
 //! - [`webhook`]: an HTTP POST per event, from a background thread.
 //!
 //! The C example (`c/guest_gate.c`) is built and loaded by the plugin API
-//! crate's `tests/c_example.rs`.
+//! crate's `tests/it/c_example.rs`.
 //!
 //! This crate has no `unsafe` code: the C boundary is the SDK's
 //! (`quicprochat_plugin_api::sdk`).

@@ -2,8 +2,9 @@
 //! bucket of `burst` messages refilled at `per_second`, kept per pair by
 //! `governor`'s keyed GCRA limiter. Over the limit the gate answers
 //! `RETRY_LATER` with the time until a token is free (at least 1 ms), which
-//! the server sends as `RESOURCE_EXHAUSTED` with `retry_after_ms`. Every
-//! entry kind counts (commits, welcomes and proposals too).
+//! the server sends as `RESOURCE_EXHAUSTED` with `retry_after_ms`. The
+//! server asks `on_enqueue` for application messages only (commits go
+//! through `on_commit`); any kind it is asked about counts.
 //!
 //! Config keys (the plugin's `config` table):
 //! ```toml

@@ -1,7 +1,8 @@
 //! `qpc-server status`: asks a running server's HTTP endpoint
 //! (`server.metrics_listen`) for `/healthz` and `/metrics` and prints whether
-//! it is ready or draining, and a few headline metrics. Exits 0 only when the
-//! server answered `ready`, so it doubles as a health check in scripts.
+//! it is ready, degraded (serving, with a plugin switched off) or draining,
+//! and a few headline metrics. Exits 0 only when the server serves (ready or
+//! degraded), so it doubles as a health check in scripts.
 //!
 //! The request is a minimal HTTP/1.0 `GET` over a blocking
 //! `std::net::TcpStream` rather than a hyper client: the peer is our own
@@ -49,6 +50,7 @@ pub(crate) fn show(config: &ServerConfig) -> anyhow::Result<()> {
     )?;
     let health = get(addr, "/healthz")?;
     let state = match health.status {
+        200 if health.body.starts_with("degraded") => health.body.trim(),
         200 => "ready",
         503 => "draining",
         other => anyhow::bail!("GET http://{addr}/healthz answered {other}: {}", health.body.trim()),
@@ -61,7 +63,7 @@ pub(crate) fn show(config: &ServerConfig) -> anyhow::Result<()> {
     for (label, value) in headlines(&metrics.body) {
         println!("  {label:<30} {value}");
     }
-    if state != "ready" {
+    if health.status != 200 {
         anyhow::bail!("the server is draining (shutting down)");
     }
     Ok(())

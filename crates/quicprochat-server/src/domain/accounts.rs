@@ -58,6 +58,8 @@ pub struct LoginOutcome {
     pub key_package_stock: KeyPackageStock,
     /// The queue of the device that logged in.
     pub queue: String,
+    /// The key the device proved (the account key for its first device).
+    pub device_key: Vec<u8>,
 }
 
 /// A user's public identity.
@@ -176,7 +178,7 @@ pub fn login(
     }
     // The logging-in device's own stock: each device refills its own.
     let key_package_stock = super::key_packages::usable_stock(store, username, &device.device_id, policy)?;
-    Ok(LoginOutcome { key_package_stock, queue: device.queue })
+    Ok(LoginOutcome { key_package_stock, queue: device.queue, device_key: device_key.to_vec() })
 }
 
 /// The identity key of `username`.

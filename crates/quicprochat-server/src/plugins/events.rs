@@ -91,6 +91,20 @@ impl GateEvent {
         }
     }
 
+    /// The event with the client's address blanked (for a plugin that did
+    /// not opt in to `source_address`); `None` if it carries none.
+    pub(super) fn without_source_address(&self) -> Option<GateEvent> {
+        match self {
+            GateEvent::Register(e) if !e.source_address.is_empty() => {
+                Some(GateEvent::Register(RegisterMeta { source_address: String::new(), ..e.clone() }))
+            }
+            GateEvent::Login(e) if !e.source_address.is_empty() => {
+                Some(GateEvent::Login(LoginMeta { source_address: String::new(), ..e.clone() }))
+            }
+            _ => None,
+        }
+    }
+
     /// Asks `instance`'s gate; `None` if it has none or is poisoned.
     pub(super) fn ask(&self, instance: &mut PluginInstance) -> Option<Result<GateAnswer, GateError>> {
         match self {

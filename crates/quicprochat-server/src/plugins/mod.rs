@@ -42,14 +42,25 @@ pub const SWITCHED_OFF_FOR: Duration = Duration::from_secs(30);
 const LOAD_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Why the server could not start its plugins.
-#[derive(Debug, thiserror::Error)]
-#[error("plugin {index} ({path}): {source}")]
+#[derive(Debug)]
 pub struct PluginError {
     /// Its place in `[[plugins]]`, from 1.
     pub index: usize,
     pub path: String,
     pub source: StartFailure,
 }
+
+impl std::fmt::Display for PluginError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.source {
+            // The loader's errors start with the path already.
+            StartFailure::Load(_) => write!(formatter, "plugin {}: {}", self.index, self.source),
+            _ => write!(formatter, "plugin {} ({}): {}", self.index, self.path, self.source),
+        }
+    }
+}
+
+impl std::error::Error for PluginError {}
 
 /// The loaded plugins (none by default); cheap to clone.
 #[derive(Clone, Default)]
@@ -97,7 +108,8 @@ impl Plugins {
             let started: Started = match tokio::time::timeout(LOAD_DEADLINE, started).await {
                 Ok(Ok(Ok(started))) => started,
                 Ok(Ok(Err(failure))) => return Err(failed(failure)),
-                Ok(Err(_)) | Err(_) => return Err(failed(StartFailure::Gone)),
+                Ok(Err(_)) => return Err(failed(StartFailure::Gone)),
+                Err(_) => return Err(failed(StartFailure::Slow(LOAD_DEADLINE))),
             };
             tracing::info!(plugin = %started.name, version = %started.version, path = %config.path.display(), "plugin loaded");
             metrics.plugins().loaded(&started.name);
@@ -140,9 +152,15 @@ impl Plugins {
     /// open), else the first refusal as the client will see it.
     pub async fn gate(&self, event: GateEvent) -> Result<(), DomainError> {
         let hook = event.hook();
+        // Only plugins that opted in see the client's address.
+        let blanked = event.without_source_address().map(Arc::new);
         let event = Arc::new(event);
         for plugin in self.loaded.iter().filter(|plugin| plugin.gates[hook as usize]) {
-            if let Verdict::Refuse(error) = plugin.ask(hook, &event).await {
+            let shown = match &blanked {
+                Some(blanked) if !plugin.config.source_address => blanked,
+                _ => &event,
+            };
+            if let Verdict::Refuse(error) = plugin.ask(hook, shown).await {
                 return Err(error);
             }
         }
@@ -178,13 +196,14 @@ impl Plugins {
     }
 
     /// Runs every plugin's `on_shutdown` (after the drain), in reverse
-    /// order of loading, waiting at most `wait` for each.
+    /// order of loading, waiting at most `wait` for all of them together.
     pub async fn shut_down(&self, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
         for plugin in self.loaded.iter().rev() {
             let (done, finished) = oneshot::channel();
-            let sent = tokio::time::timeout(wait, plugin.jobs.send(Job::Shutdown(done))).await;
+            let sent = tokio::time::timeout_at(deadline, plugin.jobs.send(Job::Shutdown(done))).await;
             let finished = match sent {
-                Ok(Ok(())) => tokio::time::timeout(wait, finished).await.is_ok(),
+                Ok(Ok(())) => tokio::time::timeout_at(deadline, finished).await.is_ok(),
                 _ => false,
             };
             if finished {

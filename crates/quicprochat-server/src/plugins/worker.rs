@@ -36,6 +36,7 @@ pub(super) struct Started {
 /// Why a plugin did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartFailure {
+    /// The file was refused or could not be loaded (the message names it).
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error("{name} {version}: {source}")]
@@ -44,6 +45,8 @@ pub enum StartFailure {
     Thread(std::io::Error),
     #[error("its thread ended while loading it")]
     Gone,
+    #[error("loading it and its on_load took longer than {0:?}")]
+    Slow(std::time::Duration),
 }
 
 /// Starts the thread of the plugin `config` describes; reports on `ready`.

@@ -266,7 +266,8 @@ async fn register(state: &ServerState, session: &Session, body: Bytes) -> Result
     .await?;
     tracing::info!(user = %account.username, "registered");
     // Registration makes the account's first device, keyed by the account key.
-    session.log_in(account.username.clone(), account.username.clone());
+    let device = DeviceId::of_key(&account.identity_key);
+    session.log_in(account.username.clone(), account.username.clone(), device);
     let domain = state.config.federation_domain().unwrap_or_default().to_owned();
     Ok(Reply::ok(&v1::RegisterResponse { username: account.username, domain }))
 }
@@ -276,7 +277,6 @@ async fn login(state: &ServerState, session: &Session, body: Bytes) -> Result<Re
     let nonce = take_challenge(session)?;
     let exporter = session.exporter;
     let username = request.username.clone();
-    let device_key = request.device_key.clone();
     let policy = commit_policy(state);
     let outcome = blocking(state, move |store| {
         let proof = AuthProof { nonce: &nonce, tls_exporter: &exporter, signature: &request.signature };
@@ -287,13 +287,13 @@ async fn login(state: &ServerState, session: &Session, body: Bytes) -> Result<Re
         // Asked once the device proved its key: plugins see real logins only.
         let meta = LoginMeta {
             username: username.clone(),
-            device_id: DeviceId::of_key(&device_key).as_bytes().to_vec(),
-            key_fingerprint: fingerprint(&device_key),
+            device_id: DeviceId::of_key(&outcome.device_key).as_bytes().to_vec(),
+            key_fingerprint: fingerprint(&outcome.device_key),
             source_address: session.remote.ip().to_string(),
         };
         state.plugins.gate(GateEvent::Login(meta)).await?;
     }
-    session.log_in(username, outcome.queue.clone());
+    session.log_in(username, outcome.queue.clone(), DeviceId::of_key(&outcome.device_key));
     Ok(Reply::ok(&v1::LoginResponse {
         key_package_stock: u32::try_from(outcome.key_package_stock.count).unwrap_or(u32::MAX),
         has_last_resort: outcome.key_package_stock.has_last_resort,
@@ -394,7 +394,7 @@ async fn authenticated(
             if state.plugins.has_gate(GateHook::Enqueue) {
                 let meta = EnqueueMeta {
                     sender: user.username.clone(),
-                    sender_device: device_of_queue(&user.queue),
+                    sender_device: user.device.as_bytes().to_vec(),
                     group_id: request.group_id.to_vec(),
                     message_id: request.message_id.to_vec(),
                     payload_len: request.ciphertext.len() as u64,
@@ -847,16 +847,6 @@ impl Handover {
 fn fingerprint(key: &[u8]) -> [u8; 32] {
     use sha2::{Digest, Sha256};
     Sha256::digest(key).into()
-}
-
-/// The device id in a queue name (`name#<hex id>`); empty for an
-/// account's first device, whose queue is the bare name.
-fn device_of_queue(queue: &str) -> Vec<u8> {
-    queue
-        .split_once('#')
-        .and_then(|(_, id)| DeviceId::from_hex(id))
-        .map(|id| id.as_bytes().to_vec())
-        .unwrap_or_default()
 }
 
 /// What `on_stored` observers are told of a stored message.

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::devices::Caller;
+use quicprochat_core::DeviceId;
 
 /// Login state of one connection.
 pub(crate) struct Session {
@@ -25,6 +26,8 @@ pub(crate) struct SessionUser {
     pub(crate) username: String,
     /// The queue of the device the session logged in with.
     pub(crate) queue: String,
+    /// That device's id.
+    pub(crate) device: DeviceId,
 }
 
 impl SessionUser {
@@ -63,9 +66,9 @@ impl Session {
 
     /// Marks the connection as logged in as `username` on the device whose
     /// queue is `queue`.
-    pub(crate) fn log_in(&self, username: String, queue: String) {
+    pub(crate) fn log_in(&self, username: String, queue: String, device: DeviceId) {
         if let Ok(mut state) = self.state.lock() {
-            state.user = Some(SessionUser { username, queue });
+            state.user = Some(SessionUser { username, queue, device });
         }
     }
 
@@ -99,7 +102,7 @@ mod tests {
         assert_eq!(session.take_challenge(), Some(nonce));
         assert_eq!(session.take_challenge(), None);
         assert_eq!(session.user(), None);
-        session.log_in("alice".into(), "alice#0102030405060708".into());
+        session.log_in("alice".into(), "alice#0102030405060708".into(), DeviceId::of_key(b"alice's device key"));
         let user = session.user().expect("logged in");
         assert_eq!(user.caller(), Caller { username: "alice", queue: "alice#0102030405060708" });
     }

@@ -33,7 +33,12 @@ async fn gates_refuse_with_their_reason_and_observers_see_metadata_only() {
         plugins.path(),
         json!({ "deny_register_prefix": "guest-", "record": record.display().to_string() }),
     );
-    let harness = Harness::start_with(|config| config.plugins = vec![testkit]).await;
+    // A second copy that opted in to clients' addresses.
+    let second = tempfile::tempdir().expect("tempdir");
+    let addresses = second.path().join("record.jsonl");
+    let mut sees_addresses = configured("testkit", second.path(), json!({ "record": addresses.display().to_string() }));
+    sees_addresses.source_address = true;
+    let harness = Harness::start_with(|config| config.plugins = vec![testkit, sees_addresses]).await;
 
     let rpc = harness.connect().await;
     let refused = register_as(&rpc, "guest-7").await;
@@ -64,7 +69,19 @@ async fn gates_refuse_with_their_reason_and_observers_see_metadata_only() {
     assert_eq!(stored["size"], ciphertext.len());
     assert_eq!(stored["recipients"], json!(["bob"]));
     let login = lines.iter().find(|line| line["hook"] == "on_login").expect("login");
-    assert_eq!((login["username"].clone(), login["device_id_len"].clone()), (json!("bob"), json!(8)));
+    let bob_device = quicprochat_core::DeviceId::of_key(pair.bob.public_key());
+    assert_eq!(login["username"], "bob");
+    assert_eq!(login["device_id"], hex::encode(bob_device.as_bytes()), "the first device's id, from the account key");
+    let enqueue = lines.iter().find(|line| line["hook"] == "on_enqueue").expect("enqueue");
+    let alice_device = quicprochat_core::DeviceId::of_key(pair.alice.public_key());
+    assert_eq!(enqueue["sender_device"], hex::encode(alice_device.as_bytes()));
+    let registered = |lines: &[serde_json::Value]| -> Vec<String> {
+        let registrations = lines.iter().filter(|line| line["hook"] == "on_register");
+        registrations.map(|line| line["source_address"].as_str().unwrap_or("?").to_owned()).collect()
+    };
+    assert_eq!(registered(&lines), ["", "", ""], "no address without the opt-in");
+    // The first plugin refused guest-7: the second was not asked.
+    assert_eq!(registered(&json_lines(&addresses)), ["127.0.0.1", "127.0.0.1"], "the opted-in copy sees addresses");
     let commit = lines.iter().find(|line| line["hook"] == "on_commit").expect("commit");
     assert_eq!((commit["committer"].clone(), commit["added"].clone()), (json!("alice"), json!(["bob"])));
     let created = lines.iter().find(|line| line["hook"] == "on_group_create").expect("created");

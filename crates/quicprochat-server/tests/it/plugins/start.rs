@@ -38,7 +38,7 @@ async fn untrusted_missing_or_foreign_plugins_stop_the_start_naming_them() {
     let shown = good.display().to_string();
 
     let missing = refused(dir.path(), PluginConfig::new(dir.path().join("libmissing.so"))).await;
-    assert!(missing.starts_with("plugins: plugin 1 (") && missing.contains("libmissing.so"), "{missing}");
+    assert!(missing.starts_with("plugins: plugin 1: ") && missing.contains("libmissing.so"), "{missing}");
 
     std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o775)).expect("chmod");
     let writable = refused(dir.path(), PluginConfig::new(good.clone())).await;
