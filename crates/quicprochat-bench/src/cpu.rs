@@ -18,9 +18,10 @@ use std::time::Duration;
 /// truncates thread names there).
 pub(crate) const SERVER_THREADS: &str = "qpc-bench-srv";
 
-/// Thread names that are the server's: the runtime's, and qpc-server's
-/// storage thread and checkpoint thread (`qpc-sqlite-checkpoint`, truncated).
-const SERVER_THREAD_PREFIXES: [&str; 3] = [SERVER_THREADS, "qpc-storage", "qpc-sqlite-chec"];
+/// Thread names that are the server's: the runtime's, qpc-server's
+/// storage thread and checkpoint thread (`qpc-sqlite-checkpoint`, truncated),
+/// and its plugins' threads.
+const SERVER_THREAD_PREFIXES: [&str; 4] = [SERVER_THREADS, "qpc-storage", "qpc-sqlite-chec", "qpc-plugin-"];
 
 /// A runtime for the servers alone, with as many workers as the process's.
 pub(crate) fn server_runtime() -> std::io::Result<ServerRuntime> {

@@ -1,11 +1,13 @@
 //! B3 with plugins (issue 20): the same C sender / recipient pairs and
-//! open-loop ramp as B3, against three in-process servers in turn, in one
+//! open-loop ramp as B3, against four in-process servers in turn, in one
 //! run: no plugin, the no-op `on_enqueue` plugin (what the machinery
 //! itself costs a send: a queue, a thread hop and back), and the rate
 //! limiter with limits far above the load (so it allows every message but
-//! does its per-(sender, group) bookkeeping). Reports each one's highest
-//! sustained rate against the no-plugin one, and the p99 of send → push at
-//! the highest rate all three sustained.
+//! does its per-(sender, group) bookkeeping), and no plugin again (the
+//! spread between the two servers without plugins is the run's own noise).
+//! Reports each one's highest sustained rate against the first, and the p99
+//! of send → push and the server's CPU per message at the highest rate all
+//! sustained and at a quarter of it.
 //!
 //! The plugins are the workspace's examples, built here with `cargo build
 //! --examples` (same profile as this binary) into `target/plugin-examples`.
@@ -52,8 +54,14 @@ pub(crate) async fn run(
     let ratelimit = copy(&built, "ratelimit", dir.path())?;
     let mut limiter = PluginConfig::new(ratelimit);
     limiter.config_json = r#"{"per_second": 1000000.0, "burst": 1000000}"#.to_owned();
-    let variants: [(&'static str, Vec<PluginConfig>); 3] =
-        [("none", Vec::new()), ("noop", vec![PluginConfig::new(noop)]), ("ratelimit", vec![limiter])];
+    // No plugin again at the end: the spread between the two is this run's
+    // noise, against which the plugins' differences are read.
+    let variants: [(&'static str, Vec<PluginConfig>); 4] = [
+        ("none", Vec::new()),
+        ("noop", vec![PluginConfig::new(noop)]),
+        ("ratelimit", vec![limiter]),
+        ("none-2", Vec::new()),
+    ];
     let connections = args.plugin_connections;
     let mut results = Vec::new();
     let mut step_id = 2_000_000;
@@ -114,36 +122,47 @@ fn copy(built: &Path, name: &str, dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(copy)
 }
 
-/// Lines of the summary: each variant's maximum against no plugin, and
-/// the p99 of each at the highest rate all sustained.
+/// Lines of the summary: each variant's maximum against no plugin; at the
+/// highest rate all sustained, and at a quarter of it (where p99 is
+/// not dominated by queueing at the edge), the p99 of send → push and the
+/// server's CPU per message.
 pub(crate) fn describe(result: &PluginsResult) -> Vec<String> {
     let Some(none) = result.variants.first() else { return Vec::new() };
     let common = result.variants.iter().map(|variant| variant.ramp.max_sustained_per_s).fold(f64::INFINITY, f64::min);
-    let p99_at = |ramp: &Ramp| {
-        ramp.steps
-            .iter()
-            .rev()
-            .find(|step| step.offered_per_s == common)
-            .and_then(|step| step.delivery)
-            .map_or(f64::NAN, |delivery| delivery.p99_ms)
-    };
-    let none_p99 = p99_at(&none.ramp);
-    result
-        .variants
+    let quarter = none
+        .ramp
+        .steps
         .iter()
-        .map(|variant| {
-            let max = variant.ramp.max_sustained_per_s;
-            let p99 = p99_at(&variant.ramp);
-            format!(
-                "C={} plugins {:<9} max {:>7.0}/s ({:.2}x none) | push p99 at {common:.0}/s {p99:.2} ms ({:+.2} ms)",
-                variant.ramp.connections,
-                variant.plugins,
-                max,
-                max / none.ramp.max_sustained_per_s,
-                p99 - none_p99
-            )
-        })
-        .collect()
+        .map(|step| step.offered_per_s)
+        .filter(|rate| *rate <= common / 4.0)
+        .fold(f64::NAN, f64::max);
+    let at = |ramp: &Ramp, rate: f64| {
+        let step = ramp.steps.iter().rev().find(|step| step.offered_per_s == rate);
+        let p99 = step.and_then(|step| step.delivery).map_or(f64::NAN, |delivery| delivery.p99_ms);
+        let us = step.and_then(|step| step.cpu).map_or(f64::NAN, |cpu| cpu.server_us_per_message);
+        (p99, us)
+    };
+    let mut lines = Vec::new();
+    for variant in &result.variants {
+        let max = variant.ramp.max_sustained_per_s;
+        let mut line = format!(
+            "C={} plugins {:<9} max {:>7.0}/s ({:.2}x none)",
+            variant.ramp.connections,
+            variant.plugins,
+            max,
+            max / none.ramp.max_sustained_per_s
+        );
+        for rate in [quarter, common] {
+            let ((p99, us), (base_p99, base_us)) = (at(&variant.ramp, rate), at(&none.ramp, rate));
+            line.push_str(&format!(
+                " | at {rate:.0}/s: push p99 {p99:.2} ms ({:+.2}), server CPU {us:.1} µs/msg ({:.2}x)",
+                p99 - base_p99,
+                us / base_us
+            ));
+        }
+        lines.push(line);
+    }
+    lines
 }
 
 /// Messages lost and duplicated over every step.

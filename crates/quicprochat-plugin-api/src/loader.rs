@@ -47,22 +47,32 @@ pub struct LoadedPlugin {
 /// Checks the file at `path` (absolute, not writable by group or others,
 /// the pinned SHA-256 when `pin` is given as hex) before anything of it runs.
 pub fn check_file(path: &Path, pin: Option<&str>) -> Result<(), LoadError> {
+    open_checked(path, pin).map(drop)
+}
+
+/// Opens the file at `path` and checks it through that one open file, so
+/// what was checked is what [`load`] hands `dlopen` (as `/proc/self/fd/N`),
+/// even if the path is pointed elsewhere meanwhile.
+fn open_checked(path: &Path, pin: Option<&str>) -> Result<std::fs::File, LoadError> {
     if !path.is_absolute() {
         return Err(LoadError::NotAbsolute(path.to_owned()));
     }
     let unreadable = |source| LoadError::Unreadable { path: path.to_owned(), source };
-    let mode = std::fs::metadata(path).map_err(unreadable)?.permissions().mode();
+    let mut file = std::fs::File::open(path).map_err(unreadable)?;
+    let mode = file.metadata().map_err(unreadable)?.permissions().mode();
     if mode & 0o022 != 0 {
         return Err(LoadError::Writable { path: path.to_owned(), mode: mode & 0o7777 });
     }
     if let Some(expected) = pin {
-        let found = hex::encode(Sha256::digest(std::fs::read(path).map_err(unreadable)?));
+        let mut hasher = Sha256::new();
+        std::io::copy(&mut file, &mut hasher).map_err(unreadable)?;
+        let found = hex::encode(hasher.finalize());
         let expected = expected.trim_start_matches("sha256:").to_ascii_lowercase();
         if found != expected {
             return Err(LoadError::Pin { path: path.to_owned(), expected, found });
         }
     }
-    Ok(())
+    Ok(file)
 }
 
 /// Checks and loads the plugin at `path`, calls its entry with `host`, and
@@ -74,14 +84,18 @@ pub fn check_file(path: &Path, pin: Option<&str>) -> Result<(), LoadError> {
 /// code). `host` must stay valid as long as the plugin may call it (the
 /// server keeps it in a `static`).
 pub unsafe fn load(path: &Path, pin: Option<&str>, host: &'static QpcHostV1) -> Result<LoadedPlugin, LoadError> {
-    check_file(path, pin)?;
-    // SAFETY: the caller vouches for the library; the path is absolute, so
-    // no search path is involved.
-    let library = unsafe { libloading::Library::new(path) }
+    let file = open_checked(path, pin)?;
+    let checked = std::path::PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file)));
+    // SAFETY: the caller vouches for the library; the file opened is the
+    // one checked, named by its descriptor (no search path is involved).
+    let library = unsafe { libloading::Library::new(&checked) }
         .map_err(|source| LoadError::Open { path: path.to_owned(), source })?;
     // Never closed: kept for the life of the process.
     let library: &'static libloading::Library = Box::leak(Box::new(library));
-    LIBRARIES.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(library);
+    // The descriptor stays open too: its `/proc/self/fd/N` name is the
+    // library's name in the dynamic linker, which must never be reused for
+    // another file (dlopen would return this library for it).
+    LIBRARIES.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((library, file));
     // SAFETY: the symbol is looked up with the type ABI v1 gives it; a
     // library exporting it with another type breaks the ABI's contract,
     // which the caller vouches for.
@@ -96,9 +110,10 @@ pub unsafe fn load(path: &Path, pin: Option<&str>, host: &'static QpcHostV1) -> 
     Ok(LoadedPlugin { table, name, version, _library: library })
 }
 
-/// Every library loaded, for the life of the process (leak checkers see
-/// an owner; nothing closes them).
-static LIBRARIES: std::sync::Mutex<Vec<&'static libloading::Library>> = std::sync::Mutex::new(Vec::new());
+/// Every library loaded and the descriptor it was loaded through, for the
+/// life of the process (leak checkers see an owner; nothing closes them).
+static LIBRARIES: std::sync::Mutex<Vec<(&'static libloading::Library, std::fs::File)>> =
+    std::sync::Mutex::new(Vec::new());
 
 /// Loads a plugin the operator configured, handing it the server's
 /// services ([`crate::services::SERVER_HOST`]).
