@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, PoisonError};
 
+use crate::register;
 use quicprochat_plugin_api::abi::*;
 use quicprochat_plugin_api::host::{bytes, GateAnswer};
 use quicprochat_plugin_api::instance::PluginInstance;
@@ -72,16 +73,6 @@ fn build(dir: &Path) -> PathBuf {
     // 002 would make one).
     std::fs::set_permissions(&library, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     library
-}
-
-fn register(username: &str) -> QpcRegisterEvent {
-    QpcRegisterEvent {
-        struct_size: core::mem::size_of::<QpcRegisterEvent>() as u32,
-        invite_used: 0,
-        username: bytes(username.as_bytes()),
-        key_fingerprint: bytes(&[7; 32]),
-        source_address: bytes(&[]),
-    }
 }
 
 fn enqueue(sender: &str) -> QpcEnqueueEvent {

@@ -14,6 +14,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+use crate::register;
 use quicprochat_plugin_api::abi::*;
 use quicprochat_plugin_api::host::{bytes, GateAnswer, GateError, PluginTable, MAX_REASON_BYTES};
 use quicprochat_plugin_api::instance::{PluginInstance, StartError};
@@ -96,16 +97,6 @@ fn table() -> (PluginTable, String, String) {
 fn start(config: &str) -> Result<PluginInstance, StartError> {
     // SAFETY: the table's entries are this binary's own functions.
     unsafe { PluginInstance::start(table().0, config) }
-}
-
-fn register(username: &str) -> QpcRegisterEvent {
-    QpcRegisterEvent {
-        struct_size: core::mem::size_of::<QpcRegisterEvent>() as u32,
-        invite_used: 1,
-        username: bytes(username.as_bytes()),
-        key_fingerprint: bytes(&[7; 32]),
-        source_address: bytes(&[]),
-    }
 }
 
 #[test]

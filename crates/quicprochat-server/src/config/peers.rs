@@ -7,7 +7,7 @@
 
 use quicprochat_rpc::CertFingerprint;
 
-use super::values::{domain, Raw};
+use super::values::{domain, table_array, Raw};
 use super::PeerConfig;
 
 const ALLOWED: &str = "expected an array of tables { domain = \"b.example\", address = \"host:port\", \
@@ -18,19 +18,7 @@ pub(crate) const MAX_PEERS: usize = 256;
 
 /// Parses and checks the whole peer table.
 pub(crate) fn peers(raw: Raw<'_>) -> Result<Vec<PeerConfig>, String> {
-    let parsed;
-    let array = match raw {
-        Raw::Toml(toml::Value::Array(array)) => array,
-        Raw::Text(text) => {
-            let wrapped: toml::Table = toml::from_str(&format!("peers = {text}")).map_err(|_| ALLOWED.to_owned())?;
-            parsed = wrapped;
-            match parsed.get("peers") {
-                Some(toml::Value::Array(array)) => array,
-                _ => return Err(ALLOWED.to_owned()),
-            }
-        }
-        Raw::Toml(_) => return Err(ALLOWED.to_owned()),
-    };
+    let array = table_array(raw, ALLOWED)?;
     if array.len() > MAX_PEERS {
         return Err(format!("at most {MAX_PEERS} peers"));
     }

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::values::{duration_in, duration_literal, Raw, MILLISECOND};
+use super::values::{duration_in, duration_literal, table_array, Raw, MILLISECOND};
 use super::{FailurePolicy, GateHook, PluginConfig};
 
 const ALLOWED: &str = "expected an array of tables { path = \"/abs/libplugin.so\", sha256 = \"…\" (optional), \
@@ -24,18 +24,7 @@ const MAX_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Parses and checks the whole plugin table.
 pub(crate) fn plugins(raw: Raw<'_>) -> Result<Vec<PluginConfig>, String> {
-    let parsed;
-    let array = match raw {
-        Raw::Toml(toml::Value::Array(array)) => array,
-        Raw::Text(text) => {
-            parsed = toml::from_str::<toml::Table>(&format!("plugins = {text}")).map_err(|_| ALLOWED.to_owned())?;
-            match parsed.get("plugins") {
-                Some(toml::Value::Array(array)) => array,
-                _ => return Err(ALLOWED.to_owned()),
-            }
-        }
-        Raw::Toml(_) => return Err(ALLOWED.to_owned()),
-    };
+    let array = table_array(raw, ALLOWED)?;
     if array.len() > MAX_PLUGINS {
         return Err(format!("at most {MAX_PLUGINS} plugins"));
     }

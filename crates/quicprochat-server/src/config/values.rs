@@ -156,3 +156,20 @@ pub(crate) fn string_literal(text: &str) -> String {
 pub(crate) fn duration_literal(duration: Duration) -> String {
     string_literal(&humantime::format_duration(duration).to_string())
 }
+
+/// An array of tables: the TOML array from the file, or the same inline
+/// array as text (`[{ … }, { … }]`) from the environment; `allowed` when
+/// it is neither.
+pub(crate) fn table_array(raw: Raw<'_>, allowed: &str) -> Result<Vec<toml::Value>, String> {
+    match raw {
+        Raw::Toml(toml::Value::Array(array)) => Ok(array.clone()),
+        Raw::Text(text) => match toml::from_str::<toml::Table>(&format!("array = {text}")) {
+            Ok(mut parsed) => match parsed.remove("array") {
+                Some(toml::Value::Array(array)) => Ok(array),
+                _ => Err(allowed.to_owned()),
+            },
+            Err(_) => Err(allowed.to_owned()),
+        },
+        Raw::Toml(_) => Err(allowed.to_owned()),
+    }
+}

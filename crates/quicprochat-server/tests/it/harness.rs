@@ -272,3 +272,27 @@ pub(crate) fn assert_integrity(data_dir: &Path, when: &str) {
     let result: String = connection.query_row("PRAGMA integrity_check", [], |row| row.get(0)).expect("integrity_check");
     assert_eq!(result, "ok", "SQLite integrity_check {when}");
 }
+
+/// Registers `name` with a fresh identity (and `invite`, if not empty) on `rpc`.
+pub(crate) async fn register_with(
+    rpc: &RpcClient,
+    name: &str,
+    invite: &str,
+) -> Result<v1::RegisterResponse, quicprochat_rpc::RpcError> {
+    let identity = Identity::generate().expect("identity");
+    let nonce = challenge(rpc).await;
+    let exporter = rpc.auth_exporter().expect("exporter");
+    let transcript = auth_transcript(AuthPurpose::Register, &nonce, &exporter, name, identity.public_key());
+    let request = v1::RegisterRequest {
+        username: name.into(),
+        identity_key: identity.public_key().to_vec().into(),
+        signature: identity.sign(&transcript).expect("sign").into(),
+        invite_token: invite.into(),
+    };
+    rpc.call(Method::Register, &request).await
+}
+
+/// Registers `name` with a fresh identity on `rpc`, without an invite.
+pub(crate) async fn register_as(rpc: &RpcClient, name: &str) -> Result<v1::RegisterResponse, RpcError> {
+    register_with(rpc, name, "").await
+}

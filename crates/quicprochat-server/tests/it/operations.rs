@@ -4,15 +4,16 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use quicprochat_core::{auth_transcript, AuthPurpose, Identity, MlsClient};
+use quicprochat_core::MlsClient;
 use quicprochat_proto::v1;
 use quicprochat_proto::{Method, Status};
-use quicprochat_rpc::RpcClient;
 use quicprochat_server::config::{RateLimit, RegistrationPolicy};
 use quicprochat_server::domain::invites::{self, NewInvite};
 use quicprochat_server::storage::SqliteStore;
 
-use crate::harness::{alice_and_bob, challenge, create_group_with, http_get, sample, status_of, Harness, TestServer};
+use crate::harness::{
+    alice_and_bob, challenge, create_group_with, http_get, register_with, sample, status_of, Harness, TestServer,
+};
 
 const NEVER_REFILLS: Duration = Duration::from_secs(3600);
 
@@ -37,24 +38,6 @@ async fn metrics_move_after_traffic_and_health_says_ready() {
     assert!(sample(&after, "qpc_uptime_seconds") >= 0.0 && after.contains("qpc_rpc_duration_seconds_bucket"));
     let (status, body) = tokio::task::spawn_blocking(move || http_get(addr, "/healthz")).await.expect("health");
     assert!(status.contains("200") && body.trim() == "ready", "{status} {body}");
-}
-
-async fn register_with(
-    rpc: &RpcClient,
-    name: &str,
-    invite: &str,
-) -> Result<v1::RegisterResponse, quicprochat_rpc::RpcError> {
-    let identity = Identity::generate().expect("identity");
-    let nonce = challenge(rpc).await;
-    let exporter = rpc.auth_exporter().expect("exporter");
-    let transcript = auth_transcript(AuthPurpose::Register, &nonce, &exporter, name, identity.public_key());
-    let request = v1::RegisterRequest {
-        username: name.into(),
-        identity_key: identity.public_key().to_vec().into(),
-        signature: identity.sign(&transcript).expect("sign").into(),
-        invite_token: invite.into(),
-    };
-    rpc.call(Method::Register, &request).await
 }
 
 #[tokio::test]

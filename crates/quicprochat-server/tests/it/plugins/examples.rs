@@ -14,8 +14,9 @@ use quicprochat_rpc::RpcError;
 use quicprochat_server::{RunningServer, ServerConfig};
 use serde_json::json;
 
-use super::gates::{register_as, send};
+use super::gates::send;
 use super::{configured, eventually, json_lines};
+use crate::harness::register_as;
 use crate::harness::{group_of_two, Harness, TestServer, WAIT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

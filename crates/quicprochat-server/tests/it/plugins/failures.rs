@@ -10,7 +10,8 @@ use quicprochat_server::config::{FailurePolicy, GateHook};
 use serde_json::json;
 
 use super::configured;
-use super::gates::{register_as, send};
+use super::gates::send;
+use crate::harness::register_as;
 use crate::harness::{group_of_two, http_get, sample, status_of, Harness, TestServer};
 
 fn with_metrics(config: &mut quicprochat_server::ServerConfig) {

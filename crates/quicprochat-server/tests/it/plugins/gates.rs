@@ -8,7 +8,7 @@ use quicprochat_rpc::{RpcClient, RpcError};
 use serde_json::json;
 
 use super::{configured, eventually, json_lines};
-use crate::harness::{group_of_two, Harness, TestServer};
+use crate::harness::{group_of_two, register_as, Harness, TestServer};
 
 pub(crate) async fn send(
     rpc: &RpcClient,
@@ -106,20 +106,4 @@ async fn retry_later_reaches_the_client_with_its_delay() {
         other => panic!("expected RESOURCE_EXHAUSTED, got {other:?}"),
     }
     assert_eq!(crate::harness::queued_message_ids(&pair.bob_rpc).await.len(), 1, "only the Welcome, no message");
-}
-
-/// Registers `name` with a fresh identity on `rpc`.
-pub(crate) async fn register_as(rpc: &RpcClient, name: &str) -> Result<v1::RegisterResponse, RpcError> {
-    use quicprochat_core::{auth_transcript, AuthPurpose, Identity};
-    let identity = Identity::generate().expect("identity");
-    let nonce = crate::harness::challenge(rpc).await;
-    let exporter = rpc.auth_exporter().expect("exporter");
-    let transcript = auth_transcript(AuthPurpose::Register, &nonce, &exporter, name, identity.public_key());
-    let request = v1::RegisterRequest {
-        username: name.into(),
-        identity_key: identity.public_key().to_vec().into(),
-        signature: identity.sign(&transcript).expect("sign").into(),
-        invite_token: String::new(),
-    };
-    rpc.call(Method::Register, &request).await
 }
