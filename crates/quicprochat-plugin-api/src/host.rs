@@ -6,7 +6,7 @@
 //! it should not: each becomes a typed error, never undefined behaviour on
 //! our side.
 
-use core::ffi::{c_char, c_void, CStr};
+use core::ffi::{c_char, c_void};
 use core::mem::{size_of, MaybeUninit};
 
 use crate::abi::*;
@@ -31,7 +31,7 @@ pub enum TableError {
     Major(u16),
     #[error("the plugin needs ABI 1.{0}; this server speaks 1.{QPC_ABI_MINOR}")]
     Minor(u16),
-    #[error("the plugin's {0} is missing, longer than {MAX_NAME_BYTES} bytes or not UTF-8")]
+    #[error("the plugin's {0} is missing, longer than {MAX_NAME_BYTES} bytes, or not made of A-Z a-z 0-9 . _ + -")]
     Text(&'static str),
 }
 
@@ -94,18 +94,30 @@ impl PluginTable {
     }
 }
 
-/// A NUL-terminated UTF-8 string of at most [`MAX_NAME_BYTES`], copied.
+/// A NUL-terminated name of 1 to [`MAX_NAME_BYTES`] bytes from
+/// `[A-Za-z0-9._+-]` (it reaches logs, `/healthz` and clients' error
+/// messages), copied; at most `MAX_NAME_BYTES + 1` bytes are read.
 ///
 /// # Safety
-/// `text` is null or a NUL-terminated string that stays alive for the call.
+/// `text` is null, or points to readable bytes up to a NUL or at least
+/// `MAX_NAME_BYTES + 1` of them, alive for the call.
 unsafe fn bounded_text(text: *const c_char) -> Option<String> {
     if text.is_null() {
         return None;
     }
-    // SAFETY: non-null and NUL-terminated by the caller's contract.
-    let text = unsafe { CStr::from_ptr(text) };
-    let text = text.to_str().ok()?;
-    (!text.is_empty() && text.len() <= MAX_NAME_BYTES).then(|| text.to_owned())
+    let mut name = Vec::with_capacity(MAX_NAME_BYTES);
+    for offset in 0..=MAX_NAME_BYTES {
+        // SAFETY: within the readable bytes of the caller's contract: this
+        // stops at the first NUL or after MAX_NAME_BYTES + 1 bytes.
+        let byte = unsafe { *text.add(offset) } as u8;
+        if byte == 0 {
+            break;
+        }
+        name.push(byte);
+    }
+    let allowed = |byte: &u8| byte.is_ascii_alphanumeric() || b"._+-".contains(byte);
+    let fits = !name.is_empty() && name.len() <= MAX_NAME_BYTES && name.iter().all(allowed);
+    fits.then(|| String::from_utf8_lossy(&name).into_owned())
 }
 
 /// Borrowed bytes as the ABI passes them.
@@ -144,7 +156,9 @@ pub enum GateError {
 /// outlive the call.
 pub unsafe fn call_gate<E>(gate: QpcGateFn<E>, state: *mut c_void, event: &E) -> Option<Result<GateAnswer, GateError>> {
     let gate = gate?;
-    let mut decision = QpcDecision::default();
+    // A gate that returns QPC_OK without writing a verdict answers with an
+    // unknown one (an error, so the hook's policy decides), never ALLOW.
+    let mut decision = QpcDecision { verdict: u32::MAX, retry_after_ms: 0 };
     let mut text = [0u8; MAX_REASON_BYTES];
     let mut written = 0usize;
     let out = QpcOutBuf { ptr: text.as_mut_ptr(), cap: text.len(), len: &mut written };
@@ -170,7 +184,12 @@ pub unsafe fn call_gate<E>(gate: QpcGateFn<E>, state: *mut c_void, event: &E) ->
 /// dropped (it reaches clients and logs).
 pub(crate) fn reason_text(buffer: &[u8], written: usize) -> String {
     let written = &buffer[..written.min(buffer.len())];
-    String::from_utf8_lossy(written).chars().filter(|c| !c.is_control()).collect()
+    // Control characters and bidirectional overrides could reshape a log
+    // line or the text a client shows.
+    let shown = |c: &char| {
+        !c.is_control() && !matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    String::from_utf8_lossy(written).chars().filter(shown).collect()
 }
 
 #[cfg(test)]
@@ -190,6 +209,8 @@ mod tests {
         if name.starts_with(b"admin") {
             decision.verdict = QPC_DENY;
             write_reason(&reason, "names starting with admin are reserved here\n");
+        } else if name != b"silent" {
+            decision.verdict = QPC_ALLOW;
         }
         QPC_OK
     }
@@ -242,6 +263,10 @@ mod tests {
         assert_eq!(admin, Some(Ok(GateAnswer::Deny { reason })), "the newline is dropped");
         // SAFETY: no gate: nothing is called.
         assert_eq!(unsafe { call_gate::<QpcRegisterEvent>(None, core::ptr::null_mut(), &register("x")) }, None);
+        // QPC_OK without a verdict written is no answer, never an allow.
+        // SAFETY: the gate is this module's own function; the event outlives the call.
+        let silent = unsafe { call_gate(gate, core::ptr::null_mut(), &register("silent")) };
+        assert_eq!(silent, Some(Err(GateError::BadVerdict(u32::MAX))));
     }
 
     #[test]
@@ -250,6 +275,7 @@ mod tests {
         let answer = unsafe { call_gate(Some(garbage), core::ptr::null_mut(), &register("alice")) };
         assert_eq!(answer, Some(Err(GateError::BadVerdict(7))));
         assert_eq!(reason_text(&[0xff, b'o', b'k'], usize::MAX), "\u{fffd}ok");
+        assert_eq!(reason_text("a\u{202e}b\u{2066}c".as_bytes(), usize::MAX), "abc", "no bidirectional overrides");
     }
 
     static NAME: &[u8] = b"test-plugin\0";
@@ -289,6 +315,10 @@ mod tests {
         assert_eq!(refused(QpcPluginV1 { abi_minor: QPC_ABI_MINOR + 1, ..table() }), TableError::Minor(1));
         assert_eq!(refused(QpcPluginV1 { struct_size: 16, ..table() }), TableError::Short(16));
         assert_eq!(refused(QpcPluginV1 { name: core::ptr::null(), ..table() }), TableError::Text("name"));
+        let newline: &[u8] = b"evil\nINFO forged\0";
+        assert_eq!(refused(QpcPluginV1 { name: newline.as_ptr().cast(), ..table() }), TableError::Text("name"));
+        let unterminated = [b'a'; 200];
+        assert_eq!(refused(QpcPluginV1 { name: unterminated.as_ptr().cast(), ..table() }), TableError::Text("name"));
         let not_utf8: &[u8] = b"\xff\xfe\0";
         assert_eq!(refused(QpcPluginV1 { version: not_utf8.as_ptr().cast(), ..table() }), TableError::Text("version"));
         // SAFETY: null is allowed and refused.

@@ -5,7 +5,7 @@
 //! (a Rust cdylib's thread-local destructors may still run): it lives as
 //! long as the process.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -22,6 +22,10 @@ pub enum LoadError {
     Unreadable { path: PathBuf, source: std::io::Error },
     #[error("{path}: writable by group or others (mode {mode:o}); only its owner may write it")]
     Writable { path: PathBuf, mode: u32 },
+    #[error("{path}: owned by uid {owner}; a plugin must be owned by root or by the server's user (uid {server})")]
+    Owner { path: PathBuf, owner: u32, server: u32 },
+    #[error("{path}: /proc/self/fd is not available (plugins are loaded through their open descriptor; mount /proc)")]
+    NoProc { path: PathBuf },
     #[error("{path}: sha256 is {found}, not the pinned {expected}")]
     Pin { path: PathBuf, expected: String, found: String },
     #[error("{path}: cannot be loaded: {source}")]
@@ -59,7 +63,14 @@ fn open_checked(path: &Path, pin: Option<&str>) -> Result<std::fs::File, LoadErr
     }
     let unreadable = |source| LoadError::Unreadable { path: path.to_owned(), source };
     let mut file = std::fs::File::open(path).map_err(unreadable)?;
-    let mode = file.metadata().map_err(unreadable)?.permissions().mode();
+    let metadata = file.metadata().map_err(unreadable)?;
+    let mode = metadata.permissions().mode();
+    // Whoever owns the file can change it: root or the server's own user
+    // (the owner of /proc/self is the process's effective user).
+    let server = std::fs::metadata("/proc/self").map_err(|_| LoadError::NoProc { path: path.to_owned() })?.uid();
+    if metadata.uid() != 0 && metadata.uid() != server {
+        return Err(LoadError::Owner { path: path.to_owned(), owner: metadata.uid(), server });
+    }
     if mode & 0o022 != 0 {
         return Err(LoadError::Writable { path: path.to_owned(), mode: mode & 0o7777 });
     }
@@ -86,9 +97,17 @@ fn open_checked(path: &Path, pin: Option<&str>) -> Result<std::fs::File, LoadErr
 pub unsafe fn load(path: &Path, pin: Option<&str>, host: &'static QpcHostV1) -> Result<LoadedPlugin, LoadError> {
     let file = open_checked(path, pin)?;
     let checked = std::path::PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file)));
+    if !checked.exists() {
+        return Err(LoadError::NoProc { path: path.to_owned() });
+    }
+    // Every symbol is bound now (RTLD_NOW): a library with an unresolved
+    // symbol is refused here, not at its first call; RTLD_LOCAL keeps its
+    // symbols from other plugins.
+    let flags = libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL;
     // SAFETY: the caller vouches for the library; the file opened is the
     // one checked, named by its descriptor (no search path is involved).
-    let library = unsafe { libloading::Library::new(&checked) }
+    let library = unsafe { libloading::os::unix::Library::open(Some(&checked), flags) }
+        .map(libloading::Library::from)
         .map_err(|source| LoadError::Open { path: path.to_owned(), source })?;
     // Never closed: kept for the life of the process.
     let library: &'static libloading::Library = Box::leak(Box::new(library));
@@ -162,6 +181,11 @@ mod tests {
         let shared = file_with(dir.path(), 0o775, b"x");
         assert!(matches!(check_file(&shared, None), Err(LoadError::Writable { mode: 0o775, .. })));
         assert!(matches!(check_file(Path::new("relative.so"), None), Err(LoadError::NotAbsolute(_))));
+        // Owned by another user (the test runs as root in CI, which may chown).
+        let foreign = file_with(dir.path(), 0o700, b"x");
+        if std::os::unix::fs::chown(&foreign, Some(4242), None).is_ok() {
+            assert!(matches!(check_file(&foreign, None), Err(LoadError::Owner { owner: 4242, .. })));
+        }
         let missing = dir.path().join("missing.so");
         assert!(matches!(check_file(&missing, None), Err(LoadError::Unreadable { .. })));
     }

@@ -233,23 +233,22 @@ pub unsafe fn entry<P: Plugin>(
     };
     // One table per call of the entry function (the host calls it once),
     // kept for the life of the process.
-    let table = Box::new(KeptTable(table));
-    let pointer: *const QpcPluginV1 = &table.0;
-    TABLES.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(table);
-    pointer
+    let kept: &'static KeptTable = Box::leak(Box::new(KeptTable(table)));
+    TABLES.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(kept);
+    &kept.0
 }
 
 /// A hook table handed to the host; it must outlive every call.
 struct KeptTable(QpcPluginV1);
 
 // SAFETY: a kept table is never written after it is made, and its pointers
-// are to static text and to functions.
-unsafe impl Send for KeptTable {}
+// are to static text and to functions: sharing it between threads is
+// sharing immutable data.
+unsafe impl Sync for KeptTable {}
 
-/// Every table handed out, owned here for the life of the process (so the
-/// host's pointer stays valid, and leak checkers see an owner).
-#[expect(clippy::vec_box, reason = "each box keeps its table at one address while the Vec grows")]
-static TABLES: std::sync::Mutex<Vec<Box<KeptTable>>> = std::sync::Mutex::new(Vec::new());
+/// Every table handed out, for the life of the process (so leak checkers
+/// see an owner).
+static TABLES: std::sync::Mutex<Vec<&'static KeptTable>> = std::sync::Mutex::new(Vec::new());
 
 /// Exports `qpc_plugin_entry_v1` for a type implementing [`Plugin`]:
 /// `qpc_plugin!(MyPlugin)` names the plugin after the crate
@@ -353,7 +352,7 @@ unsafe extern "C" fn load_shim<P: Plugin>(config: QpcBytes, state: *mut *mut c_v
             unsafe { write_out(&error, &why) };
             QPC_ERR
         }
-        Err(_) => QPC_ERR_PANIC,
+        Err(payload) => forget_panic(payload),
     }
 }
 
@@ -375,7 +374,7 @@ unsafe fn run_gate<P: Plugin>(
     let plugin = unsafe { &*state.cast::<P>() };
     let answer = match catch_unwind(AssertUnwindSafe(|| gate(plugin))) {
         Ok(answer) => answer,
-        Err(_) => return QPC_ERR_PANIC,
+        Err(payload) => return forget_panic(payload),
     };
     // SAFETY: the host's buffers for this call.
     unsafe {
@@ -409,7 +408,16 @@ unsafe fn run_observer<P: Plugin>(state: *mut c_void, observer: impl FnOnce(&P))
     }
     // SAFETY: the plugin `load_shim::<P>` boxed.
     let plugin = unsafe { &*state.cast::<P>() };
-    let _ = catch_unwind(AssertUnwindSafe(|| observer(plugin)));
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| observer(plugin))) {
+        forget_panic(payload);
+    }
+}
+
+/// A caught panic's payload, forgotten rather than dropped: its `Drop` could
+/// panic again, and that unwind would leave the `extern "C"` function.
+fn forget_panic(payload: Box<dyn std::any::Any + Send>) -> i32 {
+    std::mem::forget(payload);
+    QPC_ERR_PANIC
 }
 
 fn group_kind(kind: u32) -> GroupKind {
@@ -435,6 +443,9 @@ unsafe extern "C" fn register_shim<P: Plugin>(
     decision: *mut QpcDecision,
     reason: QpcOutBuf,
 ) -> i32 {
+    if event.is_null() {
+        return QPC_ERR;
+    }
     // SAFETY: the host's event and buffers for this call.
     unsafe {
         let e = &*event;
@@ -454,6 +465,9 @@ unsafe extern "C" fn login_shim<P: Plugin>(
     decision: *mut QpcDecision,
     reason: QpcOutBuf,
 ) -> i32 {
+    if event.is_null() {
+        return QPC_ERR;
+    }
     // SAFETY: the host's event and buffers for this call.
     unsafe {
         let e = &*event;
@@ -473,6 +487,9 @@ unsafe extern "C" fn group_create_shim<P: Plugin>(
     decision: *mut QpcDecision,
     reason: QpcOutBuf,
 ) -> i32 {
+    if event.is_null() {
+        return QPC_ERR;
+    }
     // SAFETY: the host's event and buffers for this call.
     unsafe {
         let e = &*event;
@@ -492,6 +509,9 @@ unsafe extern "C" fn enqueue_shim<P: Plugin>(
     decision: *mut QpcDecision,
     reason: QpcOutBuf,
 ) -> i32 {
+    if event.is_null() {
+        return QPC_ERR;
+    }
     // SAFETY: the host's event and buffers for this call.
     unsafe {
         let e = &*event;
@@ -509,6 +529,9 @@ unsafe extern "C" fn enqueue_shim<P: Plugin>(
 }
 
 unsafe extern "C" fn stored_shim<P: Plugin>(state: *mut c_void, event: *const QpcStoredEvent) {
+    if event.is_null() {
+        return;
+    }
     // SAFETY: the host's event for this call.
     unsafe {
         let e = &*event;
@@ -527,6 +550,9 @@ unsafe extern "C" fn stored_shim<P: Plugin>(state: *mut c_void, event: *const Qp
 }
 
 unsafe extern "C" fn commit_shim<P: Plugin>(state: *mut c_void, event: *const QpcCommitEvent) {
+    if event.is_null() {
+        return;
+    }
     // SAFETY: the host's event for this call.
     unsafe {
         let e = &*event;
@@ -548,5 +574,7 @@ unsafe extern "C" fn shutdown_shim<P: Plugin>(state: *mut c_void) {
     // SAFETY: the plugin `load_shim::<P>` boxed; the host calls this once
     // and never uses the state again.
     let plugin = unsafe { Box::from_raw(state.cast::<P>()) };
-    let _ = catch_unwind(AssertUnwindSafe(|| plugin.on_shutdown()));
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| plugin.on_shutdown())) {
+        forget_panic(payload);
+    }
 }

@@ -20,7 +20,11 @@ thread_local! {
 /// Names the plugin the current thread runs (its log lines carry it);
 /// threads a plugin starts itself log as `plugin="?"`.
 pub fn set_thread_plugin(name: &str) {
-    PLUGIN_NAME.with(|current| name.clone_into(&mut current.borrow_mut()));
+    let _ = PLUGIN_NAME.try_with(|current| {
+        if let Ok(mut current) = current.try_borrow_mut() {
+            name.clone_into(&mut current);
+        }
+    });
 }
 
 /// The host table every plugin of this server receives.
@@ -41,8 +45,10 @@ unsafe extern "C" fn log(level: u32, message: QpcBytes) {
         unsafe { core::slice::from_raw_parts(message.ptr, message.len.min(MAX_LOG_BYTES)) }
     };
     let text = crate::host::reason_text(bytes, bytes.len());
-    PLUGIN_NAME.with(|name| {
-        let name = name.borrow();
+    // `try_with`: a plugin may log from a thread-local destructor, after
+    // this thread's name is gone; a panic here would abort the process.
+    let _ = PLUGIN_NAME.try_with(|name| {
+        let Ok(name) = name.try_borrow() else { return };
         let plugin = if name.is_empty() { "?" } else { name.as_str() };
         match level {
             QPC_LOG_ERROR => tracing::error!(target: "qpc_plugin", plugin, "{text}"),

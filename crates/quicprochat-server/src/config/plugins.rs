@@ -57,7 +57,10 @@ fn plugin(value: &toml::Value) -> Result<PluginConfig, String> {
     };
     let config_json = match table.get("config") {
         None => "{}".to_owned(),
-        Some(config @ toml::Value::Table(_)) => serde_json::to_string(config).map_err(|e| format!("config: {e}"))?,
+        Some(config @ toml::Value::Table(_)) => {
+            json_safe(config, "config")?;
+            serde_json::to_string(config).map_err(|e| format!("config: {e}"))?
+        }
         Some(_) => return Err("config: expected a table".into()),
     };
     if config_json.len() > MAX_CONFIG_BYTES {
@@ -85,6 +88,20 @@ fn plugin(value: &toml::Value) -> Result<PluginConfig, String> {
             .map_err(|allowed| format!("deadline.{name}: {allowed}"))?;
     }
     Ok(plugin)
+}
+
+/// Refuses what JSON cannot carry as written: TOML dates (they would reach
+/// the plugin as an object of serde's) and infinite or NaN floats (`null`).
+fn json_safe(value: &toml::Value, at: &str) -> Result<(), String> {
+    match value {
+        toml::Value::Datetime(_) => Err(format!("{at}: a date; write it as a string")),
+        toml::Value::Float(float) if !float.is_finite() => Err(format!("{at}: {float} has no JSON form")),
+        toml::Value::Table(table) => table.iter().try_for_each(|(key, value)| json_safe(value, &format!("{at}.{key}"))),
+        toml::Value::Array(array) => {
+            array.iter().enumerate().try_for_each(|(index, value)| json_safe(value, &format!("{at}[{index}]")))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn hook_table<'a>(table: &'a toml::Table, key: &str) -> Result<Vec<(&'a str, &'a toml::Value)>, String> {

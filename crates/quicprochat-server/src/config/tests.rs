@@ -322,6 +322,8 @@ fn every_validation_error_names_key_value_and_what_is_allowed() {
         ("[[plugins]]\npath = \"/x.so\"\ndeadline = { on_enqueue = \"1m\" }", "deadline.on_enqueue: expected a duration from 1ms to 10s"),
         ("[[plugins]]\npath = \"/x.so\"\nsource_address = \"yes\"", "source_address: expected true or false"),
         ("[[plugins]]\npath = \"/x.so\"\n[[plugins]]\npath = \"/y.so\"\ndeadline = 3", "plugin 2: deadline: expected a table of gates"),
+        ("[[plugins]]\npath = \"/x.so\"\nconfig = { since = 2026-12-07 }", "plugin 1: config.since: a date; write it as a string"),
+        ("[[plugins]]\npath = \"/x.so\"\nconfig = { limits = [1.0, nan] }", "plugin 1: config.limits[1]: NaN has no JSON form"),
         ("QPC_PLUGINS=/x.so", "plugins = \"/x.so\" (from QPC_PLUGINS): expected an array of tables"),
         (&*SEVENTEEN_PLUGINS, "at most 16 plugins"),
         // [federation]

@@ -130,6 +130,12 @@ impl PluginMetrics {
         }
     }
 
+    /// Whether `plugin` is recorded as switched off: `Some(until)`, with
+    /// `until` `None` for good.
+    pub fn off_until(&self, plugin: &str) -> Option<Option<Instant>> {
+        self.off.lock().ok().and_then(|off| off.get(plugin).copied())
+    }
+
     /// The plugins switched off now, for `/healthz`.
     pub fn switched_off_now(&self) -> Vec<String> {
         let now = Instant::now();

@@ -38,6 +38,8 @@ pub const QUEUE_CAPACITY: usize = 1024;
 pub const FAILURES_TO_SWITCH_OFF: u32 = 5;
 /// How long a plugin stays switched off.
 pub const SWITCHED_OFF_FOR: Duration = Duration::from_secs(30);
+/// The longest retry-later a plugin may ask of a client.
+pub const MAX_RETRY_AFTER_MS: u32 = 3_600_000;
 /// How long start-up waits for a plugin's `on_load`.
 const LOAD_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -99,9 +101,20 @@ impl Plugins {
     /// Loads and starts every configured plugin, in order, each on its own
     /// thread; the first that fails stops the start with its reason.
     pub async fn start(configs: &[PluginConfig], metrics: &Metrics) -> Result<Plugins, PluginError> {
-        let mut loaded = Vec::with_capacity(configs.len());
+        let mut loaded: Vec<Plugin> = Vec::with_capacity(configs.len());
+        let mut files: Vec<(u64, u64)> = Vec::with_capacity(configs.len());
         for (index, config) in configs.iter().enumerate() {
             let failed = |source| PluginError { index: index + 1, path: config.path.display().to_string(), source };
+            // One library, one plugin: the dynamic linker would hand both
+            // entries the same library, and its state to two threads.
+            if let Ok(metadata) = std::fs::metadata(&config.path) {
+                use std::os::unix::fs::MetadataExt;
+                let file = (metadata.dev(), metadata.ino());
+                if let Some(earlier) = files.iter().position(|seen| *seen == file) {
+                    return Err(failed(StartFailure::Duplicate(format!("the same file as plugin {}", earlier + 1))));
+                }
+                files.push(file);
+            }
             let (jobs, queue) = mpsc::channel(QUEUE_CAPACITY);
             let (ready, started) = oneshot::channel();
             worker::spawn(index + 1, config.clone(), queue, ready).map_err(failed)?;
@@ -111,6 +124,10 @@ impl Plugins {
                 Ok(Err(_)) => return Err(failed(StartFailure::Gone)),
                 Err(_) => return Err(failed(StartFailure::Slow(LOAD_DEADLINE))),
             };
+            if let Some(earlier) = loaded.iter().position(|plugin| plugin.name == started.name) {
+                let why = format!("named {} like plugin {}", started.name, earlier + 1);
+                return Err(failed(StartFailure::Duplicate(why)));
+            }
             tracing::info!(plugin = %started.name, version = %started.version, path = %config.path.display(), "plugin loaded");
             metrics.plugins().loaded(&started.name);
             loaded.push(Plugin {
@@ -195,18 +212,22 @@ impl Plugins {
         }
     }
 
-    /// Runs every plugin's `on_shutdown` (after the drain), in reverse
-    /// order of loading, waiting at most `wait` for all of them together.
+    /// Runs every plugin's `on_shutdown` (after the drain): each is told at
+    /// once, on its own thread, and all are waited for together, at most
+    /// `wait`.
     pub async fn shut_down(&self, wait: Duration) {
-        let deadline = tokio::time::Instant::now() + wait;
+        let mut pending = Vec::new();
         for plugin in self.loaded.iter().rev() {
             let (done, finished) = oneshot::channel();
-            let sent = tokio::time::timeout_at(deadline, plugin.jobs.send(Job::Shutdown(done))).await;
-            let finished = match sent {
-                Ok(Ok(())) => tokio::time::timeout_at(deadline, finished).await.is_ok(),
-                _ => false,
-            };
-            if finished {
+            // A full queue: the jobs ahead of this one run first, within `wait`.
+            match tokio::time::timeout(wait, plugin.jobs.send(Job::Shutdown(done))).await {
+                Ok(Ok(())) => pending.push((plugin, finished)),
+                _ => tracing::warn!(plugin = %plugin.name, "plugin could not be told to shut down"),
+            }
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        for (plugin, finished) in pending {
+            if tokio::time::timeout_at(deadline, finished).await.is_ok() {
                 tracing::info!(plugin = %plugin.name, "plugin shut down");
             } else {
                 tracing::warn!(plugin = %plugin.name, ?wait, "plugin did not finish on_shutdown in time");
@@ -225,7 +246,9 @@ impl Plugin {
         let (reply, answered) = oneshot::channel();
         match self.jobs.try_send(Job::Gate { event: event.clone(), reply }) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => return self.failed(hook, "queue_full", "is too busy"),
+            // Load, not a fault of the plugin: the policy decides, and it
+            // does not count towards switching the plugin off.
+            Err(mpsc::error::TrySendError::Full(_)) => return self.fall_back(hook, "queue_full", "is too busy"),
             Err(mpsc::error::TrySendError::Closed(_)) => return self.failed(hook, "gone", "has stopped"),
         }
         let answer = tokio::time::timeout(self.config.deadline[hook as usize], answered).await;
@@ -276,7 +299,8 @@ impl Plugin {
                 } else {
                     reason
                 };
-                Verdict::Refuse(DomainError::ResourceExhausted { message, retry_after_ms: u64::from(after_ms.max(1)) })
+                let retry_after_ms = u64::from(after_ms.clamp(1, MAX_RETRY_AFTER_MS));
+                Verdict::Refuse(DomainError::ResourceExhausted { message, retry_after_ms })
             }
         }
     }
@@ -307,13 +331,16 @@ impl Plugin {
         self.failures_in_row.store(0, Ordering::Relaxed);
     }
 
+    /// Switches the plugin off until `until` (`None`: for good, which
+    /// nothing shortens). The metrics change under the same lock, so they
+    /// and `/healthz` follow the state.
     fn switch_off(&self, until: Option<Instant>) {
         self.failures_in_row.store(0, Ordering::Relaxed);
-        if let Ok(mut off) = self.off.lock() {
-            if *off != Some(None) {
-                *off = Some(until);
-            }
+        let Ok(mut off) = self.off.lock() else { return };
+        if *off == Some(None) {
+            return;
         }
+        *off = Some(until);
         self.metrics.plugins().switched_off(&self.name, until);
     }
 
@@ -332,5 +359,61 @@ impl Plugin {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plugin(metrics: &Metrics) -> Plugin {
+        let (jobs, _) = mpsc::channel(1);
+        Plugin {
+            name: "probe".into(),
+            config: PluginConfig::new("/probe.so".into()),
+            gates: [true; GateHook::COUNT],
+            observes_stored: false,
+            observes_commit: false,
+            jobs,
+            failures_in_row: AtomicU32::new(0),
+            off: Mutex::new(None),
+            metrics: metrics.clone(),
+        }
+    }
+
+    #[test]
+    fn five_failures_switch_off_for_a_while_and_a_panic_for_good() {
+        let metrics = Metrics::new();
+        let probe = plugin(&metrics);
+        for _ in 0..FAILURES_TO_SWITCH_OFF - 1 {
+            assert!(matches!(probe.failed(GateHook::Enqueue, "timeout", "failed"), Verdict::Allow));
+            assert!(!probe.is_off());
+        }
+        probe.failed(GateHook::Enqueue, "timeout", "failed");
+        assert!(probe.is_off() && metrics.plugins().switched_off_now() == ["probe"]);
+
+        // A panic is for good: failures of calls that were already waiting
+        // do not shorten it to 30 s, in the state or in /healthz.
+        probe.switch_off(None);
+        for _ in 0..FAILURES_TO_SWITCH_OFF {
+            probe.failed(GateHook::Enqueue, "timeout", "failed");
+        }
+        assert_eq!(*probe.off.lock().expect("lock"), Some(None));
+        let until = metrics.plugins().off_until("probe");
+        assert_eq!(until, Some(None), "still off for good in the metrics");
+    }
+
+    #[test]
+    fn a_register_failure_denies_retryably_by_default() {
+        let metrics = Metrics::new();
+        let probe = plugin(&metrics);
+        match probe.fall_back(GateHook::Register, "timeout", "did not answer in time") {
+            Verdict::Refuse(DomainError::Unavailable { retry_after_ms, message }) => {
+                assert_eq!(retry_after_ms, 1000);
+                assert!(message.contains("probe plugin did not answer in time"), "{message}");
+            }
+            _ => panic!("on_register fails closed"),
+        }
+        assert!(matches!(probe.fall_back(GateHook::Login, "timeout", "x"), Verdict::Allow));
     }
 }

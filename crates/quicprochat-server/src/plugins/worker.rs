@@ -47,6 +47,8 @@ pub enum StartFailure {
     Gone,
     #[error("loading it and its on_load took longer than {0:?}")]
     Slow(std::time::Duration),
+    #[error("{0}: each plugin is loaded once")]
+    Duplicate(String),
 }
 
 /// Starts the thread of the plugin `config` describes; reports on `ready`.

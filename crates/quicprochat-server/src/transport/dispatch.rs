@@ -717,6 +717,7 @@ pub(crate) async fn accept_commit(
         CommitterOwned::Local(user) => user.username.clone(),
         CommitterOwned::Remote { user, .. } => user.clone(),
     };
+    let plugins = state.plugins.observes_commit().then(|| state.plugins.clone());
     let accepted = blocking(state, move |store| {
         let submit = SubmitCommit {
             group_id: &request.group_id,
@@ -738,6 +739,17 @@ pub(crate) async fn accept_commit(
         if let Some(federation) = &federation {
             federation.written(&accepted.peers);
         }
+        // Told here, once the commit is durable, even if the request's
+        // storage deadline passed meanwhile (its retry would find it applied).
+        if let (Some(plugins), Some(change)) = (&plugins, &accepted.change) {
+            plugins.observe(ObservedEvent::Commit(CommitMeta {
+                committer: committer_name,
+                group_id: request.group_id.to_vec(),
+                new_epoch: accepted.epoch,
+                added: change.added.clone(),
+                removed: change.removed.clone(),
+            }));
+        }
         // Exactly who got an entry (a member removed by a concurrent commit
         // may be in neither roster); a retry wakes the current roster.
         if accepted.recipients.is_empty() {
@@ -749,17 +761,7 @@ pub(crate) async fn accept_commit(
     })
     .await?;
     if let Some(state_version) = accepted.snapshot_due {
-        snapshot_later(state, group_id.clone(), state_version);
-    }
-    if let (Some(change), true) = (accepted.change, state.plugins.observes_commit()) {
-        let meta = CommitMeta {
-            committer: committer_name,
-            group_id: group_id.to_vec(),
-            new_epoch: accepted.epoch,
-            added: change.added,
-            removed: change.removed,
-        };
-        state.plugins.observe(ObservedEvent::Commit(meta));
+        snapshot_later(state, group_id, state_version);
     }
     Ok(accepted.epoch)
 }

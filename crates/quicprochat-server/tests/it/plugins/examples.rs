@@ -22,7 +22,7 @@ use crate::harness::{group_of_two, Harness, TestServer, WAIT};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rate_limiter_answers_retry_later_per_sender_and_group() {
     let plugins = tempfile::tempdir().expect("tempdir");
-    let ratelimit = configured("ratelimit", plugins.path(), json!({ "per_second": 0.5, "burst": 2 }));
+    let ratelimit = configured("ratelimit", plugins.path(), json!({ "per_second": 0.001, "burst": 2 }));
     let harness = Harness::start_with(|config| config.plugins = vec![ratelimit]).await;
     let group_id = vec![8u8; 16];
     let pair = group_of_two(&harness, harness.dir(), &group_id).await;
@@ -32,7 +32,8 @@ async fn the_rate_limiter_answers_retry_later_per_sender_and_group() {
     }
     match send(&pair.alice_rpc, &group_id, "m-2", &ciphertext).await {
         Err(RpcError::Status { status: Status::ResourceExhausted, retry_after_ms, .. }) => {
-            assert!((1..=2000).contains(&retry_after_ms), "a token comes back within 2 s: {retry_after_ms}")
+            // A token every 1000 s: the wait is most of that, however slow the machine.
+            assert!((900_000..=1_000_000).contains(&retry_after_ms), "about 1000 s: {retry_after_ms}")
         }
         other => panic!("expected RESOURCE_EXHAUSTED, got {other:?}"),
     }

@@ -33,12 +33,7 @@ async fn gates_refuse_with_their_reason_and_observers_see_metadata_only() {
         plugins.path(),
         json!({ "deny_register_prefix": "guest-", "record": record.display().to_string() }),
     );
-    // A second copy that opted in to clients' addresses.
-    let second = tempfile::tempdir().expect("tempdir");
-    let addresses = second.path().join("record.jsonl");
-    let mut sees_addresses = configured("testkit", second.path(), json!({ "record": addresses.display().to_string() }));
-    sees_addresses.source_address = true;
-    let harness = Harness::start_with(|config| config.plugins = vec![testkit, sees_addresses]).await;
+    let harness = Harness::start_with(|config| config.plugins = vec![testkit]).await;
 
     let rpc = harness.connect().await;
     let refused = register_as(&rpc, "guest-7").await;
@@ -80,8 +75,6 @@ async fn gates_refuse_with_their_reason_and_observers_see_metadata_only() {
         registrations.map(|line| line["source_address"].as_str().unwrap_or("?").to_owned()).collect()
     };
     assert_eq!(registered(&lines), ["", "", ""], "no address without the opt-in");
-    // The first plugin refused guest-7: the second was not asked.
-    assert_eq!(registered(&json_lines(&addresses)), ["127.0.0.1", "127.0.0.1"], "the opted-in copy sees addresses");
     let commit = lines.iter().find(|line| line["hook"] == "on_commit").expect("commit");
     assert_eq!((commit["committer"].clone(), commit["added"].clone()), (json!("alice"), json!(["bob"])));
     let created = lines.iter().find(|line| line["hook"] == "on_group_create").expect("created");
@@ -106,4 +99,24 @@ async fn retry_later_reaches_the_client_with_its_delay() {
         other => panic!("expected RESOURCE_EXHAUSTED, got {other:?}"),
     }
     assert_eq!(crate::harness::queued_message_ids(&pair.bob_rpc).await.len(), 1, "only the Welcome, no message");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_are_asked_in_order_and_only_an_opted_in_one_sees_addresses() {
+    let plugins = tempfile::tempdir().expect("tempdir");
+    let record = plugins.path().join("record.jsonl");
+    let policy = configured("policy", plugins.path(), json!({ "deny_usernames": ["guest-*"] }));
+    let mut testkit = configured("testkit", plugins.path(), json!({ "record": record.display().to_string() }));
+    testkit.source_address = true;
+    let harness = Harness::start_with(|config| config.plugins = vec![policy, testkit]).await;
+    register_as(&harness.connect().await, "guest-1").await.expect_err("the policy refuses");
+    register_as(&harness.connect().await, "carol").await.expect("both allow");
+    let lines = json_lines(&record);
+    let asked: Vec<(&str, &str)> = lines
+        .iter()
+        .filter(|line| line["hook"] == "on_register")
+        .filter_map(|line| Some((line["username"].as_str()?, line["source_address"].as_str()?)))
+        .collect();
+    // The first refusal wins: the testkit, second, was not asked about guest-1.
+    assert_eq!(asked, [("carol", "127.0.0.1")]);
 }

@@ -15,9 +15,14 @@ use crate::process::ServerProcess;
 
 /// The error text (with its causes) of a start with `plugin` configured.
 async fn refused(dir: &Path, plugin: PluginConfig) -> String {
+    refused_all(dir, vec![plugin]).await
+}
+
+/// The error text (with its causes) of a start with `plugins` configured.
+async fn refused_all(dir: &Path, plugins: Vec<PluginConfig>) -> String {
     quicprochat_rpc::install_crypto_provider();
     let mut config = ServerConfig::new(dir.join("data"), SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
-    config.plugins = vec![plugin];
+    config.plugins = plugins;
     let error = match RunningServer::start(config).await {
         Ok(_) => panic!("the server started"),
         Err(error) => error,
@@ -55,6 +60,15 @@ async fn untrusted_missing_or_foreign_plugins_stop_the_start_naming_them() {
 
     let bad_config = refused(dir.path(), configured("testkit", dir.path(), json!({ "no_such_key": 1 }))).await;
     assert!(bad_config.contains("testkit") && bad_config.contains("on_load failed"), "{bad_config}");
+
+    // One library listed twice, or two plugins with one name.
+    let twice = [PluginConfig::new(good.clone()), PluginConfig::new(good.clone())];
+    let duplicate = refused_all(dir.path(), twice.to_vec()).await;
+    assert!(duplicate.contains("plugin 2") && duplicate.contains("the same file as plugin 1"), "{duplicate}");
+    let other_dir = tempfile::tempdir().expect("tempdir");
+    let same_name = [PluginConfig::new(good.clone()), PluginConfig::new(plugin("noop", other_dir.path()))];
+    let named = refused_all(dir.path(), same_name.to_vec()).await;
+    assert!(named.contains("plugin 2") && named.contains("named noop like plugin 1"), "{named}");
 }
 
 /// A C plugin claiming ABI 2.0, compiled against the header.
