@@ -352,7 +352,7 @@ unsafe extern "C" fn load_shim<P: Plugin>(config: QpcBytes, state: *mut *mut c_v
             unsafe { write_out(&error, &why) };
             QPC_ERR
         }
-        Err(payload) => forget_panic(payload),
+        Err(payload) => drop_panic(payload),
     }
 }
 
@@ -374,7 +374,7 @@ unsafe fn run_gate<P: Plugin>(
     let plugin = unsafe { &*state.cast::<P>() };
     let answer = match catch_unwind(AssertUnwindSafe(|| gate(plugin))) {
         Ok(answer) => answer,
-        Err(payload) => return forget_panic(payload),
+        Err(payload) => return drop_panic(payload),
     };
     // SAFETY: the host's buffers for this call.
     unsafe {
@@ -409,14 +409,17 @@ unsafe fn run_observer<P: Plugin>(state: *mut c_void, observer: impl FnOnce(&P))
     // SAFETY: the plugin `load_shim::<P>` boxed.
     let plugin = unsafe { &*state.cast::<P>() };
     if let Err(payload) = catch_unwind(AssertUnwindSafe(|| observer(plugin))) {
-        forget_panic(payload);
+        drop_panic(payload);
     }
 }
 
-/// A caught panic's payload, forgotten rather than dropped: its `Drop` could
-/// panic again, and that unwind would leave the `extern "C"` function.
-fn forget_panic(payload: Box<dyn std::any::Any + Send>) -> i32 {
-    std::mem::forget(payload);
+/// Drops a caught panic's payload inside `catch_unwind`: its `Drop` could
+/// panic again, and that unwind must not leave the `extern "C"` function
+/// (a payload whose drop panics is forgotten instead).
+fn drop_panic(payload: Box<dyn std::any::Any + Send>) -> i32 {
+    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(again);
+    }
     QPC_ERR_PANIC
 }
 
@@ -575,6 +578,6 @@ unsafe extern "C" fn shutdown_shim<P: Plugin>(state: *mut c_void) {
     // and never uses the state again.
     let plugin = unsafe { Box::from_raw(state.cast::<P>()) };
     if let Err(payload) = catch_unwind(AssertUnwindSafe(|| plugin.on_shutdown())) {
-        forget_panic(payload);
+        drop_panic(payload);
     }
 }
