@@ -13,29 +13,16 @@
 //! profiles: put it on the disk to measure (a RAM disk shows the CPU alone).
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context};
+use anyhow::ensure;
 use quicprochat_sdk::{ClientOptions, QpcClient};
 
-/// Starts `qpc-server` with limits that do not throttle one fast client.
-fn start_server(binary: &Path, data: &Path) -> anyhow::Result<(Child, String)> {
-    let mut child = Command::new(binary)
-        .args(["--data-dir", &data.display().to_string(), "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "error")
-        .env("QPC_RATE_LIMITS_SEND_PER_ACCOUNT_BURST", "1000000")
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("spawn qpc-server")?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    let addr = line.split_whitespace().nth(2).context("readiness line")?.to_owned();
-    Ok((child, addr))
-}
+#[path = "common/server.rs"]
+mod server;
+use server::start_server;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -64,7 +51,9 @@ async fn main() -> anyhow::Result<()> {
         Some(dir) => tempfile::tempdir_in(dir)?,
         None => temp,
     };
-    let (mut server, addr) = start_server(Path::new(&binary), &dir.path().join("server"))?;
+    // Limits that do not throttle one fast client.
+    let limits = [("QPC_RATE_LIMITS_SEND_PER_ACCOUNT_BURST", "1000000")];
+    let (mut server, addr) = start_server(Path::new(&binary), &dir.path().join("server"), "127.0.0.1:0", &limits)?;
     let socket = addr.parse()?;
     let options = ClientOptions::default();
     let alice = QpcClient::register(&dir.path().join("alice"), socket, "alice", None, options.clone()).await?;

@@ -9,39 +9,29 @@
 //! cargo run --release -p quicprochat-sdk --example link_timing -- target/release/qpc-server 1,10,100
 //! ```
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use quicprochat_sdk::{ClientOptions, QpcClient};
 
-/// Starts `qpc-server` on a fresh data dir, its rate limits raised (one
-/// account creates and commits to many groups in a burst here).
-fn start_server(binary: &Path, data: &Path) -> anyhow::Result<(Child, String)> {
-    let unlimited = "100000";
-    let mut child = Command::new(binary)
-        .args(["--data-dir", &data.display().to_string(), "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "error")
-        .env("QPC_RATE_LIMITS_CREATE_GROUP_PER_ACCOUNT_BURST", unlimited)
-        .env("QPC_RATE_LIMITS_COMMIT_PER_ACCOUNT_BURST", unlimited)
-        .env("QPC_RATE_LIMITS_KEY_PACKAGE_FETCH_PER_REQUESTER_BURST", unlimited)
-        .env("QPC_RATE_LIMITS_KEY_PACKAGE_FETCH_PER_TARGET_BURST", unlimited)
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("spawn qpc-server")?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    let addr = line.split_whitespace().nth(2).context("readiness line")?.to_owned();
-    Ok((child, addr))
-}
+#[path = "common/server.rs"]
+mod server;
+use server::start_server;
+
+/// Rate limits raised: one account creates and commits to many groups in a burst here.
+const LIMITS: &[(&str, &str)] = &[
+    ("QPC_RATE_LIMITS_CREATE_GROUP_PER_ACCOUNT_BURST", "100000"),
+    ("QPC_RATE_LIMITS_COMMIT_PER_ACCOUNT_BURST", "100000"),
+    ("QPC_RATE_LIMITS_KEY_PACKAGE_FETCH_PER_REQUESTER_BURST", "100000"),
+    ("QPC_RATE_LIMITS_KEY_PACKAGE_FETCH_PER_TARGET_BURST", "100000"),
+];
 
 /// One measurement: alice in `groups` groups with bob links a phone.
 async fn measure(binary: &Path, groups: usize) -> anyhow::Result<(Duration, Duration)> {
     let dir = tempfile::tempdir()?;
-    let (mut server, addr) = start_server(binary, &dir.path().join("server"))?;
+    let (mut server, addr) = start_server(binary, &dir.path().join("server"), "127.0.0.1:0", LIMITS)?;
     let socket = addr.parse()?;
     let options = ClientOptions::default();
     let alice = QpcClient::register(&dir.path().join("alice"), socket, "alice", None, options.clone()).await?;

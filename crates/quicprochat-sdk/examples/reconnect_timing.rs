@@ -7,31 +7,20 @@
 //! cargo run --release -p quicprochat-sdk --example reconnect_timing -- target/release/qpc-server 100
 //! ```
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use quicprochat_sdk::{ClientOptions, ConnectionStatus, QpcClient};
 
-/// Starts `qpc-server` and returns it with the address it listens on.
-fn start_server(binary: &Path, data: &Path, listen: &str) -> anyhow::Result<(Child, String)> {
-    let mut child = Command::new(binary)
-        .args(["--data-dir", &data.display().to_string(), "--listen", listen])
-        .env("RUST_LOG", "error")
-        // Many registrations come from one address here.
-        .env("QPC_RATE_LIMITS_REGISTER_PER_ADDRESS_BURST", "100000")
-        .env("QPC_CONNECTIONS_PER_ADDRESS", "100000")
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("spawn qpc-server")?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    let addr = line.split_whitespace().nth(2).context("readiness line")?.to_owned();
-    Ok((child, addr))
-}
+#[path = "common/server.rs"]
+mod server;
+use server::start_server;
+
+/// Many registrations come from one address here.
+const LIMITS: &[(&str, &str)] =
+    &[("QPC_RATE_LIMITS_REGISTER_PER_ADDRESS_BURST", "100000"), ("QPC_CONNECTIONS_PER_ADDRESS", "100000")];
 
 fn signal(child: &Child, name: &str) -> anyhow::Result<()> {
     let status = Command::new("kill").args([name, &child.id().to_string()]).status()?;
@@ -59,7 +48,7 @@ async fn main() -> anyhow::Result<()> {
     let count: usize = args.next().unwrap_or_else(|| "10".into()).parse()?;
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("server");
-    let (mut server, addr) = start_server(Path::new(&binary), &data, "127.0.0.1:0")?;
+    let (mut server, addr) = start_server(Path::new(&binary), &data, "127.0.0.1:0", LIMITS)?;
     let socket = addr.parse()?;
     let mut clients = Vec::with_capacity(count);
     for index in 0..count {
@@ -74,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
     signal(&server, "-TERM")?;
     server.wait()?;
     wait_all(&clients, |status| matches!(status, ConnectionStatus::Reconnecting { .. })).await?;
-    let (mut server, _) = start_server(Path::new(&binary), &data, &addr)?;
+    let (mut server, _) = start_server(Path::new(&binary), &data, &addr, LIMITS)?;
     let back = Instant::now();
     wait_all(&clients, |status| *status == ConnectionStatus::Connected).await?;
     println!(

@@ -94,16 +94,7 @@ pub(crate) trait TestServer {
     async fn register(&self, name: &str) -> (RpcClient, Identity) {
         let rpc = self.connect().await;
         let identity = Identity::generate().expect("identity");
-        let nonce = challenge(&rpc).await;
-        let exporter = rpc.auth_exporter().expect("exporter");
-        let transcript = auth_transcript(AuthPurpose::Register, &nonce, &exporter, name, identity.public_key());
-        let request = v1::RegisterRequest {
-            username: name.into(),
-            identity_key: identity.public_key().to_vec().into(),
-            signature: identity.sign(&transcript).expect("sign").into(),
-            invite_token: String::new(),
-        };
-        let _: v1::RegisterResponse = rpc.call(Method::Register, &request).await.expect("register");
+        register_identity(&rpc, &identity, name, "").await.expect("register");
         (rpc, identity)
     }
 }
@@ -274,12 +265,17 @@ pub(crate) fn assert_integrity(data_dir: &Path, when: &str) {
 }
 
 /// Registers `name` with a fresh identity (and `invite`, if not empty) on `rpc`.
-pub(crate) async fn register_with(
+pub(crate) async fn register_with(rpc: &RpcClient, name: &str, invite: &str) -> Result<v1::RegisterResponse, RpcError> {
+    register_identity(rpc, &Identity::generate().expect("identity"), name, invite).await
+}
+
+/// Registers `name` with `identity` (and `invite`, if not empty) on `rpc`.
+async fn register_identity(
     rpc: &RpcClient,
+    identity: &Identity,
     name: &str,
     invite: &str,
-) -> Result<v1::RegisterResponse, quicprochat_rpc::RpcError> {
-    let identity = Identity::generate().expect("identity");
+) -> Result<v1::RegisterResponse, RpcError> {
     let nonce = challenge(rpc).await;
     let exporter = rpc.auth_exporter().expect("exporter");
     let transcript = auth_transcript(AuthPurpose::Register, &nonce, &exporter, name, identity.public_key());
