@@ -33,7 +33,7 @@ pub mod safety;
 pub use ciphersuite::{is_allowed_ciphersuite, CLASSICAL_CIPHERSUITE, DEFAULT_CIPHERSUITE};
 pub use client::{
     any_verified_member, GroupBootstrap, GroupMember, Incoming, MemberCheck, MemberRefusal, MlsClient, MlsError,
-    PendingCommit, MAXIMUM_FORWARD_DISTANCE, OUT_OF_ORDER_TOLERANCE,
+    PendingCommit, Savepoint, StateDb, MAXIMUM_FORWARD_DISTANCE, OUT_OF_ORDER_TOLERANCE,
 };
 pub use device::{verify_member, CredentialError, DeviceId, MemberCredential, VerifiedMember};
 pub use ds::{

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use quicprochat_core::names::{split_qualified, Naming};
-use quicprochat_core::{auth_transcript, safety_number, AuthPurpose, Identity, MemberCredential, MlsClient};
+use quicprochat_core::{auth_transcript, safety_number, AuthPurpose, Identity, MlsClient};
 use quicprochat_proto::v1;
 use quicprochat_proto::Method;
 use quicprochat_rpc::transport::TransportLimits;
@@ -212,16 +212,10 @@ impl QpcClient {
         domain: &str,
         options: ClientOptions,
     ) -> Result<QpcClient, SdkError> {
-        let identity = Identity::from_bytes(&profile.identity.to_bytes())?;
-        let mut mls = MlsClient::open(&profile.mls_db_path(), identity, &profile.username)?;
-        if let Some(link) = &profile.link {
-            let credential = MemberCredential::linked(&profile.username, &link.account_key, &link.certificate);
-            mls = mls.as_linked_device(credential)?;
-        }
+        let (mut mls, store) = profile.open_state()?;
         if !domain.is_empty() {
             mls = mls.with_home_domain(domain)?;
         }
-        let store = LocalStore::open(&profile.client_db_path())?;
         let account_key = profile.account_key().to_vec();
         let params = LoginParams::from_profile(&profile, &options)?;
         let link = ConnectionSlot::new(rpc, instance);

@@ -30,7 +30,7 @@ impl Local {
     /// Processes one queue entry as `recv` does: [`Local::process_entry`],
     /// and on failure the fork check ([`Local::note_fork`]). An error is an
     /// entry to skip.
-    pub(crate) fn take_entry(&mut self, entry: &v1::QueueEntry) -> Result<EntryEffect, SdkError> {
+    pub(crate) fn take_entry(&self, entry: &v1::QueueEntry) -> Result<EntryEffect, SdkError> {
         let error = match self.process_entry(entry) {
             Ok(effect) => return Ok(effect),
             Err(error) => error,
@@ -46,7 +46,7 @@ impl Local {
     }
 
     /// Processes one queue entry (see the module doc).
-    fn process_entry(&mut self, entry: &v1::QueueEntry) -> Result<EntryEffect, SdkError> {
+    fn process_entry(&self, entry: &v1::QueueEntry) -> Result<EntryEffect, SdkError> {
         let group_id = entry.group_id.as_ref();
         let kind = EntryKind::try_from(entry.kind).unwrap_or(EntryKind::Application);
         if kind == EntryKind::Welcome {
@@ -113,7 +113,7 @@ impl Local {
     /// An entry of a group we are leaving: its commits are processed (to
     /// notice our removal, or that a commit left our leave out), nothing
     /// in it is shown any more.
-    fn process_while_leaving(&mut self, entry: &v1::QueueEntry) -> Result<EntryEffect, SdkError> {
+    fn process_while_leaving(&self, entry: &v1::QueueEntry) -> Result<EntryEffect, SdkError> {
         let group_id = entry.group_id.as_ref();
         match self.mls.process_incoming_checked(group_id, &entry.payload, &|member| self.check_member(member))? {
             Incoming::CommitMerged { removed_self: true, .. } => {
@@ -129,7 +129,7 @@ impl Local {
     /// group the server queued it under; one for another group is dropped
     /// at once (a member could otherwise show us a group the server does
     /// not deliver, or one we hold under another name).
-    fn join(&mut self, entry: &v1::QueueEntry) -> Result<EntryEffect, SdkError> {
+    fn join(&self, entry: &v1::QueueEntry) -> Result<EntryEffect, SdkError> {
         let (joined, _sender) =
             self.mls.join_from_welcome_checked(&entry.payload, &|member| self.check_member(member))?;
         if joined != entry.group_id.as_ref() {
@@ -155,7 +155,7 @@ impl Local {
     /// differs from the group the server holds (another tree, other
     /// members) cannot have it; such a group is dropped before anything
     /// in it is shown. Until the check, nothing else of the group is taken.
-    fn verify_join(&mut self, entry: &v1::QueueEntry, joined_epoch: u64) -> Result<EntryEffect, SdkError> {
+    fn verify_join(&self, entry: &v1::QueueEntry, joined_epoch: u64) -> Result<EntryEffect, SdkError> {
         let group_id = entry.group_id.as_ref();
         let is_commit = EntryKind::try_from(entry.kind) == Ok(EntryKind::Commit);
         let header =

@@ -21,8 +21,8 @@ impl EntryProcessor {
     /// Opens (creating) the MLS state and local store of `username` in `dir`.
     pub fn open(dir: &Path, identity: Identity, username: &str) -> Result<EntryProcessor, SdkError> {
         let account_key = identity.public_key().to_vec();
-        let mls = MlsClient::open(&dir.join("mls.db"), identity, username)?;
-        let store = LocalStore::open(&dir.join("client.db"))?;
+        let mls = MlsClient::open(&dir.join("client.db"), identity, username)?;
+        let store = LocalStore::on(mls.state_db().clone())?;
         let local = Local { username: username.to_owned(), account_key, mls, store };
         local.pin_known_accounts()?;
         Ok(EntryProcessor { local })

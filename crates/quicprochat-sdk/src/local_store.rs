@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use quicprochat_core::{Savepoint, StateDb};
 use rusqlite::{params, Connection, OptionalExtension};
 
 mod group_marks;
@@ -94,9 +95,13 @@ pub struct StoredMessage {
     pub device: Option<String>,
 }
 
-/// The local store.
+/// The local store: its tables live in the profile's state database, beside
+/// the MLS state, on the same connection ([`StateDb`]), so one transaction
+/// ([`quicprochat_core::MlsClient::batch`]) can cover both. Its own
+/// multi-statement writes are savepoints: a transaction of their own outside
+/// a batch, part of the batch inside one.
 pub struct LocalStore {
-    pub(crate) connection: Connection,
+    db: StateDb,
 }
 
 const SCHEMA: &str = "
@@ -145,15 +150,24 @@ CREATE TABLE IF NOT EXISTS outbox (
 ";
 
 impl LocalStore {
-    /// Opens (creating if needed) the store at `path`.
+    /// Opens (creating if needed) a store alone in the database at `path`.
     pub fn open(path: &Path) -> rusqlite::Result<LocalStore> {
-        let connection = Connection::open(path)?;
-        connection.pragma_update(None, "journal_mode", "WAL")?;
-        connection.pragma_update(None, "synchronous", "FULL")?;
-        connection.busy_timeout(std::time::Duration::from_secs(5))?;
-        connection.execute_batch(SCHEMA)?;
-        add_missing_columns(&connection)?;
-        Ok(LocalStore { connection })
+        LocalStore::on(StateDb::open(path)?)
+    }
+
+    /// The store in `db` (its tables made or brought up to date).
+    pub fn on(db: StateDb) -> rusqlite::Result<LocalStore> {
+        {
+            let connection = db.lock();
+            connection.execute_batch(SCHEMA)?;
+            add_missing_columns(&connection)?;
+        }
+        Ok(LocalStore { db })
+    }
+
+    /// The connection, for one statement or savepoint.
+    pub(crate) fn conn(&self) -> impl std::ops::Deref<Target = Connection> + '_ {
+        self.db.lock()
     }
 
     /// Records a conversation (idempotent on the group id; a conversation
@@ -167,7 +181,8 @@ impl LocalStore {
     ) -> rusqlite::Result<()> {
         // Joined again: named and classified anew (the roster may differ
         // from the last time), and no longer leaving.
-        let transaction = self.connection.unchecked_transaction()?;
+        let connection = self.conn();
+        let transaction = Savepoint::begin(&connection)?;
         transaction.execute(
             "INSERT INTO conversations (group_id, name, peer, active, created_at_ms) VALUES (?1, ?2, ?3, 1, ?4)
              ON CONFLICT (group_id) DO UPDATE SET active = 1, name = ?2, peer = ?3",
@@ -179,14 +194,15 @@ impl LocalStore {
 
     /// Marks a conversation as left (no more sending or receiving).
     pub fn deactivate(&self, group_id: &[u8]) -> rusqlite::Result<()> {
-        self.connection.execute("UPDATE conversations SET active = 0 WHERE group_id = ?1", params![group_id])?;
+        self.conn().execute("UPDATE conversations SET active = 0 WHERE group_id = ?1", params![group_id])?;
         Ok(())
     }
 
     /// Every conversation, by name.
     pub fn conversations(&self) -> rusqlite::Result<Vec<Conversation>> {
+        let connection = self.conn();
         let mut statement =
-            self.connection.prepare_cached("SELECT group_id, name, peer, active FROM conversations ORDER BY name")?;
+            connection.prepare_cached("SELECT group_id, name, peer, active FROM conversations ORDER BY name")?;
         let rows = statement.query_map([], |row| {
             Ok(Conversation { group_id: row.get(0)?, name: row.get(1)?, peer: row.get(2)?, active: row.get(3)? })
         })?;
@@ -195,7 +211,7 @@ impl LocalStore {
 
     /// The conversation with this group id.
     pub fn conversation(&self, group_id: &[u8]) -> rusqlite::Result<Option<Conversation>> {
-        self.connection
+        self.conn()
             .query_row(
                 "SELECT group_id, name, peer, active FROM conversations WHERE group_id = ?1",
                 params![group_id],
@@ -214,7 +230,8 @@ impl LocalStore {
     /// Active conversations recorded as direct with `peer` (to be checked
     /// against their MLS roster before use), by group id.
     pub fn direct_candidates(&self, peer: &str) -> rusqlite::Result<Vec<Conversation>> {
-        let mut statement = self.connection.prepare_cached(
+        let connection = self.conn();
+        let mut statement = connection.prepare_cached(
             "SELECT group_id, name, peer, active FROM conversations WHERE peer = ?1 AND active = 1 ORDER BY group_id",
         )?;
         let rows = statement.query_map(params![peer], |row| {
@@ -225,7 +242,7 @@ impl LocalStore {
 
     /// Changes how a conversation is recorded: its name and its direct peer.
     pub fn set_conversation_kind(&self, group_id: &[u8], name: &str, peer: Option<&str>) -> rusqlite::Result<()> {
-        self.connection.execute(
+        self.conn().execute(
             "UPDATE conversations SET name = ?2, peer = ?3 WHERE group_id = ?1",
             params![group_id, name, peer],
         )?;
@@ -254,12 +271,13 @@ impl LocalStore {
     /// Stores an incoming message unless (sender, id) is already known.
     /// Returns whether it was new.
     pub fn insert_incoming(&self, message: &IncomingRecord<'_>) -> rusqlite::Result<bool> {
-        insert_message(&self.connection, message, MessageState::Received, false)
+        insert_message(&self.conn(), message, MessageState::Received, false)
     }
 
     /// Returns incoming messages not shown yet, oldest first, and marks them shown.
-    pub fn take_unshown(&mut self) -> rusqlite::Result<Vec<StoredMessage>> {
-        let transaction = self.connection.transaction()?;
+    pub fn take_unshown(&self) -> rusqlite::Result<Vec<StoredMessage>> {
+        let connection = self.conn();
+        let transaction = Savepoint::begin(&connection)?;
         let messages = {
             let mut statement = transaction
                 .prepare_cached(&format!("{SELECT_MESSAGES} WHERE m.shown = 0 ORDER BY m.received_at_ms, m.rowid"))?;
@@ -273,7 +291,8 @@ impl LocalStore {
 
     /// The last `limit` messages of a conversation, oldest first.
     pub fn history(&self, group_id: &[u8], limit: u32) -> rusqlite::Result<Vec<StoredMessage>> {
-        let mut statement = self.connection.prepare_cached(&format!(
+        let connection = self.conn();
+        let mut statement = connection.prepare_cached(&format!(
             "SELECT * FROM ({SELECT_MESSAGES} WHERE m.group_id = ?1 ORDER BY m.received_at_ms DESC, m.rowid DESC LIMIT ?2)
              ORDER BY received_at_ms, rowid"
         ))?;
@@ -284,7 +303,7 @@ impl LocalStore {
     /// Reads a counter (e.g. the delivery cursor); 0 when unset.
     pub fn meta(&self, key: &str) -> rusqlite::Result<u64> {
         let value: Option<i64> = self
-            .connection
+            .conn()
             .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |row| row.get(0))
             .optional()?;
         Ok(value.unwrap_or(0) as u64)
@@ -297,7 +316,8 @@ impl LocalStore {
 
     /// Writes several counters durably, all or none.
     pub fn set_metas(&self, values: &[(&str, u64)]) -> rusqlite::Result<()> {
-        let transaction = self.connection.unchecked_transaction()?;
+        let connection = self.conn();
+        let transaction = Savepoint::begin(&connection)?;
         for (key, value) in values {
             transaction.execute(
                 "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
@@ -413,7 +433,7 @@ mod tests {
     #[test]
     fn duplicates_are_stored_and_shown_once() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = LocalStore::open(&dir.path().join("client.db")).expect("open");
+        let store = LocalStore::open(&dir.path().join("client.db")).expect("open");
         store.add_conversation(b"g1", "team", None, 1).expect("conversation");
         assert!(store.insert_incoming(&record("bob", b"m1", "hi", 10)).expect("insert"));
         assert!(!store.insert_incoming(&record("bob", b"m1", "hi", 10)).expect("insert again"));
@@ -427,7 +447,7 @@ mod tests {
     #[test]
     fn history_keeps_order_limit_and_state() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = LocalStore::open(&dir.path().join("client.db")).expect("open");
+        let store = LocalStore::open(&dir.path().join("client.db")).expect("open");
         store.add_conversation(b"g1", "dm:alice:bob", Some("bob"), 1).expect("conversation");
         for (index, id) in [b"a", b"b", b"c"].iter().enumerate() {
             store.queue_outgoing(&record("alice", *id, "x", index as u64), b"cipher").expect("outgoing");
@@ -460,7 +480,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("client.db");
         Connection::open(&path).expect("old store").execute_batch(SCHEMA_BEFORE_DEVICES).expect("old schema");
-        let mut store = LocalStore::open(&path).expect("open after the upgrade");
+        let store = LocalStore::open(&path).expect("open after the upgrade");
         assert_eq!(store.meta("cursor").expect("cursor"), 7);
         let kept = store.take_unshown().expect("unshown");
         assert_eq!(

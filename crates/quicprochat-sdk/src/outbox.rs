@@ -5,6 +5,7 @@
 //! message id and ciphertext, which the server deduplicates, so a message is
 //! never delivered twice and never lost, across reconnects and restarts.
 
+use quicprochat_core::Savepoint;
 use rusqlite::{params, OptionalExtension};
 
 use crate::local_store::{insert_message, IncomingRecord, LocalStore, MessageState};
@@ -24,8 +25,9 @@ pub struct OutboxEntry {
 
 impl LocalStore {
     /// Stores an outgoing message as pending and queues its ciphertext, atomically.
-    pub fn queue_outgoing(&mut self, message: &IncomingRecord<'_>, ciphertext: &[u8]) -> rusqlite::Result<()> {
-        let transaction = self.connection.transaction()?;
+    pub fn queue_outgoing(&self, message: &IncomingRecord<'_>, ciphertext: &[u8]) -> rusqlite::Result<()> {
+        let connection = self.conn();
+        let transaction = Savepoint::begin(&connection)?;
         insert_message(&transaction, message, MessageState::Pending, true)?;
         transaction.execute(
             "INSERT OR IGNORE INTO outbox (message_id, group_id, ciphertext) VALUES (?1, ?2, ?3)",
@@ -36,9 +38,9 @@ impl LocalStore {
 
     /// Queued messages, oldest first.
     pub fn outbox(&self) -> rusqlite::Result<Vec<OutboxEntry>> {
-        let mut statement = self
-            .connection
-            .prepare_cached("SELECT message_id, group_id, ciphertext, attempts FROM outbox ORDER BY seq")?;
+        let connection = self.conn();
+        let mut statement =
+            connection.prepare_cached("SELECT message_id, group_id, ciphertext, attempts FROM outbox ORDER BY seq")?;
         let rows = statement.query_map([], |row| {
             Ok(OutboxEntry {
                 message_id: row.get(0)?,
@@ -51,12 +53,12 @@ impl LocalStore {
     }
 
     /// The server acknowledged the message: it leaves the outbox as sent.
-    pub fn outbox_sent(&mut self, sender: &str, message_id: &[u8]) -> rusqlite::Result<()> {
+    pub fn outbox_sent(&self, sender: &str, message_id: &[u8]) -> rusqlite::Result<()> {
         self.finish(sender, message_id, MessageState::Sent, None)
     }
 
     /// The server refused the message for good: it leaves the outbox as failed.
-    pub fn outbox_failed(&mut self, sender: &str, message_id: &[u8], reason: &str) -> rusqlite::Result<()> {
+    pub fn outbox_failed(&self, sender: &str, message_id: &[u8], reason: &str) -> rusqlite::Result<()> {
         self.finish(sender, message_id, MessageState::Failed, Some(reason))
     }
 
@@ -64,13 +66,14 @@ impl LocalStore {
     /// server had taken (relayed): it shows as failed, and leaves the outbox
     /// if it was still there. Returns whether we sent such a message.
     pub fn relayed_message_refused(
-        &mut self,
+        &self,
         sender: &str,
         message_id: &[u8],
         group_id: &[u8],
         reason: &str,
     ) -> rusqlite::Result<bool> {
-        let transaction = self.connection.transaction()?;
+        let connection = self.conn();
+        let transaction = Savepoint::begin(&connection)?;
         let changed = transaction.execute(
             "UPDATE messages SET state = ?4, error = ?5
              WHERE sender = ?1 AND message_id = ?2 AND group_id = ?3 AND state IN ('sent', 'pending')",
@@ -84,7 +87,7 @@ impl LocalStore {
 
     /// A send attempt failed in a way worth retrying; the message stays queued.
     pub fn outbox_attempt_failed(&self, message_id: &[u8], reason: &str) -> rusqlite::Result<()> {
-        self.connection.execute(
+        self.conn().execute(
             "UPDATE outbox SET attempts = attempts + 1, last_error = ?2 WHERE message_id = ?1",
             params![message_id, reason],
         )?;
@@ -94,7 +97,7 @@ impl LocalStore {
     /// The delivery state of one of our messages, if it exists.
     pub fn message_state(&self, sender: &str, message_id: &[u8]) -> rusqlite::Result<Option<MessageState>> {
         let state: Option<String> = self
-            .connection
+            .conn()
             .query_row(
                 "SELECT state FROM messages WHERE sender = ?1 AND message_id = ?2",
                 params![sender, message_id],
@@ -105,13 +108,14 @@ impl LocalStore {
     }
 
     fn finish(
-        &mut self,
+        &self,
         sender: &str,
         message_id: &[u8],
         state: MessageState,
         error: Option<&str>,
     ) -> rusqlite::Result<()> {
-        let transaction = self.connection.transaction()?;
+        let connection = self.conn();
+        let transaction = Savepoint::begin(&connection)?;
         transaction.execute(
             "UPDATE messages SET state = ?3, error = ?4 WHERE sender = ?1 AND message_id = ?2",
             params![sender, message_id, state.as_str(), error],
@@ -128,7 +132,7 @@ mod tests {
     #[test]
     fn a_relayed_message_the_hub_refused_shows_as_failed() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = LocalStore::open(&dir.path().join("client.db")).expect("open");
+        let store = LocalStore::open(&dir.path().join("client.db")).expect("open");
         store.add_conversation(b"g1", "team", None, 1).expect("conversation");
         store.queue_outgoing(&record(b"m1"), b"ciphertext").expect("queue");
         store.outbox_sent("alice", b"m1").expect("sent");
@@ -156,14 +160,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("client.db");
         {
-            let mut store = LocalStore::open(&path).expect("open");
+            let store = LocalStore::open(&path).expect("open");
             store.add_conversation(b"g1", "team", None, 1).expect("conversation");
             store.queue_outgoing(&record(b"m1"), b"cipher-1").expect("queue");
             store.queue_outgoing(&record(b"m2"), b"cipher-2").expect("queue");
             store.queue_outgoing(&record(b"m1"), b"cipher-1").expect("queue again is a no-op");
             store.outbox_attempt_failed(b"m1", "connection lost").expect("attempt");
         }
-        let mut store = LocalStore::open(&path).expect("reopen");
+        let store = LocalStore::open(&path).expect("reopen");
         let queued = store.outbox().expect("outbox");
         assert_eq!(queued.iter().map(|entry| entry.message_id.as_slice()).collect::<Vec<_>>(), [b"m1", b"m2"]);
         assert_eq!(queued[0].attempts, 1);

@@ -6,8 +6,15 @@
 //!   linked device the account's public key and the device's certificate.
 //!   Version 1 (before devices) has no account key: its identity key is
 //!   both the account key and the device key, as on every first device.
-//! - `mls.db`: OpenMLS state (groups, key packages), SQLite, JSON codec.
-//! - `client.db`: conversations, message history, delivery cursor.
+//! - `client.db`: the state database (SQLite, write-ahead log): OpenMLS's
+//!   tables (groups, key packages; JSON codec) and the local store's
+//!   (conversations, message history, delivery cursor, outbox), on one
+//!   connection so that a batch of processed entries is one transaction.
+//! - `mls.db.lock`: the cross-process lock of the MLS state (and its
+//!   generation counter).
+//! - `mls.db`: before the MLS state moved into `client.db`, its own
+//!   database; the first open of this version moves its rows and leaves a
+//!   short text in its place, which older versions refuse to open.
 //!
 //! The profile is written atomically (temp file + rename) so a crash never
 //! leaves a half-written identity.
@@ -15,10 +22,11 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use quicprochat_core::Identity;
+use quicprochat_core::{Identity, MemberCredential, MlsClient, StateDb, DEFAULT_CIPHERSUITE};
 use quicprochat_rpc::CertFingerprint;
 use serde::{Deserialize, Serialize};
 
+use crate::local_store::LocalStore;
 use crate::SdkError;
 
 const PROFILE_FILE: &str = "profile.json";
@@ -71,14 +79,41 @@ pub struct LinkedDevice {
 }
 
 impl Profile {
-    /// Path of the OpenMLS state database.
+    /// Path of the earlier layout's OpenMLS database (now a tombstone).
     pub fn mls_db_path(&self) -> PathBuf {
         self.dir.join("mls.db")
     }
 
-    /// Path of the local conversation store.
+    /// Path of the MLS state's cross-process lock.
+    pub fn mls_lock_path(&self) -> PathBuf {
+        self.dir.join("mls.db.lock")
+    }
+
+    /// Path of the state database (MLS state and local store).
     pub fn client_db_path(&self) -> PathBuf {
         self.dir.join("client.db")
+    }
+
+    /// Opens this profile's state: the MLS state (as a linked device if
+    /// this is one) and the local store, on one connection to
+    /// `client.db`. Another handle (another process, say) may be open on
+    /// it: they take turns on the MLS state's lock.
+    pub fn open_state(&self) -> Result<(MlsClient, LocalStore), SdkError> {
+        let identity = Identity::from_bytes(&self.identity.to_bytes())?;
+        let db = StateDb::open(&self.client_db_path())?;
+        let mut mls = MlsClient::open_on(
+            db.clone(),
+            &self.mls_lock_path(),
+            Some(&self.mls_db_path()),
+            identity,
+            &self.username,
+            DEFAULT_CIPHERSUITE,
+        )?;
+        if let Some(link) = &self.link {
+            let credential = MemberCredential::linked(&self.username, &link.account_key, &link.certificate);
+            mls = mls.as_linked_device(credential)?;
+        }
+        Ok((mls, LocalStore::on(db)?))
     }
 
     /// The account's public key: the identity key itself on the device

@@ -16,7 +16,7 @@ use quicprochat_proto::Method;
 use quicprochat_rpc::{PushStream, RpcClient, RpcError};
 use tokio::time::error::Elapsed;
 
-use crate::client::{Inner, QpcClient};
+use crate::client::{Inner, Local, QpcClient};
 use crate::entries::EntryEffect;
 use crate::local_store::StoredMessage;
 use crate::SdkError;
@@ -450,10 +450,8 @@ impl Inner {
         Ok(rewound)
     }
 
-    /// Processes `entries` in order (skipping any at or below the cursor),
-    /// stores the new cursor, and only then acknowledges it on `rpc`. Adds the
-    /// members whose leave proposals arrived, and the groups we must leave
-    /// again, to `due`.
+    /// Processes `entries` ([`Local::apply_batch`], one local transaction)
+    /// and only then acknowledges the new cursor on `rpc`.
     async fn apply(
         &mut self,
         rpc: &RpcClient,
@@ -461,6 +459,27 @@ impl Inner {
         cursor: u64,
         due: &mut Due,
     ) -> Result<Applied, SdkError> {
+        let local = &self.local;
+        let applied = local.mls.batch(|| local.apply_batch(entries, cursor, due))?;
+        if applied.last_seq > cursor {
+            // Durable locally first (the batch committed), then
+            // acknowledged: nothing acknowledged is lost.
+            let _: v1::AckResponse = rpc.call(Method::Ack, &v1::AckRequest { up_to_seq: applied.last_seq }).await?;
+        }
+        Ok(applied)
+    }
+}
+
+impl Local {
+    /// Processes `entries` in order (skipping any at or below the cursor)
+    /// and stores the new cursor, inside the caller's
+    /// [`quicprochat_core::MlsClient::batch`]: the ratchet steps, history
+    /// rows, commits merged and the cursor past them commit together, with
+    /// one fsync, or not at all (and the entries are fetched again). An
+    /// entry that cannot be processed is skipped, as before. Adds the
+    /// members whose leave proposals arrived, and the groups we must leave
+    /// again, to `due`.
+    fn apply_batch(&self, entries: Vec<v1::QueueEntry>, cursor: u64, due: &mut Due) -> Result<Applied, SdkError> {
         let expired = skipped(cursor, &entries);
         let mut welcomed = false;
         let mut last_seq = cursor;
@@ -479,11 +498,12 @@ impl Inner {
                 Ok(EntryEffect::None) => {}
                 Err(error) => tracing::warn!(seq = entry.seq, %error, "skipping an entry that cannot be processed"),
             }
+            // A failed write may have ended the transaction (a full disk):
+            // the writes after it would commit one by one, the cursor alone.
+            self.mls.check_batch()?;
         }
         if last_seq > cursor {
-            // Durable locally first, then acknowledged: nothing acknowledged is lost.
             self.advance_cursor(last_seq, expired)?;
-            let _: v1::AckResponse = rpc.call(Method::Ack, &v1::AckRequest { up_to_seq: last_seq }).await?;
         }
         Ok(Applied { last_seq, welcomed })
     }

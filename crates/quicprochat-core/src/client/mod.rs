@@ -1,8 +1,11 @@
 //! One user's MLS state: groups, key packages, commits, welcomes and messages.
 //!
 //! [`MlsClient`] owns an OpenMLS provider made of RustCrypto and a SQLite store
-//! (`openmls_sqlite_storage` with a JSON codec). Every mutating call writes through
-//! to the database, so the state survives a restart; there is no explicit save.
+//! (`openmls_sqlite_storage` with a JSON codec) on a [`StateDb`], which the
+//! SDK's local store shares. Every mutating call writes through to the
+//! database, so the state survives a restart; there is no explicit save.
+//! [`MlsClient::batch`] makes a run of calls (and the local store's writes
+//! between them) one transaction.
 //! Loaded groups stay in memory between calls. Every call holds the database's
 //! cross-process lock (`state_lock`), and a call that may write bumps the lock
 //! file's counter before it starts, so another process sharing the profile drops
@@ -15,14 +18,17 @@
 //!
 //! This module does no networking and knows nothing of the wire protocol.
 
+mod batch;
 mod error;
 mod groups;
 pub use groups::{MAXIMUM_FORWARD_DISTANCE, OUT_OF_ORDER_TOLERANCE};
 mod messages;
 mod provider;
+mod shared_storage;
+mod state_db;
 mod state_lock;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -34,7 +40,8 @@ use openmls_basic_credential::SignatureKeyPair;
 
 pub use error::MlsError;
 use provider::ClientProvider;
-use state_lock::{Held, StateLock};
+pub use state_db::{Savepoint, StateDb};
+use state_lock::{lock_path, Held, StateLock};
 
 use crate::ciphersuite::{is_allowed_ciphersuite, DEFAULT_CIPHERSUITE};
 use crate::device::{verify_member, DeviceId, MemberCredential, VerifiedMember};
@@ -163,6 +170,9 @@ pub struct MlsClient {
     /// Groups loaded from storage, by group id, kept between calls.
     groups: RefCell<HashMap<Vec<u8>, MlsGroup>>,
     state_lock: StateLock,
+    /// A [`MlsClient::batch`] is running: calls neither take nor release
+    /// the lock (the batch holds it).
+    in_batch: Cell<bool>,
 }
 
 /// Whether a call may write MLS state (other processes then reload).
@@ -198,6 +208,23 @@ impl MlsClient {
         username: &str,
         ciphersuite: Ciphersuite,
     ) -> Result<MlsClient, MlsError> {
+        let db = StateDb::open(db_path).map_err(|err| MlsError::storage("open", err))?;
+        MlsClient::open_on(db, &lock_path(db_path), None, identity, username, ciphersuite)
+    }
+
+    /// Opens the MLS state in `db`, a state database that other stores
+    /// share (the SDK's profile), under the cross-process lock at
+    /// `lock_path`. `legacy`: where an earlier layout kept the MLS state in
+    /// a database of its own; its rows move into `db` once and the file is
+    /// left as a tombstone that older versions refuse to open.
+    pub fn open_on(
+        db: StateDb,
+        lock_path: &Path,
+        legacy: Option<&Path>,
+        identity: Identity,
+        username: &str,
+        ciphersuite: Ciphersuite,
+    ) -> Result<MlsClient, MlsError> {
         const OP: &str = "open";
         if !is_allowed_ciphersuite(ciphersuite) {
             return Err(MlsError::InvalidArgument {
@@ -208,10 +235,10 @@ impl MlsClient {
         if username.is_empty() {
             return Err(MlsError::InvalidArgument { operation: OP, reason: "empty username".to_owned() });
         }
-        let state_lock = StateLock::open(db_path)?;
+        let state_lock = StateLock::open(lock_path)?;
         let held = state_lock.acquire(OP)?;
         held.wrote(OP)?;
-        let provider = ClientProvider::open(db_path)?;
+        let provider = ClientProvider::open(db, legacy)?;
         identity.key_pair().store(provider.storage()).map_err(|err| MlsError::storage(OP, err))?;
         drop(held);
         Ok(MlsClient {
@@ -223,7 +250,13 @@ impl MlsClient {
             ciphersuite,
             groups: RefCell::new(HashMap::new()),
             state_lock,
+            in_batch: Cell::new(false),
         })
+    }
+
+    /// The state database this client's MLS state lives in.
+    pub fn state_db(&self) -> &StateDb {
+        self.provider.db()
     }
 
     /// Makes this client a linked device of its account: its key packages
@@ -456,6 +489,10 @@ impl MlsClient {
         access: Access,
         work: impl FnOnce() -> Result<T, MlsError>,
     ) -> Result<T, MlsError> {
+        if self.in_batch.get() {
+            // The batch holds the lock and bumped the counter.
+            return work();
+        }
         let held = self.lock_state(operation)?;
         if access == Access::Write {
             // Before the work: should this call die half way through its

@@ -1,7 +1,7 @@
 //! Cross-process exclusion for one MLS state database, and the generation
 //! number that tells a client its in-memory groups went stale.
 //!
-//! Every [`super::MlsClient`] operation holds an exclusive advisory lock on
+//! Every [`super::MlsClient`] operation (or batch of them) holds an exclusive advisory lock on
 //! `<database>.lock` for its whole duration, so two processes sharing a
 //! profile (say `qpc recv --follow` and `qpc send`) never interleave MLS
 //! operations: interleaved, both could load the same sender ratchet and
@@ -41,16 +41,15 @@ pub(crate) fn lock_path(db_path: &Path) -> PathBuf {
 }
 
 impl StateLock {
-    /// Opens (creating) the lock file next to `db_path`.
-    pub(crate) fn open(db_path: &Path) -> Result<StateLock, MlsError> {
+    /// Opens (creating) the lock file at `path`.
+    pub(crate) fn open(path: &Path) -> Result<StateLock, MlsError> {
         const OP: &str = "open";
-        let path = lock_path(db_path);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&path)
+            .open(path)
             .map_err(|err| MlsError::storage(OP, format!("{}: {err}", path.display())))?;
         let lock = StateLock { file, seen: Cell::new(0) };
         let held = lock.acquire(OP)?;
@@ -120,9 +119,9 @@ mod tests {
     #[test]
     fn a_write_by_another_handle_makes_the_state_stale_once() {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("mls.db");
-        let first = StateLock::open(&db).unwrap();
-        let second = StateLock::open(&db).unwrap();
+        let lock = lock_path(&dir.path().join("mls.db"));
+        let first = StateLock::open(&lock).unwrap();
+        let second = StateLock::open(&lock).unwrap();
         assert!(!first.acquire("test").unwrap().stale());
         second.acquire("test").unwrap().wrote("test").unwrap();
         assert!(first.acquire("test").unwrap().stale(), "the other handle's write shows");
@@ -136,9 +135,9 @@ mod tests {
     #[test]
     fn the_lock_excludes_another_handle_until_released() {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("mls.db");
-        let first = StateLock::open(&db).unwrap();
-        let second = StateLock::open(&db).unwrap();
+        let lock = lock_path(&dir.path().join("mls.db"));
+        let first = StateLock::open(&lock).unwrap();
+        let second = StateLock::open(&lock).unwrap();
         let held = first.acquire("test").unwrap();
         assert!(matches!(second.file.try_lock(), Err(std::fs::TryLockError::WouldBlock)));
         drop(held);

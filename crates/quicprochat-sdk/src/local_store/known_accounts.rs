@@ -30,7 +30,7 @@ pub enum Pinned {
 impl LocalStore {
     /// The account key pinned for `username`, with when it was pinned.
     pub fn pinned_account_key(&self, username: &str) -> rusqlite::Result<Option<(Vec<u8>, u64)>> {
-        self.connection
+        self.conn()
             .query_row(
                 "SELECT account_key, first_seen_ms FROM known_accounts WHERE username = ?1",
                 params![username],
@@ -42,7 +42,7 @@ impl LocalStore {
     /// Pins `account_key` for `username` unless a key is pinned already,
     /// and says which case it was. A pinned key is never replaced here.
     pub fn pin_account_key(&self, username: &str, account_key: &[u8], now_ms: u64) -> rusqlite::Result<Pinned> {
-        let inserted = self.connection.execute(
+        let inserted = self.conn().execute(
             "INSERT OR IGNORE INTO known_accounts (username, account_key, first_seen_ms) VALUES (?1, ?2, ?3)",
             params![username, account_key, now_ms as i64],
         )?;
@@ -61,7 +61,7 @@ impl LocalStore {
 impl LocalStore {
     /// Records that this device removed `device_id` from our account.
     pub fn note_removed_device(&self, device_id: &[u8], now_ms: u64) -> rusqlite::Result<()> {
-        self.connection.execute(
+        self.conn().execute(
             "INSERT OR IGNORE INTO removed_devices (device_id, removed_at_ms) VALUES (?1, ?2)",
             params![device_id, now_ms as i64],
         )?;
@@ -70,7 +70,8 @@ impl LocalStore {
 
     /// The devices this device removed from our account.
     pub fn removed_devices(&self) -> rusqlite::Result<Vec<Vec<u8>>> {
-        let mut statement = self.connection.prepare_cached("SELECT device_id FROM removed_devices")?;
+        let connection = self.conn();
+        let mut statement = connection.prepare_cached("SELECT device_id FROM removed_devices")?;
         let rows = statement.query_map([], |row| row.get(0))?;
         rows.collect()
     }

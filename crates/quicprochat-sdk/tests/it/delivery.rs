@@ -4,13 +4,12 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use quicprochat_core::{auth_transcript, AuthPurpose, Identity, MlsClient};
+use quicprochat_core::{auth_transcript, AuthPurpose, MlsClient};
 use quicprochat_proto::v1;
 use quicprochat_proto::Method;
 use quicprochat_rpc::transport::TransportLimits;
 use quicprochat_rpc::{PinnedServer, RpcClient};
 use quicprochat_sdk::content::Content;
-use quicprochat_sdk::local_store::LocalStore;
 use quicprochat_sdk::profile::Profile;
 use quicprochat_sdk::{QpcClient, SdkError, StoredMessage};
 use tokio::task::JoinHandle;
@@ -46,9 +45,7 @@ async fn raw_login(harness: &Harness, name: &str) -> (RpcClient, Profile) {
 impl RawAlice {
     async fn open(harness: &Harness) -> RawAlice {
         let (rpc, profile) = raw_login(harness, "alice").await;
-        let identity = Identity::from_bytes(&profile.identity.to_bytes()).expect("identity");
-        let mls = MlsClient::open(&profile.mls_db_path(), identity, "alice").expect("mls state");
-        let store = LocalStore::open(&profile.client_db_path()).expect("local store");
+        let (mls, store) = profile.open_state().expect("alice's state");
         let group_id = store.find_active("team").expect("query").expect("team exists").group_id;
         RawAlice { rpc, mls, group_id }
     }

@@ -4,18 +4,14 @@
 //! account's; removing it ends its login and its leaves. Safety numbers do
 //! not move.
 
-use quicprochat_core::MlsClient;
-
 use crate::harness::{link_device, receive_n, texts, Harness};
 
 /// How many leaves `user` holds in `group`, as `viewer` (whose client must
 /// be open: the state is shared under its lock) sees its MLS group.
 fn leaves_of(harness: &Harness, viewer: &str, group: &str, user: &str) -> usize {
     let profile = quicprochat_sdk::profile::Profile::load(&harness.profile(viewer)).expect("profile");
-    let store = quicprochat_sdk::local_store::LocalStore::open(&profile.client_db_path()).expect("store");
+    let (mls, store) = profile.open_state().expect("state");
     let group_id = store.find_active(group).expect("find").expect("the group").group_id;
-    let identity = quicprochat_core::Identity::from_bytes(&profile.identity.to_bytes()).expect("identity");
-    let mls = MlsClient::open(&profile.mls_db_path(), identity, &profile.username).expect("state");
     mls.member_devices(&group_id).expect("roster").iter().filter(|leaf| leaf.member.username == user).count()
 }
 

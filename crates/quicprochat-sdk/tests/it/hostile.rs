@@ -128,7 +128,7 @@ pub(crate) struct Insider {
 
 impl Insider {
     pub(crate) async fn of(harness: &Harness, name: &str) -> Insider {
-        use quicprochat_core::{auth_transcript, AuthPurpose, Identity, MlsClient};
+        use quicprochat_core::{auth_transcript, AuthPurpose, Identity};
         use quicprochat_proto::{v1, Method};
         let profile = quicprochat_sdk::profile::Profile::load(&harness.profile(name)).expect("profile");
         let identity = Identity::from_bytes(&profile.identity.to_bytes()).expect("identity");
@@ -147,7 +147,7 @@ impl Insider {
             device_key: Default::default(),
         };
         let _: v1::LoginResponse = rpc.call(Method::Login, &login).await.expect("login");
-        let mls = MlsClient::open(&profile.mls_db_path(), identity, name).expect("the insider's MLS state");
+        let (mls, _store) = profile.open_state().expect("the insider's MLS state");
         Insider { rpc, mls }
     }
 

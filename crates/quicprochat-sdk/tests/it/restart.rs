@@ -149,3 +149,67 @@ async fn a_restore_hidden_by_new_messages_is_noticed_by_the_new_server_instance(
     assert_eq!(texts(&receive_n(&bob, 2).await), ["after the restore 1", "after the restore 2"]);
     assert!(bob.receive().await.expect("receive").is_empty(), "nothing shown twice");
 }
+
+/// The local store's tables; every other table of `client.db` is OpenMLS's.
+const LOCAL_STORE_TABLES: &[&str] = &[
+    "conversations",
+    "messages",
+    "meta",
+    "leaving",
+    "unverified_joins",
+    "broken_groups",
+    "known_accounts",
+    "removed_devices",
+    "outbox",
+];
+
+/// Rewrites a closed profile into the layout of the releases before the
+/// MLS state moved into `client.db`: OpenMLS's tables (and their migration
+/// record) alone in `mls.db`, none of them in `client.db`.
+fn split_into_the_earlier_layout(profile: &Path) {
+    let client_db = profile.join("client.db");
+    let mls_db = profile.join("mls.db");
+    let connection = rusqlite::Connection::open(&client_db).expect("client.db");
+    connection.execute("VACUUM INTO ?1", [mls_db.to_str().expect("utf-8 path")]).expect("copy");
+    let tables: Vec<String> = connection
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        .expect("tables")
+        .query_map([], |row| row.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("names");
+    let legacy = rusqlite::Connection::open(&mls_db).expect("mls.db");
+    for table in &tables {
+        let store_table = LOCAL_STORE_TABLES.contains(&table.as_str());
+        let drop_from = if store_table { &legacy } else { &connection };
+        drop_from.execute_batch(&format!("DROP TABLE \"{table}\"")).expect("drop");
+    }
+    assert!(tables.iter().any(|table| table == "openmls_group_data"), "the profile had MLS state: {tables:?}");
+}
+
+#[tokio::test]
+async fn a_profile_of_the_earlier_layout_moves_its_mls_state_into_client_db() {
+    let harness = Harness::start().await;
+    let (alice, bob, _carol) = team_of_three(&harness).await;
+    alice.send("team", "before the upgrade").await.expect("send");
+    assert_eq!(texts(&receive_n(&bob, 1).await), ["before the upgrade"]);
+    bob.disconnect().await;
+    drop(bob);
+    split_into_the_earlier_layout(&harness.profile("bob"));
+
+    alice.send("team", "during the upgrade").await.expect("send");
+    let bob = harness.open("bob").await;
+    assert_eq!(texts(&receive_n(&bob, 1).await), ["during the upgrade"], "the group's keys moved in");
+    bob.send("team", "after the upgrade").await.expect("bob still sends");
+    assert_eq!(texts(&receive_n(&alice, 1).await), ["after the upgrade"]);
+    let history = bob.history("team", 10).await.expect("history");
+    assert_eq!(texts(&history), ["before the upgrade", "during the upgrade", "after the upgrade"]);
+    let tombstone = std::fs::read(harness.profile("bob").join("mls.db")).expect("mls.db");
+    assert!(!tombstone.starts_with(b"SQLite format 3"), "an older qpc cannot open the profile any more");
+    // A second open does not move anything again.
+    bob.disconnect().await;
+    drop(bob);
+    let bob = harness.open("bob").await;
+    alice.send("team", "after a second open").await.expect("send");
+    assert_eq!(texts(&receive_n(&bob, 1).await), ["after a second open"]);
+}
