@@ -53,7 +53,6 @@ impl QpcClient {
         let message_id = message_id();
         let sent_at = now_ms();
         let content = Content { v: 1, id: hex::encode(&message_id), text: text.to_owned(), sent_at };
-        let ciphertext = inner.mls.encrypt(&conversation.group_id, &content.encode())?;
         let username = inner.username.clone();
         let device = inner.mls.device_id();
         let record = IncomingRecord {
@@ -65,7 +64,13 @@ impl QpcClient {
             sent_at_ms: sent_at,
             received_at_ms: sent_at,
         };
-        inner.store.queue_outgoing(&record, &ciphertext)?;
+        // The ratchet step that made the ciphertext and its outbox row
+        // commit together (one fsync), before anything leaves.
+        inner.mls.batch(|| {
+            let ciphertext = inner.mls.encrypt(&conversation.group_id, &content.encode())?;
+            inner.store.queue_outgoing(&record, &ciphertext)?;
+            Ok::<_, SdkError>(())
+        })?;
         let flushed = inner.flush_outbox().await;
         let state = inner.store.message_state(&username, &message_id)?.unwrap_or(MessageState::Pending);
         if state == MessageState::Failed {

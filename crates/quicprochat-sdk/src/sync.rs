@@ -173,18 +173,17 @@ impl QpcClient {
                     let (entries, intact) = with_ready_events(event, &mut push);
                     let mut inner = self.inner.lock().await;
                     match inner.receive_pushed(entries).await {
-                        Ok(true) => {
+                        Ok(Some(messages)) => {
                             if intact {
                                 self.push.keep(push);
                             }
-                            let messages = inner.store.take_unshown()?;
                             if !messages.is_empty() {
                                 return Ok(messages);
                             }
                             fetch = !intact;
                         }
                         // A gap: fetch, then wait on the same stream.
-                        Ok(false) => carried = intact.then_some(push),
+                        Ok(None) => carried = intact.then_some(push),
                         Err(error) if error.is_retryable() => {
                             tracing::debug!(%error, "processing a push failed; fetching instead");
                         }
@@ -338,28 +337,42 @@ impl Inner {
 
     /// Processes entries the server pushed, if they continue the cursor
     /// without a gap (those at or below it were processed already), then
-    /// settles as [`Inner::sync_and_settle`] does. Returns `false`, having
-    /// processed nothing, when they do not: the caller fetches instead.
-    pub(crate) async fn receive_pushed(&mut self, entries: Vec<v1::QueueEntry>) -> Result<bool, SdkError> {
+    /// settles as [`Inner::sync_and_settle`] does. Returns the messages not
+    /// shown before, marked shown in the batch that stored them (one commit
+    /// for both); `None`, having processed nothing, when the entries do not
+    /// continue the cursor: the caller fetches instead.
+    pub(crate) async fn receive_pushed(
+        &mut self,
+        entries: Vec<v1::QueueEntry>,
+    ) -> Result<Option<Vec<StoredMessage>>, SdkError> {
         let cursor = self.store.meta(CURSOR_KEY)?;
         let (rpc, instance) = self.link.current();
         if self.server_changed(instance)? {
             // The cursor has not been checked against this server yet.
-            return Ok(false);
+            return Ok(None);
         }
         let fresh: Vec<v1::QueueEntry> = entries.into_iter().filter(|entry| entry.seq > cursor).collect();
         if !continues(cursor, &fresh) {
-            return Ok(false);
+            return Ok(None);
         }
         if fresh.is_empty() {
-            return Ok(true);
+            return Ok(Some(self.store.take_unshown()?));
         }
         let mut due = Due::default();
-        if self.apply(&rpc, fresh, cursor, &mut due).await?.welcomed {
-            self.check_key_package_stock().await?;
+        let applied = self.apply(&rpc, fresh, cursor, &mut due, TakeShown::Yes).await?;
+        let mut settled = self.settle(due).await;
+        if applied.welcomed && settled.is_ok() {
+            settled = self.check_key_package_stock().await;
         }
-        self.settle(due).await?;
-        Ok(true)
+        match settled {
+            Err(error) if applied.shown.is_empty() => Err(error),
+            // Marked shown already: returned, whatever came after.
+            Err(error) => {
+                tracing::warn!(%error, "settling after a pushed batch failed");
+                Ok(Some(applied.shown))
+            }
+            Ok(()) => Ok(Some(applied.shown)),
+        }
     }
 
     /// Fetches and processes the queue until it is empty. Returns what is
@@ -385,7 +398,7 @@ impl Inner {
                 self.advance_cursor(head_seq, head_seq - cursor)?;
                 break;
             }
-            let applied = self.apply(&rpc, response.entries, cursor, &mut due).await?;
+            let applied = self.apply(&rpc, response.entries, cursor, &mut due, TakeShown::No).await?;
             welcomed |= applied.welcomed;
             let last_seq = applied.last_seq;
             if caught_up(count, cursor, last_seq, head_seq) {
@@ -458,9 +471,10 @@ impl Inner {
         entries: Vec<v1::QueueEntry>,
         cursor: u64,
         due: &mut Due,
+        take_shown: TakeShown,
     ) -> Result<Applied, SdkError> {
         let local = &self.local;
-        let applied = local.mls.batch(|| local.apply_batch(entries, cursor, due))?;
+        let applied = local.mls.batch(|| local.apply_batch(entries, cursor, due, take_shown))?;
         if applied.last_seq > cursor {
             // Durable locally first (the batch committed), then
             // acknowledged: nothing acknowledged is lost.
@@ -478,8 +492,15 @@ impl Local {
     /// one fsync, or not at all (and the entries are fetched again). An
     /// entry that cannot be processed is skipped, as before. Adds the
     /// members whose leave proposals arrived, and the groups we must leave
-    /// again, to `due`.
-    fn apply_batch(&self, entries: Vec<v1::QueueEntry>, cursor: u64, due: &mut Due) -> Result<Applied, SdkError> {
+    /// again, to `due`. With [`TakeShown::Yes`], takes the messages not shown
+    /// yet in the same transaction ([`crate::local_store::LocalStore::take_unshown`]).
+    fn apply_batch(
+        &self,
+        entries: Vec<v1::QueueEntry>,
+        cursor: u64,
+        due: &mut Due,
+        take_shown: TakeShown,
+    ) -> Result<Applied, SdkError> {
         let expired = skipped(cursor, &entries);
         let mut welcomed = false;
         let mut last_seq = cursor;
@@ -505,7 +526,11 @@ impl Local {
         if last_seq > cursor {
             self.advance_cursor(last_seq, expired)?;
         }
-        Ok(Applied { last_seq, welcomed })
+        let shown = match take_shown {
+            TakeShown::Yes => self.store.take_unshown()?,
+            TakeShown::No => Vec::new(),
+        };
+        Ok(Applied { last_seq, welcomed, shown })
     }
 
     /// Stores the cursor `to`, and in the same local transaction counts the
@@ -533,11 +558,20 @@ pub(crate) struct Due {
     rebuild: bool,
 }
 
-/// What [`Inner::apply`] did: the seq it reached and whether a Welcome
-/// was among the entries.
+/// What [`Inner::apply`] did: the seq it reached, whether a Welcome was
+/// among the entries, and the messages it marked shown.
 struct Applied {
     last_seq: u64,
     welcomed: bool,
+    shown: Vec<StoredMessage>,
+}
+
+/// Whether a batch also takes the messages not shown yet (for a caller
+/// that shows them at once: one commit instead of two).
+#[derive(Clone, Copy)]
+enum TakeShown {
+    Yes,
+    No,
 }
 
 #[cfg(test)]
