@@ -23,6 +23,7 @@
 
 pub mod ciphersuite;
 pub mod client;
+pub mod crash_point;
 pub mod device;
 pub mod ds;
 pub mod identity;

@@ -71,6 +71,7 @@ impl QpcClient {
             inner.store.queue_outgoing(&record, &ciphertext)?;
             Ok::<_, SdkError>(())
         })?;
+        quicprochat_core::crash_point::crash_point("send_after_commit");
         let flushed = inner.flush_outbox().await;
         let state = inner.store.message_state(&username, &message_id)?.unwrap_or(MessageState::Pending);
         if state == MessageState::Failed {
@@ -128,7 +129,10 @@ impl Inner {
                 ciphertext: entry.ciphertext.into(),
             };
             match self.rpc().call::<_, v1::SendMessageResponse>(Method::SendMessage, &request).await {
-                Ok(_) => self.store.outbox_sent(&username, &entry.message_id)?,
+                Ok(_) => {
+                    quicprochat_core::crash_point::crash_point("send_after_answer");
+                    self.store.outbox_sent(&username, &entry.message_id)?
+                }
                 Err(error) if error.is_retryable() => {
                     self.store.outbox_attempt_failed(&entry.message_id, &error.to_string())?;
                     return Err(error.into());

@@ -475,6 +475,7 @@ impl Inner {
     ) -> Result<Applied, SdkError> {
         let local = &self.local;
         let applied = local.mls.batch(|| local.apply_batch(entries, cursor, due, take_shown))?;
+        quicprochat_core::crash_point::crash_point("batch_after_commit");
         if applied.last_seq > cursor {
             // Durable locally first (the batch committed), then
             // acknowledged: nothing acknowledged is lost.

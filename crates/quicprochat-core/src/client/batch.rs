@@ -39,6 +39,7 @@ impl MlsClient {
         self.in_batch.set(true);
         let value = work()?;
         self.check_batch()?;
+        crate::crash_point::crash_point("batch_before_commit");
         connection.execute_batch("COMMIT").map_err(|err| MlsError::storage(OP, err))?;
         running.committed = true;
         drop(running);

@@ -31,6 +31,7 @@ impl SharedStorage {
 
     /// Runs `call` on the stock SQLite storage over the shared connection.
     fn with<T>(&self, call: impl FnOnce(&SqliteStorageProvider<JsonCodec, &Connection>) -> T) -> T {
+        crate::crash_point::crash_point("mls_storage_call");
         let connection = self.db.lock();
         call(&SqliteStorageProvider::new(&*connection))
     }
