@@ -11,7 +11,8 @@
 //! durable figure (`disk.rs`); `wire.rs` counts B3's datagrams per message.
 //! B9 is federation between two in-process servers (`federation.rs`);
 //! `plugins` is B3 against servers with no plugin, a no-op and the rate
-//! limiter (`plugins.rs`).
+//! limiter (`plugins.rs`). B8 is the client's own cost through `QpcClient`
+//! beside raw OpenMLS on the same storage (`client_cost/`).
 //! `--only` / `--skip` pick suites. `--devices-per-account 1,2` runs B3 and
 //! B4 once per value in the same process (`pairs.rs`, `devices.rs`): with N
 //! devices per account every device is a leaf and online, and each message
@@ -20,6 +21,7 @@
 //! errors.
 
 mod baseline;
+mod client_cost;
 mod commits;
 mod connections;
 mod cpu;
@@ -132,6 +134,12 @@ struct Args {
     /// B3 with plugins: sender connections of each server's ramp.
     #[arg(long, default_value_t = 10)]
     plugin_connections: usize,
+    /// B8: messages one client sends and another catches up on.
+    #[arg(long, default_value_t = 10_000)]
+    b8_messages: usize,
+    /// B8: send -> shown samples between two online clients.
+    #[arg(long, default_value_t = 500)]
+    b8_singles: usize,
     /// Run only these suites (comma-separated; default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Suite>,
@@ -165,6 +173,8 @@ enum Suite {
     B9,
     /// B3 against servers with no plugin, the no-op plugin and the rate limiter, in one run.
     Plugins,
+    /// The client's own cost: catch-up, sending and send -> shown through QpcClient beside raw OpenMLS.
+    B8,
 }
 
 impl Args {
@@ -238,6 +248,8 @@ struct Report {
     federation: Option<federation::FederationResult>,
     /// B3 with plugins.
     plugins: Option<plugins::PluginsResult>,
+    /// B8.
+    client_cost: Option<client_cost::ClientCostResult>,
     lost: u64,
     duplicates: u64,
     /// Failed handshakes and clients that did not come back (B6; B3 counts
@@ -296,6 +308,8 @@ async fn main() -> anyhow::Result<()> {
         args.federation_connections = args.federation_connections.min(2);
         args.federation_partition_secs = args.federation_partition_secs.min(1.0);
         args.plugin_connections = args.plugin_connections.min(2);
+        args.b8_messages = args.b8_messages.min(300);
+        args.b8_singles = args.b8_singles.min(20);
         vec![200.0, 1000.0]
     } else {
         (0..40).map(|i| args.start_rate * args.rate_factor.powi(i)).take_while(|rate| *rate < 2_000_000.0).collect()
@@ -370,6 +384,16 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
+    let client_cost = if args.runs(Suite::B8) && args.b8_messages > 0 {
+        let result =
+            client_cost::run(&server.address(), args.b8_messages, args.b8_singles).await.context("B8 client cost")?;
+        for line in client_cost::describe(&result) {
+            eprintln!("B8: {line}");
+        }
+        Some(result)
+    } else {
+        None
+    };
     let (federation_lost, federation_duplicates) = federation.as_ref().map_or((0, 0), federation::lost_and_duplicates);
     let (plugins_lost, plugins_duplicates) = plugins.as_ref().map_or((0, 0), plugins::lost_and_duplicates);
     let ramps = b3.as_ref().map_or(&[][..], |b3| &b3.ramps[..]);
@@ -398,6 +422,7 @@ async fn main() -> anyhow::Result<()> {
         disk,
         federation,
         plugins,
+        client_cost,
         lost,
         duplicates,
         errors,
@@ -484,6 +509,11 @@ fn print_summary(report: &Report) {
     if let Some(result) = &report.plugins {
         for line in plugins::describe(result) {
             println!("B3/plugins {line}");
+        }
+    }
+    if let Some(result) = &report.client_cost {
+        for line in client_cost::describe(result) {
+            println!("B8 {line}");
         }
     }
     println!("lost {} duplicates {} errors {}", report.lost, report.duplicates, report.errors);

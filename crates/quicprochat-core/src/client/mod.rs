@@ -40,7 +40,7 @@ use openmls_basic_credential::SignatureKeyPair;
 
 pub use error::MlsError;
 use provider::ClientProvider;
-pub use state_db::{Savepoint, StateDb};
+pub use state_db::{state_commits, Savepoint, StateDb};
 use state_lock::{lock_path, Held, StateLock};
 
 use crate::ciphersuite::{is_allowed_ciphersuite, DEFAULT_CIPHERSUITE};

@@ -11,6 +11,7 @@
 //! commit at once outside a batch and join it inside one.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,17 @@ use rusqlite::Connection;
 
 /// How long a statement waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Write transactions committed by every state database this process
+/// opened: each is one fsync of the write-ahead log (`synchronous=FULL`),
+/// plus two per checkpoint.
+static COMMITS: AtomicU64 = AtomicU64::new(0);
+
+/// How many write transactions the state databases of this process have
+/// committed so far (benchmarks divide it by the messages they moved).
+pub fn state_commits() -> u64 {
+    COMMITS.load(Ordering::Relaxed)
+}
 
 /// A shared handle on one state database (cheap to clone).
 #[derive(Clone)]
@@ -65,6 +77,10 @@ pub(crate) fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     // or acknowledge it to the server, only after that.
     connection.pragma_update(None, "synchronous", "FULL")?;
     connection.busy_timeout(BUSY_TIMEOUT)?;
+    connection.commit_hook(Some(|| {
+        COMMITS.fetch_add(1, Ordering::Relaxed);
+        false // let the commit go ahead
+    }));
     Ok(connection)
 }
 
@@ -124,6 +140,19 @@ mod tests {
         let mode: String = connection.query_row("PRAGMA journal_mode", [], |row| row.get(0)).unwrap();
         let synchronous: i64 = connection.query_row("PRAGMA synchronous", [], |row| row.get(0)).unwrap();
         assert_eq!((mode.as_str(), synchronous), ("wal", 2), "WAL with synchronous=FULL (2)");
+    }
+
+    #[test]
+    fn commits_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(&dir.path().join("client.db")).unwrap();
+        let connection = db.lock();
+        connection.execute_batch("CREATE TABLE t (x)").unwrap();
+        let before = state_commits();
+        connection.execute_batch("BEGIN; INSERT INTO t VALUES (1); INSERT INTO t VALUES (2); COMMIT").unwrap();
+        connection.execute("INSERT INTO t VALUES (3)", []).unwrap();
+        // Other tests may commit at the same time: at least ours.
+        assert!(state_commits() - before >= 2);
     }
 
     #[test]

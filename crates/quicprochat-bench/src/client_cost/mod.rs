@@ -1,0 +1,157 @@
+//! B8: what the client itself costs (issue 21, docs/design/client_cost.md),
+//! through `QpcClient` against the in-process server: one client sending N
+//! messages to a group one after another; a second client, offline
+//! meanwhile, catching up on them (from `open` to the last shown, each once
+//! and in order); send → shown of single messages between two online
+//! clients. Beside them, in the same run, raw OpenMLS with the same storage
+//! ([`raw`]) and the SQLite commits per message on each side (each commit
+//! is one fsync of the write-ahead log under `synchronous=FULL`).
+
+mod raw;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context};
+use quicprochat_core::client::state_commits;
+use quicprochat_core::DEFAULT_CIPHERSUITE;
+use quicprochat_sdk::{ClientOptions, QpcClient};
+use serde::Serialize;
+
+use crate::histogram::{Latencies, Summary};
+use crate::setup::ServerAddress;
+
+/// The bytes raw OpenMLS encrypts per message: about what the SDK's
+/// content encoding of B8's texts takes.
+const RAW_PAYLOAD: usize = 96;
+
+/// One figure of ours: messages per second and SQLite commits per message.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct Measured {
+    pub(crate) per_s: f64,
+    pub(crate) commits_per_message: f64,
+}
+
+/// B8's figures.
+#[derive(Debug, Serialize)]
+pub(crate) struct ClientCostResult {
+    pub(crate) ciphersuite: String,
+    pub(crate) messages: usize,
+    /// One client sending one message after another (each `send` awaited).
+    pub(crate) send: Measured,
+    /// A client catching up on `messages` queued messages.
+    pub(crate) catch_up: Measured,
+    /// Single messages between two online clients, from the `send` call to
+    /// `receive_wait` returning it.
+    pub(crate) send_to_shown: Summary,
+    pub(crate) raw: raw::RawBaselines,
+}
+
+/// Runs B8 with `messages` queued messages and `singles` send → shown samples.
+pub(crate) async fn run(server: &ServerAddress, messages: usize, singles: usize) -> anyhow::Result<ClientCostResult> {
+    let dir = tempfile::Builder::new().prefix("qpc-bench-b8-").tempdir().context("B8's profiles")?;
+    let tag = std::process::id();
+    let (alice_name, bob_name) = (format!("b8a{tag}"), format!("b8b{tag}"));
+    let options = ClientOptions::default;
+    let alice = QpcClient::register(&dir.path().join("alice"), server.addr, &alice_name, None, options())
+        .await
+        .context("register alice")?;
+    let bob = QpcClient::register(&dir.path().join("bob"), server.addr, &bob_name, None, options())
+        .await
+        .context("register bob")?;
+    alice.create_group("team").await.context("create the group")?;
+    alice.add_members("team", std::slice::from_ref(&bob_name)).await.context("add bob")?;
+    bob.receive().await.context("bob joins")?;
+    bob.disconnect().await;
+    drop(bob);
+
+    let texts: Vec<String> = (0..messages).map(|n| format!("b8 message {n:06}")).collect();
+    let commits = state_commits();
+    let started = Instant::now();
+    for text in &texts {
+        alice.send("team", text).await.context("send")?;
+    }
+    let send = measured(messages, started.elapsed(), state_commits() - commits);
+
+    let commits = state_commits();
+    let started = Instant::now();
+    let bob = QpcClient::open(&dir.path().join("bob"), options()).await.context("open bob's profile")?;
+    let mut shown = Vec::with_capacity(messages);
+    while shown.len() < messages {
+        let batch = bob.receive_wait(Duration::from_secs(10)).await.context("catch up")?;
+        ensure!(!batch.is_empty(), "B8: the catch-up stalled after {} messages", shown.len());
+        shown.extend(batch.into_iter().map(|message| message.text));
+    }
+    let catch_up = measured(messages, started.elapsed(), state_commits() - commits);
+    ensure!(shown == texts, "B8: the backlog was not shown once and in order");
+
+    let mut latencies = Latencies::new();
+    for index in 0..singles {
+        let text = format!("b8 single {index:06}");
+        let sent = Instant::now();
+        alice.send("team", &text).await.context("send a single")?;
+        loop {
+            let batch = bob.receive_wait(Duration::from_secs(10)).await.context("receive a single")?;
+            ensure!(!batch.is_empty(), "B8: {text} not shown within 10 s");
+            ensure!(batch.iter().all(|message| message.text.starts_with("b8 single")), "B8: an old message again");
+            if batch.iter().any(|message| message.text == text) {
+                break;
+            }
+        }
+        latencies.record(sent.elapsed());
+    }
+    alice.disconnect().await;
+    bob.disconnect().await;
+
+    let raw_dir = dir.path().to_path_buf();
+    let raw = tokio::task::spawn_blocking(move || raw::run(&raw_dir, DEFAULT_CIPHERSUITE, messages, RAW_PAYLOAD))
+        .await
+        .context("B8's raw baselines' thread")??;
+    Ok(ClientCostResult {
+        ciphersuite: format!("0x{:04X}", u16::from(DEFAULT_CIPHERSUITE)),
+        messages,
+        send,
+        catch_up,
+        send_to_shown: latencies.summary(),
+        raw,
+    })
+}
+
+fn measured(messages: usize, elapsed: Duration, commits: u64) -> Measured {
+    Measured {
+        per_s: messages as f64 / elapsed.as_secs_f64().max(1e-9),
+        commits_per_message: commits as f64 / messages.max(1) as f64,
+    }
+}
+
+/// B8 in a few lines, each figure beside its raw baseline.
+pub(crate) fn describe(result: &ClientCostResult) -> Vec<String> {
+    let raw = &result.raw;
+    let line = |label: &str, ours: Measured, base: raw::Baseline, base_label: &str| {
+        format!(
+            "{label}: {:.0} msgs/s, {:.3} commits/msg; {base_label}: {:.0} msgs/s, {:.3} commits/msg ({:.2}x)",
+            ours.per_s,
+            ours.commits_per_message,
+            base.per_s,
+            base.commits_per_message,
+            ours.per_s / base.per_s.max(1e-9)
+        )
+    };
+    vec![
+        format!("suite {}, {} messages", result.ciphersuite, result.messages),
+        line("catch-up", result.catch_up, raw.receive_autocommit, "raw OpenMLS, a commit per write"),
+        format!(
+            "catch-up floors: raw OpenMLS in one transaction {:.0} msgs/s ({:.3} commits/msg), in memory {:.0} msgs/s",
+            raw.receive_one_transaction.per_s,
+            raw.receive_one_transaction.commits_per_message,
+            raw.receive_memory.per_s
+        ),
+        line("send, one after another", result.send, raw.encrypt_autocommit, "raw OpenMLS encrypting"),
+        format!(
+            "send -> shown: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms ({} samples)",
+            result.send_to_shown.p50_ms,
+            result.send_to_shown.p99_ms,
+            result.send_to_shown.p999_ms,
+            result.send_to_shown.count
+        ),
+    ]
+}
