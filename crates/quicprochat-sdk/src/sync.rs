@@ -473,6 +473,12 @@ impl Inner {
         due: &mut Due,
         take_shown: TakeShown,
     ) -> Result<Applied, SdkError> {
+        if matches!(take_shown, TakeShown::No) && entries.iter().all(|entry| entry.seq <= cursor) {
+            // Nothing to process (an empty fetch): no transaction, and no
+            // bump of the lock's counter, which makes other processes
+            // sharing the profile reload their groups.
+            return Ok(Applied { last_seq: cursor, welcomed: false, shown: Vec::new() });
+        }
         let local = &self.local;
         let applied = local.mls.batch(|| local.apply_batch(entries, cursor, due, take_shown))?;
         quicprochat_core::crash_point::crash_point("batch_after_commit");
