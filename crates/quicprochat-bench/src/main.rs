@@ -137,6 +137,9 @@ struct Args {
     /// B8: messages one client sends and another catches up on.
     #[arg(long, default_value_t = 10_000)]
     b8_messages: usize,
+    /// B8: groups the second catch-up spreads the messages over.
+    #[arg(long, default_value_t = 100)]
+    b8_groups: usize,
     /// B8: send -> shown samples between two online clients.
     #[arg(long, default_value_t = 500)]
     b8_singles: usize,
@@ -310,6 +313,7 @@ async fn main() -> anyhow::Result<()> {
         args.plugin_connections = args.plugin_connections.min(2);
         args.b8_messages = args.b8_messages.min(300);
         args.b8_singles = args.b8_singles.min(20);
+        args.b8_groups = args.b8_groups.min(3);
         vec![200.0, 1000.0]
     } else {
         (0..40).map(|i| args.start_rate * args.rate_factor.powi(i)).take_while(|rate| *rate < 2_000_000.0).collect()
@@ -385,8 +389,9 @@ async fn main() -> anyhow::Result<()> {
         None
     };
     let client_cost = if args.runs(Suite::B8) && args.b8_messages > 0 {
-        let result =
-            client_cost::run(&server.address(), args.b8_messages, args.b8_singles).await.context("B8 client cost")?;
+        let result = client_cost::run(&server.address(), args.b8_messages, args.b8_groups, args.b8_singles)
+            .await
+            .context("B8 client cost")?;
         for line in client_cost::describe(&result) {
             eprintln!("B8: {line}");
         }

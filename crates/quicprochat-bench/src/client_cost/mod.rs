@@ -40,14 +40,23 @@ pub(crate) struct ClientCostResult {
     pub(crate) send: Measured,
     /// A client catching up on `messages` queued messages.
     pub(crate) catch_up: Measured,
+    /// The same over `groups` groups, the messages sent to them in turn.
+    pub(crate) groups: usize,
+    pub(crate) catch_up_groups: Measured,
     /// Single messages between two online clients, from the `send` call to
     /// `receive_wait` returning it.
     pub(crate) send_to_shown: Summary,
     pub(crate) raw: raw::RawBaselines,
 }
 
-/// Runs B8 with `messages` queued messages and `singles` send → shown samples.
-pub(crate) async fn run(server: &ServerAddress, messages: usize, singles: usize) -> anyhow::Result<ClientCostResult> {
+/// Runs B8 with `messages` queued messages (in one group, then spread over
+/// `groups` groups) and `singles` send → shown samples.
+pub(crate) async fn run(
+    server: &ServerAddress,
+    messages: usize,
+    groups: usize,
+    singles: usize,
+) -> anyhow::Result<ClientCostResult> {
     let dir = tempfile::Builder::new().prefix("qpc-bench-b8-").tempdir().context("B8's profiles")?;
     let tag = std::process::id();
     let (alice_name, bob_name) = (format!("b8a{tag}"), format!("b8b{tag}"));
@@ -99,8 +108,10 @@ pub(crate) async fn run(server: &ServerAddress, messages: usize, singles: usize)
         }
         latencies.record(sent.elapsed());
     }
-    alice.disconnect().await;
     bob.disconnect().await;
+    drop(bob);
+    let catch_up_groups = catch_up_in_groups(&alice, &dir.path().join("bob"), &bob_name, messages, groups).await?;
+    alice.disconnect().await;
 
     let raw_dir = dir.path().to_path_buf();
     let raw = tokio::task::spawn_blocking(move || raw::run(&raw_dir, DEFAULT_CIPHERSUITE, messages, RAW_PAYLOAD))
@@ -111,9 +122,45 @@ pub(crate) async fn run(server: &ServerAddress, messages: usize, singles: usize)
         messages,
         send,
         catch_up,
+        groups,
+        catch_up_groups,
         send_to_shown: latencies.summary(),
         raw,
     })
+}
+
+/// Alice makes `groups` groups with bob (offline in `bob_profile`), sends
+/// `messages` to them in turn, and bob catches up on all of them: shown
+/// once each, in the order sent.
+async fn catch_up_in_groups(
+    alice: &QpcClient,
+    bob_profile: &std::path::Path,
+    bob_name: &str,
+    messages: usize,
+    groups: usize,
+) -> anyhow::Result<Measured> {
+    let names: Vec<String> = (0..groups.max(1)).map(|n| format!("b8g{n:03}")).collect();
+    for name in &names {
+        alice.create_group(name).await.context("create a group")?;
+        alice.add_members(name, &[bob_name.to_owned()]).await.context("add bob to a group")?;
+    }
+    let texts: Vec<String> = (0..messages).map(|n| format!("b8 spread {n:06}")).collect();
+    for (index, text) in texts.iter().enumerate() {
+        alice.send(&names[index % names.len()], text).await.context("send to a group")?;
+    }
+    let commits = state_commits();
+    let started = Instant::now();
+    let bob = QpcClient::open(bob_profile, ClientOptions::default()).await.context("open bob's profile")?;
+    let mut shown = Vec::with_capacity(messages);
+    while shown.len() < messages {
+        let batch = bob.receive_wait(Duration::from_secs(10)).await.context("catch up over groups")?;
+        ensure!(!batch.is_empty(), "B8: the catch-up over {groups} groups stalled after {} messages", shown.len());
+        shown.extend(batch.into_iter().map(|message| message.text));
+    }
+    let result = measured(messages, started.elapsed(), state_commits() - commits);
+    ensure!(shown == texts, "B8: the backlog over {groups} groups was not shown once and in order");
+    bob.disconnect().await;
+    Ok(result)
 }
 
 fn measured(messages: usize, elapsed: Duration, commits: u64) -> Measured {
@@ -139,6 +186,12 @@ pub(crate) fn describe(result: &ClientCostResult) -> Vec<String> {
     vec![
         format!("suite {}, {} messages", result.ciphersuite, result.messages),
         line("catch-up", result.catch_up, raw.receive_autocommit, "raw OpenMLS, a commit per write"),
+        line(
+            &format!("catch-up over {} groups (joined at once)", result.groups),
+            result.catch_up_groups,
+            raw.receive_autocommit,
+            "raw OpenMLS, one group",
+        ),
         format!(
             "catch-up floors: raw OpenMLS in one transaction {:.0} msgs/s ({:.3} commits/msg), in memory {:.0} msgs/s",
             raw.receive_one_transaction.per_s,
