@@ -44,7 +44,8 @@ pub(crate) struct ClientCostResult {
     pub(crate) groups: usize,
     pub(crate) catch_up_groups: Measured,
     /// Single messages between two online clients, from the `send` call to
-    /// `receive_wait` returning it.
+    /// the receiver's `receive_wait` (waiting in a task of its own)
+    /// returning it.
     pub(crate) send_to_shown: Summary,
     pub(crate) raw: raw::RawBaselines,
 }
@@ -93,21 +94,7 @@ pub(crate) async fn run(
     let catch_up = measured(messages, started.elapsed(), state_commits() - commits);
     ensure!(shown == texts, "B8: the backlog was not shown once and in order");
 
-    let mut latencies = Latencies::new();
-    for index in 0..singles {
-        let text = format!("b8 single {index:06}");
-        let sent = Instant::now();
-        alice.send("team", &text).await.context("send a single")?;
-        loop {
-            let batch = bob.receive_wait(Duration::from_secs(10)).await.context("receive a single")?;
-            ensure!(!batch.is_empty(), "B8: {text} not shown within 10 s");
-            ensure!(batch.iter().all(|message| message.text.starts_with("b8 single")), "B8: an old message again");
-            if batch.iter().any(|message| message.text == text) {
-                break;
-            }
-        }
-        latencies.record(sent.elapsed());
-    }
+    let (latencies, bob) = send_to_shown(&alice, bob, singles).await?;
     bob.disconnect().await;
     drop(bob);
     let catch_up_groups = catch_up_in_groups(&alice, &dir.path().join("bob"), &bob_name, messages, groups).await?;
@@ -127,6 +114,43 @@ pub(crate) async fn run(
         send_to_shown: latencies.summary(),
         raw,
     })
+}
+
+/// Send → shown, `singles` times: bob waits for messages in a task of his
+/// own (as an app's receive loop does), alice sends one and waits until bob
+/// showed it before the next. Returns the latencies and bob.
+async fn send_to_shown(alice: &QpcClient, bob: QpcClient, singles: usize) -> anyhow::Result<(Latencies, QpcClient)> {
+    let (shown_tx, mut shown_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let receiver = tokio::spawn(async move {
+        let mut seen = 0;
+        while seen < singles {
+            let batch = bob.receive_wait(Duration::from_secs(10)).await.context("receive a single")?;
+            ensure!(!batch.is_empty(), "B8: no single shown within 10 s after {seen}");
+            let now = Instant::now();
+            seen += batch.len();
+            for message in batch {
+                // The sender stopped waiting: it reports why.
+                let _ = shown_tx.send((message.text, now));
+            }
+        }
+        anyhow::Ok(bob)
+    });
+    let mut latencies = Latencies::new();
+    for index in 0..singles {
+        let text = format!("b8 single {index:06}");
+        let sent = Instant::now();
+        alice.send("team", &text).await.context("send a single")?;
+        let shown = tokio::time::timeout(Duration::from_secs(10), shown_rx.recv()).await;
+        let Ok(Some((shown_text, at))) = shown else {
+            // The receiver's error, if it stopped with one.
+            receiver.await.context("B8's receiver")??;
+            anyhow::bail!("B8: {text} not shown within 10 s");
+        };
+        ensure!(shown_text == text, "B8: {shown_text:?} shown where {text:?} was due");
+        latencies.record(at.duration_since(sent));
+    }
+    let bob = receiver.await.context("B8's receiver")??;
+    Ok((latencies, bob))
 }
 
 /// Alice makes `groups` groups with bob (offline in `bob_profile`), sends
