@@ -70,7 +70,7 @@ impl QpcClient {
     pub async fn receive(&self) -> Result<Vec<StoredMessage>, SdkError> {
         let mut inner = self.inner.lock().await;
         inner.sync_and_settle().await?;
-        Ok(inner.store.take_unshown()?)
+        inner.take_to_show()
     }
 
     /// How many queue entries expired on the server before this device
@@ -120,7 +120,7 @@ impl QpcClient {
                     tracing::debug!(%error, "outbox not flushed");
                 }
                 // Shown nowhere yet, e.g. processed by a send's catch-up.
-                let unshown = inner.store.take_unshown()?;
+                let unshown = inner.take_to_show()?;
                 if !unshown.is_empty() {
                     return Ok(unshown);
                 }
@@ -356,23 +356,25 @@ impl Inner {
             return Ok(None);
         }
         if fresh.is_empty() {
-            return Ok(Some(self.store.take_unshown()?));
+            return Ok(Some(self.take_to_show()?));
         }
         let mut due = Due::default();
-        let applied = self.apply(&rpc, fresh, cursor, &mut due, TakeShown::Yes).await?;
-        let mut settled = self.settle(due).await;
-        if applied.welcomed && settled.is_ok() {
-            settled = self.check_key_package_stock().await;
+        // The messages the batch marks shown wait in `to_show` until
+        // returned, so a failure or a cancellation below loses none.
+        if self.apply(&rpc, fresh, cursor, &mut due, TakeShown::Yes).await?.welcomed {
+            self.check_key_package_stock().await?;
         }
-        match settled {
-            Err(error) if applied.shown.is_empty() => Err(error),
-            // Marked shown already: returned, whatever came after.
-            Err(error) => {
-                tracing::warn!(%error, "settling after a pushed batch failed");
-                Ok(Some(applied.shown))
-            }
-            Ok(()) => Ok(Some(applied.shown)),
-        }
+        self.settle(due).await?;
+        Ok(Some(self.take_to_show()?))
+    }
+
+    /// The messages to show now: those a batch marked shown and no call
+    /// returned yet, then those not shown before (marking them shown).
+    fn take_to_show(&mut self) -> Result<Vec<StoredMessage>, SdkError> {
+        let unshown = self.store.take_unshown()?;
+        let mut messages = std::mem::take(&mut self.to_show);
+        messages.extend(unshown);
+        Ok(messages)
     }
 
     /// Fetches and processes the queue until it is empty. Returns what is
@@ -480,7 +482,9 @@ impl Inner {
             return Ok(Applied { last_seq: cursor, welcomed: false, shown: Vec::new() });
         }
         let local = &self.local;
-        let applied = local.mls.batch(|| local.apply_batch(entries, cursor, due, take_shown))?;
+        let mut applied = local.mls.batch(|| local.apply_batch(entries, cursor, due, take_shown))?;
+        // Marked shown by the commit: kept here at once, before any await.
+        self.to_show.append(&mut applied.shown);
         quicprochat_core::crash_point::crash_point("batch_after_commit");
         if applied.last_seq > cursor {
             // Durable locally first (the batch committed), then
@@ -566,7 +570,8 @@ pub(crate) struct Due {
 }
 
 /// What [`Inner::apply`] did: the seq it reached, whether a Welcome was
-/// among the entries, and the messages it marked shown.
+/// among the entries, and (from the batch, until `apply` moves them to
+/// `Inner::to_show`) the messages it marked shown.
 struct Applied {
     last_seq: u64,
     welcomed: bool,

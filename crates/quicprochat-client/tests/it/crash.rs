@@ -45,6 +45,19 @@ fn recv_crashing_at(profile: &Path, crash_at: &str) -> Output {
         .expect("run qpc")
 }
 
+/// Asserts that `output` is of a process stopped dead at `crash_at`, not
+/// one that failed on its own.
+fn assert_stopped_at(output: &Output, crash_at: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("crash point {crash_at} reached")), "qpc did not reach {crash_at}: {stderr}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert!(matches!(output.status.signal(), Some(9) | Some(6)), "stopped by a signal: {:?}", output.status);
+    }
+    assert!(!output.status.success());
+}
+
 /// Alice queues the backlog through the SDK, adding carol half way.
 fn queue_backlog(alice: &Path) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -81,9 +94,8 @@ fn a_catch_up_stopped_dead_at_any_crash_point_shows_every_message_once() {
         "batch_before_commit:1",
     ] {
         let output = recv_crashing_at(&bob, crash_at);
-        let printed = texts(&String::from_utf8_lossy(&output.stdout));
-        assert!(!output.status.success(), "qpc did not stop at {crash_at} ({} lines printed)", printed.len());
-        shown.extend(printed);
+        assert_stopped_at(&output, crash_at);
+        shown.extend(texts(&String::from_utf8_lossy(&output.stdout)));
     }
     assert!(shown.is_empty(), "a run stopped before it printed anything: {shown:?}");
     loop {
@@ -134,11 +146,11 @@ fn sends_stopped_dead_before_and_after_the_server_took_them_are_delivered_once()
     }
     // m0003 is encrypted and in the outbox, and never leaves this run.
     let stopped = send_crashing_at(&alice, "m0003", "send_after_commit:1");
-    assert!(!stopped.status.success(), "qpc did not stop after queueing m0003");
+    assert_stopped_at(&stopped, "send_after_commit:1");
     // The next run sends m0003 from the outbox at login; the server takes
     // it, and the run stops before it records that.
     let stopped = send_crashing_at(&alice, "m0004", "send_after_answer:1");
-    assert!(!stopped.status.success(), "qpc did not stop after the server took m0003");
+    assert_stopped_at(&stopped, "send_after_answer:1");
     // m0003 goes again with its id (the server answers from its record),
     // then m0004 and the rest.
     for text in numbered(4..6) {

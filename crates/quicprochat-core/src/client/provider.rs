@@ -12,7 +12,8 @@ use std::path::Path;
 use openmls_rust_crypto::RustCrypto;
 use openmls_sqlite_storage::{Codec, SqliteStorageProvider};
 use openmls_traits::OpenMlsProvider;
-use rusqlite::{params, Connection};
+use rusqlite::types::Value;
+use rusqlite::Connection;
 
 use super::shared_storage::SharedStorage;
 use super::state_db::{open_connection, StateDb};
@@ -76,36 +77,49 @@ fn run_migrations(path: &Path) -> Result<(), String> {
         .map_err(|err| err.to_string())
 }
 
-/// Copies every row of OpenMLS's tables in the database at `legacy` into `db` in one
-/// transaction, then replaces `legacy` by [`TOMBSTONE`]. A crash before
-/// the replacement copies the same rows again at the next open (nothing
-/// wrote MLS state in between: this runs at open, under the lock).
+/// Copies every row of OpenMLS's tables in the database at `legacy` into
+/// `db` in one transaction, then replaces `legacy` by [`TOMBSTONE`]. The
+/// legacy file is held exclusively from the copy to the replacement: an
+/// older `qpc` still running on the profile keeps it open, and the move is
+/// refused then (both would otherwise use one ratchet from two copies). A
+/// crash before the replacement copies the rows again at the next open,
+/// replacing what the first copy wrote.
 fn merge_legacy(db: &StateDb, legacy: &Path) -> Result<(), String> {
-    let mut header = [0u8; 16];
-    let read = match std::fs::File::open(legacy) {
-        Ok(mut file) => file.read(&mut header).map_err(|err| err.to_string())?,
+    let mut head = Vec::with_capacity(TOMBSTONE.len() + 1);
+    match std::fs::File::open(legacy) {
+        Ok(file) => {
+            file.take(TOMBSTONE.len() as u64 + 1).read_to_end(&mut head).map_err(|err| err.to_string())?;
+        }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(err) => return Err(err.to_string()),
-    };
-    if read == 0 {
+    }
+    if head.is_empty() {
         return replace_by_tombstone(legacy);
     }
-    if &header != SQLITE_HEADER {
-        // The tombstone, or something we did not write: left alone.
+    if head == TOMBSTONE {
         return Ok(());
+    }
+    if !head.starts_with(SQLITE_HEADER) {
+        return Err("neither an MLS database nor the mark of one moved into client.db; left as it is".to_owned());
     }
     // Its schema as ours, should it come from an older storage version.
     run_migrations(legacy)?;
-    let name = legacy.to_str().ok_or("the path is not UTF-8")?;
-    let connection = db.lock();
-    connection.execute("ATTACH DATABASE ?1 AS legacy", params![name]).map_err(|err| err.to_string())?;
-    let copied = copy_legacy_rows(&connection);
-    let detached = connection.execute_batch("DETACH DATABASE legacy");
-    copied.map_err(|err| err.to_string())?;
-    detached.map_err(|err| err.to_string())?;
-    drop(connection);
+    let in_use = || "the profile is open in an older qpc (mls.db is in use): close it, then open the profile again";
+    let exclusive = Connection::open(legacy).map_err(|err| err.to_string())?;
+    // Leaving WAL needs every other connection to the file closed.
+    let mode: String =
+        exclusive.query_row("PRAGMA journal_mode=DELETE", [], |row| row.get(0)).map_err(|_| in_use().to_owned())?;
+    if !mode.eq_ignore_ascii_case("delete") {
+        return Err(in_use().to_owned());
+    }
+    exclusive
+        .pragma_update(None, "locking_mode", "EXCLUSIVE")
+        .and_then(|()| exclusive.execute_batch("BEGIN EXCLUSIVE"))
+        .map_err(|_| in_use().to_owned())?;
+    copy_legacy_rows(&exclusive, &db.lock()).map_err(|err| err.to_string())?;
     replace_by_tombstone(legacy)?;
-    for suffix in ["-wal", "-shm"] {
+    drop(exclusive);
+    for suffix in ["-wal", "-shm", "-journal"] {
         let mut side = legacy.as_os_str().to_owned();
         side.push(suffix);
         match std::fs::remove_file(&side) {
@@ -116,20 +130,30 @@ fn merge_legacy(db: &StateDb, legacy: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn copy_legacy_rows(connection: &Connection) -> rusqlite::Result<()> {
+/// Every row of `legacy`'s OpenMLS tables into the same tables of `main`
+/// (emptied first), in one transaction of `main`.
+fn copy_legacy_rows(legacy: &Connection, main: &Connection) -> rusqlite::Result<()> {
     let tables: Vec<String> = {
-        let mut statement = connection.prepare(
-            "SELECT name FROM legacy.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'
+        let mut statement = legacy.prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'
              AND name <> 'openmls_sqlite_storage_migrations' ORDER BY name",
         )?;
         let rows = statement.query_map([], |row| row.get(0))?;
         rows.collect::<rusqlite::Result<_>>()?
     };
-    let transaction = rusqlite::Transaction::new_unchecked(connection, rusqlite::TransactionBehavior::Immediate)?;
+    let transaction = rusqlite::Transaction::new_unchecked(main, rusqlite::TransactionBehavior::Immediate)?;
     for table in &tables {
         let quoted = table.replace('"', "\"\"");
-        transaction
-            .execute(&format!("INSERT OR REPLACE INTO main.\"{quoted}\" SELECT * FROM legacy.\"{quoted}\""), [])?;
+        let mut select = legacy.prepare(&format!("SELECT * FROM \"{quoted}\""))?;
+        let columns = select.column_count();
+        let placeholders = vec!["?"; columns].join(", ");
+        transaction.execute(&format!("DELETE FROM main.\"{quoted}\""), [])?;
+        let mut insert = transaction.prepare(&format!("INSERT INTO main.\"{quoted}\" VALUES ({placeholders})"))?;
+        let mut rows = select.query([])?;
+        while let Some(row) = rows.next()? {
+            let values = (0..columns).map(|index| row.get::<_, Value>(index)).collect::<rusqlite::Result<Vec<_>>>()?;
+            insert.execute(rusqlite::params_from_iter(values))?;
+        }
     }
     transaction.commit()
 }
@@ -211,7 +235,7 @@ mod tests {
             .expect("open")
             .execute(
                 "INSERT INTO openmls_group_data (provider_version, group_id, data_type, group_data) VALUES (1, ?1, 'tree', ?2)",
-                params![b"g1".to_vec(), b"{\"tree\":1}".to_vec()],
+                rusqlite::params![b"g1".to_vec(), b"{\"tree\":1}".to_vec()],
             )
             .expect("a row of MLS state");
         let path = dir.path().join("client.db");
@@ -227,5 +251,35 @@ mod tests {
         // A second open finds the tombstone and moves nothing again.
         let provider = ClientProvider::open(StateDb::open(&path).expect("open"), Some(&legacy)).expect("again");
         assert_eq!(group_rows(&provider.db().lock()), expected);
+    }
+
+    /// An older qpc still running on the profile holds its `mls.db` open:
+    /// the move is refused (with the reason) rather than done under it, and
+    /// done once it is closed.
+    #[test]
+    fn an_earlier_mls_database_in_use_is_not_moved() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let legacy = dir.path().join("mls.db");
+        run_migrations(&legacy).expect("the earlier layout's tables");
+        let older_qpc = open_connection(&legacy).expect("an older qpc's connection");
+        let _: i64 =
+            older_qpc.query_row("SELECT count(*) FROM openmls_group_data", [], |row| row.get(0)).expect("read");
+        let path = dir.path().join("client.db");
+        let refused = ClientProvider::open(StateDb::open(&path).expect("open"), Some(&legacy)).err().expect("refused");
+        assert!(refused.to_string().contains("older qpc"), "{refused}");
+        assert!(std::fs::read(&legacy).expect("mls.db").starts_with(SQLITE_HEADER), "left as it was");
+        drop(older_qpc);
+        ClientProvider::open(StateDb::open(&path).expect("open"), Some(&legacy)).expect("moved once it is closed");
+        assert_eq!(std::fs::read(&legacy).expect("tombstone"), TOMBSTONE);
+    }
+
+    #[test]
+    fn a_foreign_file_in_place_of_mls_db_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let legacy = dir.path().join("mls.db");
+        std::fs::write(&legacy, b"not ours").expect("write");
+        let path = dir.path().join("client.db");
+        assert!(ClientProvider::open(StateDb::open(&path).expect("open"), Some(&legacy)).is_err());
+        assert_eq!(std::fs::read(&legacy).expect("kept"), b"not ours");
     }
 }

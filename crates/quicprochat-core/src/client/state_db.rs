@@ -100,10 +100,12 @@ impl<'a> Savepoint<'a> {
         Ok(Savepoint { connection, released: false })
     }
 
-    /// Keeps the savepoint's writes.
+    /// Keeps the savepoint's writes. If that fails (the outermost release
+    /// is a commit), the savepoint is rolled back on drop.
     pub fn commit(mut self) -> rusqlite::Result<()> {
+        self.connection.execute_batch("RELEASE qpc")?;
         self.released = true;
-        self.connection.execute_batch("RELEASE qpc")
+        Ok(())
     }
 }
 
