@@ -88,22 +88,30 @@ pub(crate) fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
 /// open transaction, such as a batch's, or as a transaction of their own
 /// outside any) and are undone when it is dropped without. Derefs to the
 /// connection, as rusqlite's `Transaction` does.
+///
+/// Outside any transaction it is a `BEGIN IMMEDIATE` transaction: it takes
+/// the write lock first (waiting for another process's batch), where a
+/// deferred one that read before writing would fail at once with
+/// `SQLITE_BUSY_SNAPSHOT` had another process committed in between.
 pub struct Savepoint<'a> {
     connection: &'a Connection,
+    /// A transaction of its own (`BEGIN IMMEDIATE`), not a nested savepoint.
+    outermost: bool,
     released: bool,
 }
 
 impl<'a> Savepoint<'a> {
     /// Opens a savepoint on `connection`.
     pub fn begin(connection: &'a Connection) -> rusqlite::Result<Savepoint<'a>> {
-        connection.execute_batch("SAVEPOINT qpc")?;
-        Ok(Savepoint { connection, released: false })
+        let outermost = connection.is_autocommit();
+        connection.execute_batch(if outermost { "BEGIN IMMEDIATE" } else { "SAVEPOINT qpc" })?;
+        Ok(Savepoint { connection, outermost, released: false })
     }
 
-    /// Keeps the savepoint's writes. If that fails (the outermost release
-    /// is a commit), the savepoint is rolled back on drop.
+    /// Keeps the savepoint's writes. If that fails, the savepoint is rolled
+    /// back on drop.
     pub fn commit(mut self) -> rusqlite::Result<()> {
-        self.connection.execute_batch("RELEASE qpc")?;
+        self.connection.execute_batch(if self.outermost { "COMMIT" } else { "RELEASE qpc" })?;
         self.released = true;
         Ok(())
     }
@@ -120,9 +128,11 @@ impl Drop for Savepoint<'_> {
     fn drop(&mut self) {
         // SQLite may have ended the transaction on its own (e.g. a full
         // disk); then there is nothing left to undo.
-        if !self.released && !self.connection.is_autocommit() {
-            let _ = self.connection.execute_batch("ROLLBACK TO qpc; RELEASE qpc");
+        if self.released || self.connection.is_autocommit() {
+            return;
         }
+        let undo = if self.outermost { "ROLLBACK" } else { "ROLLBACK TO qpc; RELEASE qpc" };
+        let _ = self.connection.execute_batch(undo);
     }
 }
 
@@ -155,6 +165,26 @@ mod tests {
         connection.execute("INSERT INTO t VALUES (3)", []).unwrap();
         // Other tests may commit at the same time: at least ours.
         assert!(state_commits() - before >= 2);
+    }
+
+    /// Another process committed between our read and our write: a
+    /// top-level savepoint took the write lock first, so it neither fails
+    /// nor writes from a stale read.
+    #[test]
+    fn a_top_level_savepoint_takes_the_write_lock_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("client.db");
+        let ours = StateDb::open(&path).unwrap();
+        ours.lock().execute_batch("CREATE TABLE t (x)").unwrap();
+        let other = open_connection(&path).unwrap();
+        other.busy_timeout(Duration::from_millis(10)).unwrap();
+        let connection = ours.lock();
+        let savepoint = Savepoint::begin(&connection).unwrap();
+        let seen: i64 = savepoint.query_row("SELECT count(*) FROM t", [], |row| row.get(0)).unwrap();
+        assert!(other.execute("INSERT INTO t VALUES (1)", []).is_err(), "the other process waits for our lock");
+        savepoint.execute("INSERT INTO t VALUES (?1)", [seen + 1]).unwrap();
+        savepoint.commit().unwrap();
+        assert_eq!(count(&ours), 1);
     }
 
     #[test]
