@@ -23,9 +23,10 @@ use openmls::prelude::{
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_memory_storage::MemoryStorage;
 use openmls_rust_crypto::RustCrypto;
-use openmls_sqlite_storage::{Codec, SqliteStorageProvider};
+use openmls_sqlite_storage::SqliteStorageProvider;
 use openmls_traits::storage::{StorageProvider, CURRENT_VERSION};
 use openmls_traits::OpenMlsProvider;
+use quicprochat_core::client::JsonCodec;
 use quicprochat_core::{CLASSICAL_CIPHERSUITE, DEFAULT_CIPHERSUITE, MAXIMUM_FORWARD_DISTANCE, OUT_OF_ORDER_TOLERANCE};
 use rusqlite::Connection;
 use tempfile::TempPath;
@@ -55,22 +56,6 @@ fn join_config() -> MlsGroupJoinConfig {
         .max_past_epochs(MAX_PAST_EPOCHS)
         .sender_ratchet_configuration(sender_ratchet())
         .build()
-}
-
-/// The serde_json codec `MlsClient` uses (its own is crate-private).
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct JsonCodec;
-
-impl Codec for JsonCodec {
-    type Error = serde_json::Error;
-
-    fn to_vec<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, Self::Error> {
-        serde_json::to_vec(value)
-    }
-
-    fn from_slice<T: serde::de::DeserializeOwned>(slice: &[u8]) -> Result<T, Self::Error> {
-        serde_json::from_slice(slice)
-    }
 }
 
 pub(crate) type SqliteStorage = SqliteStorageProvider<JsonCodec, Connection>;

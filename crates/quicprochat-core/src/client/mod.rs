@@ -40,6 +40,7 @@ use openmls_basic_credential::SignatureKeyPair;
 
 pub use error::MlsError;
 use provider::ClientProvider;
+pub use provider::JsonCodec;
 pub use state_db::{state_commits, Savepoint, StateDb};
 use state_lock::{lock_path, Held, StateLock};
 

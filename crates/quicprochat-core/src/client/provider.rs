@@ -19,9 +19,10 @@ use super::shared_storage::SharedStorage;
 use super::state_db::{open_connection, StateDb};
 use super::MlsError;
 
-/// serde_json codec for the SQLite storage provider.
+/// The serde_json codec the client's OpenMLS state is stored with (public
+/// so that benchmarks' raw OpenMLS baselines store the same bytes).
 #[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct JsonCodec;
+pub struct JsonCodec;
 
 impl Codec for JsonCodec {
     type Error = serde_json::Error;
