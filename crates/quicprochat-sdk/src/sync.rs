@@ -512,6 +512,12 @@ impl Local {
         due: &mut Due,
         take_shown: TakeShown,
     ) -> Result<Applied, SdkError> {
+        // Another process sharing the profile (`qpc recv --follow` beside a
+        // `qpc send`) may have processed some of these entries since they
+        // were fetched: under the batch's locks, the stored cursor is the
+        // truth, and entries at or below it are not processed again (their
+        // keys are used; they would only fail to decrypt).
+        let cursor = cursor.max(self.store.meta(CURSOR_KEY)?);
         let expired = skipped(cursor, &entries);
         let mut welcomed = false;
         let mut last_seq = cursor;

@@ -5,4 +5,5 @@ mod crash;
 mod devices;
 mod federation;
 mod process;
+mod shared_profile;
 mod tui;
