@@ -92,10 +92,6 @@ pub(crate) struct Inner {
     /// The push stream `receive_wait` keeps between calls; the driver clears it on reconnect.
     pub(crate) push: KeptPush,
     pub(crate) options: ClientOptions,
-    /// Messages a batch marked shown that no caller has returned yet (the
-    /// call was cancelled, or failed after the batch's commit): the next
-    /// receiving call returns them first (`Inner::take_to_show`).
-    pub(crate) to_show: Vec<crate::local_store::StoredMessage>,
 }
 
 /// The part of a client that works without the server: the account name,
@@ -227,8 +223,7 @@ impl QpcClient {
         let supervisor = options.supervisor.clone();
         let local = Local { username: profile.username.clone(), account_key, mls, store };
         local.pin_known_accounts()?;
-        let inner =
-            Arc::new(Mutex::new(Inner { local, link: link.clone(), push: push.clone(), options, to_show: Vec::new() }));
+        let inner = Arc::new(Mutex::new(Inner { local, link: link.clone(), push: push.clone(), options }));
         let (status_tx, status) = watch::channel(ConnectionStatus::Connected);
         let driver = spawn_driver(params, link.clone(), Arc::downgrade(&inner), status_tx, supervisor);
         Ok(QpcClient {

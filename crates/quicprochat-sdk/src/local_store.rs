@@ -336,7 +336,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] =
 fn add_missing_columns(connection: &Connection) -> rusqlite::Result<()> {
     // One writer at a time: two processes opening the store at once must
     // not both add a column.
-    let transaction = rusqlite::Transaction::new_unchecked(connection, rusqlite::TransactionBehavior::Immediate)?;
+    let transaction = Savepoint::begin(connection)?;
     for (table, column, kind) in ADDED_COLUMNS {
         let present: bool = transaction.query_row(
             "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",

@@ -70,7 +70,7 @@ impl QpcClient {
     pub async fn receive(&self) -> Result<Vec<StoredMessage>, SdkError> {
         let mut inner = self.inner.lock().await;
         inner.sync_and_settle().await?;
-        inner.take_to_show()
+        Ok(inner.store.take_unshown()?)
     }
 
     /// How many queue entries expired on the server before this device
@@ -120,7 +120,7 @@ impl QpcClient {
                     tracing::debug!(%error, "outbox not flushed");
                 }
                 // Shown nowhere yet, e.g. processed by a send's catch-up.
-                let unshown = inner.take_to_show()?;
+                let unshown = inner.store.take_unshown()?;
                 if !unshown.is_empty() {
                     return Ok(unshown);
                 }
@@ -337,10 +337,11 @@ impl Inner {
 
     /// Processes entries the server pushed, if they continue the cursor
     /// without a gap (those at or below it were processed already), then
-    /// settles as [`Inner::sync_and_settle`] does. Returns the messages not
-    /// shown before, marked shown in the batch that stored them (one commit
-    /// for both); `None`, having processed nothing, when the entries do not
-    /// continue the cursor: the caller fetches instead.
+    /// settles as [`Inner::sync_and_settle`] does, and returns the messages
+    /// not shown before (marking them shown only now, after every await, so
+    /// a failure or a cancellation before leaves them to the next call);
+    /// `None`, having processed nothing, when the entries do not continue
+    /// the cursor: the caller fetches instead.
     pub(crate) async fn receive_pushed(
         &mut self,
         entries: Vec<v1::QueueEntry>,
@@ -355,26 +356,14 @@ impl Inner {
         if !continues(cursor, &fresh) {
             return Ok(None);
         }
-        if fresh.is_empty() {
-            return Ok(Some(self.take_to_show()?));
+        if !fresh.is_empty() {
+            let mut due = Due::default();
+            if self.apply(&rpc, fresh, cursor, &mut due).await?.welcomed {
+                self.check_key_package_stock().await?;
+            }
+            self.settle(due).await?;
         }
-        let mut due = Due::default();
-        // The messages the batch marks shown wait in `to_show` until
-        // returned, so a failure or a cancellation below loses none.
-        if self.apply(&rpc, fresh, cursor, &mut due, TakeShown::Yes).await?.welcomed {
-            self.check_key_package_stock().await?;
-        }
-        self.settle(due).await?;
-        Ok(Some(self.take_to_show()?))
-    }
-
-    /// The messages to show now: those a batch marked shown and no call
-    /// returned yet, then those not shown before (marking them shown).
-    fn take_to_show(&mut self) -> Result<Vec<StoredMessage>, SdkError> {
-        let unshown = self.store.take_unshown()?;
-        let mut messages = std::mem::take(&mut self.to_show);
-        messages.extend(unshown);
-        Ok(messages)
+        Ok(Some(self.store.take_unshown()?))
     }
 
     /// Fetches and processes the queue until it is empty. Returns what is
@@ -400,7 +389,7 @@ impl Inner {
                 self.advance_cursor(head_seq, head_seq - cursor)?;
                 break;
             }
-            let applied = self.apply(&rpc, response.entries, cursor, &mut due, TakeShown::No).await?;
+            let applied = self.apply(&rpc, response.entries, cursor, &mut due).await?;
             welcomed |= applied.welcomed;
             let last_seq = applied.last_seq;
             if caught_up(count, cursor, last_seq, head_seq) {
@@ -473,18 +462,15 @@ impl Inner {
         entries: Vec<v1::QueueEntry>,
         cursor: u64,
         due: &mut Due,
-        take_shown: TakeShown,
     ) -> Result<Applied, SdkError> {
-        if matches!(take_shown, TakeShown::No) && entries.iter().all(|entry| entry.seq <= cursor) {
+        if entries.iter().all(|entry| entry.seq <= cursor) {
             // Nothing to process (an empty fetch): no transaction, and no
             // bump of the lock's counter, which makes other processes
             // sharing the profile reload their groups.
-            return Ok(Applied { last_seq: cursor, welcomed: false, shown: Vec::new() });
+            return Ok(Applied { last_seq: cursor, welcomed: false });
         }
         let local = &self.local;
-        let mut applied = local.mls.batch(|| local.apply_batch(entries, cursor, due, take_shown))?;
-        // Marked shown by the commit: kept here at once, before any await.
-        self.to_show.append(&mut applied.shown);
+        let applied = local.mls.batch(|| local.apply_batch(entries, cursor, due))?;
         quicprochat_core::crash_point::crash_point("batch_after_commit");
         if applied.last_seq > cursor {
             // Durable locally first (the batch committed), then
@@ -503,15 +489,8 @@ impl Local {
     /// one fsync, or not at all (and the entries are fetched again). An
     /// entry that cannot be processed is skipped, as before. Adds the
     /// members whose leave proposals arrived, and the groups we must leave
-    /// again, to `due`. With [`TakeShown::Yes`], takes the messages not shown
-    /// yet in the same transaction ([`crate::local_store::LocalStore::take_unshown`]).
-    fn apply_batch(
-        &self,
-        entries: Vec<v1::QueueEntry>,
-        cursor: u64,
-        due: &mut Due,
-        take_shown: TakeShown,
-    ) -> Result<Applied, SdkError> {
+    /// again, to `due`.
+    fn apply_batch(&self, entries: Vec<v1::QueueEntry>, cursor: u64, due: &mut Due) -> Result<Applied, SdkError> {
         // Another process sharing the profile (`qpc recv --follow` beside a
         // `qpc send`) may have processed some of these entries since they
         // were fetched: under the batch's locks, the stored cursor is the
@@ -543,11 +522,7 @@ impl Local {
         if last_seq > cursor {
             self.advance_cursor(last_seq, expired)?;
         }
-        let shown = match take_shown {
-            TakeShown::Yes => self.store.take_unshown()?,
-            TakeShown::No => Vec::new(),
-        };
-        Ok(Applied { last_seq, welcomed, shown })
+        Ok(Applied { last_seq, welcomed })
     }
 
     /// Stores the cursor `to`, and in the same local transaction counts the
@@ -575,21 +550,11 @@ pub(crate) struct Due {
     rebuild: bool,
 }
 
-/// What [`Inner::apply`] did: the seq it reached, whether a Welcome was
-/// among the entries, and (from the batch, until `apply` moves them to
-/// `Inner::to_show`) the messages it marked shown.
+/// What [`Inner::apply`] did: the seq it reached and whether a Welcome
+/// was among the entries.
 struct Applied {
     last_seq: u64,
     welcomed: bool,
-    shown: Vec<StoredMessage>,
-}
-
-/// Whether a batch also takes the messages not shown yet (for a caller
-/// that shows them at once: one commit instead of two).
-#[derive(Clone, Copy)]
-enum TakeShown {
-    Yes,
-    No,
 }
 
 #[cfg(test)]

@@ -82,17 +82,7 @@ pub(crate) async fn run(
     }
     let send = measured(messages, started.elapsed(), state_commits() - commits);
 
-    let commits = state_commits();
-    let started = Instant::now();
-    let bob = QpcClient::open(&dir.path().join("bob"), options()).await.context("open bob's profile")?;
-    let mut shown = Vec::with_capacity(messages);
-    while shown.len() < messages {
-        let batch = bob.receive_wait(Duration::from_secs(10)).await.context("catch up")?;
-        ensure!(!batch.is_empty(), "B8: the catch-up stalled after {} messages", shown.len());
-        shown.extend(batch.into_iter().map(|message| message.text));
-    }
-    let catch_up = measured(messages, started.elapsed(), state_commits() - commits);
-    ensure!(shown == texts, "B8: the backlog was not shown once and in order");
+    let (catch_up, bob) = catch_up(&dir.path().join("bob"), &texts, "in one group").await?;
 
     let (latencies, bob) = send_to_shown(&alice, bob, singles).await?;
     bob.disconnect().await;
@@ -172,19 +162,27 @@ async fn catch_up_in_groups(
     for (index, text) in texts.iter().enumerate() {
         alice.send(&names[index % names.len()], text).await.context("send to a group")?;
     }
-    let commits = state_commits();
-    let started = Instant::now();
-    let bob = QpcClient::open(bob_profile, ClientOptions::default()).await.context("open bob's profile")?;
-    let mut shown = Vec::with_capacity(messages);
-    while shown.len() < messages {
-        let batch = bob.receive_wait(Duration::from_secs(10)).await.context("catch up over groups")?;
-        ensure!(!batch.is_empty(), "B8: the catch-up over {groups} groups stalled after {} messages", shown.len());
-        shown.extend(batch.into_iter().map(|message| message.text));
-    }
-    let result = measured(messages, started.elapsed(), state_commits() - commits);
-    ensure!(shown == texts, "B8: the backlog over {groups} groups was not shown once and in order");
+    let (result, bob) = catch_up(bob_profile, &texts, &format!("over {groups} groups")).await?;
     bob.disconnect().await;
     Ok(result)
+}
+
+/// Opens the offline client of `profile` and receives until `texts` are
+/// shown, checked once each and in order; measured from the open. Returns
+/// the figure and the client, still online.
+async fn catch_up(profile: &std::path::Path, texts: &[String], what: &str) -> anyhow::Result<(Measured, QpcClient)> {
+    let commits = state_commits();
+    let started = Instant::now();
+    let client = QpcClient::open(profile, ClientOptions::default()).await.context("open the offline profile")?;
+    let mut shown = Vec::with_capacity(texts.len());
+    while shown.len() < texts.len() {
+        let batch = client.receive_wait(Duration::from_secs(10)).await.context("catch up")?;
+        ensure!(!batch.is_empty(), "B8: the catch-up {what} stalled after {} messages", shown.len());
+        shown.extend(batch.into_iter().map(|message| message.text));
+    }
+    let result = measured(texts.len(), started.elapsed(), state_commits() - commits);
+    ensure!(shown == texts, "B8: the backlog {what} was not shown once and in order");
+    Ok((result, client))
 }
 
 fn measured(messages: usize, elapsed: Duration, commits: u64) -> Measured {

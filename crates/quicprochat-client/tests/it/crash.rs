@@ -1,17 +1,17 @@
 //! `qpc` stopped dead in the middle of a catch-up, at the crash points
 //! (`quicprochat_core::crash_point`, debug builds) that matter to a batched
 //! receive: half way through a batch's MLS writes, just before its commit,
-//! and just after it (before the `Ack`). Each stop is an `abort()`, which
-//! skips every destructor and flush as `kill -9` does. After a restart every
+//! and just after it (before the `Ack`). Each stop is the process's SIGKILL
+//! of itself: no destructor, no flush, as `kill -9`. After a restart every
 //! message is shown once, in order; the history holds each once; the MLS
 //! state is consistent (both directions still decrypt).
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use quicprochat_sdk::{ClientOptions, QpcClient};
 
-use crate::process::{alice_and_bob_in_team, qpc_bin, qpc_ok};
+use crate::process::{alice_and_bob_in_team, json_lines, qpc_command, qpc_ok};
 
 /// Messages alice queues for bob; the server's fetch page is 200, so the
 /// catch-up takes two batches, the first with bob's Welcome and the commit
@@ -23,26 +23,12 @@ fn numbered(range: std::ops::Range<usize>) -> Vec<String> {
 }
 
 fn texts(stdout: &str) -> Vec<String> {
-    stdout
-        .lines()
-        .map(|line| {
-            let value: serde_json::Value = serde_json::from_str(line).expect("one JSON object per line");
-            value["text"].as_str().unwrap_or_default().to_owned()
-        })
-        .collect()
+    json_lines(stdout).iter().map(|value| value["text"].as_str().unwrap_or_default().to_owned()).collect()
 }
 
-/// `qpc --json recv` for `profile`, stopped at `crash_at` (`point:n`).
-fn recv_crashing_at(profile: &Path, crash_at: &str) -> Output {
-    Command::new(qpc_bin())
-        .arg("--profile")
-        .arg(profile)
-        .args(["--json", "recv"])
-        .env("QPC_LOG", "error")
-        .env("QPC_CRASH_AT", crash_at)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run qpc")
+/// `qpc ARGS` for `profile`, stopped at `crash_at` (`point:n`).
+fn qpc_crashing_at(profile: &Path, args: &[&str], crash_at: &str) -> Output {
+    qpc_command(profile, args).env("QPC_CRASH_AT", crash_at).output().expect("run qpc")
 }
 
 /// Asserts that `output` is of a process stopped dead at `crash_at`, not
@@ -93,7 +79,7 @@ fn a_catch_up_stopped_dead_at_any_crash_point_shows_every_message_once() {
         "mls_storage_call:30",
         "batch_before_commit:1",
     ] {
-        let output = recv_crashing_at(&bob, crash_at);
+        let output = qpc_crashing_at(&bob, &["--json", "recv"], crash_at);
         assert_stopped_at(&output, crash_at);
         shown.extend(texts(&String::from_utf8_lossy(&output.stdout)));
     }
@@ -123,19 +109,6 @@ fn a_catch_up_stopped_dead_at_any_crash_point_shows_every_message_once() {
     assert!(server.terminate().success());
 }
 
-/// `qpc send` for `profile`, stopped at `crash_at` (`point:n`).
-fn send_crashing_at(profile: &Path, text: &str, crash_at: &str) -> Output {
-    Command::new(qpc_bin())
-        .arg("--profile")
-        .arg(profile)
-        .args(["send", "team", text])
-        .env("QPC_LOG", "error")
-        .env("QPC_CRASH_AT", crash_at)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run qpc")
-}
-
 #[test]
 fn sends_stopped_dead_before_and_after_the_server_took_them_are_delivered_once() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -145,11 +118,11 @@ fn sends_stopped_dead_before_and_after_the_server_took_them_are_delivered_once()
         qpc_ok(&alice, &["send", "team", &text]);
     }
     // m0003 is encrypted and in the outbox, and never leaves this run.
-    let stopped = send_crashing_at(&alice, "m0003", "send_after_commit:1");
+    let stopped = qpc_crashing_at(&alice, &["send", "team", "m0003"], "send_after_commit:1");
     assert_stopped_at(&stopped, "send_after_commit:1");
     // The next run sends m0003 from the outbox at login; the server takes
     // it, and the run stops before it records that.
-    let stopped = send_crashing_at(&alice, "m0004", "send_after_answer:1");
+    let stopped = qpc_crashing_at(&alice, &["send", "team", "m0004"], "send_after_answer:1");
     assert_stopped_at(&stopped, "send_after_answer:1");
     // m0003 goes again with its id (the server answers from its record),
     // then m0004 and the rest.
@@ -165,10 +138,7 @@ fn sends_stopped_dead_before_and_after_the_server_took_them_are_delivered_once()
         at_bob.extend(printed);
     }
     assert_eq!(at_bob, numbered(0..6), "every send delivered once, in order");
-    let history: Vec<serde_json::Value> = qpc_ok(&alice, &["--json", "history", "team"])
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("JSON"))
-        .collect();
+    let history = json_lines(&qpc_ok(&alice, &["--json", "history", "team"]));
     let states: Vec<(&str, &str)> = history
         .iter()
         .map(|line| (line["text"].as_str().unwrap_or_default(), line["state"].as_str().unwrap_or_default()))

@@ -6,11 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use crate::process::{alice_and_bob_in_team, qpc, qpc_bin, qpc_ok};
-
-fn json_lines(text: &str) -> Vec<serde_json::Value> {
-    text.lines().map(|line| serde_json::from_str(line).expect("one JSON object per line")).collect()
-}
+use crate::process::{alice_and_bob_in_team, json_lines, qpc, qpc_bin, qpc_ok};
 
 #[test]
 fn a_second_device_links_receives_and_is_removed() {

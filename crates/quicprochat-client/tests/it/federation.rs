@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::process::{qpc_ok, server_bin, ServerProcess};
+use crate::process::{json_lines, qpc_ok, server_bin, ServerProcess};
 
 /// Writes the config of a server for `domain` whose federation port is
 /// `listen` and whose one peer is `peer` at `address` with `pin`.
@@ -99,10 +99,6 @@ fn users_of_two_servers_share_a_group_a_direct_conversation_and_a_safety_number(
     assert_eq!(at_alice, at_bob, "both sides see the same safety number");
 
     assert!(a.terminate().success() && b.terminate().success(), "both stop with exit code 0");
-}
-
-fn json_lines(text: &str) -> Vec<serde_json::Value> {
-    text.lines().map(|line| serde_json::from_str(line).expect("one JSON object per line")).collect()
 }
 
 /// Issue 19, scenario 3: `kill -9` of either server while messages cross,

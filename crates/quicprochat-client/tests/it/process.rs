@@ -88,16 +88,22 @@ impl Drop for ServerProcess {
     }
 }
 
+/// `qpc --profile PROFILE ARGS...`, logging errors only, no input; to
+/// run, or to change first (environment, pipes).
+pub(crate) fn qpc_command(profile: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(qpc_bin());
+    command.arg("--profile").arg(profile).args(args).env("QPC_LOG", "error").stdin(Stdio::null());
+    command
+}
+
 /// Runs `qpc --profile PROFILE ARGS...`.
 pub(crate) fn qpc(profile: &Path, args: &[&str]) -> Output {
-    Command::new(qpc_bin())
-        .arg("--profile")
-        .arg(profile)
-        .args(args)
-        .env("QPC_LOG", "error")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run qpc")
+    qpc_command(profile, args).output().expect("run qpc")
+}
+
+/// The objects of `qpc --json` output, one per line.
+pub(crate) fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines().map(|line| serde_json::from_str(line).expect("one JSON object per line")).collect()
 }
 
 /// Runs `qpc` and asserts success; returns stdout.

@@ -6,9 +6,9 @@
 //! again, nothing is skipped with a warning, every message shows once.
 
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use crate::process::{alice_and_bob_in_team, qpc_bin, qpc_ok};
+use crate::process::{alice_and_bob_in_team, json_lines, qpc_command, qpc_ok};
 
 const ROUNDS: usize = 20;
 
@@ -17,26 +17,21 @@ fn recv_follow_and_send_on_one_profile_process_each_entry_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (server, alice, bob) = alice_and_bob_in_team(dir.path());
     qpc_ok(&bob, &["recv"]);
-    let mut follow = Command::new(qpc_bin())
-        .arg("--profile")
-        .arg(&bob)
-        .args(["--json", "recv", "--follow"])
+    let mut follow = qpc_command(&bob, &["--json", "recv", "--follow"])
         .env("QPC_LOG", "warn")
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("qpc recv --follow");
     for round in 0..ROUNDS {
-        let from_alice = Command::new(qpc_bin())
-            .arg("--profile")
-            .arg(&alice)
-            .args(["send", "team", &format!("a{round}")])
-            .env("QPC_LOG", "error")
+        let from_alice = qpc_command(&alice, &["send", "team", &format!("a{round}")])
             .stdout(Stdio::null())
             .spawn()
             .expect("alice sends");
-        let from_bob = qpc_output(&bob, &["send", "team", &format!("b{round}")]);
+        let from_bob = qpc_command(&bob, &["send", "team", &format!("b{round}")])
+            .env("QPC_LOG", "warn")
+            .output()
+            .expect("bob sends");
         assert!(from_bob.status.success(), "bob's send: {}", String::from_utf8_lossy(&from_bob.stderr));
         let warned = String::from_utf8_lossy(&from_bob.stderr);
         assert!(!warned.contains("skipping an entry"), "bob's send processed an entry again: {warned}");
@@ -44,9 +39,8 @@ fn recv_follow_and_send_on_one_profile_process_each_entry_once() {
         assert!(status.success());
     }
     let expected: Vec<String> = (0..ROUNDS).map(|round| format!("a{round}")).collect();
-    let mut from_alice: Vec<String> = qpc_ok(&bob, &["--json", "history", "team", "--limit", "1000"])
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+    let mut from_alice: Vec<String> = json_lines(&qpc_ok(&bob, &["--json", "history", "team", "--limit", "1000"]))
+        .iter()
         .filter(|value| value["from"] == "alice")
         .map(|value| value["text"].as_str().unwrap_or_default().to_owned())
         .collect();
@@ -58,15 +52,4 @@ fn recv_follow_and_send_on_one_profile_process_each_entry_once() {
     follow.stderr.take().expect("piped").read_to_string(&mut warnings).expect("stderr");
     assert!(!warnings.contains("skipping an entry"), "the follow process processed an entry again: {warnings}");
     assert!(server.terminate().success());
-}
-
-fn qpc_output(profile: &std::path::Path, args: &[&str]) -> std::process::Output {
-    Command::new(qpc_bin())
-        .arg("--profile")
-        .arg(profile)
-        .args(args)
-        .env("QPC_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run qpc")
 }

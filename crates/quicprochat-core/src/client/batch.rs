@@ -4,8 +4,7 @@
 //! ratchet steps, the history rows, the cursor past them) are durable
 //! together or not at all.
 
-use rusqlite::Connection;
-
+use super::state_db::Savepoint;
 use super::{MlsClient, MlsError};
 
 impl MlsClient {
@@ -34,13 +33,15 @@ impl MlsClient {
         held.wrote(OP)?;
         let db = self.state_db().clone();
         let connection = db.lock();
-        connection.execute_batch("BEGIN IMMEDIATE").map_err(|err| MlsError::storage(OP, err))?;
-        let mut running = Running { client: self, connection: &connection, committed: false };
+        // Outside any transaction, a savepoint is `BEGIN IMMEDIATE`; dropped
+        // uncommitted (an error, a panic in the work) it rolls back.
+        let transaction = Savepoint::begin(&connection).map_err(|err| MlsError::storage(OP, err))?;
+        let mut running = Running { client: self, committed: false };
         self.in_batch.set(true);
         let value = work()?;
         self.check_batch()?;
         crate::crash_point::crash_point("batch_before_commit");
-        connection.execute_batch("COMMIT").map_err(|err| MlsError::storage(OP, err))?;
+        transaction.commit().map_err(|err| MlsError::storage(OP, err))?;
         running.committed = true;
         drop(running);
         drop(held);
@@ -61,26 +62,20 @@ impl MlsClient {
     }
 }
 
-/// A batch between `BEGIN` and `COMMIT`; dropped without committing (an
-/// error, or a panic in the work), it rolls back and forgets the groups.
+/// A running batch; dropped without committing (an error, or a panic in
+/// the work), it forgets the groups held in memory, whose writes its
+/// savepoint rolls back.
 struct Running<'a> {
     client: &'a MlsClient,
-    connection: &'a Connection,
     committed: bool,
 }
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
         self.client.in_batch.set(false);
-        if self.committed {
-            return;
+        if !self.committed {
+            self.client.groups.borrow_mut().clear();
         }
-        if !self.connection.is_autocommit() {
-            // A rollback that fails leaves the transaction to end with the
-            // connection; nothing of it is committed either way.
-            let _ = self.connection.execute_batch("ROLLBACK");
-        }
-        self.client.groups.borrow_mut().clear();
     }
 }
 

@@ -21,6 +21,7 @@
 mod batch;
 mod error;
 mod groups;
+mod legacy_layout;
 pub use groups::{MAXIMUM_FORWARD_DISTANCE, OUT_OF_ORDER_TOLERANCE};
 mod messages;
 mod provider;
