@@ -62,6 +62,8 @@ fn protocol_seeds(key_package: &[u8]) {
     write("frame_header", "push", &push[..8]);
 
     write("protobuf_requests", "send_message", &with_selector(selector(Method::SendMessage), &send));
+    let burst = v1::SendMessagesRequest { messages: vec![v1::SendMessageRequest::decode(send.as_slice()).expect("seed")] };
+    write("protobuf_requests", "send_messages", &with_selector(selector(Method::SendMessages), &burst.encode_to_vec()));
     write("protobuf_requests", "upload_key_packages", &with_selector(selector(Method::UploadKeyPackages), &upload));
     write("protobuf_requests", "login", &with_selector(selector(Method::Login), &login));
     write("protobuf_requests", "submit_commit", &with_selector(selector(Method::SubmitCommit), &commit));

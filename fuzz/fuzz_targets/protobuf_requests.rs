@@ -33,6 +33,10 @@ fuzz_target!(|data: &[u8]| {
         Method::SubmitCommit => check::<v1::SubmitCommitRequest>(body),
         Method::LeaveGroup => check::<v1::LeaveGroupRequest>(body),
         Method::SendMessage => check::<v1::SendMessageRequest>(body),
+        Method::SendMessages => {
+            check::<v1::SendMessagesRequest>(body);
+            check::<v1::SendMessagesResponse>(body);
+        }
         Method::GroupMembers => check::<v1::GroupMembersRequest>(body),
         Method::Fetch => check::<v1::FetchRequest>(body),
         Method::Ack => check::<v1::AckRequest>(body),

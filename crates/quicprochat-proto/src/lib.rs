@@ -19,7 +19,7 @@ pub mod v1 {
 }
 
 pub use frame::{Frame, FrameError, FrameHeader, FrameKind, HEADER_LEN};
-pub use method::Method;
+pub use method::{Method, MAX_SEND_MESSAGES};
 pub use status::Status;
 
 /// ALPN protocol identifier negotiated by client and server.

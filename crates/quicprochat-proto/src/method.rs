@@ -76,6 +76,10 @@ methods! {
     SendMessage = 23, req MIB, resp KIB;
     /// `GroupMembersRequest` → `GroupMembersResponse`.
     GroupMembers = 24, req KIB, resp MIB;
+    /// `SendMessagesRequest` → `SendMessagesResponse`: at most
+    /// [`MAX_SEND_MESSAGES`] messages in one body of at most 2 MiB; one
+    /// answer per message, each error message at most 512 bytes.
+    SendMessages = 25, req 2 * MIB, resp 64 * KIB;
     /// `FetchRequest` → `FetchResponse`.
     Fetch = 30, req KIB, resp MAX_FRAME_LEN;
     /// `AckRequest` → `AckResponse`.
@@ -115,6 +119,9 @@ methods! {
     /// `FedResolveUserRequest` → `FedResolveUserResponse`.
     FedResolveUser = 121, req KIB, resp KIB;
 }
+
+/// Most messages one `SendMessages` request carries.
+pub const MAX_SEND_MESSAGES: usize = 64;
 
 /// Method numbers served on the federation port (ALPN `qpc-fed/1`) only.
 pub const FEDERATION_METHODS: std::ops::RangeInclusive<u16> = 100..=199;

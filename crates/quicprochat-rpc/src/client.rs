@@ -82,6 +82,13 @@ impl RpcClient {
         self
     }
 
+    /// How long calls may wait out retry-after hints in total (see
+    /// [`RpcClient::with_retry_budget`]); for callers that meet the hints
+    /// in a response's parts rather than its status.
+    pub fn retry_budget(&self) -> Duration {
+        self.retry_budget
+    }
+
     /// The fingerprint of the certificate the server presented.
     pub fn server_fingerprint(&self) -> CertFingerprint {
         self.fingerprint

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use tokio::sync::{watch, Mutex};
 
+use crate::bursts::SendQueue;
 use crate::driver::{challenge, spawn_driver, ConnectionSlot, DriverHandle, LoginParams};
 use crate::supervisor::{ConnectionStatus, SupervisorConfig};
 
@@ -129,6 +130,8 @@ pub struct QpcClient {
     /// `Inner::push`, reachable without the client's lock: a cancelled
     /// `receive_wait` puts its stream back there (see `sync::ParkOnCancel`).
     pub(crate) push: KeptPush,
+    /// Sends waiting for a burst (`crate::bursts`).
+    pub(crate) sends: SendQueue,
     pub(crate) status: watch::Receiver<ConnectionStatus>,
     link: ConnectionSlot,
     driver: DriverHandle,
@@ -229,6 +232,7 @@ impl QpcClient {
         Ok(QpcClient {
             inner,
             push,
+            sends: SendQueue::default(),
             status,
             link,
             driver,

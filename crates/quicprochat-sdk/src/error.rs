@@ -100,6 +100,13 @@ pub enum SdkError {
     /// bundle that does not open).
     #[error("link: {0}")]
     Link(#[from] quicprochat_core::link::LinkError),
+    /// A failure shared by every send of one burst (the catch-up before it,
+    /// or the local transaction they were written in): each caller gets it.
+    #[error(transparent)]
+    Shared(std::sync::Arc<SdkError>),
+    /// A send's burst ended without answering it (its task failed).
+    #[error("the send was interrupted: {0}")]
+    Interrupted(String),
     /// A commit kept losing the race for its epoch.
     #[error("gave up after {attempts} attempts: other members keep committing to group {group}")]
     CommitContention {
@@ -115,12 +122,17 @@ impl SdkError {
     pub fn status(&self) -> Option<Status> {
         match self {
             SdkError::Rpc(error) => error.status(),
+            SdkError::Shared(error) => error.status(),
             _ => None,
         }
     }
 
     /// Whether retrying later can succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, SdkError::Rpc(error) if error.is_retryable())
+        match self {
+            SdkError::Rpc(error) => error.is_retryable(),
+            SdkError::Shared(error) => error.is_retryable(),
+            _ => false,
+        }
     }
 }

@@ -12,6 +12,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod bursts;
 mod client;
 pub mod content;
 mod devices;

@@ -126,6 +126,9 @@ CREATE TABLE IF NOT EXISTS messages (
     PRIMARY KEY (sender, message_id)
 );
 CREATE INDEX IF NOT EXISTS messages_by_group ON messages (group_id, received_at_ms);
+-- take_unshown runs after every receiving call: without this partial index it
+-- scans the whole history (O(history) per message shown).
+CREATE INDEX IF NOT EXISTS messages_unshown ON messages (received_at_ms) WHERE shown = 0;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS leaving (group_id BLOB PRIMARY KEY, epoch INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS unverified_joins (group_id BLOB PRIMARY KEY, epoch INTEGER NOT NULL);

@@ -10,6 +10,16 @@ use rusqlite::{params, OptionalExtension};
 
 use crate::local_store::{insert_message, IncomingRecord, LocalStore, MessageState};
 
+/// The server's answer to one queued message: `Err` carries the reason it
+/// was refused for good.
+#[derive(Debug, Clone, Copy)]
+pub struct Settled<'a> {
+    /// The message.
+    pub message_id: &'a [u8],
+    /// Sent, or refused for good.
+    pub outcome: Result<(), &'a str>,
+}
+
 /// One message waiting for the server's acknowledgement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEntry {
@@ -54,12 +64,36 @@ impl LocalStore {
 
     /// The server acknowledged the message: it leaves the outbox as sent.
     pub fn outbox_sent(&self, sender: &str, message_id: &[u8]) -> rusqlite::Result<()> {
-        self.finish(sender, message_id, MessageState::Sent, None)
+        self.outbox_settle(sender, &[Settled { message_id, outcome: Ok(()) }])
     }
 
     /// The server refused the message for good: it leaves the outbox as failed.
     pub fn outbox_failed(&self, sender: &str, message_id: &[u8], reason: &str) -> rusqlite::Result<()> {
-        self.finish(sender, message_id, MessageState::Failed, Some(reason))
+        self.outbox_settle(sender, &[Settled { message_id, outcome: Err(reason) }])
+    }
+
+    /// The server's answers to a burst: each message leaves the outbox, sent
+    /// or failed, all in one transaction (one fsync for the burst).
+    pub fn outbox_settle(&self, sender: &str, settled: &[Settled<'_>]) -> rusqlite::Result<()> {
+        if settled.is_empty() {
+            return Ok(());
+        }
+        let connection = self.conn();
+        let transaction = Savepoint::begin(&connection)?;
+        {
+            let mut update = transaction
+                .prepare_cached("UPDATE messages SET state = ?3, error = ?4 WHERE sender = ?1 AND message_id = ?2")?;
+            let mut delete = transaction.prepare_cached("DELETE FROM outbox WHERE message_id = ?1")?;
+            for entry in settled {
+                let (state, error) = match entry.outcome {
+                    Ok(()) => (MessageState::Sent, None),
+                    Err(reason) => (MessageState::Failed, Some(reason)),
+                };
+                update.execute(params![sender, entry.message_id, state.as_str(), error])?;
+                delete.execute(params![entry.message_id])?;
+            }
+        }
+        transaction.commit()
     }
 
     /// A group's hub on another server refused a message of ours that our
@@ -85,13 +119,22 @@ impl LocalStore {
         Ok(changed > 0)
     }
 
-    /// A send attempt failed in a way worth retrying; the message stays queued.
-    pub fn outbox_attempt_failed(&self, message_id: &[u8], reason: &str) -> rusqlite::Result<()> {
-        self.conn().execute(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = ?2 WHERE message_id = ?1",
-            params![message_id, reason],
-        )?;
-        Ok(())
+    /// A send attempt failed in a way worth retrying; the messages stay queued.
+    pub fn outbox_attempt_failed<'a>(
+        &self,
+        message_ids: impl IntoIterator<Item = &'a [u8]>,
+        reason: &str,
+    ) -> rusqlite::Result<()> {
+        let connection = self.conn();
+        let transaction = Savepoint::begin(&connection)?;
+        {
+            let mut update = transaction
+                .prepare_cached("UPDATE outbox SET attempts = attempts + 1, last_error = ?2 WHERE message_id = ?1")?;
+            for message_id in message_ids {
+                update.execute(params![message_id, reason])?;
+            }
+        }
+        transaction.commit()
     }
 
     /// The delivery state of one of our messages, if it exists.
@@ -105,23 +148,6 @@ impl LocalStore {
             )
             .optional()?;
         Ok(state.as_deref().map(MessageState::parse))
-    }
-
-    fn finish(
-        &self,
-        sender: &str,
-        message_id: &[u8],
-        state: MessageState,
-        error: Option<&str>,
-    ) -> rusqlite::Result<()> {
-        let connection = self.conn();
-        let transaction = Savepoint::begin(&connection)?;
-        transaction.execute(
-            "UPDATE messages SET state = ?3, error = ?4 WHERE sender = ?1 AND message_id = ?2",
-            params![sender, message_id, state.as_str(), error],
-        )?;
-        transaction.execute("DELETE FROM outbox WHERE message_id = ?1", params![message_id])?;
-        transaction.commit()
     }
 }
 
@@ -165,7 +191,7 @@ mod tests {
             store.queue_outgoing(&record(b"m1"), b"cipher-1").expect("queue");
             store.queue_outgoing(&record(b"m2"), b"cipher-2").expect("queue");
             store.queue_outgoing(&record(b"m1"), b"cipher-1").expect("queue again is a no-op");
-            store.outbox_attempt_failed(b"m1", "connection lost").expect("attempt");
+            store.outbox_attempt_failed([b"m1".as_slice()], "connection lost").expect("attempt");
         }
         let store = LocalStore::open(&path).expect("reopen");
         let queued = store.outbox().expect("outbox");

@@ -1,6 +1,7 @@
 //! B8: what the client itself costs (issue 21, docs/design/client_cost.md),
 //! through `QpcClient` against the in-process server: one client sending N
-//! messages to a group one after another; a second client, offline
+//! messages to a group, half one after another and half with 64 calls in
+//! flight (a bot's load: concurrent calls leave as bursts); a second client, offline
 //! meanwhile, catching up on them (from `open` to the last shown, each once
 //! and in order); send → shown of single messages between two online
 //! clients. Beside them, in the same run, raw OpenMLS with the same storage
@@ -12,9 +13,10 @@ mod raw;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
+use futures_util::stream::{self, StreamExt};
 use quicprochat_core::client::state_commits;
 use quicprochat_core::DEFAULT_CIPHERSUITE;
-use quicprochat_sdk::{ClientOptions, QpcClient};
+use quicprochat_sdk::{ClientOptions, MessageState, QpcClient};
 use serde::Serialize;
 
 use crate::histogram::{Latencies, Summary};
@@ -23,6 +25,9 @@ use crate::setup::ServerAddress;
 /// The bytes raw OpenMLS encrypts per message: about what the SDK's
 /// content encoding of B8's texts takes.
 const RAW_PAYLOAD: usize = 96;
+
+/// `send` calls at once in the concurrent sending figure.
+const IN_FLIGHT: usize = 64;
 
 /// One figure of ours: messages per second and SQLite commits per message.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -36,8 +41,12 @@ pub(crate) struct Measured {
 pub(crate) struct ClientCostResult {
     pub(crate) ciphersuite: String,
     pub(crate) messages: usize,
-    /// One client sending one message after another (each `send` awaited).
+    /// One client sending one message after another (each `send` awaited):
+    /// the first half of the messages.
     pub(crate) send: Measured,
+    /// The same client with [`IN_FLIGHT`] `send` calls at once, started in
+    /// order: the second half.
+    pub(crate) send_concurrent: Measured,
     /// A client catching up on `messages` queued messages.
     pub(crate) catch_up: Measured,
     /// The same over `groups` groups, the messages sent to them in turn.
@@ -75,12 +84,21 @@ pub(crate) async fn run(
     drop(bob);
 
     let texts: Vec<String> = (0..messages).map(|n| format!("b8 message {n:06}")).collect();
+    let (one_by_one, concurrent) = texts.split_at(messages / 2);
     let commits = state_commits();
     let started = Instant::now();
-    for text in &texts {
+    for text in one_by_one {
         alice.send("team", text).await.context("send")?;
     }
-    let send = measured(messages, started.elapsed(), state_commits() - commits);
+    let send = measured(one_by_one.len(), started.elapsed(), state_commits() - commits);
+    let commits = state_commits();
+    let started = Instant::now();
+    let answers: Vec<_> =
+        stream::iter(concurrent).map(|text| alice.send("team", text)).buffered(IN_FLIGHT).collect().await;
+    let send_concurrent = measured(concurrent.len(), started.elapsed(), state_commits() - commits);
+    for answer in answers {
+        ensure!(answer.context("send")?.state == MessageState::Sent, "a concurrent send was not acknowledged");
+    }
 
     let (catch_up, bob) = catch_up(&dir.path().join("bob"), &texts, "in one group").await?;
 
@@ -98,6 +116,7 @@ pub(crate) async fn run(
         ciphersuite: format!("0x{:04X}", u16::from(DEFAULT_CIPHERSUITE)),
         messages,
         send,
+        send_concurrent,
         catch_up,
         groups,
         catch_up_groups,
@@ -221,6 +240,12 @@ pub(crate) fn describe(result: &ClientCostResult) -> Vec<String> {
             raw.receive_memory.per_s
         ),
         line("send, one after another", result.send, raw.encrypt_autocommit, "raw OpenMLS encrypting"),
+        line(
+            &format!("send, {IN_FLIGHT} in flight"),
+            result.send_concurrent,
+            raw.encrypt_autocommit,
+            "raw OpenMLS encrypting",
+        ),
         format!(
             "send -> shown: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms ({} samples)",
             result.send_to_shown.p50_ms,

@@ -5,6 +5,7 @@
 //! and impaired networks (loss, delay,
 //! reordering, blackholes) through a seeded UDP relay.
 
+mod bursts;
 mod delivery;
 mod devices;
 mod expiry;

@@ -2,6 +2,7 @@
 //! code, each with a message meant for the client.
 
 use quicprochat_core::ds::DsError;
+use quicprochat_proto::Status;
 
 use crate::storage::StoreError;
 
@@ -58,16 +59,21 @@ pub enum DomainError {
 impl DomainError {
     /// The wire status code name (`qpc.v1.StatusCode`).
     pub fn status_name(&self) -> &'static str {
+        self.status().name()
+    }
+
+    /// The wire status code this refusal is answered with.
+    pub fn status(&self) -> Status {
         match self {
-            DomainError::InvalidArgument { .. } => "INVALID_ARGUMENT",
-            DomainError::Unauthenticated { .. } => "UNAUTHENTICATED",
-            DomainError::PermissionDenied { .. } => "PERMISSION_DENIED",
-            DomainError::NotFound { .. } => "NOT_FOUND",
-            DomainError::AlreadyExists { .. } => "ALREADY_EXISTS",
-            DomainError::ResourceExhausted { .. } => "RESOURCE_EXHAUSTED",
-            DomainError::StaleEpoch { .. } => "STALE_EPOCH",
-            DomainError::Unavailable { .. } => "UNAVAILABLE",
-            DomainError::Internal { .. } => "INTERNAL",
+            DomainError::InvalidArgument { .. } => Status::InvalidArgument,
+            DomainError::Unauthenticated { .. } => Status::Unauthenticated,
+            DomainError::PermissionDenied { .. } => Status::PermissionDenied,
+            DomainError::NotFound { .. } => Status::NotFound,
+            DomainError::AlreadyExists { .. } => Status::AlreadyExists,
+            DomainError::ResourceExhausted { .. } => Status::ResourceExhausted,
+            DomainError::StaleEpoch { .. } => Status::StaleEpoch,
+            DomainError::Unavailable { .. } => Status::Unavailable,
+            DomainError::Internal { .. } => Status::Internal,
         }
     }
 

@@ -23,20 +23,17 @@ use quicprochat_core::DeviceId;
 
 use super::federation::{self, claims};
 use super::link_relay::{Approval, StartedLink};
+use super::sending;
 use super::session::{Session, SessionUser};
 use super::{Mailboxes, ServerState};
 use crate::config::GateHook;
 use crate::domain::accounts::AuthProof;
 use crate::domain::commits::{CommitPolicy, LeaveGroup, SubmitCommit};
 use crate::domain::devices::{self, AddDevice};
-use crate::domain::federation::relay;
 use crate::domain::groups::CreateGroup;
-use crate::domain::messages::SendMessage;
 use crate::domain::snapshots::{self, ViewSource};
-use crate::domain::{accounts, commits, delivery, groups, key_packages, messages, DomainError};
-use crate::plugins::{
-    CommitMeta, EnqueueMeta, GateEvent, GroupCreateMeta, LoginMeta, ObservedEvent, RegisterMeta, StoredMeta,
-};
+use crate::domain::{accounts, commits, delivery, groups, key_packages, DomainError};
+use crate::plugins::{CommitMeta, GateEvent, GroupCreateMeta, LoginMeta, ObservedEvent, RegisterMeta, StoredMeta};
 use crate::rate_limit::{KeyPackageGrant, RetryAfter, KEY_PACKAGE_FETCH_PER_TARGET};
 use crate::storage::{EntryKind, GroupKind, QueueItem, Store, StoreError, TimedStore};
 
@@ -68,23 +65,17 @@ impl Reply {
         if let DomainError::Internal { detail } = error {
             tracing::error!(%detail, "internal error");
         }
-        let status = match error {
-            DomainError::InvalidArgument { .. } => Status::InvalidArgument,
-            DomainError::Unauthenticated { .. } => Status::Unauthenticated,
-            DomainError::PermissionDenied { .. } => Status::PermissionDenied,
-            DomainError::NotFound { .. } => Status::NotFound,
-            DomainError::AlreadyExists { .. } => Status::AlreadyExists,
-            DomainError::ResourceExhausted { .. } => Status::ResourceExhausted,
-            DomainError::StaleEpoch { .. } => Status::StaleEpoch,
-            DomainError::Unavailable { .. } => Status::Unavailable,
-            _ => Status::Internal,
-        };
-        let body = v1::ErrorBody {
-            message: error.client_message(),
-            retry_after_ms: error.retry_after_ms(),
-            current_epoch: error.current_epoch(),
-        };
-        Reply { status, body: Bytes::from(body.encode_to_vec()), subscribe_from: None }
+        let body = error_body(error);
+        Reply { status: error.status(), body: Bytes::from(body.encode_to_vec()), subscribe_from: None }
+    }
+}
+
+/// The body of an error answer: the client's message and the hints.
+pub(crate) fn error_body(error: &DomainError) -> v1::ErrorBody {
+    v1::ErrorBody {
+        message: error.client_message(),
+        retry_after_ms: error.retry_after_ms(),
+        current_epoch: error.current_epoch(),
     }
 }
 
@@ -169,7 +160,7 @@ pub(crate) async fn dispatch(state: &ServerState, session: &Session, method: Met
     result.unwrap_or_else(|error| Reply::from_domain(&error))
 }
 
-fn decode<M: Message + Default>(body: &Bytes) -> Result<M, DomainError> {
+pub(super) fn decode<M: Message + Default>(body: &Bytes) -> Result<M, DomainError> {
     M::decode(body.clone())
         .map_err(|error| DomainError::InvalidArgument { message: format!("malformed request: {error}") })
 }
@@ -186,7 +177,7 @@ fn commit_policy(state: &ServerState) -> CommitPolicy {
 }
 
 /// Turns a rate-limit refusal into `RESOURCE_EXHAUSTED` with a retry-after hint.
-fn limited(state: &ServerState, refusal: RetryAfter) -> DomainError {
+pub(super) fn limited(state: &ServerState, refusal: RetryAfter) -> DomainError {
     state.metrics.rate_limited(refusal.limit);
     refused(refusal)
 }
@@ -388,84 +379,8 @@ async fn authenticated(
             state.limiters.check_commit(&user.username).map_err(|refusal| limited(state, refusal))?;
             leave_group(state, user, body).await
         }
-        Method::SendMessage => {
-            let request: v1::SendMessageRequest = decode(&body)?;
-            state.limiters.check_send(&user.username).map_err(|refusal| limited(state, refusal))?;
-            if state.plugins.has_gate(GateHook::Enqueue) {
-                let meta = EnqueueMeta {
-                    sender: user.username.clone(),
-                    sender_device: user.device.as_bytes().to_vec(),
-                    group_id: request.group_id.to_vec(),
-                    message_id: request.message_id.to_vec(),
-                    payload_len: request.ciphertext.len() as u64,
-                };
-                state.plugins.gate(GateEvent::Enqueue(meta)).await?;
-            }
-            let now = now_ms();
-            let mailboxes = Arc::clone(&state.mailboxes);
-            let plugins = state.plugins.observes_stored().then(|| state.plugins.clone());
-            let (federation, after_federation) = (state.federation.clone(), state.federation.clone());
-            let (_, (stored_at_ms, relayed), _) = durably(
-                state,
-                move |store| {
-                    let send = SendMessage {
-                        group_id: &request.group_id,
-                        message_id: &request.message_id,
-                        ciphertext: &request.ciphertext,
-                    };
-                    let outbox = federation.as_ref().map(|federation| federation.outbox());
-                    // A group another server hosts: the message goes to it.
-                    let hub = hub_of(&request.group_id).filter(|hub| Some(*hub) != outbox.as_ref().map(|o| o.home));
-                    let sent = match (hub, &outbox) {
-                        (Some(hub), Some(outbox)) => {
-                            relay::relay_message(store, user.caller(), &send, now, (hub, outbox))?
-                        }
-                        (Some(hub), None) => {
-                            return Err(DomainError::invalid(format!(
-                                "the group is hosted by {hub}, and this server does not federate"
-                            )))
-                        }
-                        (None, _) => {
-                            messages::send_message_federated(store, user.caller(), &send, now, outbox.as_ref())?
-                        }
-                    };
-                    let relayed = hub.is_some();
-                    let handover = match sent.fanout {
-                        Some(fanout) => Handover::Deliver {
-                            entry: Arc::new(v1::QueueEntry {
-                                seq: 0,
-                                message_id: request.message_id,
-                                group_id: request.group_id,
-                                group_name: fanout.group_name,
-                                group_kind: wire_group_kind(fanout.group_kind),
-                                sender: user.username,
-                                kind: v1::EntryKind::Application as i32,
-                                payload: request.ciphertext,
-                                stored_at_ms: sent.stored_at_ms,
-                                epoch: fanout.epoch,
-                            }),
-                            deliveries: fanout.deliveries,
-                        },
-                        // A retry: the first attempt may have stored the
-                        // message and never reached the hand-over.
-                        None if !relayed => Handover::Wake(roster_of(store, &request.group_id)),
-                        None => Handover::Wake(Vec::new()),
-                    };
-                    Ok((handover, (sent.stored_at_ms, relayed), sent.peers))
-                },
-                move |(handover, _, peers)| {
-                    handover.hand_to(&mailboxes);
-                    if let (Some(plugins), Handover::Deliver { entry, deliveries }) = (&plugins, handover) {
-                        plugins.observe(ObservedEvent::Stored(stored_meta(entry, deliveries)));
-                    }
-                    if let Some(federation) = &after_federation {
-                        federation.written(peers);
-                    }
-                },
-            )
-            .await?;
-            Ok(Reply::ok(&v1::SendMessageResponse { stored_at_ms, relayed }))
-        }
+        Method::SendMessage => sending::send_message(state, user, body).await,
+        Method::SendMessages => sending::send_messages(state, user, body).await,
         Method::GroupMembers => {
             let request: v1::GroupMembersRequest = decode(&body)?;
             let roster = blocking(state, move |store| groups::members(store, user.caller(), &request.group_id)).await?;
@@ -821,7 +736,7 @@ fn wake_roster(mailboxes: &Mailboxes, store: &dyn Store, group_id: &[u8]) {
 }
 
 /// The queues of the group's current devices (none if the roster cannot be read).
-fn roster_of(store: &dyn Store, group_id: &[u8]) -> Vec<String> {
+pub(super) fn roster_of(store: &dyn Store, group_id: &[u8]) -> Vec<String> {
     match store.group_roster(group_id) {
         Ok(Some(group)) => group.devices,
         _ => Vec::new(),
@@ -829,7 +744,7 @@ fn roster_of(store: &dyn Store, group_id: &[u8]) -> Vec<String> {
 }
 
 /// What a stored message means for the push tasks, once it is durable.
-enum Handover {
+pub(super) enum Handover {
     /// Hand the new entry to the recipients' mailboxes.
     Deliver { entry: Arc<v1::QueueEntry>, deliveries: Vec<(String, u64)> },
     /// Nothing new was stored (a retry): wake these users to re-read.
@@ -837,7 +752,7 @@ enum Handover {
 }
 
 impl Handover {
-    fn hand_to(&self, mailboxes: &Mailboxes) {
+    pub(super) fn hand_to(&self, mailboxes: &Mailboxes) {
         match self {
             Handover::Deliver { entry, deliveries } => mailboxes.deliver(entry, deliveries),
             Handover::Wake(members) => mailboxes.wake(members.iter().map(String::as_str)),
@@ -852,7 +767,7 @@ fn fingerprint(key: &[u8]) -> [u8; 32] {
 }
 
 /// What `on_stored` observers are told of a stored message.
-fn stored_meta(entry: &v1::QueueEntry, deliveries: &[(String, u64)]) -> StoredMeta {
+pub(super) fn stored_meta(entry: &v1::QueueEntry, deliveries: &[(String, u64)]) -> StoredMeta {
     StoredMeta {
         sender: entry.sender.clone(),
         group_id: entry.group_id.to_vec(),

@@ -6,7 +6,8 @@
 //!   the RPC deadline, writing the response frame.
 //! - `dispatch`: decoding each method's request, calling the domain (on the
 //!   storage thread for sends and acks, on a blocking thread otherwise),
-//!   encoding the response.
+//!   encoding the response; `sending`: `SendMessage` and `SendMessages`
+//!   (a burst in order, one storage job).
 //! - `push`: the server-opened stream that pushes queue entries to a
 //!   subscribed connection; `mailbox`: how the send path hands it the
 //!   entries it just stored, so a push needs no storage read.
@@ -25,6 +26,7 @@ pub(crate) mod federation;
 pub(crate) mod link_relay;
 mod mailbox;
 mod push;
+mod sending;
 mod session;
 mod tasks;
 

@@ -18,4 +18,5 @@ mod plugins;
 mod process;
 mod push;
 mod retention;
+mod send_messages;
 mod shutdown;

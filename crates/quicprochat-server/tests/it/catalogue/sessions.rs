@@ -21,6 +21,7 @@ const SESSION_METHODS: &[Method] = &[
     Method::LeaveGroup,
     Method::SendMessage,
     Method::GroupMembers,
+    Method::SendMessages,
     Method::Fetch,
     Method::Ack,
     Method::Subscribe,
