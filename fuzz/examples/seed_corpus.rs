@@ -44,7 +44,9 @@ fn protocol_seeds(key_package: &[u8]) {
         last_resort: Bytes::new(),
     }
     .encode_to_vec();
-    let login = v1::LoginRequest { username: "alice".into(), signature: Bytes::from(vec![7; 64]) }.encode_to_vec();
+    let login =
+        v1::LoginRequest { username: "alice".into(), signature: Bytes::from(vec![7; 64]), device_key: Bytes::new() }
+            .encode_to_vec();
     let commit =
         v1::SubmitCommitRequest { group_id: Bytes::from(vec![9; 16]), epoch: 3, ..Default::default() }.encode_to_vec();
     let fetch = v1::FetchRequest::default().encode_to_vec();
@@ -62,7 +64,8 @@ fn protocol_seeds(key_package: &[u8]) {
     write("frame_header", "push", &push[..8]);
 
     write("protobuf_requests", "send_message", &with_selector(selector(Method::SendMessage), &send));
-    let burst = v1::SendMessagesRequest { messages: vec![v1::SendMessageRequest::decode(send.as_slice()).expect("seed")] };
+    let burst =
+        v1::SendMessagesRequest { messages: vec![v1::SendMessageRequest::decode(send.as_slice()).expect("seed")] };
     write("protobuf_requests", "send_messages", &with_selector(selector(Method::SendMessages), &burst.encode_to_vec()));
     write("protobuf_requests", "upload_key_packages", &with_selector(selector(Method::UploadKeyPackages), &upload));
     write("protobuf_requests", "login", &with_selector(selector(Method::Login), &login));
