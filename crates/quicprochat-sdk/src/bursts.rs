@@ -80,7 +80,7 @@ pub(crate) async fn send_burst(mut inner: OwnedMutexGuard<Inner>, burst: Vec<Sen
     }
     // Catch up first so we encrypt in the groups' current epochs; offline,
     // encrypt with what we have and let the outbox deliver it later.
-    match inner.sync_and_settle().await {
+    match inner.catch_up_for_sending().await {
         Ok(()) => {}
         Err(error) if error.is_retryable() => tracing::debug!(%error, "sending without catching up"),
         Err(error) => return fail_all(burst.into_iter().map(|request| request.reply), error),

@@ -19,13 +19,14 @@ use std::sync::Arc;
 
 use tokio::sync::{watch, Mutex};
 
+use crate::acks::Acks;
 use crate::bursts::SendQueue;
 use crate::driver::{challenge, spawn_driver, ConnectionSlot, DriverHandle, LoginParams};
 use crate::supervisor::{ConnectionStatus, SupervisorConfig};
 
 use crate::local_store::LocalStore;
 use crate::profile::Profile;
-use crate::sync::KeptPush;
+use crate::push_stream::KeptPush;
 use crate::SdkError;
 
 /// Tunables of a client.
@@ -92,6 +93,8 @@ pub(crate) struct Inner {
     pub(crate) link: ConnectionSlot,
     /// The push stream `receive_wait` keeps between calls; the driver clears it on reconnect.
     pub(crate) push: KeptPush,
+    /// The `Ack` in flight (`crate::acks`).
+    pub(crate) acks: Acks,
     pub(crate) options: ClientOptions,
 }
 
@@ -226,7 +229,13 @@ impl QpcClient {
         let supervisor = options.supervisor.clone();
         let local = Local { username: profile.username.clone(), account_key, mls, store };
         local.pin_known_accounts()?;
-        let inner = Arc::new(Mutex::new(Inner { local, link: link.clone(), push: push.clone(), options }));
+        let inner = Arc::new(Mutex::new(Inner {
+            local,
+            link: link.clone(),
+            push: push.clone(),
+            acks: Acks::default(),
+            options,
+        }));
         let (status_tx, status) = watch::channel(ConnectionStatus::Connected);
         let driver = spawn_driver(params, link.clone(), Arc::downgrade(&inner), status_tx, supervisor);
         Ok(QpcClient {
@@ -330,6 +339,8 @@ impl QpcClient {
 
     /// Closes the connection to the server and stops reconnecting.
     pub async fn disconnect(&self) {
+        // The last batch's `Ack` first, so the server can drop its entries.
+        self.inner.lock().await.acks.settle().await;
         self.driver.stop().await;
         self.link.get().close().await;
     }

@@ -12,6 +12,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod acks;
 mod bursts;
 mod client;
 pub mod content;
@@ -29,6 +30,7 @@ mod messaging;
 pub mod outbox;
 mod pins;
 pub mod profile;
+mod push_stream;
 pub mod supervisor;
 mod sync;
 

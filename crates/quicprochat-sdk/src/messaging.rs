@@ -37,22 +37,33 @@ impl QpcClient {
                 text.len()
             )));
         }
-        let answer = self.sends.queue(target, text);
-        let inner = Arc::clone(&self.inner).lock_owned().await;
-        let burst = self.sends.take();
-        if !burst.is_empty() {
-            // Its own task: a caller that gives up does not cut the burst
-            // short for the other callers in it.
-            let running = tokio::spawn(crate::bursts::send_burst(inner, burst));
-            if let Err(error) = running.await {
-                tracing::error!(%error, "a send burst failed");
+        let mut answer = self.sends.queue(target, text);
+        loop {
+            tokio::select! {
+                // Answered by a burst someone else ran: no need for the lock.
+                biased;
+                answered = &mut answer => {
+                    return answered.unwrap_or_else(|_| {
+                        Err(SdkError::Interrupted(
+                            "its burst ended without an answer; it may still leave from the outbox".into(),
+                        ))
+                    });
+                }
+                inner = Arc::clone(&self.inner).lock_owned() => {
+                    // Holding the lock, no burst runs: this request is
+                    // either answered or still queued, and taken now.
+                    let burst = self.sends.take();
+                    if burst.is_empty() {
+                        continue;
+                    }
+                    // Its own task: a caller that gives up does not cut
+                    // the burst short for the other callers in it.
+                    if let Err(error) = tokio::spawn(crate::bursts::send_burst(inner, burst)).await {
+                        tracing::error!(%error, "a send burst failed");
+                    }
+                }
             }
-        } else {
-            drop(inner);
         }
-        answer.await.unwrap_or_else(|_| {
-            Err(SdkError::Interrupted("its burst ended without an answer; it may still leave from the outbox".into()))
-        })
     }
 
     /// Sends every queued message (oldest first). Returns how many are still

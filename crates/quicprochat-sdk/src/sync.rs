@@ -8,17 +8,16 @@
 //! to block the queue.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex as StdMutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use quicprochat_proto::v1;
 use quicprochat_proto::Method;
-use quicprochat_rpc::{PushStream, RpcClient, RpcError};
-use tokio::time::error::Elapsed;
+use quicprochat_rpc::RpcClient;
 
 use crate::client::{Inner, Local, QpcClient};
 use crate::entries::EntryEffect;
 use crate::local_store::StoredMessage;
+use crate::push_stream::{with_ready_events, LivePush, ParkOnCancel};
 use crate::SdkError;
 
 const CURSOR_KEY: &str = "delivery_cursor";
@@ -28,7 +27,7 @@ const INSTANCE_KEY: &str = "server_instance";
 /// Queue entries that expired on the server before this device fetched
 /// them, not yet reported by [`QpcClient::take_expired_count`].
 const EXPIRED_KEY: &str = "expired_entries";
-const FETCH_LIMIT: u32 = 200;
+pub(crate) const FETCH_LIMIT: u32 = 200;
 
 /// How many seqs `entries` (in order) skip past `cursor`. The server gives
 /// each account's entries consecutive seqs and deletes them only when
@@ -127,7 +126,7 @@ impl QpcClient {
             }
         }
         // A stream whose entries need a fetch first: kept only in this call.
-        let mut carried: Option<PushStream> = None;
+        let mut carried: Option<LivePush> = None;
         loop {
             if fetch {
                 match self.receive().await {
@@ -170,7 +169,7 @@ impl QpcClient {
                     return Ok(Vec::new());
                 }
                 Ok(Ok(Some(event))) => {
-                    let (entries, intact) = with_ready_events(event, &mut push);
+                    let (entries, intact) = with_ready_events(Some(event), &mut push);
                     let mut inner = self.inner.lock().await;
                     match inner.receive_pushed(entries).await {
                         Ok(Some(messages)) => {
@@ -198,84 +197,10 @@ impl QpcClient {
     }
 }
 
-/// The push stream `receive_wait` keeps between calls, shared by the
-/// client and its `Inner` behind a plain mutex: taking or keeping it never
-/// awaits, so no cancellation can come between and drop it.
-#[derive(Clone, Default)]
-pub(crate) struct KeptPush(Arc<StdMutex<Option<PushStream>>>);
-
-impl KeptPush {
-    fn slot(&self) -> MutexGuard<'_, Option<PushStream>> {
-        // Each update is one assignment, consistent under a panic elsewhere.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn holds(&self) -> bool {
-        self.slot().is_some()
-    }
-
-    fn take(&self) -> Option<PushStream> {
-        self.slot().take()
-    }
-
-    fn keep(&self, push: PushStream) {
-        *self.slot() = Some(push);
-    }
-
-    /// Drops the kept stream (its connection was replaced).
-    pub(crate) fn clear(&self) {
-        self.slot().take();
-    }
-}
-
-/// Holds the push stream while `receive_wait` waits on it. A call cancelled
-/// there (the REPL and TUI drop theirs when a command runs) keeps the
-/// stream for the next call instead of dropping it: nothing was taken from
-/// it (`PushStream::next` is cancel-safe), so the next call needs no new
-/// subscription and no fetch.
-struct ParkOnCancel<'a> {
-    push: Option<PushStream>,
-    kept: &'a KeptPush,
-}
-
-impl ParkOnCancel<'_> {
-    /// Waits until `deadline` for the next event; returns it with the stream.
-    async fn wait(
-        mut self,
-        deadline: tokio::time::Instant,
-    ) -> Option<(Result<Result<Option<v1::PushEvent>, RpcError>, Elapsed>, PushStream)> {
-        let waited = tokio::time::timeout_at(deadline, self.push.as_mut()?.next()).await;
-        self.push.take().map(|push| (waited, push))
-    }
-}
-
-impl Drop for ParkOnCancel<'_> {
-    fn drop(&mut self) {
-        if let Some(push) = self.push.take() {
-            self.kept.keep(push);
-        }
-    }
-}
-
-/// The entries of `first` and of the push events that have already arrived
-/// after it (up to about [`FETCH_LIMIT`] entries, as one fetch would take),
-/// and whether the stream is still intact (not ended or broken).
-fn with_ready_events(first: v1::PushEvent, push: &mut PushStream) -> (Vec<v1::QueueEntry>, bool) {
-    let mut entries = first.entries;
-    while entries.len() < FETCH_LIMIT as usize {
-        let Some(next) = push.ready() else { break };
-        match next {
-            Ok(Some(event)) => entries.extend(event.entries),
-            Ok(None) | Err(_) => return (entries, false),
-        }
-    }
-    (entries, true)
-}
-
 impl QpcClient {
     /// Subscribes and waits (until `deadline`, without holding the client's
     /// lock) for the server to open the push stream. `None` at the deadline.
-    async fn subscribe(&self, deadline: tokio::time::Instant) -> Result<Option<PushStream>, SdkError> {
+    async fn subscribe(&self, deadline: tokio::time::Instant) -> Result<Option<LivePush>, SdkError> {
         let (rpc, after_seq) = {
             let mut inner = self.inner.lock().await;
             let (rpc, instance) = inner.link.current();
@@ -285,7 +210,7 @@ impl QpcClient {
         };
         let _: v1::SubscribeResponse = rpc.call(Method::Subscribe, &v1::SubscribeRequest { after_seq }).await?;
         match tokio::time::timeout_at(deadline, rpc.accept_push()).await {
-            Ok(push) => Ok(Some(push?)),
+            Ok(push) => Ok(Some(self.push.attach(push?))),
             Err(_elapsed) => Ok(None),
         }
     }
@@ -346,15 +271,25 @@ impl Inner {
         &mut self,
         entries: Vec<v1::QueueEntry>,
     ) -> Result<Option<Vec<StoredMessage>>, SdkError> {
+        if !self.apply_pushed(entries).await? {
+            return Ok(None);
+        }
+        Ok(Some(self.store.take_unshown()?))
+    }
+
+    /// [`Inner::receive_pushed`] without taking the messages to show:
+    /// `false`, having processed nothing, when the entries do not continue
+    /// the cursor.
+    async fn apply_pushed(&mut self, entries: Vec<v1::QueueEntry>) -> Result<bool, SdkError> {
         let cursor = self.store.meta(CURSOR_KEY)?;
         let (rpc, instance) = self.link.current();
         if self.server_changed(instance)? {
             // The cursor has not been checked against this server yet.
-            return Ok(None);
+            return Ok(false);
         }
         let fresh: Vec<v1::QueueEntry> = entries.into_iter().filter(|entry| entry.seq > cursor).collect();
         if !continues(cursor, &fresh) {
-            return Ok(None);
+            return Ok(false);
         }
         if !fresh.is_empty() {
             let mut due = Due::default();
@@ -363,7 +298,29 @@ impl Inner {
             }
             self.settle(due).await?;
         }
-        Ok(Some(self.store.take_unshown()?))
+        Ok(true)
+    }
+
+    /// Catches up before a send, so it encrypts in the groups' current
+    /// epochs. While a push stream is alive the server pushes what is queued
+    /// for this device as it comes: the events already arrived in a kept
+    /// stream are processed (their messages wait to be shown), and no
+    /// `Fetch` is made; a `receive_wait` holding the stream processes its
+    /// own. Without a stream, or after a gap in it, [`Inner::sync_and_settle`].
+    /// A commit still on its way can leave one burst in the epoch before
+    /// it, as with a `Fetch` that just missed it: the server takes it (the
+    /// sender is still a member) and members keep past epochs' keys.
+    pub(crate) async fn catch_up_for_sending(&mut self) -> Result<(), SdkError> {
+        if let Some(mut push) = self.push.take() {
+            let (entries, intact) = with_ready_events(None, &mut push);
+            if intact && (entries.is_empty() || self.apply_pushed(entries).await?) {
+                self.push.keep(push);
+                return Ok(());
+            }
+        } else if self.push.alive() {
+            return Ok(());
+        }
+        self.sync_and_settle().await
     }
 
     /// Fetches and processes the queue until it is empty. Returns what is
@@ -455,7 +412,7 @@ impl Inner {
     }
 
     /// Processes `entries` ([`Local::apply_batch`], one local transaction)
-    /// and only then acknowledges the new cursor on `rpc`.
+    /// and only then acknowledges the new cursor on `rpc` (not awaited).
     async fn apply(
         &mut self,
         rpc: &RpcClient,
@@ -474,8 +431,9 @@ impl Inner {
         quicprochat_core::crash_point::crash_point("batch_after_commit");
         if applied.last_seq > cursor {
             // Durable locally first (the batch committed), then
-            // acknowledged: nothing acknowledged is lost.
-            let _: v1::AckResponse = rpc.call(Method::Ack, &v1::AckRequest { up_to_seq: applied.last_seq }).await?;
+            // acknowledged: nothing acknowledged is lost. The caller shows
+            // the messages without waiting for the answer (`crate::acks`).
+            self.acks.send(rpc.clone(), applied.last_seq).await;
         }
         Ok(applied)
     }

@@ -126,8 +126,8 @@ pub(crate) async fn run(
 }
 
 /// Send → shown, `singles` times: bob waits for messages in a task of his
-/// own (as an app's receive loop does), alice sends one and waits until bob
-/// showed it before the next. Returns the latencies and bob.
+/// own (as an app's receive loop does), alice, holding a push stream as
+/// well, sends one and waits until bob showed it before the next. Returns the latencies and bob.
 async fn send_to_shown(alice: &QpcClient, bob: QpcClient, singles: usize) -> anyhow::Result<(Latencies, QpcClient)> {
     let (shown_tx, mut shown_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
     let receiver = tokio::spawn(async move {
@@ -144,6 +144,9 @@ async fn send_to_shown(alice: &QpcClient, bob: QpcClient, singles: usize) -> any
         }
         anyhow::Ok(bob)
     });
+    // alice holds a push stream too, as an app with a receive loop does (a
+    // send then skips its catch-up fetch).
+    alice.receive_wait(Duration::from_millis(50)).await.context("alice subscribes")?;
     let mut latencies = Latencies::new();
     for index in 0..singles {
         let text = format!("b8 single {index:06}");

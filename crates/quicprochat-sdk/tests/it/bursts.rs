@@ -66,3 +66,24 @@ async fn a_burst_the_server_takes_in_part_keeps_its_order() {
     let received = receive_n(&bob, sent.len()).await;
     assert_eq!(texts(&received), sent, "every message once, in order, after the resend");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_beside_a_live_push_stream_makes_no_catch_up_fetch() {
+    let harness =
+        Harness::start_with(|config| config.metrics_listen = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))).await;
+    let (alice, bob) = alice_and_bob(&harness).await;
+    // alice holds a push stream, as an app's receive loop does.
+    assert!(alice.receive_wait(Duration::from_millis(50)).await.expect("subscribe").is_empty());
+    let fetches = harness.calls("Fetch").await;
+    let sent: Vec<String> = (0..5).map(|n| format!("pushed {n}")).collect();
+    for text in &sent {
+        assert_eq!(alice.send("team", text).await.expect("send").state, MessageState::Sent);
+    }
+    assert_eq!(harness.calls("Fetch").await, fetches, "the sends made no fetch");
+    assert_eq!(texts(&receive_n(&bob, sent.len()).await), sent);
+    // What bob sends reaches alice through the kept stream, once.
+    bob.send("team", "to alice").await.expect("bob sends");
+    assert_eq!(texts(&receive_n(&alice, 1).await), ["to alice"]);
+    alice.send("team", "after").await.expect("send after receiving");
+    assert_eq!(texts(&receive_n(&bob, 1).await), ["after"]);
+}
