@@ -84,6 +84,9 @@ pub(crate) async fn run(
     drop(bob);
 
     let texts: Vec<String> = (0..messages).map(|n| format!("b8 message {n:06}")).collect();
+    // alice holds a push stream, as the REPL, the TUI and an app with a
+    // receive loop do (a send then makes no catch-up fetch).
+    alice.receive_wait(Duration::from_millis(50)).await.context("alice subscribes")?;
     let (one_by_one, concurrent) = texts.split_at(messages / 2);
     let commits = state_commits();
     let started = Instant::now();
@@ -126,8 +129,8 @@ pub(crate) async fn run(
 }
 
 /// Send → shown, `singles` times: bob waits for messages in a task of his
-/// own (as an app's receive loop does), alice, holding a push stream as
-/// well, sends one and waits until bob showed it before the next. Returns the latencies and bob.
+/// own (as an app's receive loop does), alice (holding a push stream since
+/// before her sends) sends one and waits until bob showed it before the next. Returns the latencies and bob.
 async fn send_to_shown(alice: &QpcClient, bob: QpcClient, singles: usize) -> anyhow::Result<(Latencies, QpcClient)> {
     let (shown_tx, mut shown_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
     let receiver = tokio::spawn(async move {
@@ -144,9 +147,6 @@ async fn send_to_shown(alice: &QpcClient, bob: QpcClient, singles: usize) -> any
         }
         anyhow::Ok(bob)
     });
-    // alice holds a push stream too, as an app with a receive loop does (a
-    // send then skips its catch-up fetch).
-    alice.receive_wait(Duration::from_millis(50)).await.context("alice subscribes")?;
     let mut latencies = Latencies::new();
     for index in 0..singles {
         let text = format!("b8 single {index:06}");
