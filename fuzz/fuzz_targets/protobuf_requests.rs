@@ -34,6 +34,11 @@ fuzz_target!(|data: &[u8]| {
         Method::LeaveGroup => check::<v1::LeaveGroupRequest>(body),
         Method::SendMessage => check::<v1::SendMessageRequest>(body),
         Method::SendMessages => {
+            // The wire count the server checks first agrees with the decode.
+            let counted = quicprochat_proto::shape::check_send_messages_shape(body);
+            if let (Ok(counted), Ok(request)) = (counted, decode_message::<v1::SendMessagesRequest>(body)) {
+                assert_eq!(counted, request.messages.len());
+            }
             check::<v1::SendMessagesRequest>(body);
             check::<v1::SendMessagesResponse>(body);
         }

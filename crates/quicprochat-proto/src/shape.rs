@@ -5,7 +5,9 @@
 //! 16 MiB `FedPush` could cost gigabytes before any count is checked.
 //! [`check_push_shape`] walks the wire form of a `FedPushRequest` without
 //! allocating, counts its entries and their recipients, and refuses the body
-//! past the limits, so the decode that follows is bounded. It checks only
+//! past the limits, so the decode that follows is bounded;
+//! [`check_send_messages_shape`] does the same for a `SendMessagesRequest`
+//! (an empty message there is 2 bytes on the wire and about 100 decoded). It checks only
 //! what it counts: the decode still validates everything else.
 
 use bytes::Buf;
@@ -22,6 +24,9 @@ const PUSH_ENTRIES: u64 = 5;
 const ENTRY_GROUP_EVENT: u64 = 3;
 const EVENT_RECIPIENTS: u64 = 9;
 
+/// Field number of `SendMessagesRequest.messages`.
+const SEND_MESSAGES: u64 = 1;
+
 /// Why a body was refused before decoding.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -35,6 +40,25 @@ pub enum ShapeError {
     /// More recipients than [`MAX_PUSH_RECIPIENTS`].
     #[error("a batch names more than {MAX_PUSH_RECIPIENTS} recipients")]
     TooManyRecipients,
+    /// More messages than [`crate::MAX_SEND_MESSAGES`].
+    #[error("a SendMessages request carries more than {} messages", crate::MAX_SEND_MESSAGES)]
+    TooManyMessages,
+}
+
+/// Counts the messages of an encoded `SendMessagesRequest`, refusing it
+/// past [`crate::MAX_SEND_MESSAGES`].
+pub fn check_send_messages_shape(body: &[u8]) -> Result<usize, ShapeError> {
+    let mut messages = 0;
+    for_each_field(body, |field, _| {
+        if field == SEND_MESSAGES {
+            messages += 1;
+            if messages > crate::MAX_SEND_MESSAGES {
+                return Err(ShapeError::TooManyMessages);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(messages)
 }
 
 /// What [`check_push_shape`] counted.
@@ -168,6 +192,20 @@ mod tests {
         // Empty entries: 2 bytes each on the wire.
         let empties: Vec<u8> = std::iter::repeat_n([0x2a, 0x00], 100_000).flatten().collect();
         assert_eq!(check_push_shape(&empties), Err(ShapeError::TooManyEntries));
+    }
+
+    #[test]
+    fn a_burst_is_counted_and_refused_past_its_limit() {
+        let burst = |count: usize| {
+            v1::SendMessagesRequest { messages: vec![v1::SendMessageRequest::default(); count] }.encode_to_vec()
+        };
+        assert_eq!(check_send_messages_shape(&burst(3)), Ok(3));
+        assert_eq!(check_send_messages_shape(&burst(crate::MAX_SEND_MESSAGES)), Ok(crate::MAX_SEND_MESSAGES));
+        assert_eq!(check_send_messages_shape(&burst(crate::MAX_SEND_MESSAGES + 1)), Err(ShapeError::TooManyMessages));
+        // A megabyte of empty messages, 2 bytes each, is refused without decoding.
+        let empties: Vec<u8> = std::iter::repeat_n([0x0a, 0x00], 500_000).flatten().collect();
+        assert_eq!(check_send_messages_shape(&empties), Err(ShapeError::TooManyMessages));
+        assert!(matches!(check_send_messages_shape(&[0x0a, 0x05]), Err(ShapeError::Malformed(_))));
     }
 
     #[test]

@@ -100,13 +100,13 @@ pub(crate) async fn send_burst(mut inner: OwnedMutexGuard<Inner>, burst: Vec<Sen
         return;
     }
     quicprochat_core::crash_point::crash_point("send_after_commit");
-    let mut refused = match inner.flush_outbox().await {
-        Ok(refused) => refused,
-        Err(error) => {
-            tracing::debug!(%error, "outbox not flushed; the burst stays queued");
-            Vec::new()
-        }
-    };
+    if written.len() > 1 {
+        quicprochat_core::crash_point::crash_point("send_after_commit_of_several");
+    }
+    let mut refused = Vec::new();
+    if let Err(error) = inner.flush_outbox_into(&mut refused).await {
+        tracing::debug!(%error, "outbox not flushed; the rest stays queued");
+    }
     let username = inner.username.clone();
     let device = inner.mls.device_id();
     for message in written {
@@ -183,6 +183,10 @@ impl Inner {
                     Ok(ciphertext) => ciphertext,
                     Err(error) => {
                         refused.push((request.reply, SdkError::from(error)));
+                        // A failure SQLite answered by rolling the whole
+                        // transaction back must end the batch here: later
+                        // writes would commit one by one.
+                        self.mls.check_batch()?;
                         continue;
                     }
                 };
@@ -225,14 +229,24 @@ impl Inner {
     /// with that error. A message refused for good is marked failed and
     /// returned with why, and the rest go on.
     pub(crate) async fn flush_outbox(&mut self) -> Result<Vec<(Vec<u8>, RpcError)>, SdkError> {
+        let mut refused = Vec::new();
+        self.flush_outbox_into(&mut refused).await?;
+        Ok(refused)
+    }
+
+    /// [`Inner::flush_outbox`], adding the messages refused for good to
+    /// `refused` as it goes (kept when a later request fails).
+    async fn flush_outbox_into(&mut self, refused: &mut Vec<(Vec<u8>, RpcError)>) -> Result<(), SdkError> {
         let queued = self.store.outbox()?;
         let budget = self.rpc().retry_budget();
         let mut waited = Duration::ZERO;
-        let mut refused = Vec::new();
         let mut rest = queued.as_slice();
         while !rest.is_empty() {
-            let burst = &rest[..burst_len(rest)];
-            let answered = self.submit(burst, &mut refused).await?;
+            // A server without `SendMessages` (older) takes one at a time.
+            let answered = match self.link.max_send_messages() as usize {
+                0 => self.submit_one(&rest[0], refused).await?,
+                most => self.submit(&rest[..burst_len(rest, most)], refused).await?,
+            };
             rest = &rest[answered.settled..];
             let Some(error) = answered.stopped else { continue };
             match retry_after(&error) {
@@ -249,7 +263,36 @@ impl Inner {
                 }
             }
         }
-        Ok(refused)
+        Ok(())
+    }
+
+    /// One `SendMessage` request, for a server without `SendMessages`.
+    async fn submit_one(
+        &mut self,
+        entry: &OutboxEntry,
+        refused: &mut Vec<(Vec<u8>, RpcError)>,
+    ) -> Result<Answered, SdkError> {
+        let request = v1::SendMessageRequest {
+            group_id: entry.group_id.clone().into(),
+            message_id: entry.message_id.clone().into(),
+            ciphertext: entry.ciphertext.clone().into(),
+        };
+        let result = self.rpc().call::<_, v1::SendMessageResponse>(Method::SendMessage, &request).await;
+        let reason = match result {
+            Ok(_) => None,
+            Err(error) if error.is_retryable() => return Ok(Answered { settled: 0, stopped: Some(error) }),
+            Err(error) if error.status().is_none() => return Err(error.into()),
+            Err(error) => {
+                tracing::warn!(%error, "the server refused a queued message");
+                let reason = error.to_string();
+                refused.push((entry.message_id.clone(), error));
+                Some(reason)
+            }
+        };
+        quicprochat_core::crash_point::crash_point("send_after_answer");
+        let outcome = reason.as_deref().map_or(Ok(()), Err);
+        self.store.outbox_settle(&self.username, &[Settled { message_id: &entry.message_id, outcome }])?;
+        Ok(Answered { settled: 1, stopped: None })
     }
 
     /// One `SendMessages` request for `burst`; the messages answered (sent,
@@ -301,6 +344,9 @@ impl Inner {
             }
         }
         quicprochat_core::crash_point::crash_point("send_after_answer");
+        if burst.len() > 1 {
+            quicprochat_core::crash_point::crash_point("send_after_answer_of_several");
+        }
         let settled: Vec<Settled<'_>> = outcomes
             .iter()
             .map(|(entry, reason)| Settled {
@@ -333,11 +379,12 @@ fn retry_after(error: &RpcError) -> Option<Duration> {
 }
 
 /// How many of `queued` (oldest first) go in the next request: at most
-/// [`MAX_SEND_MESSAGES`] and [`MAX_BURST_BYTES`] of ciphertext, at least one.
-fn burst_len(queued: &[OutboxEntry]) -> usize {
+/// `most` (the server's limit, never over [`MAX_SEND_MESSAGES`]) and
+/// [`MAX_BURST_BYTES`] of ciphertext, at least one.
+fn burst_len(queued: &[OutboxEntry], most: usize) -> usize {
     let mut bytes = 0;
     let mut count = 0;
-    for entry in queued.iter().take(MAX_SEND_MESSAGES) {
+    for entry in queued.iter().take(most.min(MAX_SEND_MESSAGES)) {
         bytes += entry.ciphertext.len();
         if count > 0 && bytes > MAX_BURST_BYTES {
             break;
@@ -375,11 +422,13 @@ mod tests {
 
     #[test]
     fn a_burst_is_bounded_by_count_and_bytes() {
-        assert_eq!(burst_len(&vec![entry(100); 200]), MAX_SEND_MESSAGES);
-        assert_eq!(burst_len(&vec![entry(100); 3]), 3);
-        assert_eq!(burst_len(&vec![entry(MAX_BURST_BYTES / 2); 5]), 2);
+        assert_eq!(burst_len(&vec![entry(100); 200], MAX_SEND_MESSAGES), MAX_SEND_MESSAGES);
+        assert_eq!(burst_len(&vec![entry(100); 200], 1000), MAX_SEND_MESSAGES, "never over our own limit");
+        assert_eq!(burst_len(&vec![entry(100); 200], 10), 10, "never over the server's");
+        assert_eq!(burst_len(&vec![entry(100); 3], MAX_SEND_MESSAGES), 3);
+        assert_eq!(burst_len(&vec![entry(MAX_BURST_BYTES / 2); 5], MAX_SEND_MESSAGES), 2);
         // One message over the byte budget still goes, alone.
-        assert_eq!(burst_len(&[entry(MAX_BURST_BYTES + 1), entry(10)]), 1);
+        assert_eq!(burst_len(&[entry(MAX_BURST_BYTES + 1), entry(10)], MAX_SEND_MESSAGES), 1);
     }
 
     #[test]

@@ -181,7 +181,7 @@ impl QpcClient {
         };
         profile.save()?;
         // A new account has no queue behind it yet: no instance to compare.
-        let client = QpcClient::from_parts(profile, rpc, 0, &response.domain, options)?;
+        let client = QpcClient::from_parts(profile, rpc, (0, response.max_send_messages), &response.domain, options)?;
         client.inner.lock().await.refill_key_packages(0, false).await?;
         Ok(client)
     }
@@ -191,7 +191,8 @@ impl QpcClient {
     pub async fn open(profile_dir: &Path, options: ClientOptions) -> Result<QpcClient, SdkError> {
         let profile = Profile::load(profile_dir)?;
         let (rpc, response) = LoginParams::from_profile(&profile, &options)?.connect_and_login().await?;
-        let client = QpcClient::from_parts(profile, rpc, response.server_instance, &response.domain, options)?;
+        let server = (response.server_instance, response.max_send_messages);
+        let client = QpcClient::from_parts(profile, rpc, server, &response.domain, options)?;
         {
             let mut inner = client.inner.lock().await;
             inner.refill_key_packages(response.key_package_stock, response.has_last_resort).await?;
@@ -210,11 +211,12 @@ impl QpcClient {
     }
 
     /// `domain`: the server's, when it federates (empty otherwise), as its
-    /// login or registration answer told it.
+    /// login or registration answer told it; `server`: its instance and the
+    /// most messages one `SendMessages` may carry there.
     fn from_parts(
         profile: Profile,
         rpc: RpcClient,
-        instance: u64,
+        (instance, max_send_messages): (u64, u32),
         domain: &str,
         options: ClientOptions,
     ) -> Result<QpcClient, SdkError> {
@@ -224,7 +226,7 @@ impl QpcClient {
         }
         let account_key = profile.account_key().to_vec();
         let params = LoginParams::from_profile(&profile, &options)?;
-        let link = ConnectionSlot::new(rpc, instance);
+        let link = ConnectionSlot::new(rpc, instance, max_send_messages);
         let push = KeptPush::default();
         let supervisor = options.supervisor.clone();
         let local = Local { username: profile.username.clone(), account_key, mls, store };

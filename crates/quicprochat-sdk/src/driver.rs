@@ -25,13 +25,14 @@ use crate::SdkError;
 
 /// The current connection, shared by the client's operations and the driver,
 /// with the server instance it logged in to (`LoginResponse.server_instance`;
-/// 0 when not told).
+/// 0 when not told) and the most messages one `SendMessages` may carry there
+/// (`LoginResponse.max_send_messages`; 0: send one `SendMessage` at a time).
 #[derive(Clone)]
-pub(crate) struct ConnectionSlot(Arc<StdMutex<(RpcClient, u64)>>);
+pub(crate) struct ConnectionSlot(Arc<StdMutex<(RpcClient, u64, u32)>>);
 
 impl ConnectionSlot {
-    pub(crate) fn new(rpc: RpcClient, instance: u64) -> ConnectionSlot {
-        ConnectionSlot(Arc::new(StdMutex::new((rpc, instance))))
+    pub(crate) fn new(rpc: RpcClient, instance: u64, max_send_messages: u32) -> ConnectionSlot {
+        ConnectionSlot(Arc::new(StdMutex::new((rpc, instance, max_send_messages))))
     }
 
     /// The current connection (a cheap clone).
@@ -41,17 +42,23 @@ impl ConnectionSlot {
 
     /// The current connection and the server instance it logged in to.
     pub(crate) fn current(&self) -> (RpcClient, u64) {
-        match self.0.lock() {
-            Ok(slot) => slot.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        let (rpc, instance, _) = self.slot().clone();
+        (rpc, instance)
     }
 
-    fn replace(&self, rpc: RpcClient, instance: u64) {
-        match self.0.lock() {
-            Ok(mut slot) => *slot = (rpc, instance),
-            Err(poisoned) => *poisoned.into_inner() = (rpc, instance),
-        }
+    /// The most messages one `SendMessages` may carry on the current
+    /// connection's server (0: it has none).
+    pub(crate) fn max_send_messages(&self) -> u32 {
+        self.slot().2
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, (RpcClient, u64, u32)> {
+        // Each update is one assignment, consistent under a panic elsewhere.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn replace(&self, rpc: RpcClient, instance: u64, max_send_messages: u32) {
+        *self.slot() = (rpc, instance, max_send_messages);
     }
 }
 
@@ -198,7 +205,7 @@ impl Driver {
                 let result = tokio::time::timeout(budget, self.params.connect_and_login()).await;
                 match result {
                     Ok(Ok((rpc, login))) => {
-                        self.link.replace(rpc, login.server_instance);
+                        self.link.replace(rpc, login.server_instance, login.max_send_messages);
                         self.supervisor.handle_connected(Instant::now());
                     }
                     Ok(Err(error)) => {

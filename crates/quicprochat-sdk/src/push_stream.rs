@@ -1,15 +1,11 @@
-//! The push stream a client keeps between `receive_wait` calls, and whether
-//! it has one at all.
+//! The push stream a client keeps between `receive_wait` calls.
 //!
-//! [`KeptPush`] is the slot `receive_wait` parks its stream in between
-//! calls. Every stream is a [`LivePush`], counted while it exists: dropped
-//! (it ended, broke, missed entries, or its connection was replaced) it
-//! stops counting. A send uses the count to skip its catch-up `Fetch`: while
-//! a stream is alive the server pushes what is queued for this device as it
-//! comes, so what it delivered is processed, or waits in the stream, or is
-//! being processed by a `receive_wait` (see [`crate::sync`]).
+//! [`KeptPush`] is the slot `receive_wait` parks its stream in once
+//! everything it delivered is processed (the REPL and the TUI park it at
+//! every command). A send finding a stream parked there makes no catch-up
+//! `Fetch`: it processes the events already arrived in it instead (see
+//! `Inner::catch_up_for_sending` in [`crate::sync`]).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard, PoisonError};
 
 use quicprochat_proto::v1;
@@ -18,67 +14,27 @@ use tokio::time::error::Elapsed;
 
 use crate::sync::FETCH_LIMIT;
 
-/// A push stream, counted while it exists.
-pub(crate) struct LivePush {
-    stream: PushStream,
-    live: Arc<AtomicUsize>,
-}
-
-impl std::ops::Deref for LivePush {
-    type Target = PushStream;
-    fn deref(&self) -> &PushStream {
-        &self.stream
-    }
-}
-
-impl std::ops::DerefMut for LivePush {
-    fn deref_mut(&mut self) -> &mut PushStream {
-        &mut self.stream
-    }
-}
-
-impl Drop for LivePush {
-    fn drop(&mut self) {
-        self.live.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// The push stream `receive_wait` keeps between calls, shared by the
 /// client and its `Inner` behind a plain mutex: taking or keeping it never
 /// awaits, so no cancellation can come between and drop it.
 #[derive(Clone, Default)]
-pub(crate) struct KeptPush {
-    slot: Arc<StdMutex<Option<LivePush>>>,
-    live: Arc<AtomicUsize>,
-}
+pub(crate) struct KeptPush(Arc<StdMutex<Option<PushStream>>>);
 
 impl KeptPush {
-    fn slot(&self) -> MutexGuard<'_, Option<LivePush>> {
+    fn slot(&self) -> MutexGuard<'_, Option<PushStream>> {
         // Each update is one assignment, consistent under a panic elsewhere.
-        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Counts a stream the server just opened.
-    pub(crate) fn attach(&self, stream: PushStream) -> LivePush {
-        self.live.fetch_add(1, Ordering::AcqRel);
-        LivePush { stream, live: Arc::clone(&self.live) }
-    }
-
-    /// Whether some push stream of this client is alive: parked here, or
-    /// held by a `receive_wait` in progress.
-    pub(crate) fn alive(&self) -> bool {
-        self.live.load(Ordering::Acquire) > 0
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn holds(&self) -> bool {
         self.slot().is_some()
     }
 
-    pub(crate) fn take(&self) -> Option<LivePush> {
+    pub(crate) fn take(&self) -> Option<PushStream> {
         self.slot().take()
     }
 
-    pub(crate) fn keep(&self, push: LivePush) {
+    pub(crate) fn keep(&self, push: PushStream) {
         *self.slot() = Some(push);
     }
 
@@ -94,7 +50,7 @@ impl KeptPush {
 /// it (`PushStream::next` is cancel-safe), so the next call needs no new
 /// subscription and no fetch.
 pub(crate) struct ParkOnCancel<'a> {
-    pub(crate) push: Option<LivePush>,
+    pub(crate) push: Option<PushStream>,
     pub(crate) kept: &'a KeptPush,
 }
 
@@ -104,7 +60,7 @@ impl ParkOnCancel<'_> {
     pub(crate) async fn wait(
         mut self,
         deadline: tokio::time::Instant,
-    ) -> Option<(Result<Result<Option<v1::PushEvent>, RpcError>, Elapsed>, LivePush)> {
+    ) -> Option<(Result<Result<Option<v1::PushEvent>, RpcError>, Elapsed>, PushStream)> {
         let waited = tokio::time::timeout_at(deadline, self.push.as_mut()?.next()).await;
         self.push.take().map(|push| (waited, push))
     }

@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use quicprochat_proto::v1;
 use quicprochat_proto::Method;
-use quicprochat_rpc::RpcClient;
+use quicprochat_rpc::{PushStream, RpcClient};
 
 use crate::client::{Inner, Local, QpcClient};
 use crate::entries::EntryEffect;
 use crate::local_store::StoredMessage;
-use crate::push_stream::{with_ready_events, LivePush, ParkOnCancel};
+use crate::push_stream::{with_ready_events, ParkOnCancel};
 use crate::SdkError;
 
 const CURSOR_KEY: &str = "delivery_cursor";
@@ -126,7 +126,7 @@ impl QpcClient {
             }
         }
         // A stream whose entries need a fetch first: kept only in this call.
-        let mut carried: Option<LivePush> = None;
+        let mut carried: Option<PushStream> = None;
         loop {
             if fetch {
                 match self.receive().await {
@@ -200,7 +200,7 @@ impl QpcClient {
 impl QpcClient {
     /// Subscribes and waits (until `deadline`, without holding the client's
     /// lock) for the server to open the push stream. `None` at the deadline.
-    async fn subscribe(&self, deadline: tokio::time::Instant) -> Result<Option<LivePush>, SdkError> {
+    async fn subscribe(&self, deadline: tokio::time::Instant) -> Result<Option<PushStream>, SdkError> {
         let (rpc, after_seq) = {
             let mut inner = self.inner.lock().await;
             let (rpc, instance) = inner.link.current();
@@ -210,7 +210,7 @@ impl QpcClient {
         };
         let _: v1::SubscribeResponse = rpc.call(Method::Subscribe, &v1::SubscribeRequest { after_seq }).await?;
         match tokio::time::timeout_at(deadline, rpc.accept_push()).await {
-            Ok(push) => Ok(Some(self.push.attach(push?))),
+            Ok(push) => Ok(Some(push?)),
             Err(_elapsed) => Ok(None),
         }
     }
@@ -302,25 +302,36 @@ impl Inner {
     }
 
     /// Catches up before a send, so it encrypts in the groups' current
-    /// epochs. While a push stream is alive the server pushes what is queued
-    /// for this device as it comes: the events already arrived in a kept
-    /// stream are processed (their messages wait to be shown), and no
-    /// `Fetch` is made; a `receive_wait` holding the stream processes its
-    /// own. Without a stream, or after a gap in it, [`Inner::sync_and_settle`].
-    /// A commit still on its way can leave one burst in the epoch before
-    /// it, as with a `Fetch` that just missed it: the server takes it (the
-    /// sender is still a member) and members keep past epochs' keys.
+    /// epochs. With a push stream parked (everything it delivered before
+    /// was processed), the server pushes what is queued for this device as
+    /// it comes: the events already arrived in it are processed (their
+    /// messages wait to be shown) and no `Fetch` is made. Without one (none,
+    /// or a `receive_wait` holds it), or when the stream missed entries or
+    /// broke, [`Inner::sync_and_settle`]. A commit still on its way can
+    /// leave one burst in the epoch before it, as with a `Fetch` that just
+    /// missed it: the server takes it (the sender is still a member) and
+    /// the members of that epoch read it; a member the commit adds cannot.
     pub(crate) async fn catch_up_for_sending(&mut self) -> Result<(), SdkError> {
-        if let Some(mut push) = self.push.take() {
+        let Some(mut push) = self.push.take() else {
+            return self.sync_and_settle().await;
+        };
+        loop {
             let (entries, intact) = with_ready_events(None, &mut push);
-            if intact && (entries.is_empty() || self.apply_pushed(entries).await?) {
+            if !intact {
+                // Ended or broken: what it delivered is fetched instead.
+                return self.sync_and_settle().await;
+            }
+            if entries.is_empty() {
                 self.push.keep(push);
                 return Ok(());
             }
-        } else if self.push.alive() {
-            return Ok(());
+            if !self.apply_pushed(entries).await? {
+                // A gap: fetch, and keep the stream for what follows.
+                let synced = self.sync_and_settle().await;
+                self.push.keep(push);
+                return synced;
+            }
         }
-        self.sync_and_settle().await
     }
 
     /// Fetches and processes the queue until it is empty. Returns what is

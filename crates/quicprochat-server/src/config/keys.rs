@@ -208,6 +208,17 @@ pub(crate) static KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "delivery.max_send_burst",
+        env: "QPC_DELIVERY_MAX_SEND_BURST",
+        flag: None,
+        doc: "Most messages one SendMessages request may carry (a client's burst of sends: one round trip and one fsync for all of them; each still rate-limited and gated alone). 0 turns SendMessages off: clients send one message per request.",
+        render: |config| config.max_send_burst.to_string(),
+        apply: |config, raw| {
+            config.max_send_burst = u32_in(raw, 0, quicprochat_proto::MAX_SEND_MESSAGES as u64, "an integer")?;
+            Ok(())
+        },
+    },
+    Key {
         name: "devices.max_per_account",
         env: "QPC_DEVICES_MAX_PER_ACCOUNT",
         flag: None,

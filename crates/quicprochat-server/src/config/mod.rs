@@ -63,6 +63,10 @@ pub struct ServerConfig {
     /// Most unacknowledged entries one queue keeps; older ones are
     /// deleted (the client reports them as expired).
     pub max_queue_entries: u64,
+    /// Most messages one `SendMessages` request may carry (at most
+    /// `MAX_SEND_MESSAGES`); 0 turns `SendMessages` off, and clients send
+    /// one `SendMessage` at a time.
+    pub max_send_burst: u32,
     /// Most current devices of one account.
     pub max_devices_per_account: u32,
     /// How long a device link code stays usable.
@@ -302,6 +306,7 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             retention: THIRTY_DAYS,
             max_queue_entries: 100_000,
+            max_send_burst: quicprochat_proto::MAX_SEND_MESSAGES as u32,
             max_devices_per_account: 16,
             link_code_ttl: Duration::from_secs(600),
             registration: RegistrationPolicy::Open,

@@ -91,6 +91,7 @@ const SAMPLES: &[(&str, [&str; 3])] = &[
     ("connections.per_address", ["1", "2", "3"]),
     ("connections.stream_read_timeout", ["\"1s\"", "\"2s\"", "\"3s\""]),
     ("delivery.max_queue_entries", ["100", "5000", "100000000"]),
+    ("delivery.max_send_burst", ["0", "1", "64"]),
     ("devices.max_per_account", ["1", "2", "64"]),
     ("devices.link_code_ttl", ["\"1s\"", "\"5m\"", "\"1h\""]),
     ("rate_limits.register_per_address.burst", ["1", "2", "3"]),

@@ -260,7 +260,11 @@ async fn register(state: &ServerState, session: &Session, body: Bytes) -> Result
     let device = DeviceId::of_key(&account.identity_key);
     session.log_in(account.username.clone(), account.username.clone(), device);
     let domain = state.config.federation_domain().unwrap_or_default().to_owned();
-    Ok(Reply::ok(&v1::RegisterResponse { username: account.username, domain }))
+    Ok(Reply::ok(&v1::RegisterResponse {
+        username: account.username,
+        domain,
+        max_send_messages: state.config.max_send_burst,
+    }))
 }
 
 async fn login(state: &ServerState, session: &Session, body: Bytes) -> Result<Reply, DomainError> {
@@ -290,6 +294,7 @@ async fn login(state: &ServerState, session: &Session, body: Bytes) -> Result<Re
         has_last_resort: outcome.key_package_stock.has_last_resort,
         server_instance: state.instance,
         domain: state.config.federation_domain().unwrap_or_default().to_owned(),
+        max_send_messages: state.config.max_send_burst,
     }))
 }
 

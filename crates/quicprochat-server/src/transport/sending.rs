@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use quicprochat_core::names::hub_of;
-use quicprochat_proto::{v1, MAX_SEND_MESSAGES};
+use quicprochat_proto::shape::check_send_messages_shape;
+use quicprochat_proto::v1;
 
 use super::dispatch::{decode, durably, limited, roster_of, stored_meta, wire_group_kind, Handover, Reply};
 use super::session::SessionUser;
@@ -30,6 +31,10 @@ use crate::storage::Store;
 /// Longest error message one `SendResult` carries (the response's size limit
 /// is about 64 of them).
 const MAX_RESULT_MESSAGE: usize = 512;
+
+/// The retry-after hint for the messages of a burst whose admission ran
+/// out of time.
+const ADMISSION_RETRY_MS: u64 = 100;
 
 /// What one stored entry leaves for after the batch is durable.
 struct Stored {
@@ -52,19 +57,32 @@ pub(crate) async fn send_message(state: &ServerState, user: SessionUser, body: B
 
 /// `SendMessages`: a burst, answered entry by entry.
 pub(crate) async fn send_messages(state: &ServerState, user: SessionUser, body: Bytes) -> Result<Reply, DomainError> {
+    // Counted on the wire first: decoding allocates every message.
+    check_send_messages_shape(&body).map_err(|error| DomainError::invalid(error.to_string()))?;
     let request: v1::SendMessagesRequest = decode(&body)?;
     let count = request.messages.len();
-    if count == 0 || count > MAX_SEND_MESSAGES {
-        return Err(DomainError::invalid(format!(
-            "a SendMessages request carries 1 to {MAX_SEND_MESSAGES} messages, not {count}"
-        )));
+    let most = state.config.max_send_burst as usize;
+    if most == 0 {
+        return Err(DomainError::invalid("SendMessages is turned off on this server (delivery.max_send_burst = 0)"));
+    }
+    if count == 0 || count > most {
+        return Err(DomainError::invalid(format!("a SendMessages request carries 1 to {most} messages, not {count}")));
     }
     // Limits and gates in order: the admitted entries go to storage, the
-    // rest are answered now.
+    // rest are answered now. Slow gates (each plugin has up to its
+    // deadline per message) may take half the request's time; past it the
+    // rest is not tried, so what was admitted is stored in time.
+    let admission_ends = tokio::time::Instant::now() + state.config.rpc_timeout / 2;
     let mut verdicts: Vec<Option<DomainError>> = Vec::with_capacity(count);
     let mut admitted = Vec::with_capacity(count);
     let mut stop = None;
     for request in request.messages {
+        if stop.is_none() && tokio::time::Instant::now() >= admission_ends {
+            stop = Some(DomainError::Unavailable {
+                message: "the message gates took too long for this request".into(),
+                retry_after_ms: ADMISSION_RETRY_MS,
+            });
+        }
         if let Some(error) = &stop {
             verdicts.push(Some(not_tried(error)));
             continue;

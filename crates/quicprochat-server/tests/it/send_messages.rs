@@ -107,3 +107,21 @@ async fn empty_and_oversized_bursts_are_refused() {
     // The connection still serves.
     assert_eq!(send_burst(&alice_rpc, vec![message(&alice_mls, &group_id, "m2")]).await, [Status::Ok]);
 }
+
+#[tokio::test]
+async fn the_operator_bounds_bursts_or_turns_them_off() {
+    for (most, refused_at) in [(2usize, 3usize), (0, 1)] {
+        let harness = Harness::start_with(|config| config.max_send_burst = most as u32).await;
+        let (alice, alice_mls, _bob, group_id) = alice_and_bob(&harness).await;
+        let alice_rpc = harness.login("alice", &alice).await;
+        let messages = (0..refused_at).map(|n| message(&alice_mls, &group_id, &format!("m{n}"))).collect();
+        let over = alice_rpc
+            .call::<_, v1::SendMessagesResponse>(Method::SendMessages, &v1::SendMessagesRequest { messages })
+            .await;
+        assert_eq!(status_of(over), Status::InvalidArgument, "a burst of {refused_at} where at most {most} may go");
+        if most > 0 {
+            let within = (0..most).map(|n| message(&alice_mls, &group_id, &format!("w{n}"))).collect();
+            assert_eq!(send_burst(&alice_rpc, within).await, vec![Status::Ok; most]);
+        }
+    }
+}

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use quicprochat_proto::Status;
+use quicprochat_proto::{v1, Method, Status};
 use quicprochat_server::config::{FailurePolicy, GateHook};
 use serde_json::json;
 
@@ -97,4 +97,43 @@ async fn a_panicking_plugin_is_switched_off_for_good_and_registration_fails_clos
         .await
         .expect("ping");
     assert!(ping.server_time_ms > 0);
+}
+
+/// A gate answering within its deadline but slowly: a burst of messages
+/// gets half the request's time for its gates; what was admitted by then is
+/// stored (in order), the rest is answered "not tried" instead of the whole
+/// request running out of time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_behind_a_slow_gate_stores_what_was_admitted_in_time() {
+    let plugins = tempfile::tempdir().expect("tempdir");
+    let mut testkit = configured("testkit", plugins.path(), json!({ "sleep_enqueue_ms": 50 }));
+    testkit.deadline[GateHook::Enqueue as usize] = Duration::from_millis(500);
+    let harness = Harness::start_with(|config| {
+        config.rpc_timeout = Duration::from_secs(1);
+        config.plugins = vec![testkit];
+    })
+    .await;
+    let group_id = vec![7u8; 16];
+    let pair = group_of_two(&harness, harness.dir(), &group_id).await;
+    let messages: Vec<_> = (0..20)
+        .map(|index| v1::SendMessageRequest {
+            group_id: group_id.clone().into(),
+            message_id: format!("m-{index:02}").into_bytes().into(),
+            ciphertext: pair.alice_mls.encrypt(&group_id, b"hi").expect("encrypt").into(),
+        })
+        .collect();
+    let response: v1::SendMessagesResponse = pair
+        .alice_rpc
+        .call(Method::SendMessages, &v1::SendMessagesRequest { messages })
+        .await
+        .expect("answered within the request's time");
+    let admitted = response.results.iter().take_while(|result| result.status == v1::StatusCode::Ok as i32).count();
+    assert!((1..20).contains(&admitted), "{admitted} of 20 admitted in half a second of 50 ms gates");
+    for result in &response.results[admitted..] {
+        assert_eq!(result.status, v1::StatusCode::Unavailable as i32, "{result:?}");
+    }
+    let queued: Vec<Vec<u8>> =
+        crate::harness::queue_in_order(&pair.bob_rpc).await.into_iter().filter(|id| id.starts_with(b"m-")).collect();
+    let expected: Vec<Vec<u8>> = (0..admitted).map(|index| format!("m-{index:02}").into_bytes()).collect();
+    assert_eq!(queued, expected, "the admitted messages, in order, and no other");
 }
