@@ -7,7 +7,9 @@
 //! allocating, counts its entries and their recipients, and refuses the body
 //! past the limits, so the decode that follows is bounded;
 //! [`check_send_messages_shape`] does the same for a `SendMessagesRequest`
-//! (an empty message there is 2 bytes on the wire and about 100 decoded). It checks only
+//! (an empty message there is 2 bytes on the wire and about 100 decoded),
+//! and [`count_field`] for any repeated top-level field (an
+//! `UploadKeyPackagesRequest`'s packages). It checks only
 //! what it counts: the decode still validates everything else.
 
 use bytes::Buf;
@@ -43,22 +45,39 @@ pub enum ShapeError {
     /// More messages than [`crate::MAX_SEND_MESSAGES`].
     #[error("a SendMessages request carries more than {} messages", crate::MAX_SEND_MESSAGES)]
     TooManyMessages,
+    /// More values of a repeated field than its limit ([`count_field`]).
+    #[error("more than {most} {what}")]
+    TooMany {
+        /// What the field holds.
+        what: &'static str,
+        /// Its limit.
+        most: usize,
+    },
+}
+
+/// Counts the top-level values of field number `field` in `message` (an
+/// encoded message), refusing it with [`ShapeError::TooMany`] past `most`.
+pub fn count_field(message: &[u8], field: u64, most: usize, what: &'static str) -> Result<usize, ShapeError> {
+    let mut count = 0;
+    for_each_field(message, |number, _| {
+        if number == field {
+            count += 1;
+            if count > most {
+                return Err(ShapeError::TooMany { what, most });
+            }
+        }
+        Ok(())
+    })?;
+    Ok(count)
 }
 
 /// Counts the messages of an encoded `SendMessagesRequest`, refusing it
 /// past [`crate::MAX_SEND_MESSAGES`].
 pub fn check_send_messages_shape(body: &[u8]) -> Result<usize, ShapeError> {
-    let mut messages = 0;
-    for_each_field(body, |field, _| {
-        if field == SEND_MESSAGES {
-            messages += 1;
-            if messages > crate::MAX_SEND_MESSAGES {
-                return Err(ShapeError::TooManyMessages);
-            }
-        }
-        Ok(())
-    })?;
-    Ok(messages)
+    count_field(body, SEND_MESSAGES, crate::MAX_SEND_MESSAGES, "messages").map_err(|error| match error {
+        ShapeError::TooMany { .. } => ShapeError::TooManyMessages,
+        other => other,
+    })
 }
 
 /// What [`check_push_shape`] counted.
@@ -206,6 +225,22 @@ mod tests {
         let empties: Vec<u8> = std::iter::repeat_n([0x0a, 0x00], 500_000).flatten().collect();
         assert_eq!(check_send_messages_shape(&empties), Err(ShapeError::TooManyMessages));
         assert!(matches!(check_send_messages_shape(&[0x0a, 0x05]), Err(ShapeError::Malformed(_))));
+    }
+
+    #[test]
+    fn any_repeated_field_is_counted_without_decoding() {
+        let upload = |count: usize| {
+            v1::UploadKeyPackagesRequest { key_packages: vec![vec![7u8; 3].into(); count], last_resort: vec![1].into() }
+                .encode_to_vec()
+        };
+        assert_eq!(count_field(&upload(5), 1, 100, "key packages"), Ok(5));
+        assert_eq!(count_field(&upload(5), 2, 100, "last resort"), Ok(1));
+        assert_eq!(
+            count_field(&upload(101), 1, 100, "key packages"),
+            Err(ShapeError::TooMany { what: "key packages", most: 100 })
+        );
+        let empties: Vec<u8> = std::iter::repeat_n([0x0a, 0x00], 1_000_000).flatten().collect();
+        assert!(matches!(count_field(&empties, 1, 100, "key packages"), Err(ShapeError::TooMany { .. })));
     }
 
     #[test]

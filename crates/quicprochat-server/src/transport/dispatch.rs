@@ -323,6 +323,10 @@ async fn authenticated(
             }))
         }
         Method::UploadKeyPackages => {
+            // Counted on the wire first: decoding allocates every package
+            // (an empty one is 2 bytes there).
+            quicprochat_proto::shape::count_field(&body, 1, key_packages::MAX_UPLOAD, "key packages per upload")
+                .map_err(|error| DomainError::invalid(error.to_string()))?;
             let request: v1::UploadKeyPackagesRequest = decode(&body)?;
             let home = state.config.federation_domain().map(str::to_owned);
             let report = blocking(state, move |store| {

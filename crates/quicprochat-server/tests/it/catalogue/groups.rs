@@ -211,5 +211,10 @@ async fn groups_catalogue() {
         .case("stale-epoch commit", &alice_rpc, Outcome::Status(Status::StaleEpoch), Connection::Survives, outcome)
         .await;
 
-    assert_eq!(bench.cases(), 17);
+    // Almost a million empty messages in under 2 MiB: refused before decoding.
+    let empties: Vec<u8> = std::iter::repeat_n([0x0a, 0x00], 1_000_000).flatten().collect();
+    let outcome = async { Outcome::of(alice_rpc.call_raw(Method::SendMessages, empties.into()).await) };
+    bench.case("a burst of a million empty messages", &alice_rpc, invalid.clone(), Connection::Survives, outcome).await;
+
+    assert_eq!(bench.cases(), 18);
 }

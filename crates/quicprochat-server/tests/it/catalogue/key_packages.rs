@@ -67,6 +67,10 @@ async fn key_packages_catalogue() {
     let outcome = upload(rpc, vec![b"not a key package".to_vec()], vec![]);
     bench.case("garbage key package", rpc, invalid.clone(), Connection::Survives, outcome).await;
 
+    // Almost a million empty packages in under 2 MiB: refused before decoding.
+    let outcome = upload(rpc, vec![Vec::new(); 1_000_000], vec![]);
+    bench.case("a million empty key packages", rpc, invalid.clone(), Connection::Survives, outcome).await;
+
     let mut tampered = alice_mls.generate_key_packages(1).expect("kp").remove(0);
     let last = tampered.len() - 1;
     tampered[last] ^= 1;
@@ -205,7 +209,7 @@ async fn key_packages_catalogue() {
         )
         .await;
 
-    assert_eq!(bench.cases(), 18);
+    assert_eq!(bench.cases(), 19);
 }
 
 /// `rate_limits.last_resort_per_pair.burst` by default.
