@@ -172,7 +172,7 @@ impl Inner {
         let device = self.mls.device_id();
         let mut written = Vec::with_capacity(ready.len());
         let mut refused = Vec::new();
-        let mut unwritten = Vec::new();
+        let mut unwritten = None;
         let mut ready = ready.into_iter();
         let committed = self.mls.batch(|| {
             for (request, conversation) in ready.by_ref() {
@@ -200,7 +200,7 @@ impl Inner {
                     received_at_ms: sent_at,
                 };
                 if let Err(error) = self.store.queue_outgoing(&record, &ciphertext) {
-                    unwritten.push(request.reply);
+                    unwritten = Some(request.reply);
                     return Err(SdkError::from(error));
                 }
                 written.push(Written { reply: request.reply, conversation, content, message_id });

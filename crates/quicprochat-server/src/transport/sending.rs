@@ -100,13 +100,13 @@ pub(crate) async fn send_messages(state: &ServerState, user: SessionUser, body: 
             }
         }
     }
-    let mut stored = if admitted.is_empty() { Vec::new() } else { store_in_order(state, user, admitted).await? };
-    stored.reverse();
+    let stored = if admitted.is_empty() { Vec::new() } else { store_in_order(state, user, admitted).await? };
+    let mut stored = stored.into_iter();
     let results = verdicts
         .into_iter()
         .map(|verdict| match verdict {
             Some(error) => Err(error),
-            None => stored.pop().unwrap_or_else(|| Err(DomainError::internal("a stored message has no answer"))),
+            None => stored.next().unwrap_or_else(|| Err(DomainError::internal("a stored message has no answer"))),
         })
         .map(send_result)
         .collect();
